@@ -1,0 +1,64 @@
+#ifndef POCKETLM_CKERNELS_H
+#define POCKETLM_CKERNELS_H
+// Hot loops over quantized weights. Each kernel has an AVX-512 body (compiled with a target attribute and
+// chosen at run time by a CPU check, so the binary stays portable) and a plain C body for other CPUs.
+#include <stddef.h>
+#include <stdint.h>
+
+// ggml type numbers (GGUF's tensor types) understood here.
+enum {
+    PL_TYPE_F32 = 0,
+    PL_TYPE_F16 = 1,
+    PL_TYPE_Q4_0 = 2,
+    PL_TYPE_Q4_1 = 3,
+    PL_TYPE_Q8_0 = 8,
+    PL_TYPE_BF16 = 30,
+};
+
+/// 1 when the AVX-512 kernels are in use on this CPU.
+int pl_has_avx512(void);
+/// Forces the portable kernels (tests compare both paths); 0 restores the CPU check.
+void pl_force_portable(int on);
+
+/// Dequantizes `n` elements (a whole number of blocks) of one row.
+void pl_dequantize_row(int type, const void *src, float *dst, int64_t n);
+
+/// y[r - r0] = dot(row r of w, x) for rows r0 ..< r1; rows are `row_bytes` apart, each `n` elements.
+void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float *y,
+               int64_t n, int64_t r0, int64_t r1);
+
+/// Dequantizes rows r0 ..< r1 of w into dst (row-major, `n` floats per row).
+void pl_dequantize_rows(int type, const void *w, size_t row_bytes, float *dst,
+                        int64_t n, int64_t r0, int64_t r1);
+
+/// Activations quantized the way llama.cpp does before an integer dot product, so quantized models give
+/// llama.cpp's numbers: Q8_0 blocks (f16 d, 32 × int8) for Q8_0/Q4_0 weights, Q8_1 blocks (f16 d, f16 d·Σq,
+/// 32 × int8) for Q4_1 weights. `n` is a multiple of 32.
+enum { PL_Q8_0_BLOCK_BYTES = 34, PL_Q8_1_BLOCK_BYTES = 36 };
+void pl_quantize_q8_0(const float *x, void *out, int64_t n);
+void pl_quantize_q8_1(const float *x, void *out, int64_t n);
+/// The activation format `pl_matvec_q` expects for a weight type: PL_TYPE_Q8_0, 9 (Q8_1), or -1 (float input).
+int pl_activation_type(int weight_type);
+
+/// Like pl_matvec, for quantized weights against activations already quantized by pl_quantize_q8_0/q8_1.
+void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
+                 int64_t n, int64_t r0, int64_t r1);
+
+/// Several quantized inputs at once (rows of `xq_stride` bytes, n_tokens of them): y[t·ldy + r] for rows
+/// r0 ..< r1. Each weight row is read once and stays in L1 while every input is multiplied with it.
+void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size_t xq_stride, int64_t n_tokens,
+                 float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+
+/// Converts n floats to f16 (round to nearest even) / back.
+void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n);
+
+/// One attention head for one query, as llama.cpp computes it with an F16 KV cache: q is rounded to f16,
+/// scores = q·k_t · scale for t in 0..<n_ctx, softmax, probabilities rounded to f16, out = Σ p_t v_t.
+/// k and v rows are `stride` elements apart (f16); `scores` has room for n_ctx floats.
+void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                      int64_t head_dim, float scale, float *scores, float *out);
+
+float pl_f16_to_f32(uint16_t h);
+uint16_t pl_f32_to_f16(float f);
+
+#endif

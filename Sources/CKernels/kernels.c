@@ -1,0 +1,571 @@
+#include "ckernels.h"
+#include <string.h>
+#include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// ---- scalar conversions --------------------------------------------------------------------------
+
+float pl_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { // subnormal: renormalise
+            int e = -1;
+            do { e++; man <<= 1; } while ((man & 0x400) == 0);
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000 | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t pl_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
+    uint32_t man = x & 0x7fffff;
+    if (((x >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)exp << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
+    return (uint16_t)half;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+// ---- portable bodies -----------------------------------------------------------------------------
+
+static void dequant_portable(int type, const void *src, float *dst, int64_t n) {
+    const uint8_t *p = (const uint8_t *)src;
+    switch (type) {
+    case PL_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case PL_TYPE_F16: for (int64_t i = 0; i < n; i++) dst[i] = pl_f16_to_f32(load_u16(p + 2 * i)); break;
+    case PL_TYPE_BF16: for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(load_u16(p + 2 * i)); break;
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 34) {
+            float d = pl_f16_to_f32(load_u16(p));
+            const int8_t *q = (const int8_t *)(p + 2);
+            for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)q[j];
+        }
+        break;
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 18) {
+            float d = pl_f16_to_f32(load_u16(p));
+            const uint8_t *q = p + 2;
+            for (int j = 0; j < 16; j++) {
+                dst[b * 32 + j] = d * (float)((int)(q[j] & 0x0f) - 8);
+                dst[b * 32 + j + 16] = d * (float)((int)(q[j] >> 4) - 8);
+            }
+        }
+        break;
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < n / 32; b++, p += 20) {
+            float d = pl_f16_to_f32(load_u16(p));
+            float m = pl_f16_to_f32(load_u16(p + 2));
+            const uint8_t *q = p + 4;
+            for (int j = 0; j < 16; j++) {
+                dst[b * 32 + j] = d * (float)(q[j] & 0x0f) + m;
+                dst[b * 32 + j + 16] = d * (float)(q[j] >> 4) + m;
+            }
+        }
+        break;
+    default: break;
+    }
+}
+
+static float dot_portable(int type, const void *row, const float *x, int64_t n) {
+    const uint8_t *p = (const uint8_t *)row;
+    float sum = 0.0f;
+    switch (type) {
+    case PL_TYPE_F32: {
+        const float *w = (const float *)row;
+        for (int64_t i = 0; i < n; i++) sum += w[i] * x[i];
+        break;
+    }
+    case PL_TYPE_F16: for (int64_t i = 0; i < n; i++) sum += pl_f16_to_f32(load_u16(p + 2 * i)) * x[i]; break;
+    case PL_TYPE_BF16: for (int64_t i = 0; i < n; i++) sum += bf16_to_f32(load_u16(p + 2 * i)) * x[i]; break;
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 34) {
+            const int8_t *q = (const int8_t *)(p + 2);
+            const float *xb = x + b * 32;
+            float s = 0.0f;
+            for (int j = 0; j < 32; j++) s += (float)q[j] * xb[j];
+            sum += pl_f16_to_f32(load_u16(p)) * s;
+        }
+        break;
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 18) {
+            const uint8_t *q = p + 2;
+            const float *xb = x + b * 32;
+            float s = 0.0f;
+            for (int j = 0; j < 16; j++)
+                s += (float)((int)(q[j] & 0x0f) - 8) * xb[j] + (float)((int)(q[j] >> 4) - 8) * xb[j + 16];
+            sum += pl_f16_to_f32(load_u16(p)) * s;
+        }
+        break;
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < n / 32; b++, p += 20) {
+            const uint8_t *q = p + 4;
+            const float *xb = x + b * 32;
+            float s = 0.0f, xs = 0.0f;
+            for (int j = 0; j < 16; j++) {
+                s += (float)(q[j] & 0x0f) * xb[j] + (float)(q[j] >> 4) * xb[j + 16];
+                xs += xb[j] + xb[j + 16];
+            }
+            sum += pl_f16_to_f32(load_u16(p)) * s + pl_f16_to_f32(load_u16(p + 2)) * xs;
+        }
+        break;
+    default: break;
+    }
+    return sum;
+}
+
+// ---- AVX-512 bodies ------------------------------------------------------------------------------
+#if defined(__x86_64__)
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+
+AVX512 static inline __m512 q8_block_to_f32_lo(const int8_t *q) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+}
+
+// Nibbles of a 4-bit block as two vectors of 16 floats: elements 0..15 (low nibbles), 16..31 (high).
+AVX512 static inline void q4_block_to_f32(const uint8_t *q, __m512 *lo, __m512 *hi) {
+    __m128i bytes = _mm_loadu_si128((const __m128i *)q);
+    __m512i wide = _mm512_cvtepu8_epi32(bytes);
+    *lo = _mm512_cvtepi32_ps(_mm512_and_si512(wide, _mm512_set1_epi32(0x0f)));
+    *hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(wide, 4));
+}
+
+AVX512 static float dot_avx512(int type, const void *row, const float *x, int64_t n) {
+    const uint8_t *p = (const uint8_t *)row;
+    __m512 acc = _mm512_setzero_ps();
+    __m512 acc2 = _mm512_setzero_ps();
+    switch (type) {
+    case PL_TYPE_F32: {
+        const float *w = (const float *)row;
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32) {
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), acc);
+            acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), acc2);
+        }
+        float tail = 0.0f;
+        for (; i < n; i++) tail += w[i] * x[i];
+        return _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2)) + tail;
+    }
+    case PL_TYPE_F16:
+    case PL_TYPE_BF16: {
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(p + 2 * i));
+            __m512 w = type == PL_TYPE_F16 ? _mm512_cvtph_ps(h)
+                                           : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+            acc = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i), acc);
+        }
+        float tail = 0.0f;
+        for (; i < n; i++)
+            tail += (type == PL_TYPE_F16 ? pl_f16_to_f32(load_u16(p + 2 * i)) : bf16_to_f32(load_u16(p + 2 * i))) * x[i];
+        return _mm512_reduce_add_ps(acc) + tail;
+    }
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 34) {
+            const int8_t *q = (const int8_t *)(p + 2);
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 s = _mm512_mul_ps(q8_block_to_f32_lo(q), _mm512_loadu_ps(x + b * 32));
+            s = _mm512_fmadd_ps(q8_block_to_f32_lo(q + 16), _mm512_loadu_ps(x + b * 32 + 16), s);
+            acc = _mm512_fmadd_ps(d, s, acc);
+        }
+        return _mm512_reduce_add_ps(acc);
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 18) {
+            __m512 lo, hi;
+            q4_block_to_f32(p + 2, &lo, &hi);
+            __m512 eight = _mm512_set1_ps(8.0f);
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 s = _mm512_mul_ps(_mm512_sub_ps(lo, eight), _mm512_loadu_ps(x + b * 32));
+            s = _mm512_fmadd_ps(_mm512_sub_ps(hi, eight), _mm512_loadu_ps(x + b * 32 + 16), s);
+            acc = _mm512_fmadd_ps(d, s, acc);
+        }
+        return _mm512_reduce_add_ps(acc);
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < n / 32; b++, p += 20) {
+            __m512 lo, hi;
+            q4_block_to_f32(p + 4, &lo, &hi);
+            __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 m = _mm512_set1_ps(pl_f16_to_f32(load_u16(p + 2)));
+            __m512 s = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
+            acc = _mm512_fmadd_ps(d, s, acc);
+            acc2 = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), acc2);
+        }
+        return _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2));
+    default: return 0.0f;
+    }
+}
+
+AVX512 static void dequant_avx512(int type, const void *src, float *dst, int64_t n) {
+    const uint8_t *p = (const uint8_t *)src;
+    switch (type) {
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 34) {
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            const int8_t *q = (const int8_t *)(p + 2);
+            _mm512_storeu_ps(dst + b * 32, _mm512_mul_ps(d, q8_block_to_f32_lo(q)));
+            _mm512_storeu_ps(dst + b * 32 + 16, _mm512_mul_ps(d, q8_block_to_f32_lo(q + 16)));
+        }
+        break;
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < n / 32; b++, p += 18) {
+            __m512 lo, hi;
+            q4_block_to_f32(p + 2, &lo, &hi);
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 eight = _mm512_set1_ps(8.0f);
+            _mm512_storeu_ps(dst + b * 32, _mm512_mul_ps(d, _mm512_sub_ps(lo, eight)));
+            _mm512_storeu_ps(dst + b * 32 + 16, _mm512_mul_ps(d, _mm512_sub_ps(hi, eight)));
+        }
+        break;
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < n / 32; b++, p += 20) {
+            __m512 lo, hi;
+            q4_block_to_f32(p + 4, &lo, &hi);
+            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 m = _mm512_set1_ps(pl_f16_to_f32(load_u16(p + 2)));
+            _mm512_storeu_ps(dst + b * 32, _mm512_fmadd_ps(d, lo, m));
+            _mm512_storeu_ps(dst + b * 32 + 16, _mm512_fmadd_ps(d, hi, m));
+        }
+        break;
+    case PL_TYPE_F16: {
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * i))));
+        for (; i < n; i++) dst[i] = pl_f16_to_f32(load_u16(p + 2 * i));
+        break;
+    }
+    default: dequant_portable(type, src, dst, n); break;
+    }
+}
+#endif
+
+// ---- dispatch ------------------------------------------------------------------------------------
+
+static int g_force_portable = 0;
+
+int pl_has_avx512(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    return cached && !g_force_portable;
+#else
+    return 0;
+#endif
+}
+
+void pl_force_portable(int on) { g_force_portable = on; }
+
+void pl_dequantize_row(int type, const void *src, float *dst, int64_t n) {
+#if defined(__x86_64__)
+    if (pl_has_avx512()) { dequant_avx512(type, src, dst, n); return; }
+#endif
+    dequant_portable(type, src, dst, n);
+}
+
+void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float *y,
+               int64_t n, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)w;
+#if defined(__x86_64__)
+    if (pl_has_avx512()) {
+        for (int64_t r = r0; r < r1; r++) y[r - r0] = dot_avx512(type, base + (size_t)r * row_bytes, x, n);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; r++) y[r - r0] = dot_portable(type, base + (size_t)r * row_bytes, x, n);
+}
+
+void pl_dequantize_rows(int type, const void *w, size_t row_bytes, float *dst,
+                        int64_t n, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)w;
+    for (int64_t r = r0; r < r1; r++) pl_dequantize_row(type, base + (size_t)r * row_bytes, dst + (r - r0) * n, n);
+}
+
+// ---- quantized activations and integer dot products (llama.cpp's numerics) -------------------------
+
+int pl_activation_type(int weight_type) {
+    switch (weight_type) {
+    case PL_TYPE_Q8_0: case PL_TYPE_Q4_0: return PL_TYPE_Q8_0;
+    case PL_TYPE_Q4_1: return 9;
+    default: return -1;
+    }
+}
+
+static inline void store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+// ggml rounds x/d to nearest with ties away from zero (roundf) in its reference code.
+static void quantize_block(const float *x, int8_t *q, float *d_out, int *sum_out) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
+    float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < 32; j++) { q[j] = (int8_t)roundf(x[j] * id); sum += q[j]; }
+    *d_out = d;
+    *sum_out = sum;
+}
+
+void pl_quantize_q8_0(const float *x, void *out, int64_t n) {
+    uint8_t *p = (uint8_t *)out;
+    for (int64_t b = 0; b < n / 32; b++, p += PL_Q8_0_BLOCK_BYTES) {
+        float d; int sum;
+        quantize_block(x + b * 32, (int8_t *)(p + 2), &d, &sum);
+        store_u16(p, pl_f32_to_f16(d));
+    }
+}
+
+void pl_quantize_q8_1(const float *x, void *out, int64_t n) {
+    uint8_t *p = (uint8_t *)out;
+    for (int64_t b = 0; b < n / 32; b++, p += PL_Q8_1_BLOCK_BYTES) {
+        float d; int sum;
+        quantize_block(x + b * 32, (int8_t *)(p + 4), &d, &sum);
+        store_u16(p, pl_f32_to_f16(d));
+        store_u16(p + 2, pl_f32_to_f16(d * (float)sum));
+    }
+}
+
+static float dotq_portable(int type, const uint8_t *w, const uint8_t *xq, int64_t nb) {
+    float sum = 0.0f;
+    switch (type) {
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++, w += 34, xq += 34) {
+            const int8_t *a = (const int8_t *)(w + 2), *c = (const int8_t *)(xq + 2);
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += a[j] * c[j];
+            sum += (float)s * (pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq)));
+        }
+        break;
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < nb; b++, w += 18, xq += 34) {
+            const uint8_t *a = w + 2;
+            const int8_t *c = (const int8_t *)(xq + 2);
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += ((a[j] & 0x0f) - 8) * c[j] + ((a[j] >> 4) - 8) * c[j + 16];
+            sum += (float)s * (pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq)));
+        }
+        break;
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < nb; b++, w += 20, xq += 36) {
+            const uint8_t *a = w + 4;
+            const int8_t *c = (const int8_t *)(xq + 4);
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += (a[j] & 0x0f) * c[j] + (a[j] >> 4) * c[j + 16];
+            sum += (float)s * (pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq)))
+                 + pl_f16_to_f32(load_u16(w + 2)) * pl_f16_to_f32(load_u16(xq + 2));
+        }
+        break;
+    default: break;
+    }
+    return sum;
+}
+
+#if defined(__x86_64__)
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")))
+
+AVX512VNNI static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// 32 nibbles of a 4-bit block as 32 unsigned bytes in element order (low nibbles 0..15, high 16..31).
+AVX512VNNI static inline __m256i q4_bytes(const uint8_t *q) {
+    __m128i b = _mm_loadu_si128((const __m128i *)q);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+AVX512VNNI static float dotq_avx512(int type, const uint8_t *w, const uint8_t *xq, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float msum = 0.0f;
+    switch (type) {
+    case PL_TYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++, w += 34, xq += 34) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(w + 2));
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 2));
+            // u8·s8 products: |a| against c with a's sign moved onto it.
+            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a));
+            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
+        }
+        return hsum256(acc);
+    case PL_TYPE_Q4_0:
+        for (int64_t b = 0; b < nb; b++, w += 18, xq += 34) {
+            __m256i a = q4_bytes(w + 2);
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 2));
+            // Σ(q-8)·c = Σq·c − 8·Σc
+            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c);
+            __m256i cs = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), c);
+            s = _mm256_sub_epi32(s, cs);
+            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
+        }
+        return hsum256(acc);
+    case PL_TYPE_Q4_1:
+        for (int64_t b = 0; b < nb; b++, w += 20, xq += 36) {
+            __m256i a = q4_bytes(w + 4);
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 4));
+            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c);
+            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
+            msum += pl_f16_to_f32(load_u16(w + 2)) * pl_f16_to_f32(load_u16(xq + 2));
+        }
+        return hsum256(acc) + msum;
+    default: return 0.0f;
+    }
+}
+
+static int has_vnni(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    }
+    return cached && !g_force_portable;
+}
+#endif
+
+void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
+                 int64_t n, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)w;
+    int64_t nb = n / 32;
+#if defined(__x86_64__)
+    if (has_vnni()) {
+        for (int64_t r = r0; r < r1; r++) y[r - r0] = dotq_avx512(type, base + (size_t)r * row_bytes, xq, nb);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; r++) y[r - r0] = dotq_portable(type, base + (size_t)r * row_bytes, xq, nb);
+}
+
+void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = pl_f32_to_f16(x[i]);
+}
+
+static void attention_portable(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                               int64_t hd, float scale, float *scores, float *out) {
+    float qh[512];
+    for (int64_t j = 0; j < hd; j++) qh[j] = pl_f16_to_f32(pl_f32_to_f16(q[j]));
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const uint16_t *kt = k + t * stride;
+        float d = 0.0f;
+        for (int64_t j = 0; j < hd; j++) d += qh[j] * pl_f16_to_f32(kt[j]);
+        d *= scale;
+        scores[t] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) { float e = expf(scores[t] - mx); scores[t] = e; sum += e; }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < hd; j++) out[j] = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        float p = pl_f16_to_f32(pl_f32_to_f16(scores[t] * inv));
+        const uint16_t *vt = v + t * stride;
+        for (int64_t j = 0; j < hd; j++) out[j] += p * pl_f16_to_f32(vt[j]);
+    }
+}
+
+#if defined(__x86_64__)
+// head_dim a multiple of 16 (64 for every model here); other sizes take the portable body.
+AVX512 static void attention_avx512(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                                    int64_t hd, float scale, float *scores, float *out) {
+    __m512 qv[32];
+    int64_t nv = hd / 16;
+    for (int64_t c = 0; c < nv; c++)
+        qv[c] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + 16 * c), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const uint16_t *kt = k + t * stride;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t c = 0; c < nv; c++)
+            acc = _mm512_fmadd_ps(qv[c], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c))), acc);
+        float d = _mm512_reduce_add_ps(acc) * scale;
+        scores[t] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) { float e = expf(scores[t] - mx); scores[t] = e; sum += e; }
+    float inv = 1.0f / sum;
+    __m512 o[32];
+    for (int64_t c = 0; c < nv; c++) o[c] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n_ctx; t++) {
+        float p = pl_f16_to_f32(pl_f32_to_f16(scores[t] * inv));
+        __m512 pv = _mm512_set1_ps(p);
+        const uint16_t *vt = v + t * stride;
+        for (int64_t c = 0; c < nv; c++)
+            o[c] = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c))), o[c]);
+    }
+    for (int64_t c = 0; c < nv; c++) _mm512_storeu_ps(out + 16 * c, o[c]);
+}
+#endif
+
+void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                      int64_t head_dim, float scale, float *scores, float *out) {
+#if defined(__x86_64__)
+    if (pl_has_avx512() && head_dim % 16 == 0 && head_dim <= 512) {
+        attention_avx512(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
+        return;
+    }
+#endif
+    if (head_dim <= 512) attention_portable(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
+}
+
+void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size_t xq_stride, int64_t n_tokens,
+                 float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)w;
+    const uint8_t *x = (const uint8_t *)xq;
+    int64_t nb = n / 32;
+#if defined(__x86_64__)
+    if (has_vnni()) {
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = 0; t < n_tokens; t++)
+                y[t * ldy + r] = dotq_avx512(type, base + (size_t)r * row_bytes, x + (size_t)t * xq_stride, nb);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t t = 0; t < n_tokens; t++)
+            y[t * ldy + r] = dotq_portable(type, base + (size_t)r * row_bytes, x + (size_t)t * xq_stride, nb);
+}

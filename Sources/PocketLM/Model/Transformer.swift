@@ -1,0 +1,267 @@
+import CKernels
+import Foundation
+
+/// The llama-style decoder: RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU, tied head.
+///
+/// The whole forward pass is `forwardChunk`, top to bottom. A prompt runs as a batch (sgemm, compute-bound);
+/// a generated token runs alone (matvec, memory-bound). Both use the same code; only `Linear` picks the kernel.
+/// All buffers are allocated here, once: decoding a token allocates nothing.
+public final class Transformer: @unchecked Sendable {
+    public let config: ModelConfig
+    public let schedule: LayerSchedule
+    public let contextLength: Int
+    /// Most positions run through one batch; longer prompts are split into chunks of this many.
+    public let maxBatch: Int
+    public let cache: KVCache
+    public let pool: ThreadPool
+    public let store: WeightStore
+    /// Tokens already in the KV cache: the position the next token takes.
+    public private(set) var position = 0
+
+    struct Block {
+        var attnNorm: [Float]
+        var wq, wk, wv, wo: WeightTensor
+        var ffnNorm: [Float]
+        var wGate, wUp, wDown: WeightTensor
+    }
+
+    let tokenEmbedding: WeightTensor
+    let outputNorm: [Float]
+    let output: WeightTensor
+    let blocks: [Block]
+    let linear: Linear
+
+    // Scratch, sized for `maxBatch` positions.
+    private let x, xn, q, k, v, att, gate, up: UnsafeMutablePointer<Float>
+    private let tile: UnsafeMutableBufferPointer<Float>
+    private let scores: UnsafeMutablePointer<Float>
+    private let ropeInvFreq: UnsafeMutablePointer<Float>
+    private let lastLogits: UnsafeMutablePointer<Float>
+    private var batchLogits: UnsafeMutablePointer<Float>?
+    private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    private let quantizedInput: UnsafeMutableRawPointer
+
+    public init(store: WeightStore, config: ModelConfig, schedule: LayerSchedule? = nil,
+                contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256) throws {
+        try config.validate()
+        let schedule = schedule ?? .plain(blocks: config.numHiddenLayers)
+        let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize, vocab = config.vocabSize
+        self.config = config
+        self.schedule = schedule
+        self.store = store
+        self.contextLength = contextLength ?? config.maxPositionEmbeddings
+        guard self.contextLength >= 1 else { throw ModelError.invalidConfig(field: "context", reason: "must be at least 1") }
+        self.maxBatch = max(1, min(maxBatch, self.contextLength))
+        self.pool = ThreadPool(threadCount: threads)
+        setBLASThreads(threads)
+
+        func vector(_ name: String) throws -> [Float] {
+            let t = try store.tensor(name, shape: [dim])
+            var out = [Float](repeating: 0, count: dim)
+            out.withUnsafeMutableBufferPointer { pl_dequantize_row(Int32(t.type.rawValue), t.data, $0.baseAddress, Int64(dim)) }
+            return out
+        }
+        tokenEmbedding = try store.tensor("token_embd.weight", shape: [dim, vocab])
+        outputNorm = try vector("output_norm.weight")
+        // Tied embeddings: with no separate head the output projection is the embedding matrix itself.
+        output = store.contains("output.weight") ? try store.tensor("output.weight", shape: [dim, vocab]) : tokenEmbedding
+        blocks = try (0..<config.numHiddenLayers).map { i in
+            let p = "blk.\(i)."
+            return Block(attnNorm: try vector(p + "attn_norm.weight"),
+                         wq: try store.tensor(p + "attn_q.weight", shape: [dim, dim]),
+                         wk: try store.tensor(p + "attn_k.weight", shape: [dim, kvDim]),
+                         wv: try store.tensor(p + "attn_v.weight", shape: [dim, kvDim]),
+                         wo: try store.tensor(p + "attn_output.weight", shape: [dim, dim]),
+                         ffnNorm: try vector(p + "ffn_norm.weight"),
+                         wGate: try store.tensor(p + "ffn_gate.weight", shape: [dim, ffn]),
+                         wUp: try store.tensor(p + "ffn_up.weight", shape: [dim, ffn]),
+                         wDown: try store.tensor(p + "ffn_down.weight", shape: [ffn, dim]))
+        }
+
+        cache = KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
+        let b = self.maxBatch
+        x = .allocate(capacity: b * dim)
+        xn = .allocate(capacity: b * dim)
+        q = .allocate(capacity: b * dim)
+        k = .allocate(capacity: b * kvDim)
+        v = .allocate(capacity: b * kvDim)
+        att = .allocate(capacity: b * dim)
+        gate = .allocate(capacity: b * ffn)
+        up = .allocate(capacity: b * ffn)
+        // Enough for the largest block matrix, so each projection dequantizes in one tile.
+        tile = .allocate(capacity: max(ffn * dim, dim * dim, 1024 * dim))
+        scores = .allocate(capacity: pool.threadCount * self.contextLength)
+        lastLogits = .allocate(capacity: vocab)
+        let half = config.headDim / 2
+        ropeInvFreq = .allocate(capacity: half)
+        for i in 0..<half {
+            ropeInvFreq[i] = Float(pow(config.ropeTheta, -2.0 * Double(i) / Double(config.headDim)))
+        }
+        quantizedInput = .allocate(byteCount: b * Linear.quantizedInputBytes(columns: max(dim, ffn)), alignment: 64)
+        linear = Linear(pool: pool, tile: tile, quantizedInput: quantizedInput)
+    }
+
+    deinit {
+        for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq] { p.deallocate() }
+        tile.deallocate()
+        batchLogits?.deallocate()
+        oneToken.deallocate()
+        quantizedInput.deallocate()
+    }
+
+    /// Forgets the cached positions (a new conversation).
+    public func reset() { position = 0 }
+
+    /// Rewinds the cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix.
+    public func truncate(to n: Int) { position = max(0, min(n, position)) }
+
+    /// Runs one token and returns the logits for the next one (valid until the next call).
+    public func decode(_ token: Int) throws -> UnsafeBufferPointer<Float> {
+        oneToken.pointee = token
+        return try forward(UnsafeBufferPointer(start: oneToken, count: 1), allLogits: false)
+    }
+
+    /// Runs `tokens` at the next positions. Returns the last position's logits (`vocabSize` floats), or with
+    /// `allLogits` every position's (`tokens.count × vocabSize`; `tokens.count` must be ≤ `maxBatch`).
+    /// The buffer is owned by the model and valid until the next call.
+    public func forward(_ tokens: UnsafeBufferPointer<Int>, allLogits: Bool = false) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0 else { throw ModelError.emptyPrompt }
+        guard position + n <= contextLength else { throw ModelError.contextOverflow(needed: position + n, context: contextLength) }
+        for t in tokens where t < 0 || t >= config.vocabSize {
+            throw ModelError.tokenOutOfRange(token: t, vocabSize: config.vocabSize)
+        }
+        if allLogits {
+            precondition(n <= maxBatch, "allLogits needs tokens.count <= maxBatch")
+            if batchLogits == nil { batchLogits = .allocate(capacity: maxBatch * config.vocabSize) }
+            forwardChunk(tokens, logits: batchLogits!, all: true)
+            return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
+        }
+        var start = 0
+        while start < n {
+            let end = min(n, start + maxBatch)
+            forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<end]), logits: lastLogits, all: false,
+                         computeLogits: end == n)
+            start = end
+        }
+        return UnsafeBufferPointer(start: lastLogits, count: config.vocabSize)
+    }
+
+    // MARK: - The forward pass
+
+    private func forwardChunk(_ tokens: UnsafeBufferPointer<Int>, logits: UnsafeMutablePointer<Float>, all: Bool,
+                              computeLogits: Bool = true) {
+        let n = tokens.count, start = position
+        let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize
+        let eps = Float(config.rmsNormEps)
+
+        // 1. Token embeddings.
+        for i in 0..<n {
+            pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
+        }
+
+        // 2. The blocks, in schedule order; pass `slot` keeps its own keys and values.
+        for (slot, b) in schedule.passes.enumerated() {
+            let block = blocks[b]
+            let keys = cache.keys(slot: slot), values = cache.values(slot: slot)
+
+            // Attention: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x).
+            rmsNorm(x, block.attnNorm, xn, rows: n, eps: eps)
+            linear(block.wq, xn, n: n, q)
+            linear(block.wk, xn, n: n, k)
+            linear(block.wv, xn, n: n, v)
+            rope(q, rows: n, heads: config.numAttentionHeads, start: start)
+            rope(k, rows: n, heads: config.numKeyValueHeads, start: start)
+            pl_f32_to_f16_row(k, keys + start * kvDim, Int64(n * kvDim))
+            pl_f32_to_f16_row(v, values + start * kvDim, Int64(n * kvDim))
+            attention(q, keys: keys, values: values, rows: n, start: start, out: att)
+            linear(block.wo, att, n: n, xn)
+            add(x, xn, count: n * dim)
+
+            // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·xn) ⊙ Wup·xn), xn = rmsnorm(x).
+            rmsNorm(x, block.ffnNorm, xn, rows: n, eps: eps)
+            linear(block.wGate, xn, n: n, gate)
+            linear(block.wUp, xn, n: n, up)
+            swiglu(gate, up, count: n * ffn)
+            linear(block.wDown, gate, n: n, xn)
+            add(x, xn, count: n * dim)
+        }
+        position += n
+
+        // 3. Final norm and the output head, for the last position only unless every position is wanted.
+        guard computeLogits else { return }
+        if all {
+            rmsNorm(x, outputNorm, xn, rows: n, eps: eps)
+            linear(output, xn, n: n, logits)
+        } else {
+            rmsNorm(x + (n - 1) * dim, outputNorm, xn, rows: 1, eps: eps)
+            linear(output, xn, n: 1, logits)
+        }
+    }
+
+    // MARK: - Small ops
+
+    private func rmsNorm(_ input: UnsafeMutablePointer<Float>, _ weight: [Float], _ out: UnsafeMutablePointer<Float>,
+                         rows: Int, eps: Float) {
+        let dim = config.hiddenSize
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                let xi = input + r * dim, yo = out + r * dim
+                var ss: Double = 0
+                for j in 0..<dim { ss += Double(xi[j]) * Double(xi[j]) }
+                let scale = Float(1.0 / (ss / Double(dim) + Double(eps)).squareRoot())
+                for j in 0..<dim { yo[j] = xi[j] * scale * w[j] }
+            }
+        }
+    }
+
+    /// Rotates adjacent pairs (x[2i], x[2i+1]) by pos·θ_i: GGUF's llama layout permuted Q/K rows for this.
+    private func rope(_ v: UnsafeMutablePointer<Float>, rows: Int, heads: Int, start: Int) {
+        let hd = config.headDim, width = heads * hd
+        for r in 0..<rows {
+            let pos = Float(start + r)
+            for i in 0..<(hd / 2) {
+                let angle = pos * ropeInvFreq[i]
+                let c = cos(angle), s = sin(angle)
+                for h in 0..<heads {
+                    let p = v + r * width + h * hd + 2 * i
+                    let a = p[0], b = p[1]
+                    p[0] = a * c - b * s
+                    p[1] = a * s + b * c
+                }
+            }
+        }
+    }
+
+    /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; heads are spread
+    /// over the threads, and each query's head sees the cache up to its own position.
+    private func attention(_ q: UnsafeMutablePointer<Float>, keys: UnsafeMutablePointer<UInt16>,
+                           values: UnsafeMutablePointer<UInt16>, rows: Int, start: Int, out: UnsafeMutablePointer<Float>) {
+        let heads = config.numAttentionHeads, hd = config.headDim, kvDim = config.kvDim, dim = config.hiddenSize
+        let group = heads / config.numKeyValueHeads
+        let scale = 1 / Float(hd).squareRoot()
+        let items = rows * heads
+        let parts = min(pool.threadCount, items)
+        let ctx = contextLength
+        let scores = self.scores
+        pool.run(parts: parts) { part in
+            for item in (items * part / parts)..<(items * (part + 1) / parts) {
+                let r = item / heads, h = item % heads
+                let kvOffset = (h / group) * hd
+                pl_attention_f16(q + r * dim + h * hd, keys + kvOffset, values + kvOffset, Int64(kvDim),
+                                 Int64(start + r + 1), Int64(hd), scale, scores + part * ctx, out + r * dim + h * hd)
+            }
+        }
+    }
+
+    private func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { a[i] += b[i] }
+    }
+
+    private func swiglu(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let v = g[i]
+            g[i] = v / (1 + exp(-v)) * u[i]
+        }
+    }
+}
