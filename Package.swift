@@ -23,8 +23,7 @@ let package = Package(
         .target(name: "CKernels", cSettings: kernelFlags),
         .target(
             name: "PocketLM",
-            dependencies: ["CKernels", "COpenBLAS"],
-            exclude: ["Tokenizer"] // TEMP-EXCLUDE
+            dependencies: ["CKernels", "COpenBLAS"]
         ),
         .executableTarget(
             name: "pocketlm",
@@ -35,8 +34,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PocketLMTests",
-            dependencies: ["PocketLM"],
-            exclude: ["TokenizerTests.swift", "ChatTemplateTests.swift"] // TEMP-EXCLUDE
+            dependencies: ["PocketLM"]
         ),
     ]
 )

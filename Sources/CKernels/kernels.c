@@ -154,6 +154,8 @@ static float dot_portable(int type, const void *row, const float *x, int64_t n) 
 #if defined(__x86_64__)
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 
+AVX512 static inline float f16_hw(const uint8_t *p) { return _cvtsh_ss(load_u16(p)); }
+
 AVX512 static inline __m512 q8_block_to_f32_lo(const int8_t *q) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
 }
@@ -193,13 +195,13 @@ AVX512 static float dot_avx512(int type, const void *row, const float *x, int64_
         }
         float tail = 0.0f;
         for (; i < n; i++)
-            tail += (type == PL_TYPE_F16 ? pl_f16_to_f32(load_u16(p + 2 * i)) : bf16_to_f32(load_u16(p + 2 * i))) * x[i];
+            tail += (type == PL_TYPE_F16 ? f16_hw(p + 2 * i) : bf16_to_f32(load_u16(p + 2 * i))) * x[i];
         return _mm512_reduce_add_ps(acc) + tail;
     }
     case PL_TYPE_Q8_0:
         for (int64_t b = 0; b < n / 32; b++, p += 34) {
             const int8_t *q = (const int8_t *)(p + 2);
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
             __m512 s = _mm512_mul_ps(q8_block_to_f32_lo(q), _mm512_loadu_ps(x + b * 32));
             s = _mm512_fmadd_ps(q8_block_to_f32_lo(q + 16), _mm512_loadu_ps(x + b * 32 + 16), s);
             acc = _mm512_fmadd_ps(d, s, acc);
@@ -210,7 +212,7 @@ AVX512 static float dot_avx512(int type, const void *row, const float *x, int64_
             __m512 lo, hi;
             q4_block_to_f32(p + 2, &lo, &hi);
             __m512 eight = _mm512_set1_ps(8.0f);
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
             __m512 s = _mm512_mul_ps(_mm512_sub_ps(lo, eight), _mm512_loadu_ps(x + b * 32));
             s = _mm512_fmadd_ps(_mm512_sub_ps(hi, eight), _mm512_loadu_ps(x + b * 32 + 16), s);
             acc = _mm512_fmadd_ps(d, s, acc);
@@ -221,8 +223,8 @@ AVX512 static float dot_avx512(int type, const void *row, const float *x, int64_
             __m512 lo, hi;
             q4_block_to_f32(p + 4, &lo, &hi);
             __m512 x0 = _mm512_loadu_ps(x + b * 32), x1 = _mm512_loadu_ps(x + b * 32 + 16);
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
-            __m512 m = _mm512_set1_ps(pl_f16_to_f32(load_u16(p + 2)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
+            __m512 m = _mm512_set1_ps(f16_hw(p + 2));
             __m512 s = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
             acc = _mm512_fmadd_ps(d, s, acc);
             acc2 = _mm512_fmadd_ps(m, _mm512_add_ps(x0, x1), acc2);
@@ -237,7 +239,7 @@ AVX512 static void dequant_avx512(int type, const void *src, float *dst, int64_t
     switch (type) {
     case PL_TYPE_Q8_0:
         for (int64_t b = 0; b < n / 32; b++, p += 34) {
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
             const int8_t *q = (const int8_t *)(p + 2);
             _mm512_storeu_ps(dst + b * 32, _mm512_mul_ps(d, q8_block_to_f32_lo(q)));
             _mm512_storeu_ps(dst + b * 32 + 16, _mm512_mul_ps(d, q8_block_to_f32_lo(q + 16)));
@@ -247,7 +249,7 @@ AVX512 static void dequant_avx512(int type, const void *src, float *dst, int64_t
         for (int64_t b = 0; b < n / 32; b++, p += 18) {
             __m512 lo, hi;
             q4_block_to_f32(p + 2, &lo, &hi);
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
             __m512 eight = _mm512_set1_ps(8.0f);
             _mm512_storeu_ps(dst + b * 32, _mm512_mul_ps(d, _mm512_sub_ps(lo, eight)));
             _mm512_storeu_ps(dst + b * 32 + 16, _mm512_mul_ps(d, _mm512_sub_ps(hi, eight)));
@@ -257,8 +259,8 @@ AVX512 static void dequant_avx512(int type, const void *src, float *dst, int64_t
         for (int64_t b = 0; b < n / 32; b++, p += 20) {
             __m512 lo, hi;
             q4_block_to_f32(p + 4, &lo, &hi);
-            __m512 d = _mm512_set1_ps(pl_f16_to_f32(load_u16(p)));
-            __m512 m = _mm512_set1_ps(pl_f16_to_f32(load_u16(p + 2)));
+            __m512 d = _mm512_set1_ps(f16_hw(p));
+            __m512 m = _mm512_set1_ps(f16_hw(p + 2));
             _mm512_storeu_ps(dst + b * 32, _mm512_fmadd_ps(d, lo, m));
             _mm512_storeu_ps(dst + b * 32 + 16, _mm512_fmadd_ps(d, hi, m));
         }
@@ -267,7 +269,7 @@ AVX512 static void dequant_avx512(int type, const void *src, float *dst, int64_t
         int64_t i = 0;
         for (; i + 16 <= n; i += 16)
             _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * i))));
-        for (; i < n; i++) dst[i] = pl_f16_to_f32(load_u16(p + 2 * i));
+        for (; i < n; i++) dst[i] = f16_hw(p + 2 * i);
         break;
     }
     default: dequant_portable(type, src, dst, n); break;
@@ -332,14 +334,14 @@ int pl_activation_type(int weight_type) {
 
 static inline void store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
-// ggml rounds x/d to nearest with ties away from zero (roundf) in its reference code.
+// As ggml's x86 SIMD path does it (the reference ran that path): scale by 127/amax, round half to even.
 static void quantize_block(const float *x, int8_t *q, float *d_out, int *sum_out) {
     float amax = 0.0f;
     for (int j = 0; j < 32; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
     float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int sum = 0;
-    for (int j = 0; j < 32; j++) { q[j] = (int8_t)roundf(x[j] * id); sum += q[j]; }
+    for (int j = 0; j < 32; j++) { q[j] = (int8_t)nearbyintf(x[j] * id); sum += q[j]; }
     *d_out = d;
     *sum_out = sum;
 }
@@ -415,46 +417,87 @@ AVX512VNNI static inline __m256i q4_bytes(const uint8_t *q) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
-AVX512VNNI static float dotq_avx512(int type, const uint8_t *w, const uint8_t *xq, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    float msum = 0.0f;
-    switch (type) {
-    case PL_TYPE_Q8_0:
-        for (int64_t b = 0; b < nb; b++, w += 34, xq += 34) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)(w + 2));
-            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 2));
-            // u8·s8 products: |a| against c with a's sign moved onto it.
-            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a));
-            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
+// R rows against one quantized input at once: the input block is loaded and its scale converted once for all
+// R rows, and R independent accumulator chains keep the FMA units busy (one row alone is latency-bound).
+AVX512VNNI static inline __attribute__((always_inline)) void dotq_rows(
+        int type, const int R, const uint8_t *w, size_t row_bytes, const uint8_t *xq, int64_t nb, float *out) {
+    __m256 acc[4];
+    float msum[4] = {0, 0, 0, 0};
+    for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    if (type == PL_TYPE_Q4_1) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *xb = xq + b * 36;
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xb + 4));
+            float dx = f16_hw(xb), sx = f16_hw(xb + 2);
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wb = w + (size_t)i * row_bytes + b * 20;
+                __m128i raw = _mm_loadu_si128((const __m128i *)(wb + 4));
+                __m256i a = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+                __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(f16_hw(wb) * dx), _mm256_cvtepi32_ps(sum), acc[i]);
+                msum[i] += f16_hw(wb + 2) * sx;
+            }
         }
-        return hsum256(acc);
-    case PL_TYPE_Q4_0:
-        for (int64_t b = 0; b < nb; b++, w += 18, xq += 34) {
-            __m256i a = q4_bytes(w + 2);
-            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 2));
-            // Σ(q-8)·c = Σq·c − 8·Σc
-            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c);
-            __m256i cs = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), c);
-            s = _mm256_sub_epi32(s, cs);
-            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
+    } else if (type == PL_TYPE_Q4_0) {
+        const __m256i eight = _mm256_set1_epi8(8);
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *xb = xq + b * 34;
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xb + 2));
+            // Σ(q−8)·c = Σq·c − 8·Σc; the second term is shared by all rows.
+            __m256i csum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, c);
+            float dx = f16_hw(xb);
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wb = w + (size_t)i * row_bytes + b * 18;
+                __m128i raw = _mm_loadu_si128((const __m128i *)(wb + 2));
+                __m256i a = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low4);
+                __m256i sum = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c), csum);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(f16_hw(wb) * dx), _mm256_cvtepi32_ps(sum), acc[i]);
+            }
         }
-        return hsum256(acc);
-    case PL_TYPE_Q4_1:
-        for (int64_t b = 0; b < nb; b++, w += 20, xq += 36) {
-            __m256i a = q4_bytes(w + 4);
-            __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 4));
-            __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, c);
-            float d = pl_f16_to_f32(load_u16(w)) * pl_f16_to_f32(load_u16(xq));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
-            msum += pl_f16_to_f32(load_u16(w + 2)) * pl_f16_to_f32(load_u16(xq + 2));
+    } else { // Q8_0 × Q8_0: |w| against x with w's sign moved onto it, so the products fit u8·s8.
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *xb = xq + b * 34;
+            __m256i c = _mm256_loadu_si256((const __m256i *)(xb + 2));
+            float dx = f16_hw(xb);
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wb = w + (size_t)i * row_bytes + b * 34;
+                __m256i a = _mm256_loadu_si256((const __m256i *)(wb + 2));
+                __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a));
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(f16_hw(wb) * dx), _mm256_cvtepi32_ps(sum), acc[i]);
+            }
         }
-        return hsum256(acc) + msum;
-    default: return 0.0f;
     }
+    for (int i = 0; i < R; i++) out[i] = hsum256(acc[i]) + msum[i];
 }
 
+AVX512VNNI static void matmul_q_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                                     int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1) {
+    float out[4];
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        for (int64_t t = 0; t < n_tokens; t++) {
+            const uint8_t *x = xq + (size_t)t * xq_stride;
+            switch (type) {
+            case PL_TYPE_Q4_1: dotq_rows(PL_TYPE_Q4_1, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            case PL_TYPE_Q4_0: dotq_rows(PL_TYPE_Q4_0, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            default: dotq_rows(PL_TYPE_Q8_0, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            }
+            for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];
+        }
+    }
+    for (; r < r1; r++) {
+        for (int64_t t = 0; t < n_tokens; t++) {
+            const uint8_t *x = xq + (size_t)t * xq_stride;
+            switch (type) {
+            case PL_TYPE_Q4_1: dotq_rows(PL_TYPE_Q4_1, 1, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            case PL_TYPE_Q4_0: dotq_rows(PL_TYPE_Q4_0, 1, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            default: dotq_rows(PL_TYPE_Q8_0, 1, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;
+            }
+            y[t * ldy + r] = out[0];
+        }
+    }
+}
 static int has_vnni(void) {
     static int cached = -1;
     if (cached < 0) {
@@ -466,17 +509,26 @@ static int has_vnni(void) {
 }
 #endif
 
-void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
-                 int64_t n, int64_t r0, int64_t r1) {
+void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size_t xq_stride, int64_t n_tokens,
+                 float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
     const uint8_t *base = (const uint8_t *)w;
+    const uint8_t *x = (const uint8_t *)xq;
     int64_t nb = n / 32;
 #if defined(__x86_64__)
     if (has_vnni()) {
-        for (int64_t r = r0; r < r1; r++) y[r - r0] = dotq_avx512(type, base + (size_t)r * row_bytes, xq, nb);
+        matmul_q_vnni(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, nb, r0, r1);
         return;
     }
 #endif
-    for (int64_t r = r0; r < r1; r++) y[r - r0] = dotq_portable(type, base + (size_t)r * row_bytes, xq, nb);
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t t = 0; t < n_tokens; t++)
+            y[t * ldy + r] = dotq_portable(type, base + (size_t)r * row_bytes, x + (size_t)t * xq_stride, nb);
+}
+
+void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
+                 int64_t n, int64_t r0, int64_t r1) {
+    // y holds rows r0 ..< r1 only: shift it so matmul's y[r] lands at y[r - r0].
+    pl_matmul_q(type, w, row_bytes, xq, 0, 1, y - r0, 0, n, r0, r1);
 }
 
 void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n) {
@@ -531,7 +583,7 @@ AVX512 static void attention_avx512(const float *q, const uint16_t *k, const uin
     __m512 o[32];
     for (int64_t c = 0; c < nv; c++) o[c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < n_ctx; t++) {
-        float p = pl_f16_to_f32(pl_f32_to_f16(scores[t] * inv));
+        float p = _cvtsh_ss(_cvtss_sh(scores[t] * inv, _MM_FROUND_TO_NEAREST_INT));
         __m512 pv = _mm512_set1_ps(p);
         const uint16_t *vt = v + t * stride;
         for (int64_t c = 0; c < nv; c++)
@@ -552,20 +604,4 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
     if (head_dim <= 512) attention_portable(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
 }
 
-void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size_t xq_stride, int64_t n_tokens,
-                 float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
-    const uint8_t *base = (const uint8_t *)w;
-    const uint8_t *x = (const uint8_t *)xq;
-    int64_t nb = n / 32;
-#if defined(__x86_64__)
-    if (has_vnni()) {
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t t = 0; t < n_tokens; t++)
-                y[t * ldy + r] = dotq_avx512(type, base + (size_t)r * row_bytes, x + (size_t)t * xq_stride, nb);
-        return;
-    }
-#endif
-    for (int64_t r = r0; r < r1; r++)
-        for (int64_t t = 0; t < n_tokens; t++)
-            y[t * ldy + r] = dotq_portable(type, base + (size_t)r * row_bytes, x + (size_t)t * xq_stride, nb);
-}
+

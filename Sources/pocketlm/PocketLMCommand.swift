@@ -1,8 +1,74 @@
 import ArgumentParser
-import PocketLM
 import Foundation
+import PocketLM
 
 @main
 struct PocketLMCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "pocketlm", abstract: "Run tiny language models fast on a CPU.")
+    static let configuration = CommandConfiguration(
+        commandName: "pocketlm",
+        abstract: "Run tiny language models fast on a CPU.",
+        subcommands: [Run.self, Tokenize.self, Inspect.self, Perplexity.self]
+    )
+
+    static func main() async {
+        BLASEnvironment.reexecWithFastKernelsIfNeeded()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: CLIError.wrap(error))
+        }
+    }
+}
+
+/// Library errors shown as one line naming the problem, with a non-zero exit.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+
+    static func wrap(_ error: Error) -> Error {
+        // Argument errors, help and clean exits keep ArgumentParser's own handling.
+        if error is ExitCode || error is ValidationError || error is CleanExit || error is CLIError { return error }
+        if let localized = error as? LocalizedError, let message = localized.errorDescription {
+            return CLIError(description: message)
+        }
+        return CLIError(description: String(describing: error))
+    }
+}
+
+/// stderr output for statistics and progress, so stdout carries only the generated text or JSON.
+enum Console {
+    nonisolated(unsafe) static var standardError = FileHandle.standardError
+
+    static func error(_ s: String) {
+        standardError.write(Data((s + "\n").utf8))
+    }
+
+    static func write(_ s: String) {
+        FileHandle.standardOutput.write(Data(s.utf8))
+    }
+
+    static func json<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(value)
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+}
+
+/// Options every subcommand that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "Path to a GGUF model file.")
+    var model: String
+
+    @Option(name: .long, help: "Compute threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
+    }
 }

@@ -3,20 +3,28 @@ import COpenBLAS
 
 /// `output[i, r] = dot(input[i, :], w[r, :])` for i in 0..<n: every projection in the model.
 ///
-/// One vector (decode) streams the quantized rows once through the C matvec kernel, split across threads.
-/// Several vectors (prefill) are compute-bound, so the weights are dequantized tile by tile into `tile` and
-/// multiplied by OpenBLAS sgemm: the quantized form stays the only copy in memory.
+/// Quantized weights (Q8_0, Q4_0, Q4_1) stay in their blocks: the inputs are quantized to Q8 as llama.cpp does
+/// and multiplied by integer dot products (VNNI), rows split across threads; in a batch each weight row is
+/// used for every input while it is in L1. Float weights use a matvec kernel for one input and OpenBLAS sgemm
+/// for a batch (F16/BF16 dequantized a tile at a time, so the stored form stays the only full copy).
 public struct Linear {
     public let pool: ThreadPool
     /// Scratch for dequantized rows; its size bounds the rows per sgemm call.
     public let tile: UnsafeMutableBufferPointer<Float>
-    /// Scratch for the inputs quantized to Q8_0/Q8_1 (room for the largest batch × widest input).
+    /// Scratch for the inputs quantized to Q8_0/Q8_1 blocks (largest batch × widest input).
     public let quantizedInput: UnsafeMutableRawPointer
 
-    public init(pool: ThreadPool, tile: UnsafeMutableBufferPointer<Float>, quantizedInput: UnsafeMutableRawPointer) {
+    /// Allocates the scratch for inputs up to `maxColumns` wide, batches up to `maxBatch`, and a tile of
+    /// `tileFloats` dequantized weights. Freed by `deallocate()`.
+    public init(pool: ThreadPool, maxColumns: Int, maxBatch: Int, tileFloats: Int) {
         self.pool = pool
-        self.tile = tile
-        self.quantizedInput = quantizedInput
+        tile = .allocate(capacity: tileFloats)
+        quantizedInput = .allocate(byteCount: maxBatch * Linear.quantizedInputBytes(columns: maxColumns), alignment: 64)
+    }
+
+    public func deallocate() {
+        tile.deallocate()
+        quantizedInput.deallocate()
     }
 
     /// Bytes of `quantizedInput` needed for inputs of `columns` elements.
@@ -27,37 +35,11 @@ public struct Linear {
         let rows = w.rows, cols = w.columns
         let ldo = outputStride ?? rows
         let type = Int32(w.type.rawValue)
-        if n == 1 {
-            // Quantized weights: quantize the input once (as llama.cpp does) and use integer dot products.
-            let act = pl_activation_type(type)
-            if act >= 0 {
-                if act == Int32(GGMLType.q8_0.rawValue) {
-                    pl_quantize_q8_0(input, quantizedInput, Int64(cols))
-                } else {
-                    pl_quantize_q8_1(input, quantizedInput, Int64(cols))
-                }
-                let xq = UnsafeRawPointer(quantizedInput)
-                pool.parallelRanges(rows, granularity: 16) { range in
-                    pl_matvec_q(type, w.data, w.rowBytes, xq, output + range.lowerBound,
-                                Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
-                }
-                return
-            }
-            pool.parallelRanges(rows, granularity: 16) { range in
-                pl_matvec(type, w.data, w.rowBytes, input, output + range.lowerBound,
-                          Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
-            }
-            return
-        }
-        if w.type == .f32 {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(rows), Int32(cols), 1,
-                        input, Int32(cols), w.data.assumingMemoryBound(to: Float.self), Int32(cols),
-                        0, output, Int32(ldo))
-            return
-        }
-        // Quantized weights in a batch: llama.cpp multiplies them with Q8-quantized activations, integer dot
-        // products, in prefill as in decode. Doing the same keeps our prompt's KV cache equal to the reference's,
-        // so greedy continuations agree token for token (sgemm on dequantized tiles drifts by ~0.3 logits).
+        // Quantized weights: llama.cpp multiplies them with activations quantized to Q8 blocks, by integer dot
+        // products, in prefill as in decode. Doing exactly that keeps our prompt's KV cache equal to the
+        // reference's, so greedy continuations agree token for token. (Dequantized tiles through sgemm, even
+        // with the inputs rounded through Q8, drift by up to ~0.9 logits after 30 layers: each layer's
+        // re-quantization of the activations amplifies last-bit differences.)
         let act = pl_activation_type(type)
         if act >= 0 {
             let stride = Linear.quantizedInputBytes(columns: cols)
@@ -78,6 +60,20 @@ public struct Linear {
             }
             return
         }
+        if n == 1 {
+            pool.parallelRanges(rows, granularity: 16) { range in
+                pl_matvec(type, w.data, w.rowBytes, input, output + range.lowerBound,
+                          Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
+            }
+            return
+        }
+        if w.type == .f32 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(rows), Int32(cols), 1,
+                        input, Int32(cols), w.data.assumingMemoryBound(to: Float.self), Int32(cols),
+                        0, output, Int32(ldo))
+            return
+        }
+        // Float weights (F16/BF16): dequantize a tile of rows at a time and multiply with sgemm.
         let tileRows = max(1, min(rows, tile.count / cols))
         var r0 = 0
         while r0 < rows {

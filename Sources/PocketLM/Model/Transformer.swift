@@ -33,13 +33,11 @@ public final class Transformer: @unchecked Sendable {
 
     // Scratch, sized for `maxBatch` positions.
     private let x, xn, q, k, v, att, gate, up: UnsafeMutablePointer<Float>
-    private let tile: UnsafeMutableBufferPointer<Float>
     private let scores: UnsafeMutablePointer<Float>
     private let ropeInvFreq: UnsafeMutablePointer<Float>
     private let lastLogits: UnsafeMutablePointer<Float>
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
-    private let quantizedInput: UnsafeMutableRawPointer
 
     public init(store: WeightStore, config: ModelConfig, schedule: LayerSchedule? = nil,
                 contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256) throws {
@@ -88,8 +86,6 @@ public final class Transformer: @unchecked Sendable {
         att = .allocate(capacity: b * dim)
         gate = .allocate(capacity: b * ffn)
         up = .allocate(capacity: b * ffn)
-        // Enough for the largest block matrix, so each projection dequantizes in one tile.
-        tile = .allocate(capacity: max(ffn * dim, dim * dim, 1024 * dim))
         scores = .allocate(capacity: pool.threadCount * self.contextLength)
         lastLogits = .allocate(capacity: vocab)
         let half = config.headDim / 2
@@ -97,16 +93,15 @@ public final class Transformer: @unchecked Sendable {
         for i in 0..<half {
             ropeInvFreq[i] = Float(pow(config.ropeTheta, -2.0 * Double(i) / Double(config.headDim)))
         }
-        quantizedInput = .allocate(byteCount: b * Linear.quantizedInputBytes(columns: max(dim, ffn)), alignment: 64)
-        linear = Linear(pool: pool, tile: tile, quantizedInput: quantizedInput)
+        // The tile holds the largest block matrix, so each projection dequantizes in one piece.
+        linear = Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: b, tileFloats: max(ffn * dim, dim * dim, 1024 * dim))
     }
 
     deinit {
         for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq] { p.deallocate() }
-        tile.deallocate()
+        linear.deallocate()
         batchLogits?.deallocate()
         oneToken.deallocate()
-        quantizedInput.deallocate()
     }
 
     /// Forgets the cached positions (a new conversation).

@@ -1,0 +1,82 @@
+import Foundation
+
+/// Options for loading a model file.
+public struct LoadOptions: Sendable {
+    public var threads: Int
+    /// Context length in tokens; nil uses the model's training context.
+    public var contextLength: Int?
+    /// Layer schedule override; nil uses the model file's (plain for ordinary models).
+    public var layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)?
+    /// Most prompt positions run through the model in one batch.
+    public var maxBatch: Int
+
+    public init(threads: Int = 2, contextLength: Int? = nil,
+                layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256) {
+        self.threads = threads
+        self.contextLength = contextLength
+        self.layerSchedule = layerSchedule
+        self.maxBatch = maxBatch
+    }
+}
+
+/// A loaded model: its file, configuration, forward pass and tokenizer, ready to generate.
+public final class LanguageModel {
+    public let file: GGUFFile
+    public let config: ModelConfig
+    public let transformer: Transformer
+    public let tokenizer: any Tokenizer
+    /// Seconds from opening the file to a model ready to run.
+    public let loadSeconds: Double
+
+    /// Architectures by GGUF `general.architecture` (the `model_type`), each with the forward pass that runs it.
+    static let architectures: [String: @Sendable (WeightStore, ModelConfig, LayerSchedule, LoadOptions) throws -> Transformer] = [
+        "llama": { store, config, schedule, options in
+            try Transformer(store: store, config: config, schedule: schedule, contextLength: options.contextLength,
+                            threads: options.threads, maxBatch: options.maxBatch)
+        },
+    ]
+
+    public init(path: String, options: LoadOptions = .init()) throws {
+        let start = Date()
+        let file = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: file)
+        guard let build = LanguageModel.architectures[config.modelType] else {
+            throw ModelError.unsupportedArchitecture(config.modelType)
+        }
+        if let c = options.contextLength, c < 1 {
+            throw ModelError.invalidConfig(field: "context", reason: "must be at least 1, found \(c)")
+        }
+        let schedule: LayerSchedule
+        if let s = options.layerSchedule {
+            schedule = try LayerSchedule(strategy: s.strategy, repeats: s.repeats, blocks: config.numHiddenLayers)
+        } else {
+            schedule = .plain(blocks: config.numHiddenLayers)
+        }
+        self.tokenizer = try TokenizerLoader.load(from: file)
+        guard tokenizer.vocabularySize <= config.vocabSize else {
+            throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
+                                           reason: "\(tokenizer.vocabularySize) tokens but the model has \(config.vocabSize) embeddings")
+        }
+        self.transformer = try build(MappedWeightStore(file: file), config, schedule, options)
+        self.file = file
+        self.config = config
+        file.file.adviseWillNeed()
+        self.loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    /// The model's chat template, or an error saying why it cannot be rendered.
+    public func chatTemplate() throws -> ChatTemplate {
+        try ChatTemplate(gguf: file)
+    }
+
+    /// Token ids for a prompt: BOS first when the model asks for it, special tokens parsed only when asked
+    /// (rendered chat prompts), never in plain user text.
+    public func encodePrompt(_ text: String, parseSpecial: Bool) -> [Int] {
+        var ids: [Int] = []
+        if tokenizer.addBos, let bos = tokenizer.bosTokenId { ids.append(bos) }
+        ids += tokenizer.encode(text, parseSpecial: parseSpecial)
+        return ids
+    }
+
+    public func generator() -> Generator { Generator(model: transformer, tokenizer: tokenizer) }
+}

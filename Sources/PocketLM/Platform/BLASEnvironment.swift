@@ -1,0 +1,32 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Makes OpenBLAS use fast kernels on CPUs its build does not recognise.
+///
+/// Debian's OpenBLAS 0.3.21 does not know recent Xeons and falls back to its Prescott kernels (~3× slower
+/// sgemm). It reads OPENBLAS_CORETYPE once, when the library is loaded — before any of our code runs — so the
+/// only way to choose for the user is to set the variable and re-execute the program. A value already in the
+/// environment is always respected.
+public enum BLASEnvironment {
+    public static let variable = "OPENBLAS_CORETYPE"
+
+    /// The core type to ask for on this CPU when the environment names none: SkylakeX on AVX-512 CPUs.
+    public static func recommendedCoreType() -> String? {
+        pl_has_avx512() != 0 ? "SkylakeX" : nil
+    }
+
+    /// Re-executes the current program with OPENBLAS_CORETYPE set when it is unset and this CPU benefits.
+    /// Returns only when no re-execution was needed (or it failed, in which case the slow kernels still work).
+    public static func reexecWithFastKernelsIfNeeded() {
+        guard getenv(variable) == nil, let core = recommendedCoreType() else { return }
+        setenv(variable, core, 1)
+        #if os(Linux)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        #endif
+        // execv returned: carry on with whatever kernels OpenBLAS chose.
+    }
+}

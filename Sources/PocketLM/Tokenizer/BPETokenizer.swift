@@ -1,0 +1,468 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// GPT-2-style byte-level BPE (`tokenizer.ggml.model = gpt2`), matching llama.cpp's `llm_tokenizer_bpe`.
+///
+/// Encoding: special tokens are cut out first (see `encode`), each remaining stretch is split by the
+/// `PreTokenizer`, and every piece's UTF-8 bytes start as one symbol per byte; the adjacent pair with the lowest
+/// merge rank (leftmost on ties) is merged until no listed pair is left.
+///
+/// Speed: symbols are token ids, not strings — merges are a dictionary from an (id, id) pair to (rank, merged
+/// id) built once — and each distinct piece is merged once per `encode` call (prose repeats its words a lot).
+/// A merge whose result is not a vocabulary entry still takes part, under an id past the vocabulary, because
+/// llama.cpp merges strings and only looks the final symbols up; such a symbol left at the end falls back to
+/// its single-character tokens exactly as llama.cpp does.
+public struct BPETokenizer: Tokenizer {
+    public let vocabularySize: Int
+    public let bosTokenId: Int?
+    public let eosTokenId: Int?
+    public let addBos: Bool
+    public let stopTokenIds: Set<Int>
+    /// How text is split before merging (from `tokenizer.ggml.pre`).
+    public let preTokenizer: PreTokenizer
+    /// llama.cpp's `ignore_merges` (Llama 3): a piece that is itself a vocabulary entry becomes that token
+    /// without merging.
+    public let ignoresMerges: Bool
+
+    private let pieces: [String]
+    private let types: [TokenType]
+    /// Decoded bytes of every token, concatenated; token `i` is `decodedBytes[decodedStart[i]..<decodedStart[i+1]]`.
+    private let decodedBytes: [UInt8]
+    private let decodedStart: [Int32]
+    /// Vocabulary strings and merge-only strings to ids (merge-only ids are `>= vocabularySize`).
+    private let symbolIds: [String: Int32]
+    /// Strings of the merge-only ids, indexed by `id - vocabularySize`.
+    private let extraSymbols: [String]
+    /// The starting symbol of each byte value.
+    private let byteSymbols: [Int32]
+    /// `left << 32 | right` → `rank << 32 | merged`.
+    private let mergeTable: [UInt64: UInt64]
+    /// Vocabulary id of each single ASCII character, or -1: the fallback for merge-only symbols.
+    private let asciiTokens: [Int32]
+    /// Tokens cut out of the text before pre-tokenisation, longest first.
+    private let specials: [SpecialToken]
+
+    private struct SpecialToken: Sendable {
+        let id: Int32
+        let bytes: [UInt8]
+        /// User-defined tokens are matched even when special parsing is off (llama.cpp does the same).
+        let alwaysMatched: Bool
+    }
+
+    /// End-of-turn markers that count as stop tokens when the vocabulary has them.
+    static let endOfTurnPieces = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
+    /// Of those, the ones llama.cpp forces to control type when a file mislabels them.
+    private static let forcedControlPieces: Set<String> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
+
+    /// Reads the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
+    public init(gguf: GGUFFile) throws {
+        func has(_ key: String) -> Bool { gguf.metadata[key] != nil }
+        let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
+        let types = has("tokenizer.ggml.token_type") ? try gguf.intArray("tokenizer.ggml.token_type") : nil
+        let merges = try gguf.stringArray("tokenizer.ggml.merges")
+        let pre = has("tokenizer.ggml.pre") ? try gguf.string("tokenizer.ggml.pre") : nil
+        func optionalInt(_ key: String) throws -> Int? { has(key) ? try gguf.int(key) : nil }
+        var addBos: Bool?
+        if let v = gguf.metadata["tokenizer.ggml.add_bos_token"] {
+            guard let b = v.bool else {
+                throw GGUFError.badMetadata(key: "tokenizer.ggml.add_bos_token", reason: "expected a bool, found \(v.typeName)")
+            }
+            addBos = b
+        }
+        try self.init(
+            tokens: tokens, tokenTypes: types, merges: merges, preTokenizer: try PreTokenizer(preName: pre),
+            bosTokenId: try optionalInt("tokenizer.ggml.bos_token_id"),
+            eosTokenId: try optionalInt("tokenizer.ggml.eos_token_id"),
+            eotTokenId: try optionalInt("tokenizer.ggml.eot_token_id"),
+            addBos: addBos)
+    }
+
+    /// Builds a tokenizer from the vocabulary itself.
+    ///
+    /// - Parameters:
+    ///   - tokens: vocabulary strings in byte-level spelling (" the" is "Ġthe"), indexed by id.
+    ///   - tokenTypes: GGUF token types per id; nil means all normal.
+    ///   - merges: merge rules "left right", highest priority first. A line without a separating space, or a
+    ///     repeat of an earlier pair, is ignored (as llama.cpp does).
+    ///   - addBos: nil picks the family default: true for Llama 3 splitting, false otherwise (llama.cpp's choice).
+    public init(
+        tokens: [String], tokenTypes: [Int]? = nil, merges: [String], preTokenizer: PreTokenizer,
+        bosTokenId: Int? = nil, eosTokenId: Int? = nil, eotTokenId: Int? = nil, addBos: Bool? = nil
+    ) throws(TokenizerError) {
+        let n = tokens.count
+        guard n > 0 else { throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty") }
+        guard n < Int(Int32.max) / 2 else {
+            throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "\(n) tokens is more than PocketLM supports")
+        }
+        var types = tokenTypes.map { $0.map(TokenType.init(gguf:)) } ?? Array(repeating: .normal, count: n)
+        guard types.count == n else {
+            throw .invalidMetadata(
+                key: "tokenizer.ggml.token_type", reason: "has \(types.count) entries for \(n) tokens")
+        }
+        for (key, id) in [("tokenizer.ggml.bos_token_id", bosTokenId), ("tokenizer.ggml.eos_token_id", eosTokenId),
+                          ("tokenizer.ggml.eot_token_id", eotTokenId)] {
+            if let id, !(0..<n).contains(id) { throw .tokenIdOutOfRange(key: key, id: id, vocabularySize: n) }
+        }
+
+        var symbolIds: [String: Int32] = [:]
+        symbolIds.reserveCapacity(n + n / 8)
+        // Later duplicates win, as in llama.cpp's `token_to_id`.
+        for (i, t) in tokens.enumerated() { symbolIds[t] = Int32(i) }
+        for (i, t) in tokens.enumerated() where BPETokenizer.forcedControlPieces.contains(t) && types[i] != .control {
+            types[i] = .control
+        }
+
+        var extraSymbols: [String] = []
+        func symbol(_ s: String) -> Int32 {
+            if let id = symbolIds[s] { return id }
+            let id = Int32(n + extraSymbols.count)
+            extraSymbols.append(s)
+            symbolIds[s] = id
+            return id
+        }
+
+        let byteSymbols = (0..<256).map { symbol(String(ByteLevel.byteToScalar[$0])) }
+
+        var mergeTable: [UInt64: UInt64] = [:]
+        mergeTable.reserveCapacity(merges.count)
+        for (rank, line) in merges.enumerated() {
+            // Split at the first space after the first byte, like llama.cpp (`find(' ', 1)`).
+            let u = line.utf8
+            guard let space = u.dropFirst().firstIndex(of: 0x20) else { continue }
+            let left = String(line[..<space])
+            let right = String(line[u.index(after: space)...])
+            let l = symbol(left), r = symbol(right)
+            let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
+            if mergeTable[key] == nil {
+                mergeTable[key] = UInt64(UInt32(rank)) << 32 | UInt64(UInt32(symbol(left + right)))
+            }
+        }
+
+        var decodedBytes: [UInt8] = []
+        var decodedStart: [Int32] = [0]
+        decodedBytes.reserveCapacity(n * 6)
+        decodedStart.reserveCapacity(n + 1)
+        for (i, t) in tokens.enumerated() {
+            BPETokenizer.appendDecoded(t, type: types[i], to: &decodedBytes)
+            decodedStart.append(Int32(decodedBytes.count))
+        }
+
+        var asciiTokens = [Int32](repeating: -1, count: 128)
+        for b in 0..<128 {
+            if let id = symbolIds[String(Unicode.Scalar(UInt8(b)))], id < n { asciiTokens[b] = id }
+        }
+
+        var specials: [SpecialToken] = []
+        for (i, t) in tokens.enumerated() where !t.isEmpty {
+            switch types[i] {
+            case .control, .unknown: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: false))
+            case .userDefined: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: true))
+            default: break
+            }
+        }
+        // Longest first, so "<|im_start|>" is never cut short by a shorter special token inside it.
+        specials.sort { $0.bytes.count != $1.bytes.count ? $0.bytes.count > $1.bytes.count : $0.id < $1.id }
+
+        var stops: Set<Int> = []
+        if let eosTokenId { stops.insert(eosTokenId) }
+        if let eotTokenId { stops.insert(eotTokenId) }
+        for p in BPETokenizer.endOfTurnPieces {
+            if let id = symbolIds[p], id < n { stops.insert(Int(id)) }
+        }
+
+        self.vocabularySize = n
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.addBos = addBos ?? (preTokenizer.kind == .llama3)
+        self.stopTokenIds = stops
+        self.preTokenizer = preTokenizer
+        self.ignoresMerges = preTokenizer.kind == .llama3
+        self.pieces = tokens
+        self.types = types
+        self.decodedBytes = decodedBytes
+        self.decodedStart = decodedStart
+        self.symbolIds = symbolIds
+        self.extraSymbols = extraSymbols
+        self.byteSymbols = byteSymbols
+        self.mergeTable = mergeTable
+        self.asciiTokens = asciiTokens
+        self.specials = specials
+    }
+
+    /// What a token decodes to, per llama.cpp's `token_to_piece` for BPE: control, unknown and user-defined
+    /// tokens are their text; normal tokens are byte-level decoded; unused, byte and undefined tokens are empty.
+    private static func appendDecoded(_ piece: String, type: TokenType, to out: inout [UInt8]) {
+        switch type {
+        case .control, .unknown, .userDefined:
+            out.append(contentsOf: piece.utf8)
+        case .normal:
+            for s in piece.unicodeScalars {
+                if let b = ByteLevel.byte(for: s) {
+                    out.append(b)
+                } else {
+                    // Not in the byte-level alphabet (a malformed vocabulary): keep the character itself rather
+                    // than llama.cpp's "[UNK_BYTE_…]" marker, so decoding stays readable.
+                    out.append(contentsOf: String(s).utf8)
+                }
+            }
+        case .unused, .byte, .undefined:
+            break
+        }
+    }
+
+    // MARK: - Tokenizer
+
+    public func piece(_ id: Int) -> String {
+        pieces.indices.contains(id) ? pieces[id] : ""
+    }
+
+    public func isControl(_ id: Int) -> Bool {
+        types.indices.contains(id) && types[id] == .control
+    }
+
+    /// The GGUF type of token `id` (`.undefined` outside the vocabulary).
+    public func tokenType(_ id: Int) -> TokenType {
+        types.indices.contains(id) ? types[id] : .undefined
+    }
+
+    /// The id whose stored vocabulary string is exactly `piece`, if any.
+    public func tokenId(forPiece piece: String) -> Int? {
+        guard let id = symbolIds[piece], id < vocabularySize else { return nil }
+        return Int(id)
+    }
+
+    public func tokenBytes(_ id: Int) -> [UInt8] {
+        guard id >= 0, id < vocabularySize else { return [] }
+        return Array(decodedBytes[Int(decodedStart[id])..<Int(decodedStart[id + 1])])
+    }
+
+    public func decode(_ ids: [Int], skipSpecial: Bool) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids where id >= 0 && id < vocabularySize {
+            if skipSpecial && (types[id] == .control || types[id] == .unknown) { continue }
+            bytes.append(contentsOf: decodedBytes[Int(decodedStart[id])..<Int(decodedStart[id + 1])])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Ids for `text`, never adding BOS.
+    ///
+    /// Special tokens are cut out first, as llama.cpp's `tokenizer_st_partition` does: each special token in
+    /// turn, longest first, is searched for in every stretch of text not yet claimed. Control and unknown tokens
+    /// take part only with `parseSpecial`; user-defined tokens always do. The stretches left are pre-tokenized
+    /// and merged independently, so no piece spans a special token.
+    public func encode(_ text: String, parseSpecial: Bool) -> [Int] {
+        let bytes = Array(text.utf8)
+        guard !bytes.isEmpty else { return [] }
+        var out: [Int] = []
+        out.reserveCapacity(bytes.count / 3 + 4)
+        var session = Session()
+        for fragment in partition(bytes, parseSpecial: parseSpecial) {
+            switch fragment {
+            case .token(let id): out.append(Int(id))
+            case .text(let range): encodeStretch(bytes, range, &session, into: &out)
+            }
+        }
+        return out
+    }
+
+    // MARK: - Special-token partition
+
+    private enum Fragment {
+        case text(Range<Int>)
+        case token(Int32)
+    }
+
+    private func partition(_ bytes: [UInt8], parseSpecial: Bool) -> [Fragment] {
+        var fragments: [Fragment] = [.text(0..<bytes.count)]
+        bytes.withUnsafeBytes { hay in
+            for special in specials where parseSpecial || special.alwaysMatched {
+                var next: [Fragment] = []
+                var found = false
+                for fragment in fragments {
+                    guard case .text(let range) = fragment else { next.append(fragment); continue }
+                    var start = range.lowerBound
+                    while start < range.upperBound,
+                          let m = BPETokenizer.find(special.bytes, in: hay, from: start, to: range.upperBound) {
+                        found = true
+                        if m > start { next.append(.text(start..<m)) }
+                        next.append(.token(special.id))
+                        start = m + special.bytes.count
+                    }
+                    if start < range.upperBound { next.append(.text(start..<range.upperBound)) }
+                }
+                if found { fragments = next }
+            }
+        }
+        return fragments
+    }
+
+    /// First occurrence of `needle` in `hay[from..<to]` (memchr for the first byte, then memcmp; Glibc's Swift
+    /// module does not export memmem).
+    private static func find(_ needle: [UInt8], in hay: UnsafeRawBufferPointer, from: Int, to: Int) -> Int? {
+        guard let base = hay.baseAddress, let first = needle.first else { return nil }
+        return needle.withUnsafeBytes { nb -> Int? in
+            var p = from
+            while to - p >= nb.count {
+                guard let hit = memchr(base + p, Int32(first), to - p - nb.count + 1) else { return nil }
+                let offset = UnsafeRawPointer(hit) - base
+                if memcmp(base + offset, nb.baseAddress!, nb.count) == 0 { return offset }
+                p = offset + 1
+            }
+            return nil
+        }
+    }
+
+    // MARK: - Pre-tokenize and merge
+
+    /// Per-call state: scratch buffers reused across pieces, and the ids of each distinct piece seen so far.
+    private struct Session {
+        var cache: [ArraySlice<UInt8>: [Int32]] = [:]
+        var scalars: [UInt32] = []
+        var offsets: [Int] = []
+        var symbols: [Int32] = []
+        var prev: [Int32] = []
+        var next: [Int32] = []
+        var heap: [Candidate] = []
+        var word: [Int32] = []
+    }
+
+    /// A mergeable adjacent pair; valid only while both symbols still hold the ids it was made from.
+    private struct Candidate {
+        var rank: UInt32
+        var left: Int32
+        var right: Int32
+        var leftId: Int32
+        var rightId: Int32
+        var merged: Int32
+
+        /// Lower rank first; on equal rank the leftmost pair (llama.cpp's queue order).
+        @inline(__always) static func before(_ a: Candidate, _ b: Candidate) -> Bool {
+            a.rank != b.rank ? a.rank < b.rank : a.left < b.left
+        }
+    }
+
+    private func encodeStretch(_ bytes: [UInt8], _ range: Range<Int>, _ s: inout Session, into out: inout [Int]) {
+        // Scalars of the stretch and the byte offset each starts at. The bytes come from a Swift String and
+        // the stretch ends are on character boundaries, so they are valid UTF-8.
+        s.scalars.removeAll(keepingCapacity: true)
+        s.offsets.removeAll(keepingCapacity: true)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let b0 = UInt32(bytes[i])
+            s.offsets.append(i)
+            if b0 < 0x80 {
+                s.scalars.append(b0); i += 1
+            } else if b0 < 0xE0 {
+                s.scalars.append((b0 & 0x1F) << 6 | UInt32(bytes[i + 1] & 0x3F)); i += 2
+            } else if b0 < 0xF0 {
+                s.scalars.append((b0 & 0x0F) << 12 | UInt32(bytes[i + 1] & 0x3F) << 6 | UInt32(bytes[i + 2] & 0x3F))
+                i += 3
+            } else {
+                s.scalars.append((b0 & 0x07) << 18 | UInt32(bytes[i + 1] & 0x3F) << 12
+                    | UInt32(bytes[i + 2] & 0x3F) << 6 | UInt32(bytes[i + 3] & 0x3F))
+                i += 4
+            }
+        }
+        s.offsets.append(range.upperBound)
+
+        var start = 0
+        for end in preTokenizer.pieceEnds(s.scalars) {
+            let word = bytes[s.offsets[start]..<s.offsets[end]]
+            start = end
+            if let ids = s.cache[word] {
+                for id in ids { out.append(Int(id)) }
+                continue
+            }
+            s.word.removeAll(keepingCapacity: true)
+            mergeWord(word, &s)
+            s.cache[word] = s.word
+            for id in s.word { out.append(Int(id)) }
+        }
+    }
+
+    /// BPE-merges one piece into `s.word`: llama.cpp's `llm_tokenizer_bpe_session`, on ids instead of strings.
+    private func mergeWord(_ word: ArraySlice<UInt8>, _ s: inout Session) {
+        if ignoresMerges, let id = symbolIds[ByteLevel.encode(word)], id < vocabularySize {
+            s.word.append(id)
+            return
+        }
+        let count = word.count
+        s.symbols.removeAll(keepingCapacity: true)
+        s.prev.removeAll(keepingCapacity: true)
+        s.next.removeAll(keepingCapacity: true)
+        s.heap.removeAll(keepingCapacity: true)
+        for (k, b) in word.enumerated() {
+            s.symbols.append(byteSymbols[Int(b)])
+            s.prev.append(Int32(k - 1))
+            s.next.append(k + 1 < count ? Int32(k + 1) : -1)
+        }
+        for k in 1..<max(count, 1) { pushPair(Int32(k - 1), Int32(k), &s) }
+
+        while let top = popPair(&s) {
+            let l = Int(top.left), r = Int(top.right)
+            // Stale: one side has merged with something else since this pair was queued.
+            guard s.symbols[l] == top.leftId, s.symbols[r] == top.rightId else { continue }
+            s.symbols[l] = top.merged
+            s.symbols[r] = -1
+            let after = s.next[r]
+            s.next[l] = after
+            if after >= 0 { s.prev[Int(after)] = Int32(l) }
+            if s.prev[l] >= 0 { pushPair(s.prev[l], Int32(l), &s) }
+            if after >= 0 { pushPair(Int32(l), after, &s) }
+        }
+
+        var k: Int32 = count > 0 ? 0 : -1
+        while k >= 0 {
+            let id = s.symbols[Int(k)]
+            if id < vocabularySize {
+                s.word.append(id)
+            } else {
+                // A merge-only symbol: llama.cpp emits the token of each of its bytes that is one on its own.
+                for b in extraSymbols[Int(id) - vocabularySize].utf8 where b < 0x80 && asciiTokens[Int(b)] >= 0 {
+                    s.word.append(asciiTokens[Int(b)])
+                }
+            }
+            k = s.next[Int(k)]
+        }
+    }
+
+    @inline(__always) private func pushPair(_ l: Int32, _ r: Int32, _ s: inout Session) {
+        let a = s.symbols[Int(l)], b = s.symbols[Int(r)]
+        guard let m = mergeTable[UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))] else { return }
+        let c = Candidate(rank: UInt32(m >> 32), left: l, right: r, leftId: a, rightId: b,
+                          merged: Int32(truncatingIfNeeded: m & 0xFFFF_FFFF))
+        // Binary min-heap sift-up.
+        s.heap.append(c)
+        var i = s.heap.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            guard Candidate.before(s.heap[i], s.heap[p]) else { break }
+            s.heap.swapAt(i, p)
+            i = p
+        }
+    }
+
+    @inline(__always) private func popPair(_ s: inout Session) -> Candidate? {
+        guard let last = s.heap.popLast() else { return nil }
+        guard !s.heap.isEmpty else { return last }
+        let top = s.heap[0]
+        s.heap[0] = last
+        var i = 0
+        let n = s.heap.count
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < n && Candidate.before(s.heap[l], s.heap[m]) { m = l }
+            if r < n && Candidate.before(s.heap[r], s.heap[m]) { m = r }
+            if m == i { break }
+            s.heap.swapAt(i, m)
+            i = m
+        }
+        return top
+    }
+}

@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import PocketLM
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt, streaming it to stdout; statistics go to stderr.")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "The prompt text.") var prompt: String?
+    @Option(name: .customLong("prompt-file"), help: "Read the prompt from a file.") var promptFile: String?
+    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate (default 256, capped by the context).")
+    var maxTokens: Int?
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
+    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
+    var topP: Float = 0.95
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
+    var minP: Float = 0.05
+    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
+    var repeatPenalty: Float = 1.0
+    @Option(help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
+    @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
+    @Option(help: "System message for --chat (default: the template's own).") var system: String?
+    @Option(help: "Context length in tokens (default: the model's).") var context: Int?
+    @Flag(help: "Print one JSON object instead of streaming text.") var json = false
+    @Option(name: .customLong("top-logits"), help: "With --json: the K highest logits of every step.")
+    var topLogits: Int = 0
+
+    func validate() throws {
+        guard (prompt == nil) != (promptFile == nil) else {
+            throw ValidationError("give exactly one of --prompt or --prompt-file")
+        }
+        if let m = maxTokens, m < 0 { throw ValidationError("--max-tokens must be ≥ 0, found \(m)") }
+        if let c = context, c < 1 { throw ValidationError("--context must be at least 1, found \(c)") }
+        guard topLogits >= 0 else { throw ValidationError("--top-logits must be ≥ 0, found \(topLogits)") }
+        if system != nil && !chat { throw ValidationError("--system needs --chat") }
+    }
+
+    func run() async throws {
+        var text = prompt ?? ""
+        if let path = promptFile {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CLIError(description: "cannot read prompt file \(path)")
+            }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        let lm = try LanguageModel(path: modelOptions.model,
+                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+        var parseSpecial = false
+        if chat {
+            let template = try lm.chatTemplate()
+            var messages: [ChatMessage] = []
+            if let system { messages.append(ChatMessage(role: "system", content: system)) }
+            messages.append(ChatMessage(role: "user", content: text))
+            text = try template.render(messages, addGenerationPrompt: true)
+            parseSpecial = true
+        }
+        let promptTokens = lm.encodePrompt(text, parseSpecial: parseSpecial)
+        let contextLength = lm.transformer.contextLength
+        guard promptTokens.count <= contextLength else {
+            throw GenerationError.promptTooLong(tokens: promptTokens.count, context: contextLength)
+        }
+        // Room left after the prompt: the last sampled token needs no slot of its own.
+        let room = contextLength - promptTokens.count + 1
+        if let m = maxTokens, m > room {
+            throw GenerationError.maxTokensPastContext(prompt: promptTokens.count, maxTokens: m, context: contextLength)
+        }
+        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
+                                          repeatPenalty: repeatPenalty, seed: seed ?? UInt64.random(in: 0...UInt64.max))
+        let options = GenerationOptions(maxTokens: maxTokens ?? min(256, room), sampling: sampling, topLogits: topLogits)
+        let streaming = !json
+        let result = try lm.generator().generate(prompt: promptTokens, options: options) { piece in
+            if streaming { Console.write(piece) }
+            return true
+        }
+        let peak = ProcessStats.peakResidentBytes()
+        if json {
+            try Console.json(RunReport(result: result, loadSeconds: lm.loadSeconds, peakRSS: peak,
+                                       includeTopLogits: topLogits > 0))
+        } else {
+            Console.write("\n")
+            Console.error(String(format: "prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | first token: %.1f ms | load: %.1f ms | peak RSS: %.1f MiB | stop: %@",
+                                 result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
+                                 result.generationTokensPerSecond, result.timeToFirstToken * 1000, lm.loadSeconds * 1000,
+                                 Double(peak) / 1_048_576, result.stopReason.rawValue))
+        }
+    }
+}
+
+struct RunReport: Encodable {
+    struct Timings: Encodable {
+        let load_ms: Double
+        let prompt_tokens_per_second: Double
+        let generation_tokens_per_second: Double
+        let time_to_first_token_ms: Double
+    }
+    let prompt_tokens: [Int]
+    let tokens: [Int]
+    let text: String
+    let stop_reason: String
+    let timings: Timings
+    let peak_rss_bytes: Int
+    let top_logits: [[TokenLogit]]?
+
+    init(result: GenerationResult, loadSeconds: Double, peakRSS: Int, includeTopLogits: Bool) {
+        prompt_tokens = result.promptTokens
+        tokens = result.tokens
+        text = result.text
+        stop_reason = result.stopReason.rawValue
+        timings = Timings(load_ms: loadSeconds * 1000, prompt_tokens_per_second: result.promptTokensPerSecond,
+                          generation_tokens_per_second: result.generationTokensPerSecond,
+                          time_to_first_token_ms: result.timeToFirstToken * 1000)
+        peak_rss_bytes = peakRSS
+        top_logits = includeTopLogits ? result.topLogits : nil
+    }
+}
