@@ -6,7 +6,7 @@ let kernelFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
 
 let package = Package(
     name: "PocketLM",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "PocketLM", targets: ["PocketLM"]),
         .executable(name: "pocketlm", targets: ["pocketlm"]),

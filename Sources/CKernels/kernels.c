@@ -605,3 +605,167 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
 }
 
 
+
+void pl_cpu_relax(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+// ---- packed (16-row interleaved) layout ---------------------------------------------------------
+
+static int64_t packed_block_bytes(int type) {
+    switch (type) {
+    case PL_TYPE_Q4_0: return 16 * 18;  // 256 B quants + 32 B scales
+    case PL_TYPE_Q4_1: return 16 * 20;  // 256 B quants + 32 B scales + 32 B minimums
+    case PL_TYPE_Q8_0: return 16 * 34;  // 512 B quants + 32 B scales
+    default: return 0;
+    }
+}
+
+int pl_packed_supported(void) {
+#if defined(__x86_64__)
+    return has_vnni();
+#else
+    return 0;
+#endif
+}
+
+size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {
+    int64_t groups = (rows + 15) / 16;
+    return (size_t)(groups * (n / 32) * packed_block_bytes(type));
+}
+
+void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1) {
+    const uint8_t *src = (const uint8_t *)w;
+    int64_t nb = n / 32, bb = packed_block_bytes(type);
+    int quant_bytes = type == PL_TYPE_Q8_0 ? 512 : 256;
+    int steps = quant_bytes / 64;               // 4-byte steps per row per block: 8 (Q8_0) or 4 (Q4)
+    int qoff = type == PL_TYPE_Q4_1 ? 4 : 2;    // quants' offset inside a file block
+    int fbytes = type == PL_TYPE_Q4_0 ? 18 : (type == PL_TYPE_Q4_1 ? 20 : 34);
+    for (int64_t g = g0; g < g1; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)dst + (size_t)(g * nb + b) * bb;
+            memset(o, 0, (size_t)bb);
+            for (int r = 0; r < 16; r++) {
+                int64_t row = g * 16 + r;
+                if (row >= rows) break;
+                const uint8_t *fb = src + (size_t)row * row_bytes + b * fbytes;
+                for (int k = 0; k < steps; k++) {
+                    uint8_t *q = o + k * 64 + r * 4;
+                    memcpy(q, fb + qoff + 4 * k, 4);
+                    // Q8_0 quants are stored offset by 128 (unsigned), as VNNI multiplies u8 by s8.
+                    if (type == PL_TYPE_Q8_0) for (int i = 0; i < 4; i++) q[i] ^= 0x80;
+                }
+                memcpy(o + quant_bytes + 2 * r, fb, 2);                          // d
+                if (type == PL_TYPE_Q4_1) memcpy(o + quant_bytes + 32 + 2 * r, fb + 2, 2);  // m
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#define VNNI512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+
+// One group of 16 rows against one quantized input. S[l] holds, for each row, the integer dot product of the
+// elements llama.cpp's 256-bit lane l covers (4 consecutive elements: 4l.. for Q8_0; for Q4 lanes 0-3 are the
+// low nibbles 4l.., lanes 4-7 the high nibbles 16+4(l-4)..), so acc[l] accumulates exactly what ggml's lane l does.
+VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
+        int type, const uint8_t *grp, const uint8_t *xq, int64_t nb) {
+    __m512 acc[8];
+    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
+    __m512 summs = _mm512_setzero_ps();
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const int64_t bb = packed_block_bytes(type);
+    const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34;
+    const int xqoff = type == PL_TYPE_Q4_1 ? 4 : 2;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *gb = grp + b * bb;
+        const uint8_t *xb = xq + b * xbytes;
+        const uint8_t *xqs = xb + xqoff;
+        __m512i S[8];
+        _mm_prefetch((const char *)(gb + 4 * bb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + 4 * bb + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + 4 * bb + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + 4 * bb + 192), _MM_HINT_T0);
+        _mm_prefetch((const char *)(gb + 4 * bb + 256), _MM_HINT_T0);
+        if (type == PL_TYPE_Q8_0) {
+            for (int k = 0; k < 8; k++) {
+                int32_t xv;
+                memcpy(&xv, xqs + 4 * k, 4);
+                __m512i xk = _mm512_set1_epi32(xv);
+                // (w+128)·x − 128·Σx = w·x
+                __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xk);
+                S[k] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                        _mm512_loadu_si512((const void *)(gb + 64 * k)), xk), corr);
+            }
+            _mm_prefetch((const char *)(gb + 4 * bb + 320), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gb + 4 * bb + 384), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gb + 4 * bb + 448), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gb + 4 * bb + 512), _MM_HINT_T0);
+        } else {
+            for (int k = 0; k < 4; k++) {
+                __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
+                __m512i lo = _mm512_and_si512(v, low4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+                int32_t xl, xh;
+                memcpy(&xl, xqs + 4 * k, 4);
+                memcpy(&xh, xqs + 16 + 4 * k, 4);
+                __m512i xlo = _mm512_set1_epi32(xl), xhi = _mm512_set1_epi32(xh);
+                S[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
+                S[k + 4] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xhi);
+                if (type == PL_TYPE_Q4_0) { // (q−8)·x = q·x − 8·Σx
+                    const __m512i eight = _mm512_set1_epi8(8);
+                    S[k] = _mm512_sub_epi32(S[k], _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xlo));
+                    S[k + 4] = _mm512_sub_epi32(S[k + 4], _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xhi));
+                }
+            }
+        }
+        const int quant_bytes = type == PL_TYPE_Q8_0 ? 512 : 256;
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes)));
+        __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb))));
+        for (int l = 0; l < 8; l++) acc[l] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(S[l]), acc[l]);
+        if (type == PL_TYPE_Q4_1) {
+            __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes + 32)));
+            summs = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb + 2))), summs);
+        }
+    }
+    // ggml's hsum_float_8, lane-wise for 16 rows: ((l4+l0) + (l6+l2)) + ((l5+l1) + (l7+l3)).
+    __m512 r0 = _mm512_add_ps(acc[4], acc[0]), r1 = _mm512_add_ps(acc[5], acc[1]);
+    __m512 r2 = _mm512_add_ps(acc[6], acc[2]), r3 = _mm512_add_ps(acc[7], acc[3]);
+    __m512 sum = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
+    return type == PL_TYPE_Q4_1 ? _mm512_add_ps(sum, summs) : sum;
+}
+
+VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                       size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
+    const int64_t gbytes = nb * packed_block_bytes(type);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *grp = packed + g * gbytes;
+        int64_t r = g * 16, valid = rows - r < 16 ? rows - r : 16;
+        __mmask16 mask = (__mmask16)((1u << valid) - 1);
+        for (int64_t t = 0; t < n_tokens; t++) {
+            const uint8_t *x = xq + (size_t)t * xq_stride;
+            __m512 v;
+            switch (type) {
+            case PL_TYPE_Q4_1: v = packed_group_dot(PL_TYPE_Q4_1, grp, x, nb); break;
+            case PL_TYPE_Q4_0: v = packed_group_dot(PL_TYPE_Q4_0, grp, x, nb); break;
+            default: v = packed_group_dot(PL_TYPE_Q8_0, grp, x, nb); break;
+            }
+            _mm512_mask_storeu_ps(y + t * ldy + r, mask, v);
+        }
+    }
+}
+#endif
+
+void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
+                      int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1) {
+#if defined(__x86_64__)
+    if (has_vnni()) {
+        matmul_packed_vnni(type, (const uint8_t *)packed, rows, n / 32, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
+                           r0 / 16, (r1 + 15) / 16);
+    }
+#endif
+}

@@ -7,7 +7,7 @@ struct PocketLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pocketlm",
         abstract: "Run tiny language models fast on a CPU.",
-        subcommands: [Run.self, Tokenize.self, Inspect.self, Perplexity.self]
+        subcommands: [Run.self, Bench.self, Tokenize.self, Inspect.self, Perplexity.self]
     )
 
     static func main() async {
@@ -29,13 +29,17 @@ struct PocketLMCommand: AsyncParsableCommand {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
 
+    /// The library's errors become their one-line description; everything else (argument errors, --help)
+    /// keeps ArgumentParser's own handling.
     static func wrap(_ error: Error) -> Error {
-        // Argument errors, help and clean exits keep ArgumentParser's own handling.
-        if error is ExitCode || error is ValidationError || error is CleanExit || error is CLIError { return error }
-        if let localized = error as? LocalizedError, let message = localized.errorDescription {
+        let ours = error is GGUFError || error is ModelError || error is TokenizerError || error is GenerationError
+        if ours, let message = (error as? LocalizedError)?.errorDescription {
             return CLIError(description: message)
         }
-        return CLIError(description: String(describing: error))
+        if error is CocoaError || error is DecodingError || error is EncodingError {
+            return CLIError(description: error.localizedDescription)
+        }
+        return error
     }
 }
 

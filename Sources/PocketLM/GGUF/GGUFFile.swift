@@ -220,7 +220,7 @@ struct ByteReader {
     mutating func count(_ what: String, minBytesEach: Int) throws(GGUFError) -> Int {
         let c = try u64(what)
         guard c <= UInt64((size - offset) / max(minBytesEach, 1)) else {
-            throw .corrupt("\(what) \(c) is more than the file could hold")
+            throw .truncated(what: "\(what) \(c) (more items than the file could hold)", offset: offset)
         }
         return Int(c)
     }

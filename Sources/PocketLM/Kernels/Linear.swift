@@ -54,6 +54,13 @@ public struct Linear {
                 }
             }
             let xqc = UnsafeRawPointer(xq)
+            if let packed = w.packed {
+                pool.parallelRanges(rows, granularity: 16) { range in
+                    pl_matmul_packed(type, packed, Int64(rows), Int64(cols), xqc, stride, Int64(n), output, Int64(ldo),
+                                     Int64(range.lowerBound), Int64(range.upperBound))
+                }
+                return
+            }
             pool.parallelRanges(rows, granularity: 16) { range in
                 pl_matmul_q(type, w.data, w.rowBytes, xqc, stride, Int64(n), output, Int64(ldo), Int64(cols),
                             Int64(range.lowerBound), Int64(range.upperBound))

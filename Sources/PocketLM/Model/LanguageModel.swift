@@ -57,10 +57,11 @@ public final class LanguageModel {
             throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
                                            reason: "\(tokenizer.vocabularySize) tokens but the model has \(config.vocabSize) embeddings")
         }
+        // Read ahead: the first token (or the repacking) touches every weight.
+        file.file.adviseWillNeed()
         self.transformer = try build(MappedWeightStore(file: file), config, schedule, options)
         self.file = file
         self.config = config
-        file.file.adviseWillNeed()
         self.loadSeconds = Date().timeIntervalSince(start)
     }
 

@@ -82,7 +82,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
             if !ok { throw ModelError.invalidConfig(field: field, reason: reason) }
         }
         try need(hiddenSize > 0, "hidden_size", "must be positive, found \(hiddenSize)")
-        try need(numHiddenLayers > 0, "num_hidden_layers", "must be positive, found \(numHiddenLayers)")
+        try need(numHiddenLayers > 0 && numHiddenLayers <= 512, "num_hidden_layers", "must be between 1 and 512, found \(numHiddenLayers)")
         try need(numAttentionHeads > 0, "num_attention_heads", "must be positive, found \(numAttentionHeads)")
         try need(hiddenSize % numAttentionHeads == 0, "num_attention_heads",
                  "\(numAttentionHeads) heads do not divide hidden_size \(hiddenSize)")

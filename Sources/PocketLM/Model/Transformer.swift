@@ -127,7 +127,9 @@ public final class Transformer: @unchecked Sendable {
             throw ModelError.tokenOutOfRange(token: t, vocabSize: config.vocabSize)
         }
         if allLogits {
-            precondition(n <= maxBatch, "allLogits needs tokens.count <= maxBatch")
+            guard n <= maxBatch else {
+                throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
+            }
             if batchLogits == nil { batchLogits = .allocate(capacity: maxBatch * config.vocabSize) }
             forwardChunk(tokens, logits: batchLogits!, all: true)
             return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)

@@ -39,6 +39,16 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, Int32(MADV_WILLNEED))
     }
 
+    /// Drops the map's pages in [offset, offset+length) from this process's memory (whole pages inside the
+    /// range only); a later access reads them again from the file. Used once a tensor has been repacked.
+    public func adviseDontNeed(offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (offset + page - 1) / page * page
+        let end = (offset + length) / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_DONTNEED))
+    }
+
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
     }

@@ -1,3 +1,6 @@
+import CKernels
+import Foundation
+
 /// A weight matrix (or vector) as the forward pass sees it: rows of `columns` elements in `type`'s layout,
 /// `rowBytes` apart. The bytes stay in their stored (quantized) form; kernels read them in place.
 public struct WeightTensor: @unchecked Sendable {
@@ -7,16 +10,21 @@ public struct WeightTensor: @unchecked Sendable {
     public let columns: Int
     public let rowBytes: Int
     public let data: UnsafeRawPointer
+    /// The same matrix in the 16-row interleaved layout of the VNNI kernel (see ckernels.h), when the store
+    /// packed it; `data` stays valid for row access (embedding lookups).
+    public let packed: UnsafeRawPointer?
 
     public var byteCount: Int { rows * rowBytes }
 
-    public init(name: String, type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer) {
+    public init(name: String, type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer,
+                packed: UnsafeRawPointer? = nil) {
         self.name = name
         self.type = type
         self.rows = rows
         self.columns = columns
         self.rowBytes = rowBytes
         self.data = data
+        self.packed = packed
     }
 
     public func row(_ r: Int) -> UnsafeRawPointer { data + r * rowBytes }
@@ -34,12 +42,24 @@ public protocol WeightStore: AnyObject, Sendable {
     func contains(_ name: String) -> Bool
 }
 
-/// Weights used in place from the memory-mapped GGUF file: loading costs no copy and the OS shares pages.
-public final class MappedWeightStore: WeightStore {
+/// Weights from the memory-mapped GGUF file. Vectors and float matrices are used in place (no copy). Quantized
+/// matrices are repacked once, at load, into the 16-row interleaved layout that the VNNI kernel streams ~4× faster
+/// than the file's row layout; the packed copy is the same size, and the file pages it was made from are dropped
+/// from memory afterwards, so resident memory stays about one model's worth.
+public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     public let file: GGUFFile
+    /// Whether quantized matrices are packed (only on CPUs with the packed kernel).
+    public let packs: Bool
+    private var packed: [String: UnsafeMutableRawPointer] = [:]
+    private let lock = NSLock()
 
-    public init(file: GGUFFile) {
+    public init(file: GGUFFile, pack: Bool = true) {
         self.file = file
+        self.packs = pack && pl_packed_supported() != 0
+    }
+
+    deinit {
+        for p in packed.values { p.deallocate() }
     }
 
     public func contains(_ name: String) -> Bool { file.tensorInfo(name) != nil }
@@ -56,7 +76,33 @@ public final class MappedWeightStore: WeightStore {
             throw .tensorShape(tensor: name, expected: shape, found: info.shape)
         }
         let rowBytes = info.type.rowBytes(columns: info.columns)!
+        let data = file.data(of: info)
+        var packedData: UnsafeRawPointer?
+        if packs, info.rows > 1, [.q8_0, .q4_0, .q4_1].contains(info.type) {
+            packedData = UnsafeRawPointer(pack(info, data: data, rowBytes: rowBytes))
+        }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
-                            rowBytes: rowBytes, data: file.data(of: info))
+                            rowBytes: rowBytes, data: data, packed: packedData)
+    }
+
+    private func pack(_ info: GGUFTensorInfo, data: UnsafeRawPointer, rowBytes: Int) -> UnsafeMutableRawPointer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let p = packed[info.name] { return p }
+        let type = Int32(info.type.rawValue)
+        let bytes = pl_packed_bytes(type, Int64(info.rows), Int64(info.columns))
+        let dst = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let groups = (info.rows + 15) / 16
+        let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 64))
+        // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
+        let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
+        let body: @Sendable (Int) -> Void = { part in
+            pl_pack_rows(type, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(info.rows), Int64(info.columns),
+                         UnsafeMutableRawPointer(bitPattern: out), Int64(groups * part / parts), Int64(groups * (part + 1) / parts))
+        }
+        DispatchQueue.concurrentPerform(iterations: parts, execute: body)
+        packed[info.name] = dst
+        file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
+        return dst
     }
 }

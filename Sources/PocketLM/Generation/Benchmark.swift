@@ -1,0 +1,99 @@
+import Foundation
+
+/// llama-bench-style measurement: prefill of a prompt as one batch, and greedy decoding token by token,
+/// each repeated after a warm-up and summarised as median / min / max.
+public struct Benchmark {
+    public struct Figures: Codable, Sendable {
+        public let median: Double
+        public let min: Double
+        public let max: Double
+        public let samples: [Double]
+
+        init(_ samples: [Double]) {
+            let sorted = samples.sorted()
+            self.samples = samples
+            self.min = sorted.first ?? 0
+            self.max = sorted.last ?? 0
+            let n = sorted.count
+            self.median = n == 0 ? 0 : (n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2)
+        }
+    }
+
+    public struct Result: Codable, Sendable {
+        public let model: String
+        public let threads: Int
+        public let prompt_tokens: Int
+        public let gen_tokens: Int
+        public let repetitions: Int
+        public let warmup_runs: Int
+        /// Prefill tokens per second.
+        public let prefill: Figures
+        /// Decode tokens per second.
+        public let decode: Figures
+        public let load_ms: Double
+        public let peak_rss_bytes: Int
+        public let blas_core: String
+        public let layer_schedule: String
+    }
+
+    public let model: LanguageModel
+    public init(model: LanguageModel) { self.model = model }
+
+    /// The prompt: deterministic pseudo-random ids (as llama-bench uses random tokens), never special tokens.
+    public static func promptTokens(count: Int, vocabulary: Int, seed: UInt64 = 1) -> [Int] {
+        var rng = SplitMix64(seed: seed)
+        let low = min(1000, vocabulary / 2)
+        return (0..<count).map { _ in low + Int(rng.next() % UInt64(vocabulary - low)) }
+    }
+
+    /// One prefill + decode run: (prefill tok/s, decode tok/s).
+    public func once(prompt: [Int], genTokens: Int) throws -> (Double, Double) {
+        let t = model.transformer
+        t.reset()
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var logits = try prompt.withUnsafeBufferPointer { try t.forward($0) }
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        var next = Sampler.argmax(logits)
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<genTokens {
+            logits = try t.decode(next)
+            next = Sampler.argmax(logits)
+        }
+        let t3 = DispatchTime.now().uptimeNanoseconds
+        return (Double(prompt.count) / (Double(t1 - t0) / 1e9), Double(genTokens) / (Double(t3 - t2) / 1e9))
+    }
+
+    /// Warms up until two consecutive runs agree within 10% on decode speed (at most `maxWarmup` runs), then
+    /// measures `repetitions` runs.
+    public func run(promptTokens n: Int, genTokens: Int, repetitions: Int, maxWarmup: Int = 6,
+                    progress: (String) -> Void = { _ in }) throws -> Result {
+        let t = model.transformer
+        guard n >= 1, genTokens >= 1, repetitions >= 1 else {
+            throw GenerationError.invalidParameter("bench", "token counts and repetitions must be at least 1")
+        }
+        guard n + genTokens <= t.contextLength else {
+            throw GenerationError.maxTokensPastContext(prompt: n, maxTokens: genTokens, context: t.contextLength)
+        }
+        let prompt = Self.promptTokens(count: n, vocabulary: model.config.vocabSize)
+        var previous: Double?
+        var warmups = 0
+        while warmups < maxWarmup {
+            let (p, d) = try once(prompt: prompt, genTokens: genTokens)
+            warmups += 1
+            progress(String(format: "warm-up %d: prefill %.1f tok/s, decode %.1f tok/s", warmups, p, d))
+            if let prev = previous, abs(d - prev) <= 0.1 * max(d, prev) { break }
+            previous = d
+        }
+        var prefill: [Double] = [], decode: [Double] = []
+        for r in 0..<repetitions {
+            let (p, d) = try once(prompt: prompt, genTokens: genTokens)
+            prefill.append(p)
+            decode.append(d)
+            progress(String(format: "run %d/%d: prefill %.1f tok/s, decode %.1f tok/s", r + 1, repetitions, p, d))
+        }
+        return Result(model: model.file.path, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
+                      repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: Figures(decode),
+                      load_ms: model.loadSeconds * 1000, peak_rss_bytes: ProcessStats.peakResidentBytes(),
+                      blas_core: blasCoreName(), layer_schedule: t.schedule.description)
+    }
+}

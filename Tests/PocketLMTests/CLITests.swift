@@ -1,0 +1,201 @@
+import Foundation
+import Testing
+
+/// The `pocketlm` binary end to end: what a user types, what they see, and the exit status.
+/// `make test` builds it (swift build -c release --build-tests) before the suite runs.
+@Suite("pocketlm CLI", .serialized)
+struct CLITests {
+    struct Output {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static let binary = TestPaths.repoRoot.appendingPathComponent(".build/release/pocketlm").path
+
+    static func pocketlm(_ args: [String], environment: [String: String] = [:]) throws -> Output {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read both pipes while the process runs so a full pipe never blocks it.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let outBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let outData = outBox.data
+        p.waitUntilExit()
+        #expect(p.terminationReason == .exit, "pocketlm \(args) was killed by a signal")
+        return Output(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    static func q4() throws -> String { try TestPaths.model("SmolLM2-135M-Instruct.Q4_1.gguf") }
+
+    static func json(_ s: String) throws -> [String: Any] {
+        let obj = try JSONSerialization.jsonObject(with: Data(s.utf8))
+        return try #require(obj as? [String: Any])
+    }
+
+    @Test("run --json: prompt ids, greedy ids and top logits equal llama.cpp's")
+    func runJSONMatchesReference() throws {
+        let record = try #require(try Reference.records().first { $0.model_file.hasSuffix("Q4_1.gguf") && $0.prompt_kind == "plain" })
+        let steps = record.greedy_top1_top2_margin.firstIndex { $0 < 0.1 } ?? record.greedy_ids.count
+        let n = min(16, steps)
+        let r = try Self.pocketlm(["run", "--model", try Self.q4(), "--prompt", record.prompt, "--temperature", "0",
+                                   "--max-tokens", "\(n)", "--json", "--top-logits", "3"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try Self.json(r.stdout)
+        #expect(obj["prompt_tokens"] as? [Int] == record.tokens)
+        let tokens = try #require(obj["tokens"] as? [Int])
+        #expect(tokens == Array(record.greedy_ids.prefix(tokens.count)))
+        #expect(tokens.count == n || record.greedy_ids[tokens.count] == 2, "stopped early without EOS")
+        let tops = try #require(obj["top_logits"] as? [[[String: Any]]])
+        #expect(tops.count == tokens.count)
+        #expect(tops.first?.first?["id"] as? Int == record.last_pos_top5_ids[0])
+        let timings = try #require(obj["timings"] as? [String: Any])
+        for key in ["load_ms", "prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_ms"] {
+            let v = try #require(timings[key] as? Double, "timings.\(key)")
+            #expect(v > 0, "timings.\(key) = \(v)")
+        }
+        #expect((obj["peak_rss_bytes"] as? Int ?? 0) > 50_000_000)
+        #expect((obj["text"] as? String ?? "").hasPrefix(" Paris"))
+    }
+
+    @Test("run --chat renders SmolLM2's template with its default system message")
+    func chat() throws {
+        let record = try #require(try Reference.records().first { $0.model_file.hasSuffix("Q4_1.gguf") && $0.prompt_kind == "chat" })
+        let r = try Self.pocketlm(["run", "--model", try Self.q4(), "--chat", "--prompt", "What is 2+2?",
+                                   "--temperature", "0", "--max-tokens", "24", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try Self.json(r.stdout)
+        #expect(obj["prompt_tokens"] as? [Int] == record.tokens)
+        // The answer ends at <|im_end|>, which stops generation and is not part of the text.
+        #expect(obj["stop_reason"] as? String == "stop_token")
+        #expect(obj["text"] as? String == "The answer to this classic math problem is 4.")
+        let sys = try Self.pocketlm(["run", "--model", try Self.q4(), "--chat", "--system", "You are a pirate.",
+                                     "--prompt", "Hi", "--temperature", "0", "--max-tokens", "1", "--json"])
+        let ids = try #require(try Self.json(sys.stdout)["prompt_tokens"] as? [Int])
+        #expect(!ids.starts(with: record.tokens.prefix(12)), "--system did not replace the default system message")
+    }
+
+    @Test("streaming text on stdout, statistics on stderr")
+    func streaming() throws {
+        let r = try Self.pocketlm(["run", "--model", try Self.q4(), "--prompt", "The capital of France is",
+                                   "--temperature", "0", "--max-tokens", "6"])
+        #expect(r.status == 0)
+        #expect(r.stdout.hasPrefix(" Paris."))
+        for field in ["prompt: 5 tokens", "generated: 6 tokens", "tok/s", "first token:", "load:", "peak RSS:"] {
+            #expect(r.stderr.contains(field), "stderr lacks '\(field)': \(r.stderr)")
+        }
+    }
+
+    @Test("same seed, same text; another seed, another text")
+    func seeds() throws {
+        func sample(_ seed: Int) throws -> [Int] {
+            let r = try Self.pocketlm(["run", "--model", try Self.q4(), "--prompt", "Once upon a time",
+                                       "--temperature", "1.0", "--top-k", "0", "--top-p", "1", "--min-p", "0",
+                                       "--max-tokens", "24", "--seed", "\(seed)", "--json"])
+            #expect(r.status == 0, "\(r.stderr)")
+            return try #require(try Self.json(r.stdout)["tokens"] as? [Int])
+        }
+        let a = try sample(42), b = try sample(42), c = try sample(7)
+        #expect(a == b)
+        #expect(a != c)
+    }
+
+    @Test("tokenize and inspect")
+    func tokenizeInspect() throws {
+        let record = try #require(try Reference.records().first { $0.prompt_kind == "plain" })
+        let t = try Self.pocketlm(["tokenize", "--model", try Self.q4(), "--text", record.prompt, "--json"])
+        #expect(t.status == 0)
+        let tok = try Self.json(t.stdout)
+        #expect(tok["ids"] as? [Int] == record.tokens)
+        #expect((tok["pieces"] as? [String])?.joined() == record.prompt)
+        let special = try Self.pocketlm(["tokenize", "--model", try Self.q4(), "--text", "<|im_start|>", "--special", "--json"])
+        #expect(try Self.json(special.stdout)["ids"] as? [Int] == [1])
+
+        let i = try Self.pocketlm(["inspect", try Self.q4(), "--json"])
+        #expect(i.status == 0)
+        let info = try Self.json(i.stdout)
+        #expect(info["architecture"] as? String == "llama")
+        #expect((info["tensors"] as? [Any])?.count == 272)
+        #expect(info["parameters"] as? Int == 134_515_008)
+        let config = try #require(info["config"] as? [String: Any])
+        #expect(config["num_hidden_layers"] as? Int == 30)
+        #expect(config["hidden_size"] as? Int == 576)
+        #expect(config["num_key_value_heads"] as? Int == 3)
+        let text = try Self.pocketlm(["inspect", try Self.q4()])
+        #expect(text.stdout.contains("blk.29.ffn_down.weight"))
+        #expect(text.stdout.contains("Q4_1"))
+    }
+
+    @Test("bad input: one clear line and a non-zero exit, never a signal")
+    func badInput() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let notGGUF = dir.appendingPathComponent("notes.gguf")
+        try Data("just some text, not a model\n".utf8).write(to: notGGUF)
+        let truncated = dir.appendingPathComponent("truncated.gguf")
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: try Self.q4()))
+        try handle.readData(ofLength: 1_000_000).write(to: truncated)
+        try handle.close()
+        let longPrompt = String(repeating: "word ", count: 100)
+
+        let cases: [([String], String)] = [
+            (["run", "--model", dir.appendingPathComponent("missing.gguf").path, "--prompt", "hi"], "not found"),
+            (["run", "--model", notGGUF.path, "--prompt", "hi"], "is not a GGUF file"),
+            (["run", "--model", truncated.path, "--prompt", "hi"], "truncated"),
+            (["run", "--model", try TestPaths.fixture("unsupported-type.gguf"), "--prompt", "hi"], "blk.0.ffn_up.weight"),
+            (["run", "--model", try Self.q4(), "--prompt", longPrompt, "--context", "32"], "context"),
+            (["run", "--model", try Self.q4(), "--prompt", "hi", "--context", "32", "--max-tokens", "100"], "past the context"),
+            (["run", "--model", try Self.q4(), "--prompt", "hi", "--temperature", "warm"], "temperature"),
+            (["run", "--model", try Self.q4(), "--prompt", "hi", "--top-p", "1.5"], "top-p"),
+            (["run", "--model", try Self.q4(), "--prompt", "hi", "--threads", "0"], "threads"),
+            (["run", "--model", try Self.q4()], "--prompt"),
+            (["run", "--model", try Self.q4(), "--prompt-file", dir.appendingPathComponent("nope.txt").path], "cannot read"),
+            (["inspect", dir.path], "not a regular file"),
+            (["perplexity", "--model", try Self.q4(), "--file", notGGUF.path, "--context", "64"], "fewer than one window"),
+        ]
+        for (args, expected) in cases {
+            let r = try Self.pocketlm(args)
+            #expect(r.status != 0, "\(args) exited 0")
+            #expect(r.stderr.localizedCaseInsensitiveContains(expected), "\(args): stderr '\(r.stderr)' lacks '\(expected)'")
+            #expect(r.stdout.isEmpty, "\(args) printed to stdout: \(r.stdout)")
+        }
+        // An unsupported tensor type names the tensor and the type.
+        let u = try Self.pocketlm(["inspect", try TestPaths.fixture("unsupported-type.gguf")])
+        #expect(u.stderr.contains("Q5_0"))
+    }
+
+    @Test("perplexity on a short text agrees with the JSON report's own arithmetic")
+    func perplexity() throws {
+        let text = try String(contentsOfFile: "/usr/share/common-licenses/Apache-2.0", encoding: .utf8)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("ppl-\(UUID().uuidString).txt")
+        try Data(text.prefix(4000).utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let r = try Self.pocketlm(["perplexity", "--model", try Self.q4(), "--file", file.path, "--context", "256", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try Self.json(r.stdout)
+        let ppl = try #require(obj["perplexity"] as? Double)
+        let nll = try #require(obj["mean_nll"] as? Double)
+        let windows = try #require(obj["windows"] as? Int)
+        #expect(abs(ppl - exp(nll)) < 1e-9 * ppl)
+        #expect(obj["scored_tokens"] as? Int == windows * 127)
+        // A licence text is easy for an instruct model: low perplexity, but not degenerate.
+        #expect(ppl > 1.5 && ppl < 30, "perplexity \(ppl)")
+    }
+}

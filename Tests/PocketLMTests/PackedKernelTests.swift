@@ -1,0 +1,75 @@
+import CKernels
+import Foundation
+import Testing
+import PocketLM
+
+/// The packed (16-row interleaved) VNNI kernel must give bit-identical results to the row-layout kernel, which
+/// follows llama.cpp's arithmetic: that is what keeps greedy decoding equal to the reference.
+@Suite("Packed kernel")
+struct PackedKernelTests {
+    static let types: [(Int32, Int)] = [(8, 34), (2, 18), (3, 20)] // Q8_0, Q4_0, Q4_1 (file block bytes)
+
+    /// Random quantized rows with plausible f16 scales (and Q4_1 minimums).
+    static func randomMatrix(type: Int32, blockBytes: Int, rows: Int, cols: Int, seed: UInt64) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        let nb = cols / 32
+        var w = [UInt8](repeating: 0, count: rows * nb * blockBytes)
+        for i in w.indices { w[i] = UInt8(truncatingIfNeeded: rng.next()) }
+        for r in 0..<rows {
+            for b in 0..<nb {
+                let o = (r * nb + b) * blockBytes
+                let d = pl_f32_to_f16(Float(rng.nextUnit() * 0.02 + 0.001))
+                w[o] = UInt8(d & 0xff); w[o + 1] = UInt8(d >> 8)
+                if type == 3 {
+                    let m = pl_f32_to_f16(Float(-rng.nextUnit() * 0.1))
+                    w[o + 2] = UInt8(m & 0xff); w[o + 3] = UInt8(m >> 8)
+                }
+            }
+        }
+        return w
+    }
+
+    @Test("bit-identical to pl_matmul_q", arguments: [(16, 64, 1), (48, 576, 1), (37, 96, 3), (5, 32, 2), (200, 1536, 4)])
+    func matchesRowKernel(rows: Int, cols: Int, tokens: Int) throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        for (type, blockBytes) in Self.types {
+            let w = Self.randomMatrix(type: type, blockBytes: blockBytes, rows: rows, cols: cols, seed: UInt64(rows * cols) + UInt64(type))
+            var rng = SplitMix64(seed: 99)
+            let x = (0..<(tokens * cols)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let stride = (cols / 32) * 36
+            var xq = [UInt8](repeating: 0, count: tokens * stride)
+            x.withUnsafeBufferPointer { xp in
+                xq.withUnsafeMutableBytes { q in
+                    for t in 0..<tokens {
+                        if type == 3 { pl_quantize_q8_1(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                        else { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                    }
+                }
+            }
+            let rowBytes = cols / 32 * blockBytes
+            var packed = [UInt8](repeating: 0xAA, count: pl_packed_bytes(type, Int64(rows), Int64(cols)))
+            var expected = [Float](repeating: 0, count: tokens * rows), got = [Float](repeating: -1, count: tokens * rows)
+            w.withUnsafeBytes { wp in
+                packed.withUnsafeMutableBytes { pp in
+                    pl_pack_rows(type, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, 0, Int64((rows + 15) / 16))
+                }
+                xq.withUnsafeBytes { q in
+                    expected.withUnsafeMutableBufferPointer {
+                        pl_matmul_q(type, wp.baseAddress, rowBytes, q.baseAddress, stride, Int64(tokens), $0.baseAddress, Int64(rows), Int64(cols), 0, Int64(rows))
+                    }
+                    packed.withUnsafeBytes { pp in
+                        got.withUnsafeMutableBufferPointer { out in
+                            // Two row ranges, as two threads would split them.
+                            let mid = min(rows, 16)
+                            pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                             out.baseAddress, Int64(rows), 0, Int64(mid))
+                            pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                             out.baseAddress, Int64(rows), Int64(mid), Int64(rows))
+                        }
+                    }
+                }
+            }
+            #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "type \(type) \(rows)×\(cols) × \(tokens) tokens")
+        }
+    }
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Benchmark PocketLM against llama.cpp on the same GGUF, same threads and token counts, in one invocation.
+
+llama.cpp runs through the PyPI package llama-cpp-python, installed into its own cached venv. The stock
+`-march=native` build dies with SIGILL on this CPU's AMX path (a ggml tile-config bug), so it is built with the
+AMX instruction sets switched off. Both programs are measured the same way: a prompt of N pseudo-random tokens
+as one batch (prefill), then N greedy tokens one at a time (decode), after warming up until two runs agree,
+each in its own process so peak RSS is the program's own.
+
+    python3 weights-tools/bench_peer.py --model ~/.cache/pocketlm/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cache_dir  # noqa: E402
+
+LLAMA_CPP_VERSION = "0.3.36"
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def venv_dir() -> Path:
+    return cache_dir() / "llama-cpp-venv"
+
+
+def ensure_llama_cpp() -> Path:
+    """Returns the venv's python, building llama-cpp-python into it first if needed (~6 minutes on 2 cores)."""
+    venv = venv_dir()
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", f"import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '{LLAMA_CPP_VERSION}')"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"building llama-cpp-python {LLAMA_CPP_VERSION} into {venv} (about 6 minutes)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = dict(os.environ)
+    env["CMAKE_ARGS"] = (f"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='{NO_AMX}' -DCMAKE_CXX_FLAGS='{NO_AMX}'")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", "numpy",
+                    f"llama-cpp-python=={LLAMA_CPP_VERSION}"], check=True, env=env)
+    return python
+
+
+def prompt_tokens(count: int, vocab: int, seed: int = 1) -> list[int]:
+    """Same pseudo-random ids as PocketLM's Benchmark.promptTokens (SplitMix64), so both see the same prompt."""
+    mask = (1 << 64) - 1
+    state = seed
+    low = min(1000, vocab // 2)
+    out = []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        out.append(low + z % (vocab - low))
+    return out
+
+
+def figures(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
+
+
+def peer_worker(args) -> None:
+    """Runs inside the llama-cpp-python venv: measures llama.cpp and prints JSON."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    t0 = time.perf_counter()
+    llm = Llama(model_path=args.model, n_ctx=args.prompt_tokens + args.gen_tokens + 8, n_batch=max(512, args.prompt_tokens),
+                n_ubatch=max(512, args.prompt_tokens), n_threads=args.threads, n_threads_batch=args.threads,
+                logits_all=False, verbose=False)
+    load_ms = (time.perf_counter() - t0) * 1000
+    prompt = prompt_tokens(args.prompt_tokens, llm.n_vocab())
+
+    def once():
+        llm.reset()
+        a = time.perf_counter()
+        llm.eval(prompt)
+        b = time.perf_counter()
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        c = time.perf_counter()
+        for _ in range(args.gen_tokens):
+            llm.eval([nxt])
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        d = time.perf_counter()
+        return len(prompt) / (b - a), args.gen_tokens / (d - c)
+
+    prev, warm = None, 0
+    while warm < 6:
+        _, dec = once()
+        warm += 1
+        if prev is not None and abs(dec - prev) <= 0.1 * max(dec, prev):
+            break
+        prev = dec
+    pp, tg = [], []
+    for _ in range(args.repetitions):
+        p, d = once()
+        pp.append(p)
+        tg.append(d)
+    print(json.dumps({"prefill": figures(pp), "decode": figures(tg), "load_ms": load_ms, "warmup_runs": warm,
+                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+
+
+def run_pocketlm(args) -> dict:
+    binary = Path(args.pocketlm)
+    if not binary.exists():
+        subprocess.run(["swift", "build", "-c", "release", "--product", "pocketlm"], cwd=REPO, check=True)
+    cmd = [str(binary), "bench", "--model", args.model, "--threads", str(args.threads), "--prompt-tokens",
+           str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens), "--repetitions", str(args.repetitions), "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def run_peer(args) -> dict:
+    python = ensure_llama_cpp()
+    cmd = [str(python), __file__, "--peer-worker", "--model", args.model, "--threads", str(args.threads),
+           "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
+           "--repetitions", str(args.repetitions)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--pocketlm", default=str(REPO / ".build/release/pocketlm"))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not Path(args.model).is_file():
+        ap.error(f"model file not found: {args.model}")
+    if args.peer_worker:
+        peer_worker(args)
+        return
+    ours = run_pocketlm(args)
+    peer = run_peer(args)
+    result = {
+        "model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "pocketlm": ours, "llama_cpp": peer,
+        "ratio": {"prefill": ours["prefill"]["median"] / peer["prefill"]["median"],
+                  "decode": ours["decode"]["median"] / peer["decode"]["median"],
+                  "peak_rss": ours["peak_rss_bytes"] / peer["peak_rss_bytes"],
+                  "load": ours["load_ms"] / peer["load_ms"]},
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    name = Path(args.model).name
+    print(f"{name}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, medians of {args.repetitions}")
+    print(f"{'':22}{'PocketLM':>12}{'llama.cpp':>12}{'ratio':>8}")
+    for key, label in (("prefill", f"prefill tok/s"), ("decode", f"decode tok/s")):
+        print(f"{label:22}{ours[key]['median']:12.1f}{peer[key]['median']:12.1f}{result['ratio'][key]:8.2f}")
+    print(f"{'peak RSS MiB':22}{ours['peak_rss_bytes'] / 2**20:12.1f}{peer['peak_rss_bytes'] / 2**20:12.1f}{result['ratio']['peak_rss']:8.2f}")
+    print(f"{'load ms':22}{ours['load_ms']:12.1f}{peer['load_ms']:12.1f}{result['ratio']['load']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
