@@ -69,7 +69,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Path to a GGUF model file.")
     var model: String
 
-    @Option(name: .long, help: "Compute threads (default: all cores).")
+    @Option(name: .long, help: "Compute threads (default: the number of cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {

@@ -23,7 +23,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
     @Option(help: "System message for --chat (default: the template's own).") var system: String?
-    @Option(help: "Context length in tokens (default: the model's).") var context: Int?
+    @Option(help: "Context length in tokens (default: the model's, at most 8192).") var context: Int?
     @Flag(help: "Print one JSON object instead of streaming text.") var json = false
     @Option(name: .customLong("top-logits"), help: "With --json: the K highest logits of every step.")
     var topLogits: Int = 0

@@ -10,6 +10,12 @@ struct Tokenize: AsyncParsableCommand {
     @Flag(help: "Parse special tokens such as <|im_start|> in the text.") var special = false
     @Flag(help: "Print JSON: {\"ids\": [...], \"pieces\": [...]}.") var json = false
 
+    /// The token's text, or its bytes as \xNN where they are only part of a UTF-8 character.
+    static func display(_ bytes: [UInt8]) -> String {
+        if let s = String(validating: bytes, as: UTF8.self) { return Inspect.quoted(s) }
+        return "'" + bytes.map { String(format: "\\x%02X", $0) }.joined() + "'"
+    }
+
     func run() async throws {
         let file = try GGUFFile(path: model)
         let tokenizer = try TokenizerLoader.load(from: file)
@@ -21,8 +27,8 @@ struct Tokenize: AsyncParsableCommand {
             struct Out: Encodable { let ids: [Int]; let pieces: [String] }
             try Console.json(Out(ids: ids, pieces: pieces))
         } else {
-            for (id, piece) in zip(ids, pieces) {
-                Console.write(String(format: "%6d  ", id) + Inspect.quoted(piece) + "\n")
+            for id in ids {
+                Console.write(String(format: "%6d  ", id) + Self.display(tokenizer.tokenBytes(id)) + "\n")
             }
             Console.error("\(ids.count) tokens")
         }

@@ -17,7 +17,8 @@ enum {
 
 /// 1 when the AVX-512 kernels are in use on this CPU.
 int pl_has_avx512(void);
-/// Forces the portable kernels (tests compare both paths); 0 restores the CPU check.
+/// Forces the portable row-layout kernels on the calling thread (tests compare both paths); 0 restores the
+/// CPU check. The packed kernel has no portable twin and is unaffected.
 void pl_force_portable(int on);
 
 /// Dequantizes `n` elements (a whole number of blocks) of one row.

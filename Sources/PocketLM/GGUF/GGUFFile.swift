@@ -80,7 +80,8 @@ public final class GGUFFile: @unchecked Sendable {
         }
 
         let dataOffset = (r.offset + alignment - 1) / alignment * alignment
-        guard dataOffset <= file.size else { throw .truncated(what: "tensor data", offset: dataOffset) }
+        // A file without tensors (vocabulary only) may end right after its header, unpadded, as gguf-py writes it.
+        guard raw.isEmpty || dataOffset <= file.size else { throw .truncated(what: "tensor data", offset: dataOffset) }
         self.dataOffset = dataOffset
 
         var infos: [GGUFTensorInfo] = []

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Keys and values of every executed pass (one slot per pass of the `LayerSchedule`), for `capacity` positions.
 ///
 /// Stored as F16 rows of `kvDim` values per position, as llama.cpp does by default: half the memory and
@@ -10,18 +16,31 @@ public final class KVCache: @unchecked Sendable {
     private let keys: UnsafeMutablePointer<UInt16>
     private let values: UnsafeMutablePointer<UInt16>
 
-    public init(slots: Int, capacity: Int, kvDim: Int) {
+    private let mapping: UnsafeMutableRawPointer
+    private let mappedBytes: Int
+
+    /// Reserves address space for the whole context (anonymous, lazily committed). A request the machine
+    /// cannot map is an error, not a crash.
+    public init(slots: Int, capacity: Int, kvDim: Int) throws {
         self.slots = slots
         self.capacity = capacity
         self.kvDim = kvDim
-        let count = slots * capacity * kvDim
-        keys = .allocate(capacity: count)
-        values = .allocate(capacity: count)
+        let (count, o1) = slots.multipliedReportingOverflow(by: capacity * kvDim)
+        let (bytes, o2) = count.multipliedReportingOverflow(by: 2 * MemoryLayout<UInt16>.size)
+        guard !o1, !o2, bytes > 0,
+              let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              p != MAP_FAILED else {
+            throw ModelError.invalidConfig(field: "context",
+                                           reason: "a KV cache for \(capacity) positions × \(slots) layers does not fit in memory")
+        }
+        mapping = p
+        mappedBytes = bytes
+        keys = p.bindMemory(to: UInt16.self, capacity: 2 * count)
+        values = keys + count
     }
 
     deinit {
-        keys.deallocate()
-        values.deallocate()
+        munmap(mapping, mappedBytes)
     }
 
     /// Bytes one position costs across all slots.

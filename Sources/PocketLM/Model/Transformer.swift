@@ -15,6 +15,7 @@ public final class Transformer: @unchecked Sendable {
     public let cache: KVCache
     public let pool: ThreadPool
     public let store: WeightStore
+    public static let defaultMaxContext = 8192
     /// Tokens already in the KV cache: the position the next token takes.
     public private(set) var position = 0
 
@@ -47,8 +48,11 @@ public final class Transformer: @unchecked Sendable {
         self.config = config
         self.schedule = schedule
         self.store = store
-        self.contextLength = contextLength ?? config.maxPositionEmbeddings
-        guard self.contextLength >= 1 else { throw ModelError.invalidConfig(field: "context", reason: "must be at least 1") }
+        // Default: the model's training context, up to 8192 positions (a larger one on request).
+        self.contextLength = contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
+        guard (1...(1 << 20)).contains(self.contextLength) else {
+            throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and 1048576, found \(self.contextLength)")
+        }
         self.maxBatch = max(1, min(maxBatch, self.contextLength))
         self.pool = ThreadPool(threadCount: threads)
         setBLASThreads(threads)
@@ -76,7 +80,7 @@ public final class Transformer: @unchecked Sendable {
                          wDown: try store.tensor(p + "ffn_down.weight", shape: [ffn, dim]))
         }
 
-        cache = KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
+        cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
         let b = self.maxBatch
         x = .allocate(capacity: b * dim)
         xn = .allocate(capacity: b * dim)
