@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cache_dir  # noqa: E402
+
+def cache_dir() -> Path:
+    # Not common.cache_dir: this file also runs inside the llama-cpp venv, which has no gguf package.
+    path = Path(os.environ.get("POCKETLM_CACHE") or Path.home() / ".cache" / "pocketlm")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 LLAMA_CPP_VERSION = "0.3.36"
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"

@@ -561,8 +561,27 @@ void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, floa
     pl_matmul_q(type, w, row_bytes, xq, 0, 1, y - r0, 0, n, r0, r1);
 }
 
+#if defined(__x86_64__)
+AVX512 static void f32_to_f16_avx512(const float *x, uint16_t *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) out[i] = pl_f32_to_f16(x[i]);
+}
+#endif
+
 void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n) {
+#if defined(__x86_64__)
+    if (pl_has_avx512()) { f32_to_f16_avx512(x, out, n); return; }
+#endif
     for (int64_t i = 0; i < n; i++) out[i] = pl_f32_to_f16(x[i]);
+}
+
+void pl_swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
 }
 
 static void attention_portable(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
@@ -598,7 +617,10 @@ AVX512 static void attention_avx512(const float *q, const uint16_t *k, const uin
     for (int64_t c = 0; c < nv; c++)
         qv[c] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + 16 * c), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     float mx = -INFINITY;
-    for (int64_t t = 0; t < n_ctx; t++) {
+    // One position at a time, in this order: reordering the sum moves last bits, and llama.cpp's greedy
+    // continuations are only reproduced with these exact scores.
+    int64_t t = 0;
+    for (; t < n_ctx; t++) {
         const uint16_t *kt = k + t * stride;
         __m512 acc = _mm512_setzero_ps();
         for (int64_t c = 0; c < nv; c++)

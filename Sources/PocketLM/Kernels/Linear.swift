@@ -30,6 +30,59 @@ public struct Linear {
     /// Bytes of `quantizedInput` needed for inputs of `columns` elements.
     public static func quantizedInputBytes(columns: Int) -> Int { (columns + 31) / 32 * Int(PL_Q8_1_BLOCK_BYTES) }
 
+    /// Several projections of the same input (Q, K, V; or gate and up) in one parallel step: the input is
+    /// quantized once and the threads meet once instead of once per matrix. Falls back to one call per matrix
+    /// when they are not all packed with the same activation format.
+    public func fused(_ input: UnsafePointer<Float>, n: Int,
+                      _ w0: WeightTensor, _ o0: UnsafeMutablePointer<Float>,
+                      _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>,
+                      _ w2: WeightTensor? = nil, _ o2: UnsafeMutablePointer<Float>? = nil) {
+        let type0 = Int32(w0.type.rawValue)
+        let act = pl_activation_type(type0)
+        let cols = w0.columns
+        func fits(_ w: WeightTensor) -> Bool {
+            w.packed != nil && pl_activation_type(Int32(w.type.rawValue)) == act && w.columns == cols
+        }
+        guard act >= 0, fits(w0), fits(w1), w2.map(fits) ?? true else {
+            self(w0, input, n: n, o0)
+            self(w1, input, n: n, o1)
+            if let w2, let o2 { self(w2, input, n: n, o2) }
+            return
+        }
+        let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
+        let xq = UnsafeRawPointer(quantizedInput)
+        let parts = pool.threadCount
+        pool.run(parts: parts) { p in
+            func share(_ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
+                let groups = (w.rows + 15) / 16
+                let lo = min(w.rows, groups * p / parts * 16), hi = min(w.rows, groups * (p + 1) / parts * 16)
+                if lo < hi {
+                    pl_matmul_packed(Int32(w.type.rawValue), w.packed, Int64(w.rows), Int64(cols), xq, stride, Int64(n),
+                                     o, Int64(w.rows), Int64(lo), Int64(hi))
+                }
+            }
+            share(w0, o0)
+            share(w1, o1)
+            if let w2, let o2 { share(w2, o2) }
+        }
+    }
+
+    /// Quantizes `n` inputs into `quantizedInput` (Q8_0 or Q8_1 blocks); returns the bytes per input.
+    private func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32) -> Int {
+        let stride = Linear.quantizedInputBytes(columns: cols)
+        let xq = quantizedInput
+        pool.parallelRanges(n) { range in
+            for i in range {
+                if act == Int32(GGMLType.q8_0.rawValue) {
+                    pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
+                } else {
+                    pl_quantize_q8_1(input + i * cols, xq + i * stride, Int64(cols))
+                }
+            }
+        }
+        return stride
+    }
+
     public func callAsFunction(_ w: WeightTensor, _ input: UnsafePointer<Float>, n: Int,
                                _ output: UnsafeMutablePointer<Float>, outputStride: Int? = nil) {
         let rows = w.rows, cols = w.columns
@@ -42,18 +95,8 @@ public struct Linear {
         // re-quantization of the activations amplifies last-bit differences.)
         let act = pl_activation_type(type)
         if act >= 0 {
-            let stride = Linear.quantizedInputBytes(columns: cols)
-            let xq = quantizedInput
-            pool.parallelRanges(n) { range in
-                for i in range {
-                    if act == Int32(GGMLType.q8_0.rawValue) {
-                        pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
-                    } else {
-                        pl_quantize_q8_1(input + i * cols, xq + i * stride, Int64(cols))
-                    }
-                }
-            }
-            let xqc = UnsafeRawPointer(xq)
+            let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
+            let xqc = UnsafeRawPointer(quantizedInput)
             if let packed = w.packed {
                 pool.parallelRanges(rows, granularity: 16) { range in
                     pl_matmul_packed(type, packed, Int64(rows), Int64(cols), xqc, stride, Int64(n), output, Int64(ldo),

@@ -35,7 +35,7 @@ public final class Transformer: @unchecked Sendable {
     // Scratch, sized for `maxBatch` positions.
     private let x, xn, q, k, v, att, gate, up: UnsafeMutablePointer<Float>
     private let scores: UnsafeMutablePointer<Float>
-    private let ropeInvFreq: UnsafeMutablePointer<Float>
+    private let ropeInvFreq, ropeCos, ropeSin: UnsafeMutablePointer<Float>
     private let lastLogits: UnsafeMutablePointer<Float>
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
@@ -94,6 +94,8 @@ public final class Transformer: @unchecked Sendable {
         lastLogits = .allocate(capacity: vocab)
         let half = config.headDim / 2
         ropeInvFreq = .allocate(capacity: half)
+        ropeCos = .allocate(capacity: b * half)
+        ropeSin = .allocate(capacity: b * half)
         for i in 0..<half {
             ropeInvFreq[i] = Float(pow(config.ropeTheta, -2.0 * Double(i) / Double(config.headDim)))
         }
@@ -102,7 +104,7 @@ public final class Transformer: @unchecked Sendable {
     }
 
     deinit {
-        for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq] { p.deallocate() }
+        for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq, ropeCos, ropeSin] { p.deallocate() }
         linear.deallocate()
         batchLogits?.deallocate()
         oneToken.deallocate()
@@ -156,7 +158,8 @@ public final class Transformer: @unchecked Sendable {
         let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize
         let eps = Float(config.rmsNormEps)
 
-        // 1. Token embeddings.
+        // 1. Token embeddings, and the RoPE rotations of these positions (shared by every layer).
+        ropeTable(start: start, rows: n)
         for i in 0..<n {
             pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
         }
@@ -168,11 +171,9 @@ public final class Transformer: @unchecked Sendable {
 
             // Attention: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x).
             rmsNorm(x, block.attnNorm, xn, rows: n, eps: eps)
-            linear(block.wq, xn, n: n, q)
-            linear(block.wk, xn, n: n, k)
-            linear(block.wv, xn, n: n, v)
-            rope(q, rows: n, heads: config.numAttentionHeads, start: start)
-            rope(k, rows: n, heads: config.numKeyValueHeads, start: start)
+            linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v)
+            rope(q, rows: n, heads: config.numAttentionHeads)
+            rope(k, rows: n, heads: config.numKeyValueHeads)
             pl_f32_to_f16_row(k, keys + start * kvDim, Int64(n * kvDim))
             pl_f32_to_f16_row(v, values + start * kvDim, Int64(n * kvDim))
             attention(q, keys: keys, values: values, rows: n, start: start, out: att)
@@ -181,8 +182,7 @@ public final class Transformer: @unchecked Sendable {
 
             // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·xn) ⊙ Wup·xn), xn = rmsnorm(x).
             rmsNorm(x, block.ffnNorm, xn, rows: n, eps: eps)
-            linear(block.wGate, xn, n: n, gate)
-            linear(block.wUp, xn, n: n, up)
+            linear.fused(xn, n: n, block.wGate, gate, block.wUp, up)
             swiglu(gate, up, count: n * ffn)
             linear(block.wDown, gate, n: n, xn)
             add(x, xn, count: n * dim)
@@ -216,14 +216,25 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Rotates adjacent pairs (x[2i], x[2i+1]) by pos·θ_i: GGUF's llama layout permuted Q/K rows for this.
-    private func rope(_ v: UnsafeMutablePointer<Float>, rows: Int, heads: Int, start: Int) {
-        let hd = config.headDim, width = heads * hd
+    /// cos/sin of pos·θ_i for the chunk's positions, computed once per chunk instead of once per layer.
+    private func ropeTable(start: Int, rows: Int) {
+        let half = config.headDim / 2
         for r in 0..<rows {
             let pos = Float(start + r)
-            for i in 0..<(hd / 2) {
+            for i in 0..<half {
                 let angle = pos * ropeInvFreq[i]
-                let c = cos(angle), s = sin(angle)
+                ropeCos[r * half + i] = cos(angle)
+                ropeSin[r * half + i] = sin(angle)
+            }
+        }
+    }
+
+    /// Rotates adjacent pairs (x[2i], x[2i+1]) by pos·θ_i: GGUF's llama layout permuted Q/K rows for this.
+    private func rope(_ v: UnsafeMutablePointer<Float>, rows: Int, heads: Int) {
+        let hd = config.headDim, half = hd / 2, width = heads * hd
+        for r in 0..<rows {
+            for i in 0..<half {
+                let c = ropeCos[r * half + i], s = ropeSin[r * half + i]
                 for h in 0..<heads {
                     let p = v + r * width + h * hd + 2 * i
                     let a = p[0], b = p[1]
@@ -260,9 +271,8 @@ public final class Transformer: @unchecked Sendable {
     }
 
     private func swiglu(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let v = g[i]
-            g[i] = v / (1 + exp(-v)) * u[i]
+        pool.parallelRanges(count, granularity: 64) { range in
+            pl_swiglu(g + range.lowerBound, u + range.lowerBound, Int64(range.count))
         }
     }
 }
