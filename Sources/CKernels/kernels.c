@@ -700,21 +700,21 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
     int qoff = type == PL_TYPE_Q4_1 ? 4 : 2;    // quants' offset inside a file block
     int fbytes = type == PL_TYPE_Q4_0 ? 18 : (type == PL_TYPE_Q4_1 ? 20 : 34);
     for (int64_t g = g0; g < g1; g++) {
+        int valid = rows - g * 16 < 16 ? (int)(rows - g * 16) : 16;
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *o = (uint8_t *)dst + (size_t)(g * nb + b) * bb;
-            memset(o, 0, (size_t)bb);
-            for (int r = 0; r < 16; r++) {
-                int64_t row = g * 16 + r;
-                if (row >= rows) break;
-                const uint8_t *fb = src + (size_t)row * row_bytes + b * fbytes;
+            if (valid < 16) memset(o, 0, (size_t)bb);   // rows past the end stay zero (scale 0)
+            for (int r = 0; r < valid; r++) {
+                const uint8_t *fb = src + (size_t)(g * 16 + r) * row_bytes + b * fbytes;
                 for (int k = 0; k < steps; k++) {
-                    uint8_t *q = o + k * 64 + r * 4;
-                    memcpy(q, fb + qoff + 4 * k, 4);
+                    uint32_t v;
+                    memcpy(&v, fb + qoff + 4 * k, 4);
                     // Q8_0 quants are stored offset by 128 (unsigned), as VNNI multiplies u8 by s8.
-                    if (type == PL_TYPE_Q8_0) for (int i = 0; i < 4; i++) q[i] ^= 0x80;
+                    if (type == PL_TYPE_Q8_0) v ^= 0x80808080u;
+                    memcpy(o + k * 64 + r * 4, &v, 4);
                 }
-                memcpy(o + quant_bytes + 2 * r, fb, 2);                          // d
-                if (type == PL_TYPE_Q4_1) memcpy(o + quant_bytes + 32 + 2 * r, fb + 2, 2);  // m
+                memcpy(o + quant_bytes + 2 * r, fb, 2);                                    // d
+                if (type == PL_TYPE_Q4_1) memcpy(o + quant_bytes + 32 + 2 * r, fb + 2, 2); // m
             }
         }
     }

@@ -54,8 +54,6 @@ public final class Transformer: @unchecked Sendable {
             throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and 1048576, found \(self.contextLength)")
         }
         self.maxBatch = max(1, min(maxBatch, self.contextLength))
-        self.pool = ThreadPool(threadCount: threads)
-        setBLASThreads(threads)
 
         func vector(_ name: String) throws -> [Float] {
             let t = try store.tensor(name, shape: [dim])
@@ -80,6 +78,10 @@ public final class Transformer: @unchecked Sendable {
                          wDown: try store.tensor(p + "ffn_down.weight", shape: [ffn, dim]))
         }
 
+        // The pool starts after the weights are loaded (and packed), so its spinning workers do not compete
+        // with the packing for the cores.
+        self.pool = ThreadPool(threadCount: threads)
+        setBLASThreads(threads)
         cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
         let b = self.maxBatch
         x = .allocate(capacity: b * dim)

@@ -93,7 +93,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let bytes = pl_packed_bytes(type, Int64(info.rows), Int64(info.columns))
         let dst = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         let groups = (info.rows + 15) / 16
-        let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 64))
+        let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
         // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
         let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
         let body: @Sendable (Int) -> Void = { part in
