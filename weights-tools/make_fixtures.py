@@ -17,6 +17,17 @@ float64 numpy reference (reference.py) as the independent oracles:
                             tiny-f32-untied.gguf (separate output.weight).
   tiny-<name>.ref.json      reference.py logits for each tiny model over a fixed list of 12 token ids:
                             {"model": "<file name>", "tokens": [...], "logits": [[n_vocab floats] x 12]}.
+  tiny-ls.gguf              layer sharing: tiny-q8_0.gguf (2 blocks) plus the metadata
+                            pocketlm.layer_schedule.strategy = "immediate", .repeats = 2 (MobileLLM-LS).
+  tiny-ls-unrolled.gguf     its physically unrolled twin: 4 blocks, blk.0 and blk.1 byte copies of
+                            tiny-ls's blk.0, blk.2 and blk.3 of its blk.1; block_count 4, strategy "none",
+                            repeats 1; every other tensor and metadata key byte-identical (same order).
+  tiny-unrolled-repeat-all.gguf, tiny-unrolled-reverse.gguf
+                            the same for the other schedules: blocks 0,1,0,1 and 0,1,1,0. Running tiny-ls
+                            with a schedule must give bit-identical logits to running its twin plainly,
+                            in a batch and token by token (each pass needs its own KV-cache slot).
+  tiny-ls.ref.json          reference.py logits of tiny-ls.gguf under its recorded schedule (computed on
+                            tiny-ls-unrolled.gguf, which reference.py runs plainly).
   unsupported-type.gguf     a valid tiny f32 model except that blk.0.ffn_up.weight is stored as Q5_0;
                             the Swift reader must reject it, naming that tensor and type.
   manifest.json             what each file is, its sha256, the tiny model config, the token list and
@@ -67,6 +78,19 @@ TINY_MODELS = (
 #: (encoded with the tiny vocab's BPE, so it mixes merged and single-byte tokens).
 TOKENS_TEXT = "The capital of France is Paris. Once upon a time"
 N_TOKENS = 12
+
+#: Layer-sharing fixtures: the shared model is derived from this tiny model (q8_0, 2 blocks).
+LS_BASE = "tiny-q8_0.gguf"
+LS_FILE = "tiny-ls.gguf"
+LS_STRATEGY, LS_REPEATS = "immediate", 2
+#: (file, schedule it unrolls, source block of each block of the file)
+UNROLLED_MODELS = (
+    ("tiny-ls-unrolled.gguf", "immediate", (0, 0, 1, 1)),
+    ("tiny-unrolled-repeat-all.gguf", "repeat-all", (0, 1, 0, 1)),
+    ("tiny-unrolled-reverse.gguf", "reverse", (0, 1, 1, 0)),
+)
+SCHEDULE_STRATEGY_KEY = "pocketlm.layer_schedule.strategy"
+SCHEDULE_REPEATS_KEY = "pocketlm.layer_schedule.repeats"
 
 UNSUPPORTED_TENSOR = "blk.0.ffn_up.weight"
 UNSUPPORTED_TYPE = QT.Q5_0
@@ -154,6 +178,60 @@ def write_ref(model_path: Path, tokens: list[int], out: Path) -> np.ndarray:
     return logits
 
 
+def split_blocks(reader) -> tuple[list, dict[int, list], list]:
+    """A GGUF's tensors as (before the blocks, {block: [(suffix, tensor)]}, after the blocks), in file order."""
+    pre: list = []
+    blocks: dict[int, list] = {}
+    post: list = []
+    for t in reader.tensors:
+        if t.name.startswith("blk."):
+            _, idx, suffix = t.name.split(".", 2)
+            if post:
+                raise ToolError(f"tensor {t.name} comes after the non-block tensors")
+            blocks.setdefault(int(idx), []).append((suffix, t))
+        else:
+            (post if blocks else pre).append(t)
+    return pre, blocks, post
+
+
+def copy_tensor(writer: gguf.GGUFWriter, name: str, tensor) -> None:
+    """Add a reader tensor under `name` with its exact bytes and type."""
+    data = np.array(tensor.data)  # a copy: the writer keeps it until finish_writer
+    if data.dtype == np.uint8:
+        writer.add_tensor(name, data, raw_dtype=tensor.tensor_type)
+    else:
+        writer.add_tensor(name, data)
+
+
+def write_rescheduled(src: Path, dst: Path, block_order: Sequence[int], strategy: str, repeats: int) -> None:
+    """Copy `src` with blocks rearranged: block j of `dst` is a byte copy of block block_order[j] of `src`.
+
+    Metadata is copied in order with identical types; only `<arch>.block_count` and the two
+    pocketlm.layer_schedule keys change (appended at the end if the source lacks them).
+    """
+    rd = common.open_gguf(src)
+    arch = common.require_value(rd, "general.architecture", src)
+    pre, blocks, post = split_blocks(rd)
+    missing = sorted(set(block_order) - set(blocks))
+    if missing:
+        raise ToolError(f"{src}: no block(s) {missing}")
+    with common.atomic_output(dst) as tmp:
+        w = gguf.GGUFWriter(tmp, arch)
+        common.copy_metadata(rd, w, overrides={
+            f"{arch}.block_count": (len(block_order), VT.UINT32),
+            SCHEDULE_STRATEGY_KEY: (strategy, VT.STRING),
+            SCHEDULE_REPEATS_KEY: (repeats, VT.UINT32),
+        })
+        for t in pre:
+            copy_tensor(w, t.name, t)
+        for j, b in enumerate(block_order):
+            for suffix, t in blocks[b]:
+                copy_tensor(w, f"blk.{j}.{suffix}", t)
+        for t in post:
+            copy_tensor(w, t.name, t)
+        common.finish_writer(w)
+
+
 def make_fixtures(out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -193,6 +271,35 @@ def make_fixtures(out_dir: Path) -> dict:
                 "rope_freq_base": cfg.rope_base, "rms_eps": cfg.eps, "seed": TINY_SEED,
             }
 
+    # Layer sharing: the shared model and its unrolled twins (byte copies of its blocks).
+    ls = out_dir / LS_FILE
+    write_rescheduled(out_dir / LS_BASE, ls, (0, 1), LS_STRATEGY, LS_REPEATS)
+    files[ls.name] = (f"{LS_BASE} (2 blocks) with {SCHEDULE_STRATEGY_KEY}={LS_STRATEGY!r}, "
+                      f"{SCHEDULE_REPEATS_KEY}={LS_REPEATS}")
+    unrolled: dict[str, dict] = {}
+    for name, strategy, order in UNROLLED_MODELS:
+        write_rescheduled(ls, out_dir / name, order, "none", 1)
+        files[name] = (f"{LS_FILE} unrolled for schedule {strategy}x{LS_REPEATS}: blocks are byte copies of "
+                       f"its blocks {list(order)}; strategy 'none'")
+        unrolled[strategy] = {"file": name, "blocks": list(order)}
+    ls_ref = LS_FILE.replace(".gguf", ".ref.json")
+    logits = reference.forward(out_dir / UNROLLED_MODELS[0][0], tokens)
+    with common.atomic_output(out_dir / ls_ref) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(reference.reference_json(LS_FILE, tokens, logits), f)
+            f.write("\n")
+    files[ls_ref] = (f"reference.py float64 logits of {LS_FILE} under its recorded schedule "
+                     f"(computed on {UNROLLED_MODELS[0][0]})")
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    layer_sharing = {
+        "shared": LS_FILE, "base": LS_BASE, "strategy": LS_STRATEGY, "repeats": LS_REPEATS,
+        "metadata_keys": [SCHEDULE_STRATEGY_KEY, SCHEDULE_REPEATS_KEY],
+        "ref": ls_ref, "argmax": logits.argmax(axis=-1).tolist(),
+        "min_top1_top2_margin": float(np.min(top2[:, 1] - top2[:, 0])),
+        "unrolled": unrolled,
+    }
+    log(f"{LS_FILE}: argmax {layer_sharing['argmax']} (plain {LS_BASE}: {models[LS_BASE]['argmax']})")
+
     bad = out_dir / "unsupported-type.gguf"
     make_test_model.write_test_model(
         bad, "f32", TINY_SEED, make_test_model.TinyConfig(tensor_types={UNSUPPORTED_TENSOR: UNSUPPORTED_TYPE}))
@@ -203,6 +310,7 @@ def make_fixtures(out_dir: Path) -> dict:
         "tiny_config": cfg_doc,
         "tokens": tokens,
         "models": models,
+        "layer_sharing": layer_sharing,
         "unsupported": {"file": bad.name, "tensor": UNSUPPORTED_TENSOR, "type": UNSUPPORTED_TYPE.name},
         "dequant": {"file": "dequant.gguf", "rows": DEQUANT_ROWS, "cols": DEQUANT_COLS,
                     "types": [n for n, _ in DEQUANT_TYPES]},
@@ -218,8 +326,9 @@ def make_fixtures(out_dir: Path) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Write the deterministic GGUF/JSON fixtures the Swift tests read (dequant.gguf, tiny-*.gguf, "
-                    "tiny-*.ref.json, unsupported-type.gguf, manifest.json).",
+        description="Write the deterministic GGUF/JSON fixtures the Swift tests read (dequant.gguf, tiny-*.gguf "
+                    "incl. the layer-sharing tiny-ls*.gguf / tiny-unrolled-*.gguf, tiny-*.ref.json, "
+                    "unsupported-type.gguf, manifest.json).",
     )
     parser.add_argument("--out-dir", type=Path, required=True, help="directory to write into (created if missing)")
     args = parser.parse_args(argv)

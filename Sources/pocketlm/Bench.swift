@@ -12,6 +12,7 @@ struct Bench: AsyncParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var scheduleOptions: ScheduleOptions
     @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 128
     @Option(name: .customLong("gen-tokens")) var genTokens: Int = 128
     @Option var repetitions: Int = 5
@@ -27,6 +28,7 @@ struct Bench: AsyncParsableCommand {
         let lm = try LanguageModel(path: modelOptions.model,
                                    options: LoadOptions(threads: modelOptions.threads,
                                                         contextLength: promptTokens + genTokens,
+                                                        layerSchedule: scheduleOptions.schedule,
                                                         maxBatch: promptTokens))
         let result = try Benchmark(model: lm).run(promptTokens: promptTokens, genTokens: genTokens,
                                                   repetitions: repetitions) { line in

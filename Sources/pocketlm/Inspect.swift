@@ -6,8 +6,38 @@ struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a GGUF file's architecture, hyper-parameters, tokenizer and tensor table.")
 
-    @Argument(help: "Path to a GGUF model file.") var path: String
+    @Argument(help: "Path to a GGUF model file.") var path: String?
+    @Option(help: "A config.json (see configs/): print its parameter count, weight bytes per format and KV-cache bytes per token instead.")
+    var config: String?
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard (path == nil) != (config == nil) else { throw ValidationError("give a GGUF path or --config FILE") }
+    }
+
+    struct ConfigReport: Encodable {
+        let config: ModelConfig
+        let layer_schedule: String
+        let footprint: ModelConfig.Footprint
+    }
+
+    func inspectConfig(_ file: String) throws {
+        let c = try ModelConfig.load(configFile: file)
+        let schedule = try c.schedule()
+        let f = try c.footprint(schedule: schedule)
+        if json {
+            try Console.json(ConfigReport(config: c, layer_schedule: schedule.description, footprint: f))
+            return
+        }
+        var out = "\(file)\n  \(c.modelType): layers \(c.numHiddenLayers), dim \(c.hiddenSize), heads \(c.numAttentionHeads) (KV \(c.numKeyValueHeads)), FFN \(c.intermediateSize), vocab \(c.vocabSize), tied embeddings: \(c.tiedEmbeddings ? "yes" : "no")\n"
+        out += "  layer schedule: \(schedule) (\(f.effective_layers) effective layers)\n"
+        out += "  parameters: \(f.parameters)\n  weight bytes:\n"
+        for name in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"] {
+            out += "    \(name.padding(toLength: 5, withPad: " ", startingAt: 0)) \(Self.bytes(f.weight_bytes[name]!)) (\(f.weight_bytes[name]!) bytes)\n"
+        }
+        out += "  KV cache (F16): \(f.kv_cache_bytes_per_token) bytes per token\n"
+        Console.write(out)
+    }
 
     struct TensorRow: Encodable { let name: String; let type: String; let shape: [Int]; let bytes: Int }
     struct TypeTotal: Encodable { let type: String; let tensors: Int; let parameters: Int; let bytes: Int }
@@ -28,6 +58,8 @@ struct Inspect: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let config { return try inspectConfig(config) }
+        guard let path else { return }
         let file = try GGUFFile(path: path)
         var config: ModelConfig?
         var configError: String?

@@ -76,3 +76,24 @@ struct ModelOptions: ParsableArguments {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
     }
 }
+
+/// `--layer-sharing` / `--repeats`: run the model's blocks in another order than its file says.
+struct ScheduleOptions: ParsableArguments {
+    @Option(name: .customLong("layer-sharing"),
+            help: "Block order: none, immediate (L0 L0 L1 L1 …, MobileLLM-LS), repeat-all (L0…LN-1 L0…LN-1) or reverse (L0…LN-1 LN-1…L0). Default: what the model file records.")
+    var layerSharing: String?
+
+    @Option(help: "How many times each block runs under --layer-sharing.")
+    var repeats: Int = 2
+
+    func validate() throws {
+        if let s = layerSharing, LayerSchedule.Strategy(rawValue: s) == nil {
+            throw ValidationError("unknown --layer-sharing '\(s)' (none, immediate, repeat-all, reverse)")
+        }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, found \(repeats)") }
+    }
+
+    var schedule: (strategy: LayerSchedule.Strategy, repeats: Int)? {
+        layerSharing.flatMap(LayerSchedule.Strategy.init(rawValue:)).map { ($0, repeats) }
+    }
+}

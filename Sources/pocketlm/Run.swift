@@ -7,6 +7,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Generate text from a prompt, streaming it to stdout; statistics go to stderr.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var scheduleOptions: ScheduleOptions
 
     @Option(help: "The prompt text.") var prompt: String?
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from a file.") var promptFile: String?
@@ -47,7 +48,8 @@ struct Run: AsyncParsableCommand {
             text = String(decoding: data, as: UTF8.self)
         }
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context,
+                                                        layerSchedule: scheduleOptions.schedule))
         var parseSpecial = false
         if chat {
             let template = try lm.chatTemplate()

@@ -26,6 +26,8 @@ def test_files_present(fixtures):
     expected = {"dequant.gguf", "unsupported-type.gguf", "manifest.json"}
     for n in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "f32-untied"):
         expected |= {f"tiny-{n}.gguf", f"tiny-{n}.ref.json"}
+    expected |= {"tiny-ls.gguf", "tiny-ls.ref.json", "tiny-ls-unrolled.gguf",
+                 "tiny-unrolled-repeat-all.gguf", "tiny-unrolled-reverse.gguf"}
     assert names == expected
     for name, info in manifest["files"].items():
         assert common.sha256_file(d / name) == info["sha256"]
@@ -83,3 +85,87 @@ def test_deterministic(fixtures, tmp_path):
     _, manifest = fixtures
     again = make_fixtures.make_fixtures(tmp_path)
     assert again["files"] == manifest["files"]
+
+
+def _metadata(reader) -> dict:
+    return {name: common.field_raw(f) for name, f in reader.fields.items() if not common.is_pseudo_field(name)}
+
+
+def _tensor_bytes(t) -> bytes:
+    return np.ascontiguousarray(t.data).tobytes()
+
+
+def test_layer_sharing_fixture(fixtures):
+    d, manifest = fixtures
+    base = common.open_gguf(d / "tiny-q8_0.gguf")
+    ls = common.open_gguf(d / "tiny-ls.gguf")
+    assert common.field_value(ls, "llama.block_count") == 2
+    assert common.field_value(ls, "pocketlm.layer_schedule.strategy") == "immediate"
+    assert common.field_value(ls, "pocketlm.layer_schedule.repeats") == 2
+    assert ls.fields["pocketlm.layer_schedule.strategy"].types == [common.GGUFValueType.STRING]
+    assert ls.fields["pocketlm.layer_schedule.repeats"].types == [common.GGUFValueType.UINT32]
+    # Everything else is tiny-q8_0.gguf, byte for byte.
+    meta_base, meta_ls = _metadata(base), _metadata(ls)
+    assert list(meta_ls)[:len(meta_base)] == list(meta_base)
+    assert {k: v for k, v in meta_ls.items() if not k.startswith("pocketlm.")} == meta_base
+    assert [(t.name, t.tensor_type, list(t.shape), _tensor_bytes(t)) for t in ls.tensors] == \
+        [(t.name, t.tensor_type, list(t.shape), _tensor_bytes(t)) for t in base.tensors]
+    assert {t.tensor_type for t in ls.tensors if t.name.endswith("norm.weight")} == {QT.F32}
+    assert {t.tensor_type for t in ls.tensors if not t.name.endswith("norm.weight")} == {QT.Q8_0}
+
+    info = manifest["layer_sharing"]
+    assert info["shared"] == "tiny-ls.gguf" and info["strategy"] == "immediate" and info["repeats"] == 2
+    assert {s: u["blocks"] for s, u in info["unrolled"].items()} == {
+        "immediate": [0, 0, 1, 1], "repeat-all": [0, 1, 0, 1], "reverse": [0, 1, 1, 0]}
+
+
+@pytest.mark.parametrize("name, order", [
+    ("tiny-ls-unrolled.gguf", (0, 0, 1, 1)),
+    ("tiny-unrolled-repeat-all.gguf", (0, 1, 0, 1)),
+    ("tiny-unrolled-reverse.gguf", (0, 1, 1, 0)),
+])
+def test_unrolled_twins_are_byte_copies(fixtures, name, order):
+    d, manifest = fixtures
+    ls = common.open_gguf(d / "tiny-ls.gguf")
+    un = common.open_gguf(d / name)
+    src = {t.name: t for t in ls.tensors}
+    names = [t.name for t in un.tensors]
+    # Same layout: embeddings, 4 blocks with tiny-ls's per-block tensor order, then the rest.
+    per_block = [t.name.split(".", 2)[2] for t in ls.tensors if t.name.startswith("blk.0.")]
+    expected_names = (["token_embd.weight"] + [f"blk.{j}.{s}" for j in range(4) for s in per_block]
+                      + [t.name for t in ls.tensors if not t.name.startswith(("blk.", "token_embd"))])
+    assert names == expected_names
+    for t in un.tensors:
+        if t.name.startswith("blk."):
+            _, j, suffix = t.name.split(".", 2)
+            s = src[f"blk.{order[int(j)]}.{suffix}"]
+        else:
+            s = src[t.name]
+        assert t.tensor_type == s.tensor_type and list(t.shape) == list(s.shape), t.name
+        assert _tensor_bytes(t) == _tensor_bytes(s), t.name
+    # Metadata: identical keys, order, types and values except the three that describe the blocks.
+    m_ls, m_un = _metadata(ls), _metadata(un)
+    assert list(m_un) == list(m_ls)
+    changed = {"llama.block_count", "pocketlm.layer_schedule.strategy", "pocketlm.layer_schedule.repeats"}
+    assert {k: v for k, v in m_un.items() if k not in changed} == {k: v for k, v in m_ls.items() if k not in changed}
+    assert common.field_value(un, "llama.block_count") == 4
+    assert common.field_value(un, "pocketlm.layer_schedule.strategy") == "none"
+    assert common.field_value(un, "pocketlm.layer_schedule.repeats") == 1
+    for k in changed:
+        assert un.fields[k].types == ls.fields[k].types, k
+
+
+def test_layer_sharing_reference(fixtures):
+    d, manifest = fixtures
+    tokens = manifest["tokens"]
+    doc = json.loads((d / "tiny-ls.ref.json").read_text())
+    assert doc["model"] == "tiny-ls.gguf" and doc["tokens"] == tokens
+    logits = np.array(doc["logits"])
+    np.testing.assert_array_equal(logits, reference.forward(d / "tiny-ls-unrolled.gguf", tokens))
+    assert manifest["layer_sharing"]["argmax"] == logits.argmax(axis=-1).tolist()
+    # Running each block twice is a different model from running it once, and the schedules differ.
+    plain = np.array(json.loads((d / "tiny-q8_0.ref.json").read_text())["logits"])
+    assert np.abs(logits - plain).max() > 0.1
+    other = reference.forward(d / "tiny-unrolled-repeat-all.gguf", tokens)
+    assert np.abs(logits - other).max() > 0.1
+    assert np.all(np.isfinite(logits))

@@ -50,7 +50,7 @@ public final class LanguageModel {
         if let s = options.layerSchedule {
             schedule = try LayerSchedule(strategy: s.strategy, repeats: s.repeats, blocks: config.numHiddenLayers)
         } else {
-            schedule = .plain(blocks: config.numHiddenLayers)
+            schedule = try LanguageModel.schedule(in: file, blocks: config.numHiddenLayers)
         }
         self.tokenizer = try TokenizerLoader.load(from: file)
         guard tokenizer.vocabularySize <= config.vocabSize else {
@@ -63,6 +63,20 @@ public final class LanguageModel {
         self.file = file
         self.config = config
         self.loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    /// GGUF metadata keys recording a model's layer schedule (written by weights-tools for LS models).
+    public static let scheduleStrategyKey = "pocketlm.layer_schedule.strategy"
+    public static let scheduleRepeatsKey = "pocketlm.layer_schedule.repeats"
+
+    /// The schedule a file records; plain when it records none.
+    public static func schedule(in file: GGUFFile, blocks: Int) throws -> LayerSchedule {
+        guard let value = file.metadata[scheduleStrategyKey] else { return .plain(blocks: blocks) }
+        guard let name = value.string, let strategy = LayerSchedule.Strategy(rawValue: name) else {
+            throw GGUFError.badMetadata(key: scheduleStrategyKey, reason: "unknown layer schedule \(value)")
+        }
+        let repeats = file.metadata[scheduleRepeatsKey].flatMap(\.int) ?? 2
+        return try LayerSchedule(strategy: strategy, repeats: repeats, blocks: blocks)
     }
 
     /// The model's chat template, or an error saying why it cannot be rendered.

@@ -13,6 +13,22 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var ropeTheta: Double
     public var rmsNormEps: Double
     public var maxPositionEmbeddings: Int
+    /// MobileLLM's flag for tied input/output embeddings (its checkpoints say `tie_word_embeddings: false`).
+    public var shareEmbedding: Bool?
+    public var tieWordEmbeddings: Bool?
+    /// MobileLLM-LS: each block runs twice in a row.
+    public var layerSharing: Bool?
+    /// The runtime's block order (PocketLM's own key, next to the Hugging Face ones).
+    public var layerSchedule: ScheduleSpec?
+
+    public struct ScheduleSpec: Codable, Sendable, Equatable {
+        public var strategy: String
+        public var repeats: Int
+        public init(strategy: String, repeats: Int) {
+            self.strategy = strategy
+            self.repeats = repeats
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -25,6 +41,47 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case ropeTheta = "rope_theta"
         case rmsNormEps = "rms_norm_eps"
         case maxPositionEmbeddings = "max_position_embeddings"
+        case shareEmbedding = "share_embedding"
+        case tieWordEmbeddings = "tie_word_embeddings"
+        case layerSharing = "layer_sharing"
+        case layerSchedule = "layer_schedule"
+    }
+
+    /// Input and output embeddings are one matrix (either flag says so).
+    public var tiedEmbeddings: Bool { (shareEmbedding ?? false) || (tieWordEmbeddings ?? true) }
+
+    /// The schedule the config asks for: `layer_schedule` if given, else `immediate`×2 when `layer_sharing`.
+    public func schedule() throws -> LayerSchedule {
+        if let spec = layerSchedule {
+            guard let strategy = LayerSchedule.Strategy(rawValue: spec.strategy) else {
+                throw ModelError.invalidConfig(field: "layer_schedule.strategy",
+                                               reason: "unknown strategy '\(spec.strategy)' (none, immediate, repeat-all, reverse)")
+            }
+            return try LayerSchedule(strategy: strategy, repeats: spec.repeats, blocks: numHiddenLayers)
+        }
+        if layerSharing == true { return try LayerSchedule(strategy: .immediate, repeats: 2, blocks: numHiddenLayers) }
+        return .plain(blocks: numHiddenLayers)
+    }
+
+    /// Reads a Hugging Face style config.json (as in configs/), validated.
+    public static func load(configFile path: String) throws -> ModelConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelError.invalidConfig(field: path, reason: "cannot read the config file")
+        }
+        let config: ModelConfig
+        do {
+            config = try JSONDecoder().decode(ModelConfig.self, from: data)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw ModelError.invalidConfig(field: key.stringValue, reason: "missing from \(path)")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw ModelError.invalidConfig(field: context.codingPath.map(\.stringValue).joined(separator: "."),
+                                           reason: "has the wrong type in \(path)")
+        } catch {
+            throw ModelError.invalidConfig(field: path, reason: "not a valid config.json: \(error.localizedDescription)")
+        }
+        try config.validate()
+        _ = try config.schedule()
+        return config
     }
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
@@ -43,6 +100,31 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.ropeTheta = ropeTheta
         self.rmsNormEps = rmsNormEps
         self.maxPositionEmbeddings = maxPositionEmbeddings
+    }
+
+    /// Parameters, weight bytes per storage format and KV-cache bytes per token of a model of this shape.
+    public struct Footprint: Codable, Sendable {
+        public let parameters: Int
+        /// Matrices in the format, norms in F32 (as GGUF files store them).
+        public let weight_bytes: [String: Int]
+        public let effective_layers: Int
+        /// F16 keys and values of every executed pass.
+        public let kv_cache_bytes_per_token: Int
+    }
+
+    public func footprint(schedule: LayerSchedule? = nil) throws -> Footprint {
+        let dim = hiddenSize, kv = kvDim, ffn = intermediateSize
+        let perLayerMatrices = 2 * dim * dim + 2 * dim * kv + 3 * dim * ffn
+        let embeddings = vocabSize * dim * (tiedEmbeddings ? 1 : 2)
+        let matrices = embeddings + numHiddenLayers * perLayerMatrices
+        let norms = numHiddenLayers * 2 * dim + dim
+        var bytes: [String: Int] = [:]
+        for (name, type) in [("f32", GGMLType.f32), ("f16", .f16), ("bf16", .bf16), ("q8_0", .q8_0), ("q4_0", .q4_0), ("q4_1", .q4_1)] {
+            bytes[name] = matrices / type.blockSize * type.blockBytes + norms * 4
+        }
+        let passes = try (schedule ?? self.schedule()).passes.count
+        return Footprint(parameters: matrices + norms, weight_bytes: bytes, effective_layers: passes,
+                         kv_cache_bytes_per_token: 2 * passes * kv * 2)
     }
 
     /// Architectures whose GGUF tensors follow llama.cpp's `llama` naming and Q/K layout.
