@@ -13,7 +13,7 @@ struct CLITests {
 
     static let binary = TestPaths.repoRoot.appendingPathComponent(".build/release/pocketlm").path
 
-    static func pocketlm(_ args: [String], environment: [String: String] = [:]) throws -> Output {
+    static func pocketlm(_ args: [String], environment: [String: String] = [:], unset: [String] = []) throws -> Output {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
         }
@@ -22,6 +22,7 @@ struct CLITests {
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
+        for k in unset { env.removeValue(forKey: k) }
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -72,6 +73,32 @@ struct CLITests {
         }
         #expect((obj["peak_rss_bytes"] as? Int ?? 0) > 50_000_000)
         #expect((obj["text"] as? String ?? "").hasPrefix(" Paris"))
+    }
+
+    @Test("OPENBLAS_CORETYPE: unset, the CLI picks fast kernels itself, and F32 prefill still matches llama.cpp")
+    func blasCoreType() throws {
+        let record = try #require(try Reference.records().first { $0.model_file.hasSuffix("F32.gguf") && $0.prompt_kind == "plain" })
+        let model = try TestPaths.model("SmolLM2-135M-Instruct.F32.gguf")
+        let args = ["run", "--model", model, "--prompt", record.prompt, "--temperature", "0", "--max-tokens", "4",
+                    "--json", "--top-logits", "5"]
+        let fast = try Self.pocketlm(args, unset: ["OPENBLAS_CORETYPE"])
+        let given = try Self.pocketlm(args, environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        for r in [fast, given] {
+            #expect(r.status == 0, "\(r.stderr)")
+            let obj = try Self.json(r.stdout)
+            #expect(obj["tokens"] as? [Int] == Array(record.greedy_ids.prefix(4)))
+            let first = try #require((obj["top_logits"] as? [[[String: Any]]])?.first)
+            #expect(first.compactMap { $0["id"] as? Int } == record.last_pos_top5_ids)
+            for (entry, expected) in zip(first, record.last_pos_top5_logits) {
+                #expect(abs((entry["logit"] as? Double ?? 0) - expected) <= 0.05)
+            }
+        }
+        // `bench` reports the kernel family OpenBLAS loaded: the CLI's choice, or the environment's.
+        let bench = ["bench", "--model", try Self.q4(), "--prompt-tokens", "4", "--gen-tokens", "2", "--repetitions", "1", "--json"]
+        let chosen = try Self.json(try Self.pocketlm(bench, unset: ["OPENBLAS_CORETYPE"]).stdout)["blas_core"] as? String
+        let respected = try Self.json(try Self.pocketlm(bench, environment: ["OPENBLAS_CORETYPE": "Prescott"]).stdout)["blas_core"] as? String
+        #expect(chosen == "SkylakeX")
+        #expect(respected == "Prescott")
     }
 
     @Test("run --chat renders SmolLM2's template with its default system message")
