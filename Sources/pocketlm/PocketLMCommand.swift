@@ -7,7 +7,7 @@ struct PocketLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pocketlm",
         abstract: "Run tiny language models fast on a CPU.",
-        subcommands: [Run.self, Bench.self, Tokenize.self, Inspect.self, Perplexity.self]
+        subcommands: [Run.self, Bench.self, CompareSharing.self, Tokenize.self, Inspect.self, Perplexity.self]
     )
 
     static func main() async {

@@ -36,8 +36,20 @@ public struct Benchmark {
         public let layer_schedule: String
     }
 
-    public let model: LanguageModel
-    public init(model: LanguageModel) { self.model = model }
+    public let transformer: Transformer
+    /// What the report calls the model (its file path, or a config's name).
+    public let name: String
+    public let loadSeconds: Double
+
+    public init(transformer: Transformer, name: String, loadSeconds: Double) {
+        self.transformer = transformer
+        self.name = name
+        self.loadSeconds = loadSeconds
+    }
+
+    public init(model: LanguageModel) {
+        self.init(transformer: model.transformer, name: model.file.path, loadSeconds: model.loadSeconds)
+    }
 
     /// The prompt: deterministic pseudo-random ids (as llama-bench uses random tokens), never special tokens.
     public static func promptTokens(count: Int, vocabulary: Int, seed: UInt64 = 1) -> [Int] {
@@ -48,7 +60,7 @@ public struct Benchmark {
 
     /// One prefill + decode run: (prefill tok/s, decode tok/s).
     public func once(prompt: [Int], genTokens: Int) throws -> (Double, Double) {
-        let t = model.transformer
+        let t = transformer
         t.reset()
         let t0 = DispatchTime.now().uptimeNanoseconds
         var logits = try prompt.withUnsafeBufferPointer { try t.forward($0) }
@@ -67,14 +79,14 @@ public struct Benchmark {
     /// measures `repetitions` runs.
     public func run(promptTokens n: Int, genTokens: Int, repetitions: Int, maxWarmup: Int = 6,
                     progress: (String) -> Void = { _ in }) throws -> Result {
-        let t = model.transformer
+        let t = transformer
         guard n >= 1, genTokens >= 1, repetitions >= 1 else {
             throw GenerationError.invalidParameter("bench", "token counts and repetitions must be at least 1")
         }
         guard n + genTokens <= t.contextLength else {
             throw GenerationError.maxTokensPastContext(prompt: n, maxTokens: genTokens, context: t.contextLength)
         }
-        let prompt = Self.promptTokens(count: n, vocabulary: model.config.vocabSize)
+        let prompt = Self.promptTokens(count: n, vocabulary: t.config.vocabSize)
         var previous: Double?
         var warmups = 0
         while warmups < maxWarmup {
@@ -91,9 +103,9 @@ public struct Benchmark {
             decode.append(d)
             progress(String(format: "run %d/%d: prefill %.1f tok/s, decode %.1f tok/s", r + 1, repetitions, p, d))
         }
-        return Result(model: model.file.path, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
+        return Result(model: name, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
                       repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: Figures(decode),
-                      load_ms: model.loadSeconds * 1000, peak_rss_bytes: ProcessStats.peakResidentBytes(),
+                      load_ms: loadSeconds * 1000, peak_rss_bytes: ProcessStats.peakResidentBytes(),
                       blas_core: blasCoreName(), layer_schedule: t.schedule.description)
     }
 }

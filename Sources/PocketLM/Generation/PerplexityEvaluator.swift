@@ -21,10 +21,17 @@ public struct PerplexityEvaluator {
 
     public func evaluate(text: String, window: Int,
                          progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws -> Result {
+        let bos = model.tokenizer.addBos ? model.tokenizer.bosTokenId : nil
+        return try Self.evaluate(transformer: model.transformer, tokens: model.encodePrompt(text, parseSpecial: false),
+                                 window: window, bos: bos, progress: progress)
+    }
+
+    /// Perplexity of `tokens` under any forward pass (e.g. one running another layer schedule).
+    /// `bos` replaces each window's first token when the model starts sequences with one, as llama.cpp does.
+    public static func evaluate(transformer t: Transformer, tokens: [Int], window: Int, bos: Int? = nil,
+                                progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws -> Result {
         let start = Date()
-        let t = model.transformer
         guard window <= t.contextLength else { throw ModelError.contextOverflow(needed: window, context: t.contextLength) }
-        let tokens = model.encodePrompt(text, parseSpecial: false)
         let windows = tokens.count / window
         guard windows >= 1 else {
             throw GenerationError.invalidParameter("context", "the text has \(tokens.count) tokens, fewer than one window of \(window)")
@@ -36,7 +43,7 @@ public struct PerplexityEvaluator {
         for w in 0..<windows {
             var chunk = Array(tokens[(w * window)..<((w + 1) * window)])
             // llama.cpp starts each window with BOS when the model uses one.
-            if model.tokenizer.addBos, let bos = model.tokenizer.bosTokenId { chunk[0] = bos }
+            if let bos { chunk[0] = bos }
             t.reset()
             var pos = 0
             while pos < window {

@@ -11,43 +11,60 @@ import Synchronization
 /// result does not depend on the thread count (each output element is computed whole by one thread).
 public final class ThreadPool: @unchecked Sendable {
     public let threadCount: Int
+    private let shared: Shared
 
-    private let generation = Atomic<Int>(0)
-    private let pending = Atomic<Int>(0)
-    private let sleepers = Atomic<Int>(0)
-    private let stopping = Atomic<Bool>(false)
-    private var job: ((Int) -> Void)?
-    private var jobParts = 0
-    private var mutex = pthread_mutex_t()
-    private var wakeUp = pthread_cond_t()
-    private var threads: [Thread] = []
-    private let finished = DispatchSemaphore(value: 0)
+    /// State the workers use. Workers hold it strongly (never the pool), so the pool's deinit can stop them
+    /// while they still read it.
+    private final class Shared: @unchecked Sendable {
+        let generation = Atomic<Int>(0)
+        let pending = Atomic<Int>(0)
+        let sleepers = Atomic<Int>(0)
+        let stopping = Atomic<Bool>(false)
+        var job: ((Int) -> Void)?
+        var jobParts = 0
+        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        let finished = DispatchSemaphore(value: 0)
+
+        init() {
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(wakeUp, nil)
+        }
+
+        deinit {
+            pthread_cond_destroy(wakeUp)
+            pthread_mutex_destroy(mutex)
+            wakeUp.deallocate()
+            mutex.deallocate()
+        }
+
+        func wakeSleepers() {
+            pthread_mutex_lock(mutex)
+            pthread_cond_broadcast(wakeUp)
+            pthread_mutex_unlock(mutex)
+        }
+    }
 
     /// Polls before a worker goes to sleep (each poll is one `pause`, ~10–40 ns).
     private static let spinLimit = 50_000
 
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&wakeUp, nil)
+        let shared = Shared()
+        self.shared = shared
         for index in 1..<self.threadCount {
-            let thread = Thread { [unowned self] in self.workerLoop(index: index) }
+            let thread = Thread { ThreadPool.workerLoop(shared, index: index) }
             thread.name = "pocketlm-worker-\(index)"
             thread.stackSize = 1 << 20
-            threads.append(thread)
             thread.start()
         }
     }
 
     deinit {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        generation.add(1, ordering: .sequentiallyConsistent)
-        pthread_mutex_lock(&mutex)
-        pthread_cond_broadcast(&wakeUp)
-        pthread_mutex_unlock(&mutex)
-        for _ in threads { finished.wait() }
-        pthread_cond_destroy(&wakeUp)
-        pthread_mutex_destroy(&mutex)
+        shared.stopping.store(true, ordering: .sequentiallyConsistent)
+        shared.generation.add(1, ordering: .sequentiallyConsistent)
+        shared.wakeSleepers()
+        for _ in 1..<threadCount { shared.finished.wait() }
     }
 
     /// Calls `body(part)` for part in 0..<parts (parts ≤ threadCount), in parallel, and returns when all are done.
@@ -57,25 +74,22 @@ public final class ThreadPool: @unchecked Sendable {
             if parts == 1 { body(0) }
             return
         }
+        let s = shared
         withoutActuallyEscaping(body) { escaping in
-            job = escaping
-            jobParts = parts
-            pending.store(threadCount - 1, ordering: .relaxed)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                pthread_mutex_lock(&mutex)
-                pthread_cond_broadcast(&wakeUp)
-                pthread_mutex_unlock(&mutex)
-            }
+            s.job = escaping
+            s.jobParts = parts
+            s.pending.store(threadCount - 1, ordering: .relaxed)
+            s.generation.add(1, ordering: .sequentiallyConsistent)
+            if s.sleepers.load(ordering: .sequentiallyConsistent) > 0 { s.wakeSleepers() }
             escaping(0)
             // Spin while the workers finish; yield now and then so a descheduled worker gets the core back
             // on a busy machine instead of waiting out our time slice.
             var spins = 0
-            while pending.load(ordering: .acquiring) > 0 {
+            while s.pending.load(ordering: .acquiring) > 0 {
                 spins += 1
                 if spins & 255 == 0 { sched_yield() } else { pl_cpu_relax() }
             }
-            job = nil
+            s.job = nil
         }
     }
 
@@ -95,34 +109,34 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    private func workerLoop(index: Int) {
+    private static func workerLoop(_ s: Shared, index: Int) {
         var seen = 0
         while true {
             var spins = 0
-            var current = generation.load(ordering: .acquiring)
+            var current = s.generation.load(ordering: .acquiring)
             while current == seen {
                 spins += 1
-                if spins < Self.spinLimit {
+                if spins < spinLimit {
                     if spins & 255 == 0 { sched_yield() } else { pl_cpu_relax() }
                 } else {
-                    pthread_mutex_lock(&mutex)
-                    sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while generation.load(ordering: .sequentiallyConsistent) == seen {
-                        pthread_cond_wait(&wakeUp, &mutex)
+                    pthread_mutex_lock(s.mutex)
+                    s.sleepers.add(1, ordering: .sequentiallyConsistent)
+                    while s.generation.load(ordering: .sequentiallyConsistent) == seen {
+                        pthread_cond_wait(s.wakeUp, s.mutex)
                     }
-                    sleepers.subtract(1, ordering: .sequentiallyConsistent)
-                    pthread_mutex_unlock(&mutex)
+                    s.sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                    pthread_mutex_unlock(s.mutex)
                     spins = 0
                 }
-                current = generation.load(ordering: .acquiring)
+                current = s.generation.load(ordering: .acquiring)
             }
             seen = current
-            if stopping.load(ordering: .acquiring) {
-                finished.signal()
+            if s.stopping.load(ordering: .acquiring) {
+                s.finished.signal()
                 return
             }
-            if index < jobParts, let job { job(index) }
-            pending.subtract(1, ordering: .releasing)
+            if index < s.jobParts, let job = s.job { job(index) }
+            s.pending.subtract(1, ordering: .releasing)
         }
     }
 }

@@ -102,6 +102,18 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         self.maxPositionEmbeddings = maxPositionEmbeddings
     }
 
+    /// MobileLLM-LS-125M (configs/mobilellm-ls-125m.json), built in so `compare-sharing` runs with no files.
+    public static let mobileLLMLS125M: ModelConfig = {
+        var c = ModelConfig(modelType: "mobilellm", hiddenSize: 576, numHiddenLayers: 30, numAttentionHeads: 9,
+                            numKeyValueHeads: 3, intermediateSize: 1536, vocabSize: 32000, ropeTheta: 10000,
+                            rmsNormEps: 1e-5, maxPositionEmbeddings: 2048)
+        c.shareEmbedding = true
+        c.tieWordEmbeddings = false
+        c.layerSharing = true
+        c.layerSchedule = ScheduleSpec(strategy: "immediate", repeats: 2)
+        return c
+    }()
+
     /// Parameters, weight bytes per storage format and KV-cache bytes per token of a model of this shape.
     public struct Footprint: Codable, Sendable {
         public let parameters: Int

@@ -33,8 +33,6 @@ public struct WeightTensor: @unchecked Sendable {
 /// Where the forward pass gets its weights from. The resident/mapped store hands out pointers into memory;
 /// a store that pages from storage plugs in here without the forward pass changing.
 public protocol WeightStore: AnyObject, Sendable {
-    /// The model file's metadata and tensor table.
-    var file: GGUFFile { get }
     /// A tensor by its GGUF name, checked against the shape the caller expects (`[columns, rows]` in ggml
     /// order; a vector is `[columns]`).
     func tensor(_ name: String, shape: [Int]) throws(GGUFError) -> WeightTensor
@@ -89,20 +87,25 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let p = packed[info.name] { return p }
-        let type = Int32(info.type.rawValue)
-        let bytes = pl_packed_bytes(type, Int64(info.rows), Int64(info.columns))
-        let dst = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-        let groups = (info.rows + 15) / 16
-        let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
-        // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
-        let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
-        let body: @Sendable (Int) -> Void = { part in
-            pl_pack_rows(type, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(info.rows), Int64(info.columns),
-                         UnsafeMutableRawPointer(bitPattern: out), Int64(groups * part / parts), Int64(groups * (part + 1) / parts))
-        }
-        DispatchQueue.concurrentPerform(iterations: parts, execute: body)
+        let dst = packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data)
         packed[info.name] = dst
         file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
         return dst
     }
+}
+
+/// Copies a quantized matrix into the packed layout (a new 64-byte aligned buffer the caller owns), on all cores.
+func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer) -> UnsafeMutableRawPointer {
+    let t = Int32(type.rawValue)
+    let dst = UnsafeMutableRawPointer.allocate(byteCount: pl_packed_bytes(t, Int64(rows), Int64(columns)), alignment: 64)
+    let groups = (rows + 15) / 16
+    let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
+    // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
+    let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
+    let body: @Sendable (Int) -> Void = { part in
+        pl_pack_rows(t, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(rows), Int64(columns),
+                     UnsafeMutableRawPointer(bitPattern: out), Int64(groups * part / parts), Int64(groups * (part + 1) / parts))
+    }
+    DispatchQueue.concurrentPerform(iterations: parts, execute: body)
+    return dst
 }
