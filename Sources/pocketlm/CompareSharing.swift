@@ -85,12 +85,12 @@ struct CompareSharing: AsyncParsableCommand {
             guard textTokens.count >= 512 else { throw CLIError(description: "\(text) has \(textTokens.count) tokens, fewer than one window of 512") }
         }
 
-        func measure(_ t: Transformer, label: String, strategy: String, bytes: Int) throws -> Row {
+        func measure(_ t: Transformer, label: String, strategy: String, bytes: Int, scorePerplexity: Bool = true) throws -> Row {
             if !json { Console.error("measuring \(label) (\(t.schedule.passes.count) effective layers)…") }
             let r = try Benchmark(transformer: t, name: label, loadSeconds: 0)
                 .run(promptTokens: promptTokens, genTokens: genTokens, repetitions: repetitions)
             var ppl: Double?
-            if !textTokens.isEmpty {
+            if scorePerplexity && !textTokens.isEmpty {
                 ppl = try PerplexityEvaluator.evaluate(transformer: t, tokens: textTokens, window: 512).perplexity
             }
             return Row(name: label, strategy: strategy, effective_layers: t.schedule.passes.count,
@@ -116,12 +116,9 @@ struct CompareSharing: AsyncParsableCommand {
         let deepModel = try Transformer(store: deepStore, config: deep, schedule: .plain(blocks: deep.numHiddenLayers),
                                         contextLength: context, threads: threads)
         let deepBytes = try deep.footprint(schedule: .plain(blocks: deep.numHiddenLayers)).weight_bytes["q8_0"]!
-        let deepRow = try measure(deepModel, label: "unshared \(deep.numHiddenLayers) blocks (baseline)", strategy: "baseline", bytes: deepBytes)
-        rows.append(Row(name: deepRow.name, strategy: deepRow.strategy, effective_layers: deepRow.effective_layers,
-                        prefill_tokens_per_second: deepRow.prefill_tokens_per_second,
-                        decode_tokens_per_second: deepRow.decode_tokens_per_second, ms_per_token: deepRow.ms_per_token,
-                        unique_weight_bytes_per_token: deepRow.unique_weight_bytes_per_token,
-                        kv_cache_bytes_per_token: deepRow.kv_cache_bytes_per_token, perplexity: nil))
+        // Its weights are random: speed and bytes only, no perplexity.
+        rows.append(try measure(deepModel, label: "unshared \(deep.numHiddenLayers) blocks (baseline)", strategy: "baseline",
+                                bytes: deepBytes, scorePerplexity: false))
 
         let report = Report(model: name, blocks: base.numHiddenLayers, threads: threads, rows: rows)
         if let plot { try SVGChart.sharing(report).write(toFile: plot, atomically: true, encoding: .utf8) }

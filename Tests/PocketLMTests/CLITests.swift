@@ -101,6 +101,41 @@ struct CLITests {
         #expect(respected == "Prescott")
     }
 
+    @Test("compare-sharing: every strategy, the unshared baseline, JSON and SVG")
+    func compareSharing() throws {
+        let svg = FileManager.default.temporaryDirectory.appendingPathComponent("share-\(UUID().uuidString).svg")
+        defer { try? FileManager.default.removeItem(at: svg) }
+        let r = try Self.pocketlm(["compare-sharing", "--prompt-tokens", "8", "--gen-tokens", "8", "--repetitions", "1",
+                                   "--json", "--plot", svg.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = try #require(try Self.json(r.stdout)["rows"] as? [[String: Any]])
+        #expect(rows.compactMap { $0["strategy"] as? String } == ["none", "immediate", "repeat-all", "reverse", "baseline"])
+        #expect(rows.compactMap { $0["effective_layers"] as? Int } == [30, 60, 60, 60, 60])
+        // Same weights for every strategy; the baseline has twice the blocks (the shared embedding once).
+        let bytes = rows.compactMap { $0["unique_weight_bytes_per_token"] as? Int }
+        #expect(Set(bytes.prefix(4)).count == 1)
+        let embedding = 32000 * 576 / 32 * 34
+        #expect(bytes[4] - embedding == 2 * (bytes[0] - embedding) - 576 * 4)
+        #expect(rows.compactMap { $0["kv_cache_bytes_per_token"] as? Int } == [23040, 46080, 46080, 46080, 46080])
+        for row in rows { #expect((row["decode_tokens_per_second"] as? Double ?? 0) > 0) }
+        let chart = try String(contentsOf: svg, encoding: .utf8)
+        #expect(chart.hasPrefix("<svg") && chart.contains("immediate×2") && chart.contains("baseline"))
+    }
+
+    @Test("compare-sharing on a model file measures perplexity per strategy")
+    func compareSharingPerplexity() throws {
+        let r = try Self.pocketlm(["compare-sharing", "--model", try TestPaths.fixture("tiny-ls.gguf"), "--text",
+                                   "/usr/share/common-licenses/GPL-3", "--strategies", "none,immediate",
+                                   "--prompt-tokens", "8", "--gen-tokens", "8", "--repetitions", "1", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = try #require(try Self.json(r.stdout)["rows"] as? [[String: Any]])
+        let ppl = rows.prefix(2).compactMap { $0["perplexity"] as? Double }
+        #expect(ppl.count == 2 && ppl.allSatisfy { $0 > 1 && $0.isFinite })
+        #expect(ppl[0] != ppl[1], "the two schedules are different models")
+        let bad = try Self.pocketlm(["compare-sharing", "--strategies", "none,sideways"])
+        #expect(bad.status != 0 && bad.stderr.contains("sideways"))
+    }
+
     @Test("run --chat renders SmolLM2's template with its default system message")
     func chat() throws {
         let record = try #require(try Reference.records().first { $0.model_file.hasSuffix("Q4_1.gguf") && $0.prompt_kind == "chat" })
