@@ -369,17 +369,9 @@ def write_model(
            f"({spec.model_type}); not a trained model -- for benchmarks and tests", VT.STRING)
         kv("general.size_label", f"{params / 1e6:.1f}M", VT.STRING)
         kv("general.license", "apache-2.0", VT.STRING)
-        kv("llama.block_count", spec.layers, VT.UINT32)
-        kv("llama.context_length", spec.context, VT.UINT32)
-        kv("llama.embedding_length", spec.dim, VT.UINT32)
-        kv("llama.feed_forward_length", spec.ffn, VT.UINT32)
-        kv("llama.attention.head_count", spec.heads, VT.UINT32)
-        kv("llama.attention.head_count_kv", spec.kv_heads, VT.UINT32)
-        kv("llama.rope.freq_base", spec.rope_theta, VT.FLOAT32)
-        kv("llama.attention.layer_norm_rms_epsilon", spec.eps, VT.FLOAT32)
-        kv("general.file_type", common.FILE_TYPE[qtype], VT.UINT32)
-        kv("llama.vocab_size", spec.vocab, VT.UINT32)
-        kv("llama.rope.dimension_count", spec.head_dim, VT.UINT32)
+        common.add_llama_hparams(w, layers=spec.layers, context=spec.context, dim=spec.dim, ffn=spec.ffn,
+                                 heads=spec.heads, kv_heads=spec.kv_heads, rope_base=spec.rope_theta, eps=spec.eps,
+                                 file_type=common.FILE_TYPE[qtype], vocab=spec.vocab, head_dim=spec.head_dim)
         kv(SCHEDULE_STRATEGY_KEY, spec.strategy, VT.STRING)
         kv(SCHEDULE_REPEATS_KEY, spec.repeats, VT.UINT32)
         for name, value, vtype, sub in tok_kv:
