@@ -301,11 +301,11 @@ enum TokenizerFixtures {
     }
 
     @Test func loaderRejectsOtherTokenizerModels() throws {
-        let path = try writeMiniGGUF(["tokenizer.ggml.model": "llama"])
+        let path = try writeMiniGGUF(["tokenizer.ggml.model": "bert"])
         defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect(throws: TokenizerError.unsupportedModel("llama")) { try TokenizerLoader.load(from: GGUFFile(path: path)) }
-        let err = TokenizerError.unsupportedModel("llama")
-        #expect(err.localizedDescription.contains("llama"))
+        #expect(throws: TokenizerError.unsupportedModel("bert")) { try TokenizerLoader.load(from: GGUFFile(path: path)) }
+        let err = TokenizerError.unsupportedModel("bert")
+        #expect(err.localizedDescription.contains("bert"))
     }
 
     @Test func loaderRejectsUnknownPreTokenizer() throws {

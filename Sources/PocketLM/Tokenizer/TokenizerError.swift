@@ -19,7 +19,7 @@ public enum TokenizerError: Error, LocalizedError, Equatable, Sendable {
     public var errorDescription: String? {
         switch self {
         case .unsupportedModel(let m):
-            "tokenizer model '\(m)' is not supported (supported: gpt2 byte-level BPE)"
+            "tokenizer model '\(m)' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)"
         case .unsupportedPreTokenizer(let p):
             "pre-tokenizer '\(p)' (tokenizer.ggml.pre) is not supported (supported: gpt2, gpt-2, default, smollm, "
                 + "starcoder, refact, command-r, codeshell, exaone, llama-bpe, llama3)"
