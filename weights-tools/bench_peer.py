@@ -114,6 +114,17 @@ def peer_worker(args) -> None:
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
+def merge(runs: list[dict]) -> dict:
+    """One report from several rounds: speeds as median/min/max over all samples, RSS as the max, load the median."""
+    out = dict(runs[0])
+    for key in ("prefill", "decode"):
+        out[key] = figures([x for r in runs for x in r[key]["samples"]])
+    out["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    out["load_ms"] = statistics.median(r["load_ms"] for r in runs)
+    out["rounds"] = len(runs)
+    return out
+
+
 def run_pocketlm(args) -> dict:
     binary = Path(args.pocketlm)
     if not binary.exists():
@@ -139,7 +150,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=128)
-    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--repetitions", type=int, default=5, help="measured runs per round and program")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds in which the two programs take turns")
     ap.add_argument("--pocketlm", default=str(REPO / ".build/release/pocketlm"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
@@ -149,8 +161,17 @@ def main() -> None:
     if args.peer_worker:
         peer_worker(args)
         return
-    ours = run_pocketlm(args)
-    peer = run_peer(args)
+    # The machine's speed drifts by up to 2x from minute to minute, so the two programs take turns: each round
+    # runs both (the order alternating), and the figures are medians over every round's samples.
+    ours_runs, peer_runs = [], []
+    for r in range(args.rounds):
+        if r % 2 == 0:
+            ours_runs.append(run_pocketlm(args))
+            peer_runs.append(run_peer(args))
+        else:
+            peer_runs.append(run_peer(args))
+            ours_runs.append(run_pocketlm(args))
+    ours, peer = merge(ours_runs), merge(peer_runs)
     result = {
         "model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
         "pocketlm": ours, "llama_cpp": peer,
@@ -163,7 +184,8 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     name = Path(args.model).name
-    print(f"{name}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, medians of {args.repetitions}")
+    print(f"{name}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, "
+          f"medians of {args.repetitions} runs x {args.rounds} alternating rounds")
     print(f"{'':22}{'PocketLM':>12}{'llama.cpp':>12}{'ratio':>8}")
     for key, label in (("prefill", f"prefill tok/s"), ("decode", f"decode tok/s")):
         print(f"{label:22}{ours[key]['median']:12.1f}{peer[key]['median']:12.1f}{result['ratio'][key]:8.2f}")
