@@ -43,14 +43,7 @@ public struct BPETokenizer: Tokenizer {
     /// Vocabulary id of each single ASCII character, or -1: the fallback for merge-only symbols.
     private let asciiTokens: [Int32]
     /// Tokens cut out of the text before pre-tokenisation, longest first.
-    private let specials: [SpecialToken]
-
-    private struct SpecialToken: Sendable {
-        let id: Int32
-        let bytes: [UInt8]
-        /// User-defined tokens are matched even when special parsing is off (llama.cpp does the same).
-        let alwaysMatched: Bool
-    }
+    private let specials: SpecialTokens
 
     /// End-of-turn markers that count as stop tokens when the vocabulary has them.
     static let endOfTurnPieces = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
@@ -155,16 +148,7 @@ public struct BPETokenizer: Tokenizer {
             if let id = symbolIds[String(Unicode.Scalar(UInt8(b)))], id < n { asciiTokens[b] = id }
         }
 
-        var specials: [SpecialToken] = []
-        for (i, t) in tokens.enumerated() where !t.isEmpty {
-            switch types[i] {
-            case .control, .unknown: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: false))
-            case .userDefined: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: true))
-            default: break
-            }
-        }
-        // Longest first, so "<|im_start|>" is never cut short by a shorter special token inside it.
-        specials.sort { $0.bytes.count != $1.bytes.count ? $0.bytes.count > $1.bytes.count : $0.id < $1.id }
+        let specials = SpecialTokens(pieces: tokens, types: types)
 
         var stops: Set<Int> = []
         if let eosTokenId { stops.insert(eosTokenId) }
@@ -261,60 +245,13 @@ public struct BPETokenizer: Tokenizer {
         var out: [Int] = []
         out.reserveCapacity(bytes.count / 3 + 4)
         var session = Session()
-        for fragment in partition(bytes, parseSpecial: parseSpecial) {
+        for fragment in specials.partition(bytes, parseSpecial: parseSpecial) {
             switch fragment {
             case .token(let id): out.append(Int(id))
             case .text(let range): encodeStretch(bytes, range, &session, into: &out)
             }
         }
         return out
-    }
-
-    // MARK: - Special-token partition
-
-    private enum Fragment {
-        case text(Range<Int>)
-        case token(Int32)
-    }
-
-    private func partition(_ bytes: [UInt8], parseSpecial: Bool) -> [Fragment] {
-        var fragments: [Fragment] = [.text(0..<bytes.count)]
-        bytes.withUnsafeBytes { hay in
-            for special in specials where parseSpecial || special.alwaysMatched {
-                var next: [Fragment] = []
-                var found = false
-                for fragment in fragments {
-                    guard case .text(let range) = fragment else { next.append(fragment); continue }
-                    var start = range.lowerBound
-                    while start < range.upperBound,
-                          let m = BPETokenizer.find(special.bytes, in: hay, from: start, to: range.upperBound) {
-                        found = true
-                        if m > start { next.append(.text(start..<m)) }
-                        next.append(.token(special.id))
-                        start = m + special.bytes.count
-                    }
-                    if start < range.upperBound { next.append(.text(start..<range.upperBound)) }
-                }
-                if found { fragments = next }
-            }
-        }
-        return fragments
-    }
-
-    /// First occurrence of `needle` in `hay[from..<to]` (memchr for the first byte, then memcmp; Glibc's Swift
-    /// module does not export memmem).
-    private static func find(_ needle: [UInt8], in hay: UnsafeRawBufferPointer, from: Int, to: Int) -> Int? {
-        guard let base = hay.baseAddress, let first = needle.first else { return nil }
-        return needle.withUnsafeBytes { nb -> Int? in
-            var p = from
-            while to - p >= nb.count {
-                guard let hit = memchr(base + p, Int32(first), to - p - nb.count + 1) else { return nil }
-                let offset = UnsafeRawPointer(hit) - base
-                if memcmp(base + offset, nb.baseAddress!, nb.count) == 0 { return offset }
-                p = offset + 1
-            }
-            return nil
-        }
     }
 
     // MARK: - Pre-tokenize and merge
@@ -327,12 +264,12 @@ public struct BPETokenizer: Tokenizer {
         var symbols: [Int32] = []
         var prev: [Int32] = []
         var next: [Int32] = []
-        var heap: [Candidate] = []
+        var queue = MergeQueue<Candidate>()
         var word: [Int32] = []
     }
 
     /// A mergeable adjacent pair; valid only while both symbols still hold the ids it was made from.
-    private struct Candidate {
+    private struct Candidate: MergeCandidate {
         var rank: UInt32
         var left: Int32
         var right: Int32
@@ -395,7 +332,7 @@ public struct BPETokenizer: Tokenizer {
         s.symbols.removeAll(keepingCapacity: true)
         s.prev.removeAll(keepingCapacity: true)
         s.next.removeAll(keepingCapacity: true)
-        s.heap.removeAll(keepingCapacity: true)
+        s.queue.removeAll()
         for (k, b) in word.enumerated() {
             s.symbols.append(byteSymbols[Int(b)])
             s.prev.append(Int32(k - 1))
@@ -403,7 +340,7 @@ public struct BPETokenizer: Tokenizer {
         }
         for k in 1..<max(count, 1) { pushPair(Int32(k - 1), Int32(k), &s) }
 
-        while let top = popPair(&s) {
+        while let top = s.queue.pop() {
             let l = Int(top.left), r = Int(top.right)
             // Stale: one side has merged with something else since this pair was queued.
             guard s.symbols[l] == top.leftId, s.symbols[r] == top.rightId else { continue }
@@ -436,33 +373,6 @@ public struct BPETokenizer: Tokenizer {
         guard let m = mergeTable[UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))] else { return }
         let c = Candidate(rank: UInt32(m >> 32), left: l, right: r, leftId: a, rightId: b,
                           merged: Int32(truncatingIfNeeded: m & 0xFFFF_FFFF))
-        // Binary min-heap sift-up.
-        s.heap.append(c)
-        var i = s.heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            guard Candidate.before(s.heap[i], s.heap[p]) else { break }
-            s.heap.swapAt(i, p)
-            i = p
-        }
-    }
-
-    @inline(__always) private func popPair(_ s: inout Session) -> Candidate? {
-        guard let last = s.heap.popLast() else { return nil }
-        guard !s.heap.isEmpty else { return last }
-        let top = s.heap[0]
-        s.heap[0] = last
-        var i = 0
-        let n = s.heap.count
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < n && Candidate.before(s.heap[l], s.heap[m]) { m = l }
-            if r < n && Candidate.before(s.heap[r], s.heap[m]) { m = r }
-            if m == i { break }
-            s.heap.swapAt(i, m)
-            i = m
-        }
-        return top
+        s.queue.push(c)
     }
 }

@@ -36,14 +36,7 @@ public struct SentencePieceTokenizer: Tokenizer {
     /// The token each byte value falls back to (`<0xNN>`, else the one-byte piece), or -1.
     private let byteTokens: [Int32]
     /// Tokens cut out of the text before merging, longest first.
-    private let specials: [SpecialToken]
-
-    private struct SpecialToken: Sendable {
-        let id: Int32
-        let bytes: [UInt8]
-        /// User-defined tokens are matched even when special parsing is off (llama.cpp does the same).
-        let alwaysMatched: Bool
-    }
+    private let specials: SpecialTokens
 
     /// "▁" (U+2581), SentencePiece's escaped space.
     static let spaceMark: [UInt8] = [0xE2, 0x96, 0x81]
@@ -138,15 +131,7 @@ public struct SentencePieceTokenizer: Tokenizer {
             decodedStart.append(Int32(decodedBytes.count))
         }
 
-        var specials: [SpecialToken] = []
-        for (i, t) in tokens.enumerated() where !t.isEmpty {
-            switch types[i] {
-            case .control, .unknown: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: false))
-            case .userDefined: specials.append(SpecialToken(id: Int32(i), bytes: Array(t.utf8), alwaysMatched: true))
-            default: break
-            }
-        }
-        specials.sort { $0.bytes.count != $1.bytes.count ? $0.bytes.count > $1.bytes.count : $0.id < $1.id }
+        let specials = SpecialTokens(pieces: tokens, types: types)
 
         var stops: Set<Int> = []
         if let eosTokenId { stops.insert(eosTokenId) }
@@ -256,7 +241,7 @@ public struct SentencePieceTokenizer: Tokenizer {
         out.reserveCapacity(bytes.count / 2 + 4)
         var session = Session()
         var afterSpecial = true  // the first stretch gets the space prefix, as does every one after a special token
-        for fragment in partition(bytes, parseSpecial: parseSpecial) {
+        for fragment in specials.partition(bytes, parseSpecial: parseSpecial) {
             switch fragment {
             case .token(let id):
                 out.append(Int(id))
@@ -269,51 +254,6 @@ public struct SentencePieceTokenizer: Tokenizer {
         return out
     }
 
-    // MARK: - Special-token partition
-
-    private enum Fragment {
-        case text(Range<Int>)
-        case token(Int32)
-    }
-
-    /// llama.cpp's `tokenizer_st_partition`: each special token in turn, longest first, is cut out of every
-    /// stretch of text not yet claimed.
-    private func partition(_ bytes: [UInt8], parseSpecial: Bool) -> [Fragment] {
-        var fragments: [Fragment] = [.text(0..<bytes.count)]
-        for special in specials where parseSpecial || special.alwaysMatched {
-            var next: [Fragment] = []
-            var found = false
-            for fragment in fragments {
-                guard case .text(let range) = fragment else { next.append(fragment); continue }
-                var start = range.lowerBound
-                while start < range.upperBound,
-                      let m = SentencePieceTokenizer.find(special.bytes, in: bytes, from: start, to: range.upperBound) {
-                    found = true
-                    if m > start { next.append(.text(start..<m)) }
-                    next.append(.token(special.id))
-                    start = m + special.bytes.count
-                }
-                if start < range.upperBound { next.append(.text(start..<range.upperBound)) }
-            }
-            if found { fragments = next }
-        }
-        return fragments
-    }
-
-    private static func find(_ needle: [UInt8], in hay: [UInt8], from: Int, to: Int) -> Int? {
-        guard let first = needle.first, to - from >= needle.count else { return nil }
-        var p = from
-        while p + needle.count <= to {
-            if hay[p] == first {
-                var k = 1
-                while k < needle.count && hay[p + k] == needle[k] { k += 1 }
-                if k == needle.count { return p }
-            }
-            p += 1
-        }
-        return nil
-    }
-
     // MARK: - Merging
 
     /// Per-call scratch buffers, reused across stretches.
@@ -323,13 +263,13 @@ public struct SentencePieceTokenizer: Tokenizer {
         var length: [Int] = []
         var prev: [Int] = []
         var next: [Int] = []
-        var heap: [Candidate] = []
+        var queue = MergeQueue<Candidate>()
         /// Each unused entry a merge formed, to the byte length of its left part (sentencepiece's `rev_merge`).
         var revMerge: [ArraySlice<UInt8>: Int] = [:]
     }
 
     /// A mergeable adjacent pair; stale once either side's length has changed since it was queued.
-    private struct Candidate {
+    private struct Candidate: MergeCandidate {
         var score: Float
         var left: Int
         var right: Int
@@ -352,7 +292,7 @@ public struct SentencePieceTokenizer: Tokenizer {
         s.length.removeAll(keepingCapacity: true)
         s.prev.removeAll(keepingCapacity: true)
         s.next.removeAll(keepingCapacity: true)
-        s.heap.removeAll(keepingCapacity: true)
+        s.queue.removeAll()
         s.revMerge.removeAll(keepingCapacity: true)
 
         // One symbol per UTF-8 character (the stretch ends are character boundaries of a Swift String).
@@ -371,7 +311,7 @@ public struct SentencePieceTokenizer: Tokenizer {
         let count = s.start.count
         for k in 1..<max(count, 1) { pushPair(k - 1, k, &s) }
 
-        while let top = popPair(&s) {
+        while let top = s.queue.pop() {
             let l = top.left, r = top.right
             guard s.length[l] > 0, s.length[r] > 0, s.length[l] + s.length[r] == top.size else { continue }
             s.length[l] += s.length[r]
@@ -415,32 +355,6 @@ public struct SentencePieceTokenizer: Tokenizer {
         guard let id = mergeable[slice] else { return }
         if types[Int(id)] == .unused { s.revMerge[slice] = s.length[l] }
         let c = Candidate(score: scores[Int(id)], left: l, right: r, size: size)
-        s.heap.append(c)
-        var i = s.heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            guard Candidate.before(s.heap[i], s.heap[p]) else { break }
-            s.heap.swapAt(i, p)
-            i = p
-        }
-    }
-
-    @inline(__always) private func popPair(_ s: inout Session) -> Candidate? {
-        guard let last = s.heap.popLast() else { return nil }
-        guard !s.heap.isEmpty else { return last }
-        let top = s.heap[0]
-        s.heap[0] = last
-        var i = 0
-        let n = s.heap.count
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < n && Candidate.before(s.heap[l], s.heap[m]) { m = l }
-            if r < n && Candidate.before(s.heap[r], s.heap[m]) { m = r }
-            if m == i { break }
-            s.heap.swapAt(i, m)
-            i = m
-        }
-        return top
+        s.queue.push(c)
     }
 }
