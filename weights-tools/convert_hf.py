@@ -638,17 +638,9 @@ def convert(
            f"converted from the Hugging Face checkpoint {ckpt_dir.resolve().name} ({ck.arch}, {s.model_type}) "
            f"by PocketLM weights-tools/convert_hf.py; tokenizer from {tok_src}", VT.STRING)
         kv("general.size_label", f"{params / 1e6:.1f}M", VT.STRING)
-        kv("llama.block_count", s.layers, VT.UINT32)
-        kv("llama.context_length", s.context, VT.UINT32)
-        kv("llama.embedding_length", s.dim, VT.UINT32)
-        kv("llama.feed_forward_length", s.ffn, VT.UINT32)
-        kv("llama.attention.head_count", s.heads, VT.UINT32)
-        kv("llama.attention.head_count_kv", s.kv_heads, VT.UINT32)
-        kv("llama.rope.freq_base", s.rope_theta, VT.FLOAT32)
-        kv("llama.attention.layer_norm_rms_epsilon", s.eps, VT.FLOAT32)
-        kv("general.file_type", common.FILE_TYPE[qtype], VT.UINT32)
-        kv("llama.vocab_size", s.vocab, VT.UINT32)
-        kv("llama.rope.dimension_count", s.head_dim, VT.UINT32)
+        common.add_llama_hparams(w, layers=s.layers, context=s.context, dim=s.dim, ffn=s.ffn, heads=s.heads,
+                                 kv_heads=s.kv_heads, rope_base=s.rope_theta, eps=s.eps,
+                                 file_type=common.FILE_TYPE[qtype], vocab=s.vocab, head_dim=s.head_dim)
         kv(make_model.SCHEDULE_STRATEGY_KEY, s.strategy, VT.STRING)
         kv(make_model.SCHEDULE_REPEATS_KEY, s.repeats, VT.UINT32)
         for name, value, vtype, sub in tok_kv:

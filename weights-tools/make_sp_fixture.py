@@ -12,11 +12,13 @@ import argparse
 import glob
 import json
 import os
-import struct
 import sys
 
 import gguf
+from pathlib import Path
 import sentencepiece as spm
+
+import convert_hf
 
 # Llama's normalizer: no NFKC, spaces kept as they are (no collapsing), a dummy "▁" prefix.
 TRAIN_OPTIONS = dict(
@@ -96,69 +98,10 @@ def training_text():
     return lines + UNICODE_LINES * 20
 
 
-# --- minimal protobuf reading of ModelProto (field 1: repeated SentencePiece{1 piece, 2 score, 3 type};
-#     field 3: NormalizerSpec{3 add_dummy_prefix}); used when sentencepiece_model_pb2 (needs protobuf) is absent.
-def _varint(buf, i):
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(buf):
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, i = _varint(buf, i)
-        elif wire == 1:
-            val, i = buf[i:i + 8], i + 8
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            val, i = buf[i:i + n], i + n
-        elif wire == 5:
-            val, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield num, wire, val
-
-
 def read_model(path):
-    """(pieces, scores, types, add_dummy_prefix) from a sentencepiece .model file."""
-    data = open(path, "rb").read()
-    try:
-        from sentencepiece import sentencepiece_model_pb2 as pb
-
-        m = pb.ModelProto()
-        m.ParseFromString(data)
-        return ([p.piece for p in m.pieces], [p.score for p in m.pieces], [int(p.type) for p in m.pieces],
-                m.normalizer_spec.add_dummy_prefix)
-    except ImportError:
-        pass
-    pieces, scores, types, add_dummy_prefix = [], [], [], True
-    for num, _, val in _fields(data):
-        if num == 1:
-            piece, score, typ = "", 0.0, 1
-            for n, _, v in _fields(val):
-                if n == 1:
-                    piece = v.decode("utf-8")
-                elif n == 2:
-                    score = struct.unpack("<f", v)[0]
-                elif n == 3:
-                    typ = v
-            pieces.append(piece)
-            scores.append(score)
-            types.append(typ)
-        elif num == 3:
-            for n, _, v in _fields(val):
-                if n == 3:
-                    add_dummy_prefix = bool(v)
-    return pieces, scores, types, add_dummy_prefix
+    """(pieces, scores, types, add_dummy_prefix) from a sentencepiece .model file, read by the converter's own
+    parser (convert_hf.parse_sentencepiece), so the fixture also exercises what conversion writes."""
+    return convert_hf.parse_sentencepiece(Path(path))
 
 
 # sentencepiece's ModelProto.SentencePiece.Type and llama.cpp's token types share numbers 1..6.
