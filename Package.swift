@@ -21,9 +21,11 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "CKernels", cSettings: kernelFlags),
+        // POSIX calls Swift cannot see (O_DIRECT), kept apart from the portable core.
+        .target(name: "CPlatform"),
         .target(
             name: "PocketLM",
-            dependencies: ["CKernels", "COpenBLAS"]
+            dependencies: ["CKernels", "CPlatform", "COpenBLAS"]
         ),
         .executableTarget(
             name: "pocketlm",

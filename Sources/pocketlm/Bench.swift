@@ -13,6 +13,7 @@ struct Bench: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var scheduleOptions: ScheduleOptions
+    @OptionGroup var pagingArguments: PagingArguments
     @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 128
     @Option(name: .customLong("gen-tokens")) var genTokens: Int = 128
     @Option var repetitions: Int = 5
@@ -29,7 +30,8 @@ struct Bench: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads,
                                                         contextLength: promptTokens + genTokens,
                                                         layerSchedule: scheduleOptions.schedule,
-                                                        maxBatch: promptTokens))
+                                                        maxBatch: promptTokens,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let result = try Benchmark(model: lm).run(promptTokens: promptTokens, genTokens: genTokens,
                                                   repetitions: repetitions) { line in
             if !json { Console.error(line) }

@@ -8,6 +8,7 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var scheduleOptions: ScheduleOptions
+    @OptionGroup var pagingArguments: PagingArguments
 
     @Option(help: "The prompt text.") var prompt: String?
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from a file.") var promptFile: String?
@@ -49,7 +50,8 @@ struct Run: AsyncParsableCommand {
         }
         let lm = try LanguageModel(path: modelOptions.model,
                                    options: LoadOptions(threads: modelOptions.threads, contextLength: context,
-                                                        layerSchedule: scheduleOptions.schedule))
+                                                        layerSchedule: scheduleOptions.schedule,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model)))
         var parseSpecial = false
         if chat {
             let template = try lm.chatTemplate()
@@ -80,13 +82,20 @@ struct Run: AsyncParsableCommand {
         let peak = ProcessStats.peakResidentBytes()
         if json {
             try Console.json(RunReport(result: result, loadSeconds: lm.loadSeconds, peakRSS: peak,
-                                       includeTopLogits: topLogits > 0))
+                                       includeTopLogits: topLogits > 0, paging: lm.transformer.feedForward))
         } else {
             Console.write("\n")
             Console.error(String(format: "prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | first token: %.1f ms | load: %.1f ms | peak RSS: %.1f MiB | stop: %@",
                                  result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
                                  result.generationTokensPerSecond, result.timeToFirstToken * 1000, lm.loadSeconds * 1000,
                                  Double(peak) / 1_048_576, result.stopReason.rawValue))
+            if let ffn = lm.transformer.feedForward, ffn.options.mode != .resident {
+                let s = ffn.stats, steps = max(1, result.tokens.count + 1)
+                Console.error(String(format: "paging: %@, budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
+                                     ffn.options.mode.rawValue, ffn.plan.budget.map(ByteCount.format) ?? "none",
+                                     ByteCount.format(ffn.plan.minimumBytes), Double(s.bytesRead) / 1_048_576 / Double(steps),
+                                     Double(s.reads) / Double(steps), s.ioWaitSeconds * 1000 / Double(steps)))
+            }
         }
     }
 }
@@ -105,8 +114,16 @@ struct RunReport: Encodable {
     let timings: Timings
     let peak_rss_bytes: Int
     let top_logits: [[TokenLogit]]?
+    let paging: PagingReport?
 
-    init(result: GenerationResult, loadSeconds: Double, peakRSS: Int, includeTopLogits: Bool) {
+    struct PagingReport: Encodable {
+        let mode: String
+        let plan: PagingPlan
+        let stats: PagingStats
+    }
+
+    init(result: GenerationResult, loadSeconds: Double, peakRSS: Int, includeTopLogits: Bool, paging: PagedFeedForward? = nil) {
+        self.paging = paging.map { PagingReport(mode: $0.options.mode.rawValue, plan: $0.plan, stats: $0.stats) }
         prompt_tokens = result.promptTokens
         tokens = result.tokens
         text = result.text

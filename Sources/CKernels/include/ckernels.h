@@ -84,4 +84,42 @@ void pl_cpu_relax(void);
 float pl_f16_to_f32(uint16_t h);
 uint16_t pl_f32_to_f16(float f);
 
+/// Row-column bundles (the flash-paging layout of a Q8_0 SwiGLU FFN): everything neuron i of the FFN needs, in one
+/// contiguous run of bytes, so a sparse FFN reads only the neurons it computes. For hidden size `dim` and FFN size
+/// `ffn` (both multiples of 32), neuron i's bundle is pl_bundle_bytes_q8_0(dim) bytes:
+///   [gate row i]    dim/32 Q8_0 blocks (f16 d, 32 × int8) = dim/32·34 bytes, exactly as in the file;
+///   [up row i]      the same;
+///   [down column i] dim int8: for r in 0..<dim, the quant of element (r, i) of the down matrix (dim rows × ffn
+///                   columns, Q8_0 rows), i.e. quant i%32 of block i/32 of down row r.
+/// The down matrix's f16 block scales are not in the bundles; they stay resident, row-major:
+/// down_scale[r·(ffn/32) + b] = d of block b of down row r (pl_bundle_down_scales_q8_0).
+/// Results follow the dense kernels of the same path (VNNI, or portable when the CPU lacks VNNI or
+/// pl_force_portable is on) operation for operation, so they are bit-identical to pl_matvec_q / pl_matmul_packed.
+size_t pl_bundle_bytes_q8_0(int64_t dim);   /* 2*(dim/32)*34 + dim */
+/// Writes neuron i's bundle from row-layout gate/up/down Q8_0 matrices (gate, up: ffn rows of dim; down: dim rows of
+/// ffn), i.e. the packer's job.
+void pl_bundle_pack_q8_0(const void *gate, const void *up, const void *down, int64_t dim, int64_t ffn, int64_t i,
+                         void *bundle);
+/// Extracts the down scales: down_scale[r·(ffn/32) + b] for r in 0..<dim, b in 0..<ffn/32.
+void pl_bundle_down_scales_q8_0(const void *down, int64_t dim, int64_t ffn, uint16_t *down_scale);
+/// g[k] = dot(gate row of bundles[k], x), u[k] = dot(up row of bundles[k], x) for k in k0..<k1 (g and u are indexed
+/// by k itself, not k − k0); xq is x (dim floats) quantized by pl_quantize_q8_0.
+/// Bit-identical to pl_matvec_q(PL_TYPE_Q8_0, ...) on the same row.
+void pl_bundle_gate_up_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, int64_t dim,
+                            float *g, float *u);
+/// Down projection over the listed neurons: out[r − r0] for rows r0..<r1 = dot(down row r, h) where h is zero
+/// outside the listed neurons, computed as the dense kernel does: Σ_b d_down[r][b] · d_h[b] · Σ_{listed i in block b}
+/// q_down[r][i] · q_h[i], where hq is h (ffn floats, unlisted neurons must be 0) quantized by pl_quantize_q8_0 and
+/// ids[k] is the neuron of bundles[k] (k in 0..<n, any order, no duplicates).
+/// acc is scratch of (ffn/32)·(r1−r0) int32 (any contents; the caller's own per thread when threads split rows).
+/// The integer sums are exact and the float combination follows the dense kernel of the same path (on VNNI CPUs
+/// ggml's 8 lanes of 4 elements per block, each its own fma chain, then its lane reduction), so when every
+/// neuron is listed the result is bit-identical to pl_matvec_q(PL_TYPE_Q8_0, down, ..., hq, ...) (and thus to the
+/// packed kernel) for those rows; with some unlisted it equals the dense kernel against the same hq (zeros there).
+/// Unlisted 4-neuron groups are skipped, which matches the dense result whenever d_down·d_h is finite (always, for
+/// a well-formed model). No allocation; up to ~20 KB of stack.
+void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t n, const void *hq,
+                         const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
+                         int64_t r0, int64_t r1);
+
 #endif

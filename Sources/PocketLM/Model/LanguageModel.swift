@@ -9,9 +9,13 @@ public struct LoadOptions: Sendable {
     public var layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)?
     /// Most prompt positions run through the model in one batch.
     public var maxBatch: Int
+    /// How a packed (flash-layout) file keeps its FFN weights; nil = all resident. Ordinary files refuse paging.
+    public var paging: PagingOptions?
 
     public init(threads: Int = 2, contextLength: Int? = nil,
-                layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256) {
+                layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256,
+                paging: PagingOptions? = nil) {
+        self.paging = paging
         self.threads = threads
         self.contextLength = contextLength
         self.layerSchedule = layerSchedule
@@ -29,10 +33,11 @@ public final class LanguageModel {
     public let loadSeconds: Double
 
     /// Architectures by GGUF `general.architecture` (the `model_type`), each with the forward pass that runs it.
-    static let architectures: [String: @Sendable (WeightStore, ModelConfig, LayerSchedule, LoadOptions) throws -> Transformer] = [
-        "llama": { store, config, schedule, options in
+    static let architectures: [String: @Sendable (WeightStore, ModelConfig, LayerSchedule, LoadOptions,
+                                                  ((ThreadPool, Int) throws -> PagedFeedForward)?) throws -> Transformer] = [
+        "llama": { store, config, schedule, options, feedForward in
             try Transformer(store: store, config: config, schedule: schedule, contextLength: options.contextLength,
-                            threads: options.threads, maxBatch: options.maxBatch)
+                            threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
         },
     ]
 
@@ -57,12 +62,30 @@ public final class LanguageModel {
             throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
                                            reason: "\(tokenizer.vocabularySize) tokens but the model has \(config.vocabSize) embeddings")
         }
-        // Read ahead: the first token (or the repacking) touches every weight.
-        file.file.adviseWillNeed()
-        self.transformer = try build(MappedWeightStore(file: file), config, schedule, options)
+        var feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)?
+        if let layout = try FlashLayout(file: file, config: config) {
+            let paging = options.paging ?? .resident
+            let resident = LanguageModel.residentBytes(of: file)
+            feedForward = { pool, maxBatch in
+                try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: paging,
+                                     pool: pool, residentBytes: resident, maxBatch: maxBatch)
+            }
+        } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
+            throw PagingError.notPacked(path: path)
+        } else {
+            // Read ahead: the first token (or the repacking) touches every weight.
+            file.file.adviseWillNeed()
+        }
+        self.transformer = try build(MappedWeightStore(file: file), config, schedule, options, feedForward)
         self.file = file
         self.config = config
         self.loadSeconds = Date().timeIntervalSince(start)
+    }
+
+    /// Bytes of the tensors a packed model keeps in memory whatever the budget (all but the FFN's).
+    static func residentBytes(of file: GGUFFile) -> Int {
+        let paged = [".ffn_bundles", ".ffn_down_scale", ".ffn_pred_a", ".ffn_pred_b", ".ffn_pred_bias", ".ffn_mass"]
+        return file.tensors.filter { t in !paged.contains { t.name.hasSuffix($0) } }.reduce(0) { $0 + $1.byteCount }
     }
 
     /// GGUF metadata keys recording a model's layer schedule (written by weights-tools for LS models).

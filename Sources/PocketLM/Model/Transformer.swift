@@ -23,7 +23,8 @@ public final class Transformer: @unchecked Sendable {
         var attnNorm: [Float]
         var wq, wk, wv, wo: WeightTensor
         var ffnNorm: [Float]
-        var wGate, wUp, wDown: WeightTensor
+        /// Absent for a packed model: its FFN weights live in `feedForward`'s bundles.
+        var wGate, wUp, wDown: WeightTensor?
     }
 
     let tokenEmbedding: WeightTensor
@@ -31,6 +32,8 @@ public final class Transformer: @unchecked Sendable {
     let output: WeightTensor
     let blocks: [Block]
     let linear: Linear
+    /// The FFN of a packed (flash-layout) model, paged from storage or resident; nil for an ordinary file.
+    public private(set) var feedForward: PagedFeedForward?
 
     // Scratch, sized for `maxBatch` positions.
     private let x, xn, q, k, v, att, gate, up: UnsafeMutablePointer<Float>
@@ -40,8 +43,11 @@ public final class Transformer: @unchecked Sendable {
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
 
+    /// `feedForward` builds the paged FFN of a packed model (given the thread pool, once the resident weights
+    /// are loaded); without it the FFN matrices come from `store`.
     public init(store: WeightStore, config: ModelConfig, schedule: LayerSchedule? = nil,
-                contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256) throws {
+                contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256,
+                feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)? = nil) throws {
         try config.validate()
         let schedule = schedule ?? .plain(blocks: config.numHiddenLayers)
         let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize, vocab = config.vocabSize
@@ -65,17 +71,23 @@ public final class Transformer: @unchecked Sendable {
         outputNorm = try vector("output_norm.weight")
         // Tied embeddings: with no separate head the output projection is the embedding matrix itself.
         output = store.contains("output.weight") ? try store.tensor("output.weight", shape: [dim, vocab]) : tokenEmbedding
+        let paged = feedForward != nil
         blocks = try (0..<config.numHiddenLayers).map { i in
             let p = "blk.\(i)."
+            func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+                let t = try store.tensor(p + name, shape: shape)
+                guard t.type.isComputable else { throw GGUFError.unsupportedTensorType(tensor: t.name, type: t.type.description) }
+                return t
+            }
             return Block(attnNorm: try vector(p + "attn_norm.weight"),
-                         wq: try store.tensor(p + "attn_q.weight", shape: [dim, dim]),
-                         wk: try store.tensor(p + "attn_k.weight", shape: [dim, kvDim]),
-                         wv: try store.tensor(p + "attn_v.weight", shape: [dim, kvDim]),
-                         wo: try store.tensor(p + "attn_output.weight", shape: [dim, dim]),
+                         wq: try matrix("attn_q.weight", [dim, dim]),
+                         wk: try matrix("attn_k.weight", [dim, kvDim]),
+                         wv: try matrix("attn_v.weight", [dim, kvDim]),
+                         wo: try matrix("attn_output.weight", [dim, dim]),
                          ffnNorm: try vector(p + "ffn_norm.weight"),
-                         wGate: try store.tensor(p + "ffn_gate.weight", shape: [dim, ffn]),
-                         wUp: try store.tensor(p + "ffn_up.weight", shape: [dim, ffn]),
-                         wDown: try store.tensor(p + "ffn_down.weight", shape: [ffn, dim]))
+                         wGate: paged ? nil : try matrix("ffn_gate.weight", [dim, ffn]),
+                         wUp: paged ? nil : try matrix("ffn_up.weight", [dim, ffn]),
+                         wDown: paged ? nil : try matrix("ffn_down.weight", [ffn, dim]))
         }
 
         // The pool starts after the weights are loaded (and packed), so its spinning workers do not compete
@@ -84,6 +96,7 @@ public final class Transformer: @unchecked Sendable {
         setBLASThreads(threads)
         cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
         let b = self.maxBatch
+        self.feedForward = try feedForward?(pool, b)
         x = .allocate(capacity: b * dim)
         xn = .allocate(capacity: b * dim)
         q = .allocate(capacity: b * dim)
@@ -113,7 +126,10 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Forgets the cached positions (a new conversation).
-    public func reset() { position = 0 }
+    public func reset() {
+        position = 0
+        feedForward?.reset()
+    }
 
     /// Rewinds the cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix.
     public func truncate(to n: Int) { position = max(0, min(n, position)) }
@@ -139,13 +155,13 @@ public final class Transformer: @unchecked Sendable {
                 throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
             }
             if batchLogits == nil { batchLogits = .allocate(capacity: maxBatch * config.vocabSize) }
-            forwardChunk(tokens, logits: batchLogits!, all: true)
+            try forwardChunk(tokens, logits: batchLogits!, all: true)
             return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
         }
         var start = 0
         while start < n {
             let end = min(n, start + maxBatch)
-            forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<end]), logits: lastLogits, all: false,
+            try forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<end]), logits: lastLogits, all: false,
                          computeLogits: end == n)
             start = end
         }
@@ -155,7 +171,7 @@ public final class Transformer: @unchecked Sendable {
     // MARK: - The forward pass
 
     private func forwardChunk(_ tokens: UnsafeBufferPointer<Int>, logits: UnsafeMutablePointer<Float>, all: Bool,
-                              computeLogits: Bool = true) {
+                              computeLogits: Bool = true) throws {
         let n = tokens.count, start = position
         let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize
         let eps = Float(config.rmsNormEps)
@@ -184,10 +200,16 @@ public final class Transformer: @unchecked Sendable {
 
             // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·xn) ⊙ Wup·xn), xn = rmsnorm(x).
             rmsNorm(x, block.ffnNorm, xn, rows: n, eps: eps)
-            linear.fused(xn, n: n, block.wGate, gate, block.wUp, up)
-            swiglu(gate, up, count: n * ffn)
-            linear(block.wDown, gate, n: n, xn)
-            add(x, xn, count: n * dim)
+            if let wGate = block.wGate, let wUp = block.wUp, let wDown = block.wDown {
+                linear.fused(xn, n: n, wGate, gate, wUp, up)
+                swiglu(gate, up, count: n * ffn)
+                linear(wDown, gate, n: n, xn)
+                add(x, xn, count: n * dim)
+            } else {
+                // Packed model: the same SwiGLU over row-column bundles, read from storage as needed.
+                try feedForward!.forward(pass: slot, block: b, input: xn, rows: n, out: att)
+                add(x, att, count: n * dim)
+            }
         }
         position += n
 

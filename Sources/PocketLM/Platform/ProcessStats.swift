@@ -4,8 +4,13 @@ import Glibc
 import Darwin
 #endif
 
+import CPlatform
+
 /// Facts about this process that benchmarks report.
 public enum ProcessStats {
+    /// Resident set size now, in bytes (0 where /proc is missing).
+    public static func currentResidentBytes() -> Int { Int(pl_current_rss()) }
+
     /// Peak resident set size in bytes (getrusage's ru_maxrss: KiB on Linux, bytes on Darwin).
     public static func peakResidentBytes() -> Int {
         var usage = rusage()

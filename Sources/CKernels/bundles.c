@@ -1,0 +1,391 @@
+// Sparse SwiGLU FFN over row-column bundles (the flash-paging layout; see ckernels.h).
+//
+// Every kernel here reproduces, operation for operation, the dense Q8_0 kernel that kernels.c would run on the
+// same CPU for the same thread, so results are bit-identical to pl_matvec_q / pl_matmul_packed:
+//   * VNNI (AVX-512 F/BW/VL + VNNI, and pl_force_portable off): ggml's AVX2/VNNI dot product — per 32-element block,
+//     8 integer lanes of 4 consecutive elements, each lane its own fma chain acc_l = fma(d_w·d_x, S_l, acc_l) over
+//     the blocks in order, then the reduction ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) (+ 0.0f, the Q4_1 minimum term).
+//   * portable (everything else, including AVX-512 without VNNI, as in kernels.c): per block the whole integer sum s,
+//     sum += (float)s · (d_w · d_x) in block order.
+// The integer sums are exact, so only the float steps above must match; how the integers are computed is free.
+#include "ckernels.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+size_t pl_bundle_bytes_q8_0(int64_t dim) { return (size_t)(2 * (dim / 32) * 34 + dim); }
+
+void pl_bundle_pack_q8_0(const void *gate, const void *up, const void *down, int64_t dim, int64_t ffn, int64_t i,
+                         void *bundle) {
+    const size_t rb = (size_t)(dim / 32) * 34;       // gate/up row bytes
+    const size_t drb = (size_t)(ffn / 32) * 34;      // down row bytes
+    uint8_t *o = (uint8_t *)bundle;
+    memcpy(o, (const uint8_t *)gate + (size_t)i * rb, rb);
+    memcpy(o + rb, (const uint8_t *)up + (size_t)i * rb, rb);
+    const uint8_t *d = (const uint8_t *)down + (size_t)(i / 32) * 34 + 2 + (size_t)(i % 32);
+    uint8_t *col = o + 2 * rb;
+    for (int64_t r = 0; r < dim; r++) col[r] = d[(size_t)r * drb];
+}
+
+void pl_bundle_down_scales_q8_0(const void *down, int64_t dim, int64_t ffn, uint16_t *down_scale) {
+    const int64_t nb = ffn / 32;
+    const uint8_t *p = (const uint8_t *)down;
+    for (int64_t r = 0; r < dim; r++)
+        for (int64_t b = 0; b < nb; b++) down_scale[r * nb + b] = ld16(p + (size_t)(r * nb + b) * 34);
+}
+
+// ---- portable bodies (the float steps of kernels.c's dotq_portable) --------------------------------------------
+// Never call these from a function with a target attribute: inlined there, `sum += a * b` could become an fma.
+
+static float dot_q8_0_portable(const uint8_t *w, const uint8_t *xq, int64_t nb) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += 34, xq += 34) {
+        const int8_t *a = (const int8_t *)(w + 2), *c = (const int8_t *)(xq + 2);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += a[j] * c[j];
+        sum += (float)s * (pl_f16_to_f32(ld16(w)) * pl_f16_to_f32(ld16(xq)));
+    }
+    return sum;
+}
+
+static void gate_up_portable(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq, int64_t nb,
+                             float *g, float *u) {
+    const size_t rb = (size_t)nb * 34;
+    for (int64_t k = k0; k < k1; k++) {
+        const uint8_t *bp = (const uint8_t *)bundles[k];
+        g[k] = dot_q8_0_portable(bp, xq, nb);
+        u[k] = dot_q8_0_portable(bp + rb, xq, nb);
+    }
+}
+
+// a[t] += col[t] · q for t in 0..<rows (exact int32).
+static void accum_col_portable(int32_t *a, const int8_t *col, int64_t rows, int32_t q) {
+    for (int64_t t = 0; t < rows; t++) a[t] += (int32_t)col[t] * q;
+}
+
+#if defined(__x86_64__)
+#define BW512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+// The same with AVX-512 BW, for AVX-512 CPUs without VNNI (whose dense kernel is the portable one): widen 32 int8
+// to int16, multiply by q (|col·q| ≤ 128·128 fits int16), widen to int32 and add.
+BW512 static void accum_col_bw(int32_t *a, const int8_t *col, int64_t rows, int32_t q) {
+    const __m512i qv = _mm512_set1_epi16((short)q);
+    int64_t t = 0;
+    for (; t + 32 <= rows; t += 32) {
+        __m512i p = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(col + t))), qv);
+        __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(p));
+        __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(p, 1));
+        _mm512_storeu_si512((void *)(a + t), _mm512_add_epi32(_mm512_loadu_si512((const void *)(a + t)), lo));
+        _mm512_storeu_si512((void *)(a + t + 16), _mm512_add_epi32(_mm512_loadu_si512((const void *)(a + t + 16)), hi));
+    }
+    for (; t < rows; t++) a[t] += (int32_t)col[t] * q;
+}
+#endif
+
+// Block sums acc[b·rows + (r − r0)] = Σ_{listed i in block b} q_down[r][i]·q_h[i], then kernels.c's portable float
+// combination per row.
+static void down_portable(const void *const *bundles, const int32_t *ids, int64_t n, const uint8_t *hq,
+                          const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
+                          int64_t r0, int64_t r1, int use_bw) {
+    const int64_t nb = ffn / 32, rows = r1 - r0;
+    const size_t col_off = (size_t)(dim / 32) * 34 * 2;
+    memset(acc, 0, (size_t)(nb * rows) * sizeof(int32_t));
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t i = ids[k];
+        const int32_t q = ((const int8_t *)hq)[(i / 32) * 34 + 2 + i % 32];
+        if (q == 0) continue;
+        const int8_t *col = (const int8_t *)bundles[k] + col_off + r0;
+        int32_t *a = acc + (i / 32) * rows;
+#if defined(__x86_64__)
+        if (use_bw) { accum_col_bw(a, col, rows, q); continue; }
+#endif
+        (void)use_bw;
+        accum_col_portable(a, col, rows, q);
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *ds = down_scale + r * nb;
+        float sum = 0.0f;
+        for (int64_t b = 0; b < nb; b++)
+            sum += (float)acc[b * rows + (r - r0)] * (pl_f16_to_f32(ds[b]) * pl_f16_to_f32(ld16(hq + b * 34)));
+        out[r - r0] = sum;
+    }
+}
+
+// ---- VNNI bodies ---------------------------------------------------------------------------------------------------
+#if defined(__x86_64__)
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")))
+
+VNNI static inline float f16_hw(const uint8_t *p) { return _cvtsh_ss(ld16(p)); }
+
+// kernels.c's hsum256 (ggml's hsum_float_8).
+VNNI static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// kernels.c's dotq_rows for Q8_0, R rows given by pointer: per row the very same operations in the same order.
+VNNI static inline __attribute__((always_inline)) void dot_rows_vnni(const int R, const uint8_t *const *w,
+                                                                     const uint8_t *xq, int64_t nb, float *out) {
+    __m256 acc[4];
+    for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *xb = xq + b * 34;
+        __m256i c = _mm256_loadu_si256((const __m256i *)(xb + 2));
+        float dx = f16_hw(xb);
+        for (int i = 0; i < R; i++) {
+            const uint8_t *wb = w[i] + b * 34;
+            __m256i a = _mm256_loadu_si256((const __m256i *)(wb + 2));
+            __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a));
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(f16_hw(wb) * dx), _mm256_cvtepi32_ps(sum), acc[i]);
+        }
+    }
+    const float msum = 0.0f; // dotq_rows adds its (Q4_1) minimum term, 0 for Q8_0: keep the add (−0 + 0 = +0)
+    for (int i = 0; i < R; i++) out[i] = hsum256(acc[i]) + msum;
+}
+
+VNNI static void gate_up_vnni(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq, int64_t nb,
+                              float *g, float *u) {
+    const size_t rb = (size_t)nb * 34;
+    float o[4];
+    int64_t k = k0;
+    for (; k + 2 <= k1; k += 2) { // two bundles: four rows share each input block, four chains in flight
+        const uint8_t *b0 = (const uint8_t *)bundles[k], *b1 = (const uint8_t *)bundles[k + 1];
+        const uint8_t *w[4] = {b0, b0 + rb, b1, b1 + rb};
+        // bundles are anywhere in memory (no hardware prefetch across them): fetch the rows of the pair two ahead
+        if (k + 5 < k1) {
+            const char *n0 = (const char *)bundles[k + 4], *n1 = (const char *)bundles[k + 5];
+            for (size_t o = 0; o < 2 * rb + 63; o += 64) { _mm_prefetch(n0 + o, _MM_HINT_T0); _mm_prefetch(n1 + o, _MM_HINT_T0); }
+        }
+        dot_rows_vnni(4, w, xq, nb, o);
+        g[k] = o[0]; u[k] = o[1]; g[k + 1] = o[2]; u[k + 1] = o[3];
+    }
+    if (k < k1) {
+        const uint8_t *b0 = (const uint8_t *)bundles[k];
+        const uint8_t *w[2] = {b0, b0 + rb};
+        dot_rows_vnni(2, w, xq, nb, o);
+        g[k] = o[0]; u[k] = o[1];
+    }
+}
+
+// Down projection, VNNI. Rows are processed in tiles of TILE rows, each tile in subtiles of 64 rows. For one lane
+// group (4 consecutive neurons 4g..4g+3, which is exactly what ggml's integer lane l = g%8 of block g/8 covers),
+// the 4 columns' 64 bytes are interleaved to [c0 c1 c2 c3] per row and one vpdpbusd per 16 rows gives S_l of those
+// rows directly. The interleave (unpack within 128-bit lanes) leaves the rows permuted inside a subtile: vector q
+// (0..3), element 4L+m holds row 16L + 4q + m. Scales and float accumulators use the same order; the output is
+// un-permuted when stored.
+#define TILE 256
+#define MAP_CHUNK 2048
+
+// Byte j = 0xff when bit j of the index is set: keeps the quants of the listed neurons of a group.
+static const uint32_t nibble_bytes[16] = {
+    0x00000000u, 0x000000ffu, 0x0000ff00u, 0x0000ffffu, 0x00ff0000u, 0x00ff00ffu, 0x00ffff00u, 0x00ffffffu,
+    0xff000000u, 0xff0000ffu, 0xff00ff00u, 0xff00ffffu, 0xffff0000u, 0xffff00ffu, 0xffffff00u, 0xffffffffu,
+};
+
+// map[i − c0] = k with ids[k] = i, or −1, for neurons c0 ..< c1.
+static void build_map(int32_t *map, int64_t c0, int64_t c1, const int32_t *ids, int64_t n) {
+    for (int64_t i = 0; i < c1 - c0; i++) map[i] = -1;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t i = ids[k];
+        if (i >= c0 && i < c1) map[i - c0] = (int32_t)k;
+    }
+}
+
+VNNI static void down_vnni(const void *const *bundles, const int32_t *ids, int64_t n, const uint8_t *hq,
+                           const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
+                           int64_t r0, int64_t r1) {
+    const int64_t nb = ffn / 32, rows = r1 - r0;
+    const size_t col_off = (size_t)(dim / 32) * 34 * 2;
+    // Neuron → bundle map: in the caller's scratch when it is large enough (r1 − r0 ≥ 32), built once; otherwise
+    // (a single short tile) in chunks on the stack.
+    int32_t stack_map[MAP_CHUNK];
+    int32_t *map = acc;
+    int64_t chunk = ffn;
+    if (nb * rows < ffn) { map = stack_map; chunk = MAP_CHUNK; }
+    int64_t built = -1;
+
+    float facc[8][TILE] __attribute__((aligned(64)));  // the 8 lanes' fma chains, permuted row order
+    float sc4[4][TILE] __attribute__((aligned(64)));   // d_down[r][b] · d_h[b] for the current block (or 4 blocks)
+    int32_t rowoff[TILE] __attribute__((aligned(64))); // r·nb (index of row r's scales), permuted row order
+    __mmask16 valid[TILE / 16];
+
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const int quad = nb % 4 == 0;
+    // 16-bit element 4j+c of g0 (j < 8) / g1 (j ≥ 8) is row j's scale of block b4+c
+    const __m512i quad_idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                              60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
+    const __m512i lane_row = _mm512_set_epi32(51, 50, 49, 48, 35, 34, 33, 32, 19, 18, 17, 16, 3, 2, 1, 0);
+
+    for (int64_t t0 = r0; t0 < r1; t0 += TILE) {
+        int64_t sc_quad = -1;
+        const int64_t tr = r1 - t0 < TILE ? r1 - t0 : TILE;
+        const int64_t nsub = (tr + 63) / 64;
+        for (int64_t v = 0; v < 4 * nsub; v++) {
+            // vector v = 4s + q: element 4L+m is row t0 + 64s + 16L + 4q + m
+            __m512i row = _mm512_add_epi32(lane_row, _mm512_set1_epi32((int)(64 * (v / 4) + 4 * (v % 4))));
+            valid[v] = _mm512_cmplt_epi32_mask(row, _mm512_set1_epi32((int)tr));
+            row = _mm512_add_epi32(row, _mm512_set1_epi32((int)t0));
+            _mm512_store_si512((void *)(rowoff + 16 * v), _mm512_mullo_epi32(row, _mm512_set1_epi32((int)nb)));
+            for (int l = 0; l < 8; l++) _mm512_store_ps(facc[l] + 16 * v, _mm512_setzero_ps());
+        }
+        for (int64_t c0 = 0; c0 < ffn; c0 += chunk) {
+            const int64_t c1 = c0 + chunk < ffn ? c0 + chunk : ffn;
+            if (built != c0) { build_map(map, c0, c1, ids, n); built = c0; }
+            for (int64_t b = c0 / 32; b < c1 / 32; b++) {
+                const int32_t *mb = map + (b * 32 - c0);
+                const __m512i none = _mm512_set1_epi32(-1);
+                const uint32_t listed = (uint32_t)_mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)mb), none) |
+                                        (uint32_t)_mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)(mb + 16)), none) << 16;
+                if (!listed) continue;
+                const uint8_t *hb = hq + b * 34;
+                const float *sc;
+                if (quad) { // scales of blocks b4..b4+3 at once: one 64-bit gather element holds a row's 4 scales
+                    const int64_t b4 = b & ~(int64_t)3;
+                    if (sc_quad != b4) {
+                        sc_quad = b4;
+                        __m512 dxc[4];
+                        for (int c = 0; c < 4; c++) dxc[c] = _mm512_set1_ps(f16_hw(hq + (b4 + c) * 34));
+                        for (int64_t v = 0; v < 4 * nsub; v++) {
+                            __m512i q4 = _mm512_srli_epi32(_mm512_add_epi32(_mm512_load_si512((const void *)(rowoff + 16 * v)),
+                                                                            _mm512_set1_epi32((int)b4)), 2);
+                            __m512i g0 = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), (__mmask8)valid[v],
+                                                                     _mm512_castsi512_si256(q4), (const void *)down_scale, 8);
+                            __m512i g1 = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), (__mmask8)(valid[v] >> 8),
+                                                                     _mm512_extracti64x4_epi64(q4, 1), (const void *)down_scale, 8);
+                            for (int c = 0; c < 4; c++) {
+                                __m512i w = _mm512_permutex2var_epi16(g0, _mm512_add_epi16(quad_idx, _mm512_set1_epi16((short)c)), g1);
+                                _mm512_store_ps(sc4[c] + 16 * v, _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(w)), dxc[c]));
+                            }
+                        }
+                    }
+                    sc = sc4[b & 3];
+                } else {
+                    const __m512 dx = _mm512_set1_ps(f16_hw(hb));
+                    for (int64_t v = 0; v < 4 * nsub; v++) {
+                        __m512i idx = _mm512_add_epi32(_mm512_load_si512((const void *)(rowoff + 16 * v)), _mm512_set1_epi32((int)b));
+                        // 32-bit words holding the f16 scales (dim·nb is even, so no word runs past the array)
+                        __m512i wd = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid[v], _mm512_srli_epi32(idx, 1),
+                                                                 (const void *)down_scale, 4);
+                        wd = _mm512_srlv_epi32(wd, _mm512_slli_epi32(_mm512_and_si512(idx, _mm512_set1_epi32(1)), 4));
+                        _mm512_store_ps(sc4[0] + 16 * v, _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(wd)), dx));
+                    }
+                    sc = sc4[0];
+                }
+                for (int l = 0; l < 8; l++) {
+                    const unsigned nib = (listed >> (4 * l)) & 15u;
+                    if (!nib) continue; // S_l = 0 for every row: fma(d, 0, acc) = acc
+                    const int32_t *ml = mb + 4 * l;
+                    const uint8_t *p[4];
+                    const uint8_t *any = (const uint8_t *)bundles[ml[__builtin_ctz(nib)]] + col_off;
+                    for (int j = 0; j < 4; j++) p[j] = ml[j] >= 0 ? (const uint8_t *)bundles[ml[j]] + col_off : any;
+                    {   // the columns of the group two ahead (these are anywhere in memory: no hardware prefetch)
+                        const int64_t ga = b * 32 + 4 * (l + 2);
+                        if (ga + 4 <= c1) {
+                            for (int j = 0; j < 4; j++) {
+                                const int32_t ka = map[ga - c0 + j];
+                                if (ka < 0) continue;
+                                const char *a = (const char *)bundles[ka] + col_off + t0;
+                                for (int64_t o = 0; o < tr + 63; o += 64) _mm_prefetch(a + o, _MM_HINT_T0);
+                            }
+                        }
+                    }
+                    uint32_t qw;
+                    memcpy(&qw, hb + 2 + 4 * l, 4);
+                    const __m512i xk = _mm512_set1_epi32((int)(qw & nibble_bytes[nib])); // unlisted slots × 0
+                    // (q + 128)·h − 128·Σh = q·h: start each dot product from −128·Σh
+                    const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                           _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xk));
+                    float *fa = facc[l];
+                    for (int64_t s = 0; s < nsub; s++) {
+                        const int64_t r = t0 + 64 * s, left = r1 - r;
+                        const __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+                        __m512i c0v = _mm512_maskz_loadu_epi8(m, p[0] + r), c1v = _mm512_maskz_loadu_epi8(m, p[1] + r);
+                        __m512i c2v = _mm512_maskz_loadu_epi8(m, p[2] + r), c3v = _mm512_maskz_loadu_epi8(m, p[3] + r);
+                        __m512i a01l = _mm512_unpacklo_epi8(c0v, c1v), a01h = _mm512_unpackhi_epi8(c0v, c1v);
+                        __m512i a23l = _mm512_unpacklo_epi8(c2v, c3v), a23h = _mm512_unpackhi_epi8(c2v, c3v);
+                        __m512i z0 = _mm512_xor_si512(_mm512_unpacklo_epi16(a01l, a23l), bias);
+                        __m512i z1 = _mm512_xor_si512(_mm512_unpackhi_epi16(a01l, a23l), bias);
+                        __m512i z2 = _mm512_xor_si512(_mm512_unpacklo_epi16(a01h, a23h), bias);
+                        __m512i z3 = _mm512_xor_si512(_mm512_unpackhi_epi16(a01h, a23h), bias);
+                        float *f = fa + 64 * s;
+                        const float *d = sc + 64 * s;
+                        _mm512_store_ps(f, _mm512_fmadd_ps(_mm512_load_ps(d), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, z0, xk)), _mm512_load_ps(f)));
+                        _mm512_store_ps(f + 16, _mm512_fmadd_ps(_mm512_load_ps(d + 16), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, z1, xk)), _mm512_load_ps(f + 16)));
+                        _mm512_store_ps(f + 32, _mm512_fmadd_ps(_mm512_load_ps(d + 32), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, z2, xk)), _mm512_load_ps(f + 32)));
+                        _mm512_store_ps(f + 48, _mm512_fmadd_ps(_mm512_load_ps(d + 48), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, z3, xk)), _mm512_load_ps(f + 48)));
+                    }
+                }
+            }
+        }
+        // Lane reduction as hsum256 does it, for 16 rows at a time, then un-permute: output vector L of a subtile
+        // (rows 16L..16L+15) is the 128-bit chunk L of each of the 4 vectors q.
+        for (int64_t s = 0; s < nsub; s++) {
+            __m512 z[4];
+            for (int q = 0; q < 4; q++) {
+                const int64_t o = 64 * s + 16 * q;
+                __m512 a04 = _mm512_add_ps(_mm512_load_ps(facc[0] + o), _mm512_load_ps(facc[4] + o));
+                __m512 a26 = _mm512_add_ps(_mm512_load_ps(facc[2] + o), _mm512_load_ps(facc[6] + o));
+                __m512 a15 = _mm512_add_ps(_mm512_load_ps(facc[1] + o), _mm512_load_ps(facc[5] + o));
+                __m512 a37 = _mm512_add_ps(_mm512_load_ps(facc[3] + o), _mm512_load_ps(facc[7] + o));
+                z[q] = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a04, a26), _mm512_add_ps(a15, a37)), _mm512_setzero_ps());
+            }
+            __m512 t0v = _mm512_shuffle_f32x4(z[0], z[1], 0x44), t1v = _mm512_shuffle_f32x4(z[2], z[3], 0x44);
+            __m512 t2v = _mm512_shuffle_f32x4(z[0], z[1], 0xee), t3v = _mm512_shuffle_f32x4(z[2], z[3], 0xee);
+            __m512 v[4] = {_mm512_shuffle_f32x4(t0v, t1v, 0x88), _mm512_shuffle_f32x4(t0v, t1v, 0xdd),
+                           _mm512_shuffle_f32x4(t2v, t3v, 0x88), _mm512_shuffle_f32x4(t2v, t3v, 0xdd)};
+            for (int L = 0; L < 4; L++) {
+                const int64_t r = t0 + 64 * s + 16 * L, left = r1 - r;
+                if (left <= 0) break;
+                const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+                _mm512_mask_storeu_ps(out + (r - r0), m, v[L]);
+            }
+        }
+    }
+}
+
+static int vnni_cpu(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    }
+    return cached;
+}
+#endif
+
+// The dense kernels' choice for this thread: pl_has_avx512() is 0 when pl_force_portable is on (kernels.c's flag is
+// per thread and private, and this is how it is honoured here), and pl_matvec_q takes its VNNI path exactly when
+// the CPU has AVX-512 VNNI (every such CPU also has the AVX-512 DQ that pl_has_avx512 checks).
+static int use_vnni(void) {
+#if defined(__x86_64__)
+    return vnni_cpu() && pl_has_avx512();
+#else
+    return 0;
+#endif
+}
+
+void pl_bundle_gate_up_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, int64_t dim,
+                            float *g, float *u) {
+#if defined(__x86_64__)
+    if (use_vnni()) { gate_up_vnni(bundles, k0, k1, (const uint8_t *)xq, dim / 32, g, u); return; }
+#endif
+    gate_up_portable(bundles, k0, k1, (const uint8_t *)xq, dim / 32, g, u);
+}
+
+void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t n, const void *hq,
+                         const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
+                         int64_t r0, int64_t r1) {
+    if (r1 <= r0) return;
+#if defined(__x86_64__)
+    if (use_vnni()) {
+        down_vnni(bundles, ids, n, (const uint8_t *)hq, down_scale, dim, ffn, acc, out, r0, r1);
+        return;
+    }
+#endif
+    down_portable(bundles, ids, n, (const uint8_t *)hq, down_scale, dim, ffn, acc, out, r0, r1, pl_has_avx512());
+}

@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes a GGUF (version 3) file as a stream: the header with every key and tensor description first, then
+/// each tensor's bytes in the order they were declared, each starting at a multiple of `alignment`.
+///
+/// Tensors are declared up front (name, shape, type) because the header records their offsets; their bytes
+/// are then produced one at a time by the caller, so a model larger than memory can be rewritten.
+public final class GGUFWriter {
+    public struct TensorDeclaration: Sendable {
+        public let name: String
+        /// ggml order: `shape[0]` is the row length.
+        public let shape: [Int]
+        public let type: GGMLType
+        public var byteCount: Int { type.rowBytes(columns: shape[0])! * shape.dropFirst().reduce(1, *) }
+
+        public init(name: String, shape: [Int], type: GGMLType) {
+            self.name = name
+            self.shape = shape
+            self.type = type
+        }
+    }
+
+    public let path: String
+    public let alignment: Int
+    private let declarations: [TensorDeclaration]
+    private var next = 0
+    private var written = 0
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    /// Creates `path` and writes the header. `metadata` keeps its order; `general.alignment` is set to `alignment`.
+    public init(path: String, metadata: [(String, GGUFValue)], tensors: [TensorDeclaration], alignment: Int = 32) throws(GGUFError) {
+        precondition(alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two")
+        for t in tensors where t.type.rowBytes(columns: t.shape.first ?? 0) == nil {
+            throw .corrupt("tensor '\(t.name)': \(t.shape) does not fill whole \(t.type) blocks")
+        }
+        self.path = path
+        self.alignment = alignment
+        self.declarations = tensors
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw .io(path: path, message: String(cString: strerror(errno))) }
+
+        var meta = metadata.filter { $0.0 != "general.alignment" }
+        meta.append(("general.alignment", .uint32(UInt32(alignment))))
+        put(UInt32(0x4655_4747))  // "GGUF"
+        put(UInt32(3))
+        put(UInt64(tensors.count))
+        put(UInt64(meta.count))
+        for (key, value) in meta {
+            put(key)
+            put(value)
+        }
+        var offset = 0
+        for t in tensors {
+            put(t.name)
+            put(UInt32(t.shape.count))
+            for d in t.shape { put(UInt64(d)) }
+            put(t.type.rawValue)
+            put(UInt64(offset))
+            offset = (offset + t.byteCount + alignment - 1) / alignment * alignment
+        }
+        padBuffer()
+        try flush()
+    }
+
+    deinit { close(fd) }
+
+    /// The declared tensors, in file order.
+    public var tensors: [TensorDeclaration] { declarations }
+
+    /// Appends the next declared tensor's bytes, which may come in several calls; the writer pads once the
+    /// tensor is complete.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(GGUFError) {
+        guard next < declarations.count else { throw .corrupt("more tensor data than declared") }
+        let t = declarations[next]
+        guard written + bytes.count <= t.byteCount else {
+            throw .corrupt("tensor '\(t.name)' given \(written + bytes.count) bytes, declared \(t.byteCount)")
+        }
+        try writeAll(bytes)
+        written += bytes.count
+        if written == t.byteCount {
+            written = 0
+            next += 1
+            padBuffer()
+            try flush()
+        }
+    }
+
+    /// Checks that every declared tensor was written, and syncs the file.
+    public func finish() throws(GGUFError) {
+        guard next == declarations.count, written == 0 else {
+            throw .corrupt("only \(next) of \(declarations.count) tensors were written")
+        }
+        try flush()
+        guard fsync(fd) == 0 else { throw .io(path: path, message: String(cString: strerror(errno))) }
+    }
+
+    // MARK: - Encoding
+
+    private var position = 0  // bytes of the file so far, flushed or buffered
+
+    private func put<T: FixedWidthInteger>(_ v: T) {
+        withUnsafeBytes(of: v.littleEndian) { buffer.append(contentsOf: $0) }
+        position += MemoryLayout<T>.size
+    }
+
+    private func put(_ s: String) {
+        let bytes = Array(s.utf8)
+        put(UInt64(bytes.count))
+        buffer.append(contentsOf: bytes)
+        position += bytes.count
+    }
+
+    private func put(_ v: GGUFValue) {
+        put(GGUFWriter.typeCode(v))
+        putPayload(v)
+    }
+
+    private func putPayload(_ v: GGUFValue) {
+        switch v {
+        case .uint8(let x): put(x)
+        case .int8(let x): put(x)
+        case .uint16(let x): put(x)
+        case .int16(let x): put(x)
+        case .uint32(let x): put(x)
+        case .int32(let x): put(x)
+        case .float32(let x): put(x.bitPattern)
+        case .bool(let x): put(UInt8(x ? 1 : 0))
+        case .string(let s): put(s)
+        case .uint64(let x): put(x)
+        case .int64(let x): put(x)
+        case .float64(let x): put(x.bitPattern)
+        case .array(let a):
+            put(a.first.map(GGUFWriter.typeCode) ?? 4)
+            put(UInt64(a.count))
+            for e in a { putPayload(e) }
+        }
+    }
+
+    private static func typeCode(_ v: GGUFValue) -> UInt32 {
+        switch v {
+        case .uint8: 0
+        case .int8: 1
+        case .uint16: 2
+        case .int16: 3
+        case .uint32: 4
+        case .int32: 5
+        case .float32: 6
+        case .bool: 7
+        case .string: 8
+        case .array: 9
+        case .uint64: 10
+        case .int64: 11
+        case .float64: 12
+        }
+    }
+
+    private func padBuffer() {
+        let pad = (alignment - position % alignment) % alignment
+        buffer.append(contentsOf: repeatElement(0, count: pad))
+        position += pad
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(GGUFError) {
+        if !buffer.isEmpty { try flush() }
+        var done = 0
+        while done < bytes.count {
+            let n = posixWrite(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, message: String(cString: strerror(errno)))
+            }
+            done += n
+        }
+        position += bytes.count
+    }
+
+    private func flush() throws(GGUFError) {
+        guard !buffer.isEmpty else { return }
+        let bytes = buffer
+        buffer.removeAll(keepingCapacity: true)
+        position -= bytes.count  // writeAll counts them again
+        var failure: GGUFError?
+        bytes.withUnsafeBytes { b in
+            do throws(GGUFError) { try writeAll(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+}
+
+/// `write(2)`, reachable from inside a type that has its own `write` method.
+private func posixWrite(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int { write(fd, p, n) }

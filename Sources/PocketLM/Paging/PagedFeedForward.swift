@@ -1,0 +1,558 @@
+import CKernels
+import CPlatform
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Counters of a paged model, cumulative since load (take differences around a run).
+public struct PagingStats: Sendable, Equatable, Codable {
+    public var layerSteps = 0
+    public var bytesRead = 0
+    public var reads = 0
+    public var ioWaitSeconds = 0.0
+    public var manageSeconds = 0.0
+    public var computeSeconds = 0.0
+    /// Groups the tokens needed, and how many of those were already in memory.
+    public var groupsNeeded = 0
+    public var groupsInMemory = 0
+    /// Bytes a perfect selection at the same quality would have had to read (exact/threshold rules only).
+    public var oracleBytes = 0
+    public var neuronsComputed = 0
+
+    public static func - (a: PagingStats, b: PagingStats) -> PagingStats {
+        var d = PagingStats()
+        d.layerSteps = a.layerSteps - b.layerSteps
+        d.bytesRead = a.bytesRead - b.bytesRead
+        d.reads = a.reads - b.reads
+        d.ioWaitSeconds = a.ioWaitSeconds - b.ioWaitSeconds
+        d.manageSeconds = a.manageSeconds - b.manageSeconds
+        d.computeSeconds = a.computeSeconds - b.computeSeconds
+        d.groupsNeeded = a.groupsNeeded - b.groupsNeeded
+        d.groupsInMemory = a.groupsInMemory - b.groupsInMemory
+        d.oracleBytes = a.oracleBytes - b.oracleBytes
+        d.neuronsComputed = a.neuronsComputed - b.neuronsComputed
+        return d
+    }
+}
+
+/// How a budget is spent: the fixed resident part, read buffers, and FFN groups kept in memory.
+public struct PagingPlan: Sendable, Codable, Equatable {
+    public var budget: Int?
+    /// Resident weights: embeddings, norms, attention, down-projection scales, predictors.
+    public var residentBytes: Int
+    /// Buffers the current and the next layer's reads land in.
+    public var stagingBytes: Int
+    /// The least budget that runs: resident + staging.
+    public var minimumBytes: Int
+    /// FFN groups kept in memory per layer: pinned (loaded once) and window slots.
+    public var pinnedGroups: Int
+    public var windowGroups: Int
+    public var groupsPerLayer: Int
+    /// Layers whose FFN the mmap mode keeps mapped.
+    public var pinnedLayers: Int
+    public var cacheBytes: Int
+    /// Weights in memory at most: resident + staging + cache.
+    public var weightBytes: Int { residentBytes + stagingBytes + cacheBytes }
+}
+
+/// The FFN of a packed model, its weights paged from storage (`FlashLayout`, `PagingOptions`).
+///
+/// Per layer and token: decide which bundle groups the token needs (all, or the predictor's top groups),
+/// take those in memory (pinned or in the window), read the rest with direct I/O into window slots or the
+/// staging buffer (while the previous layer computes, when the choice does not depend on the layer's input),
+/// then compute SwiGLU over every bundle in memory with the gather kernels (ckernels.h, pl_bundle_*).
+public final class PagedFeedForward: @unchecked Sendable {
+    public let layout: FlashLayout
+    public let options: PagingOptions
+    public let plan: PagingPlan
+    public private(set) var stats = PagingStats()
+    public let path: String
+
+    private let config: ModelConfig
+    private let schedule: LayerSchedule
+    private let pool: ThreadPool
+    private let reader: DirectReader?
+    private let mapped: MappedFile?
+    private let mmapFd: Int32
+    private let bundleOffsets: [Int]
+    private let downScales: [UnsafeMutablePointer<UInt16>]
+    private let caches: [NeuronBundleCache]
+    private let arena: UnsafeMutableRawPointer?
+    private let staging: [UnsafeMutableRawPointer]
+
+    private struct Predictor {
+        let a: UnsafeMutableRawPointer   // rank × dim F16
+        let b: UnsafeMutableRawPointer   // ffn × rank F16
+        let bias: UnsafeMutablePointer<Float>
+        let rank: Int
+        let logTarget: Bool
+    }
+    private let predictors: [Predictor]
+    private let groupMass: [[Float]]
+
+    // Per-step state, preallocated.
+    private let batches: [ReadBatch]
+    private var pending: [Int?] = [nil, nil]          // block whose reads each staging buffer holds / awaits
+    private var pendingIssued: [Bool] = [false, false]
+    private var location: [[UnsafeRawPointer?]]        // per staging buffer: group → its bytes this step
+    private var needed: UnsafeMutablePointer<Bool>     // maxBatch × G
+    private var readThisStep: UnsafeMutablePointer<Bool>  // per buffer × G
+    private let maxBatch: Int
+    private var token = 0
+    private var lastBlock = -1, lastBuffer = 0
+
+    private let ptrs: UnsafeMutablePointer<UnsafeRawPointer?>
+    private let ids: UnsafeMutablePointer<Int32>
+    private let g, u, h, absH, scores, groupScores, scratch: UnsafeMutablePointer<Float>
+    private let xq, hq: UnsafeMutableRawPointer
+    private let acc: UnsafeMutablePointer<Int32>
+    private let accPerPart: Int
+
+    public init(file: GGUFFile, layout: FlashLayout, config: ModelConfig, schedule: LayerSchedule,
+                options: PagingOptions, pool: ThreadPool, residentBytes: Int, maxBatch: Int) throws {
+        self.layout = layout
+        self.options = options
+        self.config = config
+        self.schedule = schedule
+        self.pool = pool
+        self.path = file.path
+        self.maxBatch = maxBatch
+        let layers = config.numHiddenLayers, dim = config.hiddenSize, ffn = config.intermediateSize
+        let G = layout.groupsPerLayer, bb = layout.bundleBytes
+
+        if case .predictor = options.sparsity, file.tensorInfo("blk.0.ffn_pred_a") == nil {
+            throw PagingError.noPredictor(path: file.path)
+        }
+        guard options.ioThreads >= 1, options.ioThreads <= 256 else {
+            throw PagingError.invalidOption("--io-threads must be between 1 and 256, got \(options.ioThreads)")
+        }
+        guard options.window >= 0, options.window <= 1024 else {
+            throw PagingError.invalidOption("--window must be between 0 and 1024, got \(options.window)")
+        }
+
+        bundleOffsets = try (0..<layers).map { l in
+            guard let info = file.tensorInfo(FlashLayout.bundlesName(l)) else { throw GGUFError.missingTensor(FlashLayout.bundlesName(l)) }
+            return info.fileOffset
+        }
+
+        // Small per-layer tensors, copied out of the map so their file pages can be dropped.
+        func copy<T>(_ name: String, as: T.Type, count: Int) throws -> UnsafeMutablePointer<T> {
+            guard let info = file.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
+            guard info.byteCount == count * MemoryLayout<T>.size else {
+                throw GGUFError.tensorShape(tensor: name, expected: [count], found: info.shape)
+            }
+            let p = UnsafeMutablePointer<T>.allocate(capacity: count)
+            UnsafeMutableRawPointer(p).copyMemory(from: file.data(of: info), byteCount: info.byteCount)
+            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
+            return p
+        }
+        downScales = try (0..<layers).map { try copy(FlashLayout.downScaleName($0), as: UInt16.self, count: ffn / 32 * dim) }
+        var resident = residentBytes + layers * (ffn / 32 * dim * 2)
+
+        var predictors: [Predictor] = []
+        var groupMass: [[Float]] = []
+        let usesPredictor: Bool = { if case .predictor = options.sparsity { return true } else { return false } }()
+        if file.tensorInfo("blk.0.ffn_mass") != nil {
+            for l in 0..<layers {
+                let m = try copy("blk.\(l).ffn_mass", as: Float.self, count: ffn)
+                groupMass.append((0..<G).map { g in layout.neurons(inGroup: g).reduce(0) { $0 + m[$1] } })
+                m.deallocate()
+            }
+        }
+        if usesPredictor {
+            let rank = try file.int(FlashPacker.predictorMetadataPrefix + "rank")
+            let logTarget = (file.metadata[FlashPacker.predictorMetadataPrefix + "target"]?.string ?? "abs") == "log_abs"
+            for l in 0..<layers {
+                let a = try copy("blk.\(l).ffn_pred_a", as: UInt16.self, count: rank * dim)
+                let b = try copy("blk.\(l).ffn_pred_b", as: UInt16.self, count: ffn * rank)
+                let bias = try copy("blk.\(l).ffn_pred_bias", as: Float.self, count: ffn)
+                predictors.append(Predictor(a: UnsafeMutableRawPointer(a), b: UnsafeMutableRawPointer(b), bias: bias,
+                                            rank: rank, logTarget: logTarget))
+                resident += (rank * dim + ffn * rank) * 2 + ffn * 4
+            }
+        }
+        self.predictors = predictors
+        self.groupMass = groupMass
+
+        // The budget: resident weights and two layers of read buffers first; what is left holds FFN groups.
+        let stagingBytes: Int
+        switch options.mode {
+        case .resident: stagingBytes = 0
+        case .flash, .naive, .mmap: stagingBytes = 2 * layout.layerBytes
+        }
+        let minimum = resident + stagingBytes
+        var capacity = G, pinned = G, window = 0, pinnedLayers = layers
+        if let budget = options.memoryBudget {
+            guard budget >= minimum else { throw PagingError.budgetTooSmall(budget: budget, minimum: minimum, resident: resident) }
+            let spareGroups = (budget - minimum) / bb
+            capacity = min(G, spareGroups / layers)
+            pinnedLayers = min(layers, (budget - minimum) / layout.layerBytes)
+        } else if options.mode != .resident {
+            // Paging without a budget: nothing cached beyond the read buffers.
+            capacity = 0
+            pinnedLayers = 0
+        }
+        switch options.mode {
+        case .resident:
+            capacity = G; pinned = G
+        case .naive, .mmap:
+            capacity = 0; pinned = 0
+        case .flash:
+            if options.window > 0 {
+                let perToken: Int
+                if case .predictor(let keep) = options.sparsity { perToken = Int((keep * Double(G)).rounded(.up)) } else { perToken = G }
+                window = min(capacity, options.window * perToken)
+            }
+            pinned = capacity - window
+        }
+        if options.mode != .mmap { pinnedLayers = 0 }
+        let cacheBytes = options.mode == .mmap ? pinnedLayers * layout.layerBytes : layers * capacity * bb
+        plan = PagingPlan(budget: options.memoryBudget, residentBytes: resident, stagingBytes: stagingBytes,
+                          minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned,
+                          groupsPerLayer: G, pinnedLayers: pinnedLayers, cacheBytes: cacheBytes)
+
+        // Memory for the slots and the two staging buffers, in one aligned arena.
+        let arenaBytes = layers * capacity * bb + stagingBytes
+        let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
+        self.arena = arena
+        let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
+        caches = (0..<layers).map { l in
+            NeuronBundleCache(groups: G, capacity: capacity, pinned: pinned, slots: base + l * capacity * bb, bundleBytes: bb)
+        }
+        staging = stagingBytes > 0 ? [base + layers * capacity * bb, base + layers * capacity * bb + layout.layerBytes] : []
+
+        if options.mode == .mmap {
+            mapped = file.file
+            mmapFd = open(file.path, O_RDONLY)
+            reader = nil
+        } else {
+            mapped = nil
+            mmapFd = -1
+            reader = try DirectReader(path: file.path, threads: options.mode == .resident ? 4 : options.ioThreads)
+        }
+        batches = [ReadBatch(maxSegments: G), ReadBatch(maxSegments: G)]
+        location = [[UnsafeRawPointer?]](repeating: [UnsafeRawPointer?](repeating: nil, count: G), count: 2)
+        needed = .allocate(capacity: max(1, maxBatch) * G)
+        readThisStep = .allocate(capacity: 2 * G)
+        ptrs = .allocate(capacity: ffn)
+        ids = .allocate(capacity: ffn)
+        g = .allocate(capacity: ffn)
+        u = .allocate(capacity: ffn)
+        h = .allocate(capacity: ffn)
+        absH = .allocate(capacity: ffn)
+        scores = .allocate(capacity: ffn)
+        groupScores = .allocate(capacity: G)
+        scratch = .allocate(capacity: max(G, ffn))
+        xq = .allocate(byteCount: dim / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
+        hq = .allocate(byteCount: ffn / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
+        accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
+        acc = .allocate(capacity: accPerPart * pool.threadCount)
+
+        try loadPinned()
+        for info in file.tensors where info.name.hasSuffix(".ffn_bundles") {
+            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
+        }
+    }
+
+    deinit {
+        reader?.shutdown()
+        if mmapFd >= 0 { close(mmapFd) }
+        for p in downScales { p.deallocate() }
+        for p in predictors { p.a.deallocate(); p.b.deallocate(); p.bias.deallocate() }
+        arena?.deallocate()
+        for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
+        ptrs.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
+        xq.deallocate(); hq.deallocate(); acc.deallocate()
+    }
+
+    /// Fills the pinned slots: the groups with the most calibration mass when the file has it, else the first.
+    private func loadPinned() throws {
+        guard let reader, caches.first.map({ $0.pinned > 0 }) == true else { return }
+        let G = layout.groupsPerLayer, bb = layout.bundleBytes
+        for (l, cache) in caches.enumerated() {
+            var order = Array(0..<G)
+            if l < groupMass.count { order.sort { groupMass[l][$0] > groupMass[l][$1] } }
+            let chosen = order.prefix(cache.pinned).sorted()
+            let batch = batches[0]
+            batch.reset()
+            for (slot, grp) in chosen.enumerated() {
+                cache.pin(group: grp, slot: slot)
+                batch.add(offset: bundleOffsets[l] + grp * bb, length: bb, into: cache.pointer(slot: slot), maxRead: 1 << 20)
+            }
+            reader.submit(batch)
+            try batch.wait()
+        }
+    }
+
+    /// A new sequence: the next step plans its reads afresh (the window keeps its groups; they are still valid).
+    public func reset() {
+        lastBlock = -1
+    }
+
+    // MARK: - The FFN step
+
+    /// out[r] = Wdown · swiglu(Wgate·x[r], Wup·x[r]) for the `rows` inputs of pass `pass` (block `block`).
+    public func forward(pass: Int, block: Int, input: UnsafeMutablePointer<Float>, rows: Int,
+                        out: UnsafeMutablePointer<Float>) throws {
+        let G = layout.groupsPerLayer
+        if pass == 0 { token += 1 }
+        var t0 = DispatchTime.now().uptimeNanoseconds
+        func lap(_ field: WritableKeyPath<PagingStats, Double>) {
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            stats[keyPath: field] += Double(t1 - t0) * 1e-9
+            t0 = t1
+        }
+        stats.layerSteps += 1
+
+        if options.mode == .mmap {
+            let base = mapped!.base + bundleOffsets[block]
+            for gi in 0..<G { location[0][gi] = UnsafeRawPointer(base + gi * layout.bundleBytes) }
+            for r in 0..<rows {
+                for gi in 0..<G { needed[r * G + gi] = true }
+            }
+            stats.groupsNeeded += G
+            for gi in 0..<G { readThisStep[gi] = true }
+            lap(\.manageSeconds)
+            compute(block: block, buffer: 0, input: input, rows: rows, out: out)
+            lap(\.computeSeconds)
+            if block >= plan.pinnedLayers {
+                mapped!.adviseDontNeed(offset: bundleOffsets[block], length: layout.layerBytes)
+                _ = pl_drop_cached(mmapFd, Int64(bundleOffsets[block]), Int64(layout.layerBytes))
+                stats.bytesRead += layout.layerBytes
+            }
+            lap(\.manageSeconds)
+            return
+        }
+
+        // A shared block's second pass (immediate layer sharing) uses the groups already in memory.
+        let buffer: Int
+        if block == lastBlock, pass > 0 {
+            buffer = lastBuffer
+        } else {
+            buffer = pending[0] == block ? 0 : (pending[1] == block ? 1 : (lastBuffer ^ 1))
+            if let other = pending[buffer], other != block {
+                // A read for another block still owns this buffer (the sequence was cut short): let it land.
+                try? batches[buffer].wait()
+                pending[buffer] = nil
+            }
+            if pending[buffer] != block {
+                if predictors.isEmpty {
+                    selectAll(rows: rows)
+                } else {
+                    predict(block: block, input: input, rows: rows)
+                    lap(\.computeSeconds)
+                }
+                issue(block: block, buffer: buffer, rows: rows)
+            }
+            lap(\.manageSeconds)
+            let batch = batches[buffer]
+            do {
+                try batch.wait()
+            } catch {
+                invalidate(buffer: buffer)
+                throw error
+            }
+            pending[buffer] = nil
+            lap(\.ioWaitSeconds)
+            lastBlock = block
+            lastBuffer = buffer
+        }
+
+        // Reads of the next block run while this one computes, when its choice does not need its input.
+        if predictors.isEmpty, let next = nextBlock(after: pass), next != block, pending[buffer ^ 1] == nil {
+            selectAll(rows: 1)
+            issue(block: next, buffer: buffer ^ 1, rows: 1)
+            lap(\.manageSeconds)
+        }
+        compute(block: block, buffer: buffer, input: input, rows: rows, out: out)
+        lap(\.computeSeconds)
+    }
+
+    private func nextBlock(after pass: Int) -> Int? {
+        let passes = schedule.passes
+        return pass + 1 < passes.count ? passes[pass + 1] : passes.first
+    }
+
+    private func selectAll(rows: Int) {
+        for i in 0..<(rows * layout.groupsPerLayer) { needed[i] = true }
+    }
+
+    /// The predictor's choice for each row: its top `keep` fraction of groups by predicted |h| mass.
+    private func predict(block: Int, input: UnsafeMutablePointer<Float>, rows: Int) {
+        guard case .predictor(let keep) = options.sparsity else { return }
+        let p = predictors[block], dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
+        let k = max(1, min(G, Int((keep * Double(G)).rounded(.up))))
+        for r in 0..<rows {
+            let x = input + r * dim
+            pl_matvec(Int32(GGMLType.f16.rawValue), p.a, dim * 2, x, scratch, Int64(dim), 0, Int64(p.rank))
+            pl_matvec(Int32(GGMLType.f16.rawValue), p.b, p.rank * 2, scratch, scores, Int64(p.rank), 0, Int64(ffn))
+            for gi in 0..<G {
+                var s: Float = 0
+                for i in layout.neurons(inGroup: gi) {
+                    let v = scores[i] + p.bias[i]
+                    s += p.logTarget ? expf(v) : max(v, 0)
+                }
+                groupScores[gi] = s
+            }
+            let cut = kthLargest(groupScores, count: G, k: k)
+            for gi in 0..<G { needed[r * G + gi] = groupScores[gi] >= cut }
+        }
+    }
+
+    /// Finds, for block `block`, the groups the rows need that are not in memory, assigns each a home (a window
+    /// slot or the staging buffer) and queues its read.
+    private func issue(block: Int, buffer: Int, rows: Int) {
+        let G = layout.groupsPerLayer, bb = layout.bundleBytes
+        let cache = caches[block], batch = batches[buffer]
+        batch.reset()
+        let read = readThisStep + buffer * G
+        for gi in 0..<G {
+            read[gi] = false
+            var want = false
+            for r in 0..<rows where needed[r * G + gi] { want = true; break }
+            if let s = cache.slot(of: gi) {
+                cache.touch(slot: s, token: token)
+                location[buffer][gi] = UnsafeRawPointer(cache.pointer(slot: s))
+                if want { stats.groupsNeeded += 1; stats.groupsInMemory += 1 }
+                continue
+            }
+            location[buffer][gi] = nil
+            guard want else { continue }
+            stats.groupsNeeded += 1
+            let dest: UnsafeMutableRawPointer
+            if options.mode == .flash, options.window > 0, let s = cache.admit(group: gi, token: token) {
+                dest = cache.pointer(slot: s)
+            } else {
+                dest = staging[buffer] + gi * bb
+            }
+            location[buffer][gi] = UnsafeRawPointer(dest)
+            read[gi] = true
+            batch.add(offset: bundleOffsets[block] + gi * bb, length: bb, into: dest, maxRead: 1 << 20)
+        }
+        stats.bytesRead += batch.bytes
+        stats.reads += batch.count
+        pending[buffer] = block
+        reader!.submit(batch)
+    }
+
+    /// After a failed read: the groups meant for window slots must not be used later.
+    private func invalidate(buffer: Int) {
+        pending[buffer] = nil
+        lastBlock = -1
+        for cache in caches {
+            for s in cache.pinned..<cache.capacity {
+                if let gi = cache.group(inSlot: s), readThisStep[buffer * layout.groupsPerLayer + gi] { cache.evict(slot: s) }
+            }
+        }
+    }
+
+    // MARK: - Compute
+
+    private func compute(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
+                         out: UnsafeMutablePointer<Float>) {
+        let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
+        let nb = layout.neuronBytes
+        let read = readThisStep + buffer * G
+        for r in 0..<rows {
+            // Every group in memory counts (computing it costs no read); a group read for another row of the
+            // batch is left out, so each position computes what it would have alone.
+            var n = 0
+            for gi in 0..<G {
+                guard let base = location[buffer][gi] else { continue }
+                if read[gi] && !needed[r * G + gi] && options.mode != .mmap { continue }
+                for i in layout.neurons(inGroup: gi) {
+                    ptrs[n] = base + (i - gi * layout.groupNeurons) * nb
+                    ids[n] = Int32(i)
+                    n += 1
+                }
+            }
+            let x = input + r * dim
+            pl_quantize_q8_0(x, xq, Int64(dim))
+            let parts = min(pool.threadCount, max(1, n / 64))
+            let ptrBase = UnsafePointer(ptrs), xqc = UnsafeRawPointer(xq), gp = g, up = u
+            pool.run(parts: parts) { part in
+                let k0 = n * part / parts, k1 = n * (part + 1) / parts
+                ptrBase.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: n) { p in
+                    pl_bundle_gate_up_q8_0(p, Int64(k0), Int64(k1), xqc, Int64(dim), gp, up)
+                }
+            }
+            pl_swiglu(g, u, Int64(n))
+            for i in 0..<ffn { h[i] = 0 }
+            for k in 0..<n { h[Int(ids[k])] = g[k] }
+            n = applyComputeRule(count: n, buffer: buffer, block: block)
+            stats.neuronsComputed += n
+            pl_quantize_q8_0(h, hq, Int64(ffn))
+            let o = out + r * dim, scales = UnsafePointer(downScales[block]), hqc = UnsafeRawPointer(hq)
+            let accBase = acc, per = accPerPart, idc = UnsafePointer(ids), count = n
+            let rowParts = pool.threadCount
+            pool.run(parts: rowParts) { part in
+                // Rows split on 16-row boundaries so each part's vector loop stays whole.
+                let r0 = min(dim, (dim / 16) * part / rowParts * 16), r1 = part == rowParts - 1 ? dim : min(dim, (dim / 16) * (part + 1) / rowParts * 16)
+                guard r0 < r1 else { return }
+                ptrBase.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: count) { p in
+                    pl_bundle_down_q8_0(p, idc, Int64(count), hqc, scales, Int64(dim), Int64(ffn),
+                                        accBase + part * per, o + r0, Int64(r0), Int64(r1))
+                }
+            }
+        }
+    }
+
+    /// The exact/threshold rules: drop neurons by their computed |h|. Returns the neurons kept (the list is
+    /// compacted). Counts what an oracle would have read: the groups with a kept neuron that were not in memory.
+    private func applyComputeRule(count n: Int, buffer: Int, block: Int) -> Int {
+        let cut: Float
+        switch options.sparsity {
+        case .none, .predictor: return n
+        case .threshold(let t): cut = Float(t)
+        case .exact(let keep):
+            for k in 0..<n { absH[k] = abs(g[k]) }
+            let want = max(1, min(n, Int((keep * Double(config.intermediateSize)).rounded(.up))))
+            cut = kthLargest(absH, count: n, k: want)
+        }
+        let G = layout.groupsPerLayer
+        var kept = 0
+        var lastGroup = -1
+        let read = readThisStep + buffer * G
+        for k in 0..<n {
+            let i = Int(ids[k])
+            if abs(g[k]) >= cut {
+                ptrs[kept] = ptrs[k]
+                ids[kept] = ids[k]
+                kept += 1
+                let gi = i / layout.groupNeurons
+                if gi != lastGroup {
+                    lastGroup = gi
+                    if read[gi] || options.mode == .naive || options.mode == .mmap { stats.oracleBytes += layout.bundleBytes }
+                }
+            } else {
+                h[i] = 0
+            }
+        }
+        return kept
+    }
+
+    /// The k-th largest of `count` values (quickselect on a scratch copy; allocates nothing).
+    private func kthLargest(_ v: UnsafeMutablePointer<Float>, count: Int, k: Int) -> Float {
+        for i in 0..<count { scratch[i] = v[i] }
+        var lo = 0, hi = count - 1
+        let target = k - 1
+        while lo < hi {
+            let pivot = scratch[(lo + hi) / 2]
+            var i = lo, j = hi
+            while i <= j {
+                while scratch[i] > pivot { i += 1 }
+                while scratch[j] < pivot { j -= 1 }
+                if i <= j { scratch.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if target <= j { hi = j } else if target >= i { lo = i } else { break }
+        }
+        return scratch[target]
+    }
+}
+
+private extension UnsafeMutablePointer where Pointee == Float {
+    func swapAt(_ i: Int, _ j: Int) {
+        let t = self[i]; self[i] = self[j]; self[j] = t
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+
+/// What can go wrong when packing a model or running it with paged weights.
+public enum PagingError: Error, LocalizedError, Equatable {
+    case notPacked(path: String)
+    case unsupportedWeights(tensor: String, type: String)
+    case budgetTooSmall(budget: Int, minimum: Int, resident: Int)
+    case readFailed(path: String, offset: Int, message: String)
+    case shortRead(path: String, offset: Int, expected: Int, got: Int)
+    case noPredictor(path: String)
+    case invalidOption(String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .notPacked(let p):
+            "\(p) is not in the flash layout: paging needs a packed file (run `pocketlm pack --model \(p) --out PACKED.gguf`)"
+        case .unsupportedWeights(let t, let ty):
+            "tensor '\(t)' is \(ty): the flash layout packs Q8_0 FFN weights only (make a Q8_0 file with weights-tools/variants.py or convert_hf.py --outtype q8_0)"
+        case .budgetTooSmall(let b, let m, let r):
+            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise --memory-budget to at least \(ByteCount.format(m))"
+        case .readFailed(let p, let o, let m): "reading \(p) at byte \(o) failed: \(m)"
+        case .shortRead(let p, let o, let e, let g):
+            "short read from \(p) at byte \(o): expected \(e) bytes, got \(g) (is the file truncated?)"
+        case .noPredictor(let p):
+            "\(p) has no FFN predictor: train one with weights-tools/train_predictor.py and pack with --predictor"
+        case .invalidOption(let m): m
+        }
+    }
+}
+
+/// Byte counts as people write them: 64M, 1.5G, 75% (of a reference size).
+public enum ByteCount {
+    /// Parses `64M`, `512K`, `1.5G`, `1000000` (bytes) or `75%` (of `reference`).
+    public static func parse(_ text: String, reference: Int? = nil) throws(PagingError) -> Int {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let bad = PagingError.invalidOption("cannot read '\(text)' as a size: use e.g. 64M, 1.5G, 512K or 75%")
+        guard let last = t.last else { throw bad }
+        if last == "%" {
+            guard let reference else { throw PagingError.invalidOption("'\(text)': a percentage needs a model to be relative to") }
+            guard let p = Double(t.dropLast()), p > 0, p.isFinite else { throw bad }
+            return Int(Double(reference) * p / 100)
+        }
+        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
+        var number = Substring(t), scale = 1.0
+        if let u = units[last] {
+            number = t.dropLast()
+            scale = u
+        } else if last == "B", t.count >= 2, let u = units[t[t.index(t.endIndex, offsetBy: -2)]] {
+            number = t.dropLast(2)
+            scale = u
+        }
+        guard let v = Double(number), v > 0, v.isFinite, v * scale < 1e15 else { throw bad }
+        return Int(v * scale)
+    }
+
+    public static func format(_ bytes: Int) -> String {
+        let b = Double(bytes)
+        if b >= 1024 * 1024 * 1024 { return String(format: "%.2f GiB", b / (1024 * 1024 * 1024)) }
+        if b >= 1024 * 1024 { return String(format: "%.1f MiB", b / (1024 * 1024)) }
+        if b >= 1024 { return String(format: "%.1f KiB", b / 1024) }
+        return "\(bytes) B"
+    }
+}

@@ -1,0 +1,121 @@
+import CKernels
+import Foundation
+
+/// Rewrites a model into the flash layout (`FlashLayout`): resident tensors first and together, then one
+/// 4 KiB-aligned bundle tensor per layer. Quantized blocks are copied as they are (a down column keeps its
+/// int8 quants; its block scales go to the resident `ffn_down_scale` tensor), so the packed model computes the
+/// same numbers. A predictor file from weights-tools/train_predictor.py is copied in alongside.
+public enum FlashPacker {
+    /// Tensors a predictor file contributes per layer (see weights-tools/train_predictor.py).
+    public static let predictorSuffixes = ["ffn_pred_a", "ffn_pred_b", "ffn_pred_bias", "ffn_mass"]
+    public static let predictorMetadataPrefix = "pocketlm.predictor."
+
+    /// Packs `source` into `output`; `progress` gets the fraction done after each tensor.
+    public static func pack(source path: String, output: String, bundleBytes: Int = 64 * 1024,
+                            predictor predictorPath: String? = nil,
+                            progress: (Double) -> Void = { _ in }) throws -> FlashLayout {
+        let source = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: source)
+        if FlashLayout.metadataPresent(in: source) {
+            throw PagingError.invalidOption("\(path) is already packed")
+        }
+        guard URL(fileURLWithPath: path).standardizedFileURL != URL(fileURLWithPath: output).standardizedFileURL else {
+            throw PagingError.invalidOption("--out must differ from --model")
+        }
+        let dim = config.hiddenSize, ffn = config.intermediateSize, layers = config.numHiddenLayers
+        let layout = try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
+        func ffnTensor(_ layer: Int, _ part: String, shape: [Int]) throws -> GGUFTensorInfo {
+            let name = "blk.\(layer).\(part).weight"
+            guard let info = source.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
+            guard info.shape == shape else { throw GGUFError.tensorShape(tensor: name, expected: shape, found: info.shape) }
+            guard info.type == .q8_0 else { throw PagingError.unsupportedWeights(tensor: name, type: info.type.description) }
+            return info
+        }
+        var ffnNames = Set<String>()
+        for l in 0..<layers {
+            for (part, shape) in [("ffn_gate", [dim, ffn]), ("ffn_up", [dim, ffn]), ("ffn_down", [ffn, dim])] {
+                ffnNames.insert(try ffnTensor(l, part, shape: shape).name)
+            }
+        }
+
+        let predictor = try predictorPath.map { try GGUFFile(path: $0) }
+        var predictorTensors: [GGUFTensorInfo] = []
+        if let predictor {
+            let blocks = try predictor.int(FlashPacker.predictorMetadataPrefix + "block_count")
+            guard blocks == layers else {
+                throw PagingError.invalidOption("the predictor has \(blocks) layers, the model \(layers)")
+            }
+            for l in 0..<layers {
+                for suffix in predictorSuffixes {
+                    let name = "blk.\(l).\(suffix)"
+                    guard let info = predictor.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
+                    predictorTensors.append(info)
+                }
+            }
+        }
+
+        // Header: the source's keys, the layout's, and the predictor's; resident tensors, then the bundles.
+        var metadata = source.metadataKeys.compactMap { k in source.metadata[k].map { (k, $0) } }
+        metadata += layout.metadata
+        if let predictor {
+            metadata += predictor.metadataKeys.filter { $0.hasPrefix(predictorMetadataPrefix) }
+                .compactMap { k in predictor.metadata[k].map { (k, $0) } }
+        }
+        let resident = source.tensors.filter { !ffnNames.contains($0.name) }
+        var declarations = resident.map { GGUFWriter.TensorDeclaration(name: $0.name, shape: $0.shape, type: $0.type) }
+        declarations += (0..<layers).map {
+            GGUFWriter.TensorDeclaration(name: FlashLayout.downScaleName($0), shape: [ffn / 32, dim], type: .f16)
+        }
+        declarations += predictorTensors.map { GGUFWriter.TensorDeclaration(name: $0.name, shape: $0.shape, type: $0.type) }
+        declarations += (0..<layers).map {
+            GGUFWriter.TensorDeclaration(name: FlashLayout.bundlesName($0), shape: [layout.layerBytes], type: .i8)
+        }
+        let writer = try GGUFWriter(path: output, metadata: metadata, tensors: declarations, alignment: FlashLayout.ioAlignment)
+        let steps = Double(declarations.count)
+        var done = 0.0
+        func step() { done += 1; progress(done / steps) }
+
+        for info in resident {
+            try writer.write(UnsafeRawBufferPointer(start: source.data(of: info), count: info.byteCount))
+            step()
+        }
+        let scales = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: ffn / 32 * dim)
+        defer { scales.deallocate() }
+        for l in 0..<layers {
+            let down = try ffnTensor(l, "ffn_down", shape: [ffn, dim])
+            pl_bundle_down_scales_q8_0(source.data(of: down), Int64(dim), Int64(ffn), scales.baseAddress)
+            try writer.write(UnsafeRawBufferPointer(scales))
+            source.file.adviseDontNeed(offset: down.fileOffset, length: down.byteCount)
+            step()
+        }
+        if let predictor {
+            for info in predictorTensors {
+                try writer.write(UnsafeRawBufferPointer(start: predictor.data(of: info), count: info.byteCount))
+                step()
+            }
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.layerBytes, alignment: FlashLayout.ioAlignment)
+        defer { buffer.deallocate() }
+        for l in 0..<layers {
+            let gate = try ffnTensor(l, "ffn_gate", shape: [dim, ffn])
+            let up = try ffnTensor(l, "ffn_up", shape: [dim, ffn])
+            let down = try ffnTensor(l, "ffn_down", shape: [ffn, dim])
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            for i in 0..<ffn {
+                let g = i / layout.groupNeurons, k = i % layout.groupNeurons
+                pl_bundle_pack_q8_0(source.data(of: gate), source.data(of: up), source.data(of: down), Int64(dim), Int64(ffn),
+                                    Int64(i), buffer.baseAddress! + g * layout.bundleBytes + k * layout.neuronBytes)
+            }
+            try writer.write(UnsafeRawBufferPointer(buffer))
+            for t in [gate, up, down] { source.file.adviseDontNeed(offset: t.fileOffset, length: t.byteCount) }
+            step()
+        }
+        try writer.finish()
+        return layout
+    }
+}
+
+extension FlashLayout {
+    /// Whether a file carries flash-layout metadata (without validating it).
+    public static func metadataPresent(in file: GGUFFile) -> Bool { file.metadata[versionKey] != nil }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import PocketLM
+
+struct Pack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rewrite a Q8_0 model into the flash layout: resident tensors together, each layer's FFN as row-column bundles in aligned reads.")
+
+    @Option(help: "The model to pack (GGUF, Q8_0 FFN weights).") var model: String
+    @Option(help: "The packed file to write.") var out: String
+    @Option(name: .customLong("bundle-bytes"), help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB), e.g. 64K.")
+    var bundleBytes: String = "64K"
+    @Option(help: "A predictor file from weights-tools/train_predictor.py to store alongside.") var predictor: String?
+    @Flag(help: "Print the layout as JSON.") var json = false
+
+    func run() async throws {
+        let bytes = try ByteCount.parse(bundleBytes)
+        guard bytes <= 16 << 20 else { throw ValidationError("--bundle-bytes must be at most 16M") }
+        let start = Date()
+        let bar = ProgressBar(label: "packing")
+        let layout = try FlashPacker.pack(source: model, output: out, bundleBytes: bytes, predictor: predictor) { bar.update($0) }
+        bar.finish()
+        let seconds = Date().timeIntervalSince(start)
+        if json {
+            struct Out: Encodable {
+                let out: String; let bundle_bytes: Int; let group_neurons: Int; let neuron_bytes: Int
+                let groups_per_layer: Int; let layer_bytes: Int; let seconds: Double
+            }
+            try Console.json(Out(out: out, bundle_bytes: layout.bundleBytes, group_neurons: layout.groupNeurons,
+                                 neuron_bytes: layout.neuronBytes, groups_per_layer: layout.groupsPerLayer,
+                                 layer_bytes: layout.layerBytes, seconds: seconds))
+        } else {
+            Console.error(String(format: "wrote %@: %d-byte bundles of %d neurons (%d bytes each), %d groups per layer, in %.1f s",
+                                 out, layout.bundleBytes, layout.groupNeurons, layout.neuronBytes, layout.groupsPerLayer, seconds))
+        }
+    }
+}
+
+/// A one-line progress bar on stderr (only when stderr is a terminal).
+final class ProgressBar {
+    let label: String
+    let enabled = isatty(2) != 0
+    private var shown = -1
+
+    init(label: String) { self.label = label }
+
+    func update(_ fraction: Double) {
+        guard enabled else { return }
+        let percent = Int(fraction * 100)
+        guard percent != shown else { return }
+        shown = percent
+        let width = 30, filled = width * percent / 100
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write(Data("\r\(label) [\(bar)] \(percent)%".utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}

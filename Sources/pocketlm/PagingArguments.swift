@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import PocketLM
+
+/// `--memory-budget`, `--paging`, `--window`, `--sparsity`, `--io-threads`: how a packed model pages its FFN.
+struct PagingArguments: ParsableArguments {
+    @Option(name: .customLong("memory-budget"),
+            help: "Weights allowed in memory, e.g. 64M, 1.5G or 50% (of the model file). Needs a packed file (pocketlm pack).")
+    var memoryBudget: String?
+
+    @Option(help: "flash (bundled reads, pinned groups and window), naive (each layer's FFN read in full per token), mmap (OS paging), resident. Default: flash with a budget, else resident.")
+    var paging: String?
+
+    @Option(help: "Tokens' worth of recently used FFN groups kept in memory (flash).")
+    var window: Int = 0
+
+    @Option(help: "Neurons each token computes: none, exact[:F] (oracle: top F by |h|), threshold:T (|h| ≥ T), predictor[:F] (the file's predictor picks the top F of groups before reading).")
+    var sparsity: String = "none"
+
+    @Option(name: .customLong("io-threads"), help: "Reads in flight at once.")
+    var ioThreads: Int = 16
+
+    func validate() throws {
+        if let p = paging, PagingOptions.Mode(rawValue: p) == nil {
+            throw ValidationError("unknown --paging '\(p)' (flash, naive, mmap, resident)")
+        }
+        guard window >= 0 else { throw ValidationError("--window must be ≥ 0, found \(window)") }
+        guard (1...256).contains(ioThreads) else { throw ValidationError("--io-threads must be between 1 and 256, found \(ioThreads)") }
+        do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
+    }
+
+    /// The options for `modelPath`, or nil when nothing was asked (an ordinary run).
+    func options(modelPath: String) throws -> PagingOptions? {
+        let asked = memoryBudget != nil || paging != nil || window != 0 || sparsity != "none"
+        guard asked else { return nil }
+        let size = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? nil
+        let budget = try memoryBudget.map { try ByteCount.parse($0, reference: size) }
+        let mode = paging.flatMap(PagingOptions.Mode.init(rawValue:)) ?? (budget == nil ? .resident : .flash)
+        return PagingOptions(mode: mode, memoryBudget: budget, window: window,
+                             sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads)
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import Testing
+import PocketLM
+
+/// The flash layout and the paged FFN: packing keeps every quantized block, a packed model computes exactly what
+/// the original does when every neuron is used (resident, flash, naive or mmap, any budget), budgets and bad
+/// files give clear errors, and a shared block is read once for both of its passes.
+@Suite("Flash paging", .serialized)
+struct FlashPagingTests {
+    static func scratch(_ name: String) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-flash-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir.appendingPathComponent(name).path
+    }
+
+    static func packed(_ fixture: String, bundleBytes: Int = 4096, name: String? = nil) throws -> String {
+        let out = scratch(name ?? fixture.replacingOccurrences(of: ".gguf", with: ".packed-\(bundleBytes).gguf"))
+        if !FileManager.default.fileExists(atPath: out) {
+            _ = try FlashPacker.pack(source: try TestPaths.fixture(fixture), output: out, bundleBytes: bundleBytes)
+        }
+        return out
+    }
+
+    /// Logits of a prompt as a batch, then of each token decoded one at a time.
+    static func logits(_ path: String, _ tokens: [Int], paging: PagingOptions? = nil,
+                       schedule: (LayerSchedule.Strategy, Int)? = nil) throws -> [UInt32] {
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 64, layerSchedule: schedule,
+                                                                    paging: paging))
+        let t = lm.transformer
+        var out = Array(try tokens.withUnsafeBufferPointer { try t.forward($0, allLogits: true) }).map(\.bitPattern)
+        t.reset()
+        for token in tokens { out += Array(try t.decode(token)).map(\.bitPattern) }
+        return out
+    }
+
+    static let tokens = [1, 270, 340, 285, 223, 40, 84, 297, 327, 284, 223, 50]
+
+    @Test("GGUFWriter output reads back with the same keys, shapes and bytes")
+    func writerRoundTrip() throws {
+        let path = Self.scratch("writer.gguf")
+        let a: [Float] = (0..<64).map { Float($0) * 0.5 }
+        let b: [UInt8] = (0..<100).map { UInt8($0 * 3 % 256) }
+        let w = try GGUFWriter(path: path, metadata: [("general.architecture", .string("llama")),
+                                                      ("x.list", .array([.int32(3), .int32(-4)])),
+                                                      ("x.f", .float32(1.5))],
+                               tensors: [.init(name: "a", shape: [16, 4], type: .f32), .init(name: "b", shape: [100], type: .i8)],
+                               alignment: 4096)
+        try a.withUnsafeBytes { try w.write($0) }
+        try b.withUnsafeBytes { try w.write(UnsafeRawBufferPointer(rebasing: $0[0..<40])); try w.write(UnsafeRawBufferPointer(rebasing: $0[40...])) }
+        try w.finish()
+        let f = try GGUFFile(path: path)
+        #expect(f.metadata["general.architecture"] == .string("llama"))
+        #expect(f.metadata["x.list"] == .array([.int32(3), .int32(-4)]))
+        #expect(f.metadata["x.f"] == .float32(1.5))
+        #expect(f.alignment == 4096)
+        let ta = try #require(f.tensorInfo("a")), tb = try #require(f.tensorInfo("b"))
+        #expect(ta.shape == [16, 4] && tb.shape == [100] && tb.type == .i8)
+        #expect(ta.fileOffset % 4096 == 0 && tb.fileOffset % 4096 == 0)
+        #expect(Array(UnsafeBufferPointer(start: f.data(of: ta).assumingMemoryBound(to: Float.self), count: 64)) == a)
+        #expect(Array(UnsafeBufferPointer(start: f.data(of: tb).assumingMemoryBound(to: UInt8.self), count: 100)) == b)
+        // Too many bytes for a tensor is an error, not a corrupt file.
+        let w2 = try GGUFWriter(path: Self.scratch("writer2.gguf"), metadata: [], tensors: [.init(name: "b", shape: [4], type: .i8)])
+        #expect(throws: GGUFError.self) { try [UInt8](repeating: 0, count: 5).withUnsafeBytes { try w2.write($0) } }
+    }
+
+    @Test("pack records the layout; bundles hold the source's blocks")
+    func packLayout() throws {
+        let path = try Self.packed("tiny-q8_0.gguf")
+        let f = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: f)
+        let layout = try #require(try FlashLayout(file: f, config: config))
+        #expect(layout.neuronBytes == 2 * (64 / 32) * 34 + 64)
+        #expect(layout.bundleBytes == 4096)
+        #expect(layout.groupNeurons == 4096 / layout.neuronBytes)
+        #expect(layout.groupsPerLayer == (128 + layout.groupNeurons - 1) / layout.groupNeurons)
+        #expect(f.tensorInfo("blk.0.ffn_gate.weight") == nil)
+        // Neuron 25's gate row is the source's row 25, byte for byte.
+        let src = try GGUFFile(path: try TestPaths.fixture("tiny-q8_0.gguf"))
+        let gate = try #require(src.tensorInfo("blk.1.ffn_gate.weight"))
+        let bundles = try #require(f.tensorInfo(FlashLayout.bundlesName(1)))
+        let i = 25, rowBytes = 64 / 32 * 34
+        let packedRow = f.data(of: bundles) + (i / layout.groupNeurons) * layout.bundleBytes + (i % layout.groupNeurons) * layout.neuronBytes
+        #expect(memcmp(packedRow, src.data(of: gate) + i * rowBytes, rowBytes) == 0)
+        // Re-packing a packed file, or a non-Q8_0 one, is refused with a reason.
+        #expect(throws: PagingError.self) { try FlashPacker.pack(source: path, output: Self.scratch("again.gguf")) }
+        #expect(throws: PagingError.unsupportedWeights(tensor: "blk.0.ffn_gate.weight", type: "F32")) {
+            try FlashPacker.pack(source: try TestPaths.fixture("tiny-f32.gguf"), output: Self.scratch("f32.gguf"))
+        }
+    }
+
+    @Test("a packed model computes the original's logits bit for bit in every mode when all neurons are used",
+          arguments: [PagingOptions.resident,
+                      PagingOptions(mode: .flash, memoryBudget: nil, window: 0),
+                      PagingOptions(mode: .naive, memoryBudget: nil),
+                      PagingOptions(mode: .mmap, memoryBudget: nil),
+                      PagingOptions(mode: .flash, memoryBudget: 1 << 30, window: 0),
+                      PagingOptions(mode: .flash, memoryBudget: 1 << 30, window: 2),
+                      PagingOptions(mode: .flash, memoryBudget: nil, window: 0, sparsity: .exact(keep: 1.0), ioThreads: 1)])
+    func packedEqualsOriginal(paging: PagingOptions) throws {
+        let original = try Self.logits(try TestPaths.fixture("tiny-q8_0.gguf"), Self.tokens)
+        for bundle in [4096, 8192] {
+            let packed = try Self.logits(try Self.packed("tiny-q8_0.gguf", bundleBytes: bundle), Self.tokens, paging: paging)
+            #expect(packed == original, "\(paging.mode) \(bundle)")
+        }
+    }
+
+    @Test("budgets: the plan fits in the budget; too small a budget names the minimum")
+    func budgets() throws {
+        let path = try Self.packed("tiny-q8_0.gguf")
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                    paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
+        let plan = try #require(lm.transformer.feedForward?.plan)
+        #expect(plan.pinnedGroups == plan.groupsPerLayer)  // a big budget pins every group
+        let minimum = plan.minimumBytes
+        let tight = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                       paging: PagingOptions(mode: .flash, memoryBudget: minimum + 2 * 2 * 4096)))
+        let tightPlan = try #require(tight.transformer.feedForward?.plan)
+        #expect(tightPlan.pinnedGroups == 2)
+        #expect(tightPlan.weightBytes <= minimum + 2 * 2 * 4096)
+        do {
+            _ = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                   paging: PagingOptions(mode: .flash, memoryBudget: minimum - 1)))
+            Issue.record("a budget below the minimum loaded")
+        } catch let e as PagingError {
+            guard case .budgetTooSmall(_, let m, _) = e else { Issue.record("wrong error \(e)"); return }
+            #expect(m == minimum)
+            #expect(e.localizedDescription.contains("minimum"))
+        }
+        // An ordinary file cannot page; a predictor rule needs a predictor.
+        #expect(throws: PagingError.notPacked(path: try TestPaths.fixture("tiny-q8_0.gguf"))) {
+            try LanguageModel(path: try TestPaths.fixture("tiny-q8_0.gguf"),
+                              options: LoadOptions(threads: 1, paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
+        }
+        #expect(throws: PagingError.noPredictor(path: path)) {
+            try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: PagingOptions(mode: .flash, sparsity: .predictor(keep: 0.5))))
+        }
+    }
+
+    @Test("reads: naive reads every group every token, flash only what is not in memory, and the window hits")
+    func readCounts() throws {
+        let path = try Self.packed("tiny-q8_0.gguf")
+        func run(_ p: PagingOptions) throws -> (PagingStats, PagingPlan, FlashLayout) {
+            let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: p))
+            let ffn = try #require(lm.transformer.feedForward)
+            _ = try lm.transformer.decode(1)
+            let before = ffn.stats
+            for t in Self.tokens.prefix(5) { _ = try lm.transformer.decode(t) }
+            return (ffn.stats - before, ffn.plan, ffn.layout)
+        }
+        let (naive, _, layout) = try run(PagingOptions(mode: .naive))
+        #expect(naive.bytesRead == 5 * 2 * layout.layerBytes)
+        let (resident, _, _) = try run(.resident)
+        #expect(resident.bytesRead == 0)
+        let (flash, plan, _) = try run(PagingOptions(mode: .flash, memoryBudget: LanguageModel.minimumForTests(path) + 2 * 3 * 4096))
+        #expect(plan.pinnedGroups == 3)
+        #expect(flash.bytesRead == 5 * 2 * (layout.groupsPerLayer - 3) * layout.bundleBytes)
+        #expect(flash.groupsInMemory == 5 * 2 * 3)
+        // The exact rule keeping half the neurons computes half of them and counts what an oracle would read.
+        let (exact, _, _) = try run(PagingOptions(mode: .naive, sparsity: .exact(keep: 0.5)))
+        #expect(exact.neuronsComputed == 5 * 2 * 64)
+        #expect(exact.oracleBytes > 0 && exact.oracleBytes <= exact.bytesRead)
+    }
+
+    @Test("layer sharing: a shared block is read once for both passes")
+    func sharedBlockReadOnce() throws {
+        let path = try Self.packed("tiny-ls.gguf")
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: PagingOptions(mode: .naive)))
+        let ffn = try #require(lm.transformer.feedForward)
+        #expect(lm.transformer.schedule.passes == [0, 0, 1, 1])
+        _ = try lm.transformer.decode(1)
+        let before = ffn.stats
+        _ = try lm.transformer.decode(2)
+        let d = ffn.stats - before
+        #expect(d.layerSteps == 4)
+        #expect(d.bytesRead == 2 * ffn.layout.layerBytes)  // two blocks read, four passes served
+        // And it still equals the unrolled model exactly.
+        let unrolled = try Self.logits(try TestPaths.fixture("tiny-ls-unrolled.gguf"), Self.tokens)
+        #expect(try Self.logits(path, Self.tokens, paging: PagingOptions(mode: .naive)) == unrolled)
+    }
+
+    @Test("a read past the end of a truncated file is an error naming it, not zeros")
+    func shortRead() throws {
+        let source = try Self.packed("tiny-q8_0.gguf")
+        let path = Self.scratch("truncated.gguf")
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.copyItem(atPath: source, toPath: path)
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: PagingOptions(mode: .naive)))
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        #expect(truncate(path, off_t(size - 4096)) == 0)
+        do {
+            _ = try lm.transformer.decode(1)
+            Issue.record("decoding a truncated file succeeded")
+        } catch let e as PagingError {
+            guard case .shortRead(let p, _, _, _) = e else { Issue.record("wrong error \(e)"); return }
+            #expect(p == path)
+        }
+    }
+}
+
+extension LanguageModel {
+    /// The minimum budget of a packed file in flash mode (resident weights + read buffers).
+    static func minimumForTests(_ path: String) throws -> Int {
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 16, paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
+        return lm.transformer.feedForward!.plan.minimumBytes
+    }
+}
