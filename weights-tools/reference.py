@@ -21,7 +21,9 @@ the weights' own. On SmolLM2-135M-Instruct it reproduces llama.cpp's F32 logits 
 
 CLI:  reference.py MODEL.gguf --tokens 1,5,9 [--out ref.json]
       -> JSON {"model": path, "tokens": [...], "logits": [[n_vocab floats] per position]}
-Python: forward(path_or_model, tokens) -> np.ndarray of shape [n_tokens, n_vocab] (float64).
+Python: forward(path_or_model, tokens) -> np.ndarray of shape [n_tokens, n_vocab] (float64);
+        hidden_states(path_or_model, tokens, ffn_hook=None) -> the final residual [n_tokens, n_embd],
+        calling ffn_hook(layer, ffn_input, silu(gate)*up) per block (train_predictor.py uses it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -190,6 +192,24 @@ def silu(x: np.ndarray) -> np.ndarray:
 def forward(model: LlamaModel | os.PathLike[str] | str, tokens: Sequence[int]) -> np.ndarray:
     """Logits [len(tokens), n_vocab] (float64) for a causal forward over all tokens at once."""
     m = model if isinstance(model, LlamaModel) else load_model(model)
+    x = hidden_states(m, tokens)
+    x = rms_norm(x, m.w("output_norm.weight"), m.eps)
+    head = m.w("token_embd.weight") if m.tied else m.w("output.weight")
+    return x @ head.T
+
+
+#: ffn_hook(layer, x, h): x = the FFN input after ffn_norm [n, n_embd], h = silu(gate·x) ⊙ (up·x) [n, n_ff].
+FfnHook = Callable[[int, np.ndarray, np.ndarray], None]
+
+
+def hidden_states(model: LlamaModel | os.PathLike[str] | str, tokens: Sequence[int],
+                  ffn_hook: FfnHook | None = None) -> np.ndarray:
+    """The residual stream after the last block, before output_norm: [len(tokens), n_embd] (float64).
+
+    `ffn_hook`, if given, is called once per block with that block's FFN input and activation
+    (the arrays the forward itself goes on to use: do not modify them; copy them to keep them).
+    """
+    m = model if isinstance(model, LlamaModel) else load_model(model)
     toks = np.asarray(list(tokens), dtype=np.int64)
     if toks.ndim != 1 or toks.size == 0:
         raise ToolError("need at least one token")
@@ -228,11 +248,11 @@ def forward(model: LlamaModel | os.PathLike[str] | str, tokens: Sequence[int]) -
         h = rms_norm(x, m.w(p + "ffn_norm.weight"), m.eps)
         gate = h @ m.w(p + "ffn_gate.weight").T
         up = h @ m.w(p + "ffn_up.weight").T
-        x = x + (silu(gate) * up) @ m.w(p + "ffn_down.weight").T
-
-    x = rms_norm(x, m.w("output_norm.weight"), m.eps)
-    head = m.w("token_embd.weight") if m.tied else m.w("output.weight")
-    return x @ head.T
+        act = silu(gate) * up
+        if ffn_hook is not None:
+            ffn_hook(i, h, act)
+        x = x + act @ m.w(p + "ffn_down.weight").T
+    return x
 
 
 def reference_json(model_label: str, tokens: Sequence[int], logits: np.ndarray) -> dict:
