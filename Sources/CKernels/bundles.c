@@ -104,12 +104,18 @@ static void down_portable(const void *const *bundles, const int32_t *ids, int64_
         (void)use_bw;
         accum_col_portable(a, col, rows, q);
     }
-    for (int64_t r = r0; r < r1; r++) {
-        const uint16_t *ds = down_scale + r * nb;
-        float sum = 0.0f;
-        for (int64_t b = 0; b < nb; b++)
-            sum += (float)acc[b * rows + (r - r0)] * (pl_f16_to_f32(ds[b]) * pl_f16_to_f32(ld16(hq + b * 34)));
-        out[r - r0] = sum;
+    // Blocks in chunks whose h scales are converted once; each row's running sum waits in out between chunks.
+    float dh[64];
+    for (int64_t b0 = 0; b0 < nb; b0 += 64) {
+        const int64_t bn = nb - b0 < 64 ? nb - b0 : 64;
+        for (int64_t j = 0; j < bn; j++) dh[j] = pl_f16_to_f32(ld16(hq + (b0 + j) * 34));
+        for (int64_t r = r0; r < r1; r++) {
+            const uint16_t *ds = down_scale + r * nb + b0;
+            const int32_t *a = acc + b0 * rows + (r - r0);
+            float sum = b0 == 0 ? 0.0f : out[r - r0];
+            for (int64_t j = 0; j < bn; j++) sum += (float)a[j * rows] * (pl_f16_to_f32(ds[j]) * dh[j]);
+            out[r - r0] = sum;
+        }
     }
 }
 
@@ -356,18 +362,12 @@ static int vnni_cpu(void) {
     }
     return cached;
 }
-#endif
 
 // The dense kernels' choice for this thread: pl_has_avx512() is 0 when pl_force_portable is on (kernels.c's flag is
 // per thread and private, and this is how it is honoured here), and pl_matvec_q takes its VNNI path exactly when
 // the CPU has AVX-512 VNNI (every such CPU also has the AVX-512 DQ that pl_has_avx512 checks).
-static int use_vnni(void) {
-#if defined(__x86_64__)
-    return vnni_cpu() && pl_has_avx512();
-#else
-    return 0;
+static int use_vnni(void) { return vnni_cpu() && pl_has_avx512(); }
 #endif
-}
 
 void pl_bundle_gate_up_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, int64_t dim,
                             float *g, float *u) {

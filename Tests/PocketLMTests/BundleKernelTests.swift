@@ -1,0 +1,289 @@
+import CKernels
+import Foundation
+import Testing
+import PocketLM
+
+/// The row-column bundle kernels (sparse SwiGLU FFN over the flash-paging layout) must give bit-identical results to
+/// the dense row-layout kernel of the same path: that keeps a model run through bundles equal to the dense run.
+/// Serialized: each check runs once with `pl_force_portable` on (it is per thread, and restored before returning).
+@Suite("Bundle kernels", .serialized)
+struct BundleKernelTests {
+    static let q8 = Int32(PL_TYPE_Q8_0)
+
+    /// A Q8_0 SwiGLU FFN with random weights (quantized by pl_quantize_q8_0, rows of varied magnitude), packed into
+    /// bundles laid out back to back in neuron order.
+    struct FFN {
+        let dim: Int, ffn: Int
+        let gate: [UInt8], up: [UInt8], down: [UInt8]
+        let bundleBytes: Int
+        let arena: [UInt8]
+        let downScale: [UInt16]
+        var rowBytes: Int { dim / 32 * 34 }      // gate/up rows
+        var downRowBytes: Int { ffn / 32 * 34 }  // down rows
+
+        init(dim: Int, ffn: Int, seed: UInt64) {
+            var rng = SplitMix64(seed: seed)
+            let gate = Self.randomQ8(rows: ffn, cols: dim, rng: &rng)
+            let up = Self.randomQ8(rows: ffn, cols: dim, rng: &rng)
+            let down = Self.randomQ8(rows: dim, cols: ffn, rng: &rng)
+            let bundleBytes = pl_bundle_bytes_q8_0(Int64(dim))
+            var arena = [UInt8](repeating: 0xEE, count: ffn * bundleBytes)
+            gate.withUnsafeBytes { g in
+                up.withUnsafeBytes { u in
+                    down.withUnsafeBytes { d in
+                        arena.withUnsafeMutableBytes { a in
+                            for i in 0..<ffn {
+                                pl_bundle_pack_q8_0(g.baseAddress, u.baseAddress, d.baseAddress, Int64(dim), Int64(ffn),
+                                                    Int64(i), a.baseAddress! + i * bundleBytes)
+                            }
+                        }
+                    }
+                }
+            }
+            var scales = [UInt16](repeating: 0xFFFF, count: dim * (ffn / 32))
+            down.withUnsafeBytes { d in
+                scales.withUnsafeMutableBufferPointer { pl_bundle_down_scales_q8_0(d.baseAddress, Int64(dim), Int64(ffn), $0.baseAddress) }
+            }
+            (self.dim, self.ffn, self.gate, self.up, self.down) = (dim, ffn, gate, up, down)
+            (self.bundleBytes, self.arena, self.downScale) = (bundleBytes, arena, scales)
+        }
+
+        static func randomQ8(rows: Int, cols: Int, rng: inout SplitMix64) -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: rows * cols / 32 * 34)
+            var x = [Float](repeating: 0, count: cols)
+            out.withUnsafeMutableBytes { o in
+                for r in 0..<rows {
+                    let mag = Float(0.02 + rng.nextUnit() * 0.2)
+                    for j in 0..<cols { x[j] = Float(rng.nextUnit() * 2 - 1) * mag }
+                    pl_quantize_q8_0(x, o.baseAddress! + r * (cols / 32 * 34), Int64(cols))
+                }
+            }
+            return out
+        }
+
+        /// Calls `body` with the bundle pointers for neurons `order` (bundles[k] is neuron order[k]).
+        func withBundles<R>(_ order: [Int], _ body: (UnsafePointer<UnsafeRawPointer?>?) throws -> R) rethrows -> R {
+            try arena.withUnsafeBytes { a in
+                let ptrs: [UnsafeRawPointer?] = order.map { UnsafeRawPointer(a.baseAddress! + $0 * bundleBytes) }
+                return try ptrs.withUnsafeBufferPointer { try body($0.baseAddress) }
+            }
+        }
+
+        /// pl_matvec_q over the down matrix against hq, all rows.
+        func denseDown(_ hq: [UInt8]) -> [Float] {
+            var y = [Float](repeating: .nan, count: dim)
+            down.withUnsafeBytes { d in
+                hq.withUnsafeBytes { q in
+                    y.withUnsafeMutableBufferPointer {
+                        pl_matvec_q(q8, d.baseAddress, downRowBytes, q.baseAddress, $0.baseAddress, Int64(ffn), 0, Int64(dim))
+                    }
+                }
+            }
+            return y
+        }
+
+        /// pl_bundle_down_q8_0 for rows r0..<r1 over the neurons `order`, with garbage in the scratch beforehand;
+        /// checks the kernel writes neither past r1 in out nor past (ffn/32)·(r1−r0) in acc.
+        func bundleDown(_ order: [Int], _ hq: [UInt8], _ r0: Int, _ r1: Int,
+                        sourceLocation: SourceLocation = #_sourceLocation) -> [Float] {
+            let scratch = (ffn / 32) * (r1 - r0)
+            var acc = [Int32](repeating: 0x5A5A_5A5A, count: scratch + 16)
+            var out = [Float](repeating: .nan, count: r1 - r0 + 1)
+            out[r1 - r0] = -12345
+            let ids = order.map(Int32.init)
+            withBundles(order) { b in
+                hq.withUnsafeBytes { q in
+                    acc.withUnsafeMutableBufferPointer { a in
+                        out.withUnsafeMutableBufferPointer { o in
+                            pl_bundle_down_q8_0(b, ids, Int64(ids.count), q.baseAddress, downScale, Int64(dim), Int64(ffn),
+                                                a.baseAddress, o.baseAddress, Int64(r0), Int64(r1))
+                        }
+                    }
+                }
+            }
+            #expect(out[r1 - r0] == -12345, "wrote past r1", sourceLocation: sourceLocation)
+            #expect(acc[scratch...].allSatisfy { $0 == 0x5A5A_5A5A }, "wrote past the scratch", sourceLocation: sourceLocation)
+            return Array(out[0..<(r1 - r0)])
+        }
+
+        /// Double-precision reference for the down projection: Σ_b d_down[r][b]·d_h[b]·Σ_i q_down[r][i]·q_h[i], and
+        /// the magnitude the float rounding scales with (Σ over 4-element lanes of |d_down·d_h·Σ q·q|).
+        func referenceDown(_ hq: [UInt8]) -> [(value: Double, magnitude: Double)] {
+            let nb = ffn / 32
+            return (0..<dim).map { r in
+                var s = 0.0, m = 0.0
+                for b in 0..<nb {
+                    let wb = r * downRowBytes + b * 34, hb = b * 34
+                    let d = Double(pl_f16_to_f32(UInt16(down[wb]) | UInt16(down[wb + 1]) << 8))
+                        * Double(pl_f16_to_f32(UInt16(hq[hb]) | UInt16(hq[hb + 1]) << 8))
+                    for lane in 0..<8 { // the VNNI path sums 4-element lanes in float: they bound its rounding
+                        var dot = 0
+                        for j in (4 * lane)..<(4 * lane + 4) {
+                            dot += Int(Int8(bitPattern: down[wb + 2 + j])) * Int(Int8(bitPattern: hq[hb + 2 + j]))
+                        }
+                        s += d * Double(dot)
+                        m += abs(d * Double(dot))
+                    }
+                }
+                return (s, m)
+            }
+        }
+    }
+
+    static func quantize(_ x: [Float]) -> [UInt8] {
+        var q = [UInt8](repeating: 0, count: x.count / 32 * 34)
+        q.withUnsafeMutableBytes { pl_quantize_q8_0(x, $0.baseAddress, Int64(x.count)) }
+        return q
+    }
+
+    /// Runs `body` with the portable kernels forced on this thread, then with the CPU's choice.
+    static func bothPaths(_ body: (String) throws -> Void) rethrows {
+        defer { pl_force_portable(0) }
+        pl_force_portable(1)
+        #expect(pl_has_avx512() == 0)
+        try body("portable")
+        pl_force_portable(0)
+        try body(pl_packed_supported() != 0 ? "vnni" : "cpu default (portable: no AVX-512 VNNI)")
+    }
+
+    static func bits(_ v: some Collection<Float>) -> [UInt32] { v.map(\.bitPattern) }
+
+    /// Row ranges as one thread or several would take them, including short ones (fewer than 32 rows, where the
+    /// VNNI body keeps its neuron map on the stack) and ones not starting at a multiple of 16.
+    static func splits(_ dim: Int) -> [(Int, Int)] {
+        [(0, dim), (0, 16), (16, dim), (5, 37), (dim - 3, dim), (dim / 2, dim / 2 + 1), (0, dim / 2), (dim / 2, dim)]
+    }
+
+    static let sizes: [(Int, Int)] = [(64, 64), (64, 160), (64, 1536), (96, 64), (96, 160), (96, 1536),
+                                      (576, 64), (576, 160), (576, 1536), (64, 4160)]
+
+    @Test("layout: pl_bundle_bytes_q8_0, packed bytes and down scales")
+    func layout() throws {
+        #expect(pl_bundle_bytes_q8_0(576) == 2 * 18 * 34 + 576)
+        #expect(pl_bundle_bytes_q8_0(64) == 2 * 2 * 34 + 64)
+        let f = FFN(dim: 96, ffn: 160, seed: 1)
+        var wrong = 0
+        for i in 0..<f.ffn {
+            let b = Array(f.arena[(i * f.bundleBytes)..<((i + 1) * f.bundleBytes)])
+            if b[0..<f.rowBytes] != f.gate[(i * f.rowBytes)..<((i + 1) * f.rowBytes)] { wrong += 1 }
+            if b[f.rowBytes..<(2 * f.rowBytes)] != f.up[(i * f.rowBytes)..<((i + 1) * f.rowBytes)] { wrong += 1 }
+            for r in 0..<f.dim where b[2 * f.rowBytes + r] != f.down[r * f.downRowBytes + (i / 32) * 34 + 2 + i % 32] { wrong += 1 }
+        }
+        #expect(wrong == 0)
+        for r in 0..<f.dim {
+            for blk in 0..<(f.ffn / 32) {
+                let o = r * f.downRowBytes + blk * 34
+                #expect(f.downScale[r * (f.ffn / 32) + blk] == UInt16(f.down[o]) | UInt16(f.down[o + 1]) << 8)
+            }
+        }
+    }
+
+    @Test("gate/up of bundles: bit-identical to pl_matvec_q on the gate and up rows", arguments: sizes)
+    func gateUp(dim: Int, ffn: Int) throws {
+        let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim * 10_000 + ffn))
+        var rng = SplitMix64(seed: 7)
+        var order = Array(0..<ffn)
+        order.shuffle(using: &rng)
+        let x = (0..<dim).map { _ in Float(rng.nextUnit() * 4 - 2) }
+        Self.bothPaths { path in
+            let xq = Self.quantize(x)
+            var wantG = [Float](repeating: .nan, count: ffn), wantU = wantG
+            f.gate.withUnsafeBytes { w in
+                xq.withUnsafeBytes { q in
+                    wantG.withUnsafeMutableBufferPointer { pl_matvec_q(Self.q8, w.baseAddress, f.rowBytes, q.baseAddress, $0.baseAddress, Int64(dim), 0, Int64(ffn)) }
+                }
+            }
+            f.up.withUnsafeBytes { w in
+                xq.withUnsafeBytes { q in
+                    wantU.withUnsafeMutableBufferPointer { pl_matvec_q(Self.q8, w.baseAddress, f.rowBytes, q.baseAddress, $0.baseAddress, Int64(dim), 0, Int64(ffn)) }
+                }
+            }
+            // All bundles, then a sub-range (odd bounds): g and u are indexed by k, the rest untouched.
+            for (k0, k1) in [(0, ffn), (3, ffn - 2), (ffn / 2, ffn / 2 + 1)] {
+                var g = [Float](repeating: .nan, count: ffn), u = g
+                f.withBundles(order) { b in
+                    xq.withUnsafeBytes { q in
+                        g.withUnsafeMutableBufferPointer { gp in
+                            u.withUnsafeMutableBufferPointer { up in
+                                pl_bundle_gate_up_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, Int64(dim), gp.baseAddress, up.baseAddress)
+                            }
+                        }
+                    }
+                }
+                #expect(Self.bits(g[k0..<k1]) == Self.bits(order[k0..<k1].map { wantG[$0] }), "gate \(path) \(dim)×\(ffn) k \(k0)..<\(k1)")
+                #expect(Self.bits(u[k0..<k1]) == Self.bits(order[k0..<k1].map { wantU[$0] }), "up \(path) \(dim)×\(ffn) k \(k0)..<\(k1)")
+                #expect(g[..<k0].allSatisfy(\.isNaN) && g[k1...].allSatisfy(\.isNaN) && u[..<k0].allSatisfy(\.isNaN) && u[k1...].allSatisfy(\.isNaN),
+                        "wrote outside k0..<k1")
+                #expect(g[k0..<k1].allSatisfy { $0.isFinite && $0 != 0 }, "degenerate gate values")
+            }
+        }
+    }
+
+    @Test("down, every neuron listed in shuffled order: bit-identical to pl_matvec_q for every row split", arguments: sizes)
+    func downAllListed(dim: Int, ffn: Int) throws {
+        let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim * 10_000 + ffn) ^ 0xD0)
+        var rng = SplitMix64(seed: 11)
+        var order = Array(0..<ffn)
+        order.shuffle(using: &rng)
+        let h = (0..<ffn).map { _ in Float(rng.nextUnit() * 2 - 1) * (rng.nextUnit() < 0.1 ? 8 : 1) }
+        Self.bothPaths { path in
+            let hq = Self.quantize(h)
+            let want = f.denseDown(hq)
+            #expect(want.allSatisfy(\.isFinite) && want.contains { $0 != 0 })
+            for (r0, r1) in Self.splits(dim) {
+                let got = f.bundleDown(order, hq, r0, r1)
+                let bad = (r0..<r1).filter { got[$0 - r0].bitPattern != want[$0].bitPattern }
+                #expect(bad.isEmpty, "\(path) \(dim)×\(ffn) rows \(r0)..<\(r1): \(bad.count) differ, e.g. \(bad.prefix(3).map { "row \($0): \(got[$0 - r0]) vs \(want[$0])" })")
+            }
+        }
+    }
+
+    @Test("down over a subset of neurons (h zero elsewhere): equals the double reference and, bit for bit, pl_matvec_q", arguments: sizes)
+    func downSubset(dim: Int, ffn: Int) throws {
+        let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim * 10_000 + ffn) ^ 0x5B)
+        var rng = SplitMix64(seed: UInt64(ffn) &* 31 &+ UInt64(dim))
+        // Random 30 %, random 3 % (most 4-neuron groups and many blocks empty), and only every third block (half of it).
+        let patterns: [(String, (Int) -> Bool)] = [
+            ("30%", { _ in rng.nextUnit() < 0.3 }),
+            ("3%", { _ in rng.nextUnit() < 0.03 }),
+            ("block-structured", { i in (i / 32) % 3 == 1 && rng.nextUnit() < 0.5 }),
+        ]
+        for (name, pick) in patterns {
+            var listed = (0..<ffn).filter { pick($0) }
+            if listed.isEmpty { listed = [ffn - 1] }
+            listed.shuffle(using: &rng)
+            var h = [Float](repeating: 0, count: ffn)
+            for i in listed { h[i] = Float(rng.nextUnit() * 2 - 1) }
+            Self.bothPaths { path in
+                let hq = Self.quantize(h)
+                // Unlisted neurons quantize to exactly 0.
+                let listedSet = Set(listed)
+                #expect((0..<ffn).allSatisfy { listedSet.contains($0) || hq[($0 / 32) * 34 + 2 + $0 % 32] == 0 })
+                let want = f.denseDown(hq)
+                let ref = f.referenceDown(hq)
+                for (r0, r1) in Self.splits(dim) {
+                    let got = f.bundleDown(listed, hq, r0, r1)
+                    var far = 0, differ = 0
+                    for r in r0..<r1 {
+                        let g = got[r - r0]
+                        if abs(Double(g) - ref[r].value) > 1e-5 * ref[r].magnitude + 1e-30 { far += 1 }
+                        if g.bitPattern != want[r].bitPattern { differ += 1 }
+                    }
+                    #expect(far == 0, "\(path) \(name) \(dim)×\(ffn) rows \(r0)..<\(r1): \(far) rows off the reference")
+                    #expect(differ == 0, "\(path) \(name) \(dim)×\(ffn) rows \(r0)..<\(r1): \(differ) rows differ from pl_matvec_q")
+                }
+            }
+        }
+    }
+
+    @Test("down with no neuron listed is zero")
+    func downNothingListed() throws {
+        let f = FFN(dim: 96, ffn: 160, seed: 3)
+        let hq = Self.quantize([Float](repeating: 0, count: 160))
+        Self.bothPaths { path in
+            let got = f.bundleDown([], hq, 0, 96)
+            #expect(got.allSatisfy { $0 == 0 }, "\(path)")
+            #expect(Self.bits(got) == Self.bits(f.denseDown(hq)), "\(path)")
+        }
+    }
+}
