@@ -27,9 +27,11 @@ struct FlashPagingTests {
         let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 64, layerSchedule: schedule,
                                                                     paging: paging))
         let t = lm.transformer
-        var out = Array(try tokens.withUnsafeBufferPointer { try t.forward($0, allLogits: true) }).map(\.bitPattern)
-        t.reset()
+        // Token by token first, then the batch: decoding leaves the next token's reads in flight for one row.
+        var out: [UInt32] = []
         for token in tokens { out += Array(try t.decode(token)).map(\.bitPattern) }
+        t.reset()
+        out += Array(try tokens.withUnsafeBufferPointer { try t.forward($0, allLogits: true) }).map(\.bitPattern)
         return out
     }
 
@@ -100,7 +102,8 @@ struct FlashPagingTests {
         let original = try Self.logits(try TestPaths.fixture("tiny-q8_0.gguf"), Self.tokens)
         for bundle in [4096, 8192] {
             let packed = try Self.logits(try Self.packed("tiny-q8_0.gguf", bundleBytes: bundle), Self.tokens, paging: paging)
-            #expect(packed == original, "\(paging.mode) \(bundle)")
+            let differing = zip(packed, original).filter { $0 != $1 }.count
+            #expect(packed.count == original.count && differing == 0, "\(paging.mode) \(bundle): \(differing) logits differ")
         }
     }
 
@@ -175,7 +178,8 @@ struct FlashPagingTests {
         #expect(d.bytesRead == 2 * ffn.layout.layerBytes)  // two blocks read, four passes served
         // And it still equals the unrolled model exactly.
         let unrolled = try Self.logits(try TestPaths.fixture("tiny-ls-unrolled.gguf"), Self.tokens)
-        #expect(try Self.logits(path, Self.tokens, paging: PagingOptions(mode: .naive)) == unrolled)
+        let shared = try Self.logits(path, Self.tokens, paging: PagingOptions(mode: .naive))
+        #expect(shared.count == unrolled.count && zip(shared, unrolled).allSatisfy { $0 == $1 })
     }
 
     @Test("a read past the end of a truncated file is an error naming it, not zeros")

@@ -117,7 +117,7 @@ void pl_bundle_gate_up_q8_0(const void *const *bundles, int64_t k0, int64_t k1, 
 /// neuron is listed the result is bit-identical to pl_matvec_q(PL_TYPE_Q8_0, down, ..., hq, ...) (and thus to the
 /// packed kernel) for those rows; with some unlisted it equals the dense kernel against the same hq (zeros there).
 /// Unlisted 4-neuron groups are skipped, which matches the dense result whenever d_down·d_h is finite (always, for
-/// a well-formed model). No allocation; up to ~20 KB of stack.
+/// a well-formed model). No allocation; about 21 KB of stack (VNNI body).
 void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t n, const void *hq,
                          const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
                          int64_t r0, int64_t r1);

@@ -79,8 +79,11 @@ public final class DirectReader: @unchecked Sendable {
             queue.removeAll(keepingCapacity: true)
             queueHead = 0
         }
-        for i in 0..<batch.count { queue.append((batch, i)) }
-        queueLock.broadcast()
+        // One wake-up per read: a broadcast would wake every idle reader to fight over the lock.
+        for i in 0..<batch.count {
+            queue.append((batch, i))
+            queueLock.signal()
+        }
         queueLock.unlock()
     }
 
