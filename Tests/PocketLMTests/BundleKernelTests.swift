@@ -219,6 +219,53 @@ struct BundleKernelTests {
         }
     }
 
+    /// The VNNI body takes bundles 8 at a time (a short last group repeats its last bundle) and the blocks 32 at a time:
+    /// every count mod 8 from every start, bundles scattered in memory, and dims of more than 32 and 64 blocks.
+    @Test("gate/up of bundles: every group remainder, scattered bundles, long rows (block chunks)", arguments: [64, 576, 1056, 2080])
+    func gateUpGroupsAndChunks(dim: Int) throws {
+        let ffn = 64
+        let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim) &* 77 &+ 5)
+        var rng = SplitMix64(seed: UInt64(dim))
+        let x = (0..<dim).map { _ in Float(rng.nextUnit() * 4 - 2) }
+        // bundles[k] is neuron (k·37) mod 64: consecutive k are far apart in the arena
+        let order = (0..<ffn).map { ($0 * 37) % ffn }
+        Self.bothPaths { path in
+            let xq = Self.quantize(x)
+            var wantG = [Float](repeating: .nan, count: ffn), wantU = wantG
+            for (m, want) in [(f.gate, 0), (f.up, 1)] {
+                var y = [Float](repeating: .nan, count: ffn)
+                m.withUnsafeBytes { w in
+                    xq.withUnsafeBytes { q in
+                        y.withUnsafeMutableBufferPointer { pl_matvec_q(Self.q8, w.baseAddress, f.rowBytes, q.baseAddress, $0.baseAddress, Int64(dim), 0, Int64(ffn)) }
+                    }
+                }
+                if want == 0 { wantG = y } else { wantU = y }
+            }
+            var bad = [String]()
+            for k0 in [0, 1, 5, 7] {
+                for n in 0...19 where k0 + n <= ffn {
+                    let k1 = k0 + n
+                    var g = [Float](repeating: .nan, count: ffn), u = g
+                    f.withBundles(order) { b in
+                        xq.withUnsafeBytes { q in
+                            g.withUnsafeMutableBufferPointer { gp in
+                                u.withUnsafeMutableBufferPointer { up in
+                                    pl_bundle_gate_up_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, Int64(dim), gp.baseAddress, up.baseAddress)
+                                }
+                            }
+                        }
+                    }
+                    let ok = Self.bits(g[k0..<k1]) == Self.bits(order[k0..<k1].map { wantG[$0] })
+                        && Self.bits(u[k0..<k1]) == Self.bits(order[k0..<k1].map { wantU[$0] })
+                        && g[..<k0].allSatisfy(\.isNaN) && g[k1...].allSatisfy(\.isNaN)
+                        && u[..<k0].allSatisfy(\.isNaN) && u[k1...].allSatisfy(\.isNaN)
+                    if !ok { bad.append("\(k0)..<\(k1)") }
+                }
+            }
+            #expect(bad.isEmpty, "\(path) dim \(dim): k ranges \(bad.prefix(5)) differ from pl_matvec_q or wrote outside")
+        }
+    }
+
     @Test("down, every neuron listed in shuffled order: bit-identical to pl_matvec_q for every row split", arguments: sizes)
     func downAllListed(dim: Int, ffn: Int) throws {
         let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim * 10_000 + ffn) ^ 0xD0)

@@ -260,4 +260,41 @@ struct CLITests {
         // A licence text is easy for an instruct model: low perplexity, but not degenerate.
         #expect(ppl > 1.5 && ppl < 30, "perplexity \(ppl)")
     }
+
+    /// The documented fixed overhead of a paged run beyond its weight budget: the runtime and binary (~24 MiB),
+    /// the tokenizer and GGUF metadata of a 49K vocabulary (~12 MiB), scratch buffers and the KV cache of a short
+    /// run. README "Flash paging" states the same bound.
+    static let pagingOverhead = 48 << 20
+
+    @Test("pack + run under a memory budget: peak RSS within budget + overhead, greedy text unchanged; too small a budget fails clearly")
+    func flashBudget() throws {
+        let q8 = try TestPaths.model("SmolLM2-135M-Instruct.Q8_0.gguf")
+        let packed = FileManager.default.temporaryDirectory.appendingPathComponent("flash-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: packed) }
+        let p = try Self.pocketlm(["pack", "--model", q8, "--out", packed, "--json"])
+        #expect(p.status == 0, "\(p.stderr)")
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: packed)[.size] as? Int)
+        let prompt = ["--prompt", "The capital of France is", "--temperature", "0", "--max-tokens", "24", "--json"]
+        let dense = try Self.json(try Self.pocketlm(["run", "--model", q8] + prompt).stdout)
+        for args in [["--memory-budget", "50%"], ["--memory-budget", "75%", "--window", "2"],
+                     ["--memory-budget", "50%", "--paging", "naive"], ["--memory-budget", "60%", "--paging", "mmap"]] {
+            let r = try Self.pocketlm(["run", "--model", packed] + prompt + args)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+            let obj = try Self.json(r.stdout)
+            let budget = Int(Double(size) * (args[1] == "50%" ? 0.5 : args[1] == "60%" ? 0.6 : 0.75))
+            let rss = try #require(obj["peak_rss_bytes"] as? Int)
+            #expect(rss <= budget + Self.pagingOverhead, "\(args): peak RSS \(rss >> 20) MiB > budget \(budget >> 20) MiB + overhead")
+            // Every neuron is computed: the same greedy tokens as the ordinary file.
+            #expect(obj["tokens"] as? [Int] == dense["tokens"] as? [Int], "\(args)")
+            let paging = try #require(obj["paging"] as? [String: Any])
+            let stats = try #require(paging["stats"] as? [String: Any])
+            #expect((stats["bytesRead"] as? Int ?? 0) > 0, "\(args) read nothing")
+        }
+        let small = try Self.pocketlm(["run", "--model", packed, "--memory-budget", "20M"] + prompt)
+        #expect(small.status != 0)
+        #expect(small.stderr.contains("below this model's minimum"), "\(small.stderr)")
+        #expect(small.stdout.isEmpty)
+        let unpacked = try Self.pocketlm(["run", "--model", q8, "--memory-budget", "50%"] + prompt)
+        #expect(unpacked.status != 0 && unpacked.stderr.contains("pocketlm pack"), "\(unpacked.stderr)")
+    }
 }
