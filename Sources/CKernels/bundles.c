@@ -133,47 +133,83 @@ VNNI static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// kernels.c's dotq_rows for Q8_0, R rows given by pointer: per row the very same operations in the same order.
-VNNI static inline __attribute__((always_inline)) void dot_rows_vnni(const int R, const uint8_t *const *w,
-                                                                     const uint8_t *xq, int64_t nb, float *out) {
-    __m256 acc[4];
-    for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *xb = xq + b * 34;
-        __m256i c = _mm256_loadu_si256((const __m256i *)(xb + 2));
-        float dx = f16_hw(xb);
-        for (int i = 0; i < R; i++) {
-            const uint8_t *wb = w[i] + b * 34;
-            __m256i a = _mm256_loadu_si256((const __m256i *)(wb + 2));
-            __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a));
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(f16_hw(wb) * dx), _mm256_cvtepi32_ps(sum), acc[i]);
-        }
-    }
-    const float msum = 0.0f; // dotq_rows adds its (Q4_1) minimum term, 0 for Q8_0: keep the add (−0 + 0 = +0)
-    for (int i = 0; i < R; i++) out[i] = hsum256(acc[i]) + msum;
-}
+// Gate/up, VNNI: kernels.c's dotq_rows for Q8_0, per row the very same float operations in the same order, 16 rows
+// at a time. Bundles go in groups of GU_GROUP; the gate and up row of a bundle share one 512-bit register (gate in
+// the low 256 bits, up in the high), so each instruction advances two rows' 8-lane chains, and the group's 8
+// registers are 16 independent chains. Per row and block:
+//   * the integer lane sums S_l are the same exact integers (computed as (w ⊕ 0x80)·x − 128·Σx, the packed
+//     kernel's form, with Σx shared by all rows, instead of |w|·sign(x, w));
+//   * the scale is the same f32 product f16(d_w)·f16(d_x) (the group's f16 scales gathered into a buffer first and
+//     converted 16 rows at a time);
+//   * acc_l = fma(scale, (float)S_l, acc_l) in block order, then dotq_rows's hsum256 + 0.0f.
+// A group with fewer than GU_GROUP bundles (the last) repeats its last bundle in the empty slots and drops them.
+#define GU_GROUP 8
+#define GU_ROWS (2 * GU_GROUP)
+#define GU_CHUNK 32 // blocks per pass over the group (bounds the scale buffers for large dim)
 
 VNNI static void gate_up_vnni(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq, int64_t nb,
                               float *g, float *u) {
     const size_t rb = (size_t)nb * 34;
-    float o[4];
-    int64_t k = k0;
-    for (; k + 2 <= k1; k += 2) { // two bundles: four rows share each input block, four chains in flight
-        const uint8_t *b0 = (const uint8_t *)bundles[k], *b1 = (const uint8_t *)bundles[k + 1];
-        const uint8_t *w[4] = {b0, b0 + rb, b1, b1 + rb};
-        // bundles are anywhere in memory (no hardware prefetch across them): fetch the rows of the pair two ahead
-        if (k + 5 < k1) {
-            const char *n0 = (const char *)bundles[k + 4], *n1 = (const char *)bundles[k + 5];
-            for (size_t o = 0; o < 2 * rb + 63; o += 64) { _mm_prefetch(n0 + o, _MM_HINT_T0); _mm_prefetch(n1 + o, _MM_HINT_T0); }
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const __m512i pidx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0); // low 8 ← row 2j, high ← 2j+1
+    uint16_t sh[GU_CHUNK][GU_ROWS] __attribute__((aligned(64)));  // f16 d_w, row i of block b at sh[b][i]
+    float sf[GU_CHUNK][GU_ROWS] __attribute__((aligned(64)));     // d_w · d_x
+    for (int64_t k = k0; k < k1; k += GU_GROUP) {
+        const int64_t cnt = k1 - k < GU_GROUP ? k1 - k : GU_GROUP;
+        // rows: 2j = gate of bundle k+j, 2j+1 = its up (w points at the quants of block 0)
+        const uint8_t *w[GU_ROWS];
+        for (int j = 0; j < GU_GROUP; j++) {
+            const uint8_t *bp = (const uint8_t *)bundles[k + (j < cnt ? j : cnt - 1)];
+            w[2 * j] = bp + 2;
+            w[2 * j + 1] = bp + rb + 2;
         }
-        dot_rows_vnni(4, w, xq, nb, o);
-        g[k] = o[0]; u[k] = o[1]; g[k + 1] = o[2]; u[k + 1] = o[3];
-    }
-    if (k < k1) {
-        const uint8_t *b0 = (const uint8_t *)bundles[k];
-        const uint8_t *w[2] = {b0, b0 + rb};
-        dot_rows_vnni(2, w, xq, nb, o);
-        g[k] = o[0]; u[k] = o[1];
+        // The next group's bundles (anywhere in memory: no hardware prefetch across them), spread over the blocks:
+        // block b fetches line b and line b + nb of each (2·rb bytes span at most 2·nb lines).
+        const char *pf[GU_GROUP];
+        int64_t pfl[GU_GROUP];
+        int npf = 0;
+        for (int j = 0; j < GU_GROUP && k + GU_GROUP + j < k1; j++) {
+            const uintptr_t a = (uintptr_t)bundles[k + GU_GROUP + j];
+            pf[npf] = (const char *)(a & ~(uintptr_t)63);
+            pfl[npf++] = (int64_t)(((a + 2 * rb - 1) >> 6) - (a >> 6) + 1);
+        }
+        __m512 acc2[GU_GROUP];
+        for (int j = 0; j < GU_GROUP; j++) acc2[j] = _mm512_setzero_ps();
+        for (int64_t c0 = 0; c0 < nb; c0 += GU_CHUNK) {
+            const int64_t cn = nb - c0 < GU_CHUNK ? nb - c0 : GU_CHUNK;
+            // (16-bit stores read back as vectors: no store forwarding, but the loop below starts on block 0)
+            for (int64_t b = 0; b < cn; b++)
+                for (int i = 0; i < GU_ROWS; i++) sh[b][i] = ld16(w[i] + (c0 + b) * 34 - 2);
+            for (int64_t b = 0; b < cn; b++) {
+                const __m512 dx = _mm512_set1_ps(f16_hw(xq + (c0 + b) * 34));
+                _mm512_store_ps(sf[b], _mm512_mul_ps(_mm512_cvtph_ps(_mm256_load_si256((const __m256i *)sh[b])), dx));
+            }
+            for (int64_t b = 0; b < cn; b++) {
+                const int64_t bo = (c0 + b) * 34;
+                for (int j = 0; j < npf; j++) {
+                    const int64_t l = c0 + b;
+                    if (l < pfl[j]) _mm_prefetch(pf[j] + 64 * l, _MM_HINT_T0);
+                    if (l + nb < pfl[j]) _mm_prefetch(pf[j] + 64 * (l + nb), _MM_HINT_T0);
+                }
+                const __m512i c = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xq + bo + 2)));
+                // (w + 128)·x − 128·Σx = w·x, per 4-element lane
+                const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, c));
+                const __m512 sv = _mm512_load_ps(sf[b]);
+                for (int j = 0; j < GU_GROUP; j++) {
+                    __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w[2 * j] + bo))),
+                                                   _mm256_loadu_si256((const __m256i *)(w[2 * j + 1] + bo)), 1);
+                    a = _mm512_xor_si512(a, bias);
+                    const __m512i s = _mm512_dpbusd_epi32(start, a, c);
+                    const __m512 sc = _mm512_permutexvar_ps(_mm512_add_epi32(pidx, _mm512_set1_epi32(2 * j)), sv);
+                    acc2[j] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc2[j]);
+                }
+            }
+        }
+        const float msum = 0.0f; // dotq_rows adds its (Q4_1) minimum term, 0 for Q8_0: keep the add (−0 + 0 = +0)
+        for (int j = 0; j < cnt; j++) {
+            g[k + j] = hsum256(_mm512_castps512_ps256(acc2[j])) + msum;
+            u[k + j] = hsum256(_mm512_extractf32x8_ps(acc2[j], 1)) + msum;
+        }
     }
 }
 
