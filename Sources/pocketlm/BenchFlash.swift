@@ -24,7 +24,9 @@ struct BenchFlash: AsyncParsableCommand {
     @Option(help: "Prompt for the generation.") var prompt: String = "The history of the printing press began"
     @Option(help: "Text for perplexity (default: /usr/share/common-licenses/GPL-3).") var text: String = "/usr/share/common-licenses/GPL-3"
     @Option(name: .customLong("ppl-tokens"), help: "Tokens of --text scored for perplexity (0 = skip).") var pplTokens: Int = 512
-    @Option(name: .customLong("io-threads")) var ioThreads: Int = 16
+    @Option(name: .customLong("io-threads")) var ioThreads: Int = 8
+    @Option(help: "Rounds over all configurations, alternating; each row is the round with the median tok/s (this machine's speed swings between phases).")
+    var rounds: Int = 3
     @Option var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(name: .customLong("layer-sharing"), help: "Layer schedule override (see run).") var layerSharing: String?
     @Flag(help: "Print JSON.") var json = false
@@ -65,6 +67,8 @@ struct BenchFlash: AsyncParsableCommand {
         var tokens: [Int] = []
         var speedup_vs_naive: Double?
         var bytes_per_effective_layer = 0.0
+        /// tok/s of every round (the row shows the median one).
+        var rounds: [Double]?
     }
 
     struct Report: Codable {
@@ -75,6 +79,10 @@ struct BenchFlash: AsyncParsableCommand {
         var direct_io: Bool
         var sequential_read_mb_per_s: Double
         var rows: [Row]
+    }
+
+    func validate() throws {
+        guard rounds >= 1, genTokens >= 2, pplTokens >= 0 else { throw ValidationError("--rounds ≥ 1, --gen-tokens ≥ 2, --ppl-tokens ≥ 0") }
     }
 
     func run() async throws {
@@ -103,21 +111,35 @@ struct BenchFlash: AsyncParsableCommand {
         try JSONEncoder().encode(dense.tokens).write(to: tokensFile)
         defer { try? FileManager.default.removeItem(at: tokensFile) }
 
+        var configs: [Config] = []
         for (label, budget) in budgetList {
-            var naiveSpeed: Double?
-            var configs: [Config] = []
             if modeList.contains("naive") { configs.append(Config(mode: "naive", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
             if modeList.contains("flash") {
                 for s in sparsityList { for w in windowList { configs.append(Config(mode: "flash", budget: budget, budgetLabel: label, window: w, sparsity: s)) } }
             }
             if modeList.contains("mmap") { configs.append(Config(mode: "mmap", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
-            for c in configs {
+        }
+        // Every round runs every configuration once; a configuration's ratio to naive is taken within a round
+        // (both measured in the same phase of the machine), and the row reported is its median round.
+        var samples = [[Row]](repeating: [], count: configs.count)
+        for round in 0..<max(1, rounds) {
+            var naiveSpeed: [String: Double] = [:]
+            for (i, c) in configs.enumerated() {
                 var row = try spawn(c, denseTokens: tokensFile.path)
-                if c.mode == "naive", row.error == nil { naiveSpeed = row.tokens_per_second }
-                if let n = naiveSpeed, row.error == nil { row.speedup_vs_naive = row.tokens_per_second / n }
-                rows.append(row)
-                if !json { Console.error(describe(row, denseRow: dense)) }
+                if c.mode == "naive", row.error == nil { naiveSpeed[c.budgetLabel] = row.tokens_per_second }
+                if let n = naiveSpeed[c.budgetLabel], row.error == nil { row.speedup_vs_naive = row.tokens_per_second / n }
+                samples[i].append(row)
+                if !json { Console.error("round \(round + 1): " + describe(row, denseRow: dense)) }
             }
+        }
+        for rowsOfConfig in samples {
+            let ok = rowsOfConfig.filter { $0.error == nil }
+            guard !ok.isEmpty else { rows.append(rowsOfConfig[0]); continue }
+            var median = ok.sorted { $0.tokens_per_second < $1.tokens_per_second }[ok.count / 2]
+            let ratios = ok.compactMap(\.speedup_vs_naive).sorted()
+            median.speedup_vs_naive = ratios.isEmpty ? nil : ratios[ratios.count / 2]
+            median.rounds = ok.map(\.tokens_per_second)
+            rows.append(median)
         }
         let sequential = try DirectReader.sequentialThroughput(path: model, bytes: min(fileBytes, 512 << 20))
         let report = Report(model: model, file_bytes: fileBytes, threads: threads, io_threads: ioThreads,

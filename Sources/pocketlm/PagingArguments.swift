@@ -18,7 +18,7 @@ struct PagingArguments: ParsableArguments {
     var sparsity: String = "none"
 
     @Option(name: .customLong("io-threads"), help: "Reads in flight at once.")
-    var ioThreads: Int = 16
+    var ioThreads: Int = 8
 
     func validate() throws {
         if let p = paging, PagingOptions.Mode(rawValue: p) == nil {

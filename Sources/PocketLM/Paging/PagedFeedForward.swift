@@ -361,8 +361,9 @@ public final class PagedFeedForward: @unchecked Sendable {
             lastBuffer = buffer
         }
 
-        // Reads of the next block run while this one computes, when its choice does not need its input.
-        if predictors.isEmpty, let next = nextBlock(after: pass), next != block, pending[buffer ^ 1] == nil {
+        // Flash: reads of the next block run while this one computes, when its choice does not need its input.
+        // (Naive is the paper's baseline loader: each layer read in full when it is reached, nothing ahead.)
+        if options.mode == .flash, predictors.isEmpty, let next = nextBlock(after: pass), next != block, pending[buffer ^ 1] == nil {
             // Every row of whatever batch comes next needs every group (the choice is input-independent).
             selectAll(rows: maxBatch)
             issue(block: next, buffer: buffer ^ 1, rows: 1)
