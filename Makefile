@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test deps system-deps python-deps fetch variants fixtures build swift-test py-test clean
+.PHONY: demo test deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -56,6 +56,35 @@ swift-test:
 
 py-test:
 	$(PYTHON) -m pytest -q weights-tools/tests
+
+# Flash paging (README "Flash paging"): the packed SmolLM2 Q8_0 file with its trained predictor, and random-weight
+# MobileLLM-1.5B, MobileLLM-LS-125M and an unshared 60-layer 125M, each packed; then the bench-flash tables.
+Q8 := $(POCKETLM_CACHE)/SmolLM2-135M-Instruct.Q8_0.gguf
+PREDICTOR := $(POCKETLM_CACHE)/SmolLM2-135M-Instruct.predictor.gguf
+FLASH := $(POCKETLM_CACHE)/SmolLM2-135M-Instruct.Q8_0.flash.gguf
+RANDOM_MODELS := mobilellm-1.5b mobilellm-ls-125m mobilellm-125m-60l
+
+$(PREDICTOR):
+	$(PYTHON) weights-tools/train_predictor.py --model $(Q8) --out $@ --rank 32 --tokens 8192 --pocketlm $(BIN)
+
+$(FLASH): $(PREDICTOR)
+	$(BIN) pack --model $(Q8) --out $@ --predictor $(PREDICTOR)
+
+$(POCKETLM_CACHE)/mobilellm-125m-60l.q8_0.gguf:
+	$(PYTHON) weights-tools/make_model.py --config configs/mobilellm-125m.json --layers 60 --vocab-from tiny --out $@
+$(POCKETLM_CACHE)/mobilellm-%.q8_0.gguf:
+	$(PYTHON) weights-tools/make_model.py --config configs/mobilellm-$*.json --vocab-from tiny --out $@
+$(POCKETLM_CACHE)/%.q8_0.flash.gguf: $(POCKETLM_CACHE)/%.q8_0.gguf
+	$(BIN) pack --model $< --out $@
+
+flash-models: deps fetch variants build
+	@$(MAKE) --no-print-directory $(FLASH) $(foreach m,$(RANDOM_MODELS),$(POCKETLM_CACHE)/$(m).q8_0.flash.gguf)
+
+flash-bench: flash-models
+	$(BIN) bench-flash --model $(FLASH) --budgets 50%,75% --windows 0,2 --sparsity none,predictor:0.9 --plot docs/flash-smollm2.svg
+	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-1.5b.q8_0.flash.gguf --budgets 50% --windows 0 --modes naive,flash --gen-tokens 8 --ppl-tokens 0 --rounds 2
+	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-ls-125m.q8_0.flash.gguf --budgets 100M --windows 0 --modes naive,flash --gen-tokens 16 --ppl-tokens 0
+	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-125m-60l.q8_0.flash.gguf --budgets 100M --windows 0 --modes naive,flash --gen-tokens 16 --ppl-tokens 0
 
 clean:
 	rm -rf .build $(FIXTURES)

@@ -46,3 +46,15 @@ int64_t pl_current_rss(void) {
     if (ok != 2) return 0;
     return (int64_t)resident * sysconf(_SC_PAGESIZE);
 }
+
+int64_t pl_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    }
+    fclose(f);
+    return (int64_t)kb * 1024;
+}

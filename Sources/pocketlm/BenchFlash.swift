@@ -256,6 +256,8 @@ struct BenchFlash: AsyncParsableCommand {
         row.window_hit_rate = d.groupsNeeded > 0 ? Double(d.groupsInMemory) / Double(d.groupsNeeded) : 0
         row.neurons_per_layer = Double(d.neuronsComputed) / Double(max(1, d.layerSteps))
         row.bytes_per_effective_layer = Double(d.bytesRead) / steps / Double(t.schedule.passes.count)
+        // Peak RSS of the generation itself; the quality passes below add an all-positions logits buffer.
+        row.peak_rss_bytes = ProcessStats.peakResidentBytes()
 
         // Quality: the dense model's tokens teacher-forced; the share of positions where this one agrees.
         if let path = denseTokensFile {
@@ -278,7 +280,6 @@ struct BenchFlash: AsyncParsableCommand {
             let bos = lm.tokenizer.addBos ? lm.tokenizer.bosTokenId : nil
             row.perplexity = try PerplexityEvaluator.evaluate(transformer: t, tokens: tokens, window: window, bos: bos).perplexity
         }
-        row.peak_rss_bytes = ProcessStats.peakResidentBytes()
         return row
     }
 }
@@ -286,7 +287,7 @@ struct BenchFlash: AsyncParsableCommand {
 /// tok/s against budget, one line per configuration family.
 enum FlashChart {
     static func svg(_ report: BenchFlash.Report) -> String {
-        let width = 760, height = 420, left = 70, right = 230, top = 50, bottom = 60
+        let width = 760, height = 440, left = 70, right = 230, top = 70, bottom = 60
         let rows = report.rows.filter { $0.error == nil && $0.config.budget != nil }
         var series: [String: [(Double, Double)]] = [:]
         for r in rows {
@@ -306,7 +307,7 @@ enum FlashChart {
         <line x1="\(left)" y1="\(height - bottom)" x2="\(width - right)" y2="\(height - bottom)" stroke="black"/>
         <line x1="\(left)" y1="\(top)" x2="\(left)" y2="\(height - bottom)" stroke="black"/>
         <text x="\((left + width - right) / 2 - 60)" y="\(height - 20)">budget (% of the file)</text>
-        <text x="12" y="\(top - 8)">tok/s</text>
+        <text x="12" y="\(top - 10)">tok/s</text>
 
         """
         for i in 0...4 {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import PocketLM
 
 /// The `pocketlm` binary end to end: what a user types, what they see, and the exit status.
 /// `make test` builds it (swift build -c release --build-tests) before the suite runs.
@@ -296,5 +297,43 @@ struct CLITests {
         #expect(small.stdout.isEmpty)
         let unpacked = try Self.pocketlm(["run", "--model", q8, "--memory-budget", "50%"] + prompt)
         #expect(unpacked.status != 0 && unpacked.stderr.contains("pocketlm pack"), "\(unpacked.stderr)")
+    }
+
+    @Test("bench-flash: a row per configuration, naive as the baseline, dense quality when every neuron is used, an SVG")
+    func benchFlash() throws {
+        let packed = FileManager.default.temporaryDirectory.appendingPathComponent("bench-flash-\(getpid()).gguf").path
+        let svg = packed + ".svg"
+        defer { try? FileManager.default.removeItem(atPath: packed); try? FileManager.default.removeItem(atPath: svg) }
+        _ = try FlashPacker.pack(source: try TestPaths.fixture("tiny-q8_0.gguf"), output: packed, bundleBytes: 4096)
+        let text = FileManager.default.temporaryDirectory.appendingPathComponent("bench-flash-\(getpid()).txt").path
+        try String(repeating: "the quick brown fox jumps over the lazy dog. ", count: 40).write(toFile: text, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: text) }
+        let r = try Self.pocketlm(["bench-flash", "--model", packed, "--budgets", "1M,10K", "--windows", "0,1", "--modes", "naive,flash,mmap",
+                                   "--gen-tokens", "6", "--text", text, "--ppl-tokens", "256", "--rounds", "2", "--json", "--plot", svg])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try Self.json(r.stdout)
+        let rows = try #require(obj["rows"] as? [[String: Any]])
+        // dense + (naive, flash w0, flash w1, mmap) × 2 budgets
+        #expect(rows.count == 9)
+        let dense = rows[0]
+        let densePPL = try #require(dense["perplexity"] as? Double)
+        for row in rows.dropFirst() {
+            let config = try #require(row["config"] as? [String: Any])
+            if config["budgetLabel"] as? String == "10K" {
+                #expect((row["error"] as? String)?.contains("minimum") == true, "\(row)")
+                continue
+            }
+            #expect(row["error"] == nil, "\(row)")
+            #expect(row["top1_agreement"] as? Double == 1.0)
+            #expect(row["perplexity"] as? Double == densePPL)
+            #expect((row["rounds"] as? [Double])?.count == 2)
+            if config["mode"] as? String == "naive" { #expect(row["speedup_vs_naive"] as? Double == 1.0) }
+        }
+        let naive = try #require(rows.first { ($0["config"] as? [String: Any])?["mode"] as? String == "naive" })
+        let flash = try #require(rows.first { ($0["config"] as? [String: Any])?["mode"] as? String == "flash" })
+        // A 1 MiB budget holds the whole tiny FFN: flash reads nothing per token, naive the whole FFN.
+        #expect(flash["bytes_read_per_token"] as? Double == 0)
+        #expect((naive["bytes_read_per_token"] as? Double ?? 0) > 0)
+        #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("<polyline"))
     }
 }

@@ -14,5 +14,9 @@ int pl_drop_cached(int fd, int64_t offset, int64_t length);
 int64_t pl_pread_full(int fd, void *buffer, int64_t length, int64_t offset);
 /// Current resident set size of this process in bytes (from /proc/self/statm), or 0 when unknown.
 int64_t pl_current_rss(void);
+/// Peak resident set size of this process image in bytes (VmHWM in /proc/self/status), or 0 when unknown.
+/// Unlike getrusage's ru_maxrss, which Linux carries across execve (a child started from a large process
+/// would report its parent's peak), VmHWM belongs to the address space and starts afresh at exec.
+int64_t pl_peak_rss(void);
 
 #endif
