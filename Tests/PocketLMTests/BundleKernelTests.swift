@@ -136,14 +136,23 @@ struct BundleKernelTests {
         return q
     }
 
-    /// Runs `body` with the portable kernels forced on this thread, then with the CPU's choice.
-    static func bothPaths(_ body: (String) throws -> Void) rethrows {
-        defer { pl_force_portable(0) }
-        pl_force_portable(1)
-        #expect(pl_has_avx512() == 0)
-        try body("portable")
-        pl_force_portable(0)
-        try body(pl_packed_supported() != 0 ? "vnni" : "cpu default (portable: no AVX-512 VNNI)")
+    /// Both kernel paths, as the dense kernels' tests run them.
+    static func bothPaths(_ body: (String) throws -> Void) rethrows { try KernelTests.bothPaths(body) }
+
+    /// pl_bundle_gate_up_q8_0 over bundles k0..<k1 of `order` (outputs outside the range stay NaN).
+    static func gateUp(_ f: FFN, _ order: [Int], _ xq: [UInt8], _ k0: Int, _ k1: Int) -> (g: [Float], u: [Float]) {
+        let dim = f.dim, ffn = f.ffn
+        var g = [Float](repeating: .nan, count: ffn), u = g
+        f.withBundles(order) { b in
+            xq.withUnsafeBytes { q in
+                g.withUnsafeMutableBufferPointer { gp in
+                    u.withUnsafeMutableBufferPointer { up in
+                        pl_bundle_gate_up_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, Int64(dim), gp.baseAddress, up.baseAddress)
+                    }
+                }
+            }
+        }
+        return (g, u)
     }
 
     static func bits(_ v: some Collection<Float>) -> [UInt32] { v.map(\.bitPattern) }
@@ -200,16 +209,7 @@ struct BundleKernelTests {
             }
             // All bundles, then a sub-range (odd bounds): g and u are indexed by k, the rest untouched.
             for (k0, k1) in [(0, ffn), (3, ffn - 2), (ffn / 2, ffn / 2 + 1)] {
-                var g = [Float](repeating: .nan, count: ffn), u = g
-                f.withBundles(order) { b in
-                    xq.withUnsafeBytes { q in
-                        g.withUnsafeMutableBufferPointer { gp in
-                            u.withUnsafeMutableBufferPointer { up in
-                                pl_bundle_gate_up_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, Int64(dim), gp.baseAddress, up.baseAddress)
-                            }
-                        }
-                    }
-                }
+                let (g, u) = Self.gateUp(f, order, xq, k0, k1)
                 #expect(Self.bits(g[k0..<k1]) == Self.bits(order[k0..<k1].map { wantG[$0] }), "gate \(path) \(dim)×\(ffn) k \(k0)..<\(k1)")
                 #expect(Self.bits(u[k0..<k1]) == Self.bits(order[k0..<k1].map { wantU[$0] }), "up \(path) \(dim)×\(ffn) k \(k0)..<\(k1)")
                 #expect(g[..<k0].allSatisfy(\.isNaN) && g[k1...].allSatisfy(\.isNaN) && u[..<k0].allSatisfy(\.isNaN) && u[k1...].allSatisfy(\.isNaN),
@@ -245,16 +245,7 @@ struct BundleKernelTests {
             for k0 in [0, 1, 5, 7] {
                 for n in 0...19 where k0 + n <= ffn {
                     let k1 = k0 + n
-                    var g = [Float](repeating: .nan, count: ffn), u = g
-                    f.withBundles(order) { b in
-                        xq.withUnsafeBytes { q in
-                            g.withUnsafeMutableBufferPointer { gp in
-                                u.withUnsafeMutableBufferPointer { up in
-                                    pl_bundle_gate_up_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, Int64(dim), gp.baseAddress, up.baseAddress)
-                                }
-                            }
-                        }
-                    }
+                    let (g, u) = Self.gateUp(f, order, xq, k0, k1)
                     let ok = Self.bits(g[k0..<k1]) == Self.bits(order[k0..<k1].map { wantG[$0] })
                         && Self.bits(u[k0..<k1]) == Self.bits(order[k0..<k1].map { wantU[$0] })
                         && g[..<k0].allSatisfy(\.isNaN) && g[k1...].allSatisfy(\.isNaN)
