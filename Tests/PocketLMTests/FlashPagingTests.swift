@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 import PocketLM
@@ -198,6 +199,68 @@ struct FlashPagingTests {
             guard case .shortRead(let p, _, _, _) = e else { Issue.record("wrong error \(e)"); return }
             #expect(p == path)
         }
+    }
+
+    /// A predictor file in train_predictor.py's format, random weights (the machinery, not the quality).
+    static func randomPredictor(layers: Int, dim: Int, ffn: Int, rank: Int) throws -> String {
+        let path = scratch("predictor-\(rank).gguf")
+        var rng = SplitMix64(seed: 9)
+        func f16(_ n: Int) -> [UInt16] { (0..<n).map { _ in pl_f32_to_f16(Float(rng.nextUnit() * 2 - 1)) } }
+        func f32(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextUnit()) } }
+        var tensors: [GGUFWriter.TensorDeclaration] = []
+        for l in 0..<layers {
+            tensors += [.init(name: "blk.\(l).ffn_pred_a", shape: [dim, rank], type: .f16),
+                        .init(name: "blk.\(l).ffn_pred_b", shape: [rank, ffn], type: .f16),
+                        .init(name: "blk.\(l).ffn_pred_bias", shape: [ffn], type: .f32),
+                        .init(name: "blk.\(l).ffn_mass", shape: [ffn], type: .f32)]
+        }
+        let w = try GGUFWriter(path: path, metadata: [("general.architecture", .string("pocketlm-predictor")),
+                                                      ("pocketlm.predictor.rank", .uint32(UInt32(rank))),
+                                                      ("pocketlm.predictor.target", .string("log_abs")),
+                                                      ("pocketlm.predictor.block_count", .uint32(UInt32(layers)))],
+                               tensors: tensors)
+        for _ in 0..<layers {
+            try f16(rank * dim).withUnsafeBytes { try w.write($0) }
+            try f16(ffn * rank).withUnsafeBytes { try w.write($0) }
+            try f32(ffn).withUnsafeBytes { try w.write($0) }
+            try f32(ffn).withUnsafeBytes { try w.write($0) }
+        }
+        try w.finish()
+        return path
+    }
+
+    @Test("predictor: all groups kept equals the dense model; a fraction reads only its top groups; threshold 0 keeps all")
+    func predictorAndThreshold() throws {
+        let predictor = try Self.randomPredictor(layers: 2, dim: 64, ffn: 128, rank: 4)
+        let path = Self.scratch("tiny-predictor.packed.gguf")
+        try? FileManager.default.removeItem(atPath: path)
+        _ = try FlashPacker.pack(source: try TestPaths.fixture("tiny-q8_0.gguf"), output: path, bundleBytes: 4096, predictor: predictor)
+        let original = try Self.logits(try TestPaths.fixture("tiny-q8_0.gguf"), Self.tokens)
+        let all = try Self.logits(path, Self.tokens, paging: PagingOptions(mode: .flash, sparsity: .predictor(keep: 1.0)))
+        #expect(all.count == original.count && zip(all, original).allSatisfy { $0 == $1 })
+        let zero = try Self.logits(path, Self.tokens, paging: PagingOptions(mode: .naive, sparsity: .threshold(0)))
+        #expect(zero.count == original.count && zip(zero, original).allSatisfy { $0 == $1 })
+
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 32,
+                                                                    paging: PagingOptions(mode: .flash, sparsity: .predictor(keep: 0.5))))
+        let ffn = try #require(lm.transformer.feedForward)
+        let G = ffn.layout.groupsPerLayer
+        _ = try lm.transformer.decode(1)
+        let before = ffn.stats
+        for t in Self.tokens.prefix(4) {
+            let logits = try lm.transformer.decode(t)
+            let finite = logits.allSatisfy { $0.isFinite }
+            #expect(finite)
+        }
+        let d = ffn.stats - before
+        let k = Int((0.5 * Double(G)).rounded(.up))
+        #expect(d.groupsNeeded == 4 * 2 * k, "ties aside, each token and layer needs its top \(k) of \(G) groups")
+        #expect(d.bytesRead == 4 * 2 * k * ffn.layout.bundleBytes)
+        // The threshold rule drops small |h| neurons.
+        let big = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                     paging: PagingOptions(mode: .naive, sparsity: .threshold(1e9))))
+        _ = try big.transformer.decode(1)
+        #expect(big.transformer.feedForward!.stats.neuronsComputed == 0)
     }
 }
 
