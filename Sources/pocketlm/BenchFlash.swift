@@ -190,7 +190,7 @@ struct BenchFlash: AsyncParsableCommand {
         var s = String(format: "model: %@ (%@), %d threads, %d I/O threads, direct I/O: %@, sequential O_DIRECT read: %.0f MB/s\n",
                        report.model, ByteCount.format(report.file_bytes), report.threads, report.io_threads,
                        report.direct_io ? "yes" : "no (page cache dropped after reads)", report.sequential_read_mb_per_s)
-        s += "budget  mode                      tok/s  ×naive  ms/tok (io/mgmt/ffn/other)      MiB rd/tok  oracle  rd KiB   MB/s  hit%  RSS MiB  top1   ppl\n"
+        s += "budget  mode                      tok/s  ×naive  ms/tok (io/mgmt/ffn/other)      MiB rd/tok  oracle  KiB/layer  rd KiB   MB/s  hit%  RSS MiB  top1   ppl\n"
         for r in report.rows {
             let c = r.config
             if let e = r.error {
@@ -198,10 +198,11 @@ struct BenchFlash: AsyncParsableCommand {
                 continue
             }
             let split = String(format: "%6.1f (%.1f/%.1f/%.1f/%.1f)", r.ms_per_token, r.io_wait_ms, r.manage_ms, r.ffn_compute_ms, r.other_ms)
-            s += String(format: "%-7@ %-24@ %6.2f  %6@  %-30@ %8.2f  %6@  %6.0f  %5.0f  %4.0f  %7.1f  %5@  %@\n",
+            s += String(format: "%-7@ %-24@ %6.2f  %6@  %-30@ %8.2f  %6@  %9.0f  %6.0f  %5.0f  %4.0f  %7.1f  %5@  %@\n",
                         c.budgetLabel, c.name, r.tokens_per_second, r.speedup_vs_naive.map { String(format: "%.2f", $0) } ?? "-",
                         split, r.bytes_read_per_token / 1_048_576,
                         r.oracle_bytes_per_token.map { String(format: "%.2f", $0 / 1_048_576) } ?? "-",
+                        r.bytes_per_effective_layer / 1024,
                         r.mean_read_bytes / 1024, r.read_mb_per_s, r.window_hit_rate * 100, Double(r.peak_rss_bytes) / 1_048_576,
                         r.top1_agreement.map { String(format: "%.2f", $0) } ?? "-",
                         r.perplexity.map { String(format: "%.2f", $0) } ?? "-")

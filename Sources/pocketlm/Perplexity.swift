@@ -13,6 +13,7 @@ struct Perplexity: AsyncParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var pagingArguments: PagingArguments
     @Option(help: "The text file.") var file: String
     @Option(help: "Window length in tokens.") var context: Int = 512
     @Flag(help: "Print JSON.") var json = false
@@ -26,7 +27,8 @@ struct Perplexity: AsyncParsableCommand {
             throw CLIError(description: "cannot read text file \(file)")
         }
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let text = String(decoding: data, as: UTF8.self)
         let result = try PerplexityEvaluator(model: lm).evaluate(text: text, window: context) { done, total, running in
             if !json { Console.error(String(format: "[%d/%d] running perplexity %.4f", done, total, running)) }

@@ -318,7 +318,8 @@ public final class PagedFeedForward: @unchecked Sendable {
             stats.manageSeconds += lap()
             compute(block: block, buffer: 0, input: input, rows: rows, out: out)
             stats.computeSeconds += lap()
-            if block >= plan.pinnedLayers {
+            // A shared block's next pass (immediate layer sharing) still needs its pages.
+            if block >= plan.pinnedLayers, nextBlock(after: pass) != block {
                 mapped!.adviseDontNeed(offset: bundleOffsets[block], length: layout.layerBytes)
                 _ = pl_drop_cached(mmapFd, Int64(bundleOffsets[block]), Int64(layout.layerBytes))
                 stats.bytesRead += layout.layerBytes
