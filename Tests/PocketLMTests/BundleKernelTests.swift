@@ -257,6 +257,53 @@ struct BundleKernelTests {
         }
     }
 
+    /// The batched gate/up (prompt prefill): every output bit-identical to pl_bundle_gate_up_q8_0 on that input
+    /// alone, for 1, 3 and 17 inputs (rows of xq_stride bytes with padding between them), k sub-ranges of every group
+    /// remainder, bundles scattered in memory, rows longer than the batched body's 128-block scale buffer (dim 4160),
+    /// and nothing written outside k0..<k1 of each input's row (ldg > ffn) or between the rows.
+    @Test("batched gate/up: bit-identical to pl_bundle_gate_up_q8_0 per input", arguments: [64, 576, 1056, 4160])
+    func gateUpBatch(dim: Int) throws {
+        let ffn = 64, ldg = ffn + 5
+        let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim) &* 131 &+ 9)
+        var rng = SplitMix64(seed: UInt64(dim) ^ 0xBA7C)
+        let order = (0..<ffn).map { ($0 * 37) % ffn }
+        let rowBytes = dim / 32 * 34, stride = rowBytes + 40
+        for nTokens in [1, 3, 17] {
+            let xs = (0..<nTokens).map { _ in (0..<dim).map { _ in Float(rng.nextUnit() * 4 - 2) } }
+            Self.bothPaths { path in
+                let rows = xs.map { Self.quantize($0) }
+                var xq = [UInt8](repeating: 0xA5, count: nTokens * stride)
+                for t in 0..<nTokens { xq.replaceSubrange((t * stride)..<(t * stride + rowBytes), with: rows[t]) }
+                var bad = [String]()
+                for (k0, k1) in [(0, ffn), (3, ffn - 2), (1, 2), (5, 18), (7, 16), (8, 24), (ffn / 2, ffn / 2 + 1), (9, 9)] {
+                    var g = [Float](repeating: .nan, count: nTokens * ldg), u = g
+                    f.withBundles(order) { b in
+                        xq.withUnsafeBytes { q in
+                            g.withUnsafeMutableBufferPointer { gp in
+                                u.withUnsafeMutableBufferPointer { up in
+                                    pl_bundle_gate_up_batch_q8_0(b, Int64(k0), Int64(k1), q.baseAddress, stride, Int64(nTokens),
+                                                                 Int64(dim), gp.baseAddress, up.baseAddress, Int64(ldg))
+                                }
+                            }
+                        }
+                    }
+                    for t in 0..<nTokens {
+                        let (wg, wu) = Self.gateUp(f, order, rows[t], k0, k1)
+                        let gt = g[(t * ldg)..<((t + 1) * ldg)], ut = u[(t * ldg)..<((t + 1) * ldg)]
+                        let o = t * ldg
+                        let ok = Self.bits(gt[(o + k0)..<(o + k1)]) == Self.bits(wg[k0..<k1])
+                            && Self.bits(ut[(o + k0)..<(o + k1)]) == Self.bits(wu[k0..<k1])
+                            && gt[..<(o + k0)].allSatisfy(\.isNaN) && gt[(o + k1)...].allSatisfy(\.isNaN)
+                            && ut[..<(o + k0)].allSatisfy(\.isNaN) && ut[(o + k1)...].allSatisfy(\.isNaN)
+                            && wg[k0..<k1].allSatisfy { $0.isFinite && $0 != 0 }
+                        if !ok { bad.append("t \(t) k \(k0)..<\(k1)") }
+                    }
+                }
+                #expect(bad.isEmpty, "\(path) dim \(dim) n_tokens \(nTokens): \(bad.prefix(5)) differ from the single-input kernel or wrote outside")
+            }
+        }
+    }
+
     @Test("down, every neuron listed in shuffled order: bit-identical to pl_matvec_q for every row split", arguments: sizes)
     func downAllListed(dim: Int, ffn: Int) throws {
         let f = FFN(dim: dim, ffn: ffn, seed: UInt64(dim * 10_000 + ffn) ^ 0xD0)

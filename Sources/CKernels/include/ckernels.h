@@ -122,4 +122,12 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
                          const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
                          int64_t r0, int64_t r1);
 
+/// pl_bundle_gate_up_q8_0 for n_tokens inputs at once (prompt prefill: the same bundle list for every input). Input t
+/// is the row of xq_stride bytes at xq + t·xq_stride, each quantized by pl_quantize_q8_0; outputs g[t·ldg + k],
+/// u[t·ldg + k] for k in k0..<k1, t in 0..<n_tokens (nothing else is written). Each bundle is read once and used for
+/// every input while it is in cache (VNNI: 8 bundles at a time); every output is bit-identical to
+/// pl_bundle_gate_up_q8_0 on that input alone (same path choice, pl_force_portable included).
+void pl_bundle_gate_up_batch_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, size_t xq_stride,
+                                  int64_t n_tokens, int64_t dim, float *g, float *u, int64_t ldg);
+
 #endif

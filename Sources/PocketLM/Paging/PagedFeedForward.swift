@@ -106,6 +106,9 @@ public final class PagedFeedForward: @unchecked Sendable {
     private let ids: UnsafeMutablePointer<Int32>
     private let g, u, h, absH, scores, groupScores, scratch: UnsafeMutablePointer<Float>
     private let xq, hq: UnsafeMutableRawPointer
+    /// A batch's quantized inputs and its gate/up outputs (prefill), maxBatch rows each.
+    private let batchXq: UnsafeMutableRawPointer
+    private let batchG, batchU: UnsafeMutablePointer<Float>
     private let acc: UnsafeMutablePointer<Int32>
     private let accPerPart: Int
 
@@ -247,6 +250,9 @@ public final class PagedFeedForward: @unchecked Sendable {
         scratch = .allocate(capacity: max(G, ffn))
         xq = .allocate(byteCount: dim / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
         hq = .allocate(byteCount: ffn / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
+        batchXq = .allocate(byteCount: max(1, maxBatch) * dim / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
+        batchG = .allocate(capacity: max(1, maxBatch) * ffn)
+        batchU = .allocate(capacity: max(1, maxBatch) * ffn)
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
         acc = .allocate(capacity: accPerPart * pool.threadCount)
 
@@ -265,6 +271,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
         ptrs.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
         xq.deallocate(); hq.deallocate(); acc.deallocate()
+        batchXq.deallocate(); batchG.deallocate(); batchU.deallocate()
     }
 
     /// Fills the pinned slots: the groups with the most calibration mass when the file has it, else the first.
@@ -463,9 +470,9 @@ public final class PagedFeedForward: @unchecked Sendable {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
         let nb = layout.neuronBytes
         let read = readThisStep + buffer * G
-        for r in 0..<rows {
-            // Every group in memory counts (computing it costs no read); a group read for another row of the
-            // batch is left out, so each position computes what it would have alone.
+        // The bundles row `r` computes: every group in memory (computing it costs no read), except a group read
+        // for another row of the batch, so each position computes what it would have alone.
+        func list(row r: Int) -> Int {
             var n = 0
             for gi in 0..<G {
                 guard let base = location[buffer][gi] else { continue }
@@ -476,14 +483,40 @@ public final class PagedFeedForward: @unchecked Sendable {
                     n += 1
                 }
             }
-            let x = input + r * dim
-            pl_quantize_q8_0(x, xq, Int64(dim))
+            return n
+        }
+        let ptrBase = UnsafePointer(ptrs)
+        // A batch whose rows share one list (no per-row predictor choice) gets its gate/up from one pass over
+        // the bundles, each used for every row while in cache (bit-identical to one row at a time).
+        let batched = rows > 1 && predictors.isEmpty
+        if batched {
+            let n = list(row: 0)
+            let stride = dim / 32 * Int(PL_Q8_0_BLOCK_BYTES)
+            for r in 0..<rows { pl_quantize_q8_0(input + r * dim, batchXq + r * stride, Int64(dim)) }
             let parts = min(pool.threadCount, max(1, n / 64))
-            let ptrBase = UnsafePointer(ptrs), xqc = UnsafeRawPointer(xq), gp = g, up = u
+            let xqc = UnsafeRawPointer(batchXq), gp = batchG, up = batchU
             pool.run(parts: parts) { part in
                 let k0 = n * part / parts, k1 = n * (part + 1) / parts
                 ptrBase.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: n) { p in
-                    pl_bundle_gate_up_q8_0(p, Int64(k0), Int64(k1), xqc, Int64(dim), gp, up)
+                    pl_bundle_gate_up_batch_q8_0(p, Int64(k0), Int64(k1), xqc, stride, Int64(rows), Int64(dim), gp, up, Int64(n))
+                }
+            }
+        }
+        for r in 0..<rows {
+            var n = list(row: r)
+            if batched {
+                g.update(from: batchG + r * n, count: n)
+                u.update(from: batchU + r * n, count: n)
+            } else {
+                let x = input + r * dim
+                pl_quantize_q8_0(x, xq, Int64(dim))
+                let parts = min(pool.threadCount, max(1, n / 64))
+                let xqc = UnsafeRawPointer(xq), gp = g, up = u, count = n
+                pool.run(parts: parts) { part in
+                    let k0 = count * part / parts, k1 = count * (part + 1) / parts
+                    ptrBase.withMemoryRebound(to: UnsafeRawPointer?.self, capacity: count) { p in
+                        pl_bundle_gate_up_q8_0(p, Int64(k0), Int64(k1), xqc, Int64(dim), gp, up)
+                    }
                 }
             }
             pl_swiglu(g, u, Int64(n))
