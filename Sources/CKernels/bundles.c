@@ -161,6 +161,26 @@ VNNI static inline float hsum256(__m256 v) {
 #define GU_ROWS (2 * GU_GROUP)
 #define GU_CHUNK 32 // blocks per pass over the group (bounds the scale buffers for large dim)
 
+// One group of GU_GROUP bundles starting at k: its 2·GU_GROUP rows (2j = gate of bundle k+j, 2j+1 = its up; w points
+// at the quants of block 0; a short last group repeats its last bundle), and the next group's bundles to prefetch
+// (anywhere in memory, so no hardware prefetch across them): first cache line and line count of each.
+static inline int group_rows(const void *const *bundles, int64_t k, int64_t k1, size_t rb, const uint8_t **w,
+                             const char **pf, int64_t *pfl) {
+    const int64_t cnt = k1 - k < GU_GROUP ? k1 - k : GU_GROUP;
+    for (int j = 0; j < GU_GROUP; j++) {
+        const uint8_t *bp = (const uint8_t *)bundles[k + (j < cnt ? j : cnt - 1)];
+        w[2 * j] = bp + 2;
+        w[2 * j + 1] = bp + rb + 2;
+    }
+    int npf = 0;
+    for (int j = 0; j < GU_GROUP && k + GU_GROUP + j < k1; j++) {
+        const uintptr_t a = (uintptr_t)bundles[k + GU_GROUP + j];
+        pf[npf] = (const char *)(a & ~(uintptr_t)63);
+        pfl[npf++] = (int64_t)(((a + 2 * rb - 1) >> 6) - (a >> 6) + 1);
+    }
+    return npf;
+}
+
 VNNI static void gate_up_vnni(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq, int64_t nb,
                               float *g, float *u) {
     const size_t rb = (size_t)nb * 34;
@@ -172,21 +192,11 @@ VNNI static void gate_up_vnni(const void *const *bundles, int64_t k0, int64_t k1
         const int64_t cnt = k1 - k < GU_GROUP ? k1 - k : GU_GROUP;
         // rows: 2j = gate of bundle k+j, 2j+1 = its up (w points at the quants of block 0)
         const uint8_t *w[GU_ROWS];
-        for (int j = 0; j < GU_GROUP; j++) {
-            const uint8_t *bp = (const uint8_t *)bundles[k + (j < cnt ? j : cnt - 1)];
-            w[2 * j] = bp + 2;
-            w[2 * j + 1] = bp + rb + 2;
-        }
-        // The next group's bundles (anywhere in memory: no hardware prefetch across them), spread over the blocks:
-        // block b fetches line b and line b + nb of each (2·rb bytes span at most 2·nb lines).
         const char *pf[GU_GROUP];
         int64_t pfl[GU_GROUP];
-        int npf = 0;
-        for (int j = 0; j < GU_GROUP && k + GU_GROUP + j < k1; j++) {
-            const uintptr_t a = (uintptr_t)bundles[k + GU_GROUP + j];
-            pf[npf] = (const char *)(a & ~(uintptr_t)63);
-            pfl[npf++] = (int64_t)(((a + 2 * rb - 1) >> 6) - (a >> 6) + 1);
-        }
+        const int npf = group_rows(bundles, k, k1, rb, w, pf, pfl);
+        // The next group's bundles are prefetched spread over the blocks: block b fetches line b and line b + nb
+        // of each (2·rb bytes span at most 2·nb lines).
         __m512 acc2[GU_GROUP];
         for (int j = 0; j < GU_GROUP; j++) acc2[j] = _mm512_setzero_ps();
         for (int64_t c0 = 0; c0 < nb; c0 += GU_CHUNK) {
@@ -305,19 +315,9 @@ VNNI static void gate_up_batch_vnni(const void *const *bundles, int64_t k0, int6
     for (int64_t k = k0; k < k1; k += GU_GROUP) {
         const int64_t cnt = k1 - k < GU_GROUP ? k1 - k : GU_GROUP;
         const uint8_t *w[GU_ROWS];
-        for (int j = 0; j < GU_GROUP; j++) {
-            const uint8_t *bp = (const uint8_t *)bundles[k + (j < cnt ? j : cnt - 1)];
-            w[2 * j] = bp + 2;
-            w[2 * j + 1] = bp + rb + 2;
-        }
         const char *pf[GU_GROUP];
         int64_t pfl[GU_GROUP];
-        int npf = 0;
-        for (int j = 0; j < GU_GROUP && k + GU_GROUP + j < k1; j++) {
-            const uintptr_t a = (uintptr_t)bundles[k + GU_GROUP + j];
-            pf[npf] = (const char *)(a & ~(uintptr_t)63);
-            pfl[npf++] = (int64_t)(((a + 2 * rb - 1) >> 6) - (a >> 6) + 1);
-        }
+        const int npf = group_rows(bundles, k, k1, rb, w, pf, pfl);
         // Two inputs at a time (each weight vector loaded once for both), the last one alone when n_tokens is odd.
         for (int64_t t = 0; t < n_tokens; t += 2) {
             const uint8_t *x0 = xq + (size_t)t * xq_stride;
