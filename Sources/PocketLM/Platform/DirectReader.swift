@@ -26,17 +26,7 @@ public final class DirectReader: @unchecked Sendable {
     public init(path: String, threads: Int) throws(PagingError) {
         self.path = path
         self.threads = max(1, threads)
-        var fd = pl_open_direct(path)
-        var direct = true
-        if fd == -EINVAL {
-            fd = open(path, O_RDONLY)
-            direct = false
-        }
-        guard fd >= 0 else {
-            throw .readFailed(path: path, offset: 0, message: String(cString: strerror(fd < 0 && fd != -1 ? -fd : errno)))
-        }
-        self.fd = fd
-        self.direct = direct
+        (fd, direct) = try DirectReader.open(path)
         queue.reserveCapacity(4096)
         // Counted before they start, so `shutdown` waits for threads that have not run yet too.
         running = self.threads
@@ -87,9 +77,18 @@ public final class DirectReader: @unchecked Sendable {
         queueLock.unlock()
     }
 
-    /// Reads one range on the calling thread (used at load time, for pinned groups and resident tensors).
-    public func readNow(offset: Int, length: Int, into dest: UnsafeMutableRawPointer) throws(PagingError) {
-        try read(offset: offset, length: length, segments: [(dest, length)])
+    /// Opens `path` for reading with the page cache bypassed: O_DIRECT, or a plain descriptor (`direct` false)
+    /// where the filesystem refuses it, whose reads the caller then drops from the cache.
+    static func open(_ path: String) throws(PagingError) -> (fd: Int32, direct: Bool) {
+        var fd = pl_open_direct(path)
+        var direct = true
+        if fd == -EINVAL {
+            fd = posixOpen(path)
+            direct = false
+            if fd < 0 { fd = -errno }
+        }
+        guard fd >= 0 else { throw .readFailed(path: path, offset: 0, message: String(cString: strerror(-fd))) }
+        return (fd, direct)
     }
 
     private func work() {
@@ -119,13 +118,6 @@ public final class DirectReader: @unchecked Sendable {
             if batch.pending == 0 { batch.lock.broadcast() }
             batch.lock.unlock()
         }
-    }
-
-    private func read(offset: Int, length: Int, segments: [(UnsafeMutableRawPointer, Int)]) throws(PagingError) {
-        let iov = UnsafeMutablePointer<iovec>.allocate(capacity: segments.count)
-        defer { iov.deallocate() }
-        for (i, s) in segments.enumerated() { iov[i] = iovec(iov_base: s.0, iov_len: s.1) }
-        try read(offset: offset, length: length, iov: iov, segments: segments.count)
     }
 
     /// One vectored read of a contiguous file range into several buffers; short reads are resumed, and a read
@@ -223,10 +215,7 @@ extension DirectReader {
     /// The storage reference: one reader, 1 MiB direct reads straight through the first `bytes` of the file.
     public static func sequentialThroughput(path: String, bytes: Int) throws(PagingError) -> (bytesPerSecond: Double, direct: Bool) {
         let chunk = 1 << 20
-        var fd = pl_open_direct(path)
-        var direct = true
-        if fd == -EINVAL { fd = open(path, O_RDONLY); direct = false }
-        guard fd >= 0 else { throw .readFailed(path: path, offset: 0, message: String(cString: strerror(-fd))) }
+        let (fd, direct) = try DirectReader.open(path)
         defer { close(fd) }
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: FlashLayout.ioAlignment)
         defer { buffer.deallocate() }
@@ -247,3 +236,6 @@ extension DirectReader {
         return (Double(total) / max(seconds, 1e-9), direct)
     }
 }
+
+/// `open(2)` read-only, reachable from inside a type that has its own `open`.
+private func posixOpen(_ path: String) -> Int32 { open(path, O_RDONLY) }
