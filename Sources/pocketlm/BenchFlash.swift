@@ -167,8 +167,14 @@ struct BenchFlash: AsyncParsableCommand {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        // stderr is drained on another thread, so a chatty child never blocks on a full pipe.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errBox = Box()
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); drained.signal() }
         let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
+        let errData = errBox.data
         process.waitUntilExit()
         if process.terminationStatus != 0 {
             let message = String(decoding: errData, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? "exit \(process.terminationStatus)"
