@@ -645,6 +645,81 @@ AVX512 static void attention_avx512(const float *q, const uint16_t *k, const uin
 }
 #endif
 
+#if defined(__x86_64__)
+// Up to 4 query heads over one KV head (head_dim 64: 4 vectors each), each computed exactly as attention_avx512
+// computes it alone; only the loads and f16 conversions of each K and V row are shared.
+// n_heads is a compile-time constant at each call site, so the accumulators stay in registers.
+AVX512 static inline __attribute__((always_inline)) void attention_group_body(
+        const float *q, const int n_heads, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+        float scale, float *scores, float *out) {
+    enum { NV = 4, HD = 64 };
+    __m512 qv[4][NV];
+    float mx[4], inv[4];
+    for (int g = 0; g < n_heads; g++) {
+        mx[g] = -INFINITY;
+        for (int c = 0; c < NV; c++)
+            qv[g][c] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + g * HD + 16 * c),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const uint16_t *kt = k + t * stride;
+        __m512 kv[NV];
+        for (int c = 0; c < NV; c++) kv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
+        for (int g = 0; g < n_heads; g++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int c = 0; c < NV; c++) acc = _mm512_fmadd_ps(qv[g][c], kv[c], acc);
+            float d = _mm512_reduce_add_ps(acc) * scale;
+            scores[g * n_ctx + t] = d;
+            if (d > mx[g]) mx[g] = d;
+        }
+    }
+    for (int g = 0; g < n_heads; g++) {
+        float *sg = scores + g * n_ctx, sum = 0.0f;
+        for (int64_t t = 0; t < n_ctx; t++) { float e = expf(sg[t] - mx[g]); sg[t] = e; sum += e; }
+        inv[g] = 1.0f / sum;
+    }
+    __m512 o[4][NV];
+    for (int g = 0; g < n_heads; g++)
+        for (int c = 0; c < NV; c++) o[g][c] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const uint16_t *vt = v + t * stride;
+        __m512 vv[NV];
+        for (int c = 0; c < NV; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
+        for (int g = 0; g < n_heads; g++) {
+            __m512 pv = _mm512_set1_ps(_cvtsh_ss(_cvtss_sh(scores[g * n_ctx + t] * inv[g], _MM_FROUND_TO_NEAREST_INT)));
+            for (int c = 0; c < NV; c++) o[g][c] = _mm512_fmadd_ps(pv, vv[c], o[g][c]);
+        }
+    }
+    for (int g = 0; g < n_heads; g++)
+        for (int c = 0; c < NV; c++) _mm512_storeu_ps(out + g * HD + 16 * c, o[g][c]);
+}
+
+AVX512 static void attention_group_avx512(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                                          int64_t stride, int64_t n_ctx, float scale, float *scores, float *out) {
+    switch (n_heads) {
+    case 1: attention_group_body(q, 1, k, v, stride, n_ctx, scale, scores, out); break;
+    case 2: attention_group_body(q, 2, k, v, stride, n_ctx, scale, scores, out); break;
+    case 3: attention_group_body(q, 3, k, v, stride, n_ctx, scale, scores, out); break;
+    default: attention_group_body(q, 4, k, v, stride, n_ctx, scale, scores, out); break;
+    }
+}
+#endif
+
+void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
+                            int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out) {
+#if defined(__x86_64__)
+    if (pl_has_avx512() && head_dim == 64) {
+        for (int64_t g0 = 0; g0 < n_heads; g0 += 4) {
+            int64_t m = n_heads - g0 < 4 ? n_heads - g0 : 4;
+            attention_group_avx512(q + g0 * head_dim, m, k, v, stride, n_ctx, scale, scores, out + g0 * head_dim);
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < n_heads; g++)
+        pl_attention_f16(q + g * head_dim, k, v, stride, n_ctx, head_dim, scale, scores, out + g * head_dim);
+}
+
 void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                       int64_t head_dim, float scale, float *scores, float *out) {
 #if defined(__x86_64__)

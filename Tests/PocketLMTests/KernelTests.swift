@@ -569,6 +569,41 @@ struct KernelTests {
         #expect(failures == 0)
     }
 
+    @Test("pl_attention_group_f16 gives each head exactly what pl_attention_f16 gives it alone",
+          arguments: [16, 64])
+    func attentionGroup(headDim hd: Int) {
+        var rng = SeededSplitMix64(seed: 0x6A77 + UInt64(hd))
+        for nCtx in [1, 3, 17, 100] {
+            for heads in 1...5 {
+                let stride = 2 * hd // two KV heads; the group reads the second
+                let q = (0..<(heads * hd)).map { _ in rng.normal() * 2 }
+                let k = (0..<(nCtx * stride)).map { _ in pl_f32_to_f16(rng.normal()) }
+                let v = (0..<(nCtx * stride)).map { _ in pl_f32_to_f16(rng.normal() * 3) }
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        let kh = kp.baseAddress! + hd, vh = vp.baseAddress! + hd
+                        var single = [Float](repeating: .nan, count: heads * hd)
+                        var scores = [Float](repeating: 0, count: heads * nCtx)
+                        for g in 0..<heads {
+                            single.withUnsafeMutableBufferPointer { o in
+                                q.withUnsafeBufferPointer { qp in
+                                    pl_attention_f16(qp.baseAddress! + g * hd, kh, vh, Int64(stride), Int64(nCtx),
+                                                     Int64(hd), 0.3, &scores, o.baseAddress! + g * hd)
+                                }
+                            }
+                        }
+                        var grouped = [Float](repeating: .nan, count: heads * hd + 1)
+                        pl_attention_group_f16(q, Int64(heads), kh, vh, Int64(stride), Int64(nCtx), Int64(hd), 0.3,
+                                               &scores, &grouped)
+                        #expect(grouped[heads * hd].isNaN, "wrote past the last head")
+                        #expect(grouped[0..<(heads * hd)].map(\.bitPattern) == single.map(\.bitPattern),
+                                "hd \(hd), \(heads) heads, n_ctx \(nCtx)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("attention over one position returns that position's value (f16)")
     func attentionSingle() {
         let q: [Float] = (0..<16).map { Float($0) - 7.3 }

@@ -59,6 +59,13 @@ void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n);
 void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                       int64_t head_dim, float scale, float *scores, float *out);
 
+/// pl_attention_f16 for `n_heads` query heads that share one KV head (grouped-query attention), for one query:
+/// q and out hold the heads one after another (head_dim each); `scores` has room for n_heads·n_ctx floats. Each
+/// K and V row is loaded and converted once for all the heads; every head's output is bit-identical to
+/// pl_attention_f16 on that head alone.
+void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
+                            int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out);
+
 /// Interleaved ("packed") layout for quantized matrices, for the VNNI kernel: rows in groups of 16; for each group
 /// and block, the 16 rows' quants are interleaved 4 bytes at a time (so one 512-bit integer dot product step
 /// computes 4 elements of 16 rows), followed by the 16 rows' f16 scales (and Q4_1 minimums). Same bytes per

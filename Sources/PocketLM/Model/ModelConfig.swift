@@ -86,6 +86,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
     public var kvDim: Int { numKeyValueHeads * headDim }
+    /// Query heads per KV head (grouped-query attention).
+    public var attentionGroup: Int { numAttentionHeads / numKeyValueHeads }
 
     public init(modelType: String, hiddenSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, intermediateSize: Int, vocabSize: Int, ropeTheta: Double,

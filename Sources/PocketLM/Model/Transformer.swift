@@ -105,7 +105,8 @@ public final class Transformer: @unchecked Sendable {
         att = .allocate(capacity: b * dim)
         gate = .allocate(capacity: b * ffn)
         up = .allocate(capacity: b * ffn)
-        scores = .allocate(capacity: pool.threadCount * self.contextLength)
+        // Each thread scores up to a whole group of heads against the context at once.
+        scores = .allocate(capacity: pool.threadCount * config.attentionGroup * self.contextLength)
         lastLogits = .allocate(capacity: vocab)
         let half = config.headDim / 2
         ropeInvFreq = .allocate(capacity: half)
@@ -269,23 +270,30 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; heads are spread
-    /// over the threads, and each query's head sees the cache up to its own position.
+    /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; the (query, head) items
+    /// are spread over the threads, and each query's head sees the cache up to its own position. A thread takes
+    /// its consecutive heads that share a KV head in one pass over that head's keys and values.
     private func attention(_ q: UnsafeMutablePointer<Float>, keys: UnsafeMutablePointer<UInt16>,
                            values: UnsafeMutablePointer<UInt16>, rows: Int, start: Int, out: UnsafeMutablePointer<Float>) {
         let heads = config.numAttentionHeads, hd = config.headDim, kvDim = config.kvDim, dim = config.hiddenSize
-        let group = heads / config.numKeyValueHeads
+        let group = config.attentionGroup
         let scale = 1 / Float(hd).squareRoot()
         let items = rows * heads
         let parts = min(pool.threadCount, items)
-        let ctx = contextLength
+        let scoresPerThread = group * contextLength
         let scores = self.scores
         pool.run(parts: parts) { part in
-            for item in (items * part / parts)..<(items * (part + 1) / parts) {
+            var item = items * part / parts
+            let end = items * (part + 1) / parts
+            while item < end {
                 let r = item / heads, h = item % heads
-                let kvOffset = (h / group) * hd
-                pl_attention_f16(q + r * dim + h * hd, keys + kvOffset, values + kvOffset, Int64(kvDim),
-                                 Int64(start + r + 1), Int64(hd), scale, scores + part * ctx, out + r * dim + h * hd)
+                // The run of this thread's heads on the same query and KV head.
+                let kvHead = h / group
+                let n = min(end - item, (kvHead + 1) * group - h)
+                pl_attention_group_f16(q + r * dim + h * hd, Int64(n), keys + kvHead * hd, values + kvHead * hd,
+                                       Int64(kvDim), Int64(start + r + 1), Int64(hd), scale,
+                                       scores + part * scoresPerThread, out + r * dim + h * hd)
+                item += n
             }
         }
     }
