@@ -798,83 +798,126 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
 #if defined(__x86_64__)
 #define VNNI512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 
-// One group of 16 rows against one quantized input. S[l] holds, for each row, the integer dot product of the
-// elements llama.cpp's 256-bit lane l covers (4 consecutive elements: 4l.. for Q8_0; for Q4 lanes 0-3 are the
-// low nibbles 4l.., lanes 4-7 the high nibbles 16+4(l-4)..), so acc[l] accumulates exactly what ggml's lane l does.
-VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
-        int type, const uint8_t *grp, const uint8_t *xq, int64_t nb) {
-    __m512 acc[8];
-    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
-    __m512 summs = _mm512_setzero_ps();
+// One block (32 columns) of one group of 16 rows against one quantized input, added into the group's accumulators.
+// S[l] is, for each row, the integer dot product of the elements llama.cpp's 256-bit lane l covers (4 consecutive
+// elements: 4l.. for Q8_0; for Q4 lanes 0-3 are the low nibbles 4l.., lanes 4-7 the high nibbles 16+4(l-4)..), so
+// acc[l] accumulates exactly what ggml's lane l does, block after block.
+VNNI512 static inline __attribute__((always_inline)) void packed_block_step(
+        int type, const uint8_t *gb, const uint8_t *xb, __m512 acc[8], __m512 *summs) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     const int64_t bb = packed_block_bytes(type);
-    const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34;
-    const int xqoff = type == PL_TYPE_Q4_1 ? 4 : 2;
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *gb = grp + b * bb;
-        const uint8_t *xb = xq + b * xbytes;
-        const uint8_t *xqs = xb + xqoff;
-        __m512i S[8];
-        _mm_prefetch((const char *)(gb + 4 * bb), _MM_HINT_T0);
-        _mm_prefetch((const char *)(gb + 4 * bb + 64), _MM_HINT_T0);
-        _mm_prefetch((const char *)(gb + 4 * bb + 128), _MM_HINT_T0);
-        _mm_prefetch((const char *)(gb + 4 * bb + 192), _MM_HINT_T0);
-        _mm_prefetch((const char *)(gb + 4 * bb + 256), _MM_HINT_T0);
-        if (type == PL_TYPE_Q8_0) {
-            for (int k = 0; k < 8; k++) {
-                int32_t xv;
-                memcpy(&xv, xqs + 4 * k, 4);
-                __m512i xk = _mm512_set1_epi32(xv);
-                // (w+128)·x − 128·Σx = w·x
-                __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xk);
-                S[k] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                        _mm512_loadu_si512((const void *)(gb + 64 * k)), xk), corr);
-            }
-            _mm_prefetch((const char *)(gb + 4 * bb + 320), _MM_HINT_T0);
-            _mm_prefetch((const char *)(gb + 4 * bb + 384), _MM_HINT_T0);
-            _mm_prefetch((const char *)(gb + 4 * bb + 448), _MM_HINT_T0);
-            _mm_prefetch((const char *)(gb + 4 * bb + 512), _MM_HINT_T0);
-        } else {
-            for (int k = 0; k < 4; k++) {
-                __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
-                __m512i lo = _mm512_and_si512(v, low4);
-                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-                int32_t xl, xh;
-                memcpy(&xl, xqs + 4 * k, 4);
-                memcpy(&xh, xqs + 16 + 4 * k, 4);
-                __m512i xlo = _mm512_set1_epi32(xl), xhi = _mm512_set1_epi32(xh);
-                S[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
-                S[k + 4] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xhi);
-                if (type == PL_TYPE_Q4_0) { // (q−8)·x = q·x − 8·Σx
-                    const __m512i eight = _mm512_set1_epi8(8);
-                    S[k] = _mm512_sub_epi32(S[k], _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xlo));
-                    S[k + 4] = _mm512_sub_epi32(S[k + 4], _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xhi));
-                }
-            }
+    const uint8_t *xqs = xb + (type == PL_TYPE_Q4_1 ? 4 : 2);
+    const int quant_bytes = type == PL_TYPE_Q8_0 ? 512 : 256;
+    // Four blocks ahead: the next group's first blocks when this one ends (groups are consecutive in a stream).
+    for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(gb + 4 * bb + o), _MM_HINT_T0);
+    __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes)));
+    __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb))));
+    if (type == PL_TYPE_Q8_0) {
+        for (int k = 0; k < 8; k++) {
+            int32_t xv;
+            memcpy(&xv, xqs + 4 * k, 4);
+            __m512i xk = _mm512_set1_epi32(xv);
+            // (w+128)·x − 128·Σx = w·x
+            __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xk);
+            __m512i S = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                         _mm512_loadu_si512((const void *)(gb + 64 * k)), xk), corr);
+            acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(S), acc[k]);
         }
-        const int quant_bytes = type == PL_TYPE_Q8_0 ? 512 : 256;
-        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes)));
-        __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb))));
-        for (int l = 0; l < 8; l++) acc[l] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(S[l]), acc[l]);
-        if (type == PL_TYPE_Q4_1) {
-            __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes + 32)));
-            summs = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb + 2))), summs);
-        }
+        return;
     }
-    // ggml's hsum_float_8, lane-wise for 16 rows: ((l4+l0) + (l6+l2)) + ((l5+l1) + (l7+l3)).
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
+        __m512i lo = _mm512_and_si512(v, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        int32_t xl, xh;
+        memcpy(&xl, xqs + 4 * k, 4);
+        memcpy(&xh, xqs + 16 + 4 * k, 4);
+        __m512i xlo = _mm512_set1_epi32(xl), xhi = _mm512_set1_epi32(xh);
+        __m512i Sl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
+        __m512i Sh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xhi);
+        if (type == PL_TYPE_Q4_0) { // (q−8)·x = q·x − 8·Σx
+            const __m512i eight = _mm512_set1_epi8(8);
+            Sl = _mm512_sub_epi32(Sl, _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xlo));
+            Sh = _mm512_sub_epi32(Sh, _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xhi));
+        }
+        acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Sl), acc[k]);
+        acc[k + 4] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Sh), acc[k + 4]);
+    }
+    if (type == PL_TYPE_Q4_1) {
+        __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + quant_bytes + 32)));
+        *summs = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(load_u16(xb + 2))), *summs);
+    }
+}
+
+// ggml's hsum_float_8, lane-wise for 16 rows: ((l4+l0) + (l6+l2)) + ((l5+l1) + (l7+l3)), plus Q4_1's minimums.
+VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_sum(int type, const __m512 acc[8], __m512 summs) {
     __m512 r0 = _mm512_add_ps(acc[4], acc[0]), r1 = _mm512_add_ps(acc[5], acc[1]);
     __m512 r2 = _mm512_add_ps(acc[6], acc[2]), r3 = _mm512_add_ps(acc[7], acc[3]);
     __m512 sum = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
     return type == PL_TYPE_Q4_1 ? _mm512_add_ps(sum, summs) : sum;
 }
 
+// One group of 16 rows against one quantized input.
+VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
+        int type, const uint8_t *grp, const uint8_t *xq, int64_t nb) {
+    __m512 acc[8], summs = _mm512_setzero_ps();
+    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
+    const int64_t bb = packed_block_bytes(type);
+    const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34;
+    for (int64_t b = 0; b < nb; b++) packed_block_step(type, grp + b * bb, xq + b * xbytes, acc, &summs);
+    return packed_group_sum(type, acc, summs);
+}
+
+// Two groups far apart against one input, block by block in lockstep: each result is computed exactly as
+// packed_group_dot computes it, but the core streams weights from two places at once, which keeps more memory
+// requests in flight (measured: +13-16% GB/s from DRAM on this machine's 2 threads, for Q4_1 and Q8_0 alike).
+VNNI512 static inline __attribute__((always_inline)) void packed_group_dot2(
+        int type, const uint8_t *ga, const uint8_t *gb_, const uint8_t *xq, int64_t nb, __m512 *ya, __m512 *yb) {
+    __m512 a[8], b[8], sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
+    for (int l = 0; l < 8; l++) { a[l] = _mm512_setzero_ps(); b[l] = _mm512_setzero_ps(); }
+    const int64_t bb = packed_block_bytes(type);
+    const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34;
+    for (int64_t k = 0; k < nb; k++) {
+        packed_block_step(type, ga + k * bb, xq + k * xbytes, a, &sa);
+        packed_block_step(type, gb_ + k * bb, xq + k * xbytes, b, &sb);
+    }
+    *ya = packed_group_sum(type, a, sa);
+    *yb = packed_group_sum(type, b, sb);
+}
+
+VNNI512 static inline __attribute__((always_inline)) void store_group(float *y, int64_t rows, int64_t g, __m512 v) {
+    int64_t r = g * 16, valid = rows - r < 16 ? rows - r : 16;
+    _mm512_mask_storeu_ps(y + r, (__mmask16)((1u << valid) - 1), v);
+}
+
+// Groups g0 ..< g1 against one input, as two streams (the first and the second half of the range) in lockstep.
+VNNI512 static inline __attribute__((always_inline)) void matvec_packed_streams(
+        int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *x, float *y, int64_t g0, int64_t g1) {
+    const int64_t gbytes = nb * packed_block_bytes(type);
+    int64_t half = (g1 - g0) / 2;
+    for (int64_t i = 0; i < half; i++) {
+        int64_t ga = g0 + i, gb = g0 + half + i;
+        __m512 va, vb;
+        packed_group_dot2(type, packed + ga * gbytes, packed + gb * gbytes, x, nb, &va, &vb);
+        store_group(y, rows, ga, va);
+        store_group(y, rows, gb, vb);
+    }
+    for (int64_t g = g0 + 2 * half; g < g1; g++) store_group(y, rows, g, packed_group_dot(type, packed + g * gbytes, x, nb));
+}
+
 VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
                                        size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
+    if (n_tokens == 1) {
+        switch (type) {
+        case PL_TYPE_Q4_1: matvec_packed_streams(PL_TYPE_Q4_1, packed, rows, nb, xq, y, g0, g1); break;
+        case PL_TYPE_Q4_0: matvec_packed_streams(PL_TYPE_Q4_0, packed, rows, nb, xq, y, g0, g1); break;
+        default: matvec_packed_streams(PL_TYPE_Q8_0, packed, rows, nb, xq, y, g0, g1); break;
+        }
+        return;
+    }
     const int64_t gbytes = nb * packed_block_bytes(type);
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *grp = packed + g * gbytes;
-        int64_t r = g * 16, valid = rows - r < 16 ? rows - r : 16;
-        __mmask16 mask = (__mmask16)((1u << valid) - 1);
         for (int64_t t = 0; t < n_tokens; t++) {
             const uint8_t *x = xq + (size_t)t * xq_stride;
             __m512 v;
@@ -883,7 +926,7 @@ VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t 
             case PL_TYPE_Q4_0: v = packed_group_dot(PL_TYPE_Q4_0, grp, x, nb); break;
             default: v = packed_group_dot(PL_TYPE_Q8_0, grp, x, nb); break;
             }
-            _mm512_mask_storeu_ps(y + t * ldy + r, mask, v);
+            store_group(y + t * ldy, rows, g, v);
         }
     }
 }
