@@ -670,6 +670,49 @@ struct KernelTests {
     }
     #endif
 
+    // expf, vectorised
+
+    /// Every 4099th float bit pattern, plus all floats in the ranges where glibc changes path or the result
+    /// becomes subnormal, overflows or underflows (a full sweep of all 2^32 passed once; it takes 90 s).
+    static let expfInputs: [Float] = {
+        var bits = Array(stride(from: UInt32(0), to: UInt32.max - 4099, by: 4099))
+        for edge: Float in [88.0, -88.0, 88.72283, -87.33654, -103.97208, -103.27893] {
+            let b = edge.bitPattern
+            bits += (b - 2000)...(b + 2000)
+        }
+        bits += 0...2000           // +0 and the smallest subnormals
+        bits += 0x8000_0000...0x8000_07d0
+        bits += [Float.infinity, -.infinity, .nan, -.nan, .greatestFiniteMagnitude, .leastNonzeroMagnitude,
+                 -.leastNonzeroMagnitude, Float(bitPattern: 0x7fa0_0000)].map(\.bitPattern)
+        return bits.map { Float(bitPattern: $0) }
+    }()
+
+    @Test("pl_expf_row and pl_swiglu are bit-identical to libm's expf, on both paths")
+    func expfMatchesLibm() {
+        let x = Self.expfInputs
+        let expected = x.map { Foundation.expf($0) }
+        let silu = x.map { v in v / (1 + Foundation.expf(-v)) * 1.7 }
+        Self.bothPaths { path in
+            var y = [Float](repeating: 0, count: x.count)
+            pl_expf_row(x, &y, Int64(x.count))
+            var g = x
+            let u = [Float](repeating: 1.7, count: x.count)
+            pl_swiglu(&g, u, Int64(x.count))
+            var bad = 0, badSilu = 0
+            for i in x.indices {
+                if y[i].bitPattern != expected[i].bitPattern && !(y[i].isNaN && expected[i].isNaN) {
+                    if bad < 3 { Issue.record("\(path) expf(\(x[i])) = \(y[i]), libm \(expected[i])") }
+                    bad += 1
+                }
+                if g[i].bitPattern != silu[i].bitPattern && !(g[i].isNaN && silu[i].isNaN) {
+                    if badSilu < 3 { Issue.record("\(path) swiglu(\(x[i])) = \(g[i]), libm \(silu[i])") }
+                    badSilu += 1
+                }
+            }
+            #expect(bad == 0 && badSilu == 0, "\(path): \(bad) expf and \(badSilu) swiglu differences in \(x.count) inputs")
+        }
+    }
+
     @Test("f32 → f16 known cases")
     func f32ToF16Known() {
         let cases: [(Float, UInt16)] = [

@@ -82,7 +82,10 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
 void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
                       int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1);
 
-/// g[i] = silu(g[i]) · u[i] (SwiGLU), with libm's expf as the reference computation uses.
+/// y[i] = expf(x[i]), bit-identical to glibc's expf (16 lanes at a time on AVX-512).
+void pl_expf_row(const float *x, float *y, int64_t n);
+/// g[i] = silu(g[i]) · u[i] (SwiGLU) = g / (1 + expf(−g)) · u, with glibc's expf (as pl_expf_row), as the reference
+/// computation uses.
 void pl_swiglu(float *g, const float *u, int64_t n);
 
 /// A spin-wait hint (x86 `pause`): lets the sibling hyper-thread run and saves power while a thread polls.
