@@ -760,6 +760,12 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
     }
     for (int64_t t = 0; t < n_ctx; t++) {
         const uint16_t *kt = k + t * stride;
+        // The cache is cold (a token streams ~100 MB of weights between two visits of a layer) and a head's rows
+        // are strided: fetch keys a few rows ahead, and this row's values for the second pass.
+        _mm_prefetch((const char *)(kt + 12 * stride), _MM_HINT_T0);
+        _mm_prefetch((const char *)(kt + 12 * stride + 32), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v + t * stride), _MM_HINT_T1);
+        _mm_prefetch((const char *)(v + t * stride + 32), _MM_HINT_T1);
         __m512 kv[NV];
         for (int c = 0; c < NV; c++) kv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
         for (int g = 0; g < n_heads; g++) {
