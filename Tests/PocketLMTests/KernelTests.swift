@@ -306,6 +306,15 @@ struct KernelTests {
                             failures += 1
                         }
                         #expect(y[r1 - r0].isNaN, "wrote past r1")
+                        // A row's value does not depend on the range it is computed in (F32 pairs rows from two
+                        // halves of the range), so the thread count cannot change it.
+                        for r in r0..<r1 {
+                            var alone: Float = .nan
+                            w.withUnsafeBytes { wp in
+                                pl_matvec(Int32(type), wp.baseAddress, rb, x, &alone, Int64(cols), Int64(r), Int64(r + 1))
+                            }
+                            #expect(alone.bitPattern == y[r - r0].bitPattern, "type \(type) \(path) row \(r) alone vs in \(r0)..<\(r1)")
+                        }
                     }
                 }
             }
