@@ -322,6 +322,31 @@ struct KernelTests {
         #expect(failures == 0)
     }
 
+    @Test("pl_gemm_f32: every output is one fma chain over k in order, bit for bit, for any row range and batch",
+          arguments: [(1, 1, 1), (5, 37, 45), (8, 576, 64), (11, 130, 33), (17, 300, 70)])
+    func gemmF32(tokens: Int, k: Int, rows: Int) {
+        var rng = SeededSplitMix64(seed: UInt64(tokens * 1000 + k * 10 + rows))
+        let x = rng.kernelData(tokens * k), w = rng.kernelData(rows * k)
+        var want = [Float](repeating: 0, count: tokens * rows)
+        for t in 0..<tokens {
+            for r in 0..<rows {
+                var acc: Float = 0
+                for j in 0..<k { acc = acc.addingProduct(x[t * k + j], w[r * k + j]) }   // fused, as fma
+                want[t * rows + r] = acc
+            }
+        }
+        var panel = [Float](repeating: 0, count: 32 * k)
+        Self.bothPaths { path in
+            // Two row ranges, as two threads would split them (the first a multiple of 32, as Linear splits).
+            let mid = min(rows, 32)
+            var y = [Float](repeating: .nan, count: tokens * rows)
+            for (r0, r1) in [(0, mid), (mid, rows)] where r0 < r1 {
+                pl_gemm_f32(x, Int64(k), Int64(tokens), w, Int64(k), Int64(k), &y, Int64(rows), Int64(r0), Int64(r1), &panel)
+            }
+            #expect(y.map(\.bitPattern) == want.map(\.bitPattern), "\(path) \(tokens)×\(k) · \(rows)")
+        }
+    }
+
     static let quantTypes: [UInt32] = [8, 2, 3]
 
     /// ggml's x86 SIMD activation quantizer (which the kernels copy): d = amax/127 stored as f16,

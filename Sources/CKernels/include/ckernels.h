@@ -28,6 +28,14 @@ void pl_dequantize_row(int type, const void *src, float *dst, int64_t n);
 void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float *y,
                int64_t n, int64_t r0, int64_t r1);
 
+/// y[t·ldy + r] = Σ_k x[t·ldx + k] · w[r·ldw + k] for t in 0..<n_tokens, r in r0..<r1: F32 weights against a batch
+/// of inputs (prefill), one fma chain per output over k in order (the same on every path and thread split).
+/// `panel` is scratch of 32·K floats, the calling thread's own. pl_gemm_f32_supported() says whether the fast
+/// (AVX-512) body runs here; otherwise it is a plain loop (callers use OpenBLAS then).
+int pl_gemm_f32_supported(void);
+void pl_gemm_f32(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t K, float *y,
+                 int64_t ldy, int64_t r0, int64_t r1, float *panel);
+
 /// Dequantizes rows r0 ..< r1 of w into dst (row-major, `n` floats per row).
 void pl_dequantize_rows(int type, const void *w, size_t row_bytes, float *dst,
                         int64_t n, int64_t r0, int64_t r1);

@@ -13,6 +13,9 @@ public struct Linear {
     public let tile: UnsafeMutableBufferPointer<Float>
     /// Scratch for the inputs quantized to Q8_0/Q8_1 blocks (largest batch × widest input).
     public let quantizedInput: UnsafeMutableRawPointer
+    /// Each thread's transposed 32-row panel for the F32 batch kernel (32 × widest input floats per thread).
+    let panels: UnsafeMutablePointer<Float>
+    let panelFloats: Int
 
     /// Allocates the scratch for inputs up to `maxColumns` wide, batches up to `maxBatch`, and a tile of
     /// `tileFloats` dequantized weights. Freed by `deallocate()`.
@@ -20,11 +23,14 @@ public struct Linear {
         self.pool = pool
         tile = .allocate(capacity: tileFloats)
         quantizedInput = .allocate(byteCount: maxBatch * Linear.quantizedInputBytes(columns: maxColumns), alignment: 64)
+        panelFloats = 32 * maxColumns
+        panels = .allocate(capacity: pool.threadCount * panelFloats)
     }
 
     public func deallocate() {
         tile.deallocate()
         quantizedInput.deallocate()
+        panels.deallocate()
     }
 
     /// Bytes of `quantizedInput` needed for inputs of `columns` elements.
@@ -114,6 +120,21 @@ public struct Linear {
             pool.parallelRanges(rows, granularity: 16) { range in
                 pl_matvec(type, w.data, w.rowBytes, input, output + range.lowerBound,
                           Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
+            }
+            return
+        }
+        if w.type == .f32 && pl_gemm_f32_supported() != 0 {
+            // Our AVX-512 kernel: ~2× OpenBLAS's when its kernels are AVX2 (Debian's 0.3.21 on this CPU, or
+            // OPENBLAS_CORETYPE=Haswell), and a result that does not depend on the thread count.
+            let weights = w.data.assumingMemoryBound(to: Float.self)
+            let panels = self.panels, panelFloats = self.panelFloats
+            let units = (rows + 31) / 32, parts = min(pool.threadCount, units)
+            pool.run(parts: parts) { p in
+                let lo = min(rows, units * p / parts * 32), hi = min(rows, units * (p + 1) / parts * 32)
+                if lo < hi {
+                    pl_gemm_f32(input, Int64(cols), Int64(n), weights, Int64(cols), Int64(cols), output, Int64(ldo),
+                                Int64(lo), Int64(hi), panels + p * panelFloats)
+                }
             }
             return
         }
