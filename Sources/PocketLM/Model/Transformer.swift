@@ -40,6 +40,8 @@ public final class Transformer: @unchecked Sendable {
     private let scores: UnsafeMutablePointer<Float>
     private let ropeInvFreq, ropeCos, ropeSin: UnsafeMutablePointer<Float>
     private let lastLogits: UnsafeMutablePointer<Float>
+    /// Where each thread's share of the attention items starts (threadCount + 1 entries).
+    private let attentionBounds: UnsafeMutablePointer<Int>
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
 
@@ -108,6 +110,7 @@ public final class Transformer: @unchecked Sendable {
         // Each thread scores up to a whole group of heads against the context at once.
         scores = .allocate(capacity: pool.threadCount * config.attentionGroup * self.contextLength)
         lastLogits = .allocate(capacity: vocab)
+        attentionBounds = .allocate(capacity: pool.threadCount + 1)
         let half = config.headDim / 2
         ropeInvFreq = .allocate(capacity: half)
         ropeCos = .allocate(capacity: b * half)
@@ -121,6 +124,7 @@ public final class Transformer: @unchecked Sendable {
 
     deinit {
         for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq, ropeCos, ropeSin] { p.deallocate() }
+        attentionBounds.deallocate()
         linear.deallocate()
         batchLogits?.deallocate()
         oneToken.deallocate()
@@ -282,9 +286,23 @@ public final class Transformer: @unchecked Sendable {
         let parts = min(pool.threadCount, items)
         let scoresPerThread = group * contextLength
         let scores = self.scores
+        // Causal: a later query sees more positions, so the items are split by work (positions seen), not count;
+        // an equal split left one thread ~3× the other's work on a prompt.
+        let bounds = attentionBounds
+        let total = heads * (rows * (start + 1) + rows * (rows - 1) / 2)
+        var done = 0, part = 1
+        bounds[0] = 0
+        for item in 0..<items where part < parts {
+            done += start + item / heads + 1
+            while part < parts && done * parts >= total * part {
+                bounds[part] = item + 1
+                part += 1
+            }
+        }
+        while part <= parts { bounds[part] = items; part += 1 }
         pool.run(parts: parts) { part in
-            var item = items * part / parts
-            let end = items * (part + 1) / parts
+            var item = bounds[part]
+            let end = bounds[part + 1]
             while item < end {
                 let r = item / heads, h = item % heads
                 // The run of this thread's heads on the same query and KV head.
