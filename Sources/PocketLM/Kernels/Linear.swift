@@ -39,10 +39,16 @@ public struct Linear {
     /// Several projections of the same input (Q, K, V; or gate and up) in one parallel step: the input is
     /// quantized once and the threads meet once instead of once per matrix. Falls back to one call per matrix
     /// when they are not all packed with the same activation format.
+    ///
+    /// `then(m, rows)` runs on the thread that computed rows `rows` of matrix m (0, 1, 2) for every input, right
+    /// after it did, so element-wise work on those rows (RoPE, the KV-cache store, SwiGLU) needs no extra round
+    /// of the threads. Matrices of equal row count are split alike, so rows of matrix 1 are also done in
+    /// matrix 0 when `then(1, rows)` runs.
     public func fused(_ input: UnsafePointer<Float>, n: Int,
                       _ w0: WeightTensor, _ o0: UnsafeMutablePointer<Float>,
                       _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>,
-                      _ w2: WeightTensor? = nil, _ o2: UnsafeMutablePointer<Float>? = nil) {
+                      _ w2: WeightTensor? = nil, _ o2: UnsafeMutablePointer<Float>? = nil,
+                      then: (Int, Range<Int>) -> Void = { _, _ in }) {
         let type0 = Int32(w0.type.rawValue)
         let act = pl_activation_type(type0)
         let cols = w0.columns
@@ -53,23 +59,27 @@ public struct Linear {
             self(w0, input, n: n, o0)
             self(w1, input, n: n, o1)
             if let w2, let o2 { self(w2, input, n: n, o2) }
+            pool.parallelRanges(w0.rows, granularity: 16) { then(0, $0) }
+            pool.parallelRanges(w1.rows, granularity: 16) { then(1, $0) }
+            if let w2 { pool.parallelRanges(w2.rows, granularity: 16) { then(2, $0) } }
             return
         }
         let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
         let xq = UnsafeRawPointer(quantizedInput)
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
-            func share(_ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
+            func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
                 let groups = (w.rows + 15) / 16
                 let lo = min(w.rows, groups * p / parts * 16), hi = min(w.rows, groups * (p + 1) / parts * 16)
                 if lo < hi {
                     pl_matmul_packed(Int32(w.type.rawValue), w.packed, Int64(w.rows), Int64(cols), xq, stride, Int64(n),
                                      o, Int64(w.rows), Int64(lo), Int64(hi))
+                    then(m, lo..<hi)
                 }
             }
-            share(w0, o0)
-            share(w1, o1)
-            if let w2, let o2 { share(w2, o2) }
+            share(0, w0, o0)
+            share(1, w1, o1)
+            if let w2, let o2 { share(2, w2, o2) }
         }
     }
 

@@ -187,18 +187,32 @@ public final class Transformer: @unchecked Sendable {
             pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
         }
 
+        let q = self.q, k = self.k, v = self.v, gate = self.gate, up = self.up
+
         // 2. The blocks, in schedule order; pass `slot` keeps its own keys and values.
         for (slot, b) in schedule.passes.enumerated() {
             let block = blocks[b]
             let keys = cache.keys(slot: slot), values = cache.values(slot: slot)
 
             // Attention: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x).
+            // Each thread rotates the Q and K rows it computed and stores its K and V rows in the cache (F16).
             rmsNorm(x, block.attnNorm, xn, rows: n, eps: eps)
-            linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v)
-            rope(q, rows: n, heads: config.numAttentionHeads)
-            rope(k, rows: n, heads: config.numKeyValueHeads)
-            pl_f32_to_f16_row(k, keys + start * kvDim, Int64(n * kvDim))
-            pl_f32_to_f16_row(v, values + start * kvDim, Int64(n * kvDim))
+            linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v) { m, rows in
+                switch m {
+                case 0: self.rope(q, width: dim, rows: n, columns: rows)
+                case 1:
+                    self.rope(k, width: kvDim, rows: n, columns: rows)
+                    for t in 0..<n {
+                        pl_f32_to_f16_row(k + t * kvDim + rows.lowerBound, keys + (start + t) * kvDim + rows.lowerBound,
+                                          Int64(rows.count))
+                    }
+                default:
+                    for t in 0..<n {
+                        pl_f32_to_f16_row(v + t * kvDim + rows.lowerBound, values + (start + t) * kvDim + rows.lowerBound,
+                                          Int64(rows.count))
+                    }
+                }
+            }
             attention(q, keys: keys, values: values, rows: n, start: start, out: att)
             linear(block.wo, att, n: n, xn)
             add(x, xn, count: n * dim)
@@ -206,8 +220,13 @@ public final class Transformer: @unchecked Sendable {
             // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·xn) ⊙ Wup·xn), xn = rmsnorm(x).
             rmsNorm(x, block.ffnNorm, xn, rows: n, eps: eps)
             if let wGate = block.wGate, let wUp = block.wUp, let wDown = block.wDown {
-                linear.fused(xn, n: n, wGate, gate, wUp, up)
-                swiglu(gate, up, count: n * ffn)
+                // SwiGLU on each thread's own rows as soon as its gate and up rows are done.
+                linear.fused(xn, n: n, wGate, gate, wUp, up) { m, rows in
+                    guard m == 1 else { return }
+                    for t in 0..<n {
+                        pl_swiglu(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, Int64(rows.count))
+                    }
+                }
                 linear(wDown, gate, n: n, xn)
                 add(x, xn, count: n * dim)
             } else {
@@ -258,18 +277,20 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Rotates adjacent pairs (x[2i], x[2i+1]) by pos·θ_i: GGUF's llama layout permuted Q/K rows for this.
-    private func rope(_ v: UnsafeMutablePointer<Float>, rows: Int, heads: Int) {
-        let hd = config.headDim, half = hd / 2, width = heads * hd
+    /// Rotates adjacent pairs (x[2i], x[2i+1]) of each head by pos·θ_i: GGUF's llama layout permuted Q/K rows
+    /// for this. `columns` (even bounds) of each of the `rows` vectors of `width` elements.
+    private func rope(_ v: UnsafeMutablePointer<Float>, width: Int, rows: Int, columns: Range<Int>) {
+        let hd = config.headDim, half = hd / 2
         for r in 0..<rows {
-            for i in 0..<half {
+            let p = v + r * width
+            var j = columns.lowerBound
+            while j < columns.upperBound {
+                let i = (j % hd) / 2
                 let c = ropeCos[r * half + i], s = ropeSin[r * half + i]
-                for h in 0..<heads {
-                    let p = v + r * width + h * hd + 2 * i
-                    let a = p[0], b = p[1]
-                    p[0] = a * c - b * s
-                    p[1] = a * s + b * c
-                }
+                let a = p[j], b = p[j + 1]
+                p[j] = a * c - b * s
+                p[j + 1] = a * s + b * c
+                j += 2
             }
         }
     }
@@ -320,9 +341,4 @@ public final class Transformer: @unchecked Sendable {
         for i in 0..<count { a[i] += b[i] }
     }
 
-    private func swiglu(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
-        pool.parallelRanges(count, granularity: 64) { range in
-            pl_swiglu(g + range.lowerBound, u + range.lowerBound, Int64(range.count))
-        }
-    }
 }
