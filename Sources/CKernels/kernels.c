@@ -891,6 +891,22 @@ AVX512 static void attention_avx512(const float *q, const uint16_t *k, const uin
 #endif
 
 #if defined(__x86_64__)
+// Sixteen horizontal sums at once: lane l of the result is the sum of v[p(l)] for p = (0 4 8 12 1 5 9 13 2 6 10 14
+// 3 7 11 15), each added in _mm512_reduce_add_ps's tree order (lanes i + i+8, then i + i+4, i + i+2, i + i+1), so
+// every sum has exactly the bits the intrinsic gives (checked against it in the tests, through attention).
+AVX512 static inline __attribute__((always_inline)) __m512 reduce_add_16(const __m512 v[16]) {
+    __m512 w[8], x[4], y[2];
+    for (int j = 0; j < 8; j++)
+        w[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x44), _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xEE));
+    for (int m = 0; m < 4; m++)
+        x[m] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0x88), _mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0xDD));
+    for (int p = 0; p < 2; p++) {
+        __m512d a = _mm512_castps_pd(x[2 * p]), b = _mm512_castps_pd(x[2 * p + 1]);
+        y[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    return _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xDD));
+}
+
 // Up to 4 query heads over one KV head (head_dim 64: 4 vectors each), each computed exactly as attention_avx512
 // computes it alone; only the loads and f16 conversions of each K and V row are shared.
 // n_heads is a compile-time constant at each call site, so the accumulators stay in registers.
@@ -906,14 +922,40 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
             qv[g][c] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + g * HD + 16 * c),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
-    for (int64_t t = 0; t < n_ctx; t++) {
+    // Scores, 16 positions at a time: the K rows are converted once into `kf`, each head's 16 dot products
+    // are summed by one transpose-and-add network (the same pairings as _mm512_reduce_add_ps, so the same
+    // bits) instead of 16 horizontal reductions.
+    int64_t t = 0;
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __m512 vmax[4];
+    for (int g = 0; g < n_heads; g++) vmax[g] = _mm512_set1_ps(-INFINITY);
+    for (; t + 16 <= n_ctx; t += 16) {
+        __m512 kf[16][NV];
+        for (int j = 0; j < 16; j++) {
+            const uint16_t *kt = k + (t + j) * stride;
+            // The cache is cold (a token streams ~100 MB of weights between two visits of a layer): fetch keys
+            // a step ahead, and these rows' values for the second pass.
+            _mm_prefetch((const char *)(kt + 16 * stride), _MM_HINT_T0);
+            _mm_prefetch((const char *)(kt + 16 * stride + 32), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + (t + j) * stride), _MM_HINT_T1);
+            _mm_prefetch((const char *)(v + (t + j) * stride + 32), _MM_HINT_T1);
+            for (int c = 0; c < NV; c++) kf[j][c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
+        }
+        for (int g = 0; g < n_heads; g++) {
+            __m512 acc[16];
+            for (int j = 0; j < 16; j++) {
+                acc[j] = _mm512_setzero_ps();
+                for (int c = 0; c < NV; c++) acc[j] = _mm512_fmadd_ps(qv[g][c], kf[j][c], acc[j]);
+            }
+            __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(order, reduce_add_16(acc)), vscale);
+            _mm512_storeu_ps(scores + g * n_ctx + t, d);
+            vmax[g] = _mm512_max_ps(vmax[g], d);
+        }
+    }
+    for (int g = 0; g < n_heads; g++) mx[g] = _mm512_reduce_max_ps(vmax[g]);
+    for (; t < n_ctx; t++) {
         const uint16_t *kt = k + t * stride;
-        // The cache is cold (a token streams ~100 MB of weights between two visits of a layer) and a head's rows
-        // are strided: fetch keys a few rows ahead, and this row's values for the second pass.
-        _mm_prefetch((const char *)(kt + 12 * stride), _MM_HINT_T0);
-        _mm_prefetch((const char *)(kt + 12 * stride + 32), _MM_HINT_T0);
-        _mm_prefetch((const char *)(v + t * stride), _MM_HINT_T1);
-        _mm_prefetch((const char *)(v + t * stride + 32), _MM_HINT_T1);
         __m512 kv[NV];
         for (int c = 0; c < NV; c++) kv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
         for (int g = 0; g < n_heads; g++) {
@@ -924,21 +966,28 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
             if (d > mx[g]) mx[g] = d;
         }
     }
+    // Probabilities, rounded to f16 as llama.cpp's F16 V multiply rounds them.
     for (int g = 0; g < n_heads; g++) {
         float *sg = scores + g * n_ctx, sum = 0.0f;
         softmax_exp(sg, n_ctx, mx[g]);
-        for (int64_t t = 0; t < n_ctx; t++) sum += sg[t];
+        for (int64_t u = 0; u < n_ctx; u++) sum += sg[u];
         inv[g] = 1.0f / sum;
+        int64_t u = 0;
+        const __m512 vinv = _mm512_set1_ps(inv[g]);
+        for (; u + 16 <= n_ctx; u += 16)
+            _mm512_storeu_ps(sg + u, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(sg + u), vinv),
+                                                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        for (; u < n_ctx; u++) sg[u] = _cvtsh_ss(_cvtss_sh(sg[u] * inv[g], _MM_FROUND_TO_NEAREST_INT));
     }
     __m512 o[4][NV];
     for (int g = 0; g < n_heads; g++)
         for (int c = 0; c < NV; c++) o[g][c] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n_ctx; t++) {
-        const uint16_t *vt = v + t * stride;
+    for (int64_t u = 0; u < n_ctx; u++) {
+        const uint16_t *vt = v + u * stride;
         __m512 vv[NV];
         for (int c = 0; c < NV; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
         for (int g = 0; g < n_heads; g++) {
-            __m512 pv = _mm512_set1_ps(_cvtsh_ss(_cvtss_sh(scores[g * n_ctx + t] * inv[g], _MM_FROUND_TO_NEAREST_INT)));
+            __m512 pv = _mm512_set1_ps(scores[g * n_ctx + u]);
             for (int c = 0; c < NV; c++) o[g][c] = _mm512_fmadd_ps(pv, vv[c], o[g][c]);
         }
     }

@@ -607,7 +607,7 @@ struct KernelTests {
           arguments: [16, 64])
     func attentionGroup(headDim hd: Int) {
         var rng = SeededSplitMix64(seed: 0x6A77 + UInt64(hd))
-        for nCtx in [1, 3, 17, 100] {
+        for nCtx in [1, 3, 16, 17, 48, 100, 300] {
             for heads in 1...5 {
                 let stride = 2 * hd // two KV heads; the group reads the second
                 let q = (0..<(heads * hd)).map { _ in rng.normal() * 2 }

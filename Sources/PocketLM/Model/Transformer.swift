@@ -96,7 +96,8 @@ public final class Transformer: @unchecked Sendable {
         // with the packing for the cores.
         self.pool = ThreadPool(threadCount: threads)
         setBLASThreads(threads)
-        cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength, kvDim: kvDim)
+        cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength,
+                            kvHeads: config.numKeyValueHeads, headDim: config.headDim)
         let b = self.maxBatch
         self.feedForward = try feedForward?(pool, b)
         x = .allocate(capacity: b * dim)
@@ -192,7 +193,6 @@ public final class Transformer: @unchecked Sendable {
         // 2. The blocks, in schedule order; pass `slot` keeps its own keys and values.
         for (slot, b) in schedule.passes.enumerated() {
             let block = blocks[b]
-            let keys = cache.keys(slot: slot), values = cache.values(slot: slot)
 
             // Attention: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x).
             // Each thread rotates the Q and K rows it computed and stores its K and V rows in the cache (F16).
@@ -202,18 +202,12 @@ public final class Transformer: @unchecked Sendable {
                 case 0: self.rope(q, width: dim, rows: n, columns: rows)
                 case 1:
                     self.rope(k, width: kvDim, rows: n, columns: rows)
-                    for t in 0..<n {
-                        pl_f32_to_f16_row(k + t * kvDim + rows.lowerBound, keys + (start + t) * kvDim + rows.lowerBound,
-                                          Int64(rows.count))
-                    }
+                    self.store(k, rows: n, columns: rows, slot: slot, start: start, values: false)
                 default:
-                    for t in 0..<n {
-                        pl_f32_to_f16_row(v + t * kvDim + rows.lowerBound, values + (start + t) * kvDim + rows.lowerBound,
-                                          Int64(rows.count))
-                    }
+                    self.store(v, rows: n, columns: rows, slot: slot, start: start, values: true)
                 }
             }
-            attention(q, keys: keys, values: values, rows: n, start: start, out: att)
+            attention(q, slot: slot, rows: n, start: start, out: att)
             linear(block.wo, att, n: n, xn)
             add(x, xn, count: n * dim)
 
@@ -295,12 +289,29 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// Writes `columns` of the `rows` new key (or value) vectors into the cache at positions start..<start+rows,
+    /// as F16, head by head.
+    private func store(_ src: UnsafeMutablePointer<Float>, rows: Int, columns: Range<Int>, slot: Int, start: Int,
+                       values: Bool) {
+        let hd = config.headDim, kvDim = config.kvDim
+        var c = columns.lowerBound
+        while c < columns.upperBound {
+            let head = c / hd, end = min(columns.upperBound, (head + 1) * hd)
+            let base = values ? cache.values(slot: slot, head: head) : cache.keys(slot: slot, head: head)
+            for t in 0..<rows {
+                pl_f32_to_f16_row(src + t * kvDim + c, base + (start + t) * hd + (c - head * hd), Int64(end - c))
+            }
+            c = end
+        }
+    }
+
     /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; the (query, head) items
     /// are spread over the threads, and each query's head sees the cache up to its own position. A thread takes
     /// its consecutive heads that share a KV head in one pass over that head's keys and values.
-    private func attention(_ q: UnsafeMutablePointer<Float>, keys: UnsafeMutablePointer<UInt16>,
-                           values: UnsafeMutablePointer<UInt16>, rows: Int, start: Int, out: UnsafeMutablePointer<Float>) {
-        let heads = config.numAttentionHeads, hd = config.headDim, kvDim = config.kvDim, dim = config.hiddenSize
+    private func attention(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, start: Int,
+                           out: UnsafeMutablePointer<Float>) {
+        let heads = config.numAttentionHeads, hd = config.headDim, dim = config.hiddenSize
+        let cache = self.cache
         let group = config.attentionGroup
         let scale = 1 / Float(hd).squareRoot()
         let items = rows * heads
@@ -329,8 +340,8 @@ public final class Transformer: @unchecked Sendable {
                 // The run of this thread's heads on the same query and KV head.
                 let kvHead = h / group
                 let n = min(end - item, (kvHead + 1) * group - h)
-                pl_attention_group_f16(q + r * dim + h * hd, Int64(n), keys + kvHead * hd, values + kvHead * hd,
-                                       Int64(kvDim), Int64(start + r + 1), Int64(hd), scale,
+                pl_attention_group_f16(q + r * dim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead),
+                                       cache.values(slot: slot, head: kvHead), Int64(hd), Int64(start + r + 1), Int64(hd), scale,
                                        scores + part * scoresPerThread, out + r * dim + h * hd)
                 item += n
             }
