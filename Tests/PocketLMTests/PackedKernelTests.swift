@@ -29,8 +29,9 @@ struct PackedKernelTests {
         return w
     }
 
-    @Test("bit-identical to pl_matmul_q (one input: two streams in lockstep, odd group counts, a partial last group)",
-          arguments: [(16, 64, 1), (48, 576, 1), (37, 96, 1), (83, 64, 1), (200, 1536, 1), (37, 96, 3), (5, 32, 2), (200, 1536, 4)])
+    @Test("bit-identical to pl_matmul_q (one input: three streams in lockstep, leftover groups, a partial last group in or out of a triple)",
+          arguments: [(16, 64, 1), (48, 576, 1), (37, 96, 1), (83, 64, 1), (101, 64, 1), (117, 64, 1), (200, 1536, 1),
+                      (37, 96, 3), (5, 32, 2), (200, 1536, 4)])
     func matchesRowKernel(rows: Int, cols: Int, tokens: Int) throws {
         try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
         for (type, blockBytes) in Self.types {
