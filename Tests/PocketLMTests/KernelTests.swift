@@ -282,7 +282,7 @@ struct KernelTests {
         var rng = SeededSplitMix64(seed: 0xF10A7 + UInt64(type))
         var failures = 0
         for cols in [1, 7, 15, 16, 17, 31, 33, 100] {
-            for rows in [1, 3, 17] {
+            for rows in [1, 3, 9, 17] {
                 let wf = rng.kernelData(rows * cols)
                 let x = rng.kernelData(cols)
                 let w = QuantRef.quantize(type, wf[...])
@@ -306,8 +306,8 @@ struct KernelTests {
                             failures += 1
                         }
                         #expect(y[r1 - r0].isNaN, "wrote past r1")
-                        // A row's value does not depend on the range it is computed in (F32 pairs rows from two
-                        // halves of the range), so the thread count cannot change it.
+                        // A row's value does not depend on the range it is computed in (F32 takes rows from four
+                        // quarters of the range at once), so the thread count cannot change it.
                         for r in r0..<r1 {
                             var alone: Float = .nan
                             w.withUnsafeBytes { wp in
@@ -437,7 +437,7 @@ struct KernelTests {
         var rng = SeededSplitMix64(seed: 0x5EED + UInt64(type))
         var failures = 0
         for cols in [32, 64, 96, 576] {
-            for rows in [1, 3, 17] {
+            for rows in [1, 3, 9, 17] {
                 let c = Self.quantCase(type: type, rows: rows, cols: cols, tokens: 1, rng: &rng)
                 Self.bothPaths { path in
                     for (r0, r1) in [(0, rows), (1, rows)] where r1 > r0 {
@@ -474,7 +474,7 @@ struct KernelTests {
         var rng = SeededSplitMix64(seed: 0xBA7C4 + UInt64(type))
         var failures = 0
         for cols in [32, 96, 576] {
-            for rows in [1, 3, 17] {
+            for rows in [1, 3, 9, 17] {
                 for tokens in [1, 2, 5] {
                     let c = Self.quantCase(type: type, rows: rows, cols: cols, tokens: tokens, rng: &rng)
                     let ldy = rows + 3
