@@ -57,11 +57,10 @@ public final class LanguageModel {
         } else {
             schedule = try LanguageModel.schedule(in: file, blocks: config.numHiddenLayers)
         }
-        self.tokenizer = try TokenizerLoader.load(from: file)
-        guard tokenizer.vocabularySize <= config.vocabSize else {
-            throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
-                                           reason: "\(tokenizer.vocabularySize) tokens but the model has \(config.vocabSize) embeddings")
-        }
+        // The tokenizer (~50 ms: 49K tokens, 49K merges) is built on another thread while the weights load
+        // and repack: load-to-first-token is the longer of the two, not their sum.
+        let tokenizerLoad = BackgroundResult { try TokenizerLoader.load(from: file) }
+        defer { _ = try? tokenizerLoad.wait() }   // never leave it running past an early throw
         var feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)?
         if let layout = try FlashLayout(file: file, config: config) {
             let paging = options.paging ?? .resident
@@ -77,6 +76,11 @@ public final class LanguageModel {
             file.file.adviseWillNeed()
         }
         self.transformer = try build(MappedWeightStore(file: file), config, schedule, options, feedForward)
+        self.tokenizer = try tokenizerLoad.wait()
+        guard tokenizer.vocabularySize <= config.vocabSize else {
+            throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
+                                           reason: "\(tokenizer.vocabularySize) tokens but the model has \(config.vocabSize) embeddings")
+        }
         self.file = file
         self.config = config
         self.loadSeconds = Date().timeIntervalSince(start)
