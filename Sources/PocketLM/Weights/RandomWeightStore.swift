@@ -8,6 +8,7 @@ public final class RandomWeightStore: WeightStore, @unchecked Sendable {
     public let config: ModelConfig
     public let seed: UInt64
     private var tensors: [String: (shape: [Int], rows: Int, columns: Int, data: UnsafeMutableRawPointer, packed: UnsafeMutableRawPointer?)] = [:]
+    private let arena = WeightArena()
     private let lock = NSLock()
 
     public init(config: ModelConfig, seed: UInt64 = 1) throws {
@@ -22,7 +23,6 @@ public final class RandomWeightStore: WeightStore, @unchecked Sendable {
     deinit {
         for t in tensors.values {
             t.data.deallocate()
-            t.packed?.deallocate()
         }
     }
 
@@ -84,8 +84,12 @@ public final class RandomWeightStore: WeightStore, @unchecked Sendable {
                 }
             }
         }
-        let packed = pl_packed_supported() != 0
-            ? packMatrix(type: .q8_0, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data)) : nil
+        var packed: UnsafeMutableRawPointer?
+        if pl_packed_supported() != 0 {
+            let dst = arena.allocate(pl_packed_bytes(Int32(GGMLType.q8_0.rawValue), Int64(rows), Int64(columns)))
+            packMatrix(type: .q8_0, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data), into: dst)
+            packed = dst
+        }
         tensors[name] = (shape, rows, columns, data, packed)
         return view(name, rows, columns, data, packed)
     }

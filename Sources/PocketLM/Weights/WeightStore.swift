@@ -49,15 +49,12 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// Whether quantized matrices are packed (only on CPUs with the packed kernel).
     public let packs: Bool
     private var packed: [String: UnsafeMutableRawPointer] = [:]
+    private let arena = WeightArena()
     private let lock = NSLock()
 
     public init(file: GGUFFile, pack: Bool = true) {
         self.file = file
         self.packs = pack && pl_packed_supported() != 0
-    }
-
-    deinit {
-        for p in packed.values { p.deallocate() }
     }
 
     public func contains(_ name: String) -> Bool { file.tensorInfo(name) != nil }
@@ -87,17 +84,19 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let p = packed[info.name] { return p }
-        let dst = packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data)
+        let bytes = pl_packed_bytes(Int32(info.type.rawValue), Int64(info.rows), Int64(info.columns))
+        let dst = arena.allocate(bytes)
+        packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst)
         packed[info.name] = dst
         file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
         return dst
     }
 }
 
-/// Copies a quantized matrix into the packed layout (a new 64-byte aligned buffer the caller owns), on all cores.
-func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer) -> UnsafeMutableRawPointer {
+/// Copies a quantized matrix into the packed layout at `dst` (pl_packed_bytes of it, 64-byte aligned), on all cores.
+func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer,
+                into dst: UnsafeMutableRawPointer) {
     let t = Int32(type.rawValue)
-    let dst = UnsafeMutableRawPointer.allocate(byteCount: pl_packed_bytes(t, Int64(rows), Int64(columns)), alignment: 64)
     let groups = (rows + 15) / 16
     let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
     // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
@@ -107,5 +106,4 @@ func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: Un
                      UnsafeMutableRawPointer(bitPattern: out), Int64(groups * part / parts), Int64(groups * (part + 1) / parts))
     }
     DispatchQueue.concurrentPerform(iterations: parts, execute: body)
-    return dst
 }
