@@ -5,7 +5,7 @@ import Foundation
 ///
 /// The whole forward pass is `forwardChunk`, top to bottom. A prompt runs as a batch (sgemm, compute-bound);
 /// a generated token runs alone (matvec, memory-bound). Both use the same code; only `Linear` picks the kernel.
-/// All buffers are allocated here, once: decoding a token allocates nothing.
+/// All buffers are allocated here, once (only the thread pool's hand-offs still allocate a small closure context each).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     public let schedule: LayerSchedule
