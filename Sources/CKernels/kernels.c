@@ -592,12 +592,6 @@ AVX512VNNI static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// 32 nibbles of a 4-bit block as 32 unsigned bytes in element order (low nibbles 0..15, high 16..31).
-AVX512VNNI static inline __m256i q4_bytes(const uint8_t *q) {
-    __m128i b = _mm_loadu_si128((const __m128i *)q);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-}
 
 // R rows against one quantized input at once: the input block is loaded and its scale converted once for all
 // R rows, and R independent accumulator chains keep the FMA units busy (one row alone is latency-bound).
