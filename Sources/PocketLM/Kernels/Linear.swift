@@ -59,9 +59,15 @@ public struct Linear {
             self(w0, input, n: n, o0)
             self(w1, input, n: n, o1)
             if let w2, let o2 { self(w2, input, n: n, o2) }
-            pool.parallelRanges(w0.rows, granularity: 16) { then(0, $0) }
-            pool.parallelRanges(w1.rows, granularity: 16) { then(1, $0) }
-            if let w2 { pool.parallelRanges(w2.rows, granularity: 16) { then(2, $0) } }
+            // The follow-ups in one round of the threads, each on the rows the fused path would give it.
+            let parts = pool.threadCount
+            pool.run(parts: parts) { p in
+                for m in 0..<3 {
+                    let rows = m == 0 ? w0.rows : m == 1 ? w1.rows : (w2?.rows ?? 0)
+                    let share = Linear.rowShare(rows, part: p, parts: parts)
+                    if !share.isEmpty { then(m, share) }
+                }
+            }
             return
         }
         let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
@@ -69,18 +75,24 @@ public struct Linear {
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
             func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
-                let groups = (w.rows + 15) / 16
-                let lo = min(w.rows, groups * p / parts * 16), hi = min(w.rows, groups * (p + 1) / parts * 16)
-                if lo < hi {
+                let rows = Linear.rowShare(w.rows, part: p, parts: parts)
+                if !rows.isEmpty {
                     pl_matmul_packed(Int32(w.type.rawValue), w.packed, Int64(w.rows), Int64(cols), xq, stride, Int64(n),
-                                     o, Int64(w.rows), Int64(lo), Int64(hi))
-                    then(m, lo..<hi)
+                                     o, Int64(w.rows), Int64(rows.lowerBound), Int64(rows.upperBound))
+                    then(m, rows)
                 }
             }
             share(0, w0, o0)
             share(1, w1, o1)
             if let w2, let o2 { share(2, w2, o2) }
         }
+    }
+
+    /// Part `part` of `parts` of a matrix's rows, in whole 16-row groups (the packed layout's unit).
+    @inline(__always)
+    static func rowShare(_ rows: Int, part: Int, parts: Int) -> Range<Int> {
+        let groups = (rows + 15) / 16
+        return min(rows, groups * part / parts * 16)..<min(rows, groups * (part + 1) / parts * 16)
     }
 
     /// Quantizes `n` inputs into `quantizedInput` (Q8_0 or Q8_1 blocks); returns the bytes per input.
