@@ -64,7 +64,7 @@ public struct Linear {
             pool.run(parts: parts) { p in
                 for m in 0..<3 {
                     let rows = m == 0 ? w0.rows : m == 1 ? w1.rows : (w2?.rows ?? 0)
-                    let share = Linear.rowShare(rows, part: p, parts: parts)
+                    let share = ThreadPool.share(rows, granularity: 16, part: p, parts: parts)
                     if !share.isEmpty { then(m, share) }
                 }
             }
@@ -75,7 +75,7 @@ public struct Linear {
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
             func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
-                let rows = Linear.rowShare(w.rows, part: p, parts: parts)
+                let rows = ThreadPool.share(w.rows, granularity: 16, part: p, parts: parts)
                 if !rows.isEmpty {
                     pl_matmul_packed(Int32(w.type.rawValue), w.packed, Int64(w.rows), Int64(cols), xq, stride, Int64(n),
                                      o, Int64(w.rows), Int64(rows.lowerBound), Int64(rows.upperBound))
@@ -86,13 +86,6 @@ public struct Linear {
             share(1, w1, o1)
             if let w2, let o2 { share(2, w2, o2) }
         }
-    }
-
-    /// Part `part` of `parts` of a matrix's rows, in whole 16-row groups (the packed layout's unit).
-    @inline(__always)
-    static func rowShare(_ rows: Int, part: Int, parts: Int) -> Range<Int> {
-        let groups = (rows + 15) / 16
-        return min(rows, groups * part / parts * 16)..<min(rows, groups * (part + 1) / parts * 16)
     }
 
     /// Quantizes `n` inputs into `quantizedInput` (Q8_0 or Q8_1 blocks); returns the bytes per input.
@@ -150,12 +143,13 @@ public struct Linear {
             // OPENBLAS_CORETYPE=Haswell), and a result that does not depend on the thread count.
             let weights = w.data.assumingMemoryBound(to: Float.self)
             let panels = self.panels, panelFloats = self.panelFloats
-            let units = (rows + 31) / 32, parts = min(pool.threadCount, units)
+            let parts = pool.threadCount
             pool.run(parts: parts) { p in
-                let lo = min(rows, units * p / parts * 32), hi = min(rows, units * (p + 1) / parts * 32)
-                if lo < hi {
+                // 32-row panels; a part's index picks its panel scratch.
+                let share = ThreadPool.share(rows, granularity: 32, part: p, parts: parts)
+                if !share.isEmpty {
                     pl_gemm_f32(input, Int64(cols), Int64(n), weights, Int64(cols), Int64(cols), output, Int64(ldo),
-                                Int64(lo), Int64(hi), panels + p * panelFloats)
+                                Int64(share.lowerBound), Int64(share.upperBound), panels + p * panelFloats)
                 }
             }
             return

@@ -103,10 +103,18 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         run(parts: parts) { p in
-            let lo = min(count, (units * p / parts) * granularity)
-            let hi = min(count, (units * (p + 1) / parts) * granularity)
-            if lo < hi { body(lo..<hi) }
+            let range = ThreadPool.share(count, granularity: granularity, part: p, parts: parts)
+            if !range.isEmpty { body(range) }
         }
+    }
+
+    /// Part `part` of `parts` of 0..<count, cut at multiples of `granularity` (the last part takes the tail):
+    /// the split `parallelRanges` uses, for callers that also need the part's index (per-thread scratch) or
+    /// must know which rows a thread will get.
+    @inline(__always)
+    public static func share(_ count: Int, granularity: Int, part: Int, parts: Int) -> Range<Int> {
+        let units = (count + granularity - 1) / max(granularity, 1)
+        return min(count, units * part / parts * granularity)..<min(count, units * (part + 1) / parts * granularity)
     }
 
     private static func workerLoop(_ s: Shared, index: Int) {
