@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench
+.PHONY: demo test deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -38,9 +38,14 @@ python-deps:
 fetch:
 	@$(PYTHON) weights-tools/fetch.py >/dev/null
 
-# F32 and Q8_0 files derived from the Q4_1 one, as ../shared/reference/README.md describes.
+# F32 and Q8_0 files derived from the Q4_1 one, as weights-tools/reference/README.md describes.
 variants: fetch
 	@$(PYTHON) weights-tools/variants.py >/dev/null
+
+# llama.cpp's recorded outputs live in weights-tools/reference/ (committed); this copies newer files from
+# ../shared/reference, where they were first produced, and lists what differs. Never deletes repo-only files.
+sync-reference:
+	@$(PYTHON) weights-tools/sync_reference.py
 
 fixtures:
 	@$(PYTHON) weights-tools/make_fixtures.py --out-dir $(FIXTURES) >/dev/null

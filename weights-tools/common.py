@@ -51,8 +51,9 @@ SMOLLM2_Q4_1_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_F32_NAME = "SmolLM2-135M-Instruct.F32.gguf"
 SMOLLM2_Q8_0_NAME = "SmolLM2-135M-Instruct.Q8_0.gguf"
 
-#: Where llama.cpp's reference outputs live in this workspace (read-only).
-REFERENCE_DIR = Path("/work/shared/reference")
+#: llama.cpp's recorded reference outputs, committed with the repo (sync_reference.py brings in updates
+#: from ../shared/reference, where they were first produced).
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 #: The tensor types the Swift runtime supports; anything else must be rejected by it.
 SUPPORTED_TENSOR_TYPES = (

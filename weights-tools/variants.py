@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Derive the F32 and Q8_0 variants of SmolLM2-135M-Instruct from the cached Q4_1 GGUF.
 
-Why: /work/shared/reference/smollm2-llamacpp.json has llama.cpp outputs for three files of the
+Why: weights-tools/reference/smollm2-llamacpp.json has llama.cpp outputs for three files of the
 same model, and the Swift runtime is tested against all three. Only the Q4_1 file is published;
-the other two are derived from it exactly as /work/shared/reference/README.md describes:
+the other two are derived from it exactly as weights-tools/reference/README.md describes:
 
 - SmolLM2-135M-Instruct.F32.gguf: every tensor dequantized to float32 with
   gguf.quants.dequantize, all metadata copied, general.file_type = 0 (ALL_F32). Numerically the
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=(
             "From the cached SmolLM2-135M-Instruct.Q4_1.gguf write SmolLM2-135M-Instruct.F32.gguf and "
-            "SmolLM2-135M-Instruct.Q8_0.gguf (as /work/shared/reference/README.md describes). Prints the paths."
+            "SmolLM2-135M-Instruct.Q8_0.gguf (as weights-tools/reference/README.md describes). Prints the paths."
         ),
     )
     parser.add_argument("--src", type=Path, default=None,

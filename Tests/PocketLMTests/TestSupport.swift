@@ -16,7 +16,7 @@ enum TestPaths {
         return repoRoot.appendingPathComponent(".fixtures")
     }
 
-    static let referenceJSON = repoRoot.deletingLastPathComponent().appendingPathComponent("shared/reference/smollm2-llamacpp.json")
+    static let referenceJSON = repoRoot.appendingPathComponent("weights-tools/reference/smollm2-llamacpp.json")
 
     /// A model in the cache; a missing file is a failure that says how to get it (never a skip).
     static func model(_ name: String) throws -> String {

@@ -43,10 +43,10 @@ enum TokenizerFixtures {
     static func gguf() throws -> GGUFFile { try loaded.get() }
     static func tokenizer() throws -> any Tokenizer { try loadedTokenizer.get() }
 
-    /// `shared/` sits beside the repository (the test file's symlinks resolved, so scratch packages work too).
+    /// The repository's weights-tools/reference/ (the test file's symlinks resolved, so scratch packages work too).
     static let referencePath: String = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/reference/smollm2-llamacpp.json").path
+        .appendingPathComponent("weights-tools/reference/smollm2-llamacpp.json").path
 
     private static let loadedReference: Result<Reference, any Error> = Result {
         guard let data = FileManager.default.contents(atPath: referencePath) else {
