@@ -1,4 +1,5 @@
 #include "ckernels.h"
+#include "quants_k.h"
 #include <string.h>
 #include <math.h>
 #if defined(__x86_64__)
@@ -298,6 +299,7 @@ int pl_has_avx512(void) {
 void pl_force_portable(int on) { g_force_portable = on; }
 
 void pl_dequantize_row(int type, const void *src, float *dst, int64_t n) {
+    if (pl_kq_owns(type)) { pl_kq_dequantize_row(type, src, dst, n); return; }   // Q5_x and K-quants: quants_k.c
 #if defined(__x86_64__)
     if (pl_has_avx512()) { dequant_avx512(type, src, dst, n); return; }
 #endif
@@ -478,8 +480,9 @@ void pl_dequantize_rows(int type, const void *w, size_t row_bytes, float *dst,
 
 int pl_activation_type(int weight_type) {
     switch (weight_type) {
-    case PL_TYPE_Q8_0: case PL_TYPE_Q4_0: return PL_TYPE_Q8_0;
-    case PL_TYPE_Q4_1: return 9;
+    case PL_TYPE_Q8_0: case PL_TYPE_Q4_0: case PL_TYPE_Q5_0: return PL_TYPE_Q8_0;
+    case PL_TYPE_Q4_1: case PL_TYPE_Q5_1: return PL_TYPE_Q8_1;
+    case PL_TYPE_Q2_K: case PL_TYPE_Q3_K: case PL_TYPE_Q4_K: case PL_TYPE_Q5_K: case PL_TYPE_Q6_K: return PL_TYPE_Q8_K;
     default: return -1;
     }
 }
@@ -689,6 +692,7 @@ void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size
                  float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
     const uint8_t *base = (const uint8_t *)w;
     const uint8_t *x = (const uint8_t *)xq;
+    if (pl_kq_owns(type)) { pl_kq_matmul(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
     int64_t nb = n / 32;
 #if defined(__x86_64__)
     if (has_vnni()) {

@@ -11,7 +11,16 @@ enum {
     PL_TYPE_F16 = 1,
     PL_TYPE_Q4_0 = 2,
     PL_TYPE_Q4_1 = 3,
+    PL_TYPE_Q5_0 = 6,
+    PL_TYPE_Q5_1 = 7,
     PL_TYPE_Q8_0 = 8,
+    PL_TYPE_Q8_1 = 9,
+    PL_TYPE_Q2_K = 10,
+    PL_TYPE_Q3_K = 11,
+    PL_TYPE_Q4_K = 12,
+    PL_TYPE_Q5_K = 13,
+    PL_TYPE_Q6_K = 14,
+    PL_TYPE_Q8_K = 15,   // activations only: what K-quant weights are multiplied with
     PL_TYPE_BF16 = 30,
 };
 
@@ -21,7 +30,8 @@ int pl_has_avx512(void);
 /// CPU check. The packed kernel has no portable twin and is unaffected.
 void pl_force_portable(int on);
 
-/// Dequantizes `n` elements (a whole number of blocks) of one row.
+/// Dequantizes `n` elements (a whole number of blocks) of one row. Q5_0/Q5_1 and the K-quants (Q2_K … Q6_K)
+/// follow ggml's dequantize_row_* (bit-identical to gguf-py's: every product is exact in float).
 void pl_dequantize_row(int type, const void *src, float *dst, int64_t n);
 
 /// y[r - r0] = dot(row r of w, x) for rows r0 ..< r1; rows are `row_bytes` apart, each `n` elements.
@@ -41,15 +51,26 @@ void pl_dequantize_rows(int type, const void *w, size_t row_bytes, float *dst,
                         int64_t n, int64_t r0, int64_t r1);
 
 /// Activations quantized the way llama.cpp does before an integer dot product, so quantized models give
-/// llama.cpp's numbers: Q8_0 blocks (f16 d, 32 × int8) for Q8_0/Q4_0 weights, Q8_1 blocks (f16 d, f16 d·Σq,
-/// 32 × int8) for Q4_1 weights. `n` is a multiple of 32.
-enum { PL_Q8_0_BLOCK_BYTES = 34, PL_Q8_1_BLOCK_BYTES = 36 };
+/// llama.cpp's numbers: Q8_0 blocks (f16 d, 32 × int8) for Q8_0/Q4_0/Q5_0 weights, Q8_1 blocks (f16 d, f16 d·Σq,
+/// 32 × int8) for Q4_1/Q5_1 weights. `n` is a multiple of 32.
+enum { PL_Q8_0_BLOCK_BYTES = 34, PL_Q8_1_BLOCK_BYTES = 36, PL_Q8_K_BLOCK_BYTES = 292 };
 void pl_quantize_q8_0(const float *x, void *out, int64_t n);
 void pl_quantize_q8_1(const float *x, void *out, int64_t n);
-/// The activation format `pl_matvec_q` expects for a weight type: PL_TYPE_Q8_0, 9 (Q8_1), or -1 (float input).
+/// Q8_K blocks for K-quant weights, exactly ggml's quantize_row_q8_K_ref (which its x86 build also runs): per 256
+/// elements a float d = max/−127 (max: the signed value of largest magnitude), 256 int8 = nearest_int(x·(−127/max))
+/// capped at 127 (ties to even), and 16 int16 sums of 16 quants each (PL_Q8_K_BLOCK_BYTES = 4 + 256 + 32). An
+/// all-zero block has d = 0, zero quants and zero sums. `n` is a multiple of 256. Scalar on every path.
+void pl_quantize_q8_K(const float *x, void *out, int64_t n);
+/// The activation format `pl_matvec_q` expects for a weight type: PL_TYPE_Q8_0 (Q8_0, Q4_0, Q5_0), PL_TYPE_Q8_1
+/// (Q4_1, Q5_1), PL_TYPE_Q8_K (Q2_K … Q6_K), or -1 (float input).
 int pl_activation_type(int weight_type);
 
-/// Like pl_matvec, for quantized weights against activations already quantized by pl_quantize_q8_0/q8_1.
+/// Like pl_matvec, for quantized weights against activations already quantized by pl_quantize_q8_0/q8_1/q8_K
+/// (the format pl_activation_type names).
+/// Q5_0, Q5_1 and the K-quants are computed in llama.cpp's x86 arithmetic: its eight 32-bit lanes (lane l sums
+/// elements 4l..4l+3 of each 32-element chunk, times their scale), fma'd into eight float lanes with the block's
+/// d·d_x block after block, then ggml's hsum_float_8, and the minimum terms in ggml's order. The portable and the
+/// AVX-512 VNNI bodies compute the same integers and the same float operations, so they are bit-identical.
 void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
                  int64_t n, int64_t r0, int64_t r1);
 

@@ -3,10 +3,11 @@ import COpenBLAS
 
 /// `output[i, r] = dot(input[i, :], w[r, :])` for i in 0..<n: every projection in the model.
 ///
-/// Quantized weights (Q8_0, Q4_0, Q4_1) stay in their blocks: the inputs are quantized to Q8 as llama.cpp does
-/// and multiplied by integer dot products (VNNI), rows split across threads; in a batch each weight row is
-/// used for every input while it is in L1. Float weights use a matvec kernel for one input and OpenBLAS sgemm
-/// for a batch (F16/BF16 dequantized a tile at a time, so the stored form stays the only full copy).
+/// Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K) stay in their blocks: the inputs are quantized to
+/// Q8 blocks (Q8_0, Q8_1 or Q8_K) as llama.cpp does and multiplied by integer dot products (VNNI), rows split
+/// across threads; in a batch each weight row is used for every input while it is in L1. Float weights use a
+/// matvec kernel for one input and OpenBLAS sgemm for a batch (F16/BF16 dequantized a tile at a time, so the
+/// stored form stays the only full copy).
 public struct Linear {
     public let pool: ThreadPool
     /// Scratch for dequantized rows; its size bounds the rows per sgemm call.
@@ -33,8 +34,11 @@ public struct Linear {
         panels.deallocate()
     }
 
-    /// Bytes of `quantizedInput` needed for inputs of `columns` elements.
-    public static func quantizedInputBytes(columns: Int) -> Int { (columns + 31) / 32 * Int(PL_Q8_1_BLOCK_BYTES) }
+    /// Bytes of `quantizedInput` needed for inputs of `columns` elements in any activation format: the larger of
+    /// Q8_1 (36 bytes per 32) and Q8_K (292 per 256, for K-quant weights).
+    public static func quantizedInputBytes(columns: Int) -> Int {
+        max((columns + 31) / 32 * Int(PL_Q8_1_BLOCK_BYTES), (columns + 255) / 256 * Int(PL_Q8_K_BLOCK_BYTES))
+    }
 
     /// Several projections of the same input (Q, K, V; or gate and up) in one parallel step: the input is
     /// quantized once and the threads meet once instead of once per matrix. Falls back to one call per matrix
@@ -88,16 +92,16 @@ public struct Linear {
         }
     }
 
-    /// Quantizes `n` inputs into `quantizedInput` (Q8_0 or Q8_1 blocks); returns the bytes per input.
+    /// Quantizes `n` inputs into `quantizedInput` (Q8_0, Q8_1 or Q8_K blocks); returns the bytes per input.
     private func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32) -> Int {
         let stride = Linear.quantizedInputBytes(columns: cols)
         let xq = quantizedInput
         pool.parallelRanges(n) { range in
             for i in range {
-                if act == Int32(GGMLType.q8_0.rawValue) {
-                    pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
-                } else {
-                    pl_quantize_q8_1(input + i * cols, xq + i * stride, Int64(cols))
+                switch act {
+                case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
+                case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(input + i * cols, xq + i * stride, Int64(cols))
+                default: pl_quantize_q8_1(input + i * cols, xq + i * stride, Int64(cols))
                 }
             }
         }

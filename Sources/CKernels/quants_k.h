@@ -1,0 +1,34 @@
+#ifndef POCKETLM_QUANTS_K_H
+#define POCKETLM_QUANTS_K_H
+// Private interface between kernels.c's dispatch and the Q5_0/Q5_1/K-quant kernels (quants_k.c: portable
+// reference; quants_k_x86.c: AVX-512 VNNI bodies; quants_q5_packed.c: the 16-row layout of Q5_0).
+#include "ckernels.h"
+
+/// 1 for Q5_0, Q5_1, Q2_K … Q6_K: the types these files own.
+int pl_kq_owns(int type);
+/// Bytes of one file block and elements per block of an owned type.
+int pl_kq_block_bytes(int type);
+int pl_kq_block_elems(int type);
+
+void pl_kq_dequantize_row(int type, const void *src, float *dst, int64_t n);
+void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                  int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+
+/// One row against one quantized input, portable: the reference every fast body must equal bit for bit.
+float pl_kq_dot_portable(int type, const uint8_t *w, const uint8_t *xq, int64_t n);
+
+#if defined(__x86_64__)
+/// 1 when the AVX-512 VNNI bodies run here (and the caller has not forced the portable path).
+int pl_kq_fast(void);
+/// Rows r0 ..< r1 against n_tokens inputs, VNNI bodies; each output bit-identical to pl_kq_dot_portable.
+void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                       int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+#endif
+
+/// Packed 16-row layout of Q5_0 (see ckernels.h's packed-layout comment): bytes of one block of 16 rows.
+enum { PL_Q5_0_PACKED_BLOCK = 16 * 22 };
+void pl_q5_0_pack_rows(const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n, uint8_t *dst, int64_t g0, int64_t g1);
+void pl_q5_0_matmul_packed(const uint8_t *packed, int64_t rows, int64_t n, const uint8_t *xq, size_t xq_stride,
+                           int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
+
+#endif
