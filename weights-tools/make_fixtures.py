@@ -28,7 +28,7 @@ float64 numpy reference (reference.py) as the independent oracles:
                             in a batch and token by token (each pass needs its own KV-cache slot).
   tiny-ls.ref.json          reference.py logits of tiny-ls.gguf under its recorded schedule (computed on
                             tiny-ls-unrolled.gguf, which reference.py runs plainly).
-  unsupported-type.gguf     a valid tiny f32 model except that blk.0.ffn_up.weight is stored as Q5_0;
+  unsupported-type.gguf     a valid tiny f32 model except that blk.0.ffn_up.weight is stored as MXFP4;
                             the Swift reader must reject it, naming that tensor and type.
   manifest.json             what each file is, its sha256, the tiny model config, the token list and
                             per model the reference argmax and smallest top1-top2 logit margin.
@@ -93,7 +93,7 @@ SCHEDULE_STRATEGY_KEY = "pocketlm.layer_schedule.strategy"
 SCHEDULE_REPEATS_KEY = "pocketlm.layer_schedule.repeats"
 
 UNSUPPORTED_TENSOR = "blk.0.ffn_up.weight"
-UNSUPPORTED_TYPE = QT.Q5_0
+UNSUPPORTED_TYPE = QT.MXFP4  # a format ggml defines (so the file reads) that PocketLM does not compute with
 
 
 def log(msg: str) -> None:

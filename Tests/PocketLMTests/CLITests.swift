@@ -54,7 +54,9 @@ struct CLITests {
     @Test("run --json: prompt ids, greedy ids and top logits equal llama.cpp's")
     func runJSONMatchesReference() throws {
         let record = try #require(try Reference.records().first { $0.model_file.hasSuffix("Q4_1.gguf") && $0.prompt_kind == "plain" })
-        let steps = record.greedy_top1_top2_margin.firstIndex { $0 < 0.1 } ?? record.greedy_ids.count
+        // Decisive steps only: Q8-quantized activations put a correct runtime within ~0.3 logits of llama.cpp
+        // (the tolerance RealModelTests use for quantized files).
+        let steps = record.greedy_top1_top2_margin.firstIndex { $0 < 0.35 } ?? record.greedy_ids.count
         let n = min(16, steps)
         let r = try Self.pocketlm(["run", "--model", try Self.q4(), "--prompt", record.prompt, "--temperature", "0",
                                    "--max-tokens", "\(n)", "--json", "--top-logits", "3"])
@@ -239,9 +241,11 @@ struct CLITests {
             #expect(r.stderr.localizedCaseInsensitiveContains(expected), "\(args): stderr '\(r.stderr)' lacks '\(expected)'")
             #expect(r.stdout.isEmpty, "\(args) printed to stdout: \(r.stdout)")
         }
-        // An unsupported tensor type names the tensor and the type.
-        let u = try Self.pocketlm(["inspect", try TestPaths.fixture("unsupported-type.gguf")])
-        #expect(u.stderr.contains("Q5_0"))
+        // A type PocketLM does not compute with: `run` names the tensor and the type; `inspect` only reads, so it lists it.
+        let u = try Self.pocketlm(["run", "--model", try TestPaths.fixture("unsupported-type.gguf"), "--prompt", "hi"])
+        #expect(u.status != 0 && u.stderr.contains("MXFP4"), "\(u.stderr)")
+        let i = try Self.pocketlm(["inspect", try TestPaths.fixture("unsupported-type.gguf")])
+        #expect(i.status == 0 && i.stdout.contains("MXFP4"), "\(i.stderr)")
     }
 
     @Test("perplexity on a short text agrees with the JSON report's own arithmetic")

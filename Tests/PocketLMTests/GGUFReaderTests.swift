@@ -621,32 +621,53 @@ struct GGUFReaderTests {
         try expectError(f.bytes, "corrupt", ["'w.q8_0'", "16 columns", "Q4_0"])
     }
 
-    @Test("unsupported tensor type, written here as Q5_0 (6) and an unknown number")
+    @Test("every format ggml defines reads; an undefined type number is refused, named")
     func unsupportedTypeInline() throws {
         var f = Self.sampleFile()
         f.tensors.append(GGUFTestTensor(name: "w.q5", dims: [32, 1], type: 6, data: [UInt8](repeating: 0, count: 22)))
-        let e = try #require(try Kit.openError(f.bytes))
-        #expect(e == .unsupportedTensorType(tensor: "w.q5", type: "Q5_0"))
-        #expect(e.errorDescription?.contains("'w.q5'") == true && e.errorDescription?.contains("Q5_0") == true)
+        try Kit.open(f.bytes) { g in
+            #expect(g.tensorInfo("w.q5")?.type == .q5_0 && g.tensorInfo("w.q5")?.byteCount == 22)
+        }
 
-        f.tensors[3].type = 200
-        #expect(try Kit.openError(f.bytes) == .unsupportedTensorType(tensor: "w.q5", type: "type #200"))
-        f.tensors[3].type = 12
-        #expect(try Kit.openError(f.bytes) == .unsupportedTensorType(tensor: "w.q5", type: "Q4_K"))
+        f.tensors[3] = GGUFTestTensor(name: "w.iq2", dims: [256, 1], type: 16, data: [UInt8](repeating: 0, count: 66))
+        try Kit.open(f.bytes) { g in
+            #expect(g.tensorInfo("w.iq2")?.type == .iq2_xxs && g.tensorInfo("w.iq2")?.type.isComputable == false)
+        }
+
+        f.tensors[3] = GGUFTestTensor(name: "w.x", dims: [32, 1], type: 200, data: [UInt8](repeating: 0, count: 32))
+        let e = try #require(try Kit.openError(f.bytes))
+        #expect(e == .unsupportedTensorType(tensor: "w.x", type: "type #200"))
+        #expect(e.errorDescription?.contains("'w.x'") == true && e.errorDescription?.contains("#200") == true)
+        f.tensors[3].type = 4
+        #expect(try Kit.openError(f.bytes) == .unsupportedTensorType(tensor: "w.x", type: "Q4_2"))
     }
 
-    @Test("unsupported tensor type in the fixture unsupported-type.gguf")
+    @Test("a format PocketLM does not compute with (fixture unsupported-type.gguf, MXFP4) is refused at model load, named")
     func unsupportedTypeFixture() throws {
         let path = try TestPaths.fixture("unsupported-type.gguf")
-        #expect(throws: GGUFError.unsupportedTensorType(tensor: "blk.0.ffn_up.weight", type: "Q5_0")) {
-            try GGUFFile(path: path)
+        let file = try GGUFFile(path: path)
+        #expect(file.tensorInfo("blk.0.ffn_up.weight")?.type == .mxfp4)
+        #expect(throws: GGUFError.unsupportedTensorType(tensor: "blk.0.ffn_up.weight", type: "MXFP4")) {
+            try LanguageModel(path: path)
         }
         do {
-            _ = try GGUFFile(path: path)
-        } catch {
+            _ = try LanguageModel(path: path)
+        } catch let error as GGUFError {
             let text = error.errorDescription ?? ""
-            #expect(text.contains("blk.0.ffn_up.weight") && text.contains("Q5_0"), "\(text)")
+            #expect(text.contains("blk.0.ffn_up.weight") && text.contains("MXFP4"), "\(text)")
         }
+    }
+
+    @Test("ggml's block geometry for every defined format")
+    func blockGeometry() {
+        let expected: [(UInt32, Int, Int)] = [(0, 1, 4), (1, 1, 2), (2, 32, 18), (3, 32, 20), (6, 32, 22), (7, 32, 24),
+                                              (8, 32, 34), (10, 256, 84), (11, 256, 110), (12, 256, 144), (13, 256, 176),
+                                              (14, 256, 210), (15, 256, 292), (20, 32, 18), (23, 256, 136), (30, 1, 2), (39, 32, 17)]
+        for (n, block, bytes) in expected {
+            let t = GGMLType(rawValue: n)
+            #expect(t.rawValue == n && t.blockSize == block && t.blockBytes == bytes, "\(t)")
+        }
+        #expect(GGMLType(rawValue: 12).description == "Q4_K" && GGMLType(rawValue: 14).rowBytes(columns: 640) == nil)
     }
 
     @Test("missing file, directory, empty file")
@@ -715,8 +736,8 @@ struct GGUFReaderTests {
         }
         try Kit.open(Self.llamaFile(Kit.llamaMetadata([("llama.rope.dimension_count", .u32(8))]))) { g throws in
             let e = #expect(throws: ModelError.self) { try ModelConfig(gguf: g) }
-            guard case .invalidConfig(let field, _)? = e else { Issue.record("\(String(describing: e))"); return }
-            #expect(field == "llama.rope.dimension_count")
+            guard case .unsupportedFeature(let key, _)? = e else { Issue.record("\(String(describing: e))"); return }
+            #expect(key == "llama.rope.dimension_count")
         }
         try Kit.open(Self.llamaFile(Kit.llamaMetadata(removing: ["llama.embedding_length"]))) { g throws in
             #expect(throws: GGUFError.missingMetadata("llama.embedding_length")) { try ModelConfig(gguf: g) }

@@ -42,8 +42,12 @@ struct RealModelTests {
         for record in try Reference.records() where record.model_file == file {
             model.reset()
             var logits = try record.tokens.withUnsafeBufferPointer { try model.forward($0) }
-            // Compare up to the first step whose recorded top1–top2 margin is too small to be decisive.
-            let decisive = record.greedy_top1_top2_margin.firstIndex { $0 < 0.1 } ?? record.greedy_ids.count
+            // Compare up to the first step whose recorded top1–top2 margin is too small to be decisive: 0.1 for
+            // float weights; 0.35 where activations are quantized to Q8 before every product, which turns last-bit
+            // float differences (RoPE angles, norms, exp) into whole quantization steps: a correct runtime's logits
+            // sit within ~0.3 of llama.cpp's there (weights-tools/reference/README.md).
+            let threshold = format == "F32" ? 0.1 : 0.35
+            let decisive = record.greedy_top1_top2_margin.firstIndex { $0 < threshold } ?? record.greedy_ids.count
             var produced: [Int] = []
             for step in 0..<decisive {
                 let next = topK(logits, 1)[0]

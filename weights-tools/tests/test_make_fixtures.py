@@ -75,7 +75,7 @@ def test_ref_json_matches_models(fixtures):
 def test_unsupported_fixture(fixtures):
     d, _ = fixtures
     tensors = {t.name: t for t in common.open_gguf(d / "unsupported-type.gguf").tensors}
-    assert tensors["blk.0.ffn_up.weight"].tensor_type == QT.Q5_0
+    assert tensors["blk.0.ffn_up.weight"].tensor_type == QT.MXFP4
     assert tensors["blk.0.ffn_up.weight"].tensor_type not in common.SUPPORTED_TENSOR_TYPES
     others = [t.tensor_type for n, t in tensors.items() if n != "blk.0.ffn_up.weight"]
     assert set(others) <= set(common.SUPPORTED_TENSOR_TYPES)

@@ -22,7 +22,7 @@ public enum GGUFError: Error, LocalizedError, Equatable {
         case .unsupportedVersion(let v): "unsupported GGUF version \(v) (this reader handles versions 2 and 3)"
         case .truncated(let what, let off): "GGUF file is truncated or corrupt: \(what) runs past the end of the file (at byte \(off))"
         case .corrupt(let m): "corrupt GGUF file: \(m)"
-        case .unsupportedTensorType(let t, let ty): "tensor '\(t)' has type \(ty), which PocketLM does not support (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+        case .unsupportedTensorType(let t, let ty): "tensor '\(t)' has type \(ty), which PocketLM does not compute with (supported: \(GGMLType.computableNames))"
         case .missingTensor(let t): "the model file has no tensor named '\(t)'"
         case .tensorShape(let t, let e, let f): "tensor '\(t)' has shape \(f), expected \(e)"
         case .missingMetadata(let k): "the model file lacks the metadata key '\(k)'"

@@ -89,6 +89,8 @@ public final class GGUFFile: @unchecked Sendable {
         infos.reserveCapacity(raw.count)
         for t in raw {
             let type = GGMLType(rawValue: t.type)
+            // Any format ggml defines has a known size, so the file reads (inspect, tokenize); whether the kernels
+            // compute with it is checked when a model is built from it.
             guard type.isSupported else { throw .unsupportedTensorType(tensor: t.name, type: type.description) }
             var elements = 1
             for d in t.dims {

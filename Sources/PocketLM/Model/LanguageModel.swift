@@ -32,20 +32,11 @@ public final class LanguageModel {
     /// Seconds from opening the file to a model ready to run.
     public let loadSeconds: Double
 
-    /// Architectures by GGUF `general.architecture` (the `model_type`), each with the forward pass that runs it.
-    static let architectures: [String: @Sendable (WeightStore, ModelConfig, LayerSchedule, LoadOptions,
-                                                  ((ThreadPool, Int) throws -> PagedFeedForward)?) throws -> Transformer] = [
-        "llama": { store, config, schedule, options, feedForward in
-            try Transformer(store: store, config: config, schedule: schedule, contextLength: options.contextLength,
-                            threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
-        },
-    ]
-
     public init(path: String, options: LoadOptions = .init()) throws {
         let start = Date()
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
-        guard let build = LanguageModel.architectures[config.modelType] else {
+        guard let architecture = Architectures.all[config.modelType] else {
             throw ModelError.unsupportedArchitecture(config.modelType)
         }
         if let c = options.contextLength, c < 1 {
@@ -63,6 +54,10 @@ public final class LanguageModel {
         defer { _ = try? tokenizerLoad.wait() }   // never leave it running past an early throw
         var feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)?
         if let layout = try FlashLayout(file: file, config: config) {
+            // Bundles hold a SwiGLU FFN between plain pre-norms; other block shapes are not packed yet.
+            guard architecture.traits == Llama.traits else {
+                throw ModelError.unsupportedFeature(key: "general.architecture", reason: "flash paging of a \(config.modelType) model")
+            }
             let paging = options.paging ?? .resident
             let resident = LanguageModel.residentBytes(of: file)
             feedForward = { pool, maxBatch in
@@ -75,7 +70,18 @@ public final class LanguageModel {
             // Read ahead: the first token (or the repacking) touches every weight.
             file.file.adviseWillNeed()
         }
-        self.transformer = try build(MappedWeightStore(file: file), config, schedule, options, feedForward)
+        let transformer = try Transformer(store: MappedWeightStore(file: file), config: config, traits: architecture.traits,
+                                          schedule: schedule, contextLength: options.contextLength,
+                                          threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
+        // A tensor the forward pass does not read is a feature it does not implement: refuse rather than compute
+        // another model than the file describes.
+        let paged = Set(LanguageModel.pagedSuffixes)
+        for t in file.tensors where !transformer.tensorNames.contains(t.name) {
+            guard feedForward != nil, paged.contains(where: { t.name.hasSuffix($0) }) else {
+                throw ModelError.unexpectedTensor(name: t.name, architecture: config.modelType)
+            }
+        }
+        self.transformer = transformer
         self.tokenizer = try tokenizerLoad.wait()
         guard tokenizer.vocabularySize <= config.vocabSize else {
             throw ModelError.invalidConfig(field: "tokenizer.ggml.tokens",
@@ -88,9 +94,11 @@ public final class LanguageModel {
 
     /// Bytes of the tensors a packed model keeps in memory whatever the budget (all but the FFN's).
     static func residentBytes(of file: GGUFFile) -> Int {
-        let paged = [".ffn_bundles", ".ffn_down_scale", ".ffn_pred_a", ".ffn_pred_b", ".ffn_pred_bias", ".ffn_mass"]
-        return file.tensors.filter { t in !paged.contains { t.name.hasSuffix($0) } }.reduce(0) { $0 + $1.byteCount }
+        file.tensors.filter { t in !pagedSuffixes.contains { t.name.hasSuffix($0) } }.reduce(0) { $0 + $1.byteCount }
     }
+
+    /// Tensors of a packed file that the paged FFN reads (not the forward pass).
+    static let pagedSuffixes = [".ffn_bundles", ".ffn_down_scale", ".ffn_pred_a", ".ffn_pred_b", ".ffn_pred_bias", ".ffn_mass"]
 
     /// GGUF metadata keys recording a model's layer schedule (written by weights-tools for LS models).
     public static let scheduleStrategyKey = "pocketlm.layer_schedule.strategy"

@@ -20,6 +20,71 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public var layerSharing: Bool?
     /// The runtime's block order (PocketLM's own key, next to the Hugging Face ones).
     public var layerSchedule: ScheduleSpec?
+    /// Per-head width when it is not hidden_size / num_attention_heads (Gemma 3: 256 for a 640-wide model).
+    public var explicitHeadDim: Int?
+    /// Sliding-window attention (Gemma 3): local layers see this many positions, their own included.
+    public var slidingWindow: Int?
+    /// Every `slidingWindowPattern`-th layer is global, the others local (Gemma 3: 6).
+    public var slidingWindowPattern: Int?
+    /// RoPE base of the local (sliding-window) layers (Gemma 3: 10 000; global layers use rope_theta).
+    public var ropeLocalBaseFreq: Double?
+    /// Queries are scaled by 1/sqrt(query_pre_attn_scalar) instead of 1/sqrt(head_dim) (Gemma 3).
+    public var queryPreAttnScalar: Double?
+    /// Rotary-embedding scaling (linear, yarn, llama3 frequency factors), as Hugging Face writes it.
+    public var ropeScaling: RopeScaling?
+    /// The FFN gate's activation: "silu" (SwiGLU) or "gelu_pytorch_tanh" (GeGLU, Gemma).
+    public var hiddenAct: String?
+
+    public struct RopeScaling: Codable, Sendable, Equatable {
+        /// "linear", "yarn" or "llama3" (Hugging Face's `rope_type`, older configs' `type`).
+        public var ropeType: String
+        public var factor: Double
+        public var originalMaxPositionEmbeddings: Int?
+        public var lowFreqFactor: Double?
+        public var highFreqFactor: Double?
+        public var betaFast: Double?
+        public var betaSlow: Double?
+        public var attentionFactor: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case ropeType = "rope_type", type, factor
+            case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+            case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+            case betaFast = "beta_fast", betaSlow = "beta_slow", attentionFactor = "attention_factor"
+        }
+
+        public init(ropeType: String, factor: Double) {
+            self.ropeType = ropeType
+            self.factor = factor
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            guard let t = try c.decodeIfPresent(String.self, forKey: .ropeType) ?? c.decodeIfPresent(String.self, forKey: .type) else {
+                throw DecodingError.keyNotFound(CodingKeys.ropeType, .init(codingPath: c.codingPath, debugDescription: "rope_scaling needs rope_type"))
+            }
+            ropeType = t
+            factor = try c.decodeIfPresent(Double.self, forKey: .factor) ?? 1
+            originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+            lowFreqFactor = try c.decodeIfPresent(Double.self, forKey: .lowFreqFactor)
+            highFreqFactor = try c.decodeIfPresent(Double.self, forKey: .highFreqFactor)
+            betaFast = try c.decodeIfPresent(Double.self, forKey: .betaFast)
+            betaSlow = try c.decodeIfPresent(Double.self, forKey: .betaSlow)
+            attentionFactor = try c.decodeIfPresent(Double.self, forKey: .attentionFactor)
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(ropeType, forKey: .ropeType)
+            try c.encode(factor, forKey: .factor)
+            try c.encodeIfPresent(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
+            try c.encodeIfPresent(lowFreqFactor, forKey: .lowFreqFactor)
+            try c.encodeIfPresent(highFreqFactor, forKey: .highFreqFactor)
+            try c.encodeIfPresent(betaFast, forKey: .betaFast)
+            try c.encodeIfPresent(betaSlow, forKey: .betaSlow)
+            try c.encodeIfPresent(attentionFactor, forKey: .attentionFactor)
+        }
+    }
 
     public struct ScheduleSpec: Codable, Sendable, Equatable {
         public var strategy: String
@@ -45,6 +110,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case tieWordEmbeddings = "tie_word_embeddings"
         case layerSharing = "layer_sharing"
         case layerSchedule = "layer_schedule"
+        case explicitHeadDim = "head_dim"
+        case slidingWindow = "sliding_window"
+        case slidingWindowPattern = "sliding_window_pattern"
+        case ropeLocalBaseFreq = "rope_local_base_freq"
+        case queryPreAttnScalar = "query_pre_attn_scalar"
+        case ropeScaling = "rope_scaling"
+        case hiddenAct = "hidden_act"
     }
 
     /// Input and output embeddings are one matrix (either flag says so).
@@ -84,8 +156,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         return config
     }
 
-    public var headDim: Int { hiddenSize / numAttentionHeads }
+    public var headDim: Int { explicitHeadDim ?? hiddenSize / numAttentionHeads }
+    /// Width of all query heads together (= hidden_size unless head_dim is explicit).
+    public var queryDim: Int { numAttentionHeads * headDim }
     public var kvDim: Int { numKeyValueHeads * headDim }
+
+    /// Whether block `block` attends over a sliding window (local) rather than the whole context (global).
+    public func isSlidingLayer(_ block: Int) -> Bool {
+        guard slidingWindow != nil, let pattern = slidingWindowPattern, pattern > 0 else { return false }
+        return (block + 1) % pattern != 0
+    }
     /// Query heads per KV head (grouped-query attention).
     public var attentionGroup: Int { numAttentionHeads / numKeyValueHeads }
 
@@ -122,13 +202,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         /// Matrices in the format, norms in F32 (as GGUF files store them).
         public let weight_bytes: [String: Int]
         public let effective_layers: Int
-        /// F16 keys and values of every executed pass.
+        /// F16 keys and values of every executed global pass (a sliding-window pass holds a fixed ring).
         public let kv_cache_bytes_per_token: Int
     }
 
     public func footprint(schedule: LayerSchedule? = nil) throws -> Footprint {
         let dim = hiddenSize, kv = kvDim, ffn = intermediateSize
-        let perLayerMatrices = 2 * dim * dim + 2 * dim * kv + 3 * dim * ffn
+        let perLayerMatrices = 2 * dim * queryDim + 2 * dim * kv + 3 * dim * ffn
         let embeddings = vocabSize * dim * (tiedEmbeddings ? 1 : 2)
         let matrices = embeddings + numHiddenLayers * perLayerMatrices
         let norms = numHiddenLayers * 2 * dim + dim
@@ -136,40 +216,22 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         for (name, type) in [("f32", GGMLType.f32), ("f16", .f16), ("bf16", .bf16), ("q8_0", .q8_0), ("q4_0", .q4_0), ("q4_1", .q4_1)] {
             bytes[name] = matrices / type.blockSize * type.blockBytes + norms * 4
         }
-        let passes = try (schedule ?? self.schedule()).passes.count
-        return Footprint(parameters: matrices + norms, weight_bytes: bytes, effective_layers: passes,
-                         kv_cache_bytes_per_token: 2 * passes * kv * 2)
+        let passes = try (schedule ?? self.schedule()).passes
+        let global = passes.filter { !isSlidingLayer($0) }.count
+        return Footprint(parameters: matrices + norms, weight_bytes: bytes, effective_layers: passes.count,
+                         kv_cache_bytes_per_token: 2 * global * kv * 2)
     }
 
-    /// Architectures whose GGUF tensors follow llama.cpp's `llama` naming and Q/K layout.
-    public static let supportedArchitectures: Set<String> = ["llama"]
+    /// The architectures PocketLM runs (GGUF `general.architecture`), each described in Model/Architectures/.
+    public static var supportedArchitectures: [String] { Architectures.all.keys.sorted() }
 
-    /// Reads `<arch>.*` keys. Only `llama` is accepted: other architectures name or lay out tensors differently,
-    /// and running them as llama would give silently wrong text.
+    /// Reads the hyper-parameters from the file's `<arch>.*` keys through that architecture's reader, which refuses
+    /// what would change the math and is not implemented (naming the key): never a silently different model.
     public init(gguf: GGUFFile) throws {
         let arch = try gguf.string("general.architecture")
-        guard ModelConfig.supportedArchitectures.contains(arch) else { throw ModelError.unsupportedArchitecture(arch) }
-        modelType = arch
-        hiddenSize = try gguf.int("\(arch).embedding_length")
-        numHiddenLayers = try gguf.int("\(arch).block_count")
-        numAttentionHeads = try gguf.int("\(arch).attention.head_count")
-        numKeyValueHeads = (try? gguf.int("\(arch).attention.head_count_kv")) ?? numAttentionHeads
-        intermediateSize = try gguf.int("\(arch).feed_forward_length")
-        ropeTheta = (try? gguf.double("\(arch).rope.freq_base")) ?? 10000
-        rmsNormEps = try gguf.double("\(arch).attention.layer_norm_rms_epsilon")
-        maxPositionEmbeddings = try gguf.int("\(arch).context_length")
-        if let v = try? gguf.int("\(arch).vocab_size") {
-            vocabSize = v
-        } else if let t = gguf.tensorInfo("token_embd.weight"), t.shape.count == 2 {
-            vocabSize = t.shape[1]
-        } else {
-            throw GGUFError.missingMetadata("\(arch).vocab_size")
-        }
+        guard let architecture = Architectures.all[arch] else { throw ModelError.unsupportedArchitecture(arch) }
+        self = try architecture.config(from: gguf)
         try validate()
-        if let rot = try? gguf.int("\(arch).rope.dimension_count"), rot != headDim {
-            throw ModelError.invalidConfig(field: "\(arch).rope.dimension_count",
-                                           reason: "partial rotary embeddings (\(rot) of \(headDim)) are not supported")
-        }
     }
 
     /// Rejects shapes the forward pass cannot run, naming the field at fault.
@@ -180,7 +242,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try need(hiddenSize > 0, "hidden_size", "must be positive, found \(hiddenSize)")
         try need(numHiddenLayers > 0 && numHiddenLayers <= 512, "num_hidden_layers", "must be between 1 and 512, found \(numHiddenLayers)")
         try need(numAttentionHeads > 0, "num_attention_heads", "must be positive, found \(numAttentionHeads)")
-        try need(hiddenSize % numAttentionHeads == 0, "num_attention_heads",
+        try need(explicitHeadDim != nil || hiddenSize % numAttentionHeads == 0, "num_attention_heads",
                  "\(numAttentionHeads) heads do not divide hidden_size \(hiddenSize)")
         try need(numKeyValueHeads > 0 && numAttentionHeads % numKeyValueHeads == 0, "num_key_value_heads",
                  "\(numKeyValueHeads) KV heads do not divide \(numAttentionHeads) attention heads")
@@ -191,5 +253,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         try need(maxPositionEmbeddings > 0, "max_position_embeddings", "must be positive")
         try need(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps", "must be in (0, 1), found \(rmsNormEps)")
         try need(ropeTheta > 1, "rope_theta", "must be greater than 1, found \(ropeTheta)")
+        if let w = slidingWindow { try need(w > 0, "sliding_window", "must be positive, found \(w)") }
+        if let b = ropeLocalBaseFreq { try need(b > 1, "rope_local_base_freq", "must be greater than 1, found \(b)") }
+        if let r = ropeScaling { try need(r.factor > 0, "rope_scaling.factor", "must be positive, found \(r.factor)") }
     }
 }

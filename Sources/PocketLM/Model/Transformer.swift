@@ -1,13 +1,16 @@
 import CKernels
 import Foundation
 
-/// The llama-style decoder: RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU, tied head.
+/// The decoder of every architecture PocketLM runs: RMSNorm, RoPE, grouped-query attention with a KV cache, a gated
+/// FFN, tied or separate head — with what each family adds (`DecoderTraits`: biases, per-head Q/K norms, sandwich
+/// norms, GeGLU, an embedding scale, sliding-window layers with their own RoPE).
 ///
-/// The whole forward pass is `forwardChunk`, top to bottom. A prompt runs as a batch (sgemm, compute-bound);
-/// a generated token runs alone (matvec, memory-bound). Both use the same code; only `Linear` picks the kernel.
-/// All buffers are allocated here, once (only the thread pool's hand-offs still allocate a small closure context each).
+/// The whole forward pass is `forwardChunk`, top to bottom. A prompt runs as a batch (compute-bound); a generated
+/// token runs alone (memory-bound). Both use the same code; only `Linear` picks the kernel. All buffers are
+/// allocated here, once (only the thread pool's hand-offs still allocate a small closure context each).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
+    public let traits: DecoderTraits
     public let schedule: LayerSchedule
     public let contextLength: Int
     /// Most positions run through one batch; longer prompts are split into chunks of this many.
@@ -18,13 +21,23 @@ public final class Transformer: @unchecked Sendable {
     public static let defaultMaxContext = 8192
     /// Tokens already in the KV cache: the position the next token takes.
     public private(set) var position = 0
+    /// Every tensor the forward pass uses (a file's other tensors are features it does not implement).
+    public let tensorNames: Set<String>
 
     struct Block {
         var attnNorm: [Float]
         var wq, wk, wv, wo: WeightTensor
+        /// Projection biases (Qwen2; optional in llama files).
+        var bq, bk, bv, bo: [Float]?
+        /// Per-head RMSNorm weights of queries and keys (head_dim each; Gemma 3).
+        var qNorm, kNorm: [Float]?
+        /// RMSNorm of the attention / FFN output before the residual add (Gemma 3).
+        var postAttnNorm, postFfnNorm: [Float]?
         var ffnNorm: [Float]
         /// Absent for a packed model: its FFN weights live in `feedForward`'s bundles.
         var wGate, wUp, wDown: WeightTensor?
+        /// Which of `ropes` this block's attention uses (Gemma 3: local or global).
+        var rope: Int
     }
 
     let tokenEmbedding: WeightTensor
@@ -32,13 +45,24 @@ public final class Transformer: @unchecked Sendable {
     let output: WeightTensor
     let blocks: [Block]
     let linear: Linear
+    /// The distinct RoPE settings of the model's layers (one, or Gemma 3's local and global).
+    let ropes: [RotaryEmbedding]
+    /// Q/K/V follow-ups (RoPE, cache store) run on each thread's own projection rows right after it computes them;
+    /// per-head norms and the NEOX layout need whole heads, so those models take one more round of the threads.
+    let fusedFollowUps: Bool
+    let embeddingScale: Float
+    let attentionScale: Float
+    /// GELU of every f16 input, as ggml tabulates it (its GeGLU looks the gate up in this table).
+    let geluTable: [Float]
+
     /// The FFN of a packed (flash-layout) model, paged from storage or resident; nil for an ordinary file.
     public private(set) var feedForward: PagedFeedForward?
 
     // Scratch, sized for `maxBatch` positions.
     private let x, xn, q, k, v, att, gate, up: UnsafeMutablePointer<Float>
     private let scores: UnsafeMutablePointer<Float>
-    private let ropeInvFreq, ropeCos, ropeSin: UnsafeMutablePointer<Float>
+    /// cos/sin tables of this chunk's positions, one pair of tables per entry of `ropes`.
+    private let ropeCos, ropeSin: UnsafeMutablePointer<Float>
     private let lastLogits: UnsafeMutablePointer<Float>
     /// Where each thread's share of the attention items starts (threadCount + 1 entries).
     private let attentionBounds: UnsafeMutablePointer<Int>
@@ -47,13 +71,16 @@ public final class Transformer: @unchecked Sendable {
 
     /// `feedForward` builds the paged FFN of a packed model (given the thread pool, once the resident weights
     /// are loaded); without it the FFN matrices come from `store`.
-    public init(store: WeightStore, config: ModelConfig, schedule: LayerSchedule? = nil,
+    public init(store: WeightStore, config: ModelConfig, traits: DecoderTraits? = nil, schedule: LayerSchedule? = nil,
                 contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256,
                 feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)? = nil) throws {
         try config.validate()
+        let traits = traits ?? Architectures.traits(of: config.modelType)
         let schedule = schedule ?? .plain(blocks: config.numHiddenLayers)
-        let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize, vocab = config.vocabSize
+        let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, hd = config.headDim
+        let ffn = config.intermediateSize, vocab = config.vocabSize
         self.config = config
+        self.traits = traits
         self.schedule = schedule
         self.store = store
         // Default: the model's training context, up to 8192 positions (a larger one on request).
@@ -63,68 +90,104 @@ public final class Transformer: @unchecked Sendable {
         }
         self.maxBatch = max(1, min(maxBatch, self.contextLength))
 
-        func vector(_ name: String) throws -> [Float] {
-            let t = try store.tensor(name, shape: [dim])
-            var out = [Float](repeating: 0, count: dim)
-            out.withUnsafeMutableBufferPointer { pl_dequantize_row(Int32(t.type.rawValue), t.data, $0.baseAddress, Int64(dim)) }
+        var names = Set<String>()
+        func tensor(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            names.insert(name)
+            return try store.tensor(name, shape: shape)
+        }
+        func vector(_ name: String, _ count: Int = dim) throws -> [Float] {
+            let t = try tensor(name, [count])
+            guard t.type.isComputable else { throw GGUFError.unsupportedTensorType(tensor: t.name, type: t.type.description) }
+            var out = [Float](repeating: 0, count: count)
+            out.withUnsafeMutableBufferPointer { pl_dequantize_row(Int32(t.type.rawValue), t.data, $0.baseAddress, Int64(count)) }
             return out
         }
-        tokenEmbedding = try store.tensor("token_embd.weight", shape: [dim, vocab])
+        func optionalVector(_ name: String, _ count: Int = dim) throws -> [Float]? {
+            store.contains(name) ? try vector(name, count) : nil
+        }
+        func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            let t = try tensor(name, shape)
+            guard t.type.isComputable else { throw GGUFError.unsupportedTensorType(tensor: t.name, type: t.type.description) }
+            return t
+        }
+        tokenEmbedding = try matrix("token_embd.weight", [dim, vocab])
         outputNorm = try vector("output_norm.weight")
         // Tied embeddings: with no separate head the output projection is the embedding matrix itself.
-        output = store.contains("output.weight") ? try store.tensor("output.weight", shape: [dim, vocab]) : tokenEmbedding
+        output = store.contains("output.weight") ? try matrix("output.weight", [dim, vocab]) : tokenEmbedding
+
+        // RoPE: Llama 3's per-frequency divisors come as a tensor; Gemma 3's local layers have their own base.
+        let factors = try optionalVector("rope_freqs.weight", hd / 2)
+        let globalRope = RotaryEmbedding(dimensions: hd, base: config.ropeTheta, scaling: config.ropeScaling,
+                                         frequencyFactors: factors, contextLength: config.maxPositionEmbeddings)
+        var ropes = [globalRope]
+        if config.slidingWindow != nil, let localBase = config.ropeLocalBaseFreq {
+            ropes.append(RotaryEmbedding(dimensions: hd, base: localBase, scaling: nil, frequencyFactors: nil,
+                                         contextLength: config.maxPositionEmbeddings))
+        }
+        self.ropes = ropes
+
         let paged = feedForward != nil
         blocks = try (0..<config.numHiddenLayers).map { i in
             let p = "blk.\(i)."
-            func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
-                let t = try store.tensor(p + name, shape: shape)
-                guard t.type.isComputable else { throw GGUFError.unsupportedTensorType(tensor: t.name, type: t.type.description) }
-                return t
-            }
             return Block(attnNorm: try vector(p + "attn_norm.weight"),
-                         wq: try matrix("attn_q.weight", [dim, dim]),
-                         wk: try matrix("attn_k.weight", [dim, kvDim]),
-                         wv: try matrix("attn_v.weight", [dim, kvDim]),
-                         wo: try matrix("attn_output.weight", [dim, dim]),
+                         wq: try matrix(p + "attn_q.weight", [dim, qDim]),
+                         wk: try matrix(p + "attn_k.weight", [dim, kvDim]),
+                         wv: try matrix(p + "attn_v.weight", [dim, kvDim]),
+                         wo: try matrix(p + "attn_output.weight", [qDim, dim]),
+                         bq: try optionalVector(p + "attn_q.bias", qDim),
+                         bk: try optionalVector(p + "attn_k.bias", kvDim),
+                         bv: try optionalVector(p + "attn_v.bias", kvDim),
+                         bo: try optionalVector(p + "attn_output.bias", dim),
+                         qNorm: traits.normalizesQueryKey ? try vector(p + "attn_q_norm.weight", hd) : nil,
+                         kNorm: traits.normalizesQueryKey ? try vector(p + "attn_k_norm.weight", hd) : nil,
+                         postAttnNorm: traits.normalizesBlockOutputs ? try vector(p + "post_attention_norm.weight") : nil,
+                         postFfnNorm: traits.normalizesBlockOutputs ? try vector(p + "post_ffw_norm.weight") : nil,
                          ffnNorm: try vector(p + "ffn_norm.weight"),
-                         wGate: paged ? nil : try matrix("ffn_gate.weight", [dim, ffn]),
-                         wUp: paged ? nil : try matrix("ffn_up.weight", [dim, ffn]),
-                         wDown: paged ? nil : try matrix("ffn_down.weight", [ffn, dim]))
+                         wGate: paged ? nil : try matrix(p + "ffn_gate.weight", [dim, ffn]),
+                         wUp: paged ? nil : try matrix(p + "ffn_up.weight", [dim, ffn]),
+                         wDown: paged ? nil : try matrix(p + "ffn_down.weight", [ffn, dim]),
+                         rope: config.isSlidingLayer(i) && ropes.count > 1 ? 1 : 0)
         }
+        tensorNames = names
+        fusedFollowUps = traits.ropeLayout == .adjacentPairs && !traits.normalizesQueryKey
+        embeddingScale = traits.scalesEmbedding ? Float(dim).squareRoot() : 1
+        attentionScale = 1 / Float(config.queryPreAttnScalar ?? Double(hd)).squareRoot()
+        geluTable = traits.activation == .geluTanh ? Transformer.makeGeluTable() : []
 
         // The pool starts after the weights are loaded (and packed), so its spinning workers do not compete
         // with the packing for the cores.
         self.pool = ThreadPool(threadCount: threads)
         setBLASThreads(threads)
-        cache = try KVCache(slots: schedule.passes.count, capacity: self.contextLength,
-                            kvHeads: config.numKeyValueHeads, headDim: config.headDim)
         let b = self.maxBatch
+        // A sliding-window pass keeps window + batch positions: a batch's first query still sees its window after
+        // the whole batch's keys are stored.
+        let kinds: [KVCache.SlotKind] = schedule.passes.map { block in
+            guard config.isSlidingLayer(block), let w = config.slidingWindow else { return .global }
+            return .sliding(window: w, ringSize: w + b)
+        }
+        cache = try KVCache(kinds: kinds, capacity: self.contextLength, kvHeads: config.numKeyValueHeads, headDim: hd)
         self.feedForward = try feedForward?(pool, b)
         x = .allocate(capacity: b * dim)
         xn = .allocate(capacity: b * dim)
-        q = .allocate(capacity: b * dim)
+        q = .allocate(capacity: b * qDim)
         k = .allocate(capacity: b * kvDim)
         v = .allocate(capacity: b * kvDim)
-        att = .allocate(capacity: b * dim)
+        att = .allocate(capacity: b * max(qDim, dim))
         gate = .allocate(capacity: b * ffn)
         up = .allocate(capacity: b * ffn)
         // Each thread scores up to a whole group of heads against the context at once.
         scores = .allocate(capacity: pool.threadCount * config.attentionGroup * self.contextLength)
         lastLogits = .allocate(capacity: vocab)
         attentionBounds = .allocate(capacity: pool.threadCount + 1)
-        let half = config.headDim / 2
-        ropeInvFreq = .allocate(capacity: half)
-        ropeCos = .allocate(capacity: b * half)
-        ropeSin = .allocate(capacity: b * half)
-        for i in 0..<half {
-            ropeInvFreq[i] = Float(pow(config.ropeTheta, -2.0 * Double(i) / Double(config.headDim)))
-        }
+        ropeCos = .allocate(capacity: ropes.count * b * hd / 2)
+        ropeSin = .allocate(capacity: ropes.count * b * hd / 2)
         // The tile holds the largest block matrix, so each projection dequantizes in one piece.
-        linear = Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: b, tileFloats: max(ffn * dim, dim * dim, 1024 * dim))
+        linear = Linear(pool: pool, maxColumns: max(dim, ffn, qDim), maxBatch: b,
+                        tileFloats: max(ffn * dim, qDim * dim, 1024 * dim))
     }
 
     deinit {
-        for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeInvFreq, ropeCos, ropeSin] { p.deallocate() }
+        for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeCos, ropeSin] { p.deallocate() }
         attentionBounds.deallocate()
         linear.deallocate()
         batchLogits?.deallocate()
@@ -137,8 +200,18 @@ public final class Transformer: @unchecked Sendable {
         feedForward?.reset()
     }
 
-    /// Rewinds the cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix.
-    public func truncate(to n: Int) { position = max(0, min(n, position)) }
+    /// Rewinds the cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix. A sliding-window
+    /// ring may already have overwritten what position n needs: then the cache is reset and false returned.
+    @discardableResult
+    public func truncate(to n: Int) -> Bool {
+        let target = max(0, min(n, position))
+        guard cache.canRewind(from: position, to: target) else {
+            reset()
+            return false
+        }
+        position = target
+        return true
+    }
 
     /// Runs one token and returns the logits for the next one (valid until the next call).
     public func decode(_ token: Int) throws -> UnsafeBufferPointer<Float> {
@@ -179,14 +252,19 @@ public final class Transformer: @unchecked Sendable {
     private func forwardChunk(_ tokens: UnsafeBufferPointer<Int>, logits: UnsafeMutablePointer<Float>, all: Bool,
                               computeLogits: Bool = true) throws {
         let n = tokens.count, start = position
-        let dim = config.hiddenSize, kvDim = config.kvDim, ffn = config.intermediateSize
+        let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, ffn = config.intermediateSize
         let eps = Float(config.rmsNormEps)
 
-        // 1. Token embeddings, and the RoPE rotations of these positions (shared by every layer).
-        ropeTable(start: start, rows: n)
+        // 1. Token embeddings (× sqrt(dim) for Gemma), and the RoPE rotations of these positions for each RoPE the
+        //    layers use (shared by every layer of that kind).
+        let half = config.headDim / 2
+        for (i, rope) in ropes.enumerated() {
+            rope.table(start: start, rows: n, cos: ropeCos + i * maxBatch * half, sin: ropeSin + i * maxBatch * half)
+        }
         for i in 0..<n {
             pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
         }
+        if embeddingScale != 1 { scale(x, count: n * dim, by: embeddingScale) }
 
         let q = self.q, k = self.k, v = self.v, gate = self.gate, up = self.up
 
@@ -194,34 +272,43 @@ public final class Transformer: @unchecked Sendable {
         for (slot, b) in schedule.passes.enumerated() {
             let block = blocks[b]
 
-            // Attention: x += Wo · attention(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x).
-            // Each thread rotates the Q and K rows it computed and stores its K and V rows in the cache (F16).
-            rmsNorm(x, block.attnNorm, xn, rows: n, eps: eps)
+            // Attention: x += [norm](Wo · attention(rope(norm(Wq·xn + bq)), rope(norm(Wk·xn + bk)), Wv·xn + bv)),
+            // xn = rmsnorm(x). Each thread adds the biases to the rows it computed and, where a row's work needs
+            // no other rows (adjacent-pair RoPE, no per-head norm), rotates them and stores K/V in the cache (F16).
+            rmsNorm(x, block.attnNorm, xn, rows: n, width: dim, eps: eps)
             linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v) { m, rows in
                 switch m {
-                case 0: self.rope(q, width: dim, rows: n, columns: rows)
+                case 0:
+                    if let bias = block.bq { self.addBias(q, bias, width: qDim, rows: n, columns: rows) }
+                    if self.fusedFollowUps { self.rope(q, width: qDim, rows: n, columns: rows, table: block.rope) }
                 case 1:
-                    self.rope(k, width: kvDim, rows: n, columns: rows)
-                    self.store(k, rows: n, columns: rows, slot: slot, start: start, values: false)
+                    if let bias = block.bk { self.addBias(k, bias, width: kvDim, rows: n, columns: rows) }
+                    if self.fusedFollowUps {
+                        self.rope(k, width: kvDim, rows: n, columns: rows, table: block.rope)
+                        self.store(k, rows: n, columns: rows, slot: slot, start: start, values: false)
+                    }
                 default:
-                    self.store(v, rows: n, columns: rows, slot: slot, start: start, values: true)
+                    if let bias = block.bv { self.addBias(v, bias, width: kvDim, rows: n, columns: rows) }
+                    if self.fusedFollowUps { self.store(v, rows: n, columns: rows, slot: slot, start: start, values: true) }
                 }
             }
+            if !fusedFollowUps { prepareHeads(block, rows: n, slot: slot, start: start) }
             attention(q, slot: slot, rows: n, start: start, out: att)
             linear(block.wo, att, n: n, xn)
+            if let bias = block.bo { addBias(xn, bias, width: dim, rows: n, columns: 0..<dim) }
+            if let norm = block.postAttnNorm { rmsNorm(xn, norm, xn, rows: n, width: dim, eps: eps) }
             add(x, xn, count: n * dim)
 
-            // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·xn) ⊙ Wup·xn), xn = rmsnorm(x).
-            rmsNorm(x, block.ffnNorm, xn, rows: n, eps: eps)
+            // Gated FFN: x += [norm](Wdown · (act(Wgate·xn) ⊙ Wup·xn)), xn = rmsnorm(x); act = silu or tanh-GELU.
+            rmsNorm(x, block.ffnNorm, xn, rows: n, width: dim, eps: eps)
             if let wGate = block.wGate, let wUp = block.wUp, let wDown = block.wDown {
-                // SwiGLU on each thread's own rows as soon as its gate and up rows are done.
+                // The activation on each thread's own rows as soon as its gate and up rows are done.
                 linear.fused(xn, n: n, wGate, gate, wUp, up) { m, rows in
                     guard m == 1 else { return }
-                    for t in 0..<n {
-                        pl_swiglu(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, Int64(rows.count))
-                    }
+                    for t in 0..<n { self.gatedActivation(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, count: rows.count) }
                 }
                 linear(wDown, gate, n: n, xn)
+                if let norm = block.postFfnNorm { rmsNorm(xn, norm, xn, rows: n, width: dim, eps: eps) }
                 add(x, xn, count: n * dim)
             } else {
                 // Packed model: the same SwiGLU over row-column bundles, read from storage as needed.
@@ -234,58 +321,137 @@ public final class Transformer: @unchecked Sendable {
         // 3. Final norm and the output head, for the last position only unless every position is wanted.
         guard computeLogits else { return }
         if all {
-            rmsNorm(x, outputNorm, xn, rows: n, eps: eps)
+            rmsNorm(x, outputNorm, xn, rows: n, width: dim, eps: eps)
             linear(output, xn, n: n, logits)
         } else {
-            rmsNorm(x + (n - 1) * dim, outputNorm, xn, rows: 1, eps: eps)
+            rmsNorm(x + (n - 1) * dim, outputNorm, xn, rows: 1, width: dim, eps: eps)
             linear(output, xn, n: 1, logits)
         }
     }
 
     // MARK: - Small ops
 
+    /// out = x / sqrt(mean(x²) + eps) ⊙ weight for each of `rows` vectors of `width` (in place when out == input).
     private func rmsNorm(_ input: UnsafeMutablePointer<Float>, _ weight: [Float], _ out: UnsafeMutablePointer<Float>,
-                         rows: Int, eps: Float) {
-        let dim = config.hiddenSize
+                         rows: Int, width: Int, eps: Float, stride: Int? = nil) {
+        let stride = stride ?? width
         weight.withUnsafeBufferPointer { w in
             for r in 0..<rows {
-                let xi = input + r * dim, yo = out + r * dim
+                let xi = input + r * stride, yo = out + r * stride
+                // ggml's rms_norm: float squares summed in double, the mean and scale in float, then × weight.
                 var ss: Double = 0
-                for j in 0..<dim { ss += Double(xi[j]) * Double(xi[j]) }
-                let scale = Float(1.0 / (ss / Double(dim) + Double(eps)).squareRoot())
-                for j in 0..<dim { yo[j] = xi[j] * scale * w[j] }
+                for j in 0..<width { ss += Double(xi[j] * xi[j]) }
+                let mean = Float(ss / Double(width))
+                let scale = 1 / (mean + eps).squareRoot()
+                for j in 0..<width { yo[j] = xi[j] * scale * w[j] }
             }
         }
     }
 
-    /// cos/sin of pos·θ_i for the chunk's positions, computed once per chunk instead of once per layer.
-    private func ropeTable(start: Int, rows: Int) {
-        let half = config.headDim / 2
-        for r in 0..<rows {
-            let pos = Float(start + r)
-            for i in 0..<half {
-                let angle = pos * ropeInvFreq[i]
-                ropeCos[r * half + i] = cos(angle)
-                ropeSin[r * half + i] = sin(angle)
+    private func scale(_ a: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        for i in 0..<count { a[i] *= factor }
+    }
+
+    /// Adds `bias` to `columns` of each of the `rows` vectors of `width`.
+    private func addBias(_ v: UnsafeMutablePointer<Float>, _ bias: [Float], width: Int, rows: Int, columns: Range<Int>) {
+        bias.withUnsafeBufferPointer { b in
+            for r in 0..<rows {
+                let p = v + r * width
+                for j in columns { p[j] += b[j] }
             }
         }
     }
 
-    /// Rotates adjacent pairs (x[2i], x[2i+1]) of each head by pos·θ_i: GGUF's llama layout permuted Q/K rows
-    /// for this. `columns` (even bounds) of each of the `rows` vectors of `width` elements.
-    private func rope(_ v: UnsafeMutablePointer<Float>, width: Int, rows: Int, columns: Range<Int>) {
+    /// Rotates each head's pairs by pos·θ_i (table `table` of `ropes`), for `columns` (even bounds, whole heads in
+    /// the NEOX layout) of each of the `rows` vectors of `width` elements, the first at table row `firstRow`.
+    /// Adjacent pairs: GGUF's llama layout
+    /// permuted Q/K rows for (x[2i], x[2i+1]); halves (NEOX): (x[i], x[i + d/2]).
+    private func rope(_ v: UnsafeMutablePointer<Float>, width: Int, rows: Int, columns: Range<Int>, table: Int,
+                      row firstRow: Int = 0) {
         let hd = config.headDim, half = hd / 2
+        let cosT = ropeCos + (table * maxBatch + firstRow) * half, sinT = ropeSin + (table * maxBatch + firstRow) * half
         for r in 0..<rows {
             let p = v + r * width
-            var j = columns.lowerBound
-            while j < columns.upperBound {
-                let i = (j % hd) / 2
-                let c = ropeCos[r * half + i], s = ropeSin[r * half + i]
-                let a = p[j], b = p[j + 1]
-                p[j] = a * c - b * s
-                p[j + 1] = a * s + b * c
-                j += 2
+            switch traits.ropeLayout {
+            case .adjacentPairs:
+                var j = columns.lowerBound
+                while j < columns.upperBound {
+                    let i = (j % hd) / 2
+                    let c = cosT[r * half + i], s = sinT[r * half + i]
+                    let a = p[j], b = p[j + 1]
+                    p[j] = a * c - b * s
+                    p[j + 1] = a * s + b * c
+                    j += 2
+                }
+            case .halves:
+                var head = columns.lowerBound
+                while head < columns.upperBound {
+                    for i in 0..<half {
+                        let c = cosT[r * half + i], s = sinT[r * half + i]
+                        let a = p[head + i], b = p[head + i + half]
+                        p[head + i] = a * c - b * s
+                        p[head + i + half] = a * s + b * c
+                    }
+                    head += hd
+                }
             }
+        }
+    }
+
+    /// Q/K/V after their projections when a head's work needs the whole head (per-head norms, NEOX RoPE): per
+    /// (position, head) item, norm and rotate the query heads; norm, rotate and cache the key heads; cache the values.
+    private func prepareHeads(_ block: Block, rows n: Int, slot: Int, start: Int) {
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, hd = config.headDim
+        let qDim = config.queryDim, kvDim = config.kvDim, eps = Float(config.rmsNormEps)
+        let q = self.q, k = self.k, v = self.v
+        let perRow = heads + kvHeads
+        pool.parallelRanges(n * perRow) { range in
+            for item in range {
+                let t = item / perRow, h = item % perRow
+                if h < heads {
+                    let p = q + t * qDim + h * hd
+                    if let norm = block.qNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    self.rope(q + t * qDim, width: qDim, rows: 1, columns: h * hd..<(h + 1) * hd, table: block.rope, row: t)
+                } else {
+                    let kh = h - heads
+                    let p = k + t * kvDim + kh * hd
+                    if let norm = block.kNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    self.rope(k + t * kvDim, width: kvDim, rows: 1, columns: kh * hd..<(kh + 1) * hd, table: block.rope, row: t)
+                    self.cache.store(p, count: hd, slot: slot, head: kh, position: start + t, column: 0, values: false)
+                    self.cache.store(v + t * kvDim + kh * hd, count: hd, slot: slot, head: kh, position: start + t, column: 0, values: true)
+                }
+            }
+        }
+    }
+
+    /// g[i] = act(g[i]) · u[i]: SwiGLU (silu, with glibc's expf as the reference) or GeGLU (ggml's tabulated GELU:
+    /// the gate rounded to f16 picks the table entry; ±10 and beyond are 0 and the identity).
+    private func gatedActivation(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
+        switch traits.activation {
+        case .silu:
+            pl_swiglu(g, u, Int64(count))
+        case .geluTanh:
+            geluTable.withUnsafeBufferPointer { table in
+                for i in 0..<count {
+                    let x = g[i]
+                    if x <= -10 {
+                        g[i] = 0
+                    } else if x >= 10 {
+                        g[i] = x * u[i]
+                    } else {
+                        g[i] = table[Int(pl_f32_to_f16(x))] * u[i]
+                    }
+                }
+            }
+        }
+    }
+
+    /// ggml's GELU table: for each f16 bit pattern, 0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²))) rounded to f16.
+    static func makeGeluTable() -> [Float] {
+        (0..<65536).map { bits in
+            let x = pl_f16_to_f32(UInt16(bits))
+            let y = 0.5 * x * (1 + tanhf(0.79788456080286535587989211986876 * x * (1 + 0.044715 * x * x)))
+            return pl_f16_to_f32(pl_f32_to_f16(y))
         }
     }
 
@@ -297,23 +463,24 @@ public final class Transformer: @unchecked Sendable {
         var c = columns.lowerBound
         while c < columns.upperBound {
             let head = c / hd, end = min(columns.upperBound, (head + 1) * hd)
-            let base = values ? cache.values(slot: slot, head: head) : cache.keys(slot: slot, head: head)
             for t in 0..<rows {
-                pl_f32_to_f16_row(src + t * kvDim + c, base + (start + t) * hd + (c - head * hd), Int64(end - c))
+                cache.store(src + t * kvDim + c, count: end - c, slot: slot, head: head, position: start + t,
+                            column: c - head * hd, values: values)
             }
             c = end
         }
     }
 
     /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; the (query, head) items
-    /// are spread over the threads, and each query's head sees the cache up to its own position. A thread takes
-    /// its consecutive heads that share a KV head in one pass over that head's keys and values.
+    /// are spread over the threads, and each query's head sees the cache up to its own position (from the start of
+    /// its window on a sliding-window pass). A thread takes its consecutive heads that share a KV head in one pass
+    /// over that head's keys and values.
     private func attention(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, start: Int,
                            out: UnsafeMutablePointer<Float>) {
-        let heads = config.numAttentionHeads, hd = config.headDim, dim = config.hiddenSize
+        let heads = config.numAttentionHeads, hd = config.headDim, qDim = config.queryDim
         let cache = self.cache
         let group = config.attentionGroup
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = attentionScale
         let items = rows * heads
         let parts = min(pool.threadCount, items)
         let scoresPerThread = group * contextLength
@@ -321,11 +488,13 @@ public final class Transformer: @unchecked Sendable {
         // Causal: a later query sees more positions, so the items are split by work (positions seen), not count;
         // an equal split left one thread ~3× the other's work on a prompt.
         let bounds = attentionBounds
-        let total = heads * (rows * (start + 1) + rows * (rows - 1) / 2)
+        func seen(_ r: Int) -> Int { start + r + 1 - cache.firstVisible(slot: slot, position: start + r) }
+        var total = 0
+        for r in 0..<rows { total += heads * seen(r) }
         var done = 0, part = 1
         bounds[0] = 0
         for item in 0..<items where part < parts {
-            done += start + item / heads + 1
+            done += seen(item / heads)
             while part < parts && done * parts >= total * part {
                 bounds[part] = item + 1
                 part += 1
@@ -340,9 +509,11 @@ public final class Transformer: @unchecked Sendable {
                 // The run of this thread's heads on the same query and KV head.
                 let kvHead = h / group
                 let n = min(end - item, (kvHead + 1) * group - h)
-                pl_attention_group_f16(q + r * dim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead),
-                                       cache.values(slot: slot, head: kvHead), Int64(hd), Int64(start + r + 1), Int64(hd), scale,
-                                       scores + part * scoresPerThread, out + r * dim + h * hd)
+                let pos = start + r, first = cache.firstVisible(slot: slot, position: pos)
+                let row = cache.row(slot: slot, position: first) * hd
+                pl_attention_group_f16(q + r * qDim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead) + row,
+                                       cache.values(slot: slot, head: kvHead) + row, Int64(hd), Int64(pos - first + 1),
+                                       Int64(hd), scale, scores + part * scoresPerThread, out + r * qDim + h * hd)
                 item += n
             }
         }
@@ -351,5 +522,4 @@ public final class Transformer: @unchecked Sendable {
     private func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { a[i] += b[i] }
     }
-
 }

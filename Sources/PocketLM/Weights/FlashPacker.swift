@@ -16,6 +16,10 @@ public enum FlashPacker {
                             progress: (Double) -> Void = { _ in }) throws -> FlashLayout {
         let source = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: source)
+        // Bundles hold a SwiGLU FFN between plain pre-norms (the llama block); GeGLU and sandwich norms are not packed yet.
+        guard Architectures.traits(of: config.modelType) == Llama.traits else {
+            throw ModelError.unsupportedFeature(key: "general.architecture", reason: "flash paging of a \(config.modelType) model")
+        }
         if FlashLayout.metadataPresent(in: source) {
             throw PagingError.invalidOption("\(path) is already packed")
         }
