@@ -52,6 +52,7 @@ fixtures:
 	@$(PYTHON) weights-tools/make_fixtures.py --out-dir $(FIXTURES) >/dev/null
 	@$(PYTHON) weights-tools/make_hf_fixture.py --out-dir $(FIXTURES) >/dev/null
 	@$(PYTHON) weights-tools/make_sp_fixture.py --out-dir $(FIXTURES) >/dev/null
+	@$(PYTHON) weights-tools/make_vocab_fixtures.py --out-dir $(FIXTURES) >/dev/null
 	@$(PYTHON) weights-tools/make_kquant_fixture.py --out-dir $(FIXTURES) >/dev/null
 
 build:

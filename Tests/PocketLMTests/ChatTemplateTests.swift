@@ -65,7 +65,7 @@ import Testing
             try ChatTemplate(template: llama2)
         } throws: { error in
             guard case TokenizerError.unsupportedChatTemplate(let why) = error else { return false }
-            return why.contains("Llama 2") && why.contains("ChatML")
+            return why.contains("llama2") && why.contains("Llama 2") && why.contains("ChatML")
         }
         #expect {
             try ChatTemplate(template: "")
@@ -73,9 +73,92 @@ import Testing
             guard case TokenizerError.unsupportedChatTemplate(let why) = error else { return false }
             return why.contains("empty")
         }
-        let llama3 = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
-        #expect(throws: TokenizerError.self) { try ChatTemplate(template: llama3) }
+        #expect {
+            try ChatTemplate(template: "INVALID TEMPLATE")
+        } throws: { error in
+            guard case TokenizerError.unsupportedChatTemplate(let why) = error else { return false }
+            return why.contains("recognises no built-in template")
+        }
+        // <|im_start|> alone does not make ChatML: llama.cpp takes these for Phi-4 and SmolVLM.
+        #expect(throws: TokenizerError.self) { try ChatTemplate(template: "<|im_start|>{{ x }}<|im_sep|>") }
+        #expect(throws: TokenizerError.self) { try ChatTemplate(template: "<|im_start|>User:<end_of_utterance>") }
         let error = TokenizerError.unsupportedChatTemplate("x")
         #expect(error.localizedDescription == "unsupported chat template: x")
+    }
+
+    // MARK: - Against llama.cpp (weights-tools/reference/tokenizer-llamacpp.json)
+
+    /// Every recorded template: recognised as the family llama.cpp recognises (or refused when PocketLM does not
+    /// render it), and rendered exactly as llama.cpp's `llama_chat_apply_template` — except where a ChatML
+    /// template inserts its own default system message, which only the real template (rendered by jinja2)
+    /// shows and PocketLM mirrors.
+    @Test func rendersEveryTemplateAsLlamaCpp() throws {
+        let records = try TokenizerReference.file().chat
+        #expect(records.count >= 27)
+        for r in records {
+            guard let familyName = r.family else {
+                #expect(throws: TokenizerError.self, "\(r.template_name) must be refused") {
+                    try ChatTemplate(template: r.template)
+                }
+                continue
+            }
+            let template = try ChatTemplate(template: r.template)
+            #expect(template.family.rawValue == familyName, "\(r.template_name)")
+            let messages = r.messages.map { ChatMessage(role: $0.role, content: $0.content) }
+            let rendered = try template.render(messages, addGenerationPrompt: true)
+            let expected: String?
+            if template.defaultSystemMessage != nil && r.messages.first?.role != "system" {
+                expected = r.jinja
+            } else {
+                expected = r.llama_cpp
+            }
+            #expect(rendered == expected, "\(r.template_name) / \(r.conversation)")
+        }
+    }
+
+    @Test func qwenDefaultSystemMessageComesFromTheTemplate() throws {
+        let qwen = try #require(try TokenizerReference.file().chat.first { $0.template_name == "qwen2.5" })
+        let template = try ChatTemplate(template: qwen.template)
+        #expect(template.family == .chatML)
+        #expect(template.defaultSystemMessage == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+        let rendered = try template.render([ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+        #expect(rendered.hasPrefix("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"))
+    }
+
+    @Test func gemmaFoldsSystemIntoTheNextUserTurn() throws {
+        let gemma = try ChatTemplate(template: "gemma")
+        #expect(gemma.family == .gemma && gemma.defaultSystemMessage == nil)
+        let rendered = try gemma.render(
+            [ChatMessage(role: "system", content: " Be brief. "), ChatMessage(role: "user", content: " Hi "),
+             ChatMessage(role: "assistant", content: "Hello!"), ChatMessage(role: "user", content: "Bye")],
+            addGenerationPrompt: true)
+        #expect(rendered == "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+            + "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+    }
+
+    @Test func llama3LeavesBosToTheTokenizer() throws {
+        let llama3 = try ChatTemplate(template: "llama3")
+        let rendered = try llama3.render([ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
+        #expect(rendered == "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        #expect(!rendered.contains("<|begin_of_text|>"))
+        // With the llama-bpe pre-tokenizer llama.cpp adds BOS itself when the file does not say otherwise.
+        #expect(try PreTokenizer(preName: "llama-bpe").defaultAddBos)
+    }
+
+    @Test func familyEndOfTurnTokensStopGeneration() throws {
+        // Each family's end-of-turn marker is in its vocabulary's stop set (llama.cpp's EOG), so Generator stops
+        // at the end of the assistant's turn.
+        let gemma = try TokenizerReference.tokenizer("gemma3-270m") as! SentencePieceTokenizer
+        #expect(gemma.stopTokenIds.contains(try #require(gemma.tokenId(forPiece: "<end_of_turn>"))))
+        let smol = try TokenizerReference.tokenizer("smollm2-qwen2") as! BPETokenizer
+        #expect(smol.stopTokenIds.contains(try #require(smol.tokenId(forPiece: "<|im_end|>"))))
+        // A Llama 3 vocabulary: <|eot_id|> and <|eom_id|> end generation even when typed as normal tokens.
+        let tokens = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                      "<|eom_id|>", "a", "b"]
+        let llama3 = try BPETokenizer(tokens: tokens, tokenTypes: [3, 3, 3, 3, 1, 1, 1, 1], merges: [],
+                                      preTokenizer: PreTokenizer(kind: .llama3), bosTokenId: 0, eosTokenId: 1)
+        #expect(llama3.stopTokenIds == [1, 4, 5])
+        #expect(llama3.isControl(4) && llama3.isControl(5))
+        #expect(llama3.encode("a<|eot_id|>", parseSpecial: true) == [6, 4])
     }
 }

@@ -146,13 +146,16 @@ enum SentencePieceFixtures {
         #expect(noPrefix.decode(noPrefix.encode(" a", parseSpecial: false), skipSpecial: false) == " a")
     }
 
-    @Test func unusedPiecesAreSplitBackIntoTheirParts() throws {
-        // "ab" is unused: it may take part in merging but is never output (sentencepiece's resegmentation).
-        let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "▁a"]
-        let scores: [Float] = [0, 0, 0, -1, -2, -2, -1, -3]
-        let types = [2, 3, 3, 1, 1, 1, 5, 1]
+    @Test func mergesFormAnyVocabularyEntryAsLlamaCppDoes() throws {
+        // llama.cpp's SPM merge looks pairs up in the whole vocabulary: an unused entry is output as it is (no
+        // sentencepiece-style resegmentation) and a control entry can be formed from plain text.
+        let tokens = ["<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "▁a", "<", "<s", ">"]
+        let scores: [Float] = [0, 0, 0, -1, -2, -2, -1, -3, -4, -5, -6]
+        let types = [2, 3, 3, 1, 1, 1, 5, 1, 1, 1, 1]
         let tok = try SentencePieceTokenizer(tokens: tokens, scores: scores, tokenTypes: types)
-        #expect(tok.encode("ab", parseSpecial: false).map(tok.piece) == ["▁", "a", "b"])
+        #expect(tok.encode("ab", parseSpecial: false).map(tok.piece) == ["▁", "ab"])
+        #expect(tok.encode("<s>", parseSpecial: false).map(tok.piece) == ["▁", "<s>"])
+        #expect(tok.decode(tok.encode("ab", parseSpecial: false), skipSpecial: false) == "")
     }
 
     @Test func metadataValidation() throws {

@@ -89,7 +89,10 @@ enum TokenizerFixtures {
         #expect(tok.bosTokenId == 1)
         #expect(tok.eosTokenId == 2)
         #expect(tok.addBos == false)
-        #expect(tok.stopTokenIds == [0, 2])  // <|endoftext|> and <|im_end|> (= EOS)
+        // llama.cpp's EOG set: <|endoftext|>, <|im_end|> (= EOS) and <reponame> (the fill-in-the-middle repository
+        // marker, which llama.cpp counts as an end of generation).
+        #expect(tok.stopTokenIds == [0, 2, 4])
+        #expect(tok.piece(4) == "<reponame>")
         #expect(tok.piece(1) == "<|im_start|>")
         #expect(tok.isControl(1) && tok.isControl(2) && !tok.isControl(504))
         #expect(tok.tokenBytes(2) == Array("<|im_end|>".utf8))
@@ -236,11 +239,14 @@ enum TokenizerFixtures {
     @Test func preTokenizerNames() throws {
         #expect(try PreTokenizer(preName: "smollm").kind == .smollm)
         #expect(try PreTokenizer(preName: "starcoder").kind == .smollm)
-        #expect(try PreTokenizer(preName: nil).kind == .gpt2)
-        #expect(try PreTokenizer(preName: "default").kind == .gpt2)
+        // "gpt2" is PocketLM's converter's name for the GPT-2 rules (llama.cpp spells it "gpt-2").
         #expect(try PreTokenizer(preName: "gpt2").kind == .gpt2)
+        #expect(try PreTokenizer(preName: "gpt-2").kind == .gpt2)
         #expect(try PreTokenizer(preName: "llama-bpe").kind == .llama3)
-        #expect(throws: TokenizerError.unsupportedPreTokenizer("qwen2")) { try PreTokenizer(preName: "qwen2") }
+        #expect(try PreTokenizer(preName: "qwen2").kind == .qwen2)
+        // llama.cpp's `default` splitting is not GPT-2's (PreTokenizerVariantTests has the rest).
+        #expect(throws: TokenizerError.unsupportedPreTokenizer("default")) { try PreTokenizer(preName: "default") }
+        #expect(throws: TokenizerError.unsupportedPreTokenizer("")) { try PreTokenizer(preName: nil) }
     }
 
     // MARK: - Merging rules on tiny vocabularies

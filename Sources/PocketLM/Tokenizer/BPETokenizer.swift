@@ -45,11 +45,6 @@ public struct BPETokenizer: Tokenizer {
     /// Tokens cut out of the text before pre-tokenisation, longest first.
     private let specials: SpecialTokens
 
-    /// End-of-turn markers that count as stop tokens when the vocabulary has them.
-    static let endOfTurnPieces = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
-    /// Of those, the ones llama.cpp forces to control type when a file mislabels them.
-    private static let forcedControlPieces: Set<String> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"]
-
     /// Reads the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
     public init(gguf: GGUFFile) throws {
         func has(_ key: String) -> Bool { gguf.metadata[key] != nil }
@@ -65,12 +60,13 @@ public struct BPETokenizer: Tokenizer {
             }
             addBos = b
         }
+        let eos = try optionalInt("tokenizer.ggml.eos_token_id")
+        let eot = try optionalInt("tokenizer.ggml.eot_token_id")
         try self.init(
             tokens: tokens, tokenTypes: types, merges: merges, preTokenizer: try PreTokenizer(preName: pre),
-            bosTokenId: try optionalInt("tokenizer.ggml.bos_token_id"),
-            eosTokenId: try optionalInt("tokenizer.ggml.eos_token_id"),
-            eotTokenId: try optionalInt("tokenizer.ggml.eot_token_id"),
-            addBos: addBos)
+            bosTokenId: try optionalInt("tokenizer.ggml.bos_token_id"), eosTokenId: eos, eotTokenId: eot,
+            addBos: addBos,
+            specialIds: LlamaCppSpecialRules.MetadataIds(gguf: gguf, eos: eos, eot: eot, vocabularySize: tokens.count))
     }
 
     /// Builds a tokenizer from the vocabulary itself.
@@ -84,6 +80,16 @@ public struct BPETokenizer: Tokenizer {
     public init(
         tokens: [String], tokenTypes: [Int]? = nil, merges: [String], preTokenizer: PreTokenizer,
         bosTokenId: Int? = nil, eosTokenId: Int? = nil, eotTokenId: Int? = nil, addBos: Bool? = nil
+    ) throws(TokenizerError) {
+        try self.init(tokens: tokens, tokenTypes: tokenTypes, merges: merges, preTokenizer: preTokenizer,
+                      bosTokenId: bosTokenId, eosTokenId: eosTokenId, eotTokenId: eotTokenId, addBos: addBos,
+                      specialIds: .init(eos: eosTokenId, eot: eotTokenId))
+    }
+
+    init(
+        tokens: [String], tokenTypes: [Int]?, merges: [String], preTokenizer: PreTokenizer,
+        bosTokenId: Int?, eosTokenId: Int?, eotTokenId: Int?, addBos: Bool?,
+        specialIds: LlamaCppSpecialRules.MetadataIds
     ) throws(TokenizerError) {
         let n = tokens.count
         guard n > 0 else { throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty") }
@@ -104,8 +110,8 @@ public struct BPETokenizer: Tokenizer {
         symbolIds.reserveCapacity(n + n / 8)
         // Later duplicates win, as in llama.cpp's `token_to_id`.
         for (i, t) in tokens.enumerated() { symbolIds[t] = Int32(i) }
-        for (i, t) in tokens.enumerated() where BPETokenizer.forcedControlPieces.contains(t) && types[i] != .control {
-            types[i] = .control
+        let stops = LlamaCppSpecialRules.apply(types: &types, ids: specialIds) { t in
+            symbolIds[t].map(Int.init)
         }
 
         var extraSymbols: [String] = []
@@ -150,20 +156,13 @@ public struct BPETokenizer: Tokenizer {
 
         let specials = SpecialTokens(pieces: tokens, types: types)
 
-        var stops: Set<Int> = []
-        if let eosTokenId { stops.insert(eosTokenId) }
-        if let eotTokenId { stops.insert(eotTokenId) }
-        for p in BPETokenizer.endOfTurnPieces {
-            if let id = symbolIds[p], id < n { stops.insert(Int(id)) }
-        }
-
         self.vocabularySize = n
         self.bosTokenId = bosTokenId
         self.eosTokenId = eosTokenId
-        self.addBos = addBos ?? (preTokenizer.kind == .llama3)
+        self.addBos = addBos ?? preTokenizer.defaultAddBos
         self.stopTokenIds = stops
         self.preTokenizer = preTokenizer
-        self.ignoresMerges = preTokenizer.kind == .llama3
+        self.ignoresMerges = preTokenizer.ignoresMerges
         self.pieces = tokens
         self.types = types
         self.decodedBytes = decodedBytes

@@ -20,32 +20,77 @@ public struct PreTokenizer: Sendable, Equatable {
         /// Llama 3's rules: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
         /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
         case llama3
+        /// Qwen2's rules: Llama 3's with `\p{N}` instead of `\p{N}{1,3}` (every digit its own piece).
+        case qwen2
     }
 
     public let kind: Kind
+    /// llama.cpp's `ignore_merges` for this pre-tokenizer: a piece that is itself a vocabulary entry becomes that
+    /// token without merging (Llama 3 and the names llama.cpp groups with it).
+    public let ignoresMerges: Bool
+    /// Whether a BOS is added when the file has no `tokenizer.ggml.add_bos_token` (llama.cpp sets it for the
+    /// Llama 3 group only; every other BPE pre-tokenizer leaves it off).
+    public let defaultAddBos: Bool
 
+    /// The rule set alone; the vocabulary flags are those of the llama.cpp group the rule set is named after.
     public init(kind: Kind) {
         self.kind = kind
+        self.ignoresMerges = kind == .llama3
+        self.defaultAddBos = kind == .llama3
     }
 
-    /// The pre-tokenizer named by GGUF's `tokenizer.ggml.pre`; a missing name means `default`, which PocketLM
-    /// treats as plain GPT-2 splitting.
+    private init(kind: Kind, ignoresMerges: Bool, defaultAddBos: Bool) {
+        self.kind = kind
+        self.ignoresMerges = ignoresMerges
+        self.defaultAddBos = defaultAddBos
+    }
+
+    /// The pre-tokenizer named by GGUF's `tokenizer.ggml.pre`, as llama.cpp's `llama_vocab::impl::load` maps
+    /// the name (src/llama-vocab.cpp). A name llama.cpp splits with a rule set PocketLM does not implement —
+    /// or does not know at all — is refused rather than approximated, since a different split gives different
+    /// ids and silently worse output.
     public init(preName: String?) throws(TokenizerError) {
-        guard let kind = PreTokenizer.kind(forPreName: preName) else {
+        guard let p = PreTokenizer.llamaCppGroups[preName ?? ""] else {
             throw .unsupportedPreTokenizer(preName ?? "")
         }
-        self.kind = kind
+        self = p
     }
 
     /// Maps a `tokenizer.ggml.pre` value to a rule set, or nil when it is not one PocketLM implements.
     public static func kind(forPreName name: String?) -> Kind? {
-        switch name ?? "default" {
-        case "", "default", "gpt2", "gpt-2": .gpt2
-        case "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone": .smollm
-        case "llama-bpe", "llama3", "llama-v3": .llama3
-        default: nil
-        }
+        llamaCppGroups[name ?? ""]?.kind
     }
+
+    /// Every `tokenizer.ggml.pre` value PocketLM accepts, sorted.
+    public static var supportedPreNames: [String] { llamaCppGroups.keys.sorted() }
+
+    /// llama.cpp's name → pre-type table, restricted to the pre-types whose regexes are implemented here, with the
+    /// flags llama.cpp sets beside the pre-type. Left out on purpose: a missing name and `default` (llama.cpp
+    /// then runs four regexes — punctuation runs, GPT-2, `\p{N}+`, `[0-9]{3}` — not the GPT-2 rules alone), and
+    /// `dbrx`/`smaug-bpe` (Llama 3's regex but without `ignore_merges`) — both refused until implemented.
+    private static let llamaCppGroups: [String: PreTokenizer] = {
+        var t: [String: PreTokenizer] = [:]
+        // LLAMA_VOCAB_PRE_TYPE_LLAMA3: ignore_merges = true, add_bos = true.
+        for n in ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                  "jina-v5-nano"] {
+            t[n] = PreTokenizer(kind: .llama3, ignoresMerges: true, defaultAddBos: true)
+        }
+        // LLAMA_VOCAB_PRE_TYPE_QWEN2 (and STABLELM2, HUNYUAN, SOLAR_OPEN, which share its regex and flags).
+        for n in ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "hunyuan", "solar-open"] {
+            t[n] = PreTokenizer(kind: .qwen2, ignoresMerges: false, defaultAddBos: false)
+        }
+        // STARCODER, REFACT, COMMAND_R, SMOLLM, CODESHELL, EXAONE, MINERVA, MELLUM2: `\p{N}` then GPT-2.
+        for n in ["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2"] {
+            t[n] = PreTokenizer(kind: .smollm, ignoresMerges: false, defaultAddBos: false)
+        }
+        // GPT2, MPT, OLMO, JAIS, TRILLION, GRANITE_DOCLING: the GPT-2 regex alone. "gpt2" is not a llama.cpp
+        // name; PocketLM's own converter (convert_hf.py) writes it for a plain byte-level BPE.
+        for n in ["gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
+                  "mellum", "modern-bert", "exaone4", "mpt", "olmo", "jais", "trillion", "granite-docling", "gpt2"] {
+            t[n] = PreTokenizer(kind: .gpt2, ignoresMerges: false, defaultAddBos: false)
+        }
+        return t
+    }()
 
     /// The pieces of `text`, in order; they concatenate back to `text`.
     public func split(_ text: String) -> [String] {
@@ -75,7 +120,9 @@ public struct PreTokenizer: Sendable, Equatable {
                 case .gpt2:
                     s.gpt2(from: 0, to: c.count)
                 case .llama3:
-                    s.llama3(from: 0, to: c.count)
+                    s.llama3(from: 0, to: c.count, digitRun: 3)
+                case .qwen2:
+                    s.llama3(from: 0, to: c.count, digitRun: 1)
                 case .smollm:
                     // First pass (`\p{N}`): each number scalar alone; the stretches between are then split
                     // by the GPT-2 rules, which never look across a stretch's ends.
@@ -228,7 +275,9 @@ private struct Scanner {
         }
     }
 
-    mutating func llama3(from start: Int, to stop: Int) {
+    /// Llama 3's scanner (`unicode_regex_split_custom_llama3`); with `digitRun` 1 it is Qwen2's
+    /// (`unicode_regex_split_custom_qwen2`), which differs only in taking one digit at a time.
+    mutating func llama3(from start: Int, to stop: Int, digitRun: Int) {
         end = stop
         prevEnd = start
         var pos = start
@@ -251,12 +300,12 @@ private struct Scanner {
                     continue
                 }
             }
-            // `\p{N}{1,3}`
+            // `\p{N}{1,3}` (Qwen2: `\p{N}`)
             if fc & CharClass.number != 0 {
                 var ini = pos
                 while fl(pos) & CharClass.number != 0 {
                     pos += 1
-                    if pos - ini >= 3 {
+                    if pos - ini >= digitRun {
                         add(pos)
                         ini = pos
                     }

@@ -1,17 +1,17 @@
-/// SentencePiece BPE with byte fallback (`tokenizer.ggml.model = llama`), matching llama.cpp's
-/// `llm_tokenizer_spm` and sentencepiece's own `bpe_model.cc`.
+/// SentencePiece BPE with byte fallback (`tokenizer.ggml.model = llama`), matching llama.cpp's SPM tokenizer
+/// (`llm_tokenizer_spm_session` and the SPM branch of `llama_vocab::impl::tokenize`, src/llama-vocab.cpp).
 ///
 /// Encoding: special tokens are cut out first (control and unknown tokens only with `parseSpecial`,
-/// user-defined tokens always). Each remaining stretch has its spaces escaped to "▁", gets a "▁" prefix when
-/// `add_space_prefix` is on and it is the first stretch or follows a special token (llama.cpp's rule), and
-/// starts as one symbol per UTF-8 character. The adjacent pair whose concatenation is a vocabulary entry with
-/// the highest score (leftmost on ties) is merged until none is left. A final symbol that is a vocabulary entry
-/// becomes that id; an unused entry is split back into the two symbols it was merged from (sentencepiece's
-/// resegmentation); anything else falls back to one `<0xNN>` token per byte (or, in a vocabulary without byte
-/// tokens, to one unknown token).
+/// user-defined tokens always — for Gemma that includes its runs of spaces, tabs and newlines and its HTML tags).
+/// Each remaining stretch gets a " " prefix when `add_space_prefix` is on and it is the first stretch or follows
+/// a special token, has its spaces escaped to "▁", and starts as one symbol per UTF-8 character. The adjacent
+/// pair whose concatenation is a vocabulary entry with the highest score (leftmost on ties) is merged until none
+/// is left. A final symbol that is a vocabulary entry becomes that id; anything else falls back to one `<0xNN>`
+/// token per byte.
 ///
-/// Merges only form normal, user-defined and unused entries (sentencepiece's `pieces_`): text that spells a
-/// control or byte token, e.g. "<s>", is never merged into it.
+/// Unlike sentencepiece itself, llama.cpp lets a merge form any vocabulary entry — control, byte and unused ones
+/// too — and never splits an unused entry back into its parts; PocketLM does what llama.cpp does, since its ids
+/// are the reference.
 public struct SentencePieceTokenizer: Tokenizer {
     public let vocabularySize: Int
     public let bosTokenId: Int?
@@ -29,10 +29,8 @@ public struct SentencePieceTokenizer: Tokenizer {
     /// Decoded bytes of every token, concatenated; token `i` is `decodedBytes[decodedStart[i]..<decodedStart[i+1]]`.
     private let decodedBytes: [UInt8]
     private let decodedStart: [Int32]
-    /// UTF-8 of the entries merges may form (normal, user-defined, unused) to their ids.
-    private let mergeable: [ArraySlice<UInt8>: Int32]
-    /// Every vocabulary string to its id (later duplicates win, as in llama.cpp).
-    private let pieceIds: [String: Int32]
+    /// Every vocabulary string to its id (llama.cpp's `token_to_id`: any type, later duplicates win).
+    private let table: PieceTable
     /// The token each byte value falls back to (`<0xNN>`, else the one-byte piece), or -1.
     private let byteTokens: [Int32]
     /// Tokens cut out of the text before merging, longest first.
@@ -55,14 +53,17 @@ public struct SentencePieceTokenizer: Tokenizer {
         let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
         let scores = has("tokenizer.ggml.scores") ? try gguf.floatArray("tokenizer.ggml.scores") : nil
         let types = has("tokenizer.ggml.token_type") ? try gguf.intArray("tokenizer.ggml.token_type") : nil
+        let eos = try optionalInt("tokenizer.ggml.eos_token_id") ?? 2
+        let eot = try optionalInt("tokenizer.ggml.eot_token_id")
         try self.init(
             tokens: tokens, scores: scores, tokenTypes: types,
             bosTokenId: try optionalInt("tokenizer.ggml.bos_token_id") ?? 1,
-            eosTokenId: try optionalInt("tokenizer.ggml.eos_token_id") ?? 2,
+            eosTokenId: eos,
             unknownTokenId: try optionalInt("tokenizer.ggml.unknown_token_id") ?? 0,
-            eotTokenId: try optionalInt("tokenizer.ggml.eot_token_id"),
+            eotTokenId: eot,
             addBos: try optionalBool("tokenizer.ggml.add_bos_token") ?? true,
-            addSpacePrefix: try optionalBool("tokenizer.ggml.add_space_prefix") ?? true)
+            addSpacePrefix: try optionalBool("tokenizer.ggml.add_space_prefix") ?? true,
+            specialIds: LlamaCppSpecialRules.MetadataIds(gguf: gguf, eos: eos, eot: eot, vocabularySize: tokens.count))
     }
 
     /// Builds a tokenizer from the vocabulary itself.
@@ -78,12 +79,22 @@ public struct SentencePieceTokenizer: Tokenizer {
         bosTokenId: Int? = 1, eosTokenId: Int? = 2, unknownTokenId: Int? = 0, eotTokenId: Int? = nil,
         addBos: Bool = true, addSpacePrefix: Bool = true
     ) throws(TokenizerError) {
+        try self.init(tokens: tokens, scores: scores, tokenTypes: tokenTypes, bosTokenId: bosTokenId,
+                      eosTokenId: eosTokenId, unknownTokenId: unknownTokenId, eotTokenId: eotTokenId, addBos: addBos,
+                      addSpacePrefix: addSpacePrefix, specialIds: .init(eos: eosTokenId, eot: eotTokenId))
+    }
+
+    init(
+        tokens: [String], scores: [Float]?, tokenTypes: [Int]?, bosTokenId: Int?, eosTokenId: Int?,
+        unknownTokenId: Int?, eotTokenId: Int?, addBos: Bool, addSpacePrefix: Bool,
+        specialIds: LlamaCppSpecialRules.MetadataIds
+    ) throws(TokenizerError) {
         let n = tokens.count
         guard n > 0 else { throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty") }
         guard n < Int(Int32.max) / 2 else {
             throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "\(n) tokens is more than PocketLM supports")
         }
-        let types = tokenTypes.map { $0.map(TokenType.init(gguf:)) } ?? Array(repeating: .normal, count: n)
+        var types = tokenTypes.map { $0.map(TokenType.init(gguf:)) } ?? Array(repeating: .normal, count: n)
         guard types.count == n else {
             throw .invalidMetadata(key: "tokenizer.ggml.token_type", reason: "has \(types.count) entries for \(n) tokens")
         }
@@ -97,29 +108,20 @@ public struct SentencePieceTokenizer: Tokenizer {
             if let id, !(0..<n).contains(id) { throw .tokenIdOutOfRange(key: key, id: id, vocabularySize: n) }
         }
 
-        var pieceIds: [String: Int32] = [:]
-        pieceIds.reserveCapacity(n)
-        var mergeable: [ArraySlice<UInt8>: Int32] = [:]
-        mergeable.reserveCapacity(n)
-        for (i, t) in tokens.enumerated() {
-            pieceIds[t] = Int32(i)
-            switch types[i] {
-            case .normal, .userDefined, .unused:
-                // The first of duplicate entries wins here, as in sentencepiece (duplicates are rejected there).
-                if mergeable[ArraySlice(t.utf8)] == nil { mergeable[ArraySlice(t.utf8)] = Int32(i) }
-            default: break
-            }
+        let table = PieceTable(pieces: tokens)
+        let stops = LlamaCppSpecialRules.apply(types: &types, ids: specialIds) { t in
+            let id = table.id(t)
+            return id >= 0 ? Int(id) : nil
         }
 
+        // llama.cpp's `byte_to_token`: "<0xNN>", else the one-character piece.
         let hex = Array("0123456789ABCDEF".utf8)
         var byteTokens = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
-            let name = String(decoding: [0x3C, 0x30, 0x78, hex[b >> 4], hex[b & 15], 0x3E], as: UTF8.self)
-            if let id = pieceIds[name] {
-                byteTokens[b] = id
-            } else if b < 0x80, let id = pieceIds[String(UnicodeScalar(UInt8(b)))] {
-                byteTokens[b] = id
-            }
+            let name: [UInt8] = [0x3C, 0x30, 0x78, hex[b >> 4], hex[b & 15], 0x3E]
+            var id = name.withUnsafeBytes { table.id($0) }
+            if id < 0 && b < 0x80 { id = [UInt8(b)].withUnsafeBytes { table.id($0) } }
+            byteTokens[b] = id
         }
 
         var decodedBytes: [UInt8] = []
@@ -133,13 +135,6 @@ public struct SentencePieceTokenizer: Tokenizer {
 
         let specials = SpecialTokens(pieces: tokens, types: types)
 
-        var stops: Set<Int> = []
-        if let eosTokenId { stops.insert(eosTokenId) }
-        if let eotTokenId { stops.insert(eotTokenId) }
-        for p in BPETokenizer.endOfTurnPieces {
-            if let id = pieceIds[p] { stops.insert(Int(id)) }
-        }
-
         self.vocabularySize = n
         self.bosTokenId = bosTokenId
         self.eosTokenId = eosTokenId
@@ -152,8 +147,7 @@ public struct SentencePieceTokenizer: Tokenizer {
         self.scores = scores
         self.decodedBytes = decodedBytes
         self.decodedStart = decodedStart
-        self.mergeable = mergeable
-        self.pieceIds = pieceIds
+        self.table = table
         self.byteTokens = byteTokens
         self.specials = specials
     }
@@ -208,7 +202,8 @@ public struct SentencePieceTokenizer: Tokenizer {
 
     /// The id whose stored vocabulary string is exactly `piece`, if any.
     public func tokenId(forPiece piece: String) -> Int? {
-        pieceIds[piece].map(Int.init)
+        let id = table.id(piece)
+        return id >= 0 ? Int(id) : nil
     }
 
     /// The token's bytes on its own; unlike `decode`, the leading space of a first token is kept (a streamed
@@ -259,23 +254,21 @@ public struct SentencePieceTokenizer: Tokenizer {
     /// Per-call scratch buffers, reused across stretches.
     private struct Session {
         var text: [UInt8] = []
-        var start: [Int] = []
-        var length: [Int] = []
-        var prev: [Int] = []
-        var next: [Int] = []
+        var start: [Int32] = []
+        var length: [Int32] = []
+        var prev: [Int32] = []
+        var next: [Int32] = []
         var queue = MergeQueue<Candidate>()
-        /// Each unused entry a merge formed, to the byte length of its left part (sentencepiece's `rev_merge`).
-        var revMerge: [ArraySlice<UInt8>: Int] = [:]
     }
 
     /// A mergeable adjacent pair; stale once either side's length has changed since it was queued.
     private struct Candidate: MergeCandidate {
         var score: Float
-        var left: Int
-        var right: Int
-        var size: Int
+        var left: Int32
+        var right: Int32
+        var size: Int32
 
-        /// Higher score first; on equal score the leftmost pair (sentencepiece's and llama.cpp's queue order).
+        /// Higher score first; on equal score the leftmost pair (llama.cpp's `llm_bigram_spm::comparator`).
         @inline(__always) static func before(_ a: Candidate, _ b: Candidate) -> Bool {
             a.score != b.score ? a.score > b.score : a.left < b.left
         }
@@ -293,68 +286,64 @@ public struct SentencePieceTokenizer: Tokenizer {
         s.prev.removeAll(keepingCapacity: true)
         s.next.removeAll(keepingCapacity: true)
         s.queue.removeAll()
-        s.revMerge.removeAll(keepingCapacity: true)
 
-        // One symbol per UTF-8 character (the stretch ends are character boundaries of a Swift String).
+        // One symbol per UTF-8 character, its length from the lead byte as llama.cpp's `unicode_len_utf8`.
         var i = 0
         let total = s.text.count
         while i < total {
             let b = s.text[i]
-            let len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
+            let len = b < 0xC0 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4
             let n = min(len, total - i)
-            s.prev.append(s.start.count - 1)
-            s.start.append(i)
-            s.length.append(n)
+            s.prev.append(Int32(s.start.count - 1))
+            s.start.append(Int32(i))
+            s.length.append(Int32(n))
             i += n
-            s.next.append(i < total ? s.start.count : -1)
+            s.next.append(i < total ? Int32(s.start.count) : -1)
         }
         let count = s.start.count
-        for k in 1..<max(count, 1) { pushPair(k - 1, k, &s) }
+        s.text.withUnsafeBytes { text in
+            for k in 1..<max(count, 1) { pushPair(Int32(k - 1), Int32(k), text, &s) }
 
-        while let top = s.queue.pop() {
-            let l = top.left, r = top.right
-            guard s.length[l] > 0, s.length[r] > 0, s.length[l] + s.length[r] == top.size else { continue }
-            s.length[l] += s.length[r]
-            s.length[r] = 0
-            s.next[l] = s.next[r]
-            if s.next[r] >= 0 { s.prev[s.next[r]] = l }
-            pushPair(s.prev[l], l, &s)
-            pushPair(l, s.next[l], &s)
-        }
-
-        var k = count > 0 ? 0 : -1
-        while k >= 0 {
-            resegment(s.start[k], s.length[k], &s, into: &out)
-            k = s.next[k]
-        }
-    }
-
-    private func resegment(_ start: Int, _ length: Int, _ s: inout Session, into out: inout [Int]) {
-        let text = s.text[start..<(start + length)]
-        if let id = mergeable[text] {
-            if types[Int(id)] == .unused, let split = s.revMerge[text], split > 0, split < length {
-                resegment(start, split, &s, into: &out)
-                resegment(start + split, length - split, &s, into: &out)
-            } else {
-                out.append(Int(id))
+            while let top = s.queue.pop() {
+                let l = Int(top.left), r = Int(top.right)
+                guard s.length[l] > 0, s.length[r] > 0, s.length[l] + s.length[r] == top.size else { continue }
+                s.length[l] += s.length[r]
+                s.length[r] = 0
+                s.next[l] = s.next[r]
+                if s.next[r] >= 0 { s.prev[Int(s.next[r])] = Int32(l) }
+                pushPair(s.prev[l], Int32(l), text, &s)
+                pushPair(Int32(l), s.next[l], text, &s)
             }
-            return
-        }
-        if text.allSatisfy({ byteTokens[Int($0)] >= 0 }) {
-            for b in text { out.append(Int(byteTokens[Int(b)])) }
-        } else if let unknownTokenId {
-            // No byte tokens for it (a vocabulary without byte fallback): one <unk> for the symbol, as sentencepiece.
-            out.append(unknownTokenId)
+
+            // llama.cpp's `resegment`: a symbol is a vocabulary entry (every merge formed one) or a single
+            // character that is not, which becomes its bytes. (Its `rev_merge` branch is never reached: only
+            // texts that are vocabulary entries are recorded there, and those are output directly.)
+            var k = count > 0 ? 0 : -1
+            while k >= 0 {
+                let start = Int(s.start[k]), length = Int(s.length[k])
+                let symbol = UnsafeRawBufferPointer(rebasing: text[start..<(start + length)])
+                let id = table.id(symbol)
+                if id >= 0 {
+                    out.append(Int(id))
+                } else if symbol.allSatisfy({ byteTokens[Int($0)] >= 0 }) {
+                    for b in symbol { out.append(Int(byteTokens[Int(b)])) }
+                } else if let unknownTokenId {
+                    // No byte token for it (a vocabulary without byte fallback, where llama.cpp's lookup throws):
+                    // one <unk> for the character, as sentencepiece does.
+                    out.append(unknownTokenId)
+                }
+                k = Int(s.next[k])
+            }
         }
     }
 
-    @inline(__always) private func pushPair(_ l: Int, _ r: Int, _ s: inout Session) {
+    @inline(__always) private func pushPair(_ l: Int32, _ r: Int32, _ text: UnsafeRawBufferPointer,
+                                            _ s: inout Session) {
         guard l >= 0, r >= 0 else { return }
-        let size = s.length[l] + s.length[r]
-        let slice = s.text[s.start[l]..<(s.start[l] + size)]
-        guard let id = mergeable[slice] else { return }
-        if types[Int(id)] == .unused { s.revMerge[slice] = s.length[l] }
-        let c = Candidate(score: scores[Int(id)], left: l, right: r, size: size)
-        s.queue.push(c)
+        let start = Int(s.start[Int(l)])
+        let size = s.length[Int(l)] + s.length[Int(r)]
+        let id = table.id(UnsafeRawBufferPointer(rebasing: text[start..<(start + Int(size))]))
+        guard id >= 0 else { return }
+        s.queue.push(Candidate(score: scores[Int(id)], left: l, right: r, size: size))
     }
 }

@@ -117,3 +117,110 @@ struct MergeQueue<Candidate: MergeCandidate> {
         return top
     }
 }
+
+/// llama.cpp's text-based special-token rules (`llama_vocab::impl::load`, src/llama-vocab.cpp): which tokens end
+/// generation (EOG) and which get their type overridden because a converter mislabelled them.
+///
+/// llama.cpp does not trust GGUF token types for turn markers: it recognises them by their text. A token spelled
+/// like an end-of-turn marker (`<end_of_turn>`, `<|eot_id|>`, `<|im_end|>`, `</s>`, …) ends generation and is
+/// made a control token, so it is cut out of rendered prompts (special parsing on) and kept out of plain text;
+/// so are the fill-in-the-middle markers. Mirroring this keeps prompt ids and stopping identical to llama.cpp's
+/// for files whose types are wrong, and gives the stop set of every family (Gemma's `<end_of_turn>`, Llama 3's
+/// `<|eot_id|>` and `<|eom_id|>`, ChatML's `<|im_end|>`) without a per-family list.
+enum LlamaCppSpecialRules {
+    /// Texts that end generation (llama.cpp's EOG list).
+    static let endOfGenerationTexts: [String] = [
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<｜end▁of▁sentence｜>", "[e~[",
+    ]
+    /// Fill-in-the-middle markers, per kind, in llama.cpp's order. llama.cpp takes the first one it meets in its
+    /// hash-map order when a vocabulary has several of a kind (none of the families here does); this takes the
+    /// first in list order.
+    static let fimPrefixTexts = ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+                                 "▁<PRE>", "<|code_prefix|>", "<|prefix|>"]
+    static let fimSuffixTexts = ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+                                 "▁<SUF>", "<|code_suffix|>", "<|suffix|>"]
+    static let fimMiddleTexts = ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+                                 "▁<MID>", "<|code_middle|>", "<|middle|>"]
+    static let fimPadTexts = ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]
+    static let fimRepoTexts = ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]
+    static let fimSeparatorTexts = ["<|file_sep|>"]
+    /// gpt-oss's channel markers, which llama.cpp always renders (user-defined, matched in any text).
+    static let alwaysRenderedTexts = ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"]
+
+    /// The special ids a GGUF may give (`tokenizer.ggml.*_token_id`); nil when absent.
+    struct MetadataIds {
+        var eos: Int?
+        var eot: Int?
+        var eom: Int?
+        var fimPad: Int?
+        var fimRepo: Int?
+        var fimSeparator: Int?
+        var fimPrefix: Int?
+        var fimSuffix: Int?
+        var fimMiddle: Int?
+    }
+
+    /// Applies the rules to `types` (in place) and returns the EOG ids. `lookup` finds the id of an exact
+    /// vocabulary string (the last of duplicates, as llama.cpp's `token_to_id`).
+    static func apply(types: inout [TokenType], ids: MetadataIds, lookup: (String) -> Int?) -> Set<Int> {
+        func forceControl(_ id: Int) {
+            if types[id] != .control { types[id] = .control }
+        }
+        func detect(_ given: Int?, _ texts: [String]) -> Int? {
+            if let given { return given }
+            for t in texts { if let id = lookup(t) { forceControl(id); return id } }
+            return nil
+        }
+        var eog: Set<Int> = []
+        _ = detect(ids.fimPrefix, fimPrefixTexts)
+        _ = detect(ids.fimSuffix, fimSuffixTexts)
+        _ = detect(ids.fimMiddle, fimMiddleTexts)
+        for id in [detect(ids.fimPad, fimPadTexts), detect(ids.fimRepo, fimRepoTexts),
+                   detect(ids.fimSeparator, fimSeparatorTexts)].compactMap({ $0 }) {
+            eog.insert(id)
+        }
+        for t in endOfGenerationTexts {
+            if let id = lookup(t) { eog.insert(id); forceControl(id) }
+        }
+        for t in alwaysRenderedTexts {
+            if let id = lookup(t) { types[id] = .userDefined }
+        }
+        // EOS, EOT and EOM are always EOG (llama.cpp's "sanity checks"); an EOT/EOM the file does not name is
+        // found by its text above.
+        for id in [ids.eos, ids.eot, ids.eom].compactMap({ $0 }) { eog.insert(id) }
+        // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation, when these are present.
+        func has(_ t: String) -> Bool { lookup(t).map { eog.contains($0) } ?? false }
+        if let end = lookup("<|end|>"), eog.contains(end),
+           (has("<|return|>") && has("<|call|>")) || (has("<|calls|>") && has("<|flush|>")) {
+            eog.remove(end)
+            types[end] = .userDefined
+        }
+        // Gemma 4 and PLaMo-2 use "</s>" as ordinary text.
+        if let s = lookup("</s>"), eog.contains(s), has("<|tool_response>") || has("<|plamo:eos|>") {
+            eog.remove(s)
+            types[s] = .normal
+        }
+        return eog
+    }
+}
+
+extension LlamaCppSpecialRules.MetadataIds {
+    /// The EOM and fill-in-the-middle ids a GGUF names. As in llama.cpp, an id outside the vocabulary is ignored
+    /// (the text-based detection then applies); EOS and EOT are read by each tokenizer, which refuses bad ones.
+    init(gguf: GGUFFile, eos: Int?, eot: Int?, vocabularySize n: Int) {
+        func id(_ key: String) -> Int? {
+            guard let v = gguf.metadata["tokenizer.ggml.\(key)"]?.int, v >= 0, v < n else { return nil }
+            return v
+        }
+        self.init(eos: eos, eot: eot, eom: id("eom_token_id"),
+                  fimPad: id("fim_pad_token_id"), fimRepo: id("fim_rep_token_id"),
+                  fimSeparator: id("fim_sep_token_id"),
+                  // The deprecated keys are read after the new ones in llama.cpp, so they win when both exist.
+                  fimPrefix: id("prefix_token_id") ?? id("fim_pre_token_id"),
+                  fimSuffix: id("suffix_token_id") ?? id("fim_suf_token_id"),
+                  fimMiddle: id("middle_token_id") ?? id("fim_mid_token_id"))
+    }
+}

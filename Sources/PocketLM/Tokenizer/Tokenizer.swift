@@ -11,8 +11,9 @@ public protocol Tokenizer: Sendable {
     /// Whether a prompt should start with `bosTokenId` (`tokenizer.ggml.add_bos_token`, else the model family's
     /// default). `encode` never adds it: the caller does, once, at the start of a whole prompt.
     var addBos: Bool { get }
-    /// Tokens that end a generated turn: EOS plus the end-of-turn tokens the vocabulary has
-    /// (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, `</s>`, and `tokenizer.ggml.eot_token_id`).
+    /// Tokens that end generation: llama.cpp's end-of-generation set — EOS, EOT and EOM, the end-of-turn markers
+    /// the vocabulary spells (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`, `<|eom_id|>`, `<|endoftext|>`, `</s>`,
+    /// …) and the fill-in-the-middle pad/repo/separator markers (see `LlamaCppSpecialRules`).
     var stopTokenIds: Set<Int> { get }
 
     /// The ids for `text`. With `parseSpecial`, the text of a control token (e.g. `<|im_start|>`) becomes that

@@ -13,7 +13,7 @@ public enum TokenizerError: Error, LocalizedError, Equatable, Sendable {
     case invalidMetadata(key: String, reason: String)
     /// A special-token id points outside the vocabulary.
     case tokenIdOutOfRange(key: String, id: Int, vocabularySize: Int)
-    /// The chat template is not one PocketLM can render (only the ChatML family is implemented).
+    /// The chat template is not one PocketLM can render (ChatML, Gemma and Llama 3 are implemented).
     case unsupportedChatTemplate(String)
 
     public var errorDescription: String? {
@@ -21,8 +21,9 @@ public enum TokenizerError: Error, LocalizedError, Equatable, Sendable {
         case .unsupportedModel(let m):
             "tokenizer model '\(m)' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)"
         case .unsupportedPreTokenizer(let p):
-            "pre-tokenizer '\(p)' (tokenizer.ggml.pre) is not supported (supported: gpt2, gpt-2, default, smollm, "
-                + "starcoder, refact, command-r, codeshell, exaone, llama-bpe, llama3)"
+            "pre-tokenizer '\(p.isEmpty ? "(none)" : p)' (tokenizer.ggml.pre) is not supported; PocketLM implements "
+                + "llama.cpp's GPT-2, SmolLM, Llama 3 and Qwen2 splitting: "
+                + PreTokenizer.supportedPreNames.joined(separator: ", ")
         case .invalidMetadata(let k, let r):
             "tokenizer metadata '\(k)' is invalid: \(r)"
         case .tokenIdOutOfRange(let k, let id, let n):
