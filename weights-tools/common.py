@@ -303,19 +303,21 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 
 
 def add_llama_hparams(writer, *, layers: int, context: int, dim: int, ffn: int, heads: int, kv_heads: int,
-                      rope_base: float, eps: float, file_type: int, vocab: int, head_dim: int) -> None:
+                      rope_base: float, eps: float, file_type: int, vocab: int, head_dim: int,
+                      arch: str = "llama") -> None:
     """The llama.* hyper-parameters (and general.file_type) every PocketLM-written GGUF carries, with the
-    value types llama.cpp's converter uses (counts UINT32, freq base and epsilon FLOAT32)."""
+    value types llama.cpp's converter uses (counts UINT32, freq base and epsilon FLOAT32). `arch` is the key
+    prefix: qwen2 reads the same keys under `qwen2.` (llama.cpp's LLM_KV names are "%s.block_count" etc.)."""
     from gguf import GGUFValueType as VT
     kv = writer.add_key_value
-    kv("llama.block_count", layers, VT.UINT32)
-    kv("llama.context_length", context, VT.UINT32)
-    kv("llama.embedding_length", dim, VT.UINT32)
-    kv("llama.feed_forward_length", ffn, VT.UINT32)
-    kv("llama.attention.head_count", heads, VT.UINT32)
-    kv("llama.attention.head_count_kv", kv_heads, VT.UINT32)
-    kv("llama.rope.freq_base", rope_base, VT.FLOAT32)
-    kv("llama.attention.layer_norm_rms_epsilon", eps, VT.FLOAT32)
+    kv(f"{arch}.block_count", layers, VT.UINT32)
+    kv(f"{arch}.context_length", context, VT.UINT32)
+    kv(f"{arch}.embedding_length", dim, VT.UINT32)
+    kv(f"{arch}.feed_forward_length", ffn, VT.UINT32)
+    kv(f"{arch}.attention.head_count", heads, VT.UINT32)
+    kv(f"{arch}.attention.head_count_kv", kv_heads, VT.UINT32)
+    kv(f"{arch}.rope.freq_base", rope_base, VT.FLOAT32)
+    kv(f"{arch}.attention.layer_norm_rms_epsilon", eps, VT.FLOAT32)
     kv("general.file_type", file_type, VT.UINT32)
-    kv("llama.vocab_size", vocab, VT.UINT32)
-    kv("llama.rope.dimension_count", head_dim, VT.UINT32)
+    kv(f"{arch}.vocab_size", vocab, VT.UINT32)
+    kv(f"{arch}.rope.dimension_count", head_dim, VT.UINT32)

@@ -38,6 +38,17 @@ the forward pass is finite in every format. Each tensor draws from its own gener
 (--seed, crc32(tensor name)), so the file is deterministic per seed, independent of --outtype up
 to quantization, and blk.i of a --layers N model equals blk.i of the full model.
 
+qwen2 (`model_type: qwen2`, or ModelSpec(arch="qwen2")): general.architecture = qwen2, the same keys under
+`qwen2.` (what llama.cpp's qwen2 loader reads), and F32 biases `blk.N.attn_{q,k,v}.bias` after each of those
+matrices, drawn N(0, bias_std^2) (default 0.5: as large as q/k/v themselves, so a runtime that skips
+them is visibly wrong). llama.cpp runs qwen2 with NEOX RoPE (rotate halves: pairs (i, i + head_dim/2)), llama
+with NORM RoPE (adjacent pairs); the weights are stored unpermuted either way, so for a random model only
+the runtime's choice of pairing matters. `output_std` (default: INIT_STD) scales an untied output.weight:
+with N(0, 0.02^2) logits have std ~0.5 and top-1/top-2 gaps of a few hundredths, too close for greedy tests;
+`embed_std` scales token_embd (at 0.02 the residual stream forgets the current token next to the block
+outputs and a random model predicts the same few tokens everywhere).
+`tokenizer_overrides` replaces tokenizer.* values (e.g. `tokenizer.ggml.pre = qwen2` on SmolLM2's vocab).
+
 Quantized types need hidden_size and intermediate_size to be multiples of 32 (they are, for all
 configs here).
 """
@@ -77,6 +88,10 @@ SCHEDULE_STRATEGIES = ("none", "immediate", "repeat-all", "reverse")
 
 TOKEN_TYPE_UNUSED = 5
 INIT_STD = 0.02
+#: qwen2's Q/K/V biases (see the module docstring).
+BIAS_STD = 0.5
+#: Architectures write_model knows: llama, and qwen2 (llama + Q/K/V biases, NEOX RoPE in llama.cpp).
+ARCHES = ("llama", "qwen2")
 #: Floats generated (and encoded) per write: bounds the writer's working memory to a few MB.
 CHUNK_ELEMS = 1 << 18
 
@@ -100,6 +115,7 @@ class ModelSpec:
     tied: bool
     strategy: str
     repeats: int
+    arch: str = "llama"
 
     @property
     def q_dim(self) -> int:
@@ -173,10 +189,12 @@ def spec_from_config(cfg: dict, name: str = "model", path: Any = "config") -> Mo
             raise ToolError(f"{path}: layer_schedule.repeats must be at least 1, found {repeats}")
     if strategy == "none":
         repeats = 1
+    model_type = str(cfg.get("model_type", "llama"))
     return ModelSpec(
-        name=name, model_type=str(cfg.get("model_type", "llama")), layers=layers, dim=dim, heads=heads,
+        name=name, model_type=model_type, layers=layers, dim=dim, heads=heads,
         kv_heads=kv_heads, head_dim=head_dim, ffn=ffn, vocab=vocab, rope_theta=rope_theta, eps=eps,
         context=context, tied=share or tie, strategy=strategy, repeats=repeats,
+        arch="qwen2" if model_type == "qwen2" else "llama",
     )
 
 
@@ -197,6 +215,8 @@ def parameter_count(spec: ModelSpec) -> int:
     """Weights in the model: embeddings (x2 if untied), per block 4 attention + 3 FFN matrices and 2 norms, final norm."""
     d, kv, f = spec.dim, spec.kv_dim, spec.ffn
     per_layer = d * spec.q_dim + spec.q_dim * d + 2 * d * kv + 3 * d * f + 2 * d
+    if spec.arch == "qwen2":
+        per_layer += spec.q_dim + 2 * kv  # Q/K/V biases
     return spec.vocab * d * (1 if spec.tied else 2) + spec.layers * per_layer + d
 
 
@@ -206,11 +226,16 @@ def tensor_plan(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     plan: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (spec.vocab, d))]
     for i in range(spec.layers):
         p = f"blk.{i}."
-        plan += [
-            (p + "attn_norm.weight", (d,)),
+        qkv: list[tuple[str, tuple[int, ...]]] = [
             (p + "attn_q.weight", (spec.q_dim, d)),
             (p + "attn_k.weight", (spec.kv_dim, d)),
             (p + "attn_v.weight", (spec.kv_dim, d)),
+        ]
+        if spec.arch == "qwen2":
+            qkv = [x for name, shape in qkv for x in ((name, shape), (name[:-len("weight")] + "bias", shape[:1]))]
+        plan += [
+            (p + "attn_norm.weight", (d,)),
+            *qkv,
             (p + "attn_output.weight", (d, spec.q_dim)),
             (p + "ffn_norm.weight", (d,)),
             (p + "ffn_gate.weight", (f, d)),
@@ -234,15 +259,21 @@ def tensor_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(name.encode("utf-8"))]))
 
 
-def tensor_chunks(seed: int, name: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """The tensor's float32 values, a block of whole rows at a time (same values whatever the chunking)."""
+def tensor_chunks(seed: int, name: str, shape: tuple[int, ...], std: float = INIT_STD) -> Iterator[np.ndarray]:
+    """The tensor's float32 values, a block of whole rows at a time (same values whatever the chunking).
+    Norm weights (1-D `.weight`) are 1.0; biases and matrices N(0, std^2)."""
     if len(shape) == 1:
-        yield np.ones(shape, dtype=np.float32)
+        if name.endswith(".bias"):
+            x = tensor_rng(seed, name).standard_normal(shape, dtype=np.float32)
+            x *= np.float32(std)
+            yield x
+        else:
+            yield np.ones(shape, dtype=np.float32)
         return
     rows, cols = shape
     rng = tensor_rng(seed, name)
     step = max(1, CHUNK_ELEMS // cols)
-    std = np.float32(INIT_STD)
+    std = np.float32(std)
     for r0 in range(0, rows, step):
         x = rng.standard_normal((min(step, rows - r0), cols), dtype=np.float32)
         x *= std
@@ -345,10 +376,17 @@ def write_model(
     seed: int,
     vocab_from: str = "tiny",
     progress: bool = True,
+    *,
+    output_std: float | None = None,
+    embed_std: float | None = None,
+    bias_std: float = BIAS_STD,
+    tokenizer_overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Write the random model to `out` (atomically), streaming tensor data; return the path."""
     if outtype not in OUTTYPES:
         raise ToolError(f"unknown --outtype {outtype!r} (choose from {', '.join(OUTTYPES)})")
+    if spec.arch not in ARCHES:
+        raise ToolError(f"unknown architecture {spec.arch!r} (choose from {', '.join(ARCHES)})")
     if seed < 0:
         raise ToolError("--seed must be >= 0")
     qtype = OUTTYPES[outtype]
@@ -356,22 +394,40 @@ def write_model(
     types = {name: (qtype if len(shape) == 2 else QT.F32) for name, shape in plan}
     sizes = {name: tensor_nbytes(shape, types[name]) for name, shape in plan}  # validates row lengths first
     tok_kv = tiny_tokenizer_kv(spec.vocab) if vocab_from == "tiny" else gguf_tokenizer_kv(Path(vocab_from), spec.vocab)
+    for key, value in (tokenizer_overrides or {}).items():
+        hits = [i for i, kv in enumerate(tok_kv) if kv[0] == key]
+        if not hits:
+            raise ToolError(f"tokenizer override {key!r}: no such key in the tokenizer metadata")
+        name, _, vtype, sub = tok_kv[hits[0]]
+        tok_kv[hits[0]] = (name, value, vtype, sub)
+    stds = {name: (bias_std if name.endswith(".bias") else
+                   output_std if name == "output.weight" and output_std is not None else
+                   embed_std if name == "token_embd.weight" and embed_std is not None else INIT_STD)
+            for name, _ in plan}
     params = parameter_count(spec)
 
     out = Path(out)
     with common.atomic_output(out) as tmp:
-        w = gguf.GGUFWriter(tmp, "llama")
+        w = gguf.GGUFWriter(tmp, spec.arch)
         kv = w.add_key_value
         kv("general.type", "model", VT.STRING)
         kv("general.name", f"PocketLM random {spec.name}", VT.STRING)
+        extra = ""
+        if spec.arch == "qwen2":
+            extra += f", N(0, {bias_std}) Q/K/V biases"
+        if output_std is not None and not spec.tied:
+            extra += f", N(0, {output_std}) output.weight"
+        if embed_std is not None:
+            extra += f", N(0, {embed_std}) token_embd"
         kv("general.description",
-           f"random weights (seed {seed}, N(0, {INIT_STD}) matrices, unit norms) in the shape of {spec.name} "
+           f"random weights (seed {seed}, N(0, {INIT_STD}) matrices, unit norms{extra}) in the shape of {spec.name} "
            f"({spec.model_type}); not a trained model -- for benchmarks and tests", VT.STRING)
         kv("general.size_label", f"{params / 1e6:.1f}M", VT.STRING)
         kv("general.license", "apache-2.0", VT.STRING)
         common.add_llama_hparams(w, layers=spec.layers, context=spec.context, dim=spec.dim, ffn=spec.ffn,
                                  heads=spec.heads, kv_heads=spec.kv_heads, rope_base=spec.rope_theta, eps=spec.eps,
-                                 file_type=common.FILE_TYPE[qtype], vocab=spec.vocab, head_dim=spec.head_dim)
+                                 file_type=common.FILE_TYPE[qtype], vocab=spec.vocab, head_dim=spec.head_dim,
+                                 arch=spec.arch)
         kv(SCHEDULE_STRATEGY_KEY, spec.strategy, VT.STRING)
         kv(SCHEDULE_REPEATS_KEY, spec.repeats, VT.UINT32)
         for name, value, vtype, sub in tok_kv:
@@ -396,7 +452,7 @@ def write_model(
         bar = Progress(sum(sizes.values()), f"make_model {out.name}", progress)
         for name, shape in plan:
             written = 0
-            for chunk in tensor_chunks(seed, name, shape):
+            for chunk in tensor_chunks(seed, name, shape, stds[name]):
                 data = encode(chunk, types[name])
                 data.tofile(f)
                 written += data.nbytes
