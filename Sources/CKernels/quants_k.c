@@ -334,6 +334,9 @@ float pl_kq_dot_portable(int type, const uint8_t *w, const uint8_t *xq, int64_t 
 
 void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                   int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+#if defined(__x86_64__)
+    if (pl_kq_fast()) { pl_kq_matmul_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
+#endif
     for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < n_tokens; t++)
             y[t * ldy + r] = pl_kq_dot_portable(type, w + (size_t)r * row_bytes, xq + (size_t)t * xq_stride, n);

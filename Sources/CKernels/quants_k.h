@@ -1,7 +1,7 @@
 #ifndef POCKETLM_QUANTS_K_H
 #define POCKETLM_QUANTS_K_H
 // Private interface between kernels.c's dispatch and the Q5_0/Q5_1/K-quant kernels (quants_k.c: portable
-// reference; quants_k_x86.c: AVX-512 VNNI bodies; quants_q5_packed.c: the 16-row layout of Q5_0).
+// reference; quants_k_x86.c: AVX-512 VNNI bodies).
 #include "ckernels.h"
 
 /// 1 for Q5_0, Q5_1, Q2_K … Q6_K: the types these files own.
@@ -24,11 +24,5 @@ int pl_kq_fast(void);
 void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 #endif
-
-/// Packed 16-row layout of Q5_0 (see ckernels.h's packed-layout comment): bytes of one block of 16 rows.
-enum { PL_Q5_0_PACKED_BLOCK = 16 * 22 };
-void pl_q5_0_pack_rows(const uint8_t *w, size_t row_bytes, int64_t rows, int64_t n, uint8_t *dst, int64_t g0, int64_t g1);
-void pl_q5_0_matmul_packed(const uint8_t *packed, int64_t rows, int64_t n, const uint8_t *xq, size_t xq_stride,
-                           int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
 
 #endif
