@@ -50,7 +50,8 @@ public struct PerplexityEvaluator {
                 let end = min(window, pos + t.maxBatch)
                 let logits = try chunk[pos..<end].withUnsafeBufferPointer { try t.forward($0, allLogits: true) }
                 // Logits at position i predict token i + 1; score predictions for positions first..<window-1.
-                for i in max(pos, first)..<min(end, window - 1) {
+                // (A batch may end before the scored half begins: windows longer than two batches.)
+                for i in stride(from: max(pos, first), to: min(end, window - 1), by: 1) {
                     let row = UnsafeBufferPointer(rebasing: logits[((i - pos) * vocab)..<((i - pos + 1) * vocab)])
                     var maxLogit = -Float.infinity
                     for v in row where v > maxLogit { maxLogit = v }
