@@ -69,6 +69,18 @@ def prompt_tokens(count: int, vocab: int, seed: int = 1) -> list[int]:
     return out
 
 
+def cpu_name() -> str:
+    """lscpu's model name: figures are only comparable on the same CPU, and it differs between sessions."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def figures(samples: list[float]) -> dict:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
 
@@ -172,8 +184,17 @@ def main() -> None:
             peer_runs.append(run_peer(args))
             ours_runs.append(run_pocketlm(args))
     ours, peer = merge(ours_runs), merge(peer_runs)
+    # The bound decode is up against: the weight bytes a token reads over the memory bandwidth that PocketLM's bench
+    # measured with the same threads right after each round's runs.
+    read = statistics.median(r["memory_read_bytes_per_second"] for r in ours_runs)
+    per_token = ours["weight_bytes_per_token"]
+    bound = read / per_token
     result = {
         "model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "cpu": cpu_name(),
+        "memory_bound": {"weight_bytes_per_token": per_token, "read_bytes_per_second": read, "tokens_per_second": bound,
+                         "share_pocketlm": ours["decode"]["median"] / bound,
+                         "share_llama_cpp": peer["decode"]["median"] / bound},
         "pocketlm": ours, "llama_cpp": peer,
         "ratio": {"prefill": ours["prefill"]["median"] / peer["prefill"]["median"],
                   "decode": ours["decode"]["median"] / peer["decode"]["median"],
@@ -184,13 +205,18 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     name = Path(args.model).name
-    print(f"{name}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, "
+    print(f"{name} on {result['cpu']}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, "
           f"medians of {args.repetitions} runs x {args.rounds} alternating rounds")
     print(f"{'':22}{'PocketLM':>12}{'llama.cpp':>12}{'ratio':>8}")
     for key, label in (("prefill", f"prefill tok/s"), ("decode", f"decode tok/s")):
         print(f"{label:22}{ours[key]['median']:12.1f}{peer[key]['median']:12.1f}{result['ratio'][key]:8.2f}")
     print(f"{'peak RSS MiB':22}{ours['peak_rss_bytes'] / 2**20:12.1f}{peer['peak_rss_bytes'] / 2**20:12.1f}{result['ratio']['peak_rss']:8.2f}")
     print(f"{'load ms':22}{ours['load_ms']:12.1f}{peer['load_ms']:12.1f}{result['ratio']['load']:8.2f}")
+    bound = result["memory_bound"]
+    print(f"memory bound: {bound['weight_bytes_per_token'] / 1e6:.1f} MB of weights per token / "
+          f"{bound['read_bytes_per_second'] / 1e9:.1f} GB/s ({args.threads}-thread read, median of the rounds) = "
+          f"{bound['tokens_per_second']:.1f} tok/s; decode at {bound['share_pocketlm'] * 100:.0f}% of it "
+          f"(llama.cpp {bound['share_llama_cpp'] * 100:.0f}%)")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ struct Bench: AsyncParsableCommand {
         tok/s      median        min        max
         \(row("pp\(promptTokens)", result.prefill))
         \(row("tg\(genTokens)", result.decode))
+        decode reads \(String(format: "%.1f", Double(result.weight_bytes_per_token) / 1e6)) MB of weights per token; memory read \(String(format: "%.1f", result.memory_read_bytes_per_second / 1e9)) GB/s (\(result.threads) threads) → bound \(String(format: "%.1f", result.decode_bound_tokens_per_second)) tok/s, decode at \(String(format: "%.0f", result.decode_share_of_bound * 100))% of it
 
         """)
     }

@@ -49,6 +49,9 @@ struct Inspect: AsyncParsableCommand {
         let name: String?
         let config: ModelConfig?
         let config_error: String?
+        /// F16 keys and values one more position of context costs (global layers only: sliding-window layers keep a
+        /// fixed ring).
+        let kv_cache_bytes_per_token: Int?
         let tokenizer: [String: String]
         let metadata: [String: String]
         let tensors: [TensorRow]
@@ -89,6 +92,9 @@ struct Inspect: AsyncParsableCommand {
             path: path, file_bytes: file.fileSize, gguf_version: Int(file.version),
             architecture: file.metadata["general.architecture"]?.string ?? "?",
             name: file.metadata["general.name"]?.string, config: config, config_error: configError,
+            kv_cache_bytes_per_token: config.flatMap { c in
+                try? c.footprint(schedule: LanguageModel.schedule(in: file, blocks: c.numHiddenLayers)).kv_cache_bytes_per_token
+            },
             tokenizer: tok, metadata: meta, tensors: rows, totals: byType.values.sorted { $0.bytes > $1.bytes },
             parameters: file.tensors.reduce(0) { $0 + $1.elementCount },
             tensor_bytes: file.tensors.reduce(0) { $0 + $1.byteCount })
@@ -103,6 +109,14 @@ struct Inspect: AsyncParsableCommand {
             out += "  layers \(c.numHiddenLayers), dim \(c.hiddenSize), heads \(c.numAttentionHeads) (KV \(c.numKeyValueHeads), head dim \(c.headDim)), FFN \(c.intermediateSize)\n"
             out += "  vocab \(c.vocabSize), context \(c.maxPositionEmbeddings), RoPE base \(c.ropeTheta), RMSNorm eps \(c.rmsNormEps)\n"
             out += "  tied embeddings: \(file.tensorInfo("output.weight") == nil ? "yes" : "no")\n"
+            if let f = try? c.footprint(schedule: LanguageModel.schedule(in: file, blocks: c.numHiddenLayers)) {
+                out += "  KV cache (F16): \(Self.bytes(f.kv_cache_bytes_per_token)) per token of context"
+                if let w = c.slidingWindow {
+                    let local = (0..<c.numHiddenLayers).filter(c.isSlidingLayer).count
+                    out += " (\(c.numHiddenLayers - local) global layers; \(local) sliding-window layers keep \(w) positions each)"
+                }
+                out += "\n"
+            }
         } else {
             out += "  cannot run this model: \(configError ?? "?")\n"
         }

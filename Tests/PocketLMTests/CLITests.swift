@@ -207,6 +207,34 @@ struct CLITests {
         #expect(text.stdout.contains("Q4_1"))
     }
 
+    @Test("Gemma 3 270M from the CLI: inspect (K-quants, sliding-window KV), tokenize, run; --chat without a template is an error")
+    func gemmaCLI() throws {
+        let gemma = try TestPaths.model("gemma-3-270m-q4_k_m.gguf")
+        let i = try Self.pocketlm(["inspect", gemma, "--json"])
+        #expect(i.status == 0, "\(i.stderr)")
+        let info = try Self.json(i.stdout)
+        #expect(info["architecture"] as? String == "gemma3")
+        let config = try #require(info["config"] as? [String: Any])
+        #expect(config["head_dim"] as? Int == 256 && config["sliding_window"] as? Int == 512)
+        // 3 of 18 layers are global (every 6th): 3 × (K + V) × 1 KV head × 256 × 2 bytes.
+        #expect(info["kv_cache_bytes_per_token"] as? Int == 3 * 2 * 256 * 2)
+        let types = Set(((info["totals"] as? [[String: Any]]) ?? []).compactMap { $0["type"] as? String })
+        #expect(types == ["Q4_K", "Q6_K", "Q5_0", "Q8_0", "F32"])
+        let text = try Self.pocketlm(["inspect", gemma])
+        #expect(text.stdout.contains("3 global layers; 15 sliding-window layers keep 512 positions each"), "\(text.stdout.prefix(600))")
+
+        let t = try Self.pocketlm(["tokenize", "--model", gemma, "--text", "Hello, world!", "--json"])
+        #expect(try Self.json(t.stdout)["ids"] as? [Int] == [2, 9259, 236764, 1902, 236888])
+
+        let r = try Self.pocketlm(["run", "--model", gemma, "--prompt", "The capital of France is", "--temperature", "0",
+                                   "--max-tokens", "4", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Self.json(r.stdout)["tokens"] as? [Int] == [506, 5279, 529, 506])
+
+        let chat = try Self.pocketlm(["run", "--model", gemma, "--chat", "--prompt", "hi"])
+        #expect(chat.status != 0 && chat.stderr.contains("chat template"), "\(chat.stderr)")
+    }
+
     @Test("bad input: one clear line and a non-zero exit, never a signal")
     func badInput() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-cli-\(UUID().uuidString)")

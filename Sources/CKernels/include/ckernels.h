@@ -174,4 +174,8 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
 void pl_bundle_gate_up_batch_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, size_t xq_stride,
                                   int64_t n_tokens, int64_t dim, float *g, float *u, int64_t ldg);
 
+/// Reads `bytes` of memory (several 64-byte streams at once where the CPU has AVX-512) and returns their XOR, so the
+/// reads cannot be optimised away: the memory-bandwidth probe behind benchmarks' decode bound.
+uint64_t pl_read_memory(const void *buf, size_t bytes);
+
 #endif

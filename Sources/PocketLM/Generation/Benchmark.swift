@@ -34,6 +34,13 @@ public struct Benchmark {
         public let peak_rss_bytes: Int
         public let blas_core: String
         public let layer_schedule: String
+        /// Weight bytes a decoded token reads (a packed model's paged FFN counted as if resident).
+        public let weight_bytes_per_token: Int
+        /// Memory read bandwidth of the same threads, measured right after the runs (bytes per second).
+        public let memory_read_bytes_per_second: Double
+        /// Decode's bound: bandwidth ÷ bytes per token; and the median decode speed as a share of it.
+        public let decode_bound_tokens_per_second: Double
+        public let decode_share_of_bound: Double
     }
 
     public let transformer: Transformer
@@ -103,9 +110,16 @@ public struct Benchmark {
             decode.append(d)
             progress(String(format: "run %d/%d: prefill %.1f tok/s, decode %.1f tok/s", r + 1, repetitions, p, d))
         }
+        let peak = ProcessStats.peakResidentBytes()
+        let bandwidth = MemoryBandwidth.measure(pool: t.pool)
+        let bytes = t.weightBytesPerToken
+        let decodeFigures = Figures(decode)
+        let bound = bandwidth / Double(bytes)
         return Result(model: name, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
-                      repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: Figures(decode),
-                      load_ms: loadSeconds * 1000, peak_rss_bytes: ProcessStats.peakResidentBytes(),
-                      blas_core: blasCoreName(), layer_schedule: t.schedule.description)
+                      repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: decodeFigures,
+                      load_ms: loadSeconds * 1000, peak_rss_bytes: peak,
+                      blas_core: blasCoreName(), layer_schedule: t.schedule.description,
+                      weight_bytes_per_token: bytes, memory_read_bytes_per_second: bandwidth,
+                      decode_bound_tokens_per_second: bound, decode_share_of_bound: decodeFigures.median / bound)
     }
 }

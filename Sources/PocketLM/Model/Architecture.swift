@@ -24,7 +24,7 @@ public struct DecoderTraits: Sendable, Equatable {
 
 /// A decoder family PocketLM runs, keyed by GGUF `general.architecture`: reads its hyper-parameters from the file
 /// (refusing what would change the math and is not implemented, naming the key) and states its `DecoderTraits`.
-public protocol Architecture {
+public protocol Architecture: Sendable {
     /// `general.architecture`, e.g. "llama".
     static var name: String { get }
     static var traits: DecoderTraits { get }

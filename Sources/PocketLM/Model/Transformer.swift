@@ -186,6 +186,18 @@ public final class Transformer: @unchecked Sendable {
                         tileFloats: max(ffn * dim, qDim * dim, 1024 * dim))
     }
 
+    /// Weight bytes one decoded token reads: every block's matrices (each pass once), the output head and one
+    /// embedding row (the head is the embedding when tied). The KV cache read by attention comes on top.
+    public var weightBytesPerToken: Int {
+        var bytes = output.byteCount + (output.data == tokenEmbedding.data ? 0 : tokenEmbedding.rowBytes)
+        for b in schedule.passes {
+            let blk = blocks[b]
+            for w in [blk.wq, blk.wk, blk.wv, blk.wo] { bytes += w.byteCount }
+            for w in [blk.wGate, blk.wUp, blk.wDown] { bytes += w?.byteCount ?? 0 }
+        }
+        return bytes
+    }
+
     deinit {
         for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeCos, ropeSin] { p.deallocate() }
         attentionBounds.deallocate()

@@ -1,0 +1,39 @@
+// Reading memory as fast as the core can, to measure the bandwidth that bounds decode (every weight is read once
+// per token): benchmarks print a model's decode speed next to bytes-per-token ÷ this figure.
+#include "ckernels.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f")))
+static uint64_t read_avx512(const uint8_t *p, size_t bytes) {
+    // Four independent streams of 64-byte loads keep several cache-line requests in flight, as the matvec kernels do.
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 256 <= bytes; i += 256) {
+        a = _mm512_xor_si512(a, _mm512_loadu_si512((const void *)(p + i)));
+        b = _mm512_xor_si512(b, _mm512_loadu_si512((const void *)(p + i + 64)));
+        c = _mm512_xor_si512(c, _mm512_loadu_si512((const void *)(p + i + 128)));
+        d = _mm512_xor_si512(d, _mm512_loadu_si512((const void *)(p + i + 192)));
+    }
+    __m512i x = _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d));
+    uint64_t lanes[8];
+    _mm512_storeu_si512((void *)lanes, x);
+    uint64_t s = 0;
+    for (int j = 0; j < 8; j++) s ^= lanes[j];
+    for (; i < bytes; i++) s ^= p[i];
+    return s;
+}
+#endif
+
+uint64_t pl_read_memory(const void *buf, size_t bytes) {
+    const uint8_t *p = (const uint8_t *)buf;
+#if defined(__x86_64__)
+    if (pl_has_avx512()) return read_avx512(p, bytes);
+#endif
+    uint64_t s = 0, v;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) { memcpy(&v, p + i, 8); s ^= v; }
+    for (; i < bytes; i++) s ^= p[i];
+    return s;
+}
