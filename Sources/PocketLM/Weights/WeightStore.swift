@@ -86,24 +86,35 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         if let p = packed[info.name] { return p }
         let bytes = pl_packed_bytes(Int32(info.type.rawValue), Int64(info.rows), Int64(info.columns))
         let dst = arena.allocate(bytes)
-        packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst)
+        // In slices of ~8 MiB, each slice's file pages dropped once packed: a large matrix (Gemma 3's 178 MB tied
+        // head) is never resident twice, so peak RSS stays about one model's worth.
+        let groups = (info.rows + 15) / 16
+        let slice = max(1, (8 << 20) / (16 * rowBytes))
+        for g0 in stride(from: 0, to: groups, by: slice) {
+            let g1 = min(groups, g0 + slice)
+            packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
+                       groups: g0..<g1)
+            let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
+            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first)
+        }
         packed[info.name] = dst
-        file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
         return dst
     }
 }
 
 /// Copies a quantized matrix into the packed layout at `dst` (pl_packed_bytes of it, 64-byte aligned), on all cores.
 func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer,
-                into dst: UnsafeMutableRawPointer) {
+                into dst: UnsafeMutableRawPointer, groups range: Range<Int>? = nil) {
     let t = Int32(type.rawValue)
-    let groups = (rows + 15) / 16
+    let range = range ?? 0..<(rows + 15) / 16
+    let first = range.lowerBound, groups = range.count
     let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
     // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
     let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
     let body: @Sendable (Int) -> Void = { part in
         pl_pack_rows(t, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(rows), Int64(columns),
-                     UnsafeMutableRawPointer(bitPattern: out), Int64(groups * part / parts), Int64(groups * (part + 1) / parts))
+                     UnsafeMutableRawPointer(bitPattern: out), Int64(first + groups * part / parts),
+                     Int64(first + groups * (part + 1) / parts))
     }
     DispatchQueue.concurrentPerform(iterations: parts, execute: body)
 }
