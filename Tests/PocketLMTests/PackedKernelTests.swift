@@ -7,9 +7,9 @@ import PocketLM
 /// follows llama.cpp's arithmetic: that is what keeps greedy decoding equal to the reference.
 @Suite("Packed kernel")
 struct PackedKernelTests {
-    static let types: [(Int32, Int)] = [(8, 34), (2, 18), (3, 20)] // Q8_0, Q4_0, Q4_1 (file block bytes)
+    static let types: [(Int32, Int)] = [(8, 34), (2, 18), (3, 20), (6, 22)] // Q8_0, Q4_0, Q4_1, Q5_0 (file block bytes)
 
-    /// Random quantized rows with plausible f16 scales (and Q4_1 minimums).
+    /// Random quantized rows with plausible f16 scales (and Q4_1 minimums); Q5_0's 5th bits are random too.
     static func randomMatrix(type: Int32, blockBytes: Int, rows: Int, cols: Int, seed: UInt64) -> [UInt8] {
         var rng = SplitMix64(seed: seed)
         let nb = cols / 32
@@ -72,6 +72,69 @@ struct PackedKernelTests {
                 }
             }
             #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "type \(type) \(rows)×\(cols) × \(tokens) tokens")
+        }
+    }
+
+    /// Q5_0 is most of a Q4_K_M file. Its row kernels (portable and VNNI) follow llama.cpp's lanes, so the packed
+    /// kernel must equal both, for every batch size the batched path handles (1 streams three groups far apart;
+    /// more go three neighbouring groups at a time), odd row counts, partial last groups and split row ranges.
+    @Test("packed Q5_0 equals the portable and the VNNI row bodies (batches 1…5, odd rows, split ranges)",
+          arguments: [(37, 96), (83, 64), (117, 576), (200, 1536), (5, 32), (49, 640), (16, 64)])
+    func q5_0MatchesPortable(rows: Int, cols: Int) throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        try #require(pl_quant_fast_body(6) == 1, "the Q5_0 VNNI row body is not selected on this CPU")
+        let w = Self.randomMatrix(type: 6, blockBytes: 22, rows: rows, cols: cols, seed: UInt64(rows &* 31 &+ cols))
+        let rowBytes = cols / 32 * 22, stride = cols / 32 * 34
+        var packed = [UInt8](repeating: 0x5A, count: pl_packed_bytes(6, Int64(rows), Int64(cols)))
+        #expect(packed.count == (rows + 15) / 16 * 16 * rowBytes, "packed Q5_0 keeps the file's bytes per block")
+        w.withUnsafeBytes { wp in
+            packed.withUnsafeMutableBytes { pp in
+                // Two calls, as the loader's parts pack their own groups.
+                let groups = Int64((rows + 15) / 16), half = groups / 2
+                pl_pack_rows(6, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, 0, half)
+                pl_pack_rows(6, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, half, groups)
+            }
+        }
+        for tokens in 1...5 {
+            var rng = SplitMix64(seed: UInt64(tokens * 7 + cols))
+            let x = (0..<(tokens * cols)).map { _ in Float((rng.nextUnit() * 4 - 2) * (rng.nextUnit() < 0.05 ? 40 : 1)) }
+            var xq = [UInt8](repeating: 0, count: tokens * stride)
+            x.withUnsafeBufferPointer { xp in
+                xq.withUnsafeMutableBytes { q in
+                    for t in 0..<tokens { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                }
+            }
+            func rowKernel(portable: Bool) -> [UInt32] {
+                var y = [Float](repeating: .nan, count: tokens * rows)
+                pl_force_portable(portable ? 1 : 0)
+                defer { pl_force_portable(0) }
+                w.withUnsafeBytes { wp in
+                    xq.withUnsafeBytes { q in
+                        y.withUnsafeMutableBufferPointer {
+                            pl_matmul_q(6, wp.baseAddress, rowBytes, q.baseAddress, stride, Int64(tokens), $0.baseAddress,
+                                        Int64(rows), Int64(cols), 0, Int64(rows))
+                        }
+                    }
+                }
+                return y.map(\.bitPattern)
+            }
+            let portable = rowKernel(portable: true), vnni = rowKernel(portable: false)
+            var got = [Float](repeating: .nan, count: tokens * rows)
+            xq.withUnsafeBytes { q in
+                packed.withUnsafeBytes { pp in
+                    got.withUnsafeMutableBufferPointer { out in
+                        // Three row ranges on group boundaries, as three threads would split them.
+                        let cuts = [0, min(rows, 16), min(rows, 48), rows]
+                        for i in 0..<3 where cuts[i] < cuts[i + 1] {
+                            pl_matmul_packed(6, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                             out.baseAddress, Int64(rows), Int64(cuts[i]), Int64(cuts[i + 1]))
+                        }
+                    }
+                }
+            }
+            #expect(portable == vnni, "Q5_0 row bodies differ \(rows)×\(cols) × \(tokens)")
+            #expect(got.map(\.bitPattern) == portable, "packed Q5_0 \(rows)×\(cols) × \(tokens) tokens")
+            #expect(got.allSatisfy { $0.isFinite })
         }
     }
 }

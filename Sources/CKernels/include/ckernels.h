@@ -100,15 +100,15 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
 void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out);
 
-/// Interleaved ("packed") layout for quantized matrices, for the VNNI kernel: rows in groups of 16; for each group
-/// and block, the 16 rows' quants are interleaved 4 bytes at a time (so one 512-bit integer dot product step
-/// computes 4 elements of 16 rows), followed by the 16 rows' f16 scales (and Q4_1 minimums). Same bytes per
-/// block as the file; rows past the end of the matrix are zero. Each output is computed with exactly the
+/// Interleaved ("packed") layout for quantized matrices, for the VNNI kernel (packed.c): rows in groups of 16; for
+/// each group and block, the 16 rows' quants are interleaved 4 bytes at a time (so one 512-bit integer dot product
+/// step computes 4 elements of 16 rows), then (Q5_0) the 5th bits regrouped as byte masks of those steps, then the
+/// 16 rows' f16 scales (and Q4_1 minimums). Same bytes per block as the file; rows past the end are zero. Each output is computed with exactly the
 /// operations, in exactly the order, of llama.cpp's AVX2/VNNI dot product, so results are bit-identical to
 /// pl_matmul_q's.
 /// 1 when this CPU runs the packed kernel (AVX-512 VNNI); 0 means keep matrices in the file's layout.
 int pl_packed_supported(void);
-/// Bytes of the packed form of a `rows` × `n` matrix of `type` (Q8_0, Q4_0 or Q4_1).
+/// Bytes of the packed form of a `rows` × `n` matrix of `type` (Q8_0, Q4_0, Q4_1 or Q5_0).
 size_t pl_packed_bytes(int type, int64_t rows, int64_t n);
 /// Packs row groups g0 ..< g1 (16 rows each) of w into dst (the whole packed buffer).
 void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1);

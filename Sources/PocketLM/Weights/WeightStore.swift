@@ -73,7 +73,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        if packs, info.rows > 1, [.q8_0, .q4_0, .q4_1].contains(info.type) {
+        if packs, info.rows > 1, [.q8_0, .q4_0, .q4_1, .q5_0].contains(info.type) {
             packedData = UnsafeRawPointer(pack(info, data: data, rowBytes: rowBytes))
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,

@@ -1,0 +1,271 @@
+// The packed (16-row interleaved) layout of Q8_0, Q4_0, Q4_1 and Q5_0 matrices and its AVX-512 VNNI kernels.
+//
+// Per group of 16 rows and block of 32 columns (the same bytes as the file's 16 blocks):
+//   quants  the 16 rows' quants interleaved 4 bytes at a time: step k holds bytes 4k..4k+3 of row 0, row 1, …,
+//           row 15 (64 bytes), so one 512-bit vpdpbusd computes 4 elements of 16 rows. Q8_0: 8 steps (512 B,
+//           offset by 128 to be unsigned); Q4_0/Q4_1/Q5_0: 4 steps of nibbles (256 B; low nibbles are elements
+//           4k.., high nibbles 16+4k..).
+//   Q5_0    the 5th bits as 8 byte masks of 64 bits (64 B): for step k, the mask of the low-nibble bytes (bit 4r+i
+//           = 5th bit of element 4k+i of row r) and then of the high-nibble bytes (element 16+4k+i), so a masked
+//           byte add puts them in place (ggml's qh, regrouped).
+//   scales  the 16 rows' f16 d (32 B), then Q4_1's 16 f16 minimums (32 B).
+// Rows past the end of the matrix are zero (scale 0). Every output is computed with exactly the operations, in
+// exactly the order, of llama.cpp's AVX2/VNNI dot product (so bit-identical to pl_matmul_q's row kernels).
+#include "ckernels.h"
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+static int64_t packed_block_bytes(int type) {
+    switch (type) {
+    case PL_TYPE_Q4_0: return 16 * 18;  // 256 B quants + 32 B scales
+    case PL_TYPE_Q4_1: return 16 * 20;  // 256 B quants + 32 B scales + 32 B minimums
+    case PL_TYPE_Q5_0: return 16 * 22;  // 256 B quants + 64 B 5th-bit masks + 32 B scales
+    case PL_TYPE_Q8_0: return 16 * 34;  // 512 B quants + 32 B scales
+    default: return 0;
+    }
+}
+
+// Where the group's f16 scales start inside a packed block.
+static inline int packed_scale_offset(int type) {
+    return type == PL_TYPE_Q8_0 ? 512 : (type == PL_TYPE_Q5_0 ? 320 : 256);
+}
+
+int pl_packed_supported(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {
+    int64_t groups = (rows + 15) / 16;
+    return (size_t)(groups * (n / 32) * packed_block_bytes(type));
+}
+
+void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1) {
+    const uint8_t *src = (const uint8_t *)w;
+    int64_t nb = n / 32, bb = packed_block_bytes(type);
+    int steps = type == PL_TYPE_Q8_0 ? 8 : 4;   // 4-byte steps per row per block
+    int qoff = type == PL_TYPE_Q4_1 ? 4 : (type == PL_TYPE_Q5_0 ? 6 : 2);   // quants' offset inside a file block
+    int fbytes = type == PL_TYPE_Q4_0 ? 18 : type == PL_TYPE_Q4_1 ? 20 : type == PL_TYPE_Q5_0 ? 22 : 34;
+    int soff = packed_scale_offset(type);
+    for (int64_t g = g0; g < g1; g++) {
+        int valid = rows - g * 16 < 16 ? (int)(rows - g * 16) : 16;
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *o = (uint8_t *)dst + (size_t)(g * nb + b) * bb;
+            if (valid < 16) memset(o, 0, (size_t)bb);   // rows past the end stay zero (scale 0)
+            uint64_t masks[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int r = 0; r < valid; r++) {
+                const uint8_t *fb = src + (size_t)(g * 16 + r) * row_bytes + b * fbytes;
+                for (int k = 0; k < steps; k++) {
+                    uint32_t v;
+                    memcpy(&v, fb + qoff + 4 * k, 4);
+                    // Q8_0 quants are stored offset by 128 (unsigned), as VNNI multiplies u8 by s8.
+                    if (type == PL_TYPE_Q8_0) v ^= 0x80808080u;
+                    memcpy(o + k * 64 + r * 4, &v, 4);
+                }
+                if (type == PL_TYPE_Q5_0) {
+                    uint32_t qh;
+                    memcpy(&qh, fb + 2, 4);
+                    for (int k = 0; k < 4; k++) {
+                        masks[2 * k] |= (uint64_t)((qh >> (4 * k)) & 15) << (4 * r);
+                        masks[2 * k + 1] |= (uint64_t)((qh >> (16 + 4 * k)) & 15) << (4 * r);
+                    }
+                }
+                memcpy(o + soff + 2 * r, fb, 2);                                   // d
+                if (type == PL_TYPE_Q4_1) memcpy(o + soff + 32 + 2 * r, fb + 2, 2); // m
+            }
+            if (type == PL_TYPE_Q5_0) memcpy(o + 256, masks, 64);
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#define VNNI512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+
+// One block (32 columns) of one group of 16 rows against one quantized input, added into the group's accumulators.
+// S[l] is, for each row, the integer dot product of the elements llama.cpp's 256-bit lane l covers (4 consecutive
+// elements: 4l.. for Q8_0; for Q4/Q5 lanes 0-3 are the low nibbles 4l.., lanes 4-7 the high nibbles 16+4(l-4)..),
+// so acc[l] accumulates exactly what ggml's lane l does, block after block. `prefetch` (a constant at each call)
+// is for streams from DRAM; a batch re-reads groups from cache and skips it.
+VNNI512 static inline __attribute__((always_inline)) void packed_block_step(
+        int type, const int prefetch, const uint8_t *gb, const uint8_t *xb, __m512 acc[8], __m512 *summs) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const int64_t bb = packed_block_bytes(type);
+    const uint8_t *xqs = xb + (type == PL_TYPE_Q4_1 ? 4 : 2);
+    // A few KiB ahead (4 Q4/Q5 blocks, 8 Q8_0 blocks: measured best): the next group's first blocks when this one
+    // ends (groups are consecutive in a stream).
+    if (prefetch) {
+        const int64_t ahead = (type == PL_TYPE_Q8_0 ? 8 : 4) * bb;
+        for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(gb + ahead + o), _MM_HINT_T0);
+    }
+    __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + packed_scale_offset(type))));
+    __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(ld16(xb))));
+    if (type == PL_TYPE_Q8_0) {
+        for (int k = 0; k < 8; k++) {
+            int32_t xv;
+            memcpy(&xv, xqs + 4 * k, 4);
+            __m512i xk = _mm512_set1_epi32(xv);
+            // (w+128)·x − 128·Σx = w·x
+            __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xk);
+            __m512i S = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                         _mm512_loadu_si512((const void *)(gb + 64 * k)), xk), corr);
+            acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(S), acc[k]);
+        }
+        return;
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
+        __m512i lo = _mm512_and_si512(v, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        int32_t xl, xh;
+        memcpy(&xl, xqs + 4 * k, 4);
+        memcpy(&xh, xqs + 16 + 4 * k, 4);
+        __m512i xlo = _mm512_set1_epi32(xl), xhi = _mm512_set1_epi32(xh);
+        __m512i Sl, Sh;
+        if (type == PL_TYPE_Q5_0) {
+            // 5th bits: +16 where the mask says so; then (q−16)·x = q·x − 16·Σx, the second term (the input's
+            // alone, shared by the groups in lockstep) seeding the dot product's accumulator.
+            const __m512i sixteen = _mm512_set1_epi8(16);
+            __mmask64 ml, mh;
+            memcpy(&ml, gb + 256 + 16 * k, 8);
+            memcpy(&mh, gb + 256 + 16 * k + 8, 8);
+            lo = _mm512_mask_add_epi8(lo, ml, lo, sixteen);
+            hi = _mm512_mask_add_epi8(hi, mh, hi, sixteen);
+            __m512i cl = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, xlo));
+            __m512i ch = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, xhi));
+            Sl = _mm512_dpbusd_epi32(cl, lo, xlo);
+            Sh = _mm512_dpbusd_epi32(ch, hi, xhi);
+        } else {
+            Sl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
+            Sh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xhi);
+            if (type == PL_TYPE_Q4_0) { // (q−8)·x = q·x − 8·Σx
+                const __m512i eight = _mm512_set1_epi8(8);
+                Sl = _mm512_sub_epi32(Sl, _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xlo));
+                Sh = _mm512_sub_epi32(Sh, _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xhi));
+            }
+        }
+        acc[k] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Sl), acc[k]);
+        acc[k + 4] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Sh), acc[k + 4]);
+    }
+    if (type == PL_TYPE_Q4_1) {
+        __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + 256 + 32)));
+        *summs = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(ld16(xb + 2))), *summs);
+    }
+}
+
+// ggml's hsum_float_8, lane-wise for 16 rows: ((l4+l0) + (l6+l2)) + ((l5+l1) + (l7+l3)), plus Q4_1's minimums.
+VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_sum(int type, const __m512 acc[8], __m512 summs) {
+    __m512 r0 = _mm512_add_ps(acc[4], acc[0]), r1 = _mm512_add_ps(acc[5], acc[1]);
+    __m512 r2 = _mm512_add_ps(acc[6], acc[2]), r3 = _mm512_add_ps(acc[7], acc[3]);
+    __m512 sum = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
+    return type == PL_TYPE_Q4_1 ? _mm512_add_ps(sum, summs) : sum;
+}
+
+static inline int activation_block_bytes(int type) { return type == PL_TYPE_Q4_1 ? 36 : 34; }
+
+// One group of 16 rows against one quantized input.
+VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
+        int type, const int prefetch, const uint8_t *grp, const uint8_t *xq, int64_t nb) {
+    __m512 acc[8], summs = _mm512_setzero_ps();
+    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
+    const int64_t bb = packed_block_bytes(type);
+    const int xbytes = activation_block_bytes(type);
+    for (int64_t b = 0; b < nb; b++) packed_block_step(type, prefetch, grp + b * bb, xq + b * xbytes, acc, &summs);
+    return packed_group_sum(type, acc, summs);
+}
+
+// Three groups against one input, block by block in lockstep: each result is computed exactly as packed_group_dot
+// computes it, but the input's broadcasts (and Q4_0/Q5_0's input-only corrections) serve all three. For one token
+// the groups are far apart, so the core streams weights from three places at once, which keeps more memory
+// requests in flight (measured on this machine's 2 threads, GB/s from DRAM: one stream 17-19, two 20-23, three
+// 23-27, for Q4_1 and Q8_0 alike; four would spill the 32 accumulators).
+VNNI512 static inline __attribute__((always_inline)) void packed_group_dot3(
+        int type, const int prefetch, const uint8_t *const g[3], const uint8_t *xq, int64_t nb, __m512 y[3]) {
+    __m512 a[3][8], s[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = _mm512_setzero_ps();
+        for (int l = 0; l < 8; l++) a[i][l] = _mm512_setzero_ps();
+    }
+    const int64_t bb = packed_block_bytes(type);
+    const int xbytes = activation_block_bytes(type);
+    for (int64_t k = 0; k < nb; k++)
+        for (int i = 0; i < 3; i++) packed_block_step(type, prefetch, g[i] + k * bb, xq + k * xbytes, a[i], &s[i]);
+    for (int i = 0; i < 3; i++) y[i] = packed_group_sum(type, a[i], s[i]);
+}
+
+VNNI512 static inline __attribute__((always_inline)) void store_group(float *y, int64_t rows, int64_t g, __m512 v) {
+    int64_t r = g * 16, valid = rows - r < 16 ? rows - r : 16;
+    _mm512_mask_storeu_ps(y + r, (__mmask16)((1u << valid) - 1), v);
+}
+
+// Groups g0 ..< g1 against one input, as three streams (the thirds of the range) in lockstep.
+VNNI512 static inline __attribute__((always_inline)) void matvec_packed_streams(
+        int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *x, float *y, int64_t g0, int64_t g1) {
+    const int64_t gbytes = nb * packed_block_bytes(type);
+    int64_t third = (g1 - g0) / 3;
+    for (int64_t i = 0; i < third; i++) {
+        int64_t g[3] = {g0 + i, g0 + third + i, g0 + 2 * third + i};
+        const uint8_t *p[3] = {packed + g[0] * gbytes, packed + g[1] * gbytes, packed + g[2] * gbytes};
+        __m512 v[3];
+        packed_group_dot3(type, 1, p, x, nb, v);
+        for (int j = 0; j < 3; j++) store_group(y, rows, g[j], v[j]);
+    }
+    for (int64_t g = g0 + 3 * third; g < g1; g++) store_group(y, rows, g, packed_group_dot(type, 1, packed + g * gbytes, x, nb));
+}
+
+// Several inputs: three neighbouring groups at a time (in L1/L2 while every input passes over them), each input
+// against all three in lockstep so its broadcasts and corrections are shared.
+VNNI512 static inline __attribute__((always_inline)) void matmul_packed_batch(
+        int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq, size_t xq_stride,
+        int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
+    const int64_t gbytes = nb * packed_block_bytes(type);
+    int64_t g = g0;
+    for (; g + 3 <= g1; g += 3) {
+        const uint8_t *p[3] = {packed + g * gbytes, packed + (g + 1) * gbytes, packed + (g + 2) * gbytes};
+        for (int64_t t = 0; t < n_tokens; t++) {
+            __m512 v[3];
+            packed_group_dot3(type, 0, p, xq + (size_t)t * xq_stride, nb, v);
+            for (int j = 0; j < 3; j++) store_group(y + t * ldy, rows, g + j, v[j]);
+        }
+    }
+    for (; g < g1; g++)
+        for (int64_t t = 0; t < n_tokens; t++)
+            store_group(y + t * ldy, rows, g, packed_group_dot(type, 0, packed + g * gbytes, xq + (size_t)t * xq_stride, nb));
+}
+
+VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                       size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
+    // One instantiation per type (and per one/several inputs), so each inner loop is specialised.
+#define PL_PACKED_CASE(T)                                                                                   \
+    case T:                                                                                                 \
+        if (n_tokens == 1) matvec_packed_streams(T, packed, rows, nb, xq, y, g0, g1);                       \
+        else matmul_packed_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \
+        break;
+    switch (type) {
+    PL_PACKED_CASE(PL_TYPE_Q4_0)
+    PL_PACKED_CASE(PL_TYPE_Q4_1)
+    PL_PACKED_CASE(PL_TYPE_Q5_0)
+    PL_PACKED_CASE(PL_TYPE_Q8_0)
+    default: break;
+    }
+#undef PL_PACKED_CASE
+}
+#endif
+
+void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
+                      int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1) {
+    // Only packed where pl_packed_supported() said so, so the CPU has VNNI: the portable switch (which
+    // applies to the row-layout kernels) does not apply here.
+#if defined(__x86_64__)
+    matmul_packed_vnni(type, (const uint8_t *)packed, rows, n / 32, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
+                       r0 / 16, (r1 + 15) / 16);
+#endif
+}
