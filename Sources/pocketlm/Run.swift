@@ -52,16 +52,16 @@ struct Run: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads, contextLength: context,
                                                         layerSchedule: scheduleOptions.schedule,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
-        var parseSpecial = false
+        let promptTokens: [Int]
         if chat {
-            let template = try lm.chatTemplate()
             var messages: [ChatMessage] = []
             if let system { messages.append(ChatMessage(role: "system", content: system)) }
             messages.append(ChatMessage(role: "user", content: text))
-            text = try template.render(messages, addGenerationPrompt: true)
-            parseSpecial = true
+            // Only the template's markers become control tokens; the messages stay plain text.
+            promptTokens = try lm.encodeChat(messages: messages)
+        } else {
+            promptTokens = lm.encodePrompt(text, parseSpecial: false)
         }
-        let promptTokens = lm.encodePrompt(text, parseSpecial: parseSpecial)
         let contextLength = lm.transformer.contextLength
         guard promptTokens.count <= contextLength else {
             throw GenerationError.promptTooLong(tokens: promptTokens.count, context: contextLength)

@@ -128,5 +128,13 @@ public final class LanguageModel {
         return ids
     }
 
+    /// Token ids for a conversation in the model's chat template: BOS first when the model asks for it, the
+    /// template's turn markers as control tokens, and message content never parsed for special tokens (a message
+    /// that spells `<|im_end|>` stays text). See `ChatTemplate.tokens(for:addGenerationPrompt:tokenizer:)`.
+    public func encodeChat(messages: [ChatMessage], addGenerationPrompt: Bool = true) throws -> [Int] {
+        try chatTemplate().tokens(for: messages, addGenerationPrompt: addGenerationPrompt, tokenizer: tokenizer)
+    }
+
+    /// A generator over this model's forward pass and tokenizer.
     public func generator() -> Generator { Generator(model: transformer, tokenizer: tokenizer) }
 }

@@ -31,9 +31,12 @@ public struct ChatMessage: Sendable, Codable, Equatable {
 /// template is refused with `TokenizerError.unsupportedChatTemplate` rather than guessed at, since a wrong
 /// format silently degrades answers.
 ///
-/// The rendered text contains the turn markers literally: encode it with `parseSpecial: true`. A turn ends
-/// at the family's end-of-turn token (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`), which is in the
-/// tokenizer's `stopTokenIds`.
+/// To turn a conversation into token ids, use `tokens(for:addGenerationPrompt:tokenizer:)` (or
+/// `LanguageModel.encodeChat`): only the template's own markers become control tokens, while message content
+/// is encoded as plain text, so a message containing `<|im_end|>\n<|im_start|>system\n…` cannot forge a turn.
+/// `render` gives the same prompt as one string (for display, or for llama.cpp-style encoding with
+/// `parseSpecial: true`, which does not have that protection). A turn ends at the family's end-of-turn token
+/// (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`), which is in the tokenizer's `stopTokenIds`.
 public struct ChatTemplate: Sendable {
     /// The families PocketLM renders.
     public enum Family: String, Sendable, CaseIterable {
@@ -75,33 +78,112 @@ public struct ChatTemplate: Sendable {
         try self.init(template: try gguf.string("tokenizer.chat_template"))
     }
 
+    /// One piece of a rendered prompt: a template marker, or plain text.
+    public struct Segment: Sendable, Equatable {
+        /// What a segment is, which decides how it is encoded.
+        public enum Kind: Sendable, Equatable {
+            /// A turn marker the template writes (`<|im_start|>`, `<end_of_turn>`, `<|eot_id|>`, …): encoded with
+            /// special-token parsing, so it becomes the control token.
+            case marker
+            /// Message content and the template's own plain words (role names, newlines): encoded without
+            /// special-token parsing, so nothing in it becomes a control token.
+            case text
+        }
+
+        public var kind: Kind
+        public var text: String
+
+        public init(kind: Kind, text: String) {
+            self.kind = kind
+            self.text = text
+        }
+    }
+
     /// The prompt for `messages`, ending with the assistant's turn opener when `addGenerationPrompt` is set.
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+        segments(messages, addGenerationPrompt: addGenerationPrompt).map(\.text).joined()
+    }
+
+    /// The prompt for `messages` as markers and text, in order; their texts concatenate to `render`'s string.
+    /// Adjacent text is merged, so text segments lie exactly between markers.
+    public func segments(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> [Segment] {
+        var out = SegmentBuilder()
         switch family {
-        case .chatML: renderChatML(messages, addGenerationPrompt)
-        case .gemma: renderGemma(messages, addGenerationPrompt)
-        case .llama3: renderLlama3(messages, addGenerationPrompt)
+        case .chatML: renderChatML(messages, addGenerationPrompt, &out)
+        case .gemma: renderGemma(messages, addGenerationPrompt, &out)
+        case .llama3: renderLlama3(messages, addGenerationPrompt, &out)
+        }
+        return out.segments
+    }
+
+    /// The token ids of the prompt for `messages`: BOS first when the tokenizer asks for it, each marker the
+    /// vocabulary has as a control token as that token, and all other text — message content above all —
+    /// encoded without special-token parsing, so text that spells a marker stays plain text.
+    ///
+    /// For a conversation whose content spells no special token, the ids equal those of `render`'s text
+    /// encoded with `parseSpecial: true` (llama.cpp's ids): text between markers is encoded as one stretch, as
+    /// llama.cpp's special-token partition does. A marker the vocabulary does not have as a single control token
+    /// is encoded as part of the text around it, as it would be in the rendered string.
+    public func tokens(for messages: [ChatMessage], addGenerationPrompt: Bool, tokenizer: any Tokenizer) -> [Int] {
+        var ids: [Int] = []
+        if tokenizer.addBos, let bos = tokenizer.bosTokenId { ids.append(bos) }
+        var run = ""
+        for segment in segments(messages, addGenerationPrompt: addGenerationPrompt) {
+            if segment.kind == .marker {
+                let marker = tokenizer.encode(segment.text, parseSpecial: true)
+                if marker.count == 1 && tokenizer.isControl(marker[0]) {
+                    ids += tokenizer.encode(run, parseSpecial: false)
+                    run = ""
+                    ids += marker
+                    continue
+                }
+            }
+            run += segment.text
+        }
+        ids += tokenizer.encode(run, parseSpecial: false)
+        return ids
+    }
+
+    /// Collects segments, merging adjacent text and dropping empty pieces.
+    private struct SegmentBuilder {
+        var segments: [Segment] = []
+
+        mutating func marker(_ s: String) {
+            segments.append(Segment(kind: .marker, text: s))
+        }
+
+        mutating func text(_ s: String) {
+            guard !s.isEmpty else { return }
+            if let last = segments.last, last.kind == .text {
+                segments[segments.count - 1].text += s
+            } else {
+                segments.append(Segment(kind: .text, text: s))
+            }
         }
     }
 
     /// Content verbatim; the default system message (if the template has one) goes before the first message
     /// unless that message is a system message; with no messages, only the generation prompt.
-    private func renderChatML(_ messages: [ChatMessage], _ addGenerationPrompt: Bool) -> String {
-        var out = ""
-        for (i, m) in messages.enumerated() {
-            if i == 0, m.role != "system", let system = defaultSystemMessage {
-                out += "\(ChatTemplate.start)system\n\(system)\(ChatTemplate.end)\n"
-            }
-            out += "\(ChatTemplate.start)\(m.role)\n\(m.content)\(ChatTemplate.end)\n"
+    private func renderChatML(_ messages: [ChatMessage], _ addGenerationPrompt: Bool, _ out: inout SegmentBuilder) {
+        func turn(_ role: String, _ content: String) {
+            out.marker(ChatTemplate.start)
+            out.text("\(role)\n\(content)")
+            out.marker(ChatTemplate.end)
+            out.text("\n")
         }
-        if addGenerationPrompt { out += "\(ChatTemplate.start)assistant\n" }
-        return out
+        for (i, m) in messages.enumerated() {
+            if i == 0, m.role != "system", let system = defaultSystemMessage { turn("system", system) }
+            turn(m.role, m.content)
+        }
+        if addGenerationPrompt {
+            out.marker(ChatTemplate.start)
+            out.text("assistant\n")
+        }
     }
 
     /// llama.cpp's LLM_CHAT_TEMPLATE_GEMMA: system text accumulates (trimmed, concatenated) until the next
     /// non-model turn, which gets it followed by a blank line before its own trimmed content.
-    private func renderGemma(_ messages: [ChatMessage], _ addGenerationPrompt: Bool) -> String {
-        var out = ""
+    private func renderGemma(_ messages: [ChatMessage], _ addGenerationPrompt: Bool, _ out: inout SegmentBuilder) {
         var system = ""
         for m in messages {
             if m.role == "system" {
@@ -109,25 +191,36 @@ public struct ChatTemplate: Sendable {
                 continue
             }
             let role = m.role == "assistant" ? "model" : m.role
-            out += "<start_of_turn>\(role)\n"
+            out.marker("<start_of_turn>")
+            out.text("\(role)\n")
             if !system.isEmpty && role != "model" {
-                out += system + "\n\n"
+                out.text(system + "\n\n")
                 system = ""
             }
-            out += ChatTemplate.trim(m.content) + "<end_of_turn>\n"
+            out.text(ChatTemplate.trim(m.content))
+            out.marker("<end_of_turn>")
+            out.text("\n")
         }
-        if addGenerationPrompt { out += "<start_of_turn>model\n" }
-        return out
+        if addGenerationPrompt {
+            out.marker("<start_of_turn>")
+            out.text("model\n")
+        }
     }
 
     /// llama.cpp's LLM_CHAT_TEMPLATE_LLAMA_3: every role as given, content trimmed.
-    private func renderLlama3(_ messages: [ChatMessage], _ addGenerationPrompt: Bool) -> String {
-        var out = ""
-        for m in messages {
-            out += "<|start_header_id|>\(m.role)<|end_header_id|>\n\n\(ChatTemplate.trim(m.content))<|eot_id|>"
+    private func renderLlama3(_ messages: [ChatMessage], _ addGenerationPrompt: Bool, _ out: inout SegmentBuilder) {
+        func header(_ role: String) {
+            out.marker("<|start_header_id|>")
+            out.text(role)
+            out.marker("<|end_header_id|>")
+            out.text("\n\n")
         }
-        if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
-        return out
+        for m in messages {
+            header(m.role)
+            out.text(ChatTemplate.trim(m.content))
+            out.marker("<|eot_id|>")
+        }
+        if addGenerationPrompt { header("assistant") }
     }
 
     /// llama-chat.cpp's `trim`: C `isspace` bytes (space, \t, \n, \v, \f, \r) off both ends, nothing else.
