@@ -220,6 +220,10 @@ VNNI static inline __attribute__((always_inline)) void matmul_rows(int type, con
 
 VNNI void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+    if (n_tokens > 1 && pl_kq_batch_owns(type)) {
+        pl_kq_matmul_batch_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
     switch (type) {   // one instantiation per type, so each inner loop is specialised
     case PL_TYPE_Q5_0: matmul_rows(PL_TYPE_Q5_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;
     case PL_TYPE_Q5_1: matmul_rows(PL_TYPE_Q5_1, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;

@@ -301,4 +301,49 @@ struct KQuantKernelTests {
             #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "\(t.0) through Linear")
         }
     }
+
+    /// Prefill bodies: several inputs against each unpacked super-block (quants_k_batch.c, tiles of up to 8 inputs).
+    /// Batches 1…11 cover a lone input, partial tiles and more than one tile; odd row counts and three row ranges
+    /// cover the row chunks. Each output must equal the portable body on that input (llama.cpp's lanes and order).
+    @Test("batched K-quant bodies equal the portable body (batches 1…11, odd rows, split ranges)",
+          arguments: ["q4_k", "q6_k"])
+    func batchedMatchesPortable(name: String) throws {
+        let t = Self.types.first { $0.0 == name }!
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the \(name) fast bodies are not used here")
+        try #require(pl_quant_fast_body(t.1) == 1, "\(name): the fast body is not selected on this CPU")
+        for (rows, cols) in [(37, 256), (83, 2048), (5, 1024), (21, 768)] {
+            let w = Self.randomMatrix(t, rows: rows, cols: cols, seed: UInt64(rows &* 131 &+ cols &+ Int(t.1)))
+            let rowBytes = cols / t.2 * t.3, stride = Self.actStride(Int32(PL_TYPE_Q8_K), cols)
+            for tokens in 1...11 {
+                var rng = SplitMix64(seed: UInt64(tokens &* 977 &+ cols))
+                let x = (0..<(tokens * cols)).map { _ in Float((rng.nextUnit() * 4 - 2) * (rng.nextUnit() < 0.05 ? 50 : 1)) }
+                var xq = [UInt8](repeating: 0, count: tokens * stride)
+                x.withUnsafeBufferPointer { xp in
+                    xq.withUnsafeMutableBytes { q in
+                        for i in 0..<tokens { pl_quantize_q8_K(xp.baseAddress! + i * cols, q.baseAddress! + i * stride, Int64(cols)) }
+                    }
+                }
+                func run(portable: Bool, cuts: [Int]) -> [UInt32] {
+                    var y = [Float](repeating: .nan, count: tokens * rows)
+                    pl_force_portable(portable ? 1 : 0)
+                    defer { pl_force_portable(0) }
+                    w.withUnsafeBytes { wp in
+                        xq.withUnsafeBytes { q in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                for i in 0..<(cuts.count - 1) where cuts[i] < cuts[i + 1] {
+                                    pl_matmul_q(t.1, wp.baseAddress, rowBytes, q.baseAddress, stride, Int64(tokens), yp.baseAddress,
+                                                Int64(rows), Int64(cols), Int64(cuts[i]), Int64(cuts[i + 1]))
+                                }
+                            }
+                        }
+                    }
+                    return y.map(\.bitPattern)
+                }
+                let want = run(portable: true, cuts: [0, rows])
+                let got = run(portable: false, cuts: [0, rows / 3, min(rows, rows / 3 + 9), rows])
+                #expect(got == want, "\(name) \(rows)×\(cols) × \(tokens) tokens: batched fast body differs from portable")
+                #expect(got.allSatisfy { Float(bitPattern: $0).isFinite })
+            }
+        }
+    }
 }
