@@ -43,7 +43,7 @@ VNNI static inline __m256i fold16(__m512i v) {
 
 // ---- Q5_0 × Q8_0, Q5_1 × Q8_1 -------------------------------------------------------------------------------
 VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, const int R, const uint8_t *w,
-        size_t row_bytes, const uint8_t *xq, int64_t nb, float *out) {
+        size_t row_bytes, size_t pf, const uint8_t *xq, int64_t nb, float *out) {
     __m256 acc[4];
     float summs[4] = {0, 0, 0, 0};
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
@@ -57,7 +57,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         float dx = _cvtsh_ss(ld16(xb)), sx = q51 ? _cvtsh_ss(ld16(xb + 2)) : 0.0f;
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * bb;
-            if ((b & 1) == 0) _mm_prefetch((const char *)(wb + 8 * row_bytes), _MM_HINT_T0);
+            if ((b & 1) == 0) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
             __m128i raw = _mm_loadu_si128((const __m128i *)(wb + hoff + 4));
             __m256i a = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), low4);
             a = _mm256_mask_add_epi8(a, (__mmask32)ld32(wb + hoff), a, sixteen);   // 5th bit j = bit j of qh
@@ -78,7 +78,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
 // Per 128 elements: 64 bytes of low nibbles give elements 0..63 (& 15) and 64..127 (>> 4); the 32 bytes of high
 // bits, broadcast to both halves, are shifted per half so each element's 2 bits land at bits 4-5. Quants stay
 // unsigned (0..63) and the −32 offset comes off through the block sums, as ggml does it (so the same lanes).
-VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, const uint8_t *w, size_t row_bytes,
+VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, const uint8_t *w, size_t row_bytes, size_t pf,
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
@@ -103,7 +103,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 210;
             // The next group of rows, a few KiB ahead: from DRAM the hardware prefetcher alone left this at ~5 GB/s.
-            for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)(blk + 8 * row_bytes + o), _MM_HINT_T0);
+            for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
             __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
             __m512i scz = _mm512_castsi256_si512(sc16);
             __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
@@ -128,7 +128,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
 // ---- Q4_K × Q8_K -----------------------------------------------------------------------------------------------
 // 64 bytes of nibbles cover 128 elements: low nibbles of bytes 0..31 / 32..63 are elements 0..31 / 64..95, high
 // nibbles 32..63 / 96..127; the input is gathered to match (once for all rows).
-VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, const uint8_t *w, size_t row_bytes,
+VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, const uint8_t *w, size_t row_bytes, size_t pf,
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
     __m128 accm[4];
@@ -158,7 +158,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         __m128i q8s = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(xb + 260)), _mm_loadu_si128((const __m128i *)(xb + 276)));
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 144;
-            for (int o = 0; o < 192; o += 64) _mm_prefetch((const char *)(blk + 8 * row_bytes + o), _MM_HINT_T0);
+            for (int o = 0; o < 192; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
             uint32_t u[4];
             memcpy(u, blk + 4, 12);
             // 6-bit scales to bytes 0..7, minimums to bytes 8..15 (get_scale_min_k4, four at a time).
@@ -188,13 +188,15 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
 }
 
 // R rows (a compile-time constant at each call) of one type against one input.
-VNNI static inline __attribute__((always_inline)) void rows_dot(int type, const int R, const uint8_t *w, size_t row_bytes,
+// Row i of the R is at w + i·row_bytes (neighbours, or rows far apart: row_bytes is then a stride); each row's
+// super-blocks are prefetched `pf` bytes ahead.
+VNNI static inline __attribute__((always_inline)) void rows_dot(int type, const int R, const uint8_t *w, size_t row_bytes, size_t pf,
                                                                  const uint8_t *x, int64_t n, float *out) {
     switch (type) {
-    case PL_TYPE_Q5_0: q5_rows(0, R, w, row_bytes, x, n / 32, out); break;
-    case PL_TYPE_Q5_1: q5_rows(1, R, w, row_bytes, x, n / 32, out); break;
-    case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, x, n / 256, out); break;
-    case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, x, n / 256, out); break;
+    case PL_TYPE_Q5_0: q5_rows(0, R, w, row_bytes, pf, x, n / 32, out); break;
+    case PL_TYPE_Q5_1: q5_rows(1, R, w, row_bytes, pf, x, n / 32, out); break;
+    case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, pf, x, n / 256, out); break;
+    case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, pf, x, n / 256, out); break;
     default:
         for (int i = 0; i < R; i++) out[i] = pl_kq_dot_portable(type, w + (size_t)i * row_bytes, x, n);
         break;
@@ -205,15 +207,25 @@ VNNI static inline __attribute__((always_inline)) void matmul_rows(int type, con
                              int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
     float out[4];
     int64_t r = r0;
+    if (n_tokens == 1) {
+        // One input: four rows far apart (the quarters of the range) in lockstep, so the core streams weights from
+        // four places at once and keeps more DRAM requests in flight; each prefetches two of its rows ahead.
+        int64_t q = (r1 - r0) / 4;
+        for (int64_t i = 0; i < q; i++) {
+            rows_dot(type, 4, w + (size_t)(r0 + i) * row_bytes, (size_t)q * row_bytes, 2 * row_bytes, xq, n, out);
+            for (int j = 0; j < 4; j++) y[r0 + i + j * q] = out[j];
+        }
+        r = r0 + 4 * q;
+    }
     // Four rows at a time; in a batch they stay in L1 while every input passes over them.
     for (; r + 4 <= r1; r += 4)
         for (int64_t t = 0; t < n_tokens; t++) {
-            rows_dot(type, 4, w + (size_t)r * row_bytes, row_bytes, xq + (size_t)t * xq_stride, n, out);
+            rows_dot(type, 4, w + (size_t)r * row_bytes, row_bytes, 8 * row_bytes, xq + (size_t)t * xq_stride, n, out);
             for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];
         }
     for (; r < r1; r++)
         for (int64_t t = 0; t < n_tokens; t++) {
-            rows_dot(type, 1, w + (size_t)r * row_bytes, row_bytes, xq + (size_t)t * xq_stride, n, out);
+            rows_dot(type, 1, w + (size_t)r * row_bytes, row_bytes, 8 * row_bytes, xq + (size_t)t * xq_stride, n, out);
             y[t * ldy + r] = out[0];
         }
 }
