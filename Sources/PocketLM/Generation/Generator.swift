@@ -20,9 +20,15 @@ public struct GenerationOptions: Sendable {
 
 /// Why generation ended.
 public enum StopReason: String, Sendable, Codable {
+    /// The model produced a stop token (end of turn or sequence).
     case stopToken = "stop_token"
+    /// The text reached one of the caller's stop strings (`ChatSession.stopStrings`).
+    case stopString = "stop_string"
+    /// The token limit was reached.
     case maxTokens = "max_tokens"
+    /// The context has no position left for another token.
     case contextFull = "context_full"
+    /// The caller stopped it: a callback returned false, or the task was cancelled.
     case cancelled
 }
 
@@ -33,11 +39,13 @@ public struct TokenLogit: Sendable, Codable, Equatable {
 
 /// What one generation produced and how long it took.
 public struct GenerationResult: Sendable {
+    /// The whole prompt, including any prefix reused from the KV cache.
     public var promptTokens: [Int]
+    /// The generated tokens (a stop token that ended generation is not included).
     public var tokens: [Int]
     public var text: String
     public var stopReason: StopReason
-    /// Seconds spent on the prompt (prefill).
+    /// Seconds spent on the prompt (prefill of the tokens not reused from the cache).
     public var promptSeconds: Double
     /// Seconds spent producing tokens after the first (decode).
     public var generationSeconds: Double
@@ -45,15 +53,32 @@ public struct GenerationResult: Sendable {
     public var timeToFirstToken: Double
     /// For each step, the K highest logits; the first entry is the last prompt position's.
     public var topLogits: [[TokenLogit]]
+    /// Leading prompt tokens the KV cache already held, so prefill skipped them (0 for a fresh context).
+    public var reusedPromptTokens: Int = 0
 
-    public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens.count) / promptSeconds : 0 }
+    /// Prompt tokens actually run through the model: the prompt after the reused prefix.
+    public var prefilledTokens: Int { promptTokens.count - reusedPromptTokens }
+    /// Prefill speed over the tokens actually run.
+    public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(prefilledTokens) / promptSeconds : 0 }
     /// Decode speed: tokens after the first, over the time they took (the first token's cost is prefill's).
     public var generationTokensPerSecond: Double {
         tokens.count > 1 && generationSeconds > 0 ? Double(tokens.count - 1) / generationSeconds : 0
     }
 }
 
+/// One step of a generation, as `Generator.generate(prompt:reusingCachedPrefix:options:onStep:)` reports it.
+public struct GenerationStep: Sendable {
+    /// The token sampled at this step; nil for the final flush of bytes held back when generation ends (an
+    /// unfinished UTF-8 character, which becomes U+FFFD).
+    public let token: Int?
+    /// The text this step completed: empty while a token holds part of a UTF-8 character, and for control tokens.
+    public let text: String
+}
+
 /// Runs a prompt through a model and samples a continuation, streaming text as it is produced.
+///
+/// A generator is cheap: it holds the model and tokenizer, and each call allocates its sampler. It is not safe
+/// to use one model from two threads at once (the model owns one KV cache); `ModelContainer` serialises access.
 public final class Generator {
     public let model: Transformer
     public let tokenizer: any Tokenizer
@@ -67,6 +92,33 @@ public final class Generator {
     /// complete UTF-8 piece of text as it is decoded; return false from it to stop.
     public func generate(prompt: [Int], options: GenerationOptions,
                          onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
+        try generate(prompt: prompt, reusingCachedPrefix: 0, options: options) { step in
+            guard step.token != nil else {
+                _ = onText(step.text)   // the final flush: nothing left to stop
+                return true
+            }
+            return step.text.isEmpty || onText(step.text)
+        }
+    }
+
+    /// Generates from `prompt`, reusing the first `cachedPrefix` tokens the model's KV cache already holds.
+    ///
+    /// The caller vouches that the cache holds exactly `prompt[0..<cachedPrefix]` at positions `0..<cachedPrefix`
+    /// (it knows what it fed: see `GenerationResult` for what a generation leaves in the cache). The cache is
+    /// truncated to that prefix and only the rest of the prompt is fed — at least its last token, whose logits
+    /// start generation. When the cache cannot rewind that far (a sliding-window ring has already overwritten
+    /// positions it needs) it is reset and the whole prompt is fed. With `cachedPrefix` 0 this is exactly
+    /// `generate(prompt:options:onText:)`. `GenerationResult.reusedPromptTokens` reports the prefix reused.
+    ///
+    /// `onStep` is called after every sampled token that does not end generation (even when it completes no
+    /// text) and once more with `token` nil if held-back bytes remain at the end; return false to stop before
+    /// the next token is computed (stop reason `cancelled`).
+    ///
+    /// Afterwards the cache holds the prompt followed by every generated token except the last one, which was
+    /// sampled but not fed — unless generation ended at a stop token, when it holds them all (the stop token
+    /// itself is not fed). `model.position` is the count either way.
+    public func generate(prompt: [Int], reusingCachedPrefix cachedPrefix: Int, options: GenerationOptions,
+                         onStep: (GenerationStep) -> Bool) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw ModelError.emptyPrompt }
         guard prompt.count <= model.contextLength else {
             throw GenerationError.promptTooLong(tokens: prompt.count, context: model.contextLength)
@@ -87,9 +139,14 @@ public final class Generator {
         let logitsCopy = UnsafeMutableBufferPointer<Float>.allocate(capacity: model.config.vocabSize)
         defer { logitsCopy.deallocate() }
 
-        model.reset()
+        // At least the last prompt token is fed: its logits start generation.
+        var reused = max(0, min(cachedPrefix, prompt.count - 1, model.position))
+        if reused == 0 || !model.truncate(to: reused) {
+            reused = 0
+            model.reset()
+        }
         let start = DispatchTime.now().uptimeNanoseconds
-        var logits = try prompt.withUnsafeBufferPointer { try model.forward($0) }
+        var logits = try prompt[reused...].withUnsafeBufferPointer { try model.forward($0) }
         let prefillEnd = DispatchTime.now().uptimeNanoseconds
         var firstTokenAt = prefillEnd
         var stopReason = StopReason.maxTokens
@@ -107,7 +164,7 @@ public final class Generator {
             historyCount += 1
             let piece = detokenizer.append(next)
             text += piece
-            if !piece.isEmpty && !onText(piece) { stopReason = .cancelled; break }
+            if !onStep(GenerationStep(token: next, text: piece)) { stopReason = .cancelled; break }
             if generated.count == options.maxTokens { break }
             if model.position >= model.contextLength { stopReason = .contextFull; break }
             logits = try model.decode(next)
@@ -115,7 +172,7 @@ public final class Generator {
         let tail = detokenizer.flush()
         if !tail.isEmpty {
             text += tail
-            _ = onText(tail)
+            _ = onStep(GenerationStep(token: nil, text: tail))
         }
         let end = DispatchTime.now().uptimeNanoseconds
         return GenerationResult(
@@ -123,7 +180,7 @@ public final class Generator {
             promptSeconds: Double(prefillEnd - start) / 1e9,
             generationSeconds: Double(end - firstTokenAt) / 1e9,
             timeToFirstToken: Double(firstTokenAt - start) / 1e9,
-            topLogits: tops)
+            topLogits: tops, reusedPromptTokens: reused)
     }
 
     static func top(_ logits: UnsafeBufferPointer<Float>, _ k: Int) -> [TokenLogit] {

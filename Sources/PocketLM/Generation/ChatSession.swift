@@ -1,0 +1,335 @@
+import Foundation
+import Synchronization
+
+/// A multi-turn conversation with a model in a `ModelContainer`, which keeps the KV cache between turns.
+///
+/// Each turn renders the whole conversation in the model's chat template (`LanguageModel.encodeChat`: message
+/// text never becomes control tokens), then feeds only the tokens after the longest prefix the KV cache already
+/// holds — so turn N costs its own tokens, not the history. Edited history (`messages` set to something else)
+/// costs the tokens after the first change. A cache that cannot rewind far enough (a sliding-window ring that
+/// has moved on) is reset and the prompt fed whole; the reply is the same either way.
+///
+/// **A full context.** Before a turn the session makes room for the prompt plus `maxTokens`. With the
+/// default policy, `.dropOldestTurns`, it drops the oldest exchanges from `messages` (a user message and the
+/// replies that follow it; never the system prompt, never the new message) until that fits or nothing older is
+/// left; the reply then ends early (stop reason `contextFull`) if the context runs out. When the system prompt
+/// and the new message alone do not leave room for one token of reply, the turn throws
+/// `ChatSessionError.messageTooLong` and nothing changes. With `.error` the turn throws
+/// `ChatSessionError.contextFull` instead of dropping anything.
+///
+/// **Cancellation.** Cancelling the task running `respond(to:)`, or the consumer of `stream(to:)`, stops
+/// generation before the next token is computed. The partial reply is kept as the assistant's message, as
+/// the KV cache holds it. A task cancelled while waiting for the model throws `CancellationError`.
+///
+/// The session is `Sendable`; its turns run one at a time (in the container's order). Settings changed while
+/// a turn runs apply from the next turn; `messages` set during a turn are replaced when the turn ends.
+public final class ChatSession: Sendable {
+    /// What to do when the conversation no longer fits in the context.
+    public enum ContextPolicy: Sendable, Equatable {
+        /// Drop the oldest exchanges (keeping the system prompt) until the prompt plus `maxTokens` fits.
+        case dropOldestTurns
+        /// Throw `ChatSessionError.contextFull`.
+        case error
+    }
+
+    private struct State {
+        var systemPrompt: String?
+        var messages: [ChatMessage]
+        var sampling: SamplingParameters
+        var maxTokens: Int
+        var stopStrings: [String]
+        var contextPolicy: ContextPolicy
+        var lastTurn: ChatTurnStats?
+    }
+
+    /// The container whose model this session talks to.
+    public let container: ModelContainer
+    private let state: Mutex<State>
+
+    /// A session on `container`.
+    /// - Parameters:
+    ///   - systemPrompt: the system message; nil uses the template's own default, if it has one.
+    ///   - history: earlier messages ("user" / "assistant"), oldest first.
+    ///   - sampling: how tokens are picked; `SamplingParameters.greedy` for deterministic replies.
+    ///   - maxTokens: most tokens per reply.
+    ///   - stopStrings: a reply ends before the first of these it produces (the text is not included).
+    public init(_ container: ModelContainer, systemPrompt: String? = nil, history: [ChatMessage] = [],
+                sampling: SamplingParameters = .init(), maxTokens: Int = 512, stopStrings: [String] = [],
+                contextPolicy: ContextPolicy = .dropOldestTurns) {
+        self.container = container
+        state = Mutex(State(systemPrompt: systemPrompt, messages: history, sampling: sampling, maxTokens: maxTokens,
+                            stopStrings: stopStrings, contextPolicy: contextPolicy, lastTurn: nil))
+    }
+
+    /// The system message sent before the conversation; nil uses the template's default (SmolLM2's, Qwen's).
+    public var systemPrompt: String? {
+        get { state.withLock { $0.systemPrompt } }
+        set { state.withLock { $0.systemPrompt = newValue } }
+    }
+
+    /// The conversation so far, oldest first, without the system prompt: each turn appends the user's message
+    /// and the reply. Set it to edit the history; the next turn re-feeds from the first change.
+    public var messages: [ChatMessage] {
+        get { state.withLock { $0.messages } }
+        set { state.withLock { $0.messages = newValue } }
+    }
+
+    /// How tokens are picked (temperature, top-k/p, min-p, repetition penalty, seed). Each turn starts a new
+    /// sampler with this seed.
+    public var sampling: SamplingParameters {
+        get { state.withLock { $0.sampling } }
+        set { state.withLock { $0.sampling = newValue } }
+    }
+
+    /// Most tokens one reply may have (at least 1).
+    public var maxTokens: Int {
+        get { state.withLock { $0.maxTokens } }
+        set { state.withLock { $0.maxTokens = newValue } }
+    }
+
+    /// Strings that end a reply; the reply's text stops before the first one found.
+    public var stopStrings: [String] {
+        get { state.withLock { $0.stopStrings } }
+        set { state.withLock { $0.stopStrings = newValue } }
+    }
+
+    /// What a turn does when the conversation does not fit (see the type's documentation).
+    public var contextPolicy: ContextPolicy {
+        get { state.withLock { $0.contextPolicy } }
+        set { state.withLock { $0.contextPolicy = newValue } }
+    }
+
+    /// Statistics of the last completed turn, nil before the first.
+    public var lastTurn: ChatTurnStats? { state.withLock { $0.lastTurn } }
+
+    /// Forgets the conversation (the system prompt and settings stay). The KV cache keeps what is still useful,
+    /// such as the system prompt's tokens.
+    public func reset() {
+        state.withLock { $0.messages = [] }
+    }
+
+    /// Sends `message` as the user and returns the whole reply, which is appended to `messages` with it.
+    /// Cancelling the task stops the reply before the next token and returns what was generated.
+    public func respond(to message: String) async throws -> String {
+        try await turn(message) { _ in !Task.isCancelled }
+    }
+
+    /// Sends `message` as the user and streams the reply as it is generated; the last chunk carries the turn's
+    /// statistics. Stopping the iteration (or cancelling the task that iterates) stops generation before the
+    /// next token; the reply so far is kept in `messages`.
+    public func stream(to message: String) -> AsyncThrowingStream<ChatChunk, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    _ = try await self.turn(message) { chunk in
+                        if case .terminated = continuation.yield(chunk) { return false }
+                        return !Task.isCancelled
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// One turn: `emit` receives each chunk and returns false to stop generating.
+    private func turn(_ message: String, emit: (ChatChunk) -> Bool) async throws -> String {
+        try await container.withCache { lm, cached in
+            let settings = state.withLock { $0 }
+            guard settings.maxTokens >= 1 else {
+                throw ChatSessionError.invalidMaxTokens(settings.maxTokens)
+            }
+            let template = try lm.chatTemplate()
+            let user = ChatMessage(role: "user", content: message)
+            let system = settings.systemPrompt.map { [ChatMessage(role: "system", content: $0)] } ?? []
+            let context = lm.transformer.contextLength
+            var history = settings.messages
+            var prompt = template.tokens(for: system + history + [user], addGenerationPrompt: true, tokenizer: lm.tokenizer)
+            var dropped = 0
+            while prompt.count + settings.maxTokens > context {
+                guard settings.contextPolicy == .dropOldestTurns else {
+                    throw ChatSessionError.contextFull(promptTokens: prompt.count, maxTokens: settings.maxTokens,
+                                                       context: context)
+                }
+                // The oldest exchange: the first non-system message up to the next user message.
+                guard let first = history.firstIndex(where: { $0.role != "system" }) else { break }
+                var end = first + 1
+                while end < history.count && history[end].role != "user" { end += 1 }
+                history.removeSubrange(first..<end)
+                dropped += end - first
+                prompt = template.tokens(for: system + history + [user], addGenerationPrompt: true, tokenizer: lm.tokenizer)
+            }
+            guard prompt.count < context else {
+                throw ChatSessionError.messageTooLong(promptTokens: prompt.count, context: context)
+            }
+
+            let common = ChatSession.commonPrefix(prompt, cached)
+            let options = GenerationOptions(maxTokens: min(settings.maxTokens, context), sampling: settings.sampling)
+            let start = DispatchTime.now().uptimeNanoseconds
+            func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+            var matcher = StopStringMatcher(settings.stopStrings)
+            var reply = ""
+            var pendingIds: [Int] = []
+            var stoppedByString = false
+            let result: GenerationResult
+            do {
+                // Anything the cache holds past the common prefix is about to be dropped or overwritten.
+                cached = Array(cached.prefix(common))
+                result = try lm.generator().generate(prompt: prompt, reusingCachedPrefix: common, options: options) { step in
+                    if let t = step.token { pendingIds.append(t) }
+                    let (text, stop) = matcher.append(step.text)
+                    if !text.isEmpty {
+                        reply += text
+                        let keepGoing = emit(ChatChunk(text: text, tokenIds: pendingIds, elapsed: elapsed(), stats: nil))
+                        pendingIds = []
+                        if !keepGoing { return false }
+                    }
+                    if stop {
+                        stoppedByString = true
+                        return false
+                    }
+                    return step.token == nil || !Task.isCancelled
+                }
+            } catch {
+                lm.transformer.reset()
+                cached = []
+                throw error
+            }
+            cached = Array((prompt + result.tokens).prefix(lm.transformer.position))
+            let tail = stoppedByString ? "" : matcher.finish()
+            reply += tail
+            let stats = ChatTurnStats(
+                promptTokens: prompt.count, reusedTokens: result.reusedPromptTokens,
+                generatedTokens: result.tokens.count, droppedMessages: dropped, cachedTokens: cached.count,
+                stopReason: stoppedByString ? .stopString : result.stopReason,
+                prefillSeconds: result.promptSeconds, timeToFirstToken: result.timeToFirstToken,
+                decodeSeconds: result.generationSeconds)
+            state.withLock {
+                $0.messages = history + [user, ChatMessage(role: "assistant", content: reply)]
+                $0.lastTurn = stats
+            }
+            _ = emit(ChatChunk(text: tail, tokenIds: pendingIds, elapsed: elapsed(), stats: stats))
+            return reply
+        }
+    }
+
+    /// Length of the longest common prefix of `a` and `b`.
+    static func commonPrefix(_ a: [Int], _ b: [Int]) -> Int {
+        let n = min(a.count, b.count)
+        var i = 0
+        while i < n && a[i] == b[i] { i += 1 }
+        return i
+    }
+}
+
+/// A piece of a streamed reply.
+public struct ChatChunk: Sendable {
+    /// The text this chunk adds (empty only on the last chunk when nothing was held back).
+    public var text: String
+    /// The tokens that produced `text`. A token that completes no text (part of a UTF-8 character, or text that
+    /// may begin a stop string) travels with the chunk whose text it completes.
+    public var tokenIds: [Int]
+    /// Seconds from the start of the turn (once the model was free) to this chunk.
+    public var elapsed: Double
+    /// The turn's statistics, on the last chunk only.
+    public var stats: ChatTurnStats?
+}
+
+/// What one chat turn cost.
+public struct ChatTurnStats: Sendable, Equatable {
+    /// Tokens of the turn's whole prompt (system prompt, history, the new message, the assistant's opener).
+    public var promptTokens: Int
+    /// Leading prompt tokens the KV cache already held (not fed again).
+    public var reusedTokens: Int
+    /// Tokens of the reply (a stop token is not counted).
+    public var generatedTokens: Int
+    /// Messages dropped from the start of the history to make room (`ChatSession.ContextPolicy`).
+    public var droppedMessages: Int
+    /// Tokens the KV cache holds after the turn.
+    public var cachedTokens: Int
+    /// Why the reply ended.
+    public var stopReason: StopReason
+    /// Seconds spent feeding the prompt tokens that were not reused.
+    public var prefillSeconds: Double
+    /// Seconds from the start of the prefill to the first reply token.
+    public var timeToFirstToken: Double
+    /// Seconds spent producing the reply's tokens after the first.
+    public var decodeSeconds: Double
+
+    /// Prompt tokens fed this turn: `promptTokens - reusedTokens`.
+    public var prefilledTokens: Int { promptTokens - reusedTokens }
+    /// Prefill speed over the tokens fed this turn.
+    public var prefillTokensPerSecond: Double { prefillSeconds > 0 ? Double(prefilledTokens) / prefillSeconds : 0 }
+    /// Decode speed: tokens after the first over the time they took.
+    public var decodeTokensPerSecond: Double {
+        generatedTokens > 1 && decodeSeconds > 0 ? Double(generatedTokens - 1) / decodeSeconds : 0
+    }
+}
+
+/// Why a chat turn could not run.
+public enum ChatSessionError: Error, LocalizedError, Equatable, Sendable {
+    /// The system prompt and the new message alone fill the context, leaving no room for a reply.
+    case messageTooLong(promptTokens: Int, context: Int)
+    /// The conversation plus the reply's token limit does not fit and the policy is `.error`.
+    case contextFull(promptTokens: Int, maxTokens: Int, context: Int)
+    /// The reply's token limit is below 1.
+    case invalidMaxTokens(Int)
+
+    public var errorDescription: String? {
+        switch self {
+        case .messageTooLong(let p, let c):
+            "the message (with the system prompt and chat template) is \(p) tokens, but the context holds \(c) including the reply"
+        case .contextFull(let p, let m, let c):
+            "the conversation is \(p) tokens and a reply of up to \(m) more does not fit in the context of \(c) tokens"
+        case .invalidMaxTokens(let m): "the reply's token limit must be at least 1, found \(m)"
+        }
+    }
+}
+
+/// Holds back streamed text that may be the start of a stop string, and finds the first stop string.
+struct StopStringMatcher {
+    let stops: [String]
+    private var pending = ""
+
+    init(_ stops: [String]) {
+        self.stops = stops.filter { !$0.isEmpty }
+    }
+
+    /// Adds `text`; returns what can be emitted now and whether a stop string was reached (then the text before
+    /// it is returned and the rest dropped).
+    mutating func append(_ text: String) -> (text: String, stop: Bool) {
+        guard !stops.isEmpty else { return (text, false) }
+        pending += text
+        var earliest: Range<String.Index>?
+        for stop in stops {
+            if let r = pending.range(of: stop), earliest.map({ r.lowerBound < $0.lowerBound }) ?? true { earliest = r }
+        }
+        if let r = earliest {
+            defer { pending = "" }
+            return (String(pending[..<r.lowerBound]), true)
+        }
+        // Hold back the longest end of the text that begins a stop string.
+        var hold = 0
+        for stop in stops {
+            var k = min(stop.count - 1, pending.count)
+            while k > hold {
+                if pending.hasSuffix(stop.prefix(k)) {
+                    hold = k
+                    break
+                }
+                k -= 1
+            }
+        }
+        let cut = pending.index(pending.endIndex, offsetBy: -hold)
+        defer { pending = String(pending[cut...]) }
+        return (String(pending[..<cut]), false)
+    }
+
+    /// What is still held back (no stop string followed it).
+    mutating func finish() -> String {
+        defer { pending = "" }
+        return pending
+    }
+}
