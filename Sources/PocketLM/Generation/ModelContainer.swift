@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// A loaded model that any number of tasks can share.
@@ -14,6 +15,10 @@ import Synchronization
 /// print(try await session.respond(to: "What is the capital of France?"))
 /// ```
 ///
+/// The work runs on the container's own thread (a task executor preference), not on Swift's cooperative thread
+/// pool: a forward pass blocks its thread for milliseconds to seconds, and the pool has only as many threads as
+/// cores. Other tasks (a stream's consumer, a server's connections) keep running meanwhile.
+///
 /// The container also remembers which tokens its KV cache holds, so `ChatSession`s reuse the longest prefix of
 /// their prompt already computed — their own previous turns, or a system prompt another session shares.
 public final class ModelContainer: Sendable {
@@ -22,6 +27,7 @@ public final class ModelContainer: Sendable {
     /// The tokens the model's KV cache holds, in order (position i holds token i); touched only under `lock`.
     nonisolated(unsafe) private var cachedTokens: [Int] = []
     private let lock = AsyncMutex()
+    private let executor = SerialThreadExecutor(label: "PocketLM.ModelContainer")
 
     /// The model's tokenizer (immutable, safe to use from any task).
     public let tokenizer: any Tokenizer
@@ -51,7 +57,7 @@ public final class ModelContainer: Sendable {
             cachedTokens = []
             lock.unlock()
         }
-        return try await body(model)
+        return try await withTaskExecutorPreference(executor) { try await body(model) }
     }
 
     /// Runs `body` with exclusive use of the model and the record of the tokens its KV cache holds, which `body`
@@ -59,7 +65,22 @@ public final class ModelContainer: Sendable {
     func withCache<R>(_ body: (LanguageModel, inout [Int]) async throws -> R) async throws -> R {
         try await lock.lock()
         defer { lock.unlock() }
-        return try await body(model, &cachedTokens)
+        return try await withTaskExecutorPreference(executor) { try await body(model, &cachedTokens) }
+    }
+}
+
+/// Runs jobs one at a time on a dispatch queue, off the cooperative pool.
+final class SerialThreadExecutor: TaskExecutor {
+    private let queue: DispatchQueue
+
+    init(label: String) {
+        queue = DispatchQueue(label: label)
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
     }
 }
 
