@@ -22,7 +22,8 @@ int pl_kq_fast(void) {
 }
 
 int pl_quant_fast_body(int type) {
-    return pl_kq_fast() && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K);
+    return pl_kq_fast() && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q5_K ||
+                            type == PL_TYPE_Q6_K);
 }
 
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -232,7 +233,8 @@ VNNI static inline __attribute__((always_inline)) void matmul_rows(int type, con
 
 VNNI void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
-    if (n_tokens > 1 && pl_kq_batch_owns(type)) {
+    // Q5_K has no one-input body of its own: the batch body with tiles of one input serves it.
+    if ((n_tokens > 1 || type == PL_TYPE_Q5_K) && pl_kq_batch_owns(type)) {
         pl_kq_matmul_batch_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
         return;
     }

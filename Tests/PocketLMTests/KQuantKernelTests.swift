@@ -255,10 +255,10 @@ struct KQuantKernelTests {
             // order (llama.cpp's), so their results are bit-identical, not merely close.
             #expect(results.count == 2 && results[0] == results[1], "\(name) \(rows)×\(cols): fast path differs from portable")
         }
-        // The comparison above compared two different bodies only where a fast body exists: Q5_0, Q5_1, Q4_K and
+        // The comparison above compared two different bodies only where a fast body exists: Q5_0, Q5_1, Q4_K, Q5_K and
         // Q6_K on this CPU (AVX-512 VNNI, which the suite's machine has). Fail rather than compare the portable
         // body with itself and call it covered.
-        let fastTypes: Set<Int32> = [6, 7, 12, 14]
+        let fastTypes: Set<Int32> = [6, 7, 12, 13, 14]
         if fastTypes.contains(t.1) {
             #expect(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the \(name) fast body was not tested")
             #expect(pl_quant_fast_body(t.1) == (pl_packed_supported() != 0 ? 1 : 0), "\(name): fast body not selected")
@@ -306,7 +306,7 @@ struct KQuantKernelTests {
     /// Batches 1…11 cover a lone input, partial tiles and more than one tile; odd row counts and three row ranges
     /// cover the row chunks. Each output must equal the portable body on that input (llama.cpp's lanes and order).
     @Test("batched K-quant bodies equal the portable body (batches 1…11, odd rows, split ranges)",
-          arguments: ["q4_k", "q6_k"])
+          arguments: ["q4_k", "q5_k", "q6_k"])
     func batchedMatchesPortable(name: String) throws {
         let t = Self.types.first { $0.0 == name }!
         try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the \(name) fast bodies are not used here")
