@@ -7,7 +7,7 @@ struct PocketLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pocketlm",
         abstract: "Run tiny language models fast on a CPU.",
-        subcommands: [Run.self, Bench.self, CompareSharing.self, Tokenize.self, Inspect.self, Perplexity.self, Pack.self, BenchFlash.self]
+        subcommands: [Run.self, Chat.self, Bench.self, CompareSharing.self, Tokenize.self, Inspect.self, Perplexity.self, Pack.self, BenchFlash.self]
     )
 
     static func main() async {
@@ -33,7 +33,7 @@ struct CLIError: Error, CustomStringConvertible {
     /// keeps ArgumentParser's own handling.
     static func wrap(_ error: Error) -> Error {
         let ours = error is GGUFError || error is ModelError || error is TokenizerError || error is GenerationError
-            || error is PagingError
+            || error is PagingError || error is ChatSessionError
         if ours, let message = (error as? LocalizedError)?.errorDescription {
             return CLIError(description: message)
         }

@@ -114,6 +114,17 @@ public final class ChatSession: Sendable {
         try await turn(message) { _ in !Task.isCancelled }
     }
 
+    /// Sends `message` as the user and calls `onChunk` with each piece of the reply as it is generated (the last
+    /// chunk carries the turn's statistics), in the calling task; returns the whole reply once the turn has
+    /// ended. Cancelling the task stops the reply before the next token; the call still returns the partial
+    /// reply, after the session has recorded it.
+    public func respond(to message: String, onChunk: (ChatChunk) -> Void) async throws -> String {
+        try await turn(message) { chunk in
+            onChunk(chunk)
+            return !Task.isCancelled
+        }
+    }
+
     /// Sends `message` as the user and streams the reply as it is generated; the last chunk carries the turn's
     /// statistics. Stopping the iteration (or cancelling the task that iterates) stops generation before the
     /// next token; the reply so far is kept in `messages`.

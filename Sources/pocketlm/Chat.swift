@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import PocketLM
+import Synchronization
+
+struct Chat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Talk with a model, turn after turn, keeping its KV cache between turns.",
+        discussion: """
+            Each line is a message; the answer streams to stdout. Commands: /reset (forget the conversation), \
+            /system TEXT (set the system message; /system alone shows it), /stats (tokens in the cache, the last \
+            turn's prefill and decode speed), /exit. Ctrl-C stops the current answer; Ctrl-D or /exit quits. \
+            With stdin from a pipe or file, each line is one turn and nothing but the answers (and /stats) is \
+            printed to stdout, so a conversation can be scripted.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "System message (default: the chat template's own).") var system: String?
+    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens: Int = 512
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
+    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
+    var topP: Float = 0.95
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
+    var minP: Float = 0.05
+    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
+    var repeatPenalty: Float = 1.0
+    @Option(help: "Random seed (default: random).") var seed: UInt64?
+    @Option(help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
+    var context: Int?
+    @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
+
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, found \(maxTokens)") }
+        if let c = context, c < 1 { throw ValidationError("--context must be at least 1, found \(c)") }
+    }
+
+    func run() async throws {
+        let interactive = isatty(STDIN_FILENO) != 0
+        let container = try ModelContainer(path: modelOptions.model,
+                                           options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
+                                          repeatPenalty: repeatPenalty, seed: seed ?? UInt64.random(in: 0...UInt64.max))
+        try sampling.validate()
+        let session = ChatSession(container, systemPrompt: system, sampling: sampling, maxTokens: maxTokens,
+                                  stopStrings: stops)
+
+        // Ctrl-C cancels the turn in progress; the program goes on.
+        let current = Mutex<(@Sendable () -> Void)?>(nil)
+        signal(SIGINT, SIG_IGN)
+        let interrupts = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        interrupts.setEventHandler {
+            if let cancel = current.withLock({ $0 }) {
+                cancel()
+            } else if interactive {
+                Console.error("\n(Ctrl-C stops an answer; /exit or Ctrl-D quits)")
+                Console.write("> ")
+            }
+        }
+        interrupts.resume()
+        defer { interrupts.cancel() }
+
+        if interactive {
+            Console.error("PocketLM chat: \(modelOptions.model) (context \(container.contextLength) tokens). "
+                + "/reset, /system TEXT, /stats, /exit; Ctrl-C stops an answer.")
+        }
+        var failed = false
+        while true {
+            if interactive { Console.write("> ") }
+            guard let line = readLine(strippingNewline: true) else { break }
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.isEmpty { continue }
+            if text.hasPrefix("/") {
+                let (command, argument) = Self.split(text)
+                switch command {
+                case "/exit", "/quit":
+                    return
+                case "/reset":
+                    session.reset()
+                    if interactive { Console.error("(conversation cleared)") }
+                case "/system":
+                    if argument.isEmpty {
+                        Console.write((session.systemPrompt ?? "(the template's default)") + "\n")
+                    } else {
+                        session.systemPrompt = argument
+                        if interactive { Console.error("(system message set)") }
+                    }
+                case "/stats":
+                    Console.write(Self.describe(session.lastTurn) + "\n")
+                default:
+                    Console.error("unknown command \(command) (/reset, /system TEXT, /stats, /exit)")
+                    failed = failed || !interactive
+                }
+                continue
+            }
+            let turn = Task { () -> Bool in
+                do {
+                    // In this task, so a cancelled answer returns only once the session has recorded it.
+                    _ = try await session.respond(to: line) { chunk in Console.write(chunk.text) }
+                    Console.write("\n")
+                    return true
+                } catch {
+                    Console.write("\n")
+                    Console.error((error as? LocalizedError)?.errorDescription ?? "\(error)")
+                    return false
+                }
+            }
+            current.withLock { $0 = { turn.cancel() } }
+            if await !turn.value { failed = true }
+            current.withLock { $0 = nil }
+            if turn.isCancelled && interactive { Console.error("(stopped)") }
+        }
+        if interactive { Console.write("\n") }
+        if failed { throw ExitCode(1) }
+    }
+
+    /// "/system Be brief." → ("/system", "Be brief.").
+    static func split(_ line: String) -> (String, String) {
+        guard let space = line.firstIndex(where: \.isWhitespace) else { return (line, "") }
+        return (String(line[..<space]), line[space...].trimmingCharacters(in: .whitespaces))
+    }
+
+    static func describe(_ turn: ChatTurnStats?) -> String {
+        guard let t = turn else { return "cache: 0 tokens | no turn yet" }
+        return String(format: "cache: %d tokens | last turn: prompt %d tokens (%d reused, %d fed) at %.1f tok/s | answer %d tokens at %.1f tok/s | first token %.1f ms | stop: %@",
+                      t.cachedTokens, t.promptTokens, t.reusedTokens, t.prefilledTokens, t.prefillTokensPerSecond,
+                      t.generatedTokens, t.decodeTokensPerSecond, t.timeToFirstToken * 1000, t.stopReason.rawValue)
+    }
+}
