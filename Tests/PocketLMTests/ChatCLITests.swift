@@ -55,8 +55,9 @@ struct ChatCLITests {
         let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         #expect(lines.count == 6, "\(lines)")
 
-        // The same conversation through the library.
-        let session = ChatSession(try ChatSessionTests.container(), sampling: .greedy, maxTokens: 40)
+        // The same conversation through the library (its own container: other suites run at the same time).
+        let container = try ModelContainer(path: model, options: LoadOptions(threads: 2, contextLength: 1024))
+        let session = ChatSession(container, sampling: .greedy, maxTokens: 40)
         let a1 = try await session.respond(to: q1)
         let a2 = try await session.respond(to: q2)
         #expect(lines[0] == a1)

@@ -280,4 +280,28 @@ struct ChatSessionTests {
         }
         #expect(together == alone)
     }
+
+    @Test("Gemma 3: a sliding-window ring that cannot rewind is reset and re-fed, with the same reply")
+    func slidingWindowRewind() async throws {
+        // Ring = window + largest batch (16 here): rewinding more than 16 positions is beyond what it keeps.
+        let gemma = try ModelContainer(path: try TestPaths.model("gemma-3-270m-q4_k_m.gguf"),
+                                       options: LoadOptions(threads: 2, contextLength: 1024, maxBatch: 16))
+        // The file has no chat template: the session is given Gemma's.
+        let template = try ChatTemplate(template: "gemma")
+        let session = ChatSession(gemma, sampling: .greedy, maxTokens: 24, template: template)
+        _ = try await session.respond(to: "What is the capital of France?")
+        _ = try await session.respond(to: "And of Germany?")
+        #expect(try #require(session.lastTurn).reusedTokens > 16)   // a short step back: the ring still has it
+        var edited = session.messages
+        edited[0].content = "What is the capital of Spain?"
+        session.messages = edited
+        let reply = try await session.respond(to: "Name a river there.")
+        let turn = try #require(session.lastTurn)
+        #expect(turn.reusedTokens == 0)
+        #expect(turn.prefilledTokens == turn.promptTokens)
+        _ = try await gemma.perform { _ in 0 }
+        let fresh = ChatSession(gemma, history: edited, sampling: .greedy, maxTokens: 24, template: template)
+        #expect(try await fresh.respond(to: "Name a river there.") == reply)
+        #expect(!reply.isEmpty)
+    }
 }

@@ -39,6 +39,7 @@ public final class ChatSession: Sendable {
         var maxTokens: Int
         var stopStrings: [String]
         var contextPolicy: ContextPolicy
+        var template: ChatTemplate?
         var lastTurn: ChatTurnStats?
     }
 
@@ -53,12 +54,15 @@ public final class ChatSession: Sendable {
     ///   - sampling: how tokens are picked; `SamplingParameters.greedy` for deterministic replies.
     ///   - maxTokens: most tokens per reply.
     ///   - stopStrings: a reply ends before the first of these it produces (the text is not included).
+    ///   - contextPolicy: what a turn does when the conversation does not fit.
+    ///   - template: the chat template; nil uses the model file's (`tokenizer.chat_template`). Give one for a
+    ///     model whose file has none, e.g. `ChatTemplate(template: "gemma")`.
     public init(_ container: ModelContainer, systemPrompt: String? = nil, history: [ChatMessage] = [],
                 sampling: SamplingParameters = .init(), maxTokens: Int = 512, stopStrings: [String] = [],
-                contextPolicy: ContextPolicy = .dropOldestTurns) {
+                contextPolicy: ContextPolicy = .dropOldestTurns, template: ChatTemplate? = nil) {
         self.container = container
         state = Mutex(State(systemPrompt: systemPrompt, messages: history, sampling: sampling, maxTokens: maxTokens,
-                            stopStrings: stopStrings, contextPolicy: contextPolicy, lastTurn: nil))
+                            stopStrings: stopStrings, contextPolicy: contextPolicy, template: template, lastTurn: nil))
     }
 
     /// The system message sent before the conversation; nil uses the template's default (SmolLM2's, Qwen's).
@@ -152,7 +156,7 @@ public final class ChatSession: Sendable {
             guard settings.maxTokens >= 1 else {
                 throw ChatSessionError.invalidMaxTokens(settings.maxTokens)
             }
-            let template = try lm.chatTemplate()
+            let template = try settings.template ?? lm.chatTemplate()
             let user = ChatMessage(role: "user", content: message)
             let system = settings.systemPrompt.map { [ChatMessage(role: "system", content: $0)] } ?? []
             let context = lm.transformer.contextLength
