@@ -11,7 +11,7 @@
 //   scales  the 16 rows' f16 d (32 B), then Q4_1's 16 f16 minimums (32 B).
 // Rows past the end of the matrix are zero (scale 0). Every output is computed with exactly the operations, in
 // exactly the order, of llama.cpp's AVX2/VNNI dot product (so bit-identical to pl_matmul_q's row kernels).
-#include "ckernels.h"
+#include "packed.h"
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -19,20 +19,8 @@
 
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
-static int64_t packed_block_bytes(int type) {
-    switch (type) {
-    case PL_TYPE_Q4_0: return 16 * 18;  // 256 B quants + 32 B scales
-    case PL_TYPE_Q4_1: return 16 * 20;  // 256 B quants + 32 B scales + 32 B minimums
-    case PL_TYPE_Q5_0: return 16 * 22;  // 256 B quants + 64 B 5th-bit masks + 32 B scales
-    case PL_TYPE_Q8_0: return 16 * 34;  // 512 B quants + 32 B scales
-    default: return 0;
-    }
-}
-
-// Where the group's f16 scales start inside a packed block.
-static inline int packed_scale_offset(int type) {
-    return type == PL_TYPE_Q8_0 ? 512 : (type == PL_TYPE_Q5_0 ? 320 : 256);
-}
+#define packed_block_bytes pl_packed_block_bytes
+#define packed_scale_offset pl_packed_scale_offset
 
 int pl_packed_supported(void) {
 #if defined(__x86_64__)
@@ -247,6 +235,8 @@ VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t 
 #define PL_PACKED_CASE(T)                                                                                   \
     case T:                                                                                                 \
         if (n_tokens == 1) matvec_packed_streams(T, packed, rows, nb, xq, y, g0, g1);                       \
+        else if (pl_packed_batch_owns(T))                                                                   \
+            pl_packed_matmul_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);           \
         else matmul_packed_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \
         break;
     switch (type) {

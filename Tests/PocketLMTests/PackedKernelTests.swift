@@ -137,4 +137,63 @@ struct PackedKernelTests {
             #expect(got.allSatisfy { $0.isFinite })
         }
     }
+
+    /// Prefill over Q4_0, Q5_0 and Q8_0 (packed_batch.c): each group's blocks are unpacked once into scratch and
+    /// used by the whole batch, inputs two at a time (an odd batch ends with a lone one); rows longer than 24
+    /// blocks are cut in chunks whose accumulators wait between chunks for tiles of 32 inputs. Every output must
+    /// equal the row body bit for bit (Q5_0: the portable one): batches 1…11 and 33, 70 (several tiles, a partial one), one and
+    /// several chunks (800 and 1536 columns: 25 and 48 blocks), odd rows, four row ranges.
+    @Test("packed batch (Q4_0, Q5_0, Q8_0) equals the row bodies (Q5_0 the portable one; batches 1…11, 33, 70; chunked rows; split ranges)",
+          arguments: [(37, 96), (83, 64), (49, 640), (117, 800), (21, 1536), (5, 32)])
+    func batchMatchesPortable(rows: Int, cols: Int) throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        for (type, blockBytes) in [(Int32(2), 18), (Int32(6), 22), (Int32(8), 34)] {
+            let w = Self.randomMatrix(type: type, blockBytes: blockBytes, rows: rows, cols: cols,
+                                      seed: UInt64(rows &* 131 &+ cols) &+ UInt64(type))
+            let rowBytes = cols / 32 * blockBytes, stride = cols / 32 * 34
+            var packed = [UInt8](repeating: 0x5A, count: pl_packed_bytes(type, Int64(rows), Int64(cols)))
+            w.withUnsafeBytes { wp in
+                packed.withUnsafeMutableBytes { pp in
+                    pl_pack_rows(type, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, 0, Int64((rows + 15) / 16))
+                }
+            }
+            for tokens in Array(1...11) + [33, 70] {
+                var rng = SplitMix64(seed: UInt64(tokens &* 13 &+ cols) &+ UInt64(type))
+                let x = (0..<(tokens * cols)).map { _ in Float((rng.nextUnit() * 4 - 2) * (rng.nextUnit() < 0.05 ? 40 : 1)) }
+                var xq = [UInt8](repeating: 0, count: tokens * stride)
+                x.withUnsafeBufferPointer { xp in
+                    xq.withUnsafeMutableBytes { q in
+                        for t in 0..<tokens { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                    }
+                }
+                var expected = [Float](repeating: .nan, count: tokens * rows), got = expected
+                // Q5_0's reference is the portable body; Q4_0/Q8_0's portable bodies sum in another order, so
+                // theirs is the row-layout VNNI body (llama.cpp's order, which the packed kernel follows).
+                pl_force_portable(type == 6 ? 1 : 0)
+                w.withUnsafeBytes { wp in
+                    xq.withUnsafeBytes { q in
+                        expected.withUnsafeMutableBufferPointer {
+                            pl_matmul_q(type, wp.baseAddress, rowBytes, q.baseAddress, stride, Int64(tokens), $0.baseAddress,
+                                        Int64(rows), Int64(cols), 0, Int64(rows))
+                        }
+                    }
+                }
+                pl_force_portable(0)
+                xq.withUnsafeBytes { q in
+                    packed.withUnsafeBytes { pp in
+                        got.withUnsafeMutableBufferPointer { out in
+                            // Four row ranges on group boundaries, as four threads would split them.
+                            let cuts = [0, min(rows, 16), min(rows, 32), min(rows, 80), rows]
+                            for i in 0..<4 where cuts[i] < cuts[i + 1] {
+                                pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride,
+                                                 Int64(tokens), out.baseAddress, Int64(rows), Int64(cuts[i]), Int64(cuts[i + 1]))
+                            }
+                        }
+                    }
+                }
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "packed type \(type) \(rows)×\(cols) × \(tokens) tokens")
+                #expect(got.allSatisfy { $0.isFinite })
+            }
+        }
+    }
 }

@@ -1,0 +1,31 @@
+#ifndef POCKETLM_PACKED_H
+#define POCKETLM_PACKED_H
+// Private interface between packed.c (the 16-row interleaved layout, packing, one-input and Q4_1 kernels) and
+// packed_batch.c (several inputs over Q4_0/Q5_0/Q8_0, each block unpacked once for a tile of inputs).
+#include "ckernels.h"
+
+static inline int64_t pl_packed_block_bytes(int type) {
+    switch (type) {
+    case PL_TYPE_Q4_0: return 16 * 18;  // 256 B quants + 32 B scales
+    case PL_TYPE_Q4_1: return 16 * 20;  // 256 B quants + 32 B scales + 32 B minimums
+    case PL_TYPE_Q5_0: return 16 * 22;  // 256 B quants + 64 B 5th-bit masks + 32 B scales
+    case PL_TYPE_Q8_0: return 16 * 34;  // 512 B quants + 32 B scales
+    default: return 0;
+    }
+}
+
+// Where the group's f16 scales start inside a packed block.
+static inline int pl_packed_scale_offset(int type) {
+    return type == PL_TYPE_Q8_0 ? 512 : (type == PL_TYPE_Q5_0 ? 320 : 256);
+}
+
+#if defined(__x86_64__)
+/// 1 for the types packed_batch.c computes several inputs of (Q4_0, Q5_0, Q8_0: Q8_0 activations).
+static inline int pl_packed_batch_owns(int type) {
+    return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q5_0 || type == PL_TYPE_Q8_0;
+}
+/// Groups g0 ..< g1 of a packed matrix against n_tokens (> 1) inputs; outputs bit-identical to packed.c's.
+void pl_packed_matmul_batch(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                            size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
+#endif
+#endif
