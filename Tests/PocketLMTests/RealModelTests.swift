@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import PocketLM
 
-/// The real SmolLM2-135M-Instruct against llama.cpp's recorded outputs (../shared/reference).
+/// The real SmolLM2-135M-Instruct against llama.cpp's recorded outputs (weights-tools/reference).
 @Suite("SmolLM2 vs llama.cpp", .serialized)
 struct RealModelTests {
     static func load(_ file: String, threads: Int = 2) throws -> Transformer {

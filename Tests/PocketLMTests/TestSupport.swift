@@ -1,7 +1,7 @@
 import Foundation
 import PocketLM
 
-/// Where the suite finds the repository, the shared llama.cpp reference, the model cache and the fixtures.
+/// Where the suite finds the repository, llama.cpp's recorded outputs (weights-tools/reference), the model cache and the fixtures.
 enum TestPaths {
     static let repoRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -41,7 +41,7 @@ struct TestSetupError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// One record of ../shared/reference/smollm2-llamacpp.json (llama.cpp's outputs).
+/// One record of weights-tools/reference/smollm2-llamacpp.json (llama.cpp's outputs).
 struct ReferenceRecord: Decodable {
     let model_file: String
     let prompt_kind: String
