@@ -18,15 +18,7 @@ struct Chat: AsyncParsableCommand {
 
     @Option(help: "System message (default: the chat template's own).") var system: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens: Int = 512
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
-    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
-    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
-    var topP: Float = 0.95
-    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
-    var minP: Float = 0.05
-    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
-    var repeatPenalty: Float = 1.0
-    @Option(help: "Random seed (default: random).") var seed: UInt64?
+    @OptionGroup var samplingOptions: SamplingOptions
     @Option(help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
     var context: Int?
     @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
@@ -40,8 +32,7 @@ struct Chat: AsyncParsableCommand {
         let interactive = isatty(STDIN_FILENO) != 0
         let container = try ModelContainer(path: modelOptions.model,
                                            options: LoadOptions(threads: modelOptions.threads, contextLength: context))
-        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
-                                          repeatPenalty: repeatPenalty, seed: seed ?? UInt64.random(in: 0...UInt64.max))
+        let sampling = samplingOptions.parameters
         try sampling.validate()
         let session = ChatSession(container, systemPrompt: system, sampling: sampling, maxTokens: maxTokens,
                                   stopStrings: stops)

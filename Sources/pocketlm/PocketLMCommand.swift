@@ -78,6 +78,25 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// How tokens are picked, for every subcommand that samples (run, chat): llama.cpp's order of steps.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
+    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
+    var topP: Float = 0.95
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
+    var minP: Float = 0.05
+    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
+    var repeatPenalty: Float = 1.0
+    @Option(help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
+
+    /// The parameters, with a random seed when none was given.
+    var parameters: SamplingParameters {
+        SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP, repeatPenalty: repeatPenalty,
+                           seed: seed ?? UInt64.random(in: 0...UInt64.max))
+    }
+}
+
 /// `--layer-sharing` / `--repeats`: run the model's blocks in another order than its file says.
 struct ScheduleOptions: ParsableArguments {
     @Option(name: .customLong("layer-sharing"),

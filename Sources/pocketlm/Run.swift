@@ -14,15 +14,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from a file.") var promptFile: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate (default 256, capped by the context).")
     var maxTokens: Int?
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
-    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
-    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
-    var topP: Float = 0.95
-    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
-    var minP: Float = 0.05
-    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
-    var repeatPenalty: Float = 1.0
-    @Option(help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
+    @OptionGroup var samplingOptions: SamplingOptions
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
     @Option(help: "System message for --chat (default: the template's own).") var system: String?
     @Option(help: "Context length in tokens (default: the model's, at most 8192).") var context: Int?
@@ -71,8 +63,7 @@ struct Run: AsyncParsableCommand {
         if let m = maxTokens, m > room {
             throw GenerationError.maxTokensPastContext(prompt: promptTokens.count, maxTokens: m, context: contextLength)
         }
-        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
-                                          repeatPenalty: repeatPenalty, seed: seed ?? UInt64.random(in: 0...UInt64.max))
+        let sampling = samplingOptions.parameters
         let options = GenerationOptions(maxTokens: maxTokens ?? min(256, room), sampling: sampling, topLogits: topLogits)
         let streaming = !json
         let result = try lm.generator().generate(prompt: promptTokens, options: options) { piece in
