@@ -303,18 +303,19 @@ struct KQuantKernelTests {
     }
 
     /// Prefill bodies: several inputs against each unpacked super-block (quants_k_batch.c, tiles of up to 8 inputs).
-    /// Batches 1…11 cover a lone input, partial tiles and more than one tile; odd row counts and three row ranges
-    /// cover the row chunks. Each output must equal the portable body on that input (llama.cpp's lanes and order).
-    @Test("batched K-quant bodies equal the portable body (batches 1…11, odd rows, split ranges)",
+    /// Batches 1…11, 33 and 70 cover a lone input, partial tiles and many tiles (33, 70: a partial tile after
+    /// several full ones); odd row counts and three row ranges cover the row chunks; 2304 columns an odd number of
+    /// super-blocks (9). Each output must equal the portable body on that input (llama.cpp's lanes and order).
+    @Test("batched K-quant bodies equal the portable body (batches 1…11, 33, 70, odd rows, split ranges)",
           arguments: ["q4_k", "q5_k", "q6_k"])
     func batchedMatchesPortable(name: String) throws {
         let t = Self.types.first { $0.0 == name }!
         try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the \(name) fast bodies are not used here")
         try #require(pl_quant_fast_body(t.1) == 1, "\(name): the fast body is not selected on this CPU")
-        for (rows, cols) in [(37, 256), (83, 2048), (5, 1024), (21, 768)] {
+        for (rows, cols) in [(37, 256), (83, 2048), (5, 1024), (21, 768), (9, 2304)] {
             let w = Self.randomMatrix(t, rows: rows, cols: cols, seed: UInt64(rows &* 131 &+ cols &+ Int(t.1)))
             let rowBytes = cols / t.2 * t.3, stride = Self.actStride(Int32(PL_TYPE_Q8_K), cols)
-            for tokens in 1...11 {
+            for tokens in Array(1...11) + [33, 70] {
                 var rng = SplitMix64(seed: UInt64(tokens &* 977 &+ cols))
                 let x = (0..<(tokens * cols)).map { _ in Float((rng.nextUnit() * 4 - 2) * (rng.nextUnit() < 0.05 ? 50 : 1)) }
                 var xq = [UInt8](repeating: 0, count: tokens * stride)
