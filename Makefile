@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -20,7 +20,14 @@ demo: deps fetch build
 
 test: deps fetch variants fixtures
 	swift build -c release --build-tests
-	$(MAKE) --no-print-directory swift-test py-test
+	$(MAKE) --no-print-directory example swift-test py-test
+
+# examples/ChatExample depends on PocketLM as an app does (its own package, PocketLM a dependency): built, then run
+# for two turns on SmolLM2; the second turn must reuse the first's KV cache.
+example:
+	swift build -c release --package-path examples/ChatExample
+	@out=$$(examples/ChatExample/.build/release/ChatExample "$(MODEL)") && echo "$$out" && \
+		echo "$$out" | grep -Eq "reused from the KV cache: [1-9][0-9]* tokens" || { echo "ChatExample did not reuse the KV cache"; exit 1; }
 
 deps: system-deps python-deps
 
