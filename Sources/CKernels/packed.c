@@ -1,4 +1,5 @@
-// The packed (16-row interleaved) layout of Q8_0, Q4_0, Q4_1 and Q5_0 matrices and its AVX-512 VNNI kernels.
+// The packed (16-row interleaved) layout of Q8_0, Q4_0, Q4_1 and Q5_0 matrices and its AVX-512 VNNI kernels
+// (Q4_K and Q6_K: packed_k.c).
 //
 // Per group of 16 rows and block of 32 columns (the same bytes as the file's 16 blocks):
 //   quants  the 16 rows' quants interleaved 4 bytes at a time: step k holds bytes 4k..4k+3 of row 0, row 1, …,
@@ -39,6 +40,7 @@ size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {
 
 void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1) {
     const uint8_t *src = (const uint8_t *)w;
+    if (pl_packed_k_owns(type)) { pl_pack_rows_k(type, src, row_bytes, rows, n, (uint8_t *)dst, g0, g1); return; }
     int64_t nb = n / 32, bb = packed_block_bytes(type);
     int steps = type == PL_TYPE_Q8_0 ? 8 : 4;   // 4-byte steps per row per block
     int qoff = type == PL_TYPE_Q4_1 ? 4 : (type == PL_TYPE_Q5_0 ? 6 : 2);   // quants' offset inside a file block
@@ -255,6 +257,11 @@ void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, con
     // Only packed where pl_packed_supported() said so, so the CPU has VNNI: the portable switch (which
     // applies to the row-layout kernels) does not apply here.
 #if defined(__x86_64__)
+    if (pl_packed_k_owns(type)) {
+        pl_matmul_packed_k(type, (const uint8_t *)packed, rows, n, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
+                           r0 / 16, (r1 + 15) / 16);
+        return;
+    }
     matmul_packed_vnni(type, (const uint8_t *)packed, rows, n / 32, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
                        r0 / 16, (r1 + 15) / 16);
 #endif

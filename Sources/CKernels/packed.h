@@ -10,6 +10,9 @@ static inline int64_t pl_packed_block_bytes(int type) {
     case PL_TYPE_Q4_1: return 16 * 20;  // 256 B quants + 32 B scales + 32 B minimums
     case PL_TYPE_Q5_0: return 16 * 22;  // 256 B quants + 64 B 5th-bit masks + 32 B scales
     case PL_TYPE_Q8_0: return 16 * 34;  // 512 B quants + 32 B scales
+    // K-quants are packed per super-block of 256 columns (packed_k.c); per 32 columns that is an eighth of it.
+    case PL_TYPE_Q4_K: return 16 * 144 / 8;
+    case PL_TYPE_Q6_K: return 16 * 210 / 8;
     default: return 0;
     }
 }
@@ -19,7 +22,16 @@ static inline int pl_packed_scale_offset(int type) {
     return type == PL_TYPE_Q8_0 ? 512 : (type == PL_TYPE_Q5_0 ? 320 : 256);
 }
 
+/// 1 for Q4_K and Q6_K, whose packed layout and kernels are packed_k.c's.
+int pl_packed_k_owns(int type);
+/// pl_pack_rows for Q4_K/Q6_K.
+void pl_pack_rows_k(int type, const uint8_t *src, size_t row_bytes, int64_t rows, int64_t n, uint8_t *dst,
+                    int64_t g0, int64_t g1);
+
 #if defined(__x86_64__)
+/// pl_matmul_packed for Q4_K/Q6_K over groups g0 ..< g1 (Q8_K inputs).
+void pl_matmul_packed_k(int type, const uint8_t *packed, int64_t rows, int64_t n, const uint8_t *xq,
+                        size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
 /// 1 for the types packed_batch.c computes several inputs of (Q4_0, Q5_0, Q8_0: Q8_0 activations).
 static inline int pl_packed_batch_owns(int type) {
     return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q5_0 || type == PL_TYPE_Q8_0;

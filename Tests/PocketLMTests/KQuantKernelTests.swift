@@ -347,4 +347,62 @@ struct KQuantKernelTests {
             }
         }
     }
+
+    /// The packed Q4_K/Q6_K layout (packed_k.c: 16 rows interleaved per super-block, scales regrouped per group):
+    /// every output must equal the portable body's bits. Odd row counts give a partial last group (inside a triple
+    /// of streams or left over), 256…2304 columns one to nine super-blocks, batches 1…11 the one-input streams and
+    /// the batch path; the matrix is packed in two calls and computed in three row ranges (multiples of 16).
+    @Test("packed Q4_K/Q6_K equal the portable body (odd rows, several super-blocks, batches 1…11, split ranges)",
+          arguments: ["q4_k", "q6_k"])
+    func packedMatchesPortable(name: String) throws {
+        let t = Self.types.first { $0.0 == name }!
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        for (rows, cols) in [(5, 256), (37, 768), (83, 2048), (16, 512), (149, 2304), (48, 256)] {
+            let w = Self.randomMatrix(t, rows: rows, cols: cols, seed: UInt64(rows &* 7919 &+ cols &+ Int(t.1)))
+            let rowBytes = cols / t.2 * t.3, stride = Self.actStride(Int32(PL_TYPE_Q8_K), cols)
+            let groups = (rows + 15) / 16
+            var packed = [UInt8](repeating: 0xAA, count: pl_packed_bytes(t.1, Int64(rows), Int64(cols)))
+            #expect(packed.count == groups * 16 * rowBytes, "\(name): packed size is the file's, rounded up to 16 rows")
+            w.withUnsafeBytes { wp in
+                packed.withUnsafeMutableBytes { pp in
+                    pl_pack_rows(t.1, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, 0, Int64(groups / 2))
+                    pl_pack_rows(t.1, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, Int64(groups / 2), Int64(groups))
+                }
+            }
+            for tokens in 1...11 {
+                var rng = SplitMix64(seed: UInt64(tokens &* 31 &+ cols &+ rows))
+                let x = (0..<(tokens * cols)).map { _ in Float((rng.nextUnit() * 4 - 2) * (rng.nextUnit() < 0.05 ? 50 : 1)) }
+                var xq = [UInt8](repeating: 0, count: tokens * stride)
+                x.withUnsafeBufferPointer { xp in
+                    xq.withUnsafeMutableBytes { q in
+                        for i in 0..<tokens { pl_quantize_q8_K(xp.baseAddress! + i * cols, q.baseAddress! + i * stride, Int64(cols)) }
+                    }
+                }
+                var want = [Float](repeating: .nan, count: tokens * rows), got = want
+                pl_force_portable(1)
+                w.withUnsafeBytes { wp in
+                    xq.withUnsafeBytes { q in
+                        want.withUnsafeMutableBufferPointer {
+                            pl_matmul_q(t.1, wp.baseAddress, rowBytes, q.baseAddress, stride, Int64(tokens), $0.baseAddress,
+                                        Int64(rows), Int64(cols), 0, Int64(rows))
+                        }
+                    }
+                }
+                pl_force_portable(0)
+                let cuts = [0, min(rows, 16), min(rows, 48), rows]
+                packed.withUnsafeBytes { pp in
+                    xq.withUnsafeBytes { q in
+                        got.withUnsafeMutableBufferPointer { yp in
+                            for i in 0..<(cuts.count - 1) where cuts[i] < cuts[i + 1] {
+                                pl_matmul_packed(t.1, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                                 yp.baseAddress, Int64(rows), Int64(cuts[i]), Int64(cuts[i + 1]))
+                            }
+                        }
+                    }
+                }
+                #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "\(name) \(rows)×\(cols) × \(tokens) tokens: packed differs from portable")
+                #expect(got.allSatisfy { $0.isFinite })
+            }
+        }
+    }
 }

@@ -108,7 +108,9 @@ void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, 
 /// pl_matmul_q's.
 /// 1 when this CPU runs the packed kernel (AVX-512 VNNI); 0 means keep matrices in the file's layout.
 int pl_packed_supported(void);
-/// Bytes of the packed form of a `rows` × `n` matrix of `type` (Q8_0, Q4_0, Q4_1 or Q5_0).
+/// Q4_K and Q6_K are packed per super-block (256 columns): the 16 rows' quants interleaved 4 bytes at a time, then
+/// their scales regrouped as vectors of 16 rows (packed_k.c); their inputs are Q8_K blocks.
+/// Bytes of the packed form of a `rows` × `n` matrix of `type` (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or Q6_K).
 size_t pl_packed_bytes(int type, int64_t rows, int64_t n);
 /// Packs row groups g0 ..< g1 (16 rows each) of w into dst (the whole packed buffer).
 void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1);
