@@ -405,4 +405,62 @@ struct KQuantKernelTests {
             }
         }
     }
+
+    /// Linear.fused over packed matrices whose inputs differ (Q8_K for Q4_K, Q8_0 for Q5_0, Q8_1 for Q4_1, as a
+    /// Q4_K_M file mixes them): the input is quantized once per format, each matrix reads its own, and every output
+    /// equals the unfused row-layout path's bits. Two orders cover a format shared by matrices 1 and 2.
+    @Test("Linear.fused with packed matrices of different activation formats equals one call per matrix")
+    func fusedMixedActivations() throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        let pool = ThreadPool(threadCount: 2)
+        let cols = 768, n = 3
+        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: n, tileFloats: 4096)
+        defer { linear.deallocate() }
+        var rng = SplitMix64(seed: 11)
+        let q4k = Self.types.first { $0.0 == "q4_k" }!, q5_0 = Self.types.first { $0.0 == "q5_0" }!
+        // (ggml type, row bytes, the matrix)
+        func make(_ type: Int32, rows: Int, seed: UInt64) -> (Int32, Int, [UInt8]) {
+            switch type {
+            case 12: return (type, cols / 256 * 144, Self.randomMatrix(q4k, rows: rows, cols: cols, seed: seed))
+            case 6: return (type, cols / 32 * 22, Self.randomMatrix(q5_0, rows: rows, cols: cols, seed: seed))
+            default: return (type, cols / 32 * 20, PackedKernelTests.randomMatrix(type: type, blockBytes: 20, rows: rows, cols: cols, seed: seed))
+            }
+        }
+        for order in [[Int32(12), 6, 3], [6, 12, 12]] {
+            let mats = order.enumerated().map { make($0.element, rows: [37, 83, 21][$0.offset], seed: 900 + UInt64($0.offset)) }
+            let rows = mats.map { $0.2.count / $0.1 }
+            let x = (0..<(n * cols)).map { _ in Float(rng.nextUnit() * 2 - 1) }
+            // Raw buffers (weights, packed copies, outputs), so the three matrices can be passed at once.
+            let data = mats.map { m -> UnsafeMutableRawPointer in
+                let p = UnsafeMutableRawPointer.allocate(byteCount: m.2.count, alignment: 64)
+                m.2.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: m.2.count) }
+                return p
+            }
+            let packed = (0..<3).map { i -> UnsafeMutableRawPointer in
+                let p = UnsafeMutableRawPointer.allocate(byteCount: pl_packed_bytes(mats[i].0, Int64(rows[i]), Int64(cols)), alignment: 64)
+                pl_pack_rows(mats[i].0, data[i], mats[i].1, Int64(rows[i]), Int64(cols), p, 0, Int64((rows[i] + 15) / 16))
+                return p
+            }
+            let want = rows.map { UnsafeMutablePointer<Float>.allocate(capacity: n * $0) }
+            let got = rows.map { r -> UnsafeMutablePointer<Float> in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: n * r)
+                p.initialize(repeating: .nan, count: n * r)
+                return p
+            }
+            defer { for p in data + packed { p.deallocate() }; for p in want + got { p.deallocate() } }
+            func tensor(_ i: Int, usePacked: Bool) -> WeightTensor {
+                WeightTensor(name: "m\(i)", type: GGMLType(rawValue: UInt32(mats[i].0)), rows: rows[i], columns: cols,
+                             rowBytes: mats[i].1, data: data[i], packed: usePacked ? UnsafeRawPointer(packed[i]) : nil)
+            }
+            x.withUnsafeBufferPointer { xp in
+                for i in 0..<3 { linear(tensor(i, usePacked: false), xp.baseAddress!, n: n, want[i]) }
+                linear.fused(xp.baseAddress!, n: n, tensor(0, usePacked: true), got[0], tensor(1, usePacked: true), got[1],
+                             tensor(2, usePacked: true), got[2])
+            }
+            for i in 0..<3 {
+                let g = (0..<(n * rows[i])).map { got[i][$0].bitPattern }, w = (0..<(n * rows[i])).map { want[i][$0].bitPattern }
+                #expect(g == w, "types \(order), matrix \(i): fused differs from one call")
+            }
+        }
+    }
 }

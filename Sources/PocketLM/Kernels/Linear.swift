@@ -12,7 +12,8 @@ public struct Linear {
     public let pool: ThreadPool
     /// Scratch for dequantized rows; its size bounds the rows per sgemm call.
     public let tile: UnsafeMutableBufferPointer<Float>
-    /// Scratch for the inputs quantized to Q8_0/Q8_1 blocks (largest batch × widest input).
+    /// Scratch for the inputs quantized to Q8_0/Q8_1/Q8_K blocks: three regions of (largest batch × widest input),
+    /// so a fused call can hold the input in every activation format its matrices need.
     public let quantizedInput: UnsafeMutableRawPointer
     /// Each thread's transposed 32-row panel for the F32 batch kernel (32 × widest input floats per thread).
     let panels: UnsafeMutablePointer<Float>
@@ -23,7 +24,8 @@ public struct Linear {
     public init(pool: ThreadPool, maxColumns: Int, maxBatch: Int, tileFloats: Int) {
         self.pool = pool
         tile = .allocate(capacity: tileFloats)
-        quantizedInput = .allocate(byteCount: maxBatch * Linear.quantizedInputBytes(columns: maxColumns), alignment: 64)
+        // One region per activation format a fused call may need at once (Q8_0, Q8_1, Q8_K).
+        quantizedInput = .allocate(byteCount: 3 * maxBatch * Linear.quantizedInputBytes(columns: maxColumns), alignment: 64)
         panelFloats = 32 * maxColumns
         panels = .allocate(capacity: pool.threadCount * panelFloats)
     }
@@ -41,8 +43,9 @@ public struct Linear {
     }
 
     /// Several projections of the same input (Q, K, V; or gate and up) in one parallel step: the input is
-    /// quantized once and the threads meet once instead of once per matrix. Falls back to one call per matrix
-    /// when they are not all packed with the same activation format.
+    /// quantized once per activation format the matrices need (Q8_0 for Q8_0/Q4_0/Q5_0, Q8_1 for Q4_1, Q8_K for
+    /// K-quants: a Q4_K_M file mixes them) and the threads meet once instead of once per matrix. Falls back to one
+    /// call per matrix when they are not all packed.
     ///
     /// `then(m, rows)` runs on the thread that computed rows `rows` of matrix m (0, 1, 2) for every input, right
     /// after it did, so element-wise work on those rows (RoPE, the KV-cache store, SwiGLU) needs no extra round
@@ -53,13 +56,13 @@ public struct Linear {
                       _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>,
                       _ w2: WeightTensor? = nil, _ o2: UnsafeMutablePointer<Float>? = nil,
                       then: (Int, Range<Int>) -> Void = { _, _ in }) {
-        let type0 = Int32(w0.type.rawValue)
-        let act = pl_activation_type(type0)
         let cols = w0.columns
+        let act0 = pl_activation_type(Int32(w0.type.rawValue)), act1 = pl_activation_type(Int32(w1.type.rawValue))
+        let act2 = w2.map { pl_activation_type(Int32($0.type.rawValue)) } ?? act0
         func fits(_ w: WeightTensor) -> Bool {
-            w.packed != nil && pl_activation_type(Int32(w.type.rawValue)) == act && w.columns == cols
+            w.packed != nil && pl_activation_type(Int32(w.type.rawValue)) >= 0 && w.columns == cols
         }
-        guard act >= 0, fits(w0), fits(w1), w2.map(fits) ?? true else {
+        guard fits(w0), fits(w1), w2.map(fits) ?? true else {
             self(w0, input, n: n, o0)
             self(w1, input, n: n, o1)
             if let w2, let o2 { self(w2, input, n: n, o2) }
@@ -74,11 +77,21 @@ public struct Linear {
             }
             return
         }
-        let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
-        let xq = UnsafeRawPointer(quantizedInput)
+        // Each distinct format once, in its own region of the scratch (at most three formats, three regions).
+        let stride = Linear.quantizedInputBytes(columns: cols)
+        let regionBytes = n * stride
+        // Matrix m reads the region of the first matrix with its format (no arrays: this runs every layer).
+        func region(_ a: Int32) -> Int { a == act0 ? 0 : (a == act1 ? 1 : 2) }
+        let base = UnsafeRawPointer(quantizedInput)
+        quantizeInputs(input, n: n, columns: cols, activation: act0, into: quantizedInput)
+        if region(act1) == 1 { quantizeInputs(input, n: n, columns: cols, activation: act1, into: quantizedInput + regionBytes) }
+        if w2 != nil, region(act2) == 2 {
+            quantizeInputs(input, n: n, columns: cols, activation: act2, into: quantizedInput + 2 * regionBytes)
+        }
+        let xqs = (base, base + region(act1) * regionBytes, base + region(act2) * regionBytes)
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
-            func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>) {
+            func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer) {
                 let rows = ThreadPool.share(w.rows, granularity: 16, part: p, parts: parts)
                 if !rows.isEmpty {
                     pl_matmul_packed(Int32(w.type.rawValue), w.packed, Int64(w.rows), Int64(cols), xq, stride, Int64(n),
@@ -86,16 +99,19 @@ public struct Linear {
                     then(m, rows)
                 }
             }
-            share(0, w0, o0)
-            share(1, w1, o1)
-            if let w2, let o2 { share(2, w2, o2) }
+            share(0, w0, o0, xqs.0)
+            share(1, w1, o1, xqs.1)
+            if let w2, let o2 { share(2, w2, o2, xqs.2) }
         }
     }
 
-    /// Quantizes `n` inputs into `quantizedInput` (Q8_0, Q8_1 or Q8_K blocks); returns the bytes per input.
-    private func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32) -> Int {
+    /// Quantizes `n` inputs into `dst` (default: `quantizedInput`) as Q8_0, Q8_1 or Q8_K blocks; returns the bytes
+    /// per input.
+    @discardableResult
+    private func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32,
+                                into dst: UnsafeMutableRawPointer? = nil) -> Int {
         let stride = Linear.quantizedInputBytes(columns: cols)
-        let xq = quantizedInput
+        let xq = dst ?? quantizedInput
         pool.parallelRanges(n) { range in
             for i in range {
                 switch act {
