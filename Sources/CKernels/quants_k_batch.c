@@ -8,27 +8,10 @@
 #include "quants_k.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")))
+#include "quants_k_x86.h"
 
 // Tokens per tile: the tile's accumulators and the unpacked super-block stay in registers.
 enum { TILE = 8, ROW_CHUNK = 8 };   // TILE 4 -> 8: Q4_K 54 -> 60, Q6_K 66 -> 71 GMAC/s (1 thread)
-
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-
-// ggml's hsum_float_8.
-VNNI static inline float hsum8v(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-// The 8 llama lanes of a zmm of 16 int32 lanes, each a 4-element sum of one of two 32-element chunks.
-VNNI static inline __m256i fold16(__m512i v) {
-    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-}
 
 // int16 lane m of a vector of elements 64c .. 64c+63 holds elements 64c+2m, 64c+2m+1: the scale of 16 elements
 // (Q6_K) is number 4c + m/8, of 32 elements (Q4_K) number 2c + m/16.

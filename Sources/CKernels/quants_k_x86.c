@@ -8,9 +8,7 @@
 #include "quants_k.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")))
+#include "quants_k_x86.h"
 
 int pl_kq_fast(void) {
     static int cached = -1;
@@ -26,21 +24,6 @@ int pl_quant_fast_body(int type) {
                             type == PL_TYPE_Q6_K);
 }
 
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
-// ggml's hsum_float_8.
-VNNI static inline float hsum8v(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-// The 8 llama lanes of a zmm of 16 int32 lanes, each a 4-element sum of one of two 32-element chunks.
-VNNI static inline __m256i fold16(__m512i v) {
-    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-}
 
 // ---- Q5_0 × Q8_0, Q5_1 × Q8_1 -------------------------------------------------------------------------------
 VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, const int R, const uint8_t *w,
