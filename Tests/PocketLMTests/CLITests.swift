@@ -14,7 +14,9 @@ struct CLITests {
 
     static let binary = TestPaths.repoRoot.appendingPathComponent(".build/release/pocketlm").path
 
-    static func pocketlm(_ args: [String], environment: [String: String] = [:], unset: [String] = []) throws -> Output {
+    /// Runs the CLI; `input`, when given, is written to its stdin (a pipe), which is then closed.
+    static func pocketlm(_ args: [String], environment: [String: String] = [:], unset: [String] = [],
+                         input: String? = nil) throws -> Output {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
         }
@@ -28,7 +30,13 @@ struct CLITests {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let inPipe = input.map { _ in Pipe() }
+        if let inPipe { p.standardInput = inPipe }
         try p.run()
+        if let inPipe, let input {
+            inPipe.fileHandleForWriting.write(Data(input.utf8))
+            try inPipe.fileHandleForWriting.close()
+        }
         // Read both pipes while the process runs so a full pipe never blocks it.
         final class Box: @unchecked Sendable { var data = Data() }
         let outBox = Box()

@@ -8,31 +8,7 @@ import Testing
 struct ChatCLITests {
     /// Runs the CLI with `input` on stdin (a pipe).
     static func pocketlm(_ args: [String], input: String) throws -> CLITests.Output {
-        let binary = CLITests.binary
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let inPipe = Pipe(), out = Pipe(), err = Pipe()
-        p.standardInput = inPipe
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        inPipe.fileHandleForWriting.write(Data(input.utf8))
-        try inPipe.fileHandleForWriting.close()
-        final class Box: @unchecked Sendable { var data = Data() }
-        let outBox = Box()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        #expect(p.terminationReason == .exit, "pocketlm \(args) was killed by a signal")
-        return CLITests.Output(status: p.terminationStatus, stdout: String(decoding: outBox.data, as: UTF8.self),
-                               stderr: String(decoding: errData, as: UTF8.self))
+        try CLITests.pocketlm(args, input: input)
     }
 
     /// The numbers of a /stats line: cache, prompt, reused, fed, answer tokens.
