@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Hot C kernels are compiled at -O3 even in debug builds: the test suite runs real models.
-let kernelFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+let kernelFlags: [CSetting] = [.headerSearchPath("."), .unsafeFlags(["-O3", "-fno-math-errno"])]
 
 let package = Package(
     name: "PocketLM",

@@ -7,7 +7,11 @@ AMX instruction sets switched off. Both programs are measured the same way: a pr
 as one batch (prefill), then N greedy tokens one at a time (decode), after warming up until two runs agree,
 each in its own process so peak RSS is the program's own.
 
+`--isa avx2` compares the AVX2 tiers: PocketLM under POCKETLM_ISA=avx2 against a second cached venv whose llama.cpp
+is built for AVX2 + FMA + F16C only (GGML_NATIVE=OFF, no AVX-512, no AMX), as a laptop without AVX-512 runs it.
+
     python3 weights-tools/bench_peer.py --model ~/.cache/pocketlm/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2
+    python3 weights-tools/bench_peer.py --model ~/.cache/pocketlm/SmolLM2-135M-Instruct.Q4_1.gguf --isa avx2
 """
 from __future__ import annotations
 
@@ -33,13 +37,22 @@ NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def venv_dir() -> Path:
-    return cache_dir() / "llama-cpp-venv"
+# llama.cpp's CMake options per ISA tier: "native" is this CPU's best (AMX off), "avx2" an AVX2-only laptop build.
+PEER_BUILDS = {
+    "native": f"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='{NO_AMX}' -DCMAKE_CXX_FLAGS='{NO_AMX}'",
+    "avx2": ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
+             "-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF "
+             "-DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"),
+}
 
 
-def ensure_llama_cpp() -> Path:
+def venv_dir(isa: str = "native") -> Path:
+    return cache_dir() / ("llama-cpp-venv" if isa == "native" else f"llama-cpp-venv-{isa}")
+
+
+def ensure_llama_cpp(isa: str = "native") -> Path:
     """Returns the venv's python, building llama-cpp-python into it first if needed (~6 minutes on 2 cores)."""
-    venv = venv_dir()
+    venv = venv_dir(isa)
     python = venv / "bin" / "python"
     check = [str(python), "-c", f"import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '{LLAMA_CPP_VERSION}')"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
@@ -47,7 +60,7 @@ def ensure_llama_cpp() -> Path:
     print(f"building llama-cpp-python {LLAMA_CPP_VERSION} into {venv} (about 6 minutes)...", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = dict(os.environ)
-    env["CMAKE_ARGS"] = (f"-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='{NO_AMX}' -DCMAKE_CXX_FLAGS='{NO_AMX}'")
+    env["CMAKE_ARGS"] = PEER_BUILDS[isa]
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", "numpy",
                     f"llama-cpp-python=={LLAMA_CPP_VERSION}"], check=True, env=env)
     return python
@@ -143,12 +156,15 @@ def run_pocketlm(args) -> dict:
         subprocess.run(["swift", "build", "-c", "release", "--product", "pocketlm"], cwd=REPO, check=True)
     cmd = [str(binary), "bench", "--model", args.model, "--threads", str(args.threads), "--prompt-tokens",
            str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens), "--repetitions", str(args.repetitions), "--json"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.isa != "native":
+        env["POCKETLM_ISA"] = args.isa
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout)
 
 
 def run_peer(args) -> dict:
-    python = ensure_llama_cpp()
+    python = ensure_llama_cpp(args.isa)
     cmd = [str(python), __file__, "--peer-worker", "--model", args.model, "--threads", str(args.threads),
            "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
            "--repetitions", str(args.repetitions)]
@@ -158,17 +174,23 @@ def run_peer(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--repetitions", type=int, default=5, help="measured runs per round and program")
     ap.add_argument("--rounds", type=int, default=3, help="rounds in which the two programs take turns")
     ap.add_argument("--pocketlm", default=str(REPO / ".build/release/pocketlm"))
+    ap.add_argument("--isa", choices=sorted(PEER_BUILDS), default="native",
+                    help="native: both at this CPU's best; avx2: PocketLM's AVX2 tier against llama.cpp built for AVX2")
+    ap.add_argument("--build-peer", action="store_true", help="only build (or find) the peer's venv for --isa")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not Path(args.model).is_file():
+    if args.build_peer:
+        print(ensure_llama_cpp(args.isa))
+        return
+    if not args.model or not Path(args.model).is_file():
         ap.error(f"model file not found: {args.model}")
     if args.peer_worker:
         peer_worker(args)
@@ -190,7 +212,8 @@ def main() -> None:
     per_token = ours["weight_bytes_per_token"]
     bound = read / per_token
     result = {
-        "model": args.model, "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "model": args.model, "isa": args.isa, "pocketlm_isa": ours.get("isa"), "threads": args.threads,
+        "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
         "cpu": cpu_name(),
         "memory_bound": {"weight_bytes_per_token": per_token, "read_bytes_per_second": read, "tokens_per_second": bound,
                          "share_pocketlm": ours["decode"]["median"] / bound,
@@ -205,7 +228,7 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     name = Path(args.model).name
-    print(f"{name} on {result['cpu']}, {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, "
+    print(f"{name} on {result['cpu']} (PocketLM tier {result['pocketlm_isa']}, llama.cpp build {args.isa}), {args.threads} threads, pp{args.prompt_tokens} / tg{args.gen_tokens}, "
           f"medians of {args.repetitions} runs x {args.rounds} alternating rounds")
     print(f"{'':22}{'PocketLM':>12}{'llama.cpp':>12}{'ratio':>8}")
     for key, label in (("prefill", f"prefill tok/s"), ("decode", f"decode tok/s")):

@@ -23,14 +23,9 @@ static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); re
 #define packed_block_bytes pl_packed_block_bytes
 #define packed_scale_offset pl_packed_scale_offset
 
+// Decided at load by the process's tier (not a thread's forced one): the packed kernel has no other body.
 int pl_packed_supported(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-    return 0;
-#endif
+    return pl_isa_process() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI) != 0;
 }
 
 size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {

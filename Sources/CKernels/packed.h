@@ -1,7 +1,7 @@
 #ifndef POCKETLM_PACKED_H
 #define POCKETLM_PACKED_H
 // Private interface between packed.c (the 16-row interleaved layout, packing, one-input and Q4_1 kernels) and
-// packed_batch.c (several inputs over Q4_0/Q5_0/Q8_0, each block unpacked once for a tile of inputs).
+// x86/avx512_packed_batch.c (several inputs over Q4_0/Q5_0/Q8_0, each block unpacked once for a tile of inputs).
 #include "ckernels.h"
 
 static inline int64_t pl_packed_block_bytes(int type) {
@@ -32,7 +32,7 @@ void pl_pack_rows_k(int type, const uint8_t *src, size_t row_bytes, int64_t rows
 /// pl_matmul_packed for Q4_K/Q6_K over groups g0 ..< g1 (Q8_K inputs).
 void pl_matmul_packed_k(int type, const uint8_t *packed, int64_t rows, int64_t n, const uint8_t *xq,
                         size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
-/// 1 for the types packed_batch.c computes several inputs of (Q4_0, Q5_0, Q8_0: Q8_0 activations).
+/// 1 for the types x86/avx512_packed_batch.c computes several inputs of (Q4_0, Q5_0, Q8_0: Q8_0 activations).
 static inline int pl_packed_batch_owns(int type) {
     return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q5_0 || type == PL_TYPE_Q8_0;
 }

@@ -8,7 +8,7 @@
 // lanes are scaled and fma'd into an 8-lane float accumulator block after block, and the row's result is ggml's
 // hsum_float_8 of it (plus, for Q5_1/Q4_K/Q5_K, the minimum terms in their own order). The portable bodies below
 // compute exactly those lanes with plain integers and the same float operations (fmaf where ggml fuses), so they are
-// llama.cpp's numbers on any CPU, and the AVX-512 bodies (quants_k_x86.c) are checked bit for bit against them.
+// llama.cpp's numbers on any CPU, and the AVX-512 bodies (x86/avx512_quants_k.c) are checked bit for bit against them.
 #include "quants_k.h"
 #include <math.h>
 #include <string.h>

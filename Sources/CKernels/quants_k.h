@@ -1,7 +1,7 @@
 #ifndef POCKETLM_QUANTS_K_H
 #define POCKETLM_QUANTS_K_H
 // Private interface between kernels.c's dispatch and the Q5_0/Q5_1/K-quant kernels (quants_k.c: portable
-// reference; quants_k_x86.c: AVX-512 VNNI bodies; quants_k_batch.c: several-input bodies).
+// reference; x86/avx512_quants_k.c: AVX-512 VNNI bodies; x86/avx512_quants_k_batch.c: several-input bodies).
 #include "ckernels.h"
 
 /// 1 for Q5_0, Q5_1, Q2_K … Q6_K: the types these files own.
@@ -23,7 +23,7 @@ int pl_kq_fast(void);
 /// Rows r0 ..< r1 against n_tokens inputs, VNNI bodies; each output bit-identical to pl_kq_dot_portable.
 void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
-/// 1 for the types quants_k_batch.c has a several-input body for (Q4_K, Q6_K).
+/// 1 for the types x86/avx512_quants_k_batch.c has a several-input body for (Q4_K, Q6_K).
 int pl_kq_batch_owns(int type);
 /// pl_kq_matmul_vnni for several inputs (prefill): each super-block unpacked once for a tile of inputs.
 void pl_kq_matmul_batch_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,

@@ -45,7 +45,7 @@ struct Bench: AsyncParsableCommand {
         }
         Console.write("""
         model: \(lm.file.path)
-        threads: \(result.threads), BLAS core: \(result.blas_core), load: \(String(format: "%.1f", result.load_ms)) ms, peak RSS: \(String(format: "%.1f", Double(result.peak_rss_bytes) / 1_048_576)) MiB
+        threads: \(result.threads), kernels: \(KernelISA.description), BLAS core: \(result.blas_core), load: \(String(format: "%.1f", result.load_ms)) ms, peak RSS: \(String(format: "%.1f", Double(result.peak_rss_bytes) / 1_048_576)) MiB
         tok/s      median        min        max
         \(row("pp\(promptTokens)", result.prefill))
         \(row("tg\(genTokens)", result.decode))

@@ -33,7 +33,7 @@ struct CLIError: Error, CustomStringConvertible {
     /// keeps ArgumentParser's own handling.
     static func wrap(_ error: Error) -> Error {
         let ours = error is GGUFError || error is ModelError || error is TokenizerError || error is GenerationError
-            || error is PagingError || error is ChatSessionError
+            || error is PagingError || error is ChatSessionError || error is KernelISAError
         if ours, let message = (error as? LocalizedError)?.errorDescription {
             return CLIError(description: message)
         }

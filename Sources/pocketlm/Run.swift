@@ -104,6 +104,9 @@ struct RunReport: Encodable {
     let stop_reason: String
     let timings: Timings
     let peak_rss_bytes: Int
+    /// The kernels' ISA tier (KernelISA) and the CPU features it used.
+    let isa = KernelISA.current.rawValue
+    let isa_features = KernelISA.features
     let top_logits: [[TokenLogit]]?
     let paging: PagingReport?
 

@@ -1,7 +1,7 @@
 #ifndef POCKETLM_CKERNELS_H
 #define POCKETLM_CKERNELS_H
-// Hot loops over quantized weights. Each kernel has an AVX-512 body (compiled with a target attribute and
-// chosen at run time by a CPU check, so the binary stays portable) and a plain C body for other CPUs.
+// Hot loops over quantized weights. Each kernel has a body per ISA tier (compiled with target attributes and chosen
+// at run time, so the binary stays portable; see pl_isa) and a plain C body, the reference, for every CPU.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,10 +24,36 @@ enum {
     PL_TYPE_BF16 = 30,
 };
 
-/// 1 when the AVX-512 kernels are in use on this CPU.
+/// ISA tiers: each kernel family has a body per tier, and every call runs the body of the calling thread's tier
+/// (pl_isa). The portable tier (plain C) is the reference every other tier is tested against. Order on x86:
+/// portable < avx2 (AVX2 + FMA + F16C) < avx512 (AVX-512 F/BW/VL/DQ; its integer kernels also need VNNI); on
+/// AArch64: portable < neon (dotprod and i8mm used where present).
+enum { PL_ISA_PORTABLE = 0, PL_ISA_AVX2 = 1, PL_ISA_AVX512 = 2, PL_ISA_NEON = 3 };
+/// CPU features inside a tier, as bits.
+enum { PL_FEATURE_AVX512_VNNI = 1, PL_FEATURE_AVX_VNNI = 2, PL_FEATURE_DOTPROD = 4, PL_FEATURE_I8MM = 8 };
+/// The best tier this CPU runs, and its feature bits (detected once).
+int pl_isa_best(void);
+unsigned pl_isa_features(void);
+/// 1 when this CPU can run `tier` (the portable tier always; never a tier of another architecture).
+int pl_isa_supported(int tier);
+/// Sets the process's tier (every thread without its own, pl_isa_force_thread); 0, or −1 (unchanged) when the CPU
+/// lacks it. Set before loading a model: the packed layout is chosen at load by the tier then in force.
+int pl_isa_select(int tier);
+/// The process's tier (the best one unless pl_isa_select lowered it).
+int pl_isa_process(void);
+/// The tier the calling thread's kernels run.
+int pl_isa(void);
+/// Forces `tier` on the calling thread only (tests), or with −1 returns it to the process's; −1 when the CPU
+/// lacks the tier (nothing changes then).
+int pl_isa_force_thread(int tier);
+/// "portable", "avx2", "avx512", "neon"; pl_isa_from_name is its inverse (−1 for any other name).
+const char *pl_isa_name(int tier);
+int pl_isa_from_name(const char *name);
+
+/// 1 when the calling thread runs the AVX-512 tier.
 int pl_has_avx512(void);
-/// Forces the portable row-layout kernels on the calling thread (tests compare both paths); 0 restores the
-/// CPU check. The packed kernel has no portable twin and is unaffected.
+/// pl_isa_force_thread(PL_ISA_PORTABLE) when on, pl_isa_force_thread(−1) when off. The packed kernel has no
+/// portable twin and is unaffected.
 void pl_force_portable(int on);
 
 /// Dequantizes `n` elements (a whole number of blocks) of one row. Q5_0/Q5_1 and the K-quants (Q2_K … Q6_K)

@@ -33,6 +33,9 @@ public struct Benchmark {
         public let load_ms: Double
         public let peak_rss_bytes: Int
         public let blas_core: String
+        /// The kernels' ISA tier (KernelISA: avx512, avx2, neon, portable) and the CPU features it used.
+        public let isa: String
+        public let isa_features: [String]
         public let layer_schedule: String
         /// Weight bytes a decoded token reads (a packed model's paged FFN counted as if resident).
         public let weight_bytes_per_token: Int
@@ -118,7 +121,8 @@ public struct Benchmark {
         return Result(model: name, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
                       repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: decodeFigures,
                       load_ms: loadSeconds * 1000, peak_rss_bytes: peak,
-                      blas_core: blasCoreName(), layer_schedule: t.schedule.description,
+                      blas_core: blasCoreName(), isa: KernelISA.current.rawValue, isa_features: KernelISA.features,
+                      layer_schedule: t.schedule.description,
                       weight_bytes_per_token: bytes, memory_read_bytes_per_second: bandwidth,
                       decode_bound_tokens_per_second: bound, decode_share_of_bound: decodeFigures.median / bound)
     }

@@ -34,6 +34,7 @@ public final class LanguageModel {
 
     public init(path: String, options: LoadOptions = .init()) throws {
         let start = Date()
+        try KernelISA.applyEnvironment()
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
         guard let architecture = Architectures.all[config.modelType] else {

@@ -14,9 +14,15 @@ import Darwin
 public enum BLASEnvironment {
     public static let variable = "OPENBLAS_CORETYPE"
 
-    /// The core type to ask for on this CPU when the environment names none: SkylakeX on AVX-512 CPUs.
+    /// The core type to ask for on this CPU when the environment names none: SkylakeX on AVX-512 CPUs, Haswell when
+    /// POCKETLM_ISA asks for the AVX2 tier (so a forced tier runs BLAS on the same instructions).
     public static func recommendedCoreType() -> String? {
-        pl_has_avx512() != 0 ? "SkylakeX" : nil
+        let tier = (try? KernelISA.requested()).flatMap { $0 } ?? KernelISA.best
+        switch tier {
+        case .avx512 where pl_isa_supported(Int32(PL_ISA_AVX512)) != 0: return "SkylakeX"
+        case .avx2 where pl_isa_supported(Int32(PL_ISA_AVX2)) != 0: return "Haswell"
+        default: return nil
+        }
     }
 
     /// Re-executes the current program with OPENBLAS_CORETYPE set when it is unset and this CPU benefits.

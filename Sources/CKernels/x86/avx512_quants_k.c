@@ -6,18 +6,13 @@
 // R rows run in lockstep against one input: the input's vectors are loaded once for all of them, and R independent
 // fma chains hide each other's latency.
 #include "quants_k.h"
+#include "kernels_internal.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include "quants_k_x86.h"
+#include "x86/avx512_quants_k.h"
 
-int pl_kq_fast(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512vnni");
-    }
-    return cached && pl_has_avx512();   // pl_has_avx512 is 0 while a thread forces the portable path
-}
+// The VNNI bodies run on the AVX-512 tier of a CPU with VNNI (pl_isa: 0 while a thread forces a lower tier).
+int pl_kq_fast(void) { return pl_tier_avx512_vnni(); }
 
 int pl_quant_fast_body(int type) {
     return pl_kq_fast() && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q5_K ||

@@ -1,6 +1,6 @@
 #ifndef POCKETLM_QUANTS_K_X86_H
 #define POCKETLM_QUANTS_K_X86_H
-// What the K-quant VNNI bodies share (quants_k_x86.c: one input; quants_k_batch.c: several): the target attribute
+// What the K-quant VNNI bodies share (x86/avx512_quants_k.c: one input; x86/avx512_quants_k_batch.c: several): the target attribute
 // and the lane arithmetic that keeps their float order llama.cpp's. x86-64 only.
 #include <immintrin.h>
 #include <stdint.h>

@@ -1,14 +1,14 @@
 // Q4_K, Q5_K and Q6_K weights against several inputs at once (prompt prefill), AVX-512 VNNI; Q5_K's only fast
 // body (one input is a tile of one). Each super-block of a row
 // is unpacked once (quants as bytes in element order, scales spread to the 16-bit lanes) and then multiplied with a
-// tile of inputs, so the unpacking that dominates the one-input body (quants_k_x86.c) is shared by the tile.
+// tile of inputs, so the unpacking that dominates the one-input body (x86/avx512_quants_k.c) is shared by the tile.
 // Every output is bit-identical to pl_kq_dot_portable on that row and input: the integer lanes are the same exact
 // sums (elements 4l..4l+3 of each 32-element chunk, times their scale), and each input's float steps are the
 // one-input body's, super-block after super-block (one fma per lane, the minimums' own fma chain, hsum_float_8).
 #include "quants_k.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include "quants_k_x86.h"
+#include "x86/avx512_quants_k.h"
 
 // Tokens per tile: the tile's accumulators and the unpacked super-block stay in registers.
 enum { TILE = 8, ROW_CHUNK = 8 };   // TILE 4 -> 8: Q4_K 54 -> 60, Q6_K 66 -> 71 GMAC/s (1 thread)

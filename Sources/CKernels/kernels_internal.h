@@ -1,0 +1,62 @@
+#ifndef POCKETLM_KERNELS_INTERNAL_H
+#define POCKETLM_KERNELS_INTERNAL_H
+// Private interface between the public entry points (kernels.c: each picks the body of the thread's ISA tier, see
+// isa.c) and the bodies, one file per kernel family and tier: portable/ (the reference every tier is tested
+// against), x86/ (AVX-512, AVX2), arm/ (NEON).
+#include "ckernels.h"
+#include <string.h>
+
+static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline void store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// The tier kernels run on the calling thread (pl_isa()), read once per call.
+static inline int pl_tier_avx512(void) { return pl_isa() == PL_ISA_AVX512; }
+/// AVX-512 with VNNI: the tier of the integer (vpdpbusd) bodies and the packed layout.
+static inline int pl_tier_avx512_vnni(void) {
+    return pl_isa() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI);
+}
+
+// ---- portable (plain C) ----
+void pl_portable_dequant(int type, const void *src, float *dst, int64_t n);
+float pl_portable_dot(int type, const void *row, const float *x, int64_t n);
+void pl_portable_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
+                        int64_t r0, int64_t r1);
+void pl_portable_gemm_f32(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t K,
+                          float *y, int64_t ldy, int64_t r0, int64_t r1);
+void pl_portable_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void pl_portable_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);
+float pl_portable_dotq(int type, const uint8_t *w, const uint8_t *xq, int64_t nb);
+void pl_portable_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                          int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
+void pl_portable_expf(const float *x, float *y, int64_t n);
+void pl_portable_swiglu(float *g, const float *u, int64_t n);
+void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                           int64_t hd, float scale, float *scores, float *out);
+
+#if defined(__x86_64__)
+// ---- AVX-512 (F, BW, VL, DQ; the quantized row kernels also VNNI) ----
+void pl_avx512_dequant(int type, const void *src, float *dst, int64_t n);
+float pl_avx512_dot(int type, const void *row, const float *x, int64_t n);
+void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
+                      int64_t r0, int64_t r1);
+void pl_avx512_gemm_f32(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t K,
+                        float *y, int64_t ldy, int64_t r0, int64_t r1, float *panel);
+void pl_avx512_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void pl_avx512_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);
+void pl_avx512_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                        int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
+void pl_avx512_expf(const float *x, float *y, int64_t n);
+void pl_avx512_swiglu(float *g, const float *u, int64_t n);
+void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                         int64_t hd, float scale, float *scores, float *out);
+void pl_avx512_attention_group(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                               int64_t stride, int64_t n_ctx, float scale, float *scores, float *out);
+#endif
+
+#endif

@@ -1,0 +1,39 @@
+// Portable bodies of the elementwise math (expf, SwiGLU) and of F16-cache attention: libm's expf, sequential sums.
+#include "kernels_internal.h"
+#include <math.h>
+
+void pl_portable_expf(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+void pl_portable_swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                               int64_t hd, float scale, float *scores, float *out) {
+    float qh[512];
+    for (int64_t j = 0; j < hd; j++) qh[j] = pl_f16_to_f32(pl_f32_to_f16(q[j]));
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const uint16_t *kt = k + t * stride;
+        float d = 0.0f;
+        for (int64_t j = 0; j < hd; j++) d += qh[j] * pl_f16_to_f32(kt[j]);
+        d *= scale;
+        scores[t] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) { float e = expf(scores[t] - mx); scores[t] = e; sum += e; }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < hd; j++) out[j] = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        float p = pl_f16_to_f32(pl_f32_to_f16(scores[t] * inv));
+        const uint16_t *vt = v + t * stride;
+        for (int64_t j = 0; j < hd; j++) out[j] += p * pl_f16_to_f32(vt[j]);
+    }
+}
+
