@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -20,7 +20,7 @@ demo: deps fetch build
 
 test: deps fetch variants fixtures
 	swift build -c release --build-tests
-	$(MAKE) --no-print-directory example swift-test py-test
+	$(MAKE) --no-print-directory kernel-tiers example swift-test py-test
 
 # examples/ChatExample depends on PocketLM as an app does (its own package, PocketLM a dependency): built, then run
 # for two turns on SmolLM2; the second turn must reuse the first's KV cache.
@@ -75,6 +75,49 @@ swift-test:
 
 py-test:
 	$(PYTHON) -m pytest -q weights-tools/tests
+
+# The C kernels' ISA tiers against the portable reference (Tests/CKernelsDriver/driver.c): natively for this CPU's
+# tiers (x86-64: avx2 and avx512, both required), then cross-compiled for AArch64 and run under qemu-user on a CPU with
+# dotprod (-cpu max) and one without (cortex-a72), which tests the NEON tier and its plain-NEON fallback.
+KERNEL_SRCS := $(shell find Sources/CKernels -name '*.c' -o -name '*.h')
+KERNEL_CFLAGS := -O2 -std=gnu11 -I Sources/CKernels/include -I Sources/CKernels
+DRIVER := Tests/CKernelsDriver/driver.c
+, := ,
+NATIVE_TIERS := $(if $(filter x86_64,$(shell uname -m)),avx2$(,)avx512,$(if $(filter aarch64 arm64,$(shell uname -m)),neon,))
+# Swift's clang, as SwiftPM compiles the kernels (the AArch64 build links with its lld against Debian's cross libc);
+# gcc where there is no clang (-ffp-contract=off: gcc ignores the sources' FP_CONTRACT pragmas).
+KCC := $(if $(shell command -v clang),clang,cc -ffp-contract=off)
+KCC_ARM64 := $(if $(shell command -v clang),clang --target=aarch64-linux-gnu -fuse-ld=lld,aarch64-linux-gnu-gcc -ffp-contract=off)
+
+kernel-tiers: kernel-tiers-native kernel-tiers-arm64
+
+.build/ckernels-driver: $(KERNEL_SRCS) $(DRIVER)
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o $@
+
+kernel-tiers-native: .build/ckernels-driver
+	.build/ckernels-driver --require $(NATIVE_TIERS)
+
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross (static libc) and qemu-user-static, installed when missing.
+arm64-deps:
+	@if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; \
+	fi
+
+.build/ckernels-driver-arm64: $(KERNEL_SRCS) $(DRIVER)
+	@mkdir -p .build
+	$(KCC_ARM64) $(KERNEL_CFLAGS) -static $(filter %.c,$^) -lm -o $@
+
+kernel-tiers-arm64:
+	@if $(MAKE) --no-print-directory arm64-deps && command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; then \
+		$(MAKE) --no-print-directory .build/ckernels-driver-arm64 && \
+		echo "== AArch64 under qemu, -cpu max (dotprod, i8mm)" && qemu-aarch64-static -cpu max .build/ckernels-driver-arm64 --require neon && \
+		echo "== AArch64 under qemu, -cpu cortex-a72 (no dotprod: plain NEON)" && qemu-aarch64-static -cpu cortex-a72 .build/ckernels-driver-arm64 --require neon; \
+	else echo "SKIPPED the AArch64 kernel tiers: gcc-aarch64-linux-gnu / qemu-user-static could not be installed"; fi
+
+# llvm-mca (Debian llvm-14) cycles per iteration of the NEON hot loops on Apple M1 and Cortex-A78.
+kernel-mca:
+	@$(PYTHON) weights-tools/neon_mca.py
 
 # Flash paging (README "Flash paging"): the packed SmolLM2 Q8_0 file with its trained predictor, and random-weight
 # MobileLLM-1.5B, MobileLLM-LS-125M and an unshared 60-layer 125M, each packed; then the bench-flash tables.

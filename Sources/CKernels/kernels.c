@@ -8,6 +8,7 @@ void pl_dequantize_row(int type, const void *src, float *dst, int64_t n) {
     if (pl_kq_owns(type)) { pl_kq_dequantize_row(type, src, dst, n); return; }   // Q5_x and K-quants: quants_k.c
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_dequant(type, src, dst, n); return; }
+    if (pl_tier_avx2()) { pl_avx2_dequant(type, src, dst, n); return; }
 #endif
     pl_portable_dequant(type, src, dst, n);
 }
@@ -22,6 +23,7 @@ void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float 
                int64_t n, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1); return; }
+    if (pl_tier_avx2()) { pl_avx2_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1); return; }
 #endif
     pl_portable_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1);
 }
@@ -49,6 +51,9 @@ int pl_activation_type(int weight_type) {
 static void quantize_q8(const float *x, void *out, int64_t n, int with_sum) {
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_quantize_q8(x, (uint8_t *)out, n, with_sum); return; }
+    if (pl_tier_avx2()) { pl_avx2_quantize_q8(x, (uint8_t *)out, n, with_sum); return; }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) { pl_neon_quantize_q8(x, (uint8_t *)out, n, with_sum); return; }
 #endif
     pl_portable_quantize_q8(x, (uint8_t *)out, n, with_sum);
 }
@@ -62,7 +67,23 @@ void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size
     const uint8_t *x = (const uint8_t *)xq;
     if (pl_kq_owns(type)) { pl_kq_matmul(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
 #if defined(__x86_64__)
-    if (pl_tier_avx512_vnni()) { pl_avx512_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1); return; }
+    int tier = pl_isa();
+    unsigned features = pl_isa_features();
+    if (tier == PL_ISA_AVX512 && (features & PL_FEATURE_AVX512_VNNI)) {
+        pl_avx512_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
+    if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) {   // AVX-512 without VNNI runs the AVX2 body
+        if (features & PL_FEATURE_AVX_VNNI) pl_avxvnni_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        else pl_avx2_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) {
+        if (pl_isa_features() & PL_FEATURE_DOTPROD) pl_neon_dotprod_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        else pl_neon_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
 #endif
     pl_portable_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
 }
@@ -76,6 +97,9 @@ void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, floa
 void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n) {
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_f32_to_f16(x, out, n); return; }
+    if (pl_tier_avx2()) { pl_avx2_f32_to_f16(x, out, n); return; }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) { pl_neon_f32_to_f16(x, out, n); return; }
 #endif
     pl_portable_f32_to_f16(x, out, n);
 }
@@ -83,6 +107,9 @@ void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n) {
 void pl_expf_row(const float *x, float *y, int64_t n) {
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_expf(x, y, n); return; }
+    if (pl_tier_avx2()) { pl_avx2_expf(x, y, n); return; }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) { pl_neon_expf(x, y, n); return; }
 #endif
     pl_portable_expf(x, y, n);
 }
@@ -90,6 +117,9 @@ void pl_expf_row(const float *x, float *y, int64_t n) {
 void pl_swiglu(float *g, const float *u, int64_t n) {
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_swiglu(g, u, n); return; }
+    if (pl_tier_avx2()) { pl_avx2_swiglu(g, u, n); return; }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) { pl_neon_swiglu(g, u, n); return; }
 #endif
     pl_portable_swiglu(g, u, n);
 }
@@ -114,6 +144,10 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
 #if defined(__x86_64__)
     if (pl_tier_avx512() && head_dim % 16 == 0 && head_dim <= 512) {
         pl_avx512_attention(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
+        return;
+    }
+    if (pl_tier_avx2() && head_dim % 32 == 0 && head_dim <= 512) {
+        pl_avx2_attention(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
         return;
     }
 #endif

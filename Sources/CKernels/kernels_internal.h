@@ -17,6 +17,8 @@ static inline float bf16_to_f32(uint16_t h) {
 
 /// The tier kernels run on the calling thread (pl_isa()), read once per call.
 static inline int pl_tier_avx512(void) { return pl_isa() == PL_ISA_AVX512; }
+/// The AVX2 tier (AVX2 + FMA + F16C).
+static inline int pl_tier_avx2(void) { return pl_isa() == PL_ISA_AVX2; }
 /// AVX-512 with VNNI: the tier of the integer (vpdpbusd) bodies and the packed layout.
 static inline int pl_tier_avx512_vnni(void) {
     return pl_isa() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI);
@@ -57,6 +59,35 @@ void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, i
                          int64_t hd, float scale, float *scores, float *out);
 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
                                int64_t stride, int64_t n_ctx, float scale, float *scores, float *out);
+
+// ---- AVX2 + FMA + F16C (AVX-VNNI where present) ----
+void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);
+void pl_avx2_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                      int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
+void pl_avx2_dequant(int type, const void *src, float *dst, int64_t n);
+void pl_avx2_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
+                    int64_t r0, int64_t r1);
+void pl_avx2_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void pl_avx2_expf(const float *x, float *y, int64_t n);
+void pl_avx2_swiglu(float *g, const float *u, int64_t n);
+void pl_avx2_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                       int64_t hd, float scale, float *scores, float *out);
+void pl_avxvnni_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                         int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 #endif
+
+#if defined(__aarch64__)
+// ---- NEON (dotprod where present) ----
+void pl_neon_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);
+void pl_neon_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                      int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
+void pl_neon_dotprod_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                              int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
+void pl_neon_expf(const float *x, float *y, int64_t n);
+void pl_neon_swiglu(float *g, const float *u, int64_t n);
+void pl_neon_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+#endif
+/// The NEON tier.
+static inline int pl_tier_neon(void) { return pl_isa() == PL_ISA_NEON; }
 
 #endif

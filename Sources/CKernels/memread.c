@@ -24,12 +24,31 @@ static uint64_t read_avx512(const uint8_t *p, size_t bytes) {
     for (; i < bytes; i++) s ^= p[i];
     return s;
 }
+
+__attribute__((target("avx2")))
+static uint64_t read_avx2(const uint8_t *p, size_t bytes) {
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 128 <= bytes; i += 128) {
+        a = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(p + i)));
+        b = _mm256_xor_si256(b, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
+        c = _mm256_xor_si256(c, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
+        d = _mm256_xor_si256(d, _mm256_loadu_si256((const __m256i *)(p + i + 96)));
+    }
+    __m256i x = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, x);
+    uint64_t s = lanes[0] ^ lanes[1] ^ lanes[2] ^ lanes[3];
+    for (; i < bytes; i++) s ^= p[i];
+    return s;
+}
 #endif
 
 uint64_t pl_read_memory(const void *buf, size_t bytes) {
     const uint8_t *p = (const uint8_t *)buf;
 #if defined(__x86_64__)
     if (pl_has_avx512()) return read_avx512(p, bytes);
+    if (pl_isa() == PL_ISA_AVX2) return read_avx2(p, bytes);
 #endif
     uint64_t s = 0, v;
     size_t i = 0;

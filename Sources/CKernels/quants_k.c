@@ -336,6 +336,11 @@ void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *x
                   int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
     if (pl_kq_fast()) { pl_kq_matmul_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
+    int tier = pl_isa();
+    if ((tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) && pl_kq_avx2_owns(type)) {
+        pl_kq_matmul_avx2(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
 #endif
     for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < n_tokens; t++)

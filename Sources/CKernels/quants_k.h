@@ -28,6 +28,11 @@ int pl_kq_batch_owns(int type);
 /// pl_kq_matmul_vnni for several inputs (prefill): each super-block unpacked once for a tile of inputs.
 void pl_kq_matmul_batch_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                              int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// 1 for the types x86/avx2_quants_k.c has an AVX2 body for (Q5_0, Q5_1, Q4_K, Q6_K).
+int pl_kq_avx2_owns(int type);
+/// Rows r0 ..< r1 against n_tokens inputs, AVX2 bodies; each output bit-identical to pl_kq_dot_portable.
+void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                       int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 #endif
 
 #endif

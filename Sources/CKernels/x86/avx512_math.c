@@ -3,6 +3,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include "expf_table.h"
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 
 // ---- expf, 16 lanes at a time, bit-identical to glibc's --------------------------------------------
@@ -11,24 +12,14 @@
 // fused where that build fuses them, and the same table), so results do not move by a bit. Lanes glibc sends down
 // its special-case path (|x| ≥ 88, inf, NaN) are recomputed by expf itself. Tested against expf on a sweep of
 // every float bit pattern.
-static const uint64_t expf_table[32] = {
-    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
-    0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
-    0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
-    0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
-    0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
-    0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
-};
-
 AVX512 static inline __m512d expf8_pd(__m256 x) {
     const __m512d inv_ln2_n = _mm512_castsi512_pd(_mm512_set1_epi64(0x40471547652b82fe)); // 32/ln 2
     const __m512d shift = _mm512_castsi512_pd(_mm512_set1_epi64(0x4338000000000000));     // 0x1.8p52
     const __m512d c0 = _mm512_castsi512_pd(_mm512_set1_epi64(0x3ebc6af84b912394));
     const __m512d c1 = _mm512_castsi512_pd(_mm512_set1_epi64(0x3f2ebfce50fac4f3));
     const __m512d c2 = _mm512_castsi512_pd(_mm512_set1_epi64(0x3f962e42ff0c52d6));
-    const __m512i t0 = _mm512_loadu_si512((const void *)expf_table), t1 = _mm512_loadu_si512((const void *)(expf_table + 8));
-    const __m512i t2 = _mm512_loadu_si512((const void *)(expf_table + 16)), t3 = _mm512_loadu_si512((const void *)(expf_table + 24));
+    const __m512i t0 = _mm512_loadu_si512((const void *)pl_expf_table), t1 = _mm512_loadu_si512((const void *)(pl_expf_table + 8));
+    const __m512i t2 = _mm512_loadu_si512((const void *)(pl_expf_table + 16)), t3 = _mm512_loadu_si512((const void *)(pl_expf_table + 24));
     __m512d xd = _mm512_cvtps_pd(x);
     __m512d kd = _mm512_fmadd_pd(xd, inv_ln2_n, shift);
     __m512i ki = _mm512_castpd_si512(kd);

@@ -1,0 +1,26 @@
+#ifndef POCKETLM_NEON_COMMON_H
+#define POCKETLM_NEON_COMMON_H
+// What the NEON bodies share: the dotprod target attribute (GCC and Clang spell it differently), f16 loads, and
+// ggml's hsum_float_8 order over two float32x4 halves. AArch64 only.
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__clang__)
+#define PL_DOTPROD __attribute__((target("dotprod")))
+#else
+#define PL_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+static inline float pl_neon_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+// ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) for lanes a0..a3 = lo, a4..a7 = hi.
+static inline float pl_neon_hsum8(float32x4_t lo, float32x4_t hi) {
+    float32x4_t s = vaddq_f32(lo, hi);
+    return (vgetq_lane_f32(s, 0) + vgetq_lane_f32(s, 2)) + (vgetq_lane_f32(s, 1) + vgetq_lane_f32(s, 3));
+}
+#endif

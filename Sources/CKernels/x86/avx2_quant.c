@@ -1,0 +1,61 @@
+// AVX2 bodies of the activation quantizers (Q8_0, Q8_1: bit-identical to the portable ones: the same max, 127/amax
+// and round-half-to-even) and of the Q8_0/Q4_0/Q4_1 row kernels (quant_rows_body.h, with vpmaddubsw + vpmaddwd for
+// vpdpbusd, or the VEX AVX-VNNI vpdpbusd where the CPU has it: bit-identical to the AVX-512 VNNI tier).
+#include "kernels_internal.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum) {
+    const int bytes = with_sum ? PL_Q8_1_BLOCK_BYTES : PL_Q8_0_BLOCK_BYTES;
+    const int qoff = with_sum ? 4 : 2;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / 32; b++, out += bytes) {
+        __m256 v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(x + b * 32 + 8 * j);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const __m256 mul = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; j++)
+            q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        // packs work per 128-bit half: the dwords come out in the order 0 4 1 5 2 6 3 7, put back by a permute.
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(out + qoff), p);
+        store_u16(out, pl_f32_to_f16(d));
+        if (with_sum) {
+            __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+            store_u16(out + 2, pl_f32_to_f16(d * (float)_mm_cvtsi128_si32(s4)));
+        }
+    }
+}
+
+AVX2 static inline __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+}
+
+#define QR_ATTR AVX2
+#define QR_NAME(f) pl_avx2_##f
+#define QR_DPBUSD(acc, a, b) dpbusd_avx2(acc, a, b)
+#include "x86/quant_rows_body.h"
+#undef QR_ATTR
+#undef QR_NAME
+#undef QR_DPBUSD
+
+// AVX-VNNI (Alder Lake and later, Zen 5): the VEX-encoded vpdpbusd on 256 bits.
+#define QR_ATTR __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define QR_NAME(f) pl_avxvnni_##f
+#define QR_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#include "x86/quant_rows_body.h"
+#endif

@@ -1,0 +1,348 @@
+// Compares every ISA tier's kernel bodies with the portable reference, on random and edge-case inputs (odd row
+// counts, partial row ranges, partial blocks of tokens, extreme and zero scales, outliers). Built from the C sources
+// alone, so it runs natively (x86-64: the avx2 and avx512 tiers) and cross-compiled for AArch64 under qemu-user (the
+// neon tier, with and without dotprod). Usage: ckernels-driver [--require tier,tier,...]; exits non-zero when a
+// comparison fails or a required tier is absent on this CPU. Prints one line per tier and its closing counts.
+#include "ckernels.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_pass, g_fail;
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t next_u64(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static float unit(void) { return (float)(next_u64() >> 40) / (float)(1 << 24); }   // [0, 1)
+
+static void check(int ok, const char *tier, const char *what, int a, int b, int c) {
+    if (ok) { g_pass++; return; }
+    g_fail++;
+    if (g_fail <= 30) printf("FAIL [%s] %s (%d, %d, %d)\n", tier, what, a, b, c);
+}
+
+// Bytes and elements per block of the quantized types, and where their f16 scales sit.
+typedef struct { int type; const char *name; int elems, bytes; int d_off, m_off; } QType;
+static const QType qtypes[] = {
+    {PL_TYPE_Q8_0, "q8_0", 32, 34, 0, -1}, {PL_TYPE_Q4_0, "q4_0", 32, 18, 0, -1}, {PL_TYPE_Q4_1, "q4_1", 32, 20, 0, 2},
+    {PL_TYPE_Q5_0, "q5_0", 32, 22, 0, -1}, {PL_TYPE_Q5_1, "q5_1", 32, 24, 0, 2}, {PL_TYPE_Q2_K, "q2_k", 256, 84, 80, 82},
+    {PL_TYPE_Q3_K, "q3_k", 256, 110, 108, -1}, {PL_TYPE_Q4_K, "q4_k", 256, 144, 0, 2}, {PL_TYPE_Q5_K, "q5_k", 256, 176, 0, 2},
+    {PL_TYPE_Q6_K, "q6_k", 256, 210, 208, -1},
+};
+
+static void put_f16(uint8_t *p, float f) { uint16_t h = pl_f32_to_f16(f); memcpy(p, &h, 2); }
+
+// Random quants; scales mostly ordinary, some zero, some at f16's extremes (largest normal, subnormal).
+static void random_weights(const QType *t, uint8_t *w, int64_t blocks) {
+    for (int64_t b = 0; b < blocks; b++) {
+        uint8_t *blk = w + b * t->bytes;
+        for (int i = 0; i < t->bytes; i++) blk[i] = (uint8_t)next_u64();
+        if (t->type == PL_TYPE_Q8_0)   // Q8_0 quants are −127..127 (ggml never writes −128)
+            for (int i = 2; i < 34; i++) if (blk[i] == 0x80) blk[i] = 0x81;
+        float r = unit(), d = (unit() - 0.5f) * 0.05f;
+        if (r < 0.03f) d = 0.0f;
+        else if (r < 0.05f) d = 60000.0f * (unit() < 0.5f ? 1 : -1) / (t->elems == 256 ? 4096.0f : 1.0f);
+        else if (r < 0.07f) d = 3e-7f;
+        put_f16(blk + t->d_off, d);
+        if (t->m_off >= 0) put_f16(blk + t->m_off, (unit() - 0.5f) * 0.05f);
+    }
+}
+
+static void random_input(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = (unit() * 4 - 2) * (unit() < 0.05f ? 50.0f : 1.0f);
+        x[i] = v;
+    }
+    // Edge blocks: all zero, one huge outlier, values exactly halfway between quantization steps.
+    if (n >= 96) {
+        memset(x, 0, 32 * sizeof(float));
+        x[40] = 3e4f;
+        for (int i = 64; i < 96; i++) x[i] = (float)(i - 80) * 0.5f;
+    }
+}
+
+static int bits_equal(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * 4) == 0; }
+
+static int act_bytes(int act, int64_t n) {
+    return act == PL_TYPE_Q8_K ? (int)(n / 256 * PL_Q8_K_BLOCK_BYTES)
+         : (int)(n / 32 * (act == PL_TYPE_Q8_1 ? PL_Q8_1_BLOCK_BYTES : PL_Q8_0_BLOCK_BYTES));
+}
+
+static void quantize(int act, const float *x, uint8_t *out, int64_t n) {
+    if (act == PL_TYPE_Q8_0) pl_quantize_q8_0(x, out, n);
+    else if (act == PL_TYPE_Q8_1) pl_quantize_q8_1(x, out, n);
+    else pl_quantize_q8_K(x, out, n);
+}
+
+// ggml's x86 lane arithmetic for Q8_0/Q4_0/Q4_1 rows, which every vector tier computes (AVX-512 VNNI, AVX2, NEON with
+// and without dotprod): per 32-element block, lane l sums elements 4l..4l+3 exactly in int32 and is fma'd with
+// d_w·d_x into float lane l; hsum_float_8 at the end; Q4_1's d_min·s_x terms a separate fma chain added last. (The
+// portable body sums each block whole and adds the blocks in order, as the flash-paging bundles do: close, not
+// equal.)
+static float lane_dotq(int type, const uint8_t *w, const uint8_t *xq, int64_t nb, double *mag) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, msum = 0.0f;
+    *mag = 0;
+    const int wb = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : 20;
+    const int xb = type == PL_TYPE_Q4_1 ? 36 : 34;
+    for (int64_t b = 0; b < nb; b++, w += wb, xq += xb) {
+        const int8_t *c = (const int8_t *)(xq + (type == PL_TYPE_Q4_1 ? 4 : 2));
+        int q[32];
+        uint16_t h;
+        if (type == PL_TYPE_Q8_0) {
+            for (int j = 0; j < 32; j++) q[j] = ((const int8_t *)(w + 2))[j];
+        } else {
+            const uint8_t *a = w + (type == PL_TYPE_Q4_0 ? 2 : 4);
+            const int off = type == PL_TYPE_Q4_0 ? 8 : 0;
+            for (int j = 0; j < 16; j++) { q[j] = (a[j] & 0x0f) - off; q[j + 16] = (a[j] >> 4) - off; }
+        }
+        memcpy(&h, w, 2);
+        float dw = pl_f16_to_f32(h);
+        memcpy(&h, xq, 2);
+        float d = dw * pl_f16_to_f32(h);
+        for (int l = 0; l < 8; l++) {
+            int32_t lane = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) lane += q[j] * c[j];
+            acc[l] = fmaf(d, (float)lane, acc[l]);
+            *mag += fabs((double)d * lane);
+        }
+        if (type == PL_TYPE_Q4_1) {
+            memcpy(&h, w + 2, 2);
+            float m = pl_f16_to_f32(h);
+            memcpy(&h, xq + 2, 2);
+            msum = fmaf(m, pl_f16_to_f32(h), msum);
+            *mag += fabs((double)m * pl_f16_to_f32(h));
+        }
+    }
+    return (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + msum;
+}
+
+static int lane_types(int type) { return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1; }
+
+// ---- the comparisons, each: tier's body vs portable ----
+
+static void test_quantize(int tier, const char *name) {
+    for (int64_t n = 32; n <= 32 * 40; n += 32 * 13) {
+        float *x = malloc((size_t)n * 4);
+        random_input(x, n);
+        for (int act = 0; act < 3; act++) {
+            int a = act == 0 ? PL_TYPE_Q8_0 : act == 1 ? PL_TYPE_Q8_1 : PL_TYPE_Q8_K;
+            if (a == PL_TYPE_Q8_K && n % 256) continue;
+            int bytes = act_bytes(a, n);
+            uint8_t *p = malloc((size_t)bytes), *f = malloc((size_t)bytes);
+            pl_isa_force_thread(PL_ISA_PORTABLE); quantize(a, x, p, n);
+            pl_isa_force_thread(tier); quantize(a, x, f, n);
+            check(memcmp(p, f, (size_t)bytes) == 0, name, "quantize activations (type, n)", a, (int)n, 0);
+            free(p); free(f);
+        }
+        free(x);
+    }
+}
+
+static void test_matmul_q(int tier, const char *name) {
+    static const int shapes[][2] = {{1, 256}, {7, 512}, {37, 768}, {16, 2304}, {5, 1536}};
+    for (size_t ti = 0; ti < sizeof qtypes / sizeof qtypes[0]; ti++) {
+        const QType *t = &qtypes[ti];
+        int act = pl_activation_type(t->type);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int rows = shapes[s][0];
+            int64_t n = shapes[s][1];
+            size_t row_bytes = (size_t)(n / t->elems * t->bytes);
+            uint8_t *w = malloc(row_bytes * rows);
+            random_weights(t, w, n / t->elems * rows);
+            for (int tokens = 1; tokens <= 9; tokens += 4) {
+                float *x = malloc((size_t)(n * tokens) * 4);
+                random_input(x, n * tokens);
+                int stride = act_bytes(act, n);
+                uint8_t *xq = malloc((size_t)stride * tokens);
+                pl_isa_force_thread(PL_ISA_PORTABLE);
+                for (int i = 0; i < tokens; i++) quantize(act, x + i * n, xq + i * stride, n);
+                float *yp = malloc((size_t)rows * tokens * 4), *yf = malloc((size_t)rows * tokens * 4);
+                pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yp, rows, n, 0, rows);
+                pl_isa_force_thread(tier);
+                // Split into uneven row ranges, as threads do.
+                int cut = rows / 3;
+                pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yf, rows, n, 0, cut);
+                pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yf, rows, n, cut, rows);
+                if (lane_types(t->type)) {
+                    // Bit for bit against the lane arithmetic; near the portable sum (another order of the same terms).
+                    int ok = 1, near = 1;
+                    for (int r = 0; r < rows; r++)
+                        for (int i = 0; i < tokens; i++) {
+                            double mag;
+                            float want = lane_dotq(t->type, w + r * row_bytes, xq + i * stride, n / 32, &mag);
+                            float got = yf[i * rows + r], ref = yp[i * rows + r];
+                            if (memcmp(&want, &got, 4) != 0) ok = 0;
+                            // Two float sums of the same exact block terms: each within (blocks + 8)·ε·Σ|terms|.
+                            if (!(fabs((double)got - ref) <= 2.0 * (double)(n / 32 + 8) * 6e-8 * mag + 1e-30)) near = 0;
+                        }
+                    check(ok, name, t->name, rows, (int)n, tokens);
+                    check(near, name, "lane-arithmetic rows near the portable sum", t->type, rows, tokens);
+                } else {
+                    check(bits_equal(yp, yf, (int64_t)rows * tokens), name, t->name, rows, (int)n, tokens);
+                }
+                if (tokens == 1) {   // pl_matvec_q on a row range alone
+                    float *yv = malloc((size_t)rows * 4);
+                    pl_matvec_q(t->type, w, row_bytes, xq, yv, n, cut, rows);
+                    check(bits_equal(yf + cut, yv, rows - cut), name, "matvec_q row range", t->type, rows, cut);
+                    free(yv);
+                }
+                free(x); free(xq); free(yp); free(yf);
+            }
+            free(w);
+        }
+    }
+}
+
+static void test_float_kernels(int tier, const char *name) {
+    static const int types[] = {PL_TYPE_F32, PL_TYPE_F16, PL_TYPE_BF16};
+    for (int ti = 0; ti < 3; ti++) {
+        int type = types[ti], es = type == PL_TYPE_F32 ? 4 : 2;
+        for (int64_t n = 1; n <= 600; n += 73) {
+            int rows = 11;
+            uint8_t *w = malloc((size_t)(n * rows * es));
+            float *x = malloc((size_t)n * 4), *wf = malloc((size_t)(n * rows) * 4);
+            random_input(x, n);
+            for (int64_t i = 0; i < n * rows; i++) {
+                float v = unit() * 2 - 1;
+                if (type == PL_TYPE_F32) memcpy(w + 4 * i, &v, 4);
+                else if (type == PL_TYPE_F16) put_f16(w + 2 * i, v);
+                else { uint32_t b; memcpy(&b, &v, 4); uint16_t h = (uint16_t)(b >> 16); memcpy(w + 2 * i, &h, 2); }
+            }
+            float *yp = malloc(rows * 4), *yf = malloc(rows * 4);
+            pl_isa_force_thread(PL_ISA_PORTABLE);
+            pl_matvec(type, w, (size_t)(n * es), x, yp, n, 0, rows);
+            pl_dequantize_rows(type, w, (size_t)(n * es), wf, n, 0, rows);
+            pl_isa_force_thread(tier);
+            pl_matvec(type, w, (size_t)(n * es), x, yf, n, 0, rows);
+            // Summation order differs between tiers: bound by n·ε·Σ|w·x| (each partial sum rounds once).
+            int ok = 1;
+            for (int r = 0; r < rows; r++) {
+                double mag = 0;
+                for (int64_t k = 0; k < n; k++) mag += fabs((double)wf[r * n + k] * x[k]);
+                if (fabs((double)yp[r] - yf[r]) > (double)n * 1.2e-7 * mag + 1e-30) ok = 0;
+            }
+            check(ok, name, "matvec float weights within n·eps·sum|wx| (type, n)", type, (int)n, 0);
+            float *df = malloc((size_t)(n * rows) * 4);
+            pl_dequantize_rows(type, w, (size_t)(n * es), df, n, 0, rows);
+            check(bits_equal(wf, df, n * rows), name, "dequantize float rows", type, (int)n, 0);
+            free(w); free(x); free(wf); free(yp); free(yf); free(df);
+        }
+    }
+    // Quantized dequantization: the same products d·q (+ m) on every tier.
+    for (size_t ti = 0; ti < sizeof qtypes / sizeof qtypes[0]; ti++) {
+        const QType *t = &qtypes[ti];
+        int64_t n = 768;
+        uint8_t *w = malloc((size_t)(n / t->elems * t->bytes));
+        random_weights(t, w, n / t->elems);
+        float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+        pl_isa_force_thread(PL_ISA_PORTABLE); pl_dequantize_row(t->type, w, a, n);
+        pl_isa_force_thread(tier); pl_dequantize_row(t->type, w, b, n);
+        int ok = 1;
+        // Q4_1 is d·q + m: fused on the vector tiers, so one rounding apart at most.
+        for (int64_t i = 0; i < n; i++)
+            if (t->type == PL_TYPE_Q4_1 ? fabsf(a[i] - b[i]) > 1.2e-7f * (fabsf(a[i]) + fabsf(b[i])) + 1e-38f
+                                        : memcmp(a + i, b + i, 4) != 0) ok = 0;
+        check(ok, name, t->name, -1, (int)n, 0);
+        free(w); free(a); free(b);
+    }
+}
+
+static void test_math(int tier, const char *name) {
+    enum { N = 4099 };
+    float *x = malloc(N * 4), *a = malloc(N * 4), *b = malloc(N * 4), *u = malloc(N * 4);
+    for (int i = 0; i < N; i++) { x[i] = (unit() - 0.5f) * 200.0f; u[i] = unit() * 4 - 2; }
+    x[0] = 88.7f; x[1] = -104.0f; x[2] = 0.0f; x[3] = -0.0f; x[4] = INFINITY; x[5] = -INFINITY; x[6] = 1e-40f;
+    pl_isa_force_thread(PL_ISA_PORTABLE); pl_expf_row(x, a, N);
+    pl_isa_force_thread(tier); pl_expf_row(x, b, N);
+    check(bits_equal(a, b, N), name, "expf row (libm's bits)", N, 0, 0);
+    // A sweep of bit patterns across the whole float range.
+    for (uint32_t s = 0; s < 64; s++) {
+        for (int i = 0; i < N; i++) { uint32_t bitsv = (uint32_t)(next_u64() >> 32); memcpy(x + i, &bitsv, 4); if (isnan(x[i])) x[i] = 1.0f; }
+        pl_isa_force_thread(PL_ISA_PORTABLE); pl_expf_row(x, a, N);
+        pl_isa_force_thread(tier); pl_expf_row(x, b, N);
+        check(bits_equal(a, b, N), name, "expf random bit patterns", (int)s, 0, 0);
+    }
+    for (int i = 0; i < N; i++) x[i] = (unit() - 0.5f) * 40.0f;
+    memcpy(a, x, N * 4); memcpy(b, x, N * 4);
+    pl_isa_force_thread(PL_ISA_PORTABLE); pl_swiglu(a, u, N);
+    pl_isa_force_thread(tier); pl_swiglu(b, u, N);
+    check(bits_equal(a, b, N), name, "swiglu", N, 0, 0);
+    uint16_t *hp = malloc(N * 2), *hf = malloc(N * 2);
+    pl_isa_force_thread(PL_ISA_PORTABLE); pl_f32_to_f16_row(x, hp, N);
+    pl_isa_force_thread(tier); pl_f32_to_f16_row(x, hf, N);
+    check(memcmp(hp, hf, N * 2) == 0, name, "f32 -> f16 row", N, 0, 0);
+    free(x); free(a); free(b); free(u); free(hp); free(hf);
+}
+
+static void test_attention(int tier, const char *name) {
+    static const int dims[] = {64, 128, 32, 80};
+    for (int di = 0; di < 4; di++) {
+        int hd = dims[di];
+        for (int n_ctx = 1; n_ctx <= 70; n_ctx += 23) {
+            int heads = 3, stride = hd + 8;
+            uint16_t *k = malloc((size_t)n_ctx * stride * 2), *v = malloc((size_t)n_ctx * stride * 2);
+            float *q = malloc((size_t)heads * hd * 4), *s = malloc((size_t)heads * n_ctx * 4);
+            float *op = malloc((size_t)heads * hd * 4), *of = malloc((size_t)heads * hd * 4);
+            for (int i = 0; i < n_ctx * stride; i++) { k[i] = pl_f32_to_f16(unit() * 2 - 1); v[i] = pl_f32_to_f16(unit() * 2 - 1); }
+            for (int i = 0; i < heads * hd; i++) q[i] = (unit() * 2 - 1) * 3;
+            pl_isa_force_thread(PL_ISA_PORTABLE);
+            pl_attention_group_f16(q, heads, k, v, stride, n_ctx, hd, 0.125f, s, op);
+            pl_isa_force_thread(tier);
+            pl_attention_group_f16(q, heads, k, v, stride, n_ctx, hd, 0.125f, s, of);
+            // Scores are summed in another order (and probabilities rounded to f16 from them): outputs are convex
+            // combinations of |v| ≤ 1, so an absolute bound.
+            int ok = 1;
+            for (int i = 0; i < heads * hd; i++) if (!(fabsf(op[i] - of[i]) <= 2e-3f)) ok = 0;
+            check(ok, name, "attention within 2e-3 (head_dim, n_ctx)", hd, n_ctx, 0);
+            free(k); free(v); free(q); free(s); free(op); free(of);
+        }
+    }
+}
+
+static void test_gemm(int tier, const char *name) {
+    int K = 96, rows = 45, tokens = 11;
+    float *x = malloc((size_t)tokens * K * 4), *w = malloc((size_t)rows * K * 4);
+    float *yp = malloc((size_t)tokens * rows * 4), *yf = malloc((size_t)tokens * rows * 4), *panel = malloc((size_t)32 * K * 4);
+    random_input(x, (int64_t)tokens * K);
+    for (int i = 0; i < rows * K; i++) w[i] = unit() * 2 - 1;
+    pl_isa_force_thread(PL_ISA_PORTABLE); pl_gemm_f32(x, K, tokens, w, K, K, yp, rows, 0, rows, panel);
+    pl_isa_force_thread(tier); pl_gemm_f32(x, K, tokens, w, K, K, yf, rows, 0, rows, panel);
+    check(bits_equal(yp, yf, (int64_t)tokens * rows), name, "gemm_f32 (one fma chain per output)", rows, K, tokens);
+    free(x); free(w); free(yp); free(yf); free(panel);
+}
+
+int main(int argc, char **argv) {
+    const char *require = argc > 2 && strcmp(argv[1], "--require") == 0 ? argv[2] : "";
+    unsigned f = pl_isa_features();
+    printf("CPU: best tier %s, features:%s%s%s%s\n", pl_isa_name(pl_isa_best()), f & PL_FEATURE_AVX512_VNNI ? " avx512-vnni" : "",
+           f & PL_FEATURE_AVX_VNNI ? " avx-vnni" : "", f & PL_FEATURE_DOTPROD ? " dotprod" : "", f & PL_FEATURE_I8MM ? " i8mm" : "");
+    char req[256];
+    snprintf(req, sizeof req, "%s", require);
+    for (char *tok = strtok(req, ","); tok; tok = strtok(NULL, ",")) {
+        int t = pl_isa_from_name(tok);
+        if (t < 0 || !pl_isa_supported(t)) {
+            printf("FAIL: required tier %s is absent on this CPU: its bodies were not tested\n", tok);
+            g_fail++;
+        }
+    }
+    for (int tier = PL_ISA_AVX2; tier <= PL_ISA_NEON; tier++) {
+        if (!pl_isa_supported(tier)) continue;
+        const char *name = pl_isa_name(tier);
+        int before = g_fail, pass0 = g_pass;
+        test_quantize(tier, name);
+        test_matmul_q(tier, name);
+        test_float_kernels(tier, name);
+        test_math(tier, name);
+        test_attention(tier, name);
+        test_gemm(tier, name);
+        pl_isa_force_thread(-1);
+        printf("tier %s vs portable: %d checks, %d failed\n", name, g_pass - pass0 + g_fail - before, g_fail - before);
+    }
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
