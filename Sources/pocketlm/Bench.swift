@@ -18,14 +18,24 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("gen-tokens")) var genTokens: Int = 128
     @Option var repetitions: Int = 5
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText + " Bench compares it with plain greedy decoding on --prompt-file prompts."))
+    var speculate: SpeculateOption?
+    @Option(name: .customLong("prompt-file"), help: "With --speculate: a prompt (a user message in the model's chat template, when it has one); repeatable.")
+    var promptFiles: [String] = []
+    @Option(help: "With --speculate: rounds of plain and speculative decoding per prompt, alternating.")
+    var rounds: Int = 3
 
     func validate() throws {
         guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1") }
         guard genTokens >= 1 else { throw ValidationError("--gen-tokens must be at least 1") }
         guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        if speculate != nil && promptFiles.isEmpty { throw ValidationError("--speculate needs at least one --prompt-file") }
+        if speculate == nil && !promptFiles.isEmpty { throw ValidationError("--prompt-file is for --speculate") }
     }
 
     func run() async throws {
+        if let speculate { return try runSpeculative(speculate) }
         let lm = try LanguageModel(path: modelOptions.model,
                                    options: LoadOptions(threads: modelOptions.threads,
                                                         contextLength: promptTokens + genTokens,
@@ -52,5 +62,54 @@ struct Bench: AsyncParsableCommand {
         decode reads \(String(format: "%.1f", Double(result.weight_bytes_per_token) / 1e6)) MB of weights per token; memory read \(String(format: "%.1f", result.memory_read_bytes_per_second / 1e9)) GB/s (\(result.threads) threads) → bound \(String(format: "%.1f", result.decode_bound_tokens_per_second)) tok/s, decode at \(String(format: "%.0f", result.decode_share_of_bound * 100))% of it
 
         """)
+    }
+
+    /// `--speculate`: plain and speculative greedy decoding of each prompt file, in alternating rounds.
+    func runSpeculative(_ speculate: SpeculateOption) throws {
+        var texts: [(String, String)] = []
+        for path in promptFiles {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CLIError(description: "cannot read prompt file \(path)")
+            }
+            texts.append((URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent, String(decoding: data, as: UTF8.self)))
+        }
+        // The context: the longest prompt and the generated tokens (tokenized first with a small model load).
+        let lm = try LanguageModel(path: modelOptions.model,
+                                   options: LoadOptions(threads: modelOptions.threads, layerSchedule: scheduleOptions.schedule,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model)))
+        let hasTemplate = (try? lm.chatTemplate()) != nil
+        let prompts = try texts.map { name, text in
+            (name: name, tokens: hasTemplate ? try lm.encodeChat(messages: [ChatMessage(role: "user", content: text)])
+                                             : lm.encodePrompt(text, parseSpecial: false))
+        }
+        for p in prompts where p.tokens.count + genTokens > lm.transformer.contextLength {
+            throw GenerationError.maxTokensPastContext(prompt: p.tokens.count, maxTokens: genTokens, context: lm.transformer.contextLength)
+        }
+        let decoder = try speculate.decoder(for: lm, threads: modelOptions.threads)
+        let bench = SpeculativeBenchmark(generator: lm.generator(), decoder: decoder, name: lm.file.path)
+        let draftCounts = Array(Set([1, 2, 4, 8, speculate.maxDraft].filter { $0 <= speculate.maxDraft })).sorted()
+        let result = try bench.run(prompts: prompts, genTokens: genTokens, rounds: rounds, method: speculate.description,
+                                   draftCounts: draftCounts) { line in
+            if !json { Console.error(line) }
+        }
+        if json {
+            try Console.json(result)
+            return
+        }
+        var lines = ["model: \(lm.file.path)", "threads: \(result.threads), speculation: \(result.method), \(rounds) alternating rounds, greedy, up to \(genTokens) tokens",
+                     "prompt".padding(toLength: 16, withPad: " ", startingAt: 0) + " tokens    gen  plain t/s   spec t/s  speedup  accepted  tok/pass  same"]
+        for p in result.prompts {
+            lines.append(p.name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %6d %6d %10.1f %10.1f %7.2fx %8.0f%% %9.2f  %@", p.prompt_tokens, p.generated_tokens,
+                                p.plain.median, p.speculative.median, p.speedup, p.acceptance_rate * 100, p.tokens_per_pass,
+                                p.identical ? "yes" : "NO"))
+        }
+        lines.append(String(format: "verify pass cost (decode step %.2f ms):", result.decode_step_ms))
+        for c in result.verify_costs {
+            lines.append(String(format: "  %2d drafts + 1: %6.2f ms = %.2f decode steps", c.drafts, c.milliseconds, c.relative_to_decode))
+        }
+        Console.write(lines.joined(separator: "\n") + "\n")
+        if result.prompts.contains(where: { !$0.identical }) {
+            throw CLIError(description: "speculative output differed from plain decoding")
+        }
     }
 }

@@ -21,6 +21,7 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Print one JSON object instead of streaming text.") var json = false
     @Option(name: .customLong("top-logits"), help: "With --json: the K highest logits of every step.")
     var topLogits: Int = 0
+    @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
 
     func validate() throws {
         guard (prompt == nil) != (promptFile == nil) else {
@@ -66,7 +67,9 @@ struct Run: AsyncParsableCommand {
         let sampling = samplingOptions.parameters
         let options = GenerationOptions(maxTokens: maxTokens ?? min(256, room), sampling: sampling, topLogits: topLogits)
         let streaming = !json
-        let result = try lm.generator().generate(prompt: promptTokens, options: options) { piece in
+        let generator = lm.generator()
+        generator.speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
+        let result = try generator.generate(prompt: promptTokens, options: options) { piece in
             if streaming { Console.write(piece) }
             return true
         }
@@ -80,6 +83,7 @@ struct Run: AsyncParsableCommand {
                                  result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
                                  result.generationTokensPerSecond, result.timeToFirstToken * 1000, lm.loadSeconds * 1000,
                                  Double(peak) / 1_048_576, result.stopReason.rawValue))
+            if let stats = result.speculation { Console.error(stats.summary) }
             if let ffn = lm.transformer.feedForward, ffn.options.mode != .resident {
                 let s = ffn.stats, steps = max(1, result.tokens.count + 1)
                 Console.error(String(format: "paging: %@, budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
@@ -109,6 +113,7 @@ struct RunReport: Encodable {
     let isa_features = KernelISA.features
     let top_logits: [[TokenLogit]]?
     let paging: PagingReport?
+    let speculation: SpeculationStats?
 
     struct PagingReport: Encodable {
         let mode: String
@@ -127,5 +132,6 @@ struct RunReport: Encodable {
                           time_to_first_token_ms: result.timeToFirstToken * 1000)
         peak_rss_bytes = peakRSS
         top_logits = includeTopLogits ? result.topLogits : nil
+        speculation = result.speculation
     }
 }

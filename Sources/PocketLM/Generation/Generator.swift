@@ -55,6 +55,8 @@ public struct GenerationResult: Sendable {
     public var topLogits: [[TokenLogit]]
     /// Leading prompt tokens the KV cache already held, so prefill skipped them (0 for a fresh context).
     public var reusedPromptTokens: Int = 0
+    /// What speculative decoding did, when the generator speculated.
+    public var speculation: SpeculationStats? = nil
 
     /// Prompt tokens actually run through the model: the prompt after the reused prefix.
     public var prefilledTokens: Int { promptTokens.count - reusedPromptTokens }
@@ -82,10 +84,13 @@ public struct GenerationStep: Sendable {
 public final class Generator {
     public let model: Transformer
     public let tokenizer: any Tokenizer
+    /// Set: tokens are drafted and verified in batches (`SpeculativeDecoder`); the output is the same.
+    public var speculation: SpeculativeDecoder?
 
-    public init(model: Transformer, tokenizer: any Tokenizer) {
+    public init(model: Transformer, tokenizer: any Tokenizer, speculation: SpeculativeDecoder? = nil) {
         self.model = model
         self.tokenizer = tokenizer
+        self.speculation = speculation
     }
 
     /// Generates from `prompt` (token ids, BOS included if wanted) in a fresh context. `onText` receives each
@@ -128,8 +133,10 @@ public final class Generator {
         let stops = options.stopTokens ?? tokenizer.stopTokenIds
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer, skipSpecial: true)
 
-        // History of every token (prompt + generated) for the repetition penalty; sized once.
-        var history = [Int](repeating: 0, count: prompt.count + options.maxTokens + 1)
+        // History of every token (prompt + generated) for the repetition penalty, with room for the drafts a
+        // speculative pass writes after it; sized once.
+        let spec = speculation
+        var history = [Int](repeating: 0, count: prompt.count + options.maxTokens + 1 + (spec?.maxDraft ?? 0))
         for (i, t) in prompt.enumerated() { history[i] = t }
         var historyCount = prompt.count
         var generated: [Int] = []
@@ -145,29 +152,64 @@ public final class Generator {
             reused = 0
             model.reset()
         }
+        try spec?.begin(model: model, sampling: options.sampling)
         let start = DispatchTime.now().uptimeNanoseconds
-        var logits = try prompt[reused...].withUnsafeBufferPointer { try model.forward($0) }
+        let logits = try prompt[reused...].withUnsafeBufferPointer { try model.forward($0) }
         let prefillEnd = DispatchTime.now().uptimeNanoseconds
         var firstTokenAt = prefillEnd
         var stopReason = StopReason.maxTokens
+        let recordTops = options.topLogits > 0
+        func record(_ row: UnsafeBufferPointer<Float>) { if recordTops { tops.append(Self.top(row, options.topLogits)) } }
 
-        while generated.count < options.maxTokens {
+        // Each token is sampled, emitted, and only then fed (with any drafts), so the cache never holds the last.
+        if options.maxTokens > 0 {
+            record(logits)
             _ = logitsCopy.initialize(from: logits)
-            if options.topLogits > 0 { tops.append(Self.top(logits, options.topLogits)) }
-            let next = history.withUnsafeBufferPointer { h in
+            var pending = history.withUnsafeBufferPointer { h in
                 sampler.sample(logitsCopy, history: UnsafeBufferPointer(rebasing: h[0..<historyCount]))
             }
-            if generated.isEmpty { firstTokenAt = DispatchTime.now().uptimeNanoseconds }
-            if stops.contains(next) { stopReason = .stopToken; break }
-            generated.append(next)
-            history[historyCount] = next
-            historyCount += 1
-            let piece = detokenizer.append(next)
-            text += piece
-            if !onStep(GenerationStep(token: next, text: piece)) { stopReason = .cancelled; break }
-            if generated.count == options.maxTokens { break }
-            if model.position >= model.contextLength { stopReason = .contextFull; break }
-            logits = try model.decode(next)
+            firstTokenAt = DispatchTime.now().uptimeNanoseconds
+            /// Emits `token`; false when generation ends with it (or before it, at a stop token).
+            func emit(_ token: Int) -> Bool {
+                if stops.contains(token) { stopReason = .stopToken; return false }
+                generated.append(token)
+                history[historyCount] = token
+                historyCount += 1
+                let piece = detokenizer.append(token)
+                text += piece
+                if !onStep(GenerationStep(token: token, text: piece)) { stopReason = .cancelled; return false }
+                return generated.count < options.maxTokens
+            }
+            generation: while emit(pending) {
+                if model.position >= model.contextLength { stopReason = .contextFull; break }
+                guard let spec else {
+                    let logits = try model.decode(pending)
+                    record(logits)
+                    _ = logitsCopy.initialize(from: logits)
+                    pending = history.withUnsafeBufferPointer { h in
+                        sampler.sample(logitsCopy, history: UnsafeBufferPointer(rebasing: h[0..<historyCount]))
+                    }
+                    continue
+                }
+                // Drafts leave room for the token after them, in the budget and in the context.
+                let limit = min(options.maxTokens - generated.count - 1, model.contextLength - model.position - 1)
+                let count = historyCount
+                let (accepted, next) = try history.withUnsafeMutableBufferPointer { h in
+                    try spec.step(model: model, sampler: sampler, history: h.baseAddress!, count: count, limit: limit,
+                                  scratch: logitsCopy, onRow: record)
+                }
+                for i in 0..<accepted {
+                    // emit writes the accepted draft over itself at history[historyCount].
+                    guard emit(history[count + i]) else {
+                        // The cache holds what was generated before this token (all of it at a stop token).
+                        try history.withUnsafeBufferPointer { h in
+                            try SpeculativeDecoder.rewind(model, to: count + i, history: h.baseAddress!)
+                        }
+                        break generation
+                    }
+                }
+                pending = next
+            }
         }
         let tail = detokenizer.flush()
         if !tail.isEmpty {
@@ -180,7 +222,7 @@ public final class Generator {
             promptSeconds: Double(prefillEnd - start) / 1e9,
             generationSeconds: Double(end - firstTokenAt) / 1e9,
             timeToFirstToken: Double(firstTokenAt - start) / 1e9,
-            topLogits: tops, reusedPromptTokens: reused)
+            topLogits: tops, reusedPromptTokens: reused, speculation: spec?.stats)
     }
 
     static func top(_ logits: UnsafeBufferPointer<Float>, _ k: Int) -> [TokenLogit] {

@@ -68,6 +68,16 @@ public final class Sampler {
 
     /// The next token. `logits` is modified in place by the repetition penalty; `history` is every token so far.
     public func sample(_ logits: UnsafeMutableBufferPointer<Float>, history: UnsafeBufferPointer<Int>) -> Int {
+        let d = distribution(logits, history: history)
+        if parameters.temperature == 0 { return d.token(0) }
+        return d.token(at: Float(rng.nextUnit()) * d.total)
+    }
+
+    /// The distribution `sample` draws from: the kept candidates with unnormalised weights (a single candidate
+    /// of weight 1 when greedy). Speculative decoding needs the probabilities themselves (the rejection rule).
+    /// `logits` is modified in place by the repetition penalty. Valid until the next call on this sampler.
+    public func distribution(_ logits: UnsafeMutableBufferPointer<Float>,
+                             history: UnsafeBufferPointer<Int>) -> TokenDistribution {
         let p = parameters
         let n = min(logits.count, vocabularySize)
         if p.repeatPenalty != 1, p.repeatLastN > 0 {
@@ -79,7 +89,11 @@ public final class Sampler {
             }
             for t in recent where t >= 0 && t < n { seen[t] = false }
         }
-        if p.temperature == 0 { return Sampler.argmax(UnsafeBufferPointer(logits)) }
+        if p.temperature == 0 {
+            ids[0] = Int32(Sampler.argmax(UnsafeBufferPointer(rebasing: logits[0..<n])))
+            values[0] = 1
+            return TokenDistribution(ids: ids, weights: values, count: 1, total: 1)
+        }
 
         // Top-k by a bounded min-heap, then sorted best first.
         let k = p.topK > 0 ? min(p.topK, n) : n
@@ -125,20 +139,14 @@ public final class Sampler {
             kept = m
         }
 
-        // Temperature, then a draw.
+        // Temperature: the weights the draw uses.
         var total: Float = 0
         for i in 0..<kept {
             let e = expf((values[i] - maxLogit) / p.temperature)
             values[i] = e
             total += e
         }
-        let r = Float(rng.nextUnit()) * total
-        var acc: Float = 0
-        for i in 0..<kept {
-            acc += values[i]
-            if r < acc { return Int(ids[i]) }
-        }
-        return Int(ids[kept - 1])
+        return TokenDistribution(ids: ids, weights: values, count: kept, total: total)
     }
 
     public static func argmax(_ v: UnsafeBufferPointer<Float>) -> Int {
@@ -179,6 +187,34 @@ public final class Sampler {
             swapAt(p, m)
             p = m
         }
+    }
+}
+
+/// Candidate tokens with unnormalised weights, best first (a view of a sampler's buffers: valid until its next
+/// call). Tokens not listed have probability 0.
+public struct TokenDistribution {
+    public let ids: UnsafeMutablePointer<Int32>
+    public let weights: UnsafeMutablePointer<Float>
+    public let count: Int
+    /// Sum of the weights.
+    public let total: Float
+
+    public func token(_ i: Int) -> Int { Int(ids[i]) }
+
+    /// The probability of `token` (0 when it is not a candidate).
+    public func probability(of token: Int) -> Float {
+        for i in 0..<count where Int(ids[i]) == token { return weights[i] / total }
+        return 0
+    }
+
+    /// The token where the cumulative weight passes `r` (r in [0, total)): a draw when r is uniform.
+    public func token(at r: Float) -> Int {
+        var acc: Float = 0
+        for i in 0..<count {
+            acc += weights[i]
+            if r < acc { return Int(ids[i]) }
+        }
+        return Int(ids[count - 1])
     }
 }
 

@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+import PocketLM
+
+/// The parts of speculative decoding that need no model: the prompt-lookup drafter and the draft-length rule.
+@Suite("Speculation pieces")
+struct SpeculationPieceTests {
+    func propose(_ history: [Int], limit: Int, drafter: PromptLookupDrafter? = nil) throws -> [Int] {
+        let d = try drafter ?? PromptLookupDrafter()
+        var out = [Int](repeating: -1, count: limit)
+        let n = try history.withUnsafeBufferPointer { h in
+            try out.withUnsafeMutableBufferPointer { try d.propose(after: h, limit: limit, into: $0.baseAddress!) }
+        }
+        return Array(out.prefix(n))
+    }
+
+    @Test("lookup drafts what followed the latest earlier occurrence of the longest matching n-gram")
+    func lookup() throws {
+        // "7 8 9" occurred twice; the latest occurrence (followed by 40 41) wins over the earlier (30 31).
+        #expect(try propose([1, 7, 8, 9, 30, 31, 2, 7, 8, 9, 40, 41, 42, 5, 7, 8, 9], limit: 3) == [40, 41, 42])
+        // The limit caps the draft; the continuation may run into the suffix itself.
+        #expect(try propose([1, 2, 3, 1, 2], limit: 10) == [3, 1, 2])
+        // A longer n-gram match beats a more recent shorter one: "5 6" after 4 → 99; "6" alone most recently → 77.
+        #expect(try propose([4, 5, 6, 99, 6, 77, 4, 5, 6], limit: 1) == [99])
+        // Only the last token matches: the 1-gram fallback; with shortestNgram 2 there is no draft.
+        #expect(try propose([3, 9, 1, 2, 9], limit: 2) == [1, 2])
+        #expect(try propose([3, 9, 1, 2, 9], limit: 2, drafter: PromptLookupDrafter(longestNgram: 3, shortestNgram: 2)) == [])
+        // Nothing repeats, or too little history: no draft.
+        #expect(try propose([1, 2, 3, 4], limit: 4) == [])
+        #expect(try propose([5], limit: 4) == [])
+        #expect(try propose([5, 5], limit: 0) == [])
+        #expect(throws: GenerationError.self) { try PromptLookupDrafter(longestNgram: 1, shortestNgram: 2) }
+        #expect(throws: GenerationError.self) { try PromptLookupDrafter(longestNgram: 2, shortestNgram: 0) }
+    }
+
+    @Test("draft length: doubles on full hits, follows partial hits, backs off to plain decoding after misses")
+    func lengths() {
+        var c = DraftLengthController(maxDraft: 10)
+        #expect(c.next() == 4)
+        c.record(drafted: 4, accepted: 4)
+        #expect(c.next() == 8)
+        c.record(drafted: 8, accepted: 8)
+        #expect(c.next() == 10)
+        // A drafter that found fewer tokens than asked: a full hit, but no evidence for longer drafts.
+        c.record(drafted: 3, accepted: 3)
+        #expect(c.length == 10)
+        c.record(drafted: 10, accepted: 2)
+        #expect(c.next() == 3)
+        // Misses: one plain step, then three, then seven … before each probe of one token.
+        c.record(drafted: 3, accepted: 0)
+        #expect(c.next() == 0)
+        #expect(c.next() == 1)
+        c.record(drafted: 1, accepted: 0)
+        #expect((0..<3).map { _ in c.next() } == [0, 0, 0])
+        #expect(c.next() == 1)
+        c.record(drafted: 1, accepted: 0)
+        #expect((0..<7).allSatisfy { _ in c.next() == 0 })
+        #expect(c.next() == 1)
+        // A hit ends the back-off.
+        c.record(drafted: 1, accepted: 1)
+        #expect(c.next() == 2)
+        for _ in 0..<10 { c.record(drafted: 1, accepted: 0); while c.next() == 0 {} }
+        #expect(c.backoff == 0)
+        c.record(drafted: 1, accepted: 0)
+        #expect(c.backoff == 32)
+    }
+}
