@@ -49,10 +49,12 @@ fetch:
 # F32 and Q8_0 files derived from the Q4_1 one, as weights-tools/reference/README.md describes; then the files
 # checked against llama.cpp (weights-tools/reference/llamacpp-variants.json): SmolLM2 Q4_K_M (llama.cpp's quantizer,
 # so this builds the llama-cpp-python venv once, ~6 min, cached), Llama-3/linear/YaRN RoPE variants, a random qwen2.
-# Each is checked against the sha256 the reference outputs were recorded on.
+# Each is checked against the sha256 the reference outputs were recorded on. Last, a layer-truncated SmolLM2
+# (without blocks 14-17, sha-pinned) for the speculative-decoding tests' draft model.
 variants: fetch
 	@$(PYTHON) weights-tools/variants.py >/dev/null
 	@$(PYTHON) weights-tools/make_llamacpp_variants.py >/dev/null
+	@$(PYTHON) weights-tools/make_draft_model.py >/dev/null
 
 # llama.cpp's recorded outputs live in weights-tools/reference/ (committed); this copies newer files from
 # ../shared/reference, where they were first produced, and lists what differs. Never deletes repo-only files.

@@ -185,4 +185,23 @@ struct SpeculativeDecodingTests {
             #expect(lm.transformer.position == plainPosition)
         }
     }
+
+    @Test("greedy drafts from a layer-truncated SmolLM2 (weights-tools/make_draft_model.py) give plain decoding's text")
+    func draftModel() throws {
+        let lm = try Self.load("Q4_1", context: 512)
+        let draft = try LanguageModel(path: try TestPaths.model("SmolLM2-135M-Instruct.draft26.Q4_1.gguf"),
+                                      options: LoadOptions(threads: 2, contextLength: 512))
+        #expect(draft.config.numHiddenLayers == 26)
+        let drafter = DraftModelDrafter(model: draft.transformer)
+        try drafter.check(target: lm.transformer)
+        let decoder = try SpeculativeDecoder(drafter: drafter, maxDraft: 4)
+        var total = SpeculationStats()
+        for message in [Self.messages[1], Self.messages[5], Self.messages[7]] {
+            let prompt = try lm.encodeChat(messages: [ChatMessage(role: "user", content: message)])
+            let s = try Self.compare(lm, prompt, maxTokens: 32, decoder: decoder, label: "draft model: " + message)
+            total.drafted += s.drafted
+            total.accepted += s.accepted
+        }
+        #expect(total.accepted > 0 && total.accepted < total.drafted, "\(total.accepted) of \(total.drafted) accepted")
+    }
 }
