@@ -1,8 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Hot C kernels are compiled at -O3 even in debug builds: the test suite runs real models.
-let kernelFlags: [CSetting] = [.headerSearchPath("."), .unsafeFlags(["-O3", "-fno-math-errno"])]
+// No unsafe flags (SwiftPM refuses them in a versioned dependency): the kernels build at SwiftPM's own level (-O2 in
+// release) and unroll their small accumulator loops themselves (PL_UNROLL in kernels_internal.h), which is what -O3
+// did for them. The private headers are found from the target's root.
+let kernelFlags: [CSetting] = [.headerSearchPath(".")]
 
 let package = Package(
     name: "PocketLM",

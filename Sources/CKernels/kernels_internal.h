@@ -6,6 +6,17 @@
 #include "ckernels.h"
 #include <string.h>
 
+// Full unrolling of the small fixed-count loops over accumulators (rows of a tile, lanes, streams), so their arrays
+// live in registers: clang does it at -O3 by itself, not at -O2 (SwiftPM's release level for C), and a kernel whose
+// accumulators spill runs ~20% slower (the packed Q4_1 prefill measured here).
+#if defined(__clang__)
+#define PL_UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define PL_UNROLL _Pragma("GCC unroll 16")
+#else
+#define PL_UNROLL
+#endif
+
 static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline void store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline float bf16_to_f32(uint16_t h) {

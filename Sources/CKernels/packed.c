@@ -59,6 +59,7 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
                 if (type == PL_TYPE_Q5_0) {
                     uint32_t qh;
                     memcpy(&qh, fb + 2, 4);
+                    PL_UNROLL
                     for (int k = 0; k < 4; k++) {
                         masks[2 * k] |= (uint64_t)((qh >> (4 * k)) & 15) << (4 * r);
                         masks[2 * k + 1] |= (uint64_t)((qh >> (16 + 4 * k)) & 15) << (4 * r);
@@ -94,6 +95,7 @@ VNNI512 static inline __attribute__((always_inline)) void packed_block_step(
     __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + packed_scale_offset(type))));
     __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(ld16(xb))));
     if (type == PL_TYPE_Q8_0) {
+        PL_UNROLL
         for (int k = 0; k < 8; k++) {
             int32_t xv;
             memcpy(&xv, xqs + 4 * k, 4);
@@ -106,6 +108,7 @@ VNNI512 static inline __attribute__((always_inline)) void packed_block_step(
         }
         return;
     }
+    PL_UNROLL
     for (int k = 0; k < 4; k++) {
         __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
         __m512i lo = _mm512_and_si512(v, low4);
@@ -160,6 +163,7 @@ static inline int activation_block_bytes(int type) { return type == PL_TYPE_Q4_1
 VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
         int type, const int prefetch, const uint8_t *grp, const uint8_t *xq, int64_t nb) {
     __m512 acc[8], summs = _mm512_setzero_ps();
+    PL_UNROLL
     for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
     const int64_t bb = packed_block_bytes(type);
     const int xbytes = activation_block_bytes(type);
@@ -175,14 +179,18 @@ VNNI512 static inline __attribute__((always_inline)) __m512 packed_group_dot(
 VNNI512 static inline __attribute__((always_inline)) void packed_group_dot3(
         int type, const int prefetch, const uint8_t *const g[3], const uint8_t *xq, int64_t nb, __m512 y[3]) {
     __m512 a[3][8], s[3];
+    PL_UNROLL
     for (int i = 0; i < 3; i++) {
         s[i] = _mm512_setzero_ps();
+        PL_UNROLL
         for (int l = 0; l < 8; l++) a[i][l] = _mm512_setzero_ps();
     }
     const int64_t bb = packed_block_bytes(type);
     const int xbytes = activation_block_bytes(type);
     for (int64_t k = 0; k < nb; k++)
+        PL_UNROLL
         for (int i = 0; i < 3; i++) packed_block_step(type, prefetch, g[i] + k * bb, xq + k * xbytes, a[i], &s[i]);
+    PL_UNROLL
     for (int i = 0; i < 3; i++) y[i] = packed_group_sum(type, a[i], s[i]);
 }
 
@@ -201,6 +209,7 @@ VNNI512 static inline __attribute__((always_inline)) void matvec_packed_streams(
         const uint8_t *p[3] = {packed + g[0] * gbytes, packed + g[1] * gbytes, packed + g[2] * gbytes};
         __m512 v[3];
         packed_group_dot3(type, 1, p, x, nb, v);
+        PL_UNROLL
         for (int j = 0; j < 3; j++) store_group(y, rows, g[j], v[j]);
     }
     for (int64_t g = g0 + 3 * third; g < g1; g++) store_group(y, rows, g, packed_group_dot(type, 1, packed + g * gbytes, x, nb));
@@ -218,6 +227,7 @@ VNNI512 static inline __attribute__((always_inline)) void matmul_packed_batch(
         for (int64_t t = 0; t < n_tokens; t++) {
             __m512 v[3];
             packed_group_dot3(type, 0, p, xq + (size_t)t * xq_stride, nb, v);
+            PL_UNROLL
             for (int j = 0; j < 3; j++) store_group(y + t * ldy, rows, g + j, v[j]);
         }
     }

@@ -3,6 +3,7 @@
 // Private interface between packed.c (the 16-row interleaved layout, packing, one-input and Q4_1 kernels) and
 // x86/avx512_packed_batch.c (several inputs over Q4_0/Q5_0/Q8_0, each block unpacked once for a tile of inputs).
 #include "ckernels.h"
+#include "kernels_internal.h"
 
 static inline int64_t pl_packed_block_bytes(int type) {
     switch (type) {

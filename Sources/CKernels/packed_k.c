@@ -47,18 +47,23 @@ void pl_pack_rows_k(int type, const uint8_t *src, size_t row_bytes, int64_t rows
             for (int r = 0; r < valid; r++) {
                 const uint8_t *b = src + (size_t)(g * 16 + r) * row_bytes + sb * fb;
                 if (type == PL_TYPE_Q4_K) {
+                    PL_UNROLL
                     for (int s = 0; s < 32; s++) memcpy(o + 64 * s + 4 * r, b + 16 + 4 * s, 4);   // 32j+4l = 4s
+                    PL_UNROLL
                     for (int k = 0; k < 3; k++) memcpy(o + 2048 + 64 * k + 4 * r, b + 4 + 4 * k, 4);
                     memcpy(o + 2240 + 2 * r, b, 2);
                     memcpy(o + 2272 + 2 * r, b + 2, 2);
                 } else {
+                    PL_UNROLL
                     for (int j = 0; j < 2; j++)
+                        PL_UNROLL
                         for (int l = 0; l < 8; l++) {
                             uint8_t *st = o + 192 * (8 * j + l) + 4 * r;
                             memcpy(st, b + 64 * j + 4 * l, 4);
                             memcpy(st + 64, b + 64 * j + 32 + 4 * l, 4);
                             memcpy(st + 128, b + 128 + 32 * j + 4 * l, 4);
                         }
+                    PL_UNROLL
                     for (int k = 0; k < 4; k++) memcpy(o + 3072 + 64 * k + 4 * r, b + 192 + 4 * k, 4);
                     memcpy(o + 3328 + 2 * r, b + 208, 2);
                 }
@@ -77,9 +82,11 @@ typedef struct { __m512 acc[8], accm[4]; } KAcc;
 // `b` < 0 leaves the byte zero.
 VNNI512 static inline __m512i pick(int p0b, int p1b, int p2b, int p3b) {
     int32_t d[4];
+    PL_UNROLL
     for (int k = 0; k < 4; k++) {
         int b[4] = {p0b, p1b, p2b, p3b};
         uint32_t v = 0;
+        PL_UNROLL
         for (int i = 0; i < 4; i++) v |= (uint32_t)(b[i] < 0 ? 0x80 : 4 * k + b[i]) << (8 * i);
         d[k] = (int32_t)v;
     }
@@ -105,12 +112,14 @@ VNNI512 static inline __attribute__((always_inline)) void q4k_group_sb(const int
                                  _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), c03), 4));
     const __m512 dmw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 2272)));
     // Minimums: pm[m] = mn[2m]·(bs[4m]+bs[4m+1]) + mn[2m+1]·(bs[4m+2]+bs[4m+3]), by vpmaddwd on (mn, mn') pairs.
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         float yd;
         memcpy(&yd, xb[t], 4);
         int16_t bs[16];
         memcpy(bs, xb[t] + 260, 32);
         __m512 dmin = _mm512_mul_ps(_mm512_set1_ps(-yd), dmw);
+        PL_UNROLL
         for (int m = 0; m < 4; m++) {
             __m512i pair = _mm512_shuffle_epi8(m < 2 ? m0 : m1, pick(2 * (m % 2), -1, 2 * (m % 2) + 1, -1));
             int16_t p0 = (int16_t)(bs[4 * m] + bs[4 * m + 1]), p1 = (int16_t)(bs[4 * m + 2] + bs[4 * m + 3]);
@@ -119,15 +128,21 @@ VNNI512 static inline __attribute__((always_inline)) void q4k_group_sb(const int
         }
     }
     __m512i S[8];   // chunk c's scale as (sc, 0) int16 pairs
+    PL_UNROLL
     for (int c = 0; c < 8; c++) S[c] = _mm512_shuffle_epi8(c < 4 ? s0 : s1, pick(c % 4, -1, -1, -1));
     __m512i L[2][8];
+    PL_UNROLL
     for (int t = 0; t < T; t++)
+        PL_UNROLL
         for (int l = 0; l < 8; l++) L[t][l] = _mm512_setzero_si512();
+    PL_UNROLL
     for (int j = 0; j < 4; j++)
+        PL_UNROLL
         for (int l = 0; l < 8; l++) {
             if (prefetch) _mm_prefetch((const char *)(pf + 64 * (8 * j + l)), _MM_HINT_T0);
             __m512i v = _mm512_loadu_si512((const void *)(o + 64 * (8 * j + l)));
             __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+            PL_UNROLL
             for (int t = 0; t < T; t++) {
                 int32_t xl, xh;
                 memcpy(&xl, xb[t] + 4 + 64 * j + 4 * l, 4);
@@ -139,10 +154,12 @@ VNNI512 static inline __attribute__((always_inline)) void q4k_group_sb(const int
             }
         }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 2240)));
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         float yd;
         memcpy(&yd, xb[t], 4);
         __m512 d = _mm512_mul_ps(_mm512_set1_ps(yd), dw);
+        PL_UNROLL
         for (int l = 0; l < 8; l++) a[t]->acc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(L[t][l]), a[t]->acc[l]);
     }
 }
@@ -155,24 +172,31 @@ VNNI512 static inline __attribute__((always_inline)) void q6k_group_sb(const int
         for (int i = 3072; i < Q6K_GROUP_SB; i += 64) _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
     const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
     __m512i sv[4];
+    PL_UNROLL
     for (int k = 0; k < 4; k++) sv[k] = _mm512_loadu_si512((const void *)(o + 3072 + 64 * k));
     // Scale g as a signed int16 in the low half of each 32-bit lane: its byte into the high byte, arithmetic shift.
     __m512i S[16];
+    PL_UNROLL
     for (int g = 0; g < 16; g++) S[g] = _mm512_srai_epi16(_mm512_shuffle_epi8(sv[g / 4], pick(-1, g % 4, -1, -1)), 8);
     // The −32 offset through the block sums: lane l starts at −32·(sc[2l]·bs[2l] + sc[2l+1]·bs[2l+1]).
     __m512i L[2][8];
+    PL_UNROLL
     for (int l = 0; l < 8; l++) {
         __m512i pair = _mm512_srai_epi16(_mm512_shuffle_epi8(sv[l / 2], pick(-1, 2 * (l % 2), -1, 2 * (l % 2) + 1)), 8);
+        PL_UNROLL
         for (int t = 0; t < T; t++) {
             int32_t bsp;
             memcpy(&bsp, xb[t] + 260 + 4 * l, 4);
             L[t][l] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_madd_epi16(pair, _mm512_set1_epi32(bsp)), 5));
         }
     }
+    PL_UNROLL
     for (int j = 0; j < 2; j++)
+        PL_UNROLL
         for (int l = 0; l < 8; l++) {
             const uint8_t *st = o + 192 * (8 * j + l);
             if (prefetch)
+                PL_UNROLL
                 for (int i = 0; i < 192; i += 64) _mm_prefetch((const char *)(pf + 192 * (8 * j + l) + i), _MM_HINT_T0);
             __m512i A = _mm512_loadu_si512((const void *)st), B = _mm512_loadu_si512((const void *)(st + 64));
             __m512i H = _mm512_loadu_si512((const void *)(st + 128));
@@ -181,7 +205,9 @@ VNNI512 static inline __attribute__((always_inline)) void q6k_group_sb(const int
             q[1] = _mm512_ternarylogic_epi32(_mm512_and_si512(B, low4), _mm512_slli_epi16(H, 2), bits45, 0xF8);
             q[2] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(A, 4), low4), H, bits45, 0xF8);
             q[3] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(B, 4), low4), _mm512_srli_epi16(H, 2), bits45, 0xF8);
+            PL_UNROLL
             for (int t = 0; t < T; t++)
+                PL_UNROLL
                 for (int k = 0; k < 4; k++) {
                     int32_t xv;
                     memcpy(&xv, xb[t] + 4 + 128 * j + 32 * k + 4 * l, 4);
@@ -190,16 +216,20 @@ VNNI512 static inline __attribute__((always_inline)) void q6k_group_sb(const int
                 }
         }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 3328)));
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         float yd;
         memcpy(&yd, xb[t], 4);
         __m512 d = _mm512_mul_ps(_mm512_set1_ps(yd), dw);
+        PL_UNROLL
         for (int l = 0; l < 8; l++) a[t]->acc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(L[t][l]), a[t]->acc[l]);
     }
 }
 
 VNNI512 static inline __attribute__((always_inline)) void kacc_zero(KAcc *a) {
+    PL_UNROLL
     for (int l = 0; l < 8; l++) a->acc[l] = _mm512_setzero_ps();
+    PL_UNROLL
     for (int m = 0; m < 4; m++) a->accm[m] = _mm512_setzero_ps();
 }
 
@@ -218,6 +248,7 @@ VNNI512 static inline __attribute__((always_inline)) void group_dot(const int ty
         const uint8_t *grp, const uint8_t *x0, const uint8_t *x1, int64_t nsb, __m512 out[2]) {
     KAcc acc[2];
     KAcc *const a[2] = {&acc[0], &acc[1]};
+    PL_UNROLL
     for (int t = 0; t < T; t++) kacc_zero(a[t]);
     const int64_t gb = group_sb_bytes(type);
     for (int64_t sb = 0; sb < nsb; sb++) {
@@ -225,6 +256,7 @@ VNNI512 static inline __attribute__((always_inline)) void group_dot(const int ty
         if (type == PL_TYPE_Q4_K) q4k_group_sb(T, prefetch, grp + sb * gb, xb, a);
         else q6k_group_sb(T, prefetch, grp + sb * gb, xb, a);
     }
+    PL_UNROLL
     for (int t = 0; t < T; t++) out[t] = kacc_sum(type, a[t]);
 }
 

@@ -15,16 +15,19 @@ void pl_neon_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum) 
     for (int64_t b = 0; b < n / 32; b++, out += bytes) {
         float32x4_t v[8];
         float32x4_t m = vdupq_n_f32(0.0f);
+        PL_UNROLL
         for (int j = 0; j < 8; j++) { v[j] = vld1q_f32(x + b * 32 + 4 * j); m = vmaxq_f32(m, vabsq_f32(v[j])); }
         float amax = vmaxvq_f32(m);
         float d = amax / 127.0f;
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int32x4_t q[8];
         int32x4_t s = vdupq_n_s32(0);
+        PL_UNROLL
         for (int j = 0; j < 8; j++) {
             q[j] = vcvtq_s32_f32(vrndnq_f32(vmulq_n_f32(v[j], id)));
             s = vaddq_s32(s, q[j]);
         }
+        PL_UNROLL
         for (int j = 0; j < 8; j += 2) {
             int16x8_t h = vcombine_s16(vqmovn_s32(q[j]), vqmovn_s32(q[j + 1]));
             vst1_s8((int8_t *)(out + qoff + 4 * j), vqmovn_s16(h));

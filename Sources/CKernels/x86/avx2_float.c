@@ -34,16 +34,19 @@ AVX2 static inline float scalar_at(int type, const uint8_t *p, const float *w, i
 AVX2 static inline __attribute__((always_inline)) void dot_rows(int type, const int S, const uint8_t *const *rows,
                                                                const float *x, int64_t n, float *out) {
     __m256 a[4], b[4];
+    PL_UNROLL
     for (int j = 0; j < S; j++) { a[j] = _mm256_setzero_ps(); b[j] = _mm256_setzero_ps(); }
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+        PL_UNROLL
         for (int j = 0; j < S; j++) {
             const float *w = (const float *)rows[j];
             a[j] = _mm256_fmadd_ps(load8(type, rows[j], w, i), x0, a[j]);
             b[j] = _mm256_fmadd_ps(load8(type, rows[j], w, i + 8), x1, b[j]);
         }
     }
+    PL_UNROLL
     for (int j = 0; j < S; j++) {
         float tail = 0.0f;
         for (int64_t k = i; k < n; k++) tail += scalar_at(type, rows[j], (const float *)rows[j], k) * x[k];
@@ -63,12 +66,14 @@ AVX2 void pl_avx2_matvec(int type, const uint8_t *base, size_t row_bytes, const 
     float out[4];
     for (int64_t i = 0; i < part; i++) {
         const uint8_t *rows[4];
+        PL_UNROLL
         for (int j = 0; j < 4; j++) rows[j] = base + (size_t)(r0 + j * part + i) * row_bytes;
         switch (type) {
         case PL_TYPE_F16: dot_rows(PL_TYPE_F16, 4, rows, x, n, out); break;
         case PL_TYPE_BF16: dot_rows(PL_TYPE_BF16, 4, rows, x, n, out); break;
         default: dot_rows(PL_TYPE_F32, 4, rows, x, n, out); break;
         }
+        PL_UNROLL
         for (int j = 0; j < 4; j++) y[j * part + i] = out[j];
     }
     for (int64_t r = r0 + 4 * part; r < r1; r++) {

@@ -40,6 +40,7 @@ AVX2 static inline __m256 expf8(__m256 x) {
         float xs[8], ys[8];
         _mm256_storeu_ps(xs, x);
         _mm256_storeu_ps(ys, y);
+        PL_UNROLL
         for (int i = 0; i < 8; i++) if (special >> i & 1) ys[i] = expf(xs[i]);
         y = _mm256_loadu_ps(ys);
     }
@@ -79,6 +80,7 @@ AVX2 static inline __m256 ld_f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_
 AVX2 static inline float dot_f16_ggml(const __m256 *qv, const uint16_t *kt, int64_t hd) {
     __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < hd; i += 32)
+        PL_UNROLL
         for (int j = 0; j < 4; j++) s[j] = _mm256_fmadd_ps(qv[i / 8 + j], ld_f16x8(kt + i + 8 * j), s[j]);
     s[0] = _mm256_add_ps(s[0], s[2]);
     s[1] = _mm256_add_ps(s[1], s[3]);

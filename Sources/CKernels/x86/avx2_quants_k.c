@@ -37,6 +37,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         size_t row_bytes, const uint8_t *xq, int64_t nb, float *out) {
     __m256 acc[4];
     float summs[4] = {0, 0, 0, 0};
+    PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
     const int bb = q51 ? 24 : 22, xb_bytes = q51 ? 36 : 34, hoff = q51 ? 4 : 2;
@@ -45,6 +46,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         __m256i c = _mm256_loadu_si256((const __m256i *)(xb + (q51 ? 4 : 2)));
         __m256i csum = q51 ? _mm256_setzero_si256() : dpbusd(_mm256_setzero_si256(), sixteen, c);
         float dx = _cvtsh_ss(ld16(xb)), sx = q51 ? _cvtsh_ss(ld16(xb + 2)) : 0.0f;
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * bb;
             __m128i raw = _mm_loadu_si128((const __m128i *)(wb + hoff + 4));
@@ -60,6 +62,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
             }
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) out[i] = q51 ? hsum8v(acc[i]) + summs[i] : hsum8v(acc[i]);
 }
 
@@ -73,6 +76,7 @@ AVX2 static inline __m256i scale_pair(int s, int t) {
 AVX2 static inline __attribute__((always_inline)) void q6k_rows(const int R, const uint8_t *w, size_t row_bytes,
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
+    PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), bits45 = _mm256_set1_epi8(0x30);
     for (int64_t sb = 0; sb < nsb; sb++) {
@@ -80,12 +84,14 @@ AVX2 static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         float yd;
         memcpy(&yd, xb, 4);
         __m256i bs = _mm256_loadu_si256((const __m256i *)(xb + 260));
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 210;
             const int8_t *sc = (const int8_t *)(blk + 192);
             __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
             __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
             __m256i sumi = _mm256_setzero_si256();
+            PL_UNROLL
             for (int h = 0; h < 2; h++) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
@@ -96,6 +102,7 @@ AVX2 static inline __attribute__((always_inline)) void q6k_rows(const int R, con
                 q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), _mm256_and_si256(qh, bits45));
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
                                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45));
+                PL_UNROLL
                 for (int k = 0; k < 4; k++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xb + 4 + 128 * h + 32 * k));
                     int s = 8 * h + 2 * k;
@@ -107,6 +114,7 @@ AVX2 static inline __attribute__((always_inline)) void q6k_rows(const int R, con
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc[i]);
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) out[i] = hsum8v(acc[i]);
 }
 
@@ -115,6 +123,7 @@ AVX2 static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
     __m128 accm[4];
+    PL_UNROLL
     for (int i = 0; i < R; i++) { acc[i] = _mm256_setzero_ps(); accm[i] = _mm_setzero_ps(); }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     for (int64_t sb = 0; sb < nsb; sb++) {
@@ -123,6 +132,7 @@ AVX2 static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         memcpy(&yd, xb, 4);
         const uint8_t *xs = xb + 4;
         __m128i q8s = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(xb + 260)), _mm_loadu_si128((const __m128i *)(xb + 276)));
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 144;
             uint32_t u[4];
@@ -137,6 +147,7 @@ AVX2 static inline __attribute__((always_inline)) void q4k_rows(const int R, con
             float dmin = -yd * _cvtsh_ss(ld16(blk + 2));
             accm[i] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[i]);
             __m256i sumi = _mm256_setzero_si256();
+            PL_UNROLL
             for (int j = 0; j < 4; j++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * j));
                 __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
@@ -149,6 +160,7 @@ AVX2 static inline __attribute__((always_inline)) void q4k_rows(const int R, con
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[i]);
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) {
         __m128 m = _mm_add_ps(accm[i], _mm_movehl_ps(accm[i], accm[i]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -164,6 +176,7 @@ AVX2 static inline __attribute__((always_inline)) void rows_dot(int type, const 
     case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, x, n / 256, out); break;
     case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, x, n / 256, out); break;
     default:
+        PL_UNROLL
         for (int i = 0; i < R; i++) out[i] = pl_kq_dot_portable(type, w + (size_t)i * row_bytes, x, n);
         break;
     }
@@ -178,6 +191,7 @@ AVX2 static inline __attribute__((always_inline)) void matmul_rows(int type, con
         int64_t q = (r1 - r0) / 4;
         for (int64_t i = 0; i < q; i++) {
             rows_dot(type, 4, w + (size_t)(r0 + i) * row_bytes, (size_t)q * row_bytes, xq, n, out);
+            PL_UNROLL
             for (int j = 0; j < 4; j++) y[r0 + i + j * q] = out[j];
         }
         r = r0 + 4 * q;
@@ -185,6 +199,7 @@ AVX2 static inline __attribute__((always_inline)) void matmul_rows(int type, con
     for (; r + 4 <= r1; r += 4)
         for (int64_t t = 0; t < n_tokens; t++) {
             rows_dot(type, 4, w + (size_t)r * row_bytes, row_bytes, xq + (size_t)t * xq_stride, n, out);
+            PL_UNROLL
             for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];
         }
     for (; r < r1; r++)

@@ -139,6 +139,7 @@ AVX512 static void matvec_f32_streams(const uint8_t *base, size_t row_bytes, con
     for (int64_t i = 0; i < part; i++) {
         const float *w[S];
         __m512 a[S], a2[S];
+        PL_UNROLL
         for (int j = 0; j < S; j++) {
             w[j] = (const float *)(base + (size_t)(r0 + j * part + i) * row_bytes);
             a[j] = _mm512_setzero_ps();
@@ -147,6 +148,7 @@ AVX512 static void matvec_f32_streams(const uint8_t *base, size_t row_bytes, con
         int64_t k = 0;
         for (; k + 32 <= n; k += 32) {
             __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+            PL_UNROLL
             for (int j = 0; j < S; j++) {
                 _mm_prefetch((const char *)(w[j] + k + 256), _MM_HINT_T0);
                 _mm_prefetch((const char *)(w[j] + k + 272), _MM_HINT_T0);
@@ -154,6 +156,7 @@ AVX512 static void matvec_f32_streams(const uint8_t *base, size_t row_bytes, con
                 a2[j] = _mm512_fmadd_ps(_mm512_loadu_ps(w[j] + k + 16), x1, a2[j]);
             }
         }
+        PL_UNROLL
         for (int j = 0; j < S; j++) {
             float tail = 0.0f;
             for (int64_t kk = k; kk < n; kk++) tail += w[j][kk] * x[kk];
@@ -179,6 +182,7 @@ AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, co
 AVX512 static inline __attribute__((always_inline)) void transpose16x16(__m512 r[16]) {
     for (int s = 8; s >= 1; s /= 2) {
         int idx_lo[16], idx_hi[16];
+        PL_UNROLL
         for (int l = 0; l < 16; l++) {
             // lo row i (bit s of i clear) takes its own lanes with bit s clear, then partner's lanes (l - s);
             // hi row takes partner's lanes with bit s set (l + s) and its own lanes with bit s set.
@@ -186,6 +190,7 @@ AVX512 static inline __attribute__((always_inline)) void transpose16x16(__m512 r
             idx_hi[l] = (l & s) ? l + 16 : l + s;
         }
         __m512i il = _mm512_loadu_si512((const void *)idx_lo), ih = _mm512_loadu_si512((const void *)idx_hi);
+        PL_UNROLL
         for (int i = 0; i < 16; i++) {
             if (i & s) continue;
             __m512 a = r[i], b = r[i + s];
@@ -201,18 +206,21 @@ AVX512 static inline __attribute__((always_inline)) void gemm_f32_tile(
         const float *x, int64_t ldx, const int T, const float *panel, int64_t k0, int64_t k1, float *y, int64_t ldy,
         __mmask16 m0, __mmask16 m1) {
     __m512 c0[8], c1[8];
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         c0[t] = k0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, y + t * ldy);
         c1[t] = k0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, y + t * ldy + 16);
     }
     for (int64_t k = k0; k < k1; k++) {
         __m512 p0 = _mm512_loadu_ps(panel + k * 32), p1 = _mm512_loadu_ps(panel + k * 32 + 16);
+        PL_UNROLL
         for (int t = 0; t < T; t++) {
             __m512 xb = _mm512_set1_ps(x[t * ldx + k]);
             c0[t] = _mm512_fmadd_ps(xb, p0, c0[t]);
             c1[t] = _mm512_fmadd_ps(xb, p1, c1[t]);
         }
     }
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         _mm512_mask_storeu_ps(y + t * ldy, m0, c0[t]);
         _mm512_mask_storeu_ps(y + t * ldy + 16, m1, c1[t]);
@@ -230,6 +238,7 @@ AVX512 void pl_avx512_gemm_f32(const float *x, int64_t ldx, int64_t n_tokens, co
             __mmask16 km = (__mmask16)(nk == 16 ? 0xffff : (1u << nk) - 1);
             for (int64_t j0 = 0; j0 < 32; j0 += 16) {
                 __m512 r[16];
+                PL_UNROLL
                 for (int j = 0; j < 16; j++)
                     r[j] = j0 + j < nr ? _mm512_maskz_loadu_ps(km, w + (rb + j0 + j) * ldw + k0) : _mm512_setzero_ps();
                 transpose16x16(r);

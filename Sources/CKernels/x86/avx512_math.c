@@ -46,6 +46,7 @@ AVX512 static inline __m512 expf16(__m512 x) {
         float xs[16], ys[16];
         _mm512_storeu_ps(xs, x);
         _mm512_storeu_ps(ys, y);
+        PL_UNROLL
         for (int i = 0; i < 16; i++) if (special >> i & 1) ys[i] = expf(xs[i]);
         y = _mm512_loadu_ps(ys);
     }
@@ -121,10 +122,13 @@ AVX512 void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_
 // every sum has exactly the bits the intrinsic gives (checked against it in the tests, through attention).
 AVX512 static inline __attribute__((always_inline)) __m512 reduce_add_16(const __m512 v[16]) {
     __m512 w[8], x[4], y[2];
+    PL_UNROLL
     for (int j = 0; j < 8; j++)
         w[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x44), _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xEE));
+    PL_UNROLL
     for (int m = 0; m < 4; m++)
         x[m] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0x88), _mm512_shuffle_f32x4(w[2 * m], w[2 * m + 1], 0xDD));
+    PL_UNROLL
     for (int p = 0; p < 2; p++) {
         __m512d a = _mm512_castps_pd(x[2 * p]), b = _mm512_castps_pd(x[2 * p + 1]);
         y[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
@@ -141,8 +145,10 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
     enum { NV = 4, HD = 64 };
     __m512 qv[4][NV];
     float mx[4], inv[4];
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++) {
         mx[g] = -INFINITY;
+        PL_UNROLL
         for (int c = 0; c < NV; c++)
             qv[g][c] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + g * HD + 16 * c),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -154,9 +160,11 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m512 vscale = _mm512_set1_ps(scale);
     __m512 vmax[4];
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++) vmax[g] = _mm512_set1_ps(-INFINITY);
     for (; t + 16 <= n_ctx; t += 16) {
         __m512 kf[16][NV];
+        PL_UNROLL
         for (int j = 0; j < 16; j++) {
             const uint16_t *kt = k + (t + j) * stride;
             // The cache is cold (a token streams ~100 MB of weights between two visits of a layer): fetch keys
@@ -165,12 +173,16 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
             _mm_prefetch((const char *)(kt + 16 * stride + 32), _MM_HINT_T0);
             _mm_prefetch((const char *)(v + (t + j) * stride), _MM_HINT_T1);
             _mm_prefetch((const char *)(v + (t + j) * stride + 32), _MM_HINT_T1);
+            PL_UNROLL
             for (int c = 0; c < NV; c++) kf[j][c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
         }
+        PL_UNROLL
         for (int g = 0; g < n_heads; g++) {
             __m512 acc[16];
+            PL_UNROLL
             for (int j = 0; j < 16; j++) {
                 acc[j] = _mm512_setzero_ps();
+                PL_UNROLL
                 for (int c = 0; c < NV; c++) acc[j] = _mm512_fmadd_ps(qv[g][c], kf[j][c], acc[j]);
             }
             __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(order, reduce_add_16(acc)), vscale);
@@ -178,13 +190,17 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
             vmax[g] = _mm512_max_ps(vmax[g], d);
         }
     }
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++) mx[g] = _mm512_reduce_max_ps(vmax[g]);
     for (; t < n_ctx; t++) {
         const uint16_t *kt = k + t * stride;
         __m512 kv[NV];
+        PL_UNROLL
         for (int c = 0; c < NV; c++) kv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kt + 16 * c)));
+        PL_UNROLL
         for (int g = 0; g < n_heads; g++) {
             __m512 acc = _mm512_setzero_ps();
+            PL_UNROLL
             for (int c = 0; c < NV; c++) acc = _mm512_fmadd_ps(qv[g][c], kv[c], acc);
             float d = _mm512_reduce_add_ps(acc) * scale;
             scores[g * n_ctx + t] = d;
@@ -192,6 +208,7 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
         }
     }
     // Probabilities, rounded to f16 as llama.cpp's F16 V multiply rounds them.
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++) {
         float *sg = scores + g * n_ctx, sum = 0.0f;
         softmax_exp(sg, n_ctx, mx[g]);
@@ -205,18 +222,25 @@ AVX512 static inline __attribute__((always_inline)) void attention_group_body(
         for (; u < n_ctx; u++) sg[u] = _cvtsh_ss(_cvtss_sh(sg[u] * inv[g], _MM_FROUND_TO_NEAREST_INT));
     }
     __m512 o[4][NV];
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++)
+        PL_UNROLL
         for (int c = 0; c < NV; c++) o[g][c] = _mm512_setzero_ps();
     for (int64_t u = 0; u < n_ctx; u++) {
         const uint16_t *vt = v + u * stride;
         __m512 vv[NV];
+        PL_UNROLL
         for (int c = 0; c < NV; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
+        PL_UNROLL
         for (int g = 0; g < n_heads; g++) {
             __m512 pv = _mm512_set1_ps(scores[g * n_ctx + u]);
+            PL_UNROLL
             for (int c = 0; c < NV; c++) o[g][c] = _mm512_fmadd_ps(pv, vv[c], o[g][c]);
         }
     }
+    PL_UNROLL
     for (int g = 0; g < n_heads; g++)
+        PL_UNROLL
         for (int c = 0; c < NV; c++) _mm512_storeu_ps(out + g * HD + 16 * c, o[g][c]);
 }
 

@@ -38,6 +38,7 @@ VNNI512 static inline __attribute__((always_inline)) void unpack_chunk(
         const uint8_t *gb = grp + (b0 + b) * bb;
         _mm512_store_ps(dw + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + pl_packed_scale_offset(type)))));
         if (type == PL_TYPE_Q8_0) continue;   // its quants are read in place
+        PL_UNROLL
         for (int k = 0; k < 4; k++) {
             __m512i v = _mm512_loadu_si512((const void *)(gb + 64 * k));
             __m512i lo = _mm512_and_si512(v, low4);
@@ -75,9 +76,12 @@ VNNI512 static inline __attribute__((always_inline)) void tile_chunk(
     for (int64_t b = 0; b < cb; b++) {
         const uint8_t *wb = w + b * wstride;
         __m512 scale[T_MAX];
+        PL_UNROLL
         for (int t = 0; t < T; t++) scale[t] = _mm512_mul_ps(_mm512_load_ps(dw + 16 * b), _mm512_set1_ps(xt[t][b].dx));
+        PL_UNROLL
         for (int l = 0; l < 8; l++) {
             __m512i wl = _mm512_loadu_si512((const void *)(wb + 64 * l));
+            PL_UNROLL
             for (int t = 0; t < T; t++) {
                 int32_t xv;
                 memcpy(&xv, x[t] + b * PL_Q8_0_BLOCK_BYTES + 2 + 4 * l, 4);
@@ -104,13 +108,16 @@ VNNI512 static inline __attribute__((always_inline)) void run_inputs(
     __m512 acc[T_MAX][8];
     const uint8_t *x[T_MAX];
     const XTerms *xt[T_MAX];
+    PL_UNROLL
     for (int i = 0; i < T; i++) {
         x[i] = xq + (size_t)(t + i) * xq_stride + b0 * PL_Q8_0_BLOCK_BYTES;
         input_terms(type, x[i], cb, xterms[i]);
         xt[i] = xterms[i];
+        PL_UNROLL
         for (int l = 0; l < 8; l++) acc[i][l] = first ? _mm512_setzero_ps() : saved[t + i - t0][l];
     }
     tile_chunk(T, w, wstride, dw, xt, x, cb, acc);
+    PL_UNROLL
     for (int i = 0; i < T; i++) {
         if (last) _mm512_mask_storeu_ps(y + (t + i) * ldy + row0, valid, lanes_sum(acc[i]));
         else for (int l = 0; l < 8; l++) saved[t + i - t0][l] = acc[i][l];

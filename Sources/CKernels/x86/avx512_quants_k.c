@@ -25,6 +25,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         size_t row_bytes, size_t pf, const uint8_t *xq, int64_t nb, float *out) {
     __m256 acc[4];
     float summs[4] = {0, 0, 0, 0};
+    PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
     const int bb = q51 ? 24 : 22, xb_bytes = q51 ? 36 : 34, hoff = q51 ? 4 : 2;
@@ -34,6 +35,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         // Q5_0: (q−16)·c = q·c − 16·Σc per 4 elements; the second term is the input's alone.
         __m256i csum = q51 ? _mm256_setzero_si256() : _mm256_dpbusd_epi32(_mm256_setzero_si256(), sixteen, c);
         float dx = _cvtsh_ss(ld16(xb)), sx = q51 ? _cvtsh_ss(ld16(xb + 2)) : 0.0f;
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * bb;
             if ((b & 1) == 0) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
@@ -50,6 +52,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
             }
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) out[i] = q51 ? hsum8v(acc[i]) + summs[i] : hsum8v(acc[i]);
 }
 
@@ -60,6 +63,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
 VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, const uint8_t *w, size_t row_bytes, size_t pf,
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
+    PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
     const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
     // Chunk A (elements 0..63 of a half): bits 0-1 (first 32) / 2-3 (next 32) up to 4-5; chunk B: 4-5 / 6-7.
@@ -67,8 +71,10 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
     const __m512i shB = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     // int16 lane m of 64-element chunk k (pairs 2m, 2m+1) has scale (64k + 2m)/16 = 4k + m/8.
     __m512i sidx[4];
+    PL_UNROLL
     for (int k = 0; k < 4; k++) {
         int16_t ix[32];
+        PL_UNROLL
         for (int m = 0; m < 32; m++) ix[m] = (int16_t)(4 * k + m / 8);
         sidx[k] = _mm512_loadu_si512((const void *)ix);
     }
@@ -77,16 +83,20 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         float yd;
         memcpy(&yd, xb, 4);
         __m512i x[4];
+        PL_UNROLL
         for (int k = 0; k < 4; k++) x[k] = _mm512_loadu_si512((const void *)(xb + 4 + 64 * k));
         __m256i bs = _mm256_loadu_si256((const __m256i *)(xb + 260));
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 210;
             // The next group of rows, a few KiB ahead: from DRAM the hardware prefetcher alone left this at ~5 GB/s.
+            PL_UNROLL
             for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
             __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
             __m512i scz = _mm512_castsi256_si512(sc16);
             __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
             __m512i sumi = _mm512_setzero_si512();
+            PL_UNROLL
             for (int j = 0; j < 2; j++) {
                 __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * j));
                 __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * j)));
@@ -101,6 +111,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc[i]);
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) out[i] = hsum8v(acc[i]);
 }
 
@@ -111,13 +122,16 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         const uint8_t *xq, int64_t nsb, float *out) {
     __m256 acc[4];
     __m128 accm[4];
+    PL_UNROLL
     for (int i = 0; i < R; i++) { acc[i] = _mm256_setzero_ps(); accm[i] = _mm_setzero_ps(); }
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     // int16 lane m of the low/high vector of 128-element half p: scale 4p + (m < 16 ? 0 : 2) (+1 for high).
     __m512i sidx[4];
+    PL_UNROLL
     for (int k = 0; k < 4; k++) {
         int16_t ix[32];
         int p = k / 2, hi = k % 2;
+        PL_UNROLL
         for (int m = 0; m < 32; m++) ix[m] = (int16_t)(4 * p + (m < 16 ? 0 : 2) + hi);
         sidx[k] = _mm512_loadu_si512((const void *)ix);
     }
@@ -127,6 +141,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         memcpy(&yd, xb, 4);
         const uint8_t *xs = xb + 4;
         __m512i xl[2], xh[2];
+        PL_UNROLL
         for (int p = 0; p < 2; p++) {
             xl[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(xs + 128 * p))),
                                        _mm256_loadu_si256((const __m256i *)(xs + 128 * p + 64)), 1);
@@ -135,8 +150,10 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         }
         // Sums of 32 inputs: pairs of the 16 block sums (ggml's hadd).
         __m128i q8s = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(xb + 260)), _mm_loadu_si128((const __m128i *)(xb + 276)));
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = w + (size_t)i * row_bytes + sb * 144;
+            PL_UNROLL
             for (int o = 0; o < 192; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
             uint32_t u[4];
             memcpy(u, blk + 4, 12);
@@ -149,6 +166,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
             float dmin = -yd * _cvtsh_ss(ld16(blk + 2));
             accm[i] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[i]);
             __m512i sumi = _mm512_setzero_si512();
+            PL_UNROLL
             for (int p = 0; p < 2; p++) {
                 __m512i v = _mm512_loadu_si512((const void *)(blk + 16 + 64 * p));
                 __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
@@ -159,6 +177,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold16(sumi)), acc[i]);
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++) {
         __m128 m = _mm_add_ps(accm[i], _mm_movehl_ps(accm[i], accm[i]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -177,6 +196,7 @@ VNNI static inline __attribute__((always_inline)) void rows_dot(int type, const 
     case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, pf, x, n / 256, out); break;
     case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, pf, x, n / 256, out); break;
     default:
+        PL_UNROLL
         for (int i = 0; i < R; i++) out[i] = pl_kq_dot_portable(type, w + (size_t)i * row_bytes, x, n);
         break;
     }
@@ -192,6 +212,7 @@ VNNI static inline __attribute__((always_inline)) void matmul_rows(int type, con
         int64_t q = (r1 - r0) / 4;
         for (int64_t i = 0; i < q; i++) {
             rows_dot(type, 4, w + (size_t)(r0 + i) * row_bytes, (size_t)q * row_bytes, 2 * row_bytes, xq, n, out);
+            PL_UNROLL
             for (int j = 0; j < 4; j++) y[r0 + i + j * q] = out[j];
         }
         r = r0 + 4 * q;
@@ -200,6 +221,7 @@ VNNI static inline __attribute__((always_inline)) void matmul_rows(int type, con
     for (; r + 4 <= r1; r += 4)
         for (int64_t t = 0; t < n_tokens; t++) {
             rows_dot(type, 4, w + (size_t)r * row_bytes, row_bytes, 8 * row_bytes, xq + (size_t)t * xq_stride, n, out);
+            PL_UNROLL
             for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];
         }
     for (; r < r1; r++)

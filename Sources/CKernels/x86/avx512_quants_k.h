@@ -3,6 +3,7 @@
 // What the K-quant VNNI bodies share (x86/avx512_quants_k.c: one input; x86/avx512_quants_k_batch.c: several): the target attribute
 // and the lane arithmetic that keeps their float order llama.cpp's. x86-64 only.
 #include <immintrin.h>
+#include "kernels_internal.h"
 #include <stdint.h>
 #include <string.h>
 

@@ -17,6 +17,7 @@ enum { TILE = 8, ROW_CHUNK = 8 };   // TILE 4 -> 8: Q4_K 54 -> 60, Q6_K 66 -> 71
 // (Q6_K) is number 4c + m/8, of 32 elements (Q4_K) number 2c + m/16.
 VNNI static inline __m512i scale_index(int c, int per32) {
     int16_t ix[32];
+    PL_UNROLL
     for (int m = 0; m < 32; m++) ix[m] = (int16_t)(per32 ? 2 * c + m / 16 : 4 * c + m / 8);
     return _mm512_loadu_si512((const void *)ix);
 }
@@ -33,6 +34,7 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
     __m256 acc[TILE];
     __m128 accm[TILE];
     float summs[TILE];
+    PL_UNROLL
     for (int t = 0; t < T; t++) { acc[t] = _mm256_setzero_ps(); accm[t] = _mm_setzero_ps(); summs[t] = 0.0f; }
     const __m512i low4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
     // Q5_K: elements 64c..64c+31 take bit 2c, 64c+32..63 bit 2c+1: left by 4−k for k ≤ 4, right by k−4 above.
@@ -43,6 +45,7 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
         _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(3), 1),
     };
     __m512i sidx[4];
+    PL_UNROLL
     for (int c = 0; c < 4; c++) sidx[c] = scale_index(c, 1);
     const int bb = q5 ? 176 : 144, qoff = q5 ? 48 : 16;
     for (int64_t sb = 0; sb < nsb; sb++) {
@@ -56,6 +59,7 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
         __m512i scz = _mm512_castsi256_si512(sm);
         __m128i mins = _mm256_extracti128_si256(sm, 1);
         __m512i q[4], s[4];
+        PL_UNROLL
         for (int p = 0; p < 2; p++) {
             __m512i v = _mm512_loadu_si512((const void *)(blk + qoff + 64 * p));
             __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
@@ -64,13 +68,16 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
         }
         if (q5) {
             __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+            PL_UNROLL
             for (int c = 0; c < 4; c++) {
                 __m512i b = c < 2 ? _mm512_sllv_epi16(h, sh[c]) : _mm512_srlv_epi16(h, sh[c]);
                 q[c] = _mm512_ternarylogic_epi32(q[c], b, bit4, 0xF8);   // q | (b & 0x10)
             }
         }
+        PL_UNROLL
         for (int c = 0; c < 4; c++) s[c] = _mm512_permutexvar_epi16(sidx[c], scz);
         const float dw = _cvtsh_ss(ld16(blk)), dmw = _cvtsh_ss(ld16(blk + 2));
+        PL_UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *xb = xq + (size_t)t * xq_stride + sb * PL_Q8_K_BLOCK_BYTES;
             float yd;
@@ -86,11 +93,13 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
                 accm[t] = _mm_fmadd_ps(_mm_set1_ps(-yd * dmw), _mm_cvtepi32_ps(prod), accm[t]);
             }
             __m512i sumi = _mm512_setzero_si512();
+            PL_UNROLL
             for (int c = 0; c < 4; c++)
                 sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512((const void *)(xb + 4 + 64 * c))), s[c]);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(yd * dw), _mm256_cvtepi32_ps(fold16(sumi)), acc[t]);
         }
     }
+    PL_UNROLL
     for (int t = 0; t < T; t++) {
         __m128 m = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -105,17 +114,20 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
 VNNI static inline __attribute__((always_inline)) void q6k_tile(const int T, const uint8_t *row, const uint8_t *xq,
         size_t xq_stride, int64_t nsb, float *y, int64_t ldy) {
     __m256 acc[TILE];
+    PL_UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
     const __m512i shA = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shB = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     __m512i sidx[4];
+    PL_UNROLL
     for (int c = 0; c < 4; c++) sidx[c] = scale_index(c, 0);
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *blk = row + sb * 210;
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
         __m512i scz = _mm512_castsi256_si512(sc16);
         __m512i q[4], s[4];
+        PL_UNROLL
         for (int j = 0; j < 2; j++) {
             __m512i v = _mm512_loadu_si512((const void *)(blk + 64 * j));
             __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * j)));
@@ -123,20 +135,24 @@ VNNI static inline __attribute__((always_inline)) void q6k_tile(const int T, con
             q[2 * j + 1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4),
                                                      _mm512_srlv_epi16(h, shB), bits45, 0xF8);
         }
+        PL_UNROLL
         for (int c = 0; c < 4; c++) s[c] = _mm512_permutexvar_epi16(sidx[c], scz);
         const float dw = _cvtsh_ss(ld16(blk + 208));
+        PL_UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *xb = xq + (size_t)t * xq_stride + sb * PL_Q8_K_BLOCK_BYTES;
             float yd;
             memcpy(&yd, xb, 4);
             __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(xb + 260))), 5);
             __m512i sumi = _mm512_setzero_si512();
+            PL_UNROLL
             for (int c = 0; c < 4; c++)
                 sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[c], _mm512_loadu_si512((const void *)(xb + 4 + 64 * c))), s[c]);
             __m256i lanes = _mm256_sub_epi32(fold16(sumi), corr);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(yd * dw), _mm256_cvtepi32_ps(lanes), acc[t]);
         }
     }
+    PL_UNROLL
     for (int t = 0; t < T; t++) y[t * ldy] = hsum8v(acc[t]);
 }
 

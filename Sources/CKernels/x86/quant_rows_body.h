@@ -27,7 +27,9 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
         const uint8_t *w, size_t row_bytes, size_t pf, const uint8_t *xq, size_t xs, int64_t nb, float *out) {
     __m256 acc[4][3];
     float msum[4][3];
+    PL_UNROLL
     for (int i = 0; i < R; i++)
+        PL_UNROLL
         for (int t = 0; t < T; t++) { acc[i][t] = _mm256_setzero_ps(); msum[i][t] = 0.0f; }
     const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
     const int wbytes = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : 20;
@@ -35,6 +37,7 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
     for (int64_t b = 0; b < nb; b++) {
         __m256i c[3], csum[3];
         float dx[3], sx[3];
+        PL_UNROLL
         for (int t = 0; t < T; t++) {
             const uint8_t *xb = xq + (size_t)t * xs + b * xbytes;
             c[t] = _mm256_loadu_si256((const __m256i *)(xb + qoff));
@@ -43,6 +46,7 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
             // Q4_0: Σ(q−8)·c = Σq·c − 8·Σc; the second term is the input's alone.
             if (type == PL_TYPE_Q4_0) csum[t] = QR_DPBUSD(_mm256_setzero_si256(), eight, c[t]);
         }
+        PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * wbytes;
             if (pf) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
@@ -56,6 +60,7 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
             }
             // Q8_0 × Q8_0: |w| against x with w's sign moved onto it, so the products fit u8·s8.
             const __m256i ua = type == PL_TYPE_Q8_0 ? _mm256_sign_epi8(a, a) : a;
+            PL_UNROLL
             for (int t = 0; t < T; t++) {
                 __m256i sum = QR_DPBUSD(_mm256_setzero_si256(), ua, type == PL_TYPE_Q8_0 ? _mm256_sign_epi8(c[t], a) : c[t]);
                 if (type == PL_TYPE_Q4_0) sum = _mm256_sub_epi32(sum, csum[t]);
@@ -65,7 +70,9 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
             }
         }
     }
+    PL_UNROLL
     for (int i = 0; i < R; i++)
+        PL_UNROLL
         for (int t = 0; t < T; t++) out[i * T + t] = QR_NAME(hsum256)(acc[i][t]) + msum[i][t];
 }
 
@@ -89,6 +96,7 @@ QR_ATTR void QR_NAME(matmul_q)(int type, const uint8_t *w, size_t row_bytes, con
         int64_t q = (r1 - r0) / 4;
         for (int64_t i = 0; i < q; i++) {
             QR_DOT(4, 1, w + (size_t)(r0 + i) * row_bytes, (size_t)q * row_bytes, 2 * row_bytes, xq, out)
+            PL_UNROLL
             for (int j = 0; j < 4; j++) y[r0 + i + j * q] = out[j];
         }
         r = r0 + 4 * q;
@@ -99,11 +107,14 @@ QR_ATTR void QR_NAME(matmul_q)(int type, const uint8_t *w, size_t row_bytes, con
         int64_t t = 0;
         for (; t + QR_TOKENS <= n_tokens; t += QR_TOKENS) {
             QR_DOT(4, QR_TOKENS, wr, row_bytes, 0, xq + (size_t)t * xq_stride, out)
+            PL_UNROLL
             for (int i = 0; i < 4; i++)
+                PL_UNROLL
                 for (int u = 0; u < QR_TOKENS; u++) y[(t + u) * ldy + r + i] = out[i * QR_TOKENS + u];
         }
         for (; t < n_tokens; t++) {
             QR_DOT(4, 1, wr, row_bytes, 0, xq + (size_t)t * xq_stride, out)
+            PL_UNROLL
             for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];
         }
     }
