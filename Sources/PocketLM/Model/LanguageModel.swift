@@ -11,11 +11,18 @@ public struct LoadOptions: Sendable {
     public var maxBatch: Int
     /// How a packed (flash-layout) file keeps its FFN weights; nil = all resident. Ordinary files refuse paging.
     public var paging: PagingOptions?
+    /// Where repacked matrices are kept between loads, so only a file's first load repacks (see `PackedWeightCache`);
+    /// nil repacks on every load and writes nothing. Default: `LoadOptions.defaultPackCacheDirectory`.
+    public var packCacheDirectory: URL?
+
+    /// `$POCKETLM_CACHE/packed` when that variable is set, else the platform's caches directory + `pocketlm/packed`.
+    public static var defaultPackCacheDirectory: URL? { PackedWeightCache.defaultDirectory }
 
     public init(threads: Int = 2, contextLength: Int? = nil,
                 layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256,
-                paging: PagingOptions? = nil) {
+                paging: PagingOptions? = nil, packCacheDirectory: URL? = LoadOptions.defaultPackCacheDirectory) {
         self.paging = paging
+        self.packCacheDirectory = packCacheDirectory
         self.threads = threads
         self.contextLength = contextLength
         self.layerSchedule = layerSchedule
@@ -71,7 +78,8 @@ public final class LanguageModel {
             // Read ahead: the first token (or the repacking) touches every weight.
             file.file.adviseWillNeed()
         }
-        let transformer = try Transformer(store: MappedWeightStore(file: file), config: config, traits: architecture.traits,
+        let store = MappedWeightStore(file: file, cacheDirectory: options.packCacheDirectory)
+        let transformer = try Transformer(store: store, config: config, traits: architecture.traits,
                                           schedule: schedule, contextLength: options.contextLength,
                                           threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
         // A tensor the forward pass does not read is a feature it does not implement: refuse rather than compute
@@ -82,6 +90,8 @@ public final class LanguageModel {
                 throw ModelError.unexpectedTensor(name: t.name, architecture: config.modelType)
             }
         }
+        // Only after the checks above: a file the model refuses leaves no cache behind.
+        store.persistPacked()
         self.transformer = transformer
         self.tokenizer = try tokenizerLoad.wait()
         guard tokenizer.vocabularySize <= config.vocabSize else {

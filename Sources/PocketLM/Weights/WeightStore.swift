@@ -44,17 +44,39 @@ public protocol WeightStore: AnyObject, Sendable {
 /// matrices are repacked once, at load, into the 16-row interleaved layout that the VNNI kernel streams ~4× faster
 /// than the file's row layout; the packed copy is the same size, and the file pages it was made from are dropped
 /// from memory afterwards, so resident memory stays about one model's worth.
+///
+/// With a cache directory, the packed matrices of a file are mapped from its `PackedWeightCache` when one matches,
+/// and `persistPacked()` writes one after a load that had to pack: repacking is paid on a file's first load only.
 public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     public let file: GGUFFile
     /// Whether quantized matrices are packed (only on CPUs with the packed kernel).
     public let packs: Bool
-    private var packed: [String: UnsafeMutableRawPointer] = [:]
+    /// The types packed at load. Q6_K stays in the file's layout: its packed kernel measured no faster than the
+    /// four-row body (C driver, one thread, DRAM: 27.8 vs 27.5 GB/s at 576x1536, 28 vs 30 at 1536x2048; 128 inputs
+    /// 67-71 GMAC/s alike).
+    static let packedTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q4_K]
+    private var packed: [String: UnsafeRawPointer] = [:]
+    /// Matrices packed into the arena by this load (not found in the cache): what `persistPacked` writes.
+    private var packedHere: [(name: String, data: UnsafeRawPointer, bytes: Int)] = []
+    private var packedBytes = 0
     private let arena = WeightArena()
     private let lock = NSLock()
+    private let cacheDirectory: URL?
+    private let cache: PackedWeightCache?
 
-    public init(file: GGUFFile, pack: Bool = true) {
+    /// `cacheDirectory`: where packed matrices persist between loads (nil: pack on every load, write nothing).
+    public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil) {
         self.file = file
         self.packs = pack && pl_packed_supported() != 0
+        self.cacheDirectory = packs ? cacheDirectory : nil
+        self.cache = self.cacheDirectory.flatMap { PackedWeightCache(source: file.path, directory: $0) }
+    }
+
+    /// Whether this load's packed matrices all came from a cache file (nothing was repacked).
+    public var packedFromCache: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return cache != nil && packedHere.isEmpty
     }
 
     public func contains(_ name: String) -> Bool { file.tensorInfo(name) != nil }
@@ -73,20 +95,41 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        // Q6_K stays in the file's layout: its packed kernel measured no faster than the four-row body (C driver,
-        // one thread, DRAM: 27.8 vs 27.5 GB/s at 576x1536, 28 vs 30 at 1536x2048; 128 inputs 67-71 GMAC/s alike).
-        if packs, info.rows > 1, [.q8_0, .q4_0, .q4_1, .q5_0, .q4_K].contains(info.type) {
-            packedData = UnsafeRawPointer(pack(info, data: data, rowBytes: rowBytes))
+        if packs, info.rows > 1, Self.packedTypes.contains(info.type) {
+            packedData = pack(info, data: data, rowBytes: rowBytes)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
                             rowBytes: rowBytes, data: data, packed: packedData)
     }
 
-    private func pack(_ info: GGUFTensorInfo, data: UnsafeRawPointer, rowBytes: Int) -> UnsafeMutableRawPointer {
+    /// Writes the packed matrices to the cache directory when this load packed any (the cache was missing, stale or
+    /// incomplete) and they are worth keeping (≥ `minimumBytes`: a small file repacks in a few milliseconds).
+    /// Returns why it could not, or nil. Call it once the model has taken every tensor it uses.
+    @discardableResult
+    public func persistPacked(minimumBytes: Int = 16 << 20) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let dir = cacheDirectory, !packedHere.isEmpty, packedBytes >= minimumBytes else { return nil }
+        var all = packedHere
+        // Matrices that did come from an older cache are rewritten too: the new file replaces it.
+        let fresh = Set(packedHere.map(\.name))
+        for (name, p) in packed where !fresh.contains(name) {
+            guard let info = file.tensorInfo(name) else { continue }
+            all.append((name, p, pl_packed_bytes(Int32(info.type.rawValue), Int64(info.rows), Int64(info.columns))))
+        }
+        return PackedWeightCache.write(source: file.path, directory: dir, matrices: all)
+    }
+
+    private func pack(_ info: GGUFTensorInfo, data: UnsafeRawPointer, rowBytes: Int) -> UnsafeRawPointer {
         lock.lock()
         defer { lock.unlock() }
         if let p = packed[info.name] { return p }
         let bytes = pl_packed_bytes(Int32(info.type.rawValue), Int64(info.rows), Int64(info.columns))
+        packedBytes += bytes
+        if let cached = cache?.packed(info.name, bytes: bytes) {
+            packed[info.name] = cached
+            return cached
+        }
         let dst = arena.allocate(bytes)
         // In slices of ~8 MiB, each slice's file pages dropped once packed: a large matrix (Gemma 3's 178 MB tied
         // head) is never resident twice, so peak RSS stays about one model's worth.
@@ -99,8 +142,9 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
             let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
             file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first)
         }
-        packed[info.name] = dst
-        return dst
+        packed[info.name] = UnsafeRawPointer(dst)
+        packedHere.append((info.name, UnsafeRawPointer(dst), bytes))
+        return UnsafeRawPointer(dst)
     }
 }
 
@@ -113,10 +157,13 @@ func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: Un
     let parts = min(ProcessInfo.processInfo.activeProcessorCount, max(1, groups / 8))
     // Addresses cross into the concurrent closure as integers: each part writes its own row groups.
     let src = UInt(bitPattern: data), out = UInt(bitPattern: dst)
+    let groupBytes = pl_packed_bytes(t, 16, Int64(columns))
     let body: @Sendable (Int) -> Void = { part in
+        let g0 = first + groups * part / parts, g1 = first + groups * (part + 1) / parts
+        // Each part faults in its own slice of fresh pages first: the kernel clears them on both cores at once.
+        WeightArena.prefault(UnsafeMutableRawPointer(bitPattern: out)! + g0 * groupBytes, bytes: (g1 - g0) * groupBytes)
         pl_pack_rows(t, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(rows), Int64(columns),
-                     UnsafeMutableRawPointer(bitPattern: out), Int64(first + groups * part / parts),
-                     Int64(first + groups * (part + 1) / parts))
+                     UnsafeMutableRawPointer(bitPattern: out), Int64(g0), Int64(g1))
     }
     DispatchQueue.concurrentPerform(iterations: parts, execute: body)
 }

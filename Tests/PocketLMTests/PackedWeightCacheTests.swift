@@ -1,0 +1,136 @@
+import CKernels
+import Foundation
+import Testing
+import PocketLM
+
+/// The packed-weight cache: a second load maps what the first packed and computes the same logits bit for bit; a
+/// changed source, a damaged cache or one made by other packing code is not used; stale caches are deleted.
+@Suite("Packed weight cache", .serialized)
+struct PackedWeightCacheTests {
+    /// A fresh directory holding a copy of `fixture` (its own inode and mtime) and an empty cache directory.
+    static func workspace(_ fixture: String) throws -> (model: String, cache: URL) {
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("pocketlm-packcache-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let model = dir.appendingPathComponent(fixture).path
+        try FileManager.default.copyItem(atPath: try TestPaths.fixture(fixture), toPath: model)
+        return (model, dir.appendingPathComponent("packed"))
+    }
+
+    static func cacheFiles(_ dir: URL) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasSuffix(".plpack") }.sorted()
+    }
+
+    /// Logits of a few tokens decoded one at a time, then as one batch, from a transformer over `store`.
+    static func logits(_ store: MappedWeightStore) throws -> [UInt32] {
+        let config = try ModelConfig(gguf: store.file)
+        let t = try Transformer(store: store, config: config, contextLength: 32, threads: 2)
+        let tokens = [1, 270, 340, 285, 223, 40]
+        var out: [UInt32] = []
+        for token in tokens { out += Array(try t.decode(token)).map(\.bitPattern) }
+        t.reset()
+        out += Array(try tokens.withUnsafeBufferPointer { try t.forward($0, allLogits: true) }).map(\.bitPattern)
+        return out
+    }
+
+    static var packs: Bool { pl_packed_supported() != 0 }
+
+    @Test("a second load maps the packed matrices the first wrote, with logits bit for bit those of repacking")
+    func roundTrip() throws {
+        let (model, cache) = try Self.workspace("tiny-q8_0.gguf")
+        let reference = try Self.logits(MappedWeightStore(file: GGUFFile(path: model)))
+        let first = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+        #expect(try Self.logits(first) == reference)
+        #expect(!first.packedFromCache)
+        #expect(first.persistPacked(minimumBytes: 0) == nil)
+        guard Self.packs else {
+            // Without the packed kernel nothing is packed, so there is nothing to cache.
+            print("packed kernel not supported on this CPU: the cache is never written (checked)")
+            #expect(Self.cacheFiles(cache).isEmpty)
+            return
+        }
+        #expect(Self.cacheFiles(cache).count == 1)
+        let second = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+        #expect(try Self.logits(second) == reference)
+        #expect(second.packedFromCache)
+        // Nothing was packed by the second load, so there is nothing to write.
+        let before = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path)
+        #expect(second.persistPacked(minimumBytes: 0) == nil)
+        let after = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path)
+        #expect(before[.modificationDate] as? Date == after[.modificationDate] as? Date)
+        // Below the minimum size no cache is written.
+        let (small, smallCache) = try Self.workspace("tiny-q8_0.gguf")
+        let store = MappedWeightStore(file: try GGUFFile(path: small), cacheDirectory: smallCache)
+        _ = try Self.logits(store)
+        #expect(store.persistPacked(minimumBytes: 1 << 30) == nil)
+        #expect(Self.cacheFiles(smallCache).isEmpty)
+    }
+
+    @Test("a changed source, a damaged cache or one made by other packing code is not used, and is replaced")
+    func staleOrDamaged() throws {
+        guard Self.packs else {
+            print("packed kernel not supported on this CPU: nothing is packed or cached (see roundTrip)")
+            return
+        }
+        let (model, cache) = try Self.workspace("tiny-q8_0.gguf")
+        let reference = try Self.logits(MappedWeightStore(file: GGUFFile(path: model)))
+        func load() throws -> MappedWeightStore {
+            let store = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+            #expect(try Self.logits(store) == reference)
+            return store
+        }
+        #expect(try load().persistPacked(minimumBytes: 0) == nil)
+        #expect(try load().packedFromCache)
+        let cacheFile = cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path
+
+        // The source touched (same bytes, new modification time): not the file the cache was made from.
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: model)
+        var store = try load()
+        #expect(!store.packedFromCache)
+        #expect(store.persistPacked(minimumBytes: 0) == nil)
+        #expect(try load().packedFromCache)
+
+        // Another packed layout: the header's layout fingerprint differs (one hex digit changed).
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: cacheFile))
+        let key = Data("\"layout\":\"".utf8)
+        let at = try #require(bytes.range(of: key)).upperBound
+        bytes[at] = bytes[at] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        try bytes.write(to: URL(fileURLWithPath: cacheFile))
+        store = try load()
+        #expect(!store.packedFromCache)
+        #expect(store.persistPacked(minimumBytes: 0) == nil)
+        #expect(try load().packedFromCache)
+
+        // Truncated (a full disk, a crash): its tensors lie past the end.
+        let full = try Data(contentsOf: URL(fileURLWithPath: cacheFile))
+        try full.prefix(full.count / 2).write(to: URL(fileURLWithPath: cacheFile))
+        #expect(try !load().packedFromCache)
+        // Not a cache at all.
+        try Data("not a cache".utf8).write(to: URL(fileURLWithPath: cacheFile))
+        #expect(try !load().packedFromCache)
+    }
+
+    @Test("writing a cache deletes the caches whose source file is gone")
+    func prunesStale() throws {
+        guard Self.packs else {
+            print("packed kernel not supported on this CPU: nothing is packed or cached (see roundTrip)")
+            return
+        }
+        let (model, cache) = try Self.workspace("tiny-q8_0.gguf")
+        let other = URL(fileURLWithPath: model).deletingLastPathComponent().appendingPathComponent("other.gguf").path
+        try FileManager.default.copyItem(atPath: model, toPath: other)
+        for path in [model, other] {
+            let store = MappedWeightStore(file: try GGUFFile(path: path), cacheDirectory: cache)
+            _ = try Self.logits(store)
+            #expect(store.persistPacked(minimumBytes: 0) == nil)
+        }
+        #expect(Self.cacheFiles(cache).count == 2)
+        try FileManager.default.removeItem(atPath: other)
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 10)], ofItemAtPath: model)
+        let store = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+        _ = try Self.logits(store)
+        #expect(store.persistPacked(minimumBytes: 0) == nil)
+        let left = Self.cacheFiles(cache)
+        #expect(left.count == 1 && left[0].hasPrefix("tiny-q8_0-"))
+    }
+}
