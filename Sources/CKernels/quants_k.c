@@ -10,6 +10,7 @@
 // compute exactly those lanes with plain integers and the same float operations (fmaf where ggml fuses), so they are
 // llama.cpp's numbers on any CPU, and the AVX-512 bodies (x86/avx512_quants_k.c) are checked bit for bit against them.
 #include "quants_k.h"
+#include "kernels_internal.h"
 #include <math.h>
 #include <string.h>
 
@@ -339,6 +340,16 @@ void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *x
     int tier = pl_isa();
     if ((tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) && pl_kq_avx2_owns(type)) {
         pl_kq_matmul_avx2(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
+#elif defined(__aarch64__)
+    if (pl_isa() == PL_ISA_NEON && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1)) {   // arm/neon_quant.c
+        if (pl_isa_features() & PL_FEATURE_DOTPROD) pl_neon_dotprod_matmul_q(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        else pl_neon_matmul_q(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
+    if (pl_isa() == PL_ISA_NEON && pl_kq_neon_owns(type)) {
+        pl_kq_matmul_neon(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
         return;
     }
 #endif

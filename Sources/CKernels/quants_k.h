@@ -34,5 +34,12 @@ int pl_kq_avx2_owns(int type);
 void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 #endif
+#if defined(__aarch64__)
+/// 1 for the types arm/neon_quants_k.c has a NEON body for (Q4_K, Q6_K).
+int pl_kq_neon_owns(int type);
+/// Rows r0 ..< r1 against n_tokens inputs, NEON bodies (sdot where the CPU has dotprod); bit-identical to the portable.
+void pl_kq_matmul_neon(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                       int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+#endif
 
 #endif

@@ -1,6 +1,6 @@
 // NEON bodies of the activation quantizers (Q8_0, Q8_1: bit-identical to the portable ones: the same max, 127/amax,
-// round half to even) and of the Q8_0/Q4_0/Q4_1 row kernels in ggml's x86 lane arithmetic (so bit-identical to the
-// portable and x86 bodies): lane l of a 32-element block sums elements 4l..4l+3 exactly, in int32 — one sdot per
+// round half to even) and of the Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 row kernels in ggml's x86 lane arithmetic (so
+// bit-identical to the x86 bodies, and for Q5_x to the portable one): lane l of a 32-element block sums elements 4l..4l+3 exactly, in int32 — one sdot per
 // 16 bytes where the CPU has dotprod (vdotq_s32's lane l is exactly that sum), else smull + two pairwise adds — and
 // is fma'd with d_w·d_x into float lane l, two float32x4 accumulators for the 8 lanes, ending in ggml's
 // hsum_float_8 order.
@@ -37,19 +37,34 @@ void pl_neon_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum) 
     }
 }
 
-// The 32 quants of a weight block as two int8x16 (elements 0..15, 16..31).
+// The 32 quants of a weight block as two int8x16 (elements 0..15, 16..31); Q5_x's 5th bits (bit j of qh for
+// element j) become +16 through a bit test per byte.
 static inline void weight_block(int type, const uint8_t *wb, int8x16_t *lo, int8x16_t *hi) {
     if (type == PL_TYPE_Q8_0) {
         *lo = vld1q_s8((const int8_t *)(wb + 2));
         *hi = vld1q_s8((const int8_t *)(wb + 18));
         return;
     }
-    uint8x16_t raw = vld1q_u8(wb + (type == PL_TYPE_Q4_0 ? 2 : 4));
-    int8x16_t l = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0f))), h = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-    if (type == PL_TYPE_Q4_0) { l = vsubq_s8(l, vdupq_n_s8(8)); h = vsubq_s8(h, vdupq_n_s8(8)); }
-    *lo = l;
-    *hi = h;
+    const int qoff = type == PL_TYPE_Q4_0 ? 2 : type == PL_TYPE_Q4_1 ? 4 : type == PL_TYPE_Q5_0 ? 6 : 8;
+    uint8x16_t raw = vld1q_u8(wb + qoff);
+    uint8x16_t l = vandq_u8(raw, vdupq_n_u8(0x0f)), h = vshrq_n_u8(raw, 4);
+    if (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1) {
+        uint32_t qh;
+        memcpy(&qh, wb + qoff - 4, 4);
+        const uint8x16_t bit = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+        uint8x16_t bl = vcombine_u8(vdup_n_u8((uint8_t)qh), vdup_n_u8((uint8_t)(qh >> 8)));
+        uint8x16_t bh = vcombine_u8(vdup_n_u8((uint8_t)(qh >> 16)), vdup_n_u8((uint8_t)(qh >> 24)));
+        l = vorrq_u8(l, vandq_u8(vtstq_u8(bl, bit), vdupq_n_u8(16)));
+        h = vorrq_u8(h, vandq_u8(vtstq_u8(bh, bit), vdupq_n_u8(16)));
+    }
+    int8x16_t sl = vreinterpretq_s8_u8(l), sh = vreinterpretq_s8_u8(h);
+    if (type == PL_TYPE_Q4_0) { sl = vsubq_s8(sl, vdupq_n_s8(8)); sh = vsubq_s8(sh, vdupq_n_s8(8)); }
+    if (type == PL_TYPE_Q5_0) { sl = vsubq_s8(sl, vdupq_n_s8(16)); sh = vsubq_s8(sh, vdupq_n_s8(16)); }
+    *lo = sl;
+    *hi = sh;
 }
+
+static inline int has_min(int type) { return type == PL_TYPE_Q4_1 || type == PL_TYPE_Q5_1; }
 
 #define NQ_BODY(NAME, ATTR, DOT4)                                                                                   \
 ATTR static inline __attribute__((always_inline)) void NAME##_rows(int type, const int R, const uint8_t *w,           \
@@ -57,12 +72,13 @@ ATTR static inline __attribute__((always_inline)) void NAME##_rows(int type, con
     float32x4_t a0[4], a1[4];                                                                                         \
     float msum[4] = {0, 0, 0, 0};                                                                                     \
     for (int i = 0; i < R; i++) { a0[i] = vdupq_n_f32(0.0f); a1[i] = vdupq_n_f32(0.0f); }                            \
-    const int wbytes = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : 20;                                   \
-    const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34, xoff = type == PL_TYPE_Q4_1 ? 4 : 2;                          \
+    const int wbytes = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : type == PL_TYPE_Q4_1 ? 20            \
+                     : type == PL_TYPE_Q5_0 ? 22 : 24;                                                                \
+    const int xbytes = has_min(type) ? 36 : 34, xoff = has_min(type) ? 4 : 2;                                        \
     for (int64_t b = 0; b < nb; b++) {                                                                                \
         const uint8_t *xb = xq + b * xbytes;                                                                          \
         int8x16_t c0 = vld1q_s8((const int8_t *)(xb + xoff)), c1 = vld1q_s8((const int8_t *)(xb + xoff + 16));       \
-        float dx = pl_neon_f16(xb), sx = type == PL_TYPE_Q4_1 ? pl_neon_f16(xb + 2) : 0.0f;                          \
+        float dx = pl_neon_f16(xb), sx = has_min(type) ? pl_neon_f16(xb + 2) : 0.0f;                                 \
         for (int i = 0; i < R; i++) {                                                                                 \
             const uint8_t *wb = w + (size_t)i * row_bytes + b * wbytes;                                               \
             int8x16_t lo, hi;                                                                                         \
@@ -70,7 +86,7 @@ ATTR static inline __attribute__((always_inline)) void NAME##_rows(int type, con
             float d = pl_neon_f16(wb) * dx;                                                                           \
             a0[i] = vfmaq_n_f32(a0[i], vcvtq_f32_s32(DOT4(lo, c0)), d);                                              \
             a1[i] = vfmaq_n_f32(a1[i], vcvtq_f32_s32(DOT4(hi, c1)), d);                                              \
-            if (type == PL_TYPE_Q4_1) msum[i] = fmaf(pl_neon_f16(wb + 2), sx, msum[i]);                              \
+            if (has_min(type)) msum[i] = fmaf(pl_neon_f16(wb + 2), sx, msum[i]);                                     \
         }                                                                                                             \
     }                                                                                                                 \
     for (int i = 0; i < R; i++) out[i] = pl_neon_hsum8(a0[i], a1[i]) + msum[i];                                       \
@@ -85,6 +101,8 @@ ATTR void pl_##NAME##_matmul_q(int type, const uint8_t *w, size_t row_bytes, con
             switch (type) {                                                                                           \
             case PL_TYPE_Q4_1: NAME##_rows(PL_TYPE_Q4_1, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break; \
             case PL_TYPE_Q4_0: NAME##_rows(PL_TYPE_Q4_0, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break; \
+            case PL_TYPE_Q5_0: NAME##_rows(PL_TYPE_Q5_0, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break; \
+            case PL_TYPE_Q5_1: NAME##_rows(PL_TYPE_Q5_1, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break; \
             default: NAME##_rows(PL_TYPE_Q8_0, 4, w + (size_t)r * row_bytes, row_bytes, x, nb, out); break;          \
             }                                                                                                         \
             for (int i = 0; i < 4; i++) y[t * ldy + r + i] = out[i];                                                  \
