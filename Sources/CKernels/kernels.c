@@ -24,6 +24,8 @@ void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float 
 #if defined(__x86_64__)
     if (pl_tier_avx512()) { pl_avx512_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1); return; }
     if (pl_tier_avx2()) { pl_avx2_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1); return; }
+#elif defined(__aarch64__)
+    if (pl_tier_neon()) { pl_neon_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1); return; }
 #endif
     pl_portable_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1);
 }
@@ -148,6 +150,11 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
     }
     if (pl_tier_avx2() && head_dim % 32 == 0 && head_dim <= 512) {
         pl_avx2_attention(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
+        return;
+    }
+#elif defined(__aarch64__)
+    if (pl_tier_neon() && head_dim % 16 == 0 && head_dim <= 512) {
+        pl_neon_attention(q, k, v, stride, n_ctx, head_dim, scale, scores, out);
         return;
     }
 #endif

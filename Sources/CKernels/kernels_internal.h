@@ -97,6 +97,10 @@ void pl_neon_dotprod_matmul_q(int type, const uint8_t *w, size_t row_bytes, cons
 void pl_neon_expf(const float *x, float *y, int64_t n);
 void pl_neon_swiglu(float *g, const float *u, int64_t n);
 void pl_neon_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void pl_neon_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
+                    int64_t r0, int64_t r1);
+void pl_neon_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
+                       int64_t hd, float scale, float *scores, float *out);
 #endif
 /// The NEON tier.
 static inline int pl_tier_neon(void) { return pl_isa() == PL_ISA_NEON; }
