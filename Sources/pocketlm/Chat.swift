@@ -22,6 +22,7 @@ struct Chat: AsyncParsableCommand {
     @Option(help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
     var context: Int?
     @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
+    @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, found \(maxTokens)") }
@@ -30,12 +31,15 @@ struct Chat: AsyncParsableCommand {
 
     func run() async throws {
         let interactive = isatty(STDIN_FILENO) != 0
-        let container = try ModelContainer(path: modelOptions.model,
-                                           options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+        let lm = try LanguageModel(path: modelOptions.model,
+                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+        let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
+        let container = ModelContainer(model: lm)
         let sampling = samplingOptions.parameters
         try sampling.validate()
         let session = ChatSession(container, systemPrompt: system, sampling: sampling, maxTokens: maxTokens,
                                   stopStrings: stops)
+        session.speculation = speculation
 
         // Ctrl-C cancels the turn in progress; the program goes on.
         let current = Mutex<(@Sendable () -> Void)?>(nil)
@@ -79,6 +83,7 @@ struct Chat: AsyncParsableCommand {
                     }
                 case "/stats":
                     Console.write(Self.describe(session.lastTurn) + "\n")
+                    if let decoder = session.speculation, session.lastTurn != nil { Console.write(decoder.stats.summary + "\n") }
                 default:
                     Console.error("unknown command \(command) (/reset, /system TEXT, /stats, /exit)")
                     failed = failed || !interactive

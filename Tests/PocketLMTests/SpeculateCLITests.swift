@@ -42,4 +42,32 @@ struct SpeculateCLITests {
         #expect(r.status != 0)
         #expect(r.stderr.contains("vocabulary has 394 tokens but the target's has 49152"), "\(r.stderr)")
     }
+
+    @Test("chat --speculate lookup: the same answers over two turns (the second reuses the cache), and /stats reports it")
+    func chat() throws {
+        let input = "Repeat exactly: one two three four five six seven eight.\nNow repeat it again, exactly.\n/stats\n"
+        let args = ["chat", "--model", try Self.model, "--temperature", "0", "--max-tokens", "30", "--threads", "2"]
+        let plain = try CLITests.pocketlm(args, input: input)
+        let spec = try CLITests.pocketlm(args + ["--speculate", "lookup:8"], input: input)
+        #expect(plain.status == 0 && spec.status == 0, "\(spec.stderr)")
+        let answers = { (s: String) in s.split(separator: "\n").filter { !$0.hasPrefix("cache:") && !$0.hasPrefix("speculation:") } }
+        #expect(answers(spec.stdout) == answers(plain.stdout))
+        #expect(answers(plain.stdout).count == 2, "\(plain.stdout)")
+        #expect(spec.stdout.contains("speculation:") && !plain.stdout.contains("speculation:"), "\(spec.stdout)")
+    }
+
+    @Test("every kernel tier this CPU runs (POCKETLM_ISA): speculative text equals plain")
+    func tiers() throws {
+        let args = ["run", "--model", try Self.model, "--chat", "--temperature", "0", "--max-tokens", "48", "--threads", "2",
+                    "--prompt", "Repeat exactly: the cat sat on the mat, the dog sat on the log, the frog sat on the bog."]
+        for tier in KernelISA.supported {
+            let env = [KernelISA.environmentVariable: tier.rawValue]
+            let plain = try CLITests.pocketlm(args, environment: env)
+            let spec = try CLITests.pocketlm(args + ["--speculate", "lookup:8"], environment: env)
+            #expect(plain.status == 0 && spec.status == 0, "\(tier): \(spec.stderr)")
+            #expect(spec.stdout == plain.stdout, "\(tier): speculative text differs")
+            #expect(spec.stderr.contains("speculation:"))
+        }
+        #expect(KernelISA.supported.contains(.portable))
+    }
 }

@@ -41,6 +41,7 @@ public final class ChatSession: Sendable {
         var contextPolicy: ContextPolicy
         var template: ChatTemplate?
         var lastTurn: ChatTurnStats?
+        var speculation: SpeculativeDecoder? = nil
     }
 
     /// The container whose model this session talks to.
@@ -101,6 +102,13 @@ public final class ChatSession: Sendable {
     public var contextPolicy: ContextPolicy {
         get { state.withLock { $0.contextPolicy } }
         set { state.withLock { $0.contextPolicy = newValue } }
+    }
+
+    /// Speculative decoding for the replies (same text, greedy; same distribution, sampling); nil decodes plainly.
+    /// The decoder is used by one turn at a time (the container serialises turns).
+    public var speculation: SpeculativeDecoder? {
+        get { state.withLock { $0.speculation } }
+        set { state.withLock { $0.speculation = newValue } }
     }
 
     /// Statistics of the last completed turn, nil before the first.
@@ -192,7 +200,9 @@ public final class ChatSession: Sendable {
             do {
                 // Anything the cache holds past the common prefix is about to be dropped or overwritten.
                 cached = Array(cached.prefix(common))
-                result = try lm.generator().generate(prompt: prompt, reusingCachedPrefix: common, options: options) { step in
+                let generator = lm.generator()
+                generator.speculation = settings.speculation
+                result = try generator.generate(prompt: prompt, reusingCachedPrefix: common, options: options) { step in
                     if let t = step.token { pendingIds.append(t) }
                     let (text, stop) = matcher.append(step.text)
                     if !text.isEmpty {

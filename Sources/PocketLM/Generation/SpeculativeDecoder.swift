@@ -35,8 +35,10 @@ public struct SpeculationStats: Sendable, Codable, Equatable {
 /// with probability min(1, p(d)/q(d)), else draw from max(0, p − q) renormalised — which keeps the distribution
 /// of plain sampling (a lookup draft is a point mass: accept with p(d), else draw from p without d).
 ///
-/// Used by `Generator` when its `speculation` is set; one decoder serves one generation at a time.
-public final class SpeculativeDecoder {
+/// Used by `Generator` when its `speculation` is set (and by `ChatSession.speculation`). One decoder serves one
+/// generation at a time: it is Sendable only so that a session can hold it; its users serialise (as
+/// `ModelContainer` does), it does not lock.
+public final class SpeculativeDecoder: @unchecked Sendable {
     public let drafter: any SpeculativeDrafter
     /// Most tokens drafted per pass.
     public let maxDraft: Int
