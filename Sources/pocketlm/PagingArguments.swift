@@ -5,7 +5,7 @@ import PocketLM
 /// `--memory-budget`, `--paging`, `--window`, `--sparsity`, `--io-threads`: how a packed model pages its FFN.
 struct PagingArguments: ParsableArguments {
     @Option(name: .customLong("memory-budget"),
-            help: "Weights allowed in memory, e.g. 64M, 1.5G or 50% (of the model file). Needs a packed file (pocketlm pack).")
+            help: "The whole process's memory (weights, KV cache at --context, scratch, vocabulary, runtime, its page cache), e.g. 96M, 1.5G or 75% (of the model file). Too small a budget is an error stating the minimum. Needs a packed file (pocketlm pack).")
     var memoryBudget: String?
 
     @Option(help: "flash (bundled reads, pinned groups and window), naive (each layer's FFN read in full per token), mmap (OS paging), resident. Default: flash with a budget, else resident.")

@@ -108,28 +108,57 @@ struct FlashPagingTests {
         }
     }
 
-    @Test("budgets: the plan fits in the budget; too small a budget names the minimum")
+    @Test("budgets: the whole process's budget is split (KV cache, scratch, runtime, weights); the plan fits; too small a budget names the minimum")
     func budgets() throws {
         let path = try Self.packed("tiny-q8_0.gguf")
-        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
-                                                                    paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
+        let huge = 1 << 40
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, maxBatch: 16,
+                                                                    paging: PagingOptions(mode: .flash, memoryBudget: huge)))
         let plan = try #require(lm.transformer.feedForward?.plan)
+        let split = try #require(lm.processBudget)
         #expect(plan.pinnedGroups == plan.groupsPerLayer)  // a big budget pins every group
-        let minimum = plan.minimumBytes
-        let tight = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
-                                                                       paging: PagingOptions(mode: .flash, memoryBudget: minimum + 2 * 2 * 4096)))
-        let tightPlan = try #require(tight.transformer.feedForward?.plan)
-        #expect(tightPlan.pinnedGroups == 2)
-        #expect(tightPlan.weightBytes <= minimum + 2 * 2 * 4096)
-        do {
-            _ = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
-                                                                   paging: PagingOptions(mode: .flash, memoryBudget: minimum - 1)))
-            Issue.record("a budget below the minimum loaded")
-        } catch let e as PagingError {
-            guard case .budgetTooSmall(_, let m, _) = e else { Issue.record("wrong error \(e)"); return }
-            #expect(m == minimum)
-            #expect(e.localizedDescription.contains("minimum"))
+        // The weights get the budget less everything else; the KV cache is the context's (2 layers × 32 positions ×
+        // 32 keys and values × 2 bytes), the runtime this process's resident set when loading began.
+        #expect(split.budget == huge && split.contextLength == 32)
+        #expect(split.kvCacheBytes == 2 * 32 * 32 * 2 * 2)
+        #expect(split.runtimeBytes > 0 && split.scratchBytes > 0 && split.marginBytes == ProcessBudget.defaultMargin)
+        #expect(plan.budget == split.weightBytes)
+        #expect(split.overheadBytes + plan.weightBytes <= huge)
+        // A longer context costs its KV cache and attention scores, nothing else.
+        let long = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 64, maxBatch: 16,
+                                                                      paging: PagingOptions(mode: .flash, memoryBudget: huge)))
+        let longSplit = try #require(long.processBudget)
+        #expect(longSplit.kvCacheBytes == 2 * split.kvCacheBytes)
+        #expect(longSplit.scratchBytes == split.scratchBytes + 32 * 4 * 1 * 2)   // one thread × 2 heads per KV head
+
+        // Too small: the error states the minimum for this context, which is the overhead plus the weights' minimum.
+        func minimum(context: Int) throws -> Int {
+            do {
+                _ = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: context,
+                                                                       paging: PagingOptions(mode: .flash, memoryBudget: 1)))
+                Issue.record("a 1-byte budget loaded")
+                return 0
+            } catch let e as PagingError {
+                guard case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest) = e else {
+                    Issue.record("wrong error \(e)")
+                    return 0
+                }
+                #expect(b == 1 && c == context && w == plan.minimumBytes && m == w + kv + rest)
+                #expect(e.localizedDescription.contains("minimum") && e.localizedDescription.contains("context of \(context) tokens"))
+                #expect(!e.localizedDescription.contains("--"), "the library names no CLI flag")
+                return m
+            }
         }
+        let m32 = try minimum(context: 32)
+        #expect(try minimum(context: 64) > m32)
+        // Room for two groups per layer above the minimum (with slack for this process's growing resident set).
+        let slack = 64 << 20
+        let tight = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                       paging: PagingOptions(mode: .flash, memoryBudget: m32 + slack)))
+        let tightPlan = try #require(tight.transformer.feedForward?.plan)
+        let tightSplit = try #require(tight.processBudget)
+        #expect(tightPlan.weightBytes <= tightSplit.weightBytes)
+        #expect(tightSplit.overheadBytes + tightPlan.weightBytes <= m32 + slack)
         // An ordinary file cannot page; a predictor rule needs a predictor.
         #expect(throws: PagingError.notPacked(path: try TestPaths.fixture("tiny-q8_0.gguf"))) {
             try LanguageModel(path: try TestPaths.fixture("tiny-q8_0.gguf"),
@@ -143,19 +172,22 @@ struct FlashPagingTests {
     @Test("reads: naive reads every group every token, flash only what is not in memory, and the window hits")
     func readCounts() throws {
         let path = try Self.packed("tiny-q8_0.gguf")
-        func run(_ p: PagingOptions) throws -> (PagingStats, PagingPlan, FlashLayout) {
-            let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: p))
-            let ffn = try #require(lm.transformer.feedForward)
-            _ = try lm.transformer.decode(1)
+        func run(_ p: PagingOptions, direct: Bool = false) throws -> (PagingStats, PagingPlan, FlashLayout) {
+            let transformer = direct ? try Self.pagedModel(path, p).transformer
+                : try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: p)).transformer
+            let ffn = try #require(transformer.feedForward)
+            _ = try transformer.decode(1)
             let before = ffn.stats
-            for t in Self.tokens.prefix(5) { _ = try lm.transformer.decode(t) }
+            for t in Self.tokens.prefix(5) { _ = try transformer.decode(t) }
             return (ffn.stats - before, ffn.plan, ffn.layout)
         }
         let (naive, _, layout) = try run(PagingOptions(mode: .naive))
         #expect(naive.bytesRead == 5 * 2 * layout.layerBytes)
         let (resident, _, _) = try run(.resident)
         #expect(resident.bytesRead == 0)
-        let (flash, plan, _) = try run(PagingOptions(mode: .flash, memoryBudget: LanguageModel.minimumForTests(path) + 2 * 3 * 4096))
+        // The FFN's own budget (what LanguageModel gives it of the process's): room for 3 groups per layer.
+        let weightsMinimum = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 30)).plan.minimumBytes
+        let (flash, plan, _) = try run(PagingOptions(mode: .flash, memoryBudget: weightsMinimum + 2 * 3 * 4096), direct: true)
         #expect(plan.pinnedGroups == 3)
         #expect(flash.bytesRead == 5 * 2 * (layout.groupsPerLayer - 3) * layout.bundleBytes)
         #expect(flash.groupsInMemory == 5 * 2 * 3)
@@ -264,10 +296,20 @@ struct FlashPagingTests {
     }
 }
 
-extension LanguageModel {
-    /// The minimum budget of a packed file in flash mode (resident weights + read buffers).
-    static func minimumForTests(_ path: String) throws -> Int {
-        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 16, paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
-        return lm.transformer.feedForward!.plan.minimumBytes
+extension FlashPagingTests {
+    /// A packed model whose paged FFN gets `paging.memoryBudget` for its weights alone (LanguageModel gives it the
+    /// process budget less the rest, which depends on this process's resident set): exact group counts.
+    static func pagedModel(_ path: String, _ paging: PagingOptions) throws -> (transformer: Transformer, plan: PagingPlan) {
+        let file = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: file)
+        let layout = try #require(try FlashLayout(file: file, config: config))
+        let schedule = LayerSchedule.plain(blocks: config.numHiddenLayers)
+        let resident = file.tensors.filter { !$0.name.contains("ffn_") }.reduce(0) { $0 + $1.byteCount }
+        let t = try Transformer(store: MappedWeightStore(file: file), config: config, schedule: schedule, contextLength: 32,
+                                threads: 1, feedForward: { pool, maxBatch in
+            try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: paging, pool: pool,
+                                 residentBytes: resident, maxBatch: maxBatch)
+        })
+        return (t, try #require(t.feedForward).plan)
     }
 }

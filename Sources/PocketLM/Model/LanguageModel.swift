@@ -39,8 +39,13 @@ public final class LanguageModel {
     /// Seconds from opening the file to a model ready to run.
     public let loadSeconds: Double
 
+    /// How `--memory-budget` was split when the model pages its FFN under one (nil otherwise).
+    public let processBudget: ProcessBudget?
+
     public init(path: String, options: LoadOptions = .init()) throws {
         let start = Date()
+        // The process before the model: what a memory budget sets aside for the runtime.
+        let runtimeBytes = ProcessStats.currentResidentBytes()
         try KernelISA.applyEnvironment()
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
@@ -61,15 +66,34 @@ public final class LanguageModel {
         let tokenizerLoad = BackgroundResult { try TokenizerLoader.load(from: file) }
         defer { _ = try? tokenizerLoad.wait() }   // never leave it running past an early throw
         var feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)?
+        var processBudget: ProcessBudget?
         if let layout = try FlashLayout(file: file, config: config) {
             // Bundles hold a SwiGLU FFN between plain pre-norms; other block shapes are not packed yet.
             guard architecture.traits == Llama.traits else {
                 throw ModelError.unsupportedFeature(key: "general.architecture", reason: "flash paging of a \(config.modelType) model")
             }
-            let paging = options.paging ?? .resident
+            var paging = options.paging ?? .resident
+            if let budget = paging.memoryBudget {
+                // The budget is the whole process's: measure the vocabulary (built now, not beside the packing, so
+                // its growth of the resident set is its own), drop the metadata's file pages, and give the weights
+                // what is left after the KV cache, scratch and runtime.
+                _ = try tokenizerLoad.wait()
+                file.file.adviseDontNeed(offset: 0, length: file.dataOffset, evict: true)
+                let vocabulary = max(0, ProcessStats.currentResidentBytes() - runtimeBytes)
+                let context = options.contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
+                let embedding = file.tensorInfo("token_embd.weight")
+                let plan = ProcessBudget(budget: budget, config: config, schedule: schedule, contextLength: context,
+                                         maxBatch: options.maxBatch, threads: options.threads, runtimeBytes: runtimeBytes,
+                                         vocabularyBytes: vocabulary,
+                                         embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
+                                         groupsPerLayer: layout.groupsPerLayer)
+                processBudget = plan
+                paging.memoryBudget = max(0, plan.weightBytes)
+            }
             let resident = LanguageModel.residentBytes(of: file)
+            let ffnOptions = paging
             feedForward = { pool, maxBatch in
-                try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: paging,
+                try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: ffnOptions,
                                      pool: pool, residentBytes: resident, maxBatch: maxBatch)
             }
         } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
@@ -78,10 +102,23 @@ public final class LanguageModel {
             // Read ahead: the first token (or the repacking) touches every weight.
             file.file.adviseWillNeed()
         }
-        let store = MappedWeightStore(file: file, cacheDirectory: options.packCacheDirectory)
-        let transformer = try Transformer(store: store, config: config, traits: architecture.traits,
+        // Under a budget the packed matrices' source pages leave the page cache too, and no cache file is written
+        // (its dirty pages would be charged to the process); an existing one is mapped (those pages are the
+        // resident weights themselves).
+        let store = MappedWeightStore(file: file, cacheDirectory: options.packCacheDirectory,
+                                      evictsPageCache: processBudget != nil)
+        let transformer: Transformer
+        do {
+            transformer = try Transformer(store: store, config: config, traits: architecture.traits,
                                           schedule: schedule, contextLength: options.contextLength,
                                           threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
+        } catch PagingError.budgetTooSmall(_, let weights, _) where processBudget != nil {
+            // PagedFeedForward knows the weights' minimum; the user needs the whole process's.
+            let p = processBudget!
+            throw PagingError.processBudgetTooSmall(budget: p.budget, minimum: p.overheadBytes + weights,
+                                                    contextLength: p.contextLength, weights: weights,
+                                                    kvCache: p.kvCacheBytes, rest: p.overheadBytes - p.kvCacheBytes)
+        }
         // A tensor the forward pass does not read is a feature it does not implement: refuse rather than compute
         // another model than the file describes.
         let paged = Set(LanguageModel.pagedSuffixes)
@@ -91,7 +128,7 @@ public final class LanguageModel {
             }
         }
         // Only after the checks above: a file the model refuses leaves no cache behind.
-        store.persistPacked()
+        if processBudget == nil { store.persistPacked() }
         self.transformer = transformer
         self.tokenizer = try tokenizerLoad.wait()
         guard tokenizer.vocabularySize <= config.vocabSize else {
@@ -100,6 +137,7 @@ public final class LanguageModel {
         }
         self.file = file
         self.config = config
+        self.processBudget = processBudget
         self.loadSeconds = Date().timeIntervalSince(start)
     }
 

@@ -75,11 +75,17 @@ public final class PagedFeedForward: @unchecked Sendable {
     private let reader: DirectReader?
     private let mapped: MappedFile?
     private let mmapFd: Int32
+    private let file: MappedFile
     private let bundleOffsets: [Int]
     private let downScales: [UnsafeMutablePointer<UInt16>]
     private let caches: [NeuronBundleCache]
     private let arena: UnsafeMutableRawPointer?
     private let staging: [UnsafeMutableRawPointer]
+    /// Under a budget: the file's page cache is the process's memory too, so what is read through the map leaves it.
+    private let evicts: Bool
+    /// The token embedding's bytes in the file: its rows are looked up through the map each step, and dropped at
+    /// the next (under a budget).
+    private let embeddingRange: (offset: Int, length: Int)?
 
     private struct Predictor {
         let a: UnsafeMutableRawPointer   // rank × dim F16
@@ -123,6 +129,10 @@ public final class PagedFeedForward: @unchecked Sendable {
         self.maxBatch = maxBatch
         let layers = config.numHiddenLayers, dim = config.hiddenSize, ffn = config.intermediateSize
         let G = layout.groupsPerLayer, bb = layout.bundleBytes
+        let evicts = options.memoryBudget != nil
+        self.evicts = evicts
+        self.file = file.file
+        embeddingRange = file.tensorInfo("token_embd.weight").map { ($0.fileOffset, $0.byteCount) }
 
         if case .predictor = options.sparsity, file.tensorInfo("blk.0.ffn_pred_a") == nil {
             throw PagingError.noPredictor(path: file.path)
@@ -147,7 +157,7 @@ public final class PagedFeedForward: @unchecked Sendable {
             }
             let p = UnsafeMutablePointer<T>.allocate(capacity: count)
             UnsafeMutableRawPointer(p).copyMemory(from: file.data(of: info), byteCount: info.byteCount)
-            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
+            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount, evict: evicts)
             return p
         }
         downScales = try (0..<layers).map { try copy(FlashLayout.downScaleName($0), as: UInt16.self, count: ffn / 32 * dim) }
@@ -258,7 +268,7 @@ public final class PagedFeedForward: @unchecked Sendable {
 
         try loadPinned()
         for info in file.tensors where info.name.hasSuffix(".ffn_bundles") {
-            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount)
+            file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount, evict: evicts)
         }
     }
 
@@ -304,7 +314,12 @@ public final class PagedFeedForward: @unchecked Sendable {
     public func forward(pass: Int, block: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                         out: UnsafeMutablePointer<Float>) throws {
         let G = layout.groupsPerLayer
-        if pass == 0 { token += 1 }
+        if pass == 0 {
+            token += 1
+            // The embedding rows the forward pass just looked up through the map: out of the page cache again, so a
+            // step leaves at most a batch's rows there (ProcessBudget.pageCacheBytes).
+            if evicts, let e = embeddingRange { file.adviseDontNeed(offset: e.offset, length: e.length, evict: true) }
+        }
         var t0 = DispatchTime.now().uptimeNanoseconds
         // Seconds since the last lap, for the I/O / management / compute split.
         func lap() -> Double {

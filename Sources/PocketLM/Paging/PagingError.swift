@@ -4,7 +4,10 @@ import Foundation
 public enum PagingError: Error, LocalizedError, Equatable {
     case notPacked(path: String)
     case unsupportedWeights(tensor: String, type: String)
+    /// The weights' share of a budget is below their minimum (resident tensors + read buffers).
     case budgetTooSmall(budget: Int, minimum: Int, resident: Int)
+    /// A whole-process budget is below what the model needs at that context.
+    case processBudgetTooSmall(budget: Int, minimum: Int, contextLength: Int, weights: Int, kvCache: Int, rest: Int)
     case readFailed(path: String, offset: Int, message: String)
     case shortRead(path: String, offset: Int, expected: Int, got: Int)
     case noPredictor(path: String)
@@ -17,7 +20,9 @@ public enum PagingError: Error, LocalizedError, Equatable {
         case .unsupportedWeights(let t, let ty):
             "tensor '\(t)' is \(ty): the flash layout packs Q8_0 FFN weights only (make a Q8_0 file with weights-tools/variants.py or convert_hf.py --outtype q8_0)"
         case .budgetTooSmall(let b, let m, let r):
-            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise --memory-budget to at least \(ByteCount.format(m))"
+            "a weight budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise the memory budget to at least \(ByteCount.format(m))"
+        case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest):
+            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) at a context of \(c) tokens (weights \(ByteCount.format(w)) with the read buffers, KV cache \(ByteCount.format(kv)), runtime, vocabulary and scratch \(ByteCount.format(rest))): raise the memory budget to at least \(ByteCount.format(m)) or shorten the context"
         case .readFailed(let p, let o, let m): "reading \(p) at byte \(o) failed: \(m)"
         case .shortRead(let p, let o, let e, let g):
             "short read from \(p) at byte \(o): expected \(e) bytes, got \(g) (is the file truncated?)"

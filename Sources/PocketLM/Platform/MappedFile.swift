@@ -1,3 +1,4 @@
+import CPlatform
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,6 +13,8 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     public let base: UnsafeRawPointer
+    /// Kept open to drop ranges from the page cache (`evict`).
+    private let fd: Int32
 
     public init(path: String) throws(GGUFError) {
         self.path = path
@@ -21,15 +24,16 @@ public final class MappedFile: @unchecked Sendable {
             if code == ENOENT { throw .fileNotFound(path) }
             throw .io(path: path, message: String(cString: strerror(code)))
         }
-        defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .io(path: path, message: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .io(path: path, message: "not a regular file") }
+        guard fstat(fd, &st) == 0 else { close(fd); throw .io(path: path, message: String(cString: strerror(errno))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw .io(path: path, message: "not a regular file") }
         let size = Int(st.st_size)
-        guard size > 0 else { throw .notGGUF(path: path, reason: "the file is empty") }
+        guard size > 0 else { close(fd); throw .notGGUF(path: path, reason: "the file is empty") }
         guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            close(fd)
             throw .io(path: path, message: "mmap failed: \(String(cString: strerror(errno)))")
         }
+        self.fd = fd
         self.size = size
         self.base = UnsafeRawPointer(p)
     }
@@ -41,15 +45,20 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Drops the map's pages in [offset, offset+length) from this process's memory (whole pages inside the
     /// range only); a later access reads them again from the file. Used once a tensor has been repacked.
-    public func adviseDontNeed(offset: Int, length: Int) {
+    /// `evict` also drops them from the page cache (where no other process maps them), so a run inside a memory
+    /// limit is not charged for file pages it no longer uses: page cache counts against a cgroup's limit.
+    public func adviseDontNeed(offset: Int, length: Int, evict: Bool = false) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (offset + page - 1) / page * page
         let end = (offset + length) / page * page
         guard end > start else { return }
         _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_DONTNEED))
+        // Unmapped first: the page cache keeps pages a mapping still holds.
+        if evict { _ = pl_drop_cached(fd, Int64(offset), Int64(length)) }
     }
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
+        close(fd)
     }
 }

@@ -64,9 +64,13 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     private let cacheDirectory: URL?
     private let cache: PackedWeightCache?
 
+    /// Whether the file pages a matrix was packed from also leave the page cache (a run inside a memory limit).
+    private let evictsPageCache: Bool
+
     /// `cacheDirectory`: where packed matrices persist between loads (nil: pack on every load, write nothing).
-    public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil) {
+    public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil, evictsPageCache: Bool = false) {
         self.file = file
+        self.evictsPageCache = evictsPageCache
         self.packs = pack && pl_packed_supported() != 0
         self.cacheDirectory = packs ? cacheDirectory : nil
         self.cache = self.cacheDirectory.flatMap { PackedWeightCache(source: file.path, directory: $0) }
@@ -140,7 +144,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
             packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
                        groups: g0..<g1)
             let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
-            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first)
+            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evictsPageCache)
         }
         packed[info.name] = UnsafeRawPointer(dst)
         packedHere.append((info.name, UnsafeRawPointer(dst), bytes))

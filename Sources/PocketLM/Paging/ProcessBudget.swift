@@ -1,0 +1,93 @@
+import CKernels
+import Foundation
+
+/// A memory budget for the whole process, and how it is spent: the weights get what is left once everything else a
+/// run needs is set aside. A run inside a memory limit (a phone app's, a cgroup's) equal to the budget is never
+/// killed for the KV cache, the vocabulary or the runtime coming on top of its weights.
+///
+/// Page cache counts against such a limit too, so reads leave none behind: the FFN's reads bypass it (O_DIRECT),
+/// the file pages a resident matrix was packed from are dropped from it, the GGUF metadata's once the vocabulary is
+/// built, and the embedding rows looked up through the map at every step; the mmap mode counts the layers it keeps
+/// mapped and drops the others after each use.
+public struct ProcessBudget: Sendable, Codable, Equatable {
+    /// The whole process's memory, bytes.
+    public var budget: Int
+    /// The context the KV cache is sized for, in positions.
+    public var contextLength: Int
+    /// The process before the model: runtime, libraries and binary (its resident set when loading began).
+    public var runtimeBytes: Int
+    /// The GGUF metadata and tokenizer tables (the resident set's growth while they were built).
+    public var vocabularyBytes: Int
+    /// F16 keys and values of every pass at `contextLength` (a sliding-window pass: its ring).
+    public var kvCacheBytes: Int
+    /// Activations, attention scores, logits and the paged FFN's buffers, for the largest batch.
+    public var scratchBytes: Int
+    /// Embedding rows a step may leave in the page cache before the next step drops them.
+    public var pageCacheBytes: Int
+    /// Page tables, thread stacks, allocator slack and kernel memory charged to the process.
+    public var marginBytes: Int
+
+    /// Everything but the weights.
+    public var overheadBytes: Int {
+        runtimeBytes + vocabularyBytes + kvCacheBytes + scratchBytes + pageCacheBytes + marginBytes
+    }
+    /// What the weights may use: resident tensors, read buffers and cached FFN groups.
+    public var weightBytes: Int { budget - overheadBytes }
+
+    /// Page tables, stacks, slack: measured in a cgroup-v1 limit (memory.max_usage_in_bytes against the resident set
+    /// and the estimates here, SmolLM2 Q8_0 packed, contexts 256–4096), with room to spare.
+    public static let defaultMargin = 12 << 20
+
+    /// The budget's split for `config` run with `schedule` at `contextLength`, `maxBatch` positions per batch and
+    /// `threads` compute threads; `runtimeBytes` and `vocabularyBytes` measured by the caller.
+    public init(budget: Int, config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int, threads: Int,
+                runtimeBytes: Int, vocabularyBytes: Int, embeddingRowBytes: Int, groupsPerLayer: Int,
+                marginBytes: Int = ProcessBudget.defaultMargin) {
+        self.budget = budget
+        self.contextLength = contextLength
+        self.runtimeBytes = runtimeBytes
+        self.vocabularyBytes = vocabularyBytes
+        let b = max(1, min(maxBatch, contextLength))
+        kvCacheBytes = Self.kvCacheBytes(config: config, schedule: schedule, contextLength: contextLength, maxBatch: b)
+        scratchBytes = Self.scratchBytes(config: config, contextLength: contextLength, maxBatch: b, threads: threads,
+                                         groupsPerLayer: groupsPerLayer)
+        // A batch of b tokens looks up at most b rows, each on at most two pages.
+        pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * 2 * 4096)
+        self.marginBytes = marginBytes
+    }
+
+    /// Keys and values of every pass at the full context, as `KVCache` lays them out (a sliding pass keeps a
+    /// double-written ring of window + batch positions when that is smaller than the context).
+    public static func kvCacheBytes(config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int) -> Int {
+        var rows = 0
+        for block in schedule.passes {
+            if config.isSlidingLayer(block), let w = config.slidingWindow, w + maxBatch < contextLength {
+                rows += 2 * (w + maxBatch)
+            } else {
+                rows += contextLength
+            }
+        }
+        return rows * config.kvDim * 2 * 2   // keys and values, F16
+    }
+
+    /// The forward pass's buffers as Transformer, Linear and PagedFeedForward allocate them (float activations per
+    /// batch row, attention scores per thread over the context, one row of logits, quantized inputs), counted as if
+    /// every page were touched.
+    public static func scratchBytes(config: ModelConfig, contextLength: Int, maxBatch b: Int, threads: Int,
+                                    groupsPerLayer: Int) -> Int {
+        let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, ffn = config.intermediateSize
+        let hd = config.headDim, widest = max(dim, ffn, qDim)
+        var floats = b * (2 * dim + qDim + 2 * kvDim + max(qDim, dim) + 2 * ffn)   // x, xn, q, k, v, att, gate, up
+        floats += threads * config.attentionGroup * contextLength                   // scores
+        floats += config.vocabSize                                                 // last logits
+        floats += 2 * 2 * b * hd / 2                                               // RoPE cos/sin, two bases
+        floats += threads * 32 * widest                                            // Linear's panels
+        var bytes = 4 * floats
+        bytes += 3 * b * (widest / 32 + 1) * 36                                    // Linear's quantized inputs
+        // PagedFeedForward: per-token vectors, a batch's gate/up and quantized inputs, per-thread accumulators.
+        bytes += 4 * (6 * ffn + groupsPerLayer + max(groupsPerLayer, ffn)) + 12 * ffn
+        bytes += 2 * b * ffn * 4 + b * (dim / 32) * 34 + (dim + ffn) / 32 * 34
+        bytes += 4 * ffn / 32 * (dim + 16 * threads) + b * groupsPerLayer + 2 * groupsPerLayer
+        return bytes
+    }
+}

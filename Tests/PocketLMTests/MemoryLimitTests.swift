@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import PocketLM
+
+/// `--memory-budget B` bounds the whole process: the CLI run inside a cgroup-v1 memory limit of B (page cache counts
+/// against it, as on a phone) is never killed, never even makes the kernel reclaim to fit (the limit is never hit),
+/// peaks at or below B, and gives the greedy tokens of the ordinary file; a budget below the minimum for a context is
+/// an error that states the minimum, and that minimum is enough.
+@Suite("Memory limit", .serialized)
+struct MemoryLimitTests {
+    static let root = "/sys/fs/cgroup/memory"
+
+    /// Why no memory cgroup can be used here, or nil when one can be created and written.
+    static func cgroupUnavailable() -> String? {
+        let probe = "\(root)/pocketlm-probe-\(getpid())"
+        guard FileManager.default.fileExists(atPath: "\(root)/cgroup.procs") else {
+            return "no cgroup-v1 memory controller at \(root)"
+        }
+        guard mkdir(probe, 0o755) == 0 else { return "cannot create a memory cgroup under \(root): \(String(cString: strerror(errno)))" }
+        defer { rmdir(probe) }
+        guard (try? "67108864".write(toFile: "\(probe)/memory.limit_in_bytes", atomically: false, encoding: .utf8)) != nil else {
+            return "cannot set memory.limit_in_bytes in \(probe)"
+        }
+        return nil
+    }
+
+    struct Limited {
+        var status: Int32
+        var killed: Bool
+        var stdout: String
+        var stderr: String
+        var peak: Int
+        var failcnt: Int
+    }
+
+    /// Runs the CLI inside a fresh memory cgroup limited to `limit` bytes (the shell moves itself in, then execs).
+    static func runLimited(_ args: [String], limit: Int) throws -> Limited {
+        let binary = CLITests.binary
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
+        }
+        let group = "\(root)/pocketlm-test-\(getpid())-\(UUID().uuidString.prefix(8))"
+        guard mkdir(group, 0o755) == 0 else { throw TestSetupError("cannot create \(group)") }
+        defer { rmdir(group) }
+        try String(limit).write(toFile: "\(group)/memory.limit_in_bytes", atomically: false, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "echo $$ > \(group)/cgroup.procs && exec \"$@\"", "sh", binary] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        final class Box: @unchecked Sendable { var data = Data() }
+        let outBox = Box()
+        let done = DispatchGroup()
+        done.enter()
+        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); done.leave() }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
+        p.waitUntilExit()
+        func read(_ name: String) -> Int {
+            Int(((try? String(contentsOfFile: "\(group)/\(name)", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        return Limited(status: p.terminationStatus, killed: p.terminationReason == .uncaughtSignal,
+                       stdout: String(decoding: outBox.data, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self),
+                       peak: read("memory.max_usage_in_bytes"), failcnt: read("memory.failcnt"))
+    }
+
+    /// The minimum the CLI states for `context` (from its error at a 1 MiB budget), in bytes, rounded up to 0.1 MiB.
+    static func statedMinimum(_ packed: String, context: Int) throws -> Int {
+        let r = try CLITests.pocketlm(["run", "--model", packed, "--prompt", "x", "--memory-budget", "1M",
+                                       "--context", String(context)])
+        #expect(r.status != 0 && r.stdout.isEmpty)
+        #expect(r.stderr.contains("at a context of \(context) tokens"), "\(r.stderr)")
+        let pattern = try #require(r.stderr.range(of: #"minimum of ([0-9.]+) MiB"#, options: .regularExpression))
+        let number = r.stderr[pattern].split(separator: " ")[2]
+        let mib = try #require(Double(number))
+        return Int(((mib + 0.1) * 1_048_576).rounded(.up))
+    }
+
+    @Test("the CLI inside a memory limit equal to its budget: never killed, limit never hit, peak ≤ budget, same tokens; the stated minimum runs")
+    func runsInsideItsBudget() throws {
+        if let reason = Self.cgroupUnavailable() {
+            print("SKIPPED (memory limit test): \(reason)")
+            return
+        }
+        let q8 = try TestPaths.model("SmolLM2-135M-Instruct.Q8_0.gguf")
+        let packed = FileManager.default.temporaryDirectory.appendingPathComponent("limit-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: packed) }
+        let pack = try CLITests.pocketlm(["pack", "--model", q8, "--out", packed])
+        #expect(pack.status == 0, "\(pack.stderr)")
+        let prompt = ["--prompt", "The capital of France is", "--temperature", "0", "--max-tokens", "16", "--json"]
+        let dense = try CLITests.json(try CLITests.pocketlm(["run", "--model", q8] + prompt).stdout)
+        let denseTokens = try #require(dense["tokens"] as? [Int])
+
+        let min256 = try Self.statedMinimum(packed, context: 256)
+        let min2048 = try Self.statedMinimum(packed, context: 2048)
+        // A longer context needs more: its KV cache (30 layers × 192 keys and values × 2 bytes per position).
+        #expect(min2048 - min256 >= (2048 - 256) * 30 * 192 * 2 * 2)
+        let cases: [(budget: Int, context: Int, extra: [String])] = [
+            (min256 + (1 << 20), 256, []),                  // the stated minimum (+1 MiB: the runtime's RSS varies by run)
+            (min256 + (24 << 20), 256, ["--window", "2"]),  // room for some FFN groups and a window
+            (min2048 + (1 << 20), 2048, []),
+            (min256 + (8 << 20), 256, ["--paging", "naive"]),
+            (min256 + (40 << 20), 256, ["--paging", "mmap"]),
+        ]
+        for c in cases {
+            let args = ["run", "--model", packed, "--memory-budget", String(c.budget), "--context", String(c.context)] + prompt + c.extra
+            let r = try Self.runLimited(args, limit: c.budget)
+            let label = "budget \(c.budget >> 20) MiB, context \(c.context) \(c.extra)"
+            #expect(!r.killed && r.status == 0, "\(label): status \(r.status), killed \(r.killed): \(r.stderr)")
+            #expect(r.peak > 0 && r.peak <= c.budget, "\(label): cgroup peak \(r.peak >> 20) MiB")
+            #expect(r.failcnt == 0, "\(label): the process hit its limit \(r.failcnt) times (the kernel had to reclaim)")
+            guard r.status == 0 else { continue }
+            let obj = try CLITests.json(r.stdout)
+            #expect(obj["tokens"] as? [Int] == denseTokens, "\(label): greedy tokens differ from the ordinary file's")
+            let rss = try #require(obj["peak_rss_bytes"] as? Int)
+            #expect(rss <= c.budget, "\(label): peak RSS \(rss >> 20) MiB")
+        }
+        // Below the minimum, inside the same limit: a clear error, not a kill.
+        let small = try Self.runLimited(["run", "--model", packed, "--memory-budget", String(min256 - (1 << 20)),
+                                         "--context", "256"] + prompt, limit: min256 - (1 << 20))
+        #expect(!small.killed && small.status != 0)
+        #expect(small.stderr.contains("below this model's minimum") && small.stderr.contains("context of 256 tokens"), "\(small.stderr)")
+    }
+}
