@@ -95,8 +95,10 @@ struct MemoryLimitTests {
 
         let min256 = try Self.statedMinimum(packed, context: 256)
         let min2048 = try Self.statedMinimum(packed, context: 2048)
-        // A longer context needs more: its KV cache (30 layers × 192 keys and values × 2 bytes per position).
-        #expect(min2048 - min256 >= (2048 - 256) * 30 * 192 * 2 * 2)
+        // A longer context needs more: its KV cache (30 layers × 192 keys and values × 2 bytes per position), within
+        // the 0.1 MiB the message rounds to and the runtime's resident set, which varies by a few hundred KiB per run.
+        let kvGrowth = (2048 - 256) * 30 * 192 * 2 * 2
+        #expect(abs(min2048 - min256 - kvGrowth) < 1 << 20, "\(min2048 - min256) vs \(kvGrowth)")
         let cases: [(budget: Int, context: Int, extra: [String])] = [
             (min256 + (1 << 20), 256, []),                  // the stated minimum (+1 MiB: the runtime's RSS varies by run)
             (min256 + (24 << 20), 256, ["--window", "2"]),  // room for some FFN groups and a window
