@@ -108,6 +108,40 @@ struct FlashPagingTests {
         }
     }
 
+    @Test("block rows: Q4_0 and Q4_1 files pack (each group keeps its gate rows, up rows and down blocks as in the source) and compute the original's logits bit for bit in every mode",
+          arguments: ["tiny-q4_0.gguf", "tiny-q4_1.gguf"])
+    func blockRows(fixture: String) throws {
+        let path = try Self.packed(fixture, bundleBytes: 4096)
+        let f = try GGUFFile(path: path), source = try GGUFFile(path: try TestPaths.fixture(fixture))
+        let layout = try #require(try FlashLayout(file: f, config: try ModelConfig(gguf: f)))
+        #expect(layout.format == .blockRows)
+        let type = try #require(source.tensorInfo("blk.1.ffn_down.weight")).type
+        #expect(layout.gateType == type && layout.downType == type)
+        #expect(layout.groupNeurons % 32 == 0 && layout.groupsPerLayer == 128 / layout.groupNeurons)
+        #expect(f.tensorInfo("blk.0.ffn_down_scale") == nil)
+        // Group 1 of layer 1: gate row 32 + j is the source's, byte for byte; so is down row 5's block 1.
+        let bundles = f.data(of: try #require(f.tensorInfo(FlashLayout.bundlesName(1)))) + layout.bundleBytes
+        let gate = source.data(of: try #require(source.tensorInfo("blk.1.ffn_gate.weight")))
+        let down = source.data(of: try #require(source.tensorInfo("blk.1.ffn_down.weight")))
+        for j in [0, 7, 31] {
+            #expect(memcmp(bundles + j * layout.gateRowBytes, gate + (32 + j) * layout.gateRowBytes, layout.gateRowBytes) == 0)
+        }
+        let blockBytes = layout.downType.blockBytes
+        #expect(memcmp(bundles + layout.downOffset + 5 * layout.downSliceBytes, down + 5 * layout.downRowBytes + blockBytes, blockBytes) == 0)
+
+        let original = try Self.logits(try TestPaths.fixture(fixture), Self.tokens)
+        for paging in [PagingOptions.resident, PagingOptions(mode: .flash), PagingOptions(mode: .naive), PagingOptions(mode: .mmap),
+                       PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1)] {
+            let packed = try Self.logits(path, Self.tokens, paging: paging)
+            let differing = zip(packed, original).filter { $0 != $1 }.count
+            #expect(packed.count == original.count && differing == 0, "\(fixture) \(paging.mode): \(differing) logits differ")
+        }
+        // A file whose FFN matrices change type between layers, and the rules that need the column format, are refused.
+        #expect(throws: PagingError.self) {
+            try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: PagingOptions(mode: .naive, sparsity: .exact(keep: 0.5))))
+        }
+    }
+
     @Test("budgets: the whole process's budget is split (KV cache, scratch, runtime, weights); the plan fits; too small a budget names the minimum")
     func budgets() throws {
         let path = try Self.packed("tiny-q8_0.gguf")

@@ -86,7 +86,12 @@ public final class LanguageModel {
                                          maxBatch: options.maxBatch, threads: options.threads, runtimeBytes: runtimeBytes,
                                          vocabularyBytes: vocabulary,
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
-                                         groupsPerLayer: layout.groupsPerLayer)
+                                         groupsPerLayer: layout.groupsPerLayer,
+                                         // Block rows: the reassembled down matrix and the dense kernels' inputs.
+                                         extraScratchBytes: layout.format == .blockRows
+                                            ? config.hiddenSize * layout.downRowBytes
+                                                + 3 * options.maxBatch * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
+                                            : 0)
                 processBudget = plan
                 paging.memoryBudget = max(0, plan.weightBytes)
             }

@@ -78,6 +78,9 @@ public final class PagedFeedForward: @unchecked Sendable {
     private let file: MappedFile
     private let bundleOffsets: [Int]
     private let downScales: [UnsafeMutablePointer<UInt16>]
+    /// Block rows only: the dense kernels, and the down matrix reassembled from the groups in memory.
+    private let linear: Linear?
+    private let downMatrix: UnsafeMutableRawPointer?
     private let caches: [NeuronBundleCache]
     private let arena: UnsafeMutableRawPointer?
     private let staging: [UnsafeMutableRawPointer]
@@ -160,8 +163,25 @@ public final class PagedFeedForward: @unchecked Sendable {
             file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount, evict: evicts)
             return p
         }
-        downScales = try (0..<layers).map { try copy(FlashLayout.downScaleName($0), as: UInt16.self, count: ffn / 32 * dim) }
-        var resident = residentBytes + layers * (ffn / 32 * dim * 2)
+        let columns = layout.format == .columns
+        downScales = columns ? try (0..<layers).map { try copy(FlashLayout.downScaleName($0), as: UInt16.self, count: ffn / 32 * dim) } : []
+        var resident = residentBytes + (columns ? layers * (ffn / 32 * dim * 2) : 0)
+        if !columns {
+            switch options.sparsity {
+            case .exact, .threshold:
+                throw PagingError.invalidOption("the exact and threshold rules need a Q8_0-packed file (columns format); this one keeps \(layout.gateType)/\(layout.downType) blocks")
+            case .none, .predictor: break
+            }
+        }
+        // Block rows: the dense kernels run on each group's gate/up rows and on a down matrix reassembled from the
+        // groups' slices (so with every neuron used the result is the ordinary file's, bit for bit).
+        linear = columns ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch), tileFloats: 1)
+        downMatrix = columns ? nil : {
+            let bytes = dim * layout.downRowBytes
+            let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            return p
+        }()
 
         var predictors: [Predictor] = []
         var groupMass: [[Float]] = []
@@ -276,6 +296,8 @@ public final class PagedFeedForward: @unchecked Sendable {
         reader?.shutdown()
         if mmapFd >= 0 { close(mmapFd) }
         for p in downScales { p.deallocate() }
+        linear?.deallocate()
+        downMatrix?.deallocate()
         for p in predictors { p.a.deallocate(); p.b.deallocate(); p.bias.deallocate() }
         arena?.deallocate()
         for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
@@ -482,6 +504,10 @@ public final class PagedFeedForward: @unchecked Sendable {
 
     private func compute(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                          out: UnsafeMutablePointer<Float>) {
+        if layout.format == .blockRows {
+            computeBlockRows(block: block, buffer: buffer, input: input, rows: rows, out: out)
+            return
+        }
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
         let nb = layout.neuronBytes
         let read = readThisStep + buffer * G
@@ -552,6 +578,48 @@ public final class PagedFeedForward: @unchecked Sendable {
                                         accBase + part * per, o + r0, Int64(r0), Int64(r1))
                 }
             }
+        }
+    }
+
+    /// Block rows: per group in memory, the dense row kernels on its gate and up rows (neurons of groups not used stay
+    /// 0, so their h is 0), SwiGLU over the whole layer, its down blocks copied into the reassembled down matrix, then
+    /// the dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor).
+    private func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
+                                  out: UnsafeMutablePointer<Float>) {
+        let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
+        let read = readThisStep + buffer * G
+        let linear = linear!, down = downMatrix!
+        let downBlock = layout.downType.blockSize, downBlockBytes = layout.downType.blockBytes
+        let downWeights = WeightTensor(name: "ffn_down", type: layout.downType, rows: dim, columns: ffn,
+                                       rowBytes: layout.downRowBytes, data: UnsafeRawPointer(down))
+        let shared = predictors.isEmpty
+        var r0 = 0
+        while r0 < rows {
+            let n = shared ? rows : 1
+            let g = batchG + r0 * ffn, u = batchU + r0 * ffn
+            g.initialize(repeating: 0, count: n * ffn)
+            u.initialize(repeating: 0, count: n * ffn)
+            for gi in 0..<G {
+                guard let base = location[buffer][gi] else { continue }
+                // A group read for another row of the batch is not used by this one (as in `list(row:)`).
+                if read[gi] && !needed[r0 * G + gi] { continue }
+                let neurons = layout.neurons(inGroup: gi)
+                let gate = WeightTensor(name: "ffn_gate", type: layout.gateType, rows: neurons.count, columns: dim,
+                                        rowBytes: layout.gateRowBytes, data: base)
+                let up = WeightTensor(name: "ffn_up", type: layout.upType, rows: neurons.count, columns: dim,
+                                      rowBytes: layout.upRowBytes, data: base + layout.upOffset)
+                linear(gate, input + r0 * dim, n: n, g + neurons.lowerBound, outputStride: ffn)
+                linear(up, input + r0 * dim, n: n, u + neurons.lowerBound, outputStride: ffn)
+                let first = neurons.lowerBound / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
+                let slices = base + layout.downOffset
+                for r in 0..<dim {
+                    (down + r * layout.downRowBytes + first).copyMemory(from: slices + r * layout.downSliceBytes, byteCount: bytes)
+                }
+                stats.neuronsComputed += neurons.count * n
+            }
+            for t in 0..<n { pl_swiglu(g + t * ffn, u + t * ffn, Int64(ffn)) }
+            linear(downWeights, g, n: n, out + r0 * dim)
+            r0 += n
         }
     }
 

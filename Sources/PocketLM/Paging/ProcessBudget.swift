@@ -42,7 +42,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     /// `threads` compute threads; `runtimeBytes` and `vocabularyBytes` measured by the caller.
     public init(budget: Int, config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int, threads: Int,
                 runtimeBytes: Int, vocabularyBytes: Int, embeddingRowBytes: Int, groupsPerLayer: Int,
-                marginBytes: Int = ProcessBudget.defaultMargin) {
+                extraScratchBytes: Int = 0, marginBytes: Int = ProcessBudget.defaultMargin) {
         self.budget = budget
         self.contextLength = contextLength
         self.runtimeBytes = runtimeBytes
@@ -50,7 +50,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         let b = max(1, min(maxBatch, contextLength))
         kvCacheBytes = Self.kvCacheBytes(config: config, schedule: schedule, contextLength: contextLength, maxBatch: b)
         scratchBytes = Self.scratchBytes(config: config, contextLength: contextLength, maxBatch: b, threads: threads,
-                                         groupsPerLayer: groupsPerLayer)
+                                         groupsPerLayer: groupsPerLayer) + extraScratchBytes
         // A batch of b tokens looks up at most b rows, each on at most two pages.
         pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * 2 * 4096)
         self.marginBytes = marginBytes

@@ -4,18 +4,34 @@ import CKernels
 /// resident tensors (embeddings, norms, attention) as they were, and each layer's FFN stored as row-column
 /// bundles that a paged store reads from storage.
 ///
-/// Neuron i of a layer is one bundle: gate row i and up row i (Q8_0 blocks, as in the source file) followed by
-/// down column i (the `dim` int8 quants of the down matrix at column i; the down rows' f16 block scales are a
-/// small resident tensor). `groupNeurons` consecutive bundles fill one read of `bundleBytes` (a multiple of
-/// 4 KiB, zero-padded), and every layer's bundle tensor starts 4 KiB-aligned in the file, so any run of groups
-/// is one direct-I/O read.
+/// Two formats:
+/// - `columns` (version 1, Q8_0 files): neuron i of a layer is one bundle: gate row i and up row i (Q8_0 blocks, as
+///   in the source file) followed by down column i (the `dim` int8 quants of the down matrix at column i; the down
+///   rows' f16 block scales are a small resident tensor).
+/// - `blockRows` (version 2, every other quantized type): a group of `groupNeurons` consecutive neurons (a multiple
+///   of the down type's block, 32 or 256) holds their gate rows, their up rows and, for each of the `dim` down rows,
+///   the down blocks covering those neurons — every block exactly as in the source, whatever its type (a K-quant
+///   block keeps its super-block scales and minimums). A down column cannot be cut out of a block with sub-block
+///   scales without requantizing it, so the group, not the neuron, is the unit: the smallest group is one block
+///   of neurons (32, or 256 for K-quants).
+/// `groupNeurons` consecutive bundles fill one read of `bundleBytes` (a multiple of 4 KiB, zero-padded), and every
+/// layer's bundle tensor starts 4 KiB-aligned in the file, so any run of groups is one direct-I/O read.
 public struct FlashLayout: Sendable, Equatable {
     public static let versionKey = "pocketlm.flash.version"
     public static let bundleBytesKey = "pocketlm.flash.bundle_bytes"
     public static let groupNeuronsKey = "pocketlm.flash.group_neurons"
     public static let neuronBytesKey = "pocketlm.flash.neuron_bytes"
     public static let weightTypeKey = "pocketlm.flash.weight_type"
+    public static let gateTypeKey = "pocketlm.flash.gate_type"
+    public static let upTypeKey = "pocketlm.flash.up_type"
+    public static let downTypeKey = "pocketlm.flash.down_type"
     public static let version = 1
+    public static let blockRowsVersion = 2
+
+    public enum Format: Sendable, Equatable {
+        case columns
+        case blockRows
+    }
     /// Alignment of every tensor in a packed file: direct I/O needs offsets and lengths in whole blocks.
     public static let ioAlignment = 4096
 
@@ -25,6 +41,21 @@ public struct FlashLayout: Sendable, Equatable {
     public let weightType: GGMLType
     public let hiddenSize: Int
     public let intermediateSize: Int
+    public let format: Format
+    /// Source types of the gate, up and down matrices (all Q8_0 in the columns format).
+    public let gateType: GGMLType
+    public let upType: GGMLType
+    public let downType: GGMLType
+
+    public var gateRowBytes: Int { gateType.rowBytes(columns: hiddenSize) ?? 0 }
+    public var upRowBytes: Int { upType.rowBytes(columns: hiddenSize) ?? 0 }
+    /// Bytes of one down row (ffn elements), as the dense kernels read it.
+    public var downRowBytes: Int { downType.rowBytes(columns: intermediateSize) ?? 0 }
+    /// Bytes of a group's slice of one down row (block rows): its neurons' blocks.
+    public var downSliceBytes: Int { groupNeurons / downType.blockSize * downType.blockBytes }
+    /// Where a group's up rows and down slices start inside its bundle (block rows).
+    public var upOffset: Int { groupNeurons * gateRowBytes }
+    public var downOffset: Int { groupNeurons * (gateRowBytes + upRowBytes) }
 
     public var groupsPerLayer: Int { (intermediateSize + groupNeurons - 1) / groupNeurons }
     /// Bytes of one layer's bundle tensor.
@@ -48,14 +79,40 @@ public struct FlashLayout: Sendable, Equatable {
         self.weightType = .q8_0
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
+        self.format = .columns
+        (gateType, upType, downType) = (.q8_0, .q8_0, .q8_0)
+    }
+
+    /// The block-rows layout for gate/up/down matrices of these types: groups of whole down blocks, as many as fit
+    /// in `bundleBytes` (rounded up to 4 KiB and to at least one block of neurons).
+    public init(hiddenSize: Int, intermediateSize: Int, gate: GGMLType, up: GGMLType, down: GGMLType,
+                bundleBytes requested: Int) throws(ModelError) {
+        let block = down.blockSize
+        guard let g = gate.rowBytes(columns: hiddenSize), let u = up.rowBytes(columns: hiddenSize), block > 0,
+              down.rowBytes(columns: intermediateSize) != nil else {
+            throw .invalidConfig(field: "hidden_size", reason: "\(hiddenSize) × \(intermediateSize) is not whole blocks of \(gate)/\(up)/\(down)")
+        }
+        let perBlock = block * (g + u) + hiddenSize * down.blockBytes   // one down block's worth of neurons
+        // As many whole blocks of neurons as the requested read holds (at least one), then rounded up to 4 KiB: a
+        // group is not a divisor of 64 KiB, so rounding the read instead would leave up to half of it padding.
+        let align = FlashLayout.ioAlignment
+        let blocks = min(intermediateSize / block, max(1, requested / perBlock))
+        self.bundleBytes = (blocks * perBlock + align - 1) / align * align
+        self.groupNeurons = blocks * block
+        self.neuronBytes = perBlock / block
+        self.weightType = down
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.format = .blockRows
+        (gateType, upType, downType) = (gate, up, down)
     }
 
     /// The layout a packed file records, or nil for an ordinary file.
     public init?(file: GGUFFile, config: ModelConfig) throws(GGUFError) {
         guard file.metadata[FlashLayout.versionKey] != nil else { return nil }
         let version = try file.int(FlashLayout.versionKey)
-        guard version == FlashLayout.version else {
-            throw .badMetadata(key: FlashLayout.versionKey, reason: "flash layout version \(version); this build reads version \(FlashLayout.version)")
+        guard version == FlashLayout.version || version == FlashLayout.blockRowsVersion else {
+            throw .badMetadata(key: FlashLayout.versionKey, reason: "flash layout version \(version); this build reads versions \(FlashLayout.version) and \(FlashLayout.blockRowsVersion)")
         }
         bundleBytes = try file.int(FlashLayout.bundleBytesKey)
         groupNeurons = try file.int(FlashLayout.groupNeuronsKey)
@@ -63,13 +120,36 @@ public struct FlashLayout: Sendable, Equatable {
         weightType = GGMLType(rawValue: UInt32(truncatingIfNeeded: try file.int(FlashLayout.weightTypeKey)))
         hiddenSize = config.hiddenSize
         intermediateSize = config.intermediateSize
-        guard weightType == .q8_0 else {
-            throw .badMetadata(key: FlashLayout.weightTypeKey, reason: "bundles of \(weightType) weights are not supported (Q8_0 only)")
-        }
-        guard neuronBytes == Int(pl_bundle_bytes_q8_0(Int64(hiddenSize))), groupNeurons >= 1,
-              groupNeurons * neuronBytes <= bundleBytes, bundleBytes % FlashLayout.ioAlignment == 0 else {
-            throw .badMetadata(key: FlashLayout.bundleBytesKey,
-                               reason: "\(groupNeurons) neurons of \(neuronBytes) bytes do not fit bundles of \(bundleBytes) bytes for hidden size \(hiddenSize)")
+        if version == FlashLayout.version {
+            format = .columns
+            (gateType, upType, downType) = (.q8_0, .q8_0, .q8_0)
+            guard weightType == .q8_0 else {
+                throw .badMetadata(key: FlashLayout.weightTypeKey, reason: "bundles of \(weightType) weights are not supported (Q8_0 only)")
+            }
+            guard neuronBytes == Int(pl_bundle_bytes_q8_0(Int64(hiddenSize))), groupNeurons >= 1,
+                  groupNeurons * neuronBytes <= bundleBytes, bundleBytes % FlashLayout.ioAlignment == 0 else {
+                throw .badMetadata(key: FlashLayout.bundleBytesKey,
+                                   reason: "\(groupNeurons) neurons of \(neuronBytes) bytes do not fit bundles of \(bundleBytes) bytes for hidden size \(hiddenSize)")
+            }
+        } else {
+            format = .blockRows
+            func type(_ key: String) throws(GGUFError) -> GGMLType {
+                let t = GGMLType(rawValue: UInt32(truncatingIfNeeded: try file.int(key)))
+                guard t.isComputable, pl_activation_type(Int32(t.rawValue)) >= 0 else {
+                    throw .badMetadata(key: key, reason: "bundles of \(t) weights are not supported (quantized types only)")
+                }
+                return t
+            }
+            gateType = try type(FlashLayout.gateTypeKey)
+            upType = try type(FlashLayout.upTypeKey)
+            downType = try type(FlashLayout.downTypeKey)
+            let block = downType.blockSize
+            guard gateType.rowBytes(columns: hiddenSize) != nil, upType.rowBytes(columns: hiddenSize) != nil,
+                  downType.rowBytes(columns: intermediateSize) != nil, groupNeurons >= block, groupNeurons % block == 0,
+                  downOffset + hiddenSize * downSliceBytes <= bundleBytes, bundleBytes % FlashLayout.ioAlignment == 0 else {
+                throw .badMetadata(key: FlashLayout.bundleBytesKey,
+                                   reason: "groups of \(groupNeurons) \(gateType)/\(upType)/\(downType) neurons do not fit bundles of \(bundleBytes) bytes for hidden size \(hiddenSize)")
+            }
         }
         let align = FlashLayout.ioAlignment
         for layer in 0..<config.numHiddenLayers {
@@ -85,11 +165,17 @@ public struct FlashLayout: Sendable, Equatable {
     }
 
     public var metadata: [(String, GGUFValue)] {
-        [(FlashLayout.versionKey, .uint32(UInt32(FlashLayout.version))),
-         (FlashLayout.bundleBytesKey, .uint32(UInt32(bundleBytes))),
-         (FlashLayout.groupNeuronsKey, .uint32(UInt32(groupNeurons))),
-         (FlashLayout.neuronBytesKey, .uint32(UInt32(neuronBytes))),
-         (FlashLayout.weightTypeKey, .uint32(weightType.rawValue))]
+        var m: [(String, GGUFValue)] = [
+            (FlashLayout.versionKey, .uint32(UInt32(format == .columns ? FlashLayout.version : FlashLayout.blockRowsVersion))),
+            (FlashLayout.bundleBytesKey, .uint32(UInt32(bundleBytes))),
+            (FlashLayout.groupNeuronsKey, .uint32(UInt32(groupNeurons))),
+            (FlashLayout.neuronBytesKey, .uint32(UInt32(neuronBytes))),
+            (FlashLayout.weightTypeKey, .uint32(weightType.rawValue))]
+        if format == .blockRows {
+            m += [(FlashLayout.gateTypeKey, .uint32(gateType.rawValue)), (FlashLayout.upTypeKey, .uint32(upType.rawValue)),
+                  (FlashLayout.downTypeKey, .uint32(downType.rawValue))]
+        }
+        return m
     }
 
     /// Neurons of group `g`: the last group may be short.

@@ -2,9 +2,10 @@ import CKernels
 import Foundation
 
 /// Rewrites a model into the flash layout (`FlashLayout`): resident tensors first and together, then one
-/// 4 KiB-aligned bundle tensor per layer. Quantized blocks are copied as they are (a down column keeps its
-/// int8 quants; its block scales go to the resident `ffn_down_scale` tensor), so the packed model computes the
-/// same numbers. A predictor file from weights-tools/train_predictor.py is copied in alongside.
+/// 4 KiB-aligned bundle tensor per layer. Quantized blocks are copied as they are, so the packed model computes the
+/// same numbers: a Q8_0 file gets the columns format (a down column keeps its int8 quants; its block scales go to
+/// the resident `ffn_down_scale` tensor), any other quantized file the block-rows format (each group of neurons
+/// keeps its gate rows, up rows and the down blocks covering it, whatever their types). A predictor file from weights-tools/train_predictor.py is copied in alongside.
 public enum FlashPacker {
     /// Tensors a predictor file contributes per layer (see weights-tools/train_predictor.py).
     public static let predictorSuffixes = ["ffn_pred_a", "ffn_pred_b", "ffn_pred_bias", "ffn_mass"]
@@ -27,18 +28,31 @@ public enum FlashPacker {
             throw PagingError.invalidOption("--out must differ from --model")
         }
         let dim = config.hiddenSize, ffn = config.intermediateSize, layers = config.numHiddenLayers
-        let layout = try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
         func ffnTensor(_ layer: Int, _ part: String, shape: [Int]) throws -> GGUFTensorInfo {
             let name = "blk.\(layer).\(part).weight"
             guard let info = source.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
             guard info.shape == shape else { throw GGUFError.tensorShape(tensor: name, expected: shape, found: info.shape) }
-            guard info.type == .q8_0 else { throw PagingError.unsupportedWeights(tensor: name, type: info.type.description) }
+            guard info.type.isComputable, pl_activation_type(Int32(info.type.rawValue)) >= 0 else {
+                throw PagingError.unsupportedWeights(tensor: name, type: info.type.description)
+            }
             return info
         }
+        // One layout for the file: every layer's gate, up and down must have the types of layer 0's.
+        let types = try ["ffn_gate", "ffn_up", "ffn_down"].map { part in
+            try ffnTensor(0, part, shape: part == "ffn_down" ? [ffn, dim] : [dim, ffn]).type
+        }
+        let columns = types.allSatisfy { $0 == .q8_0 }
+        let layout = columns ? try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
+            : try FlashLayout(hiddenSize: dim, intermediateSize: ffn, gate: types[0], up: types[1], down: types[2],
+                              bundleBytes: bundleBytes)
         var ffnNames = Set<String>()
         for l in 0..<layers {
-            for (part, shape) in [("ffn_gate", [dim, ffn]), ("ffn_up", [dim, ffn]), ("ffn_down", [ffn, dim])] {
-                ffnNames.insert(try ffnTensor(l, part, shape: shape).name)
+            for (i, (part, shape)) in [("ffn_gate", [dim, ffn]), ("ffn_up", [dim, ffn]), ("ffn_down", [ffn, dim])].enumerated() {
+                let info = try ffnTensor(l, part, shape: shape)
+                guard info.type == types[i] else {
+                    throw PagingError.mixedFeedForwardTypes(tensor: info.name, type: info.type.description, first: types[i].description)
+                }
+                ffnNames.insert(info.name)
             }
         }
 
@@ -67,8 +81,10 @@ public enum FlashPacker {
         }
         let resident = source.tensors.filter { !ffnNames.contains($0.name) }
         var declarations = resident.map { GGUFWriter.TensorDeclaration(name: $0.name, shape: $0.shape, type: $0.type) }
-        declarations += (0..<layers).map {
-            GGUFWriter.TensorDeclaration(name: FlashLayout.downScaleName($0), shape: [ffn / 32, dim], type: .f16)
+        if columns {
+            declarations += (0..<layers).map {
+                GGUFWriter.TensorDeclaration(name: FlashLayout.downScaleName($0), shape: [ffn / 32, dim], type: .f16)
+            }
         }
         declarations += predictorTensors.map { GGUFWriter.TensorDeclaration(name: $0.name, shape: $0.shape, type: $0.type) }
         declarations += (0..<layers).map {
@@ -85,7 +101,7 @@ public enum FlashPacker {
         }
         let scales = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: ffn / 32 * dim)
         defer { scales.deallocate() }
-        for l in 0..<layers {
+        for l in 0..<layers where columns {
             let down = try ffnTensor(l, "ffn_down", shape: [ffn, dim])
             pl_bundle_down_scales_q8_0(source.data(of: down), Int64(dim), Int64(ffn), scales.baseAddress)
             try writer.write(UnsafeRawBufferPointer(scales))
@@ -105,10 +121,15 @@ public enum FlashPacker {
             let up = try ffnTensor(l, "ffn_up", shape: [dim, ffn])
             let down = try ffnTensor(l, "ffn_down", shape: [ffn, dim])
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
-            for i in 0..<ffn {
-                let g = i / layout.groupNeurons, k = i % layout.groupNeurons
-                pl_bundle_pack_q8_0(source.data(of: gate), source.data(of: up), source.data(of: down), Int64(dim), Int64(ffn),
-                                    Int64(i), buffer.baseAddress! + g * layout.bundleBytes + k * layout.neuronBytes)
+            if columns {
+                for i in 0..<ffn {
+                    let g = i / layout.groupNeurons, k = i % layout.groupNeurons
+                    pl_bundle_pack_q8_0(source.data(of: gate), source.data(of: up), source.data(of: down), Int64(dim), Int64(ffn),
+                                        Int64(i), buffer.baseAddress! + g * layout.bundleBytes + k * layout.neuronBytes)
+                }
+            } else {
+                packBlockRows(layout, gate: source.data(of: gate), up: source.data(of: up), down: source.data(of: down),
+                              into: buffer.baseAddress!)
             }
             try writer.write(UnsafeRawBufferPointer(buffer))
             for t in [gate, up, down] { source.file.adviseDontNeed(offset: t.fileOffset, length: t.byteCount) }
@@ -116,6 +137,26 @@ public enum FlashPacker {
         }
         try writer.finish()
         return layout
+    }
+}
+
+extension FlashPacker {
+    /// One layer in the block-rows format: per group, its neurons' gate rows, up rows, then for each down row the
+    /// blocks covering its neurons (all bytes as in the source).
+    static func packBlockRows(_ layout: FlashLayout, gate: UnsafeRawPointer, up: UnsafeRawPointer, down: UnsafeRawPointer,
+                              into out: UnsafeMutableRawPointer) {
+        let gr = layout.gateRowBytes, ur = layout.upRowBytes, dr = layout.downRowBytes
+        let block = layout.downType.blockSize, blockBytes = layout.downType.blockBytes
+        for g in 0..<layout.groupsPerLayer {
+            let neurons = layout.neurons(inGroup: g)
+            let base = out + g * layout.bundleBytes
+            base.copyMemory(from: gate + neurons.lowerBound * gr, byteCount: neurons.count * gr)
+            (base + layout.upOffset).copyMemory(from: up + neurons.lowerBound * ur, byteCount: neurons.count * ur)
+            let first = neurons.lowerBound / block * blockBytes, bytes = neurons.count / block * blockBytes
+            for r in 0..<layout.hiddenSize {
+                (base + layout.downOffset + r * layout.downSliceBytes).copyMemory(from: down + r * dr + first, byteCount: bytes)
+            }
+        }
     }
 }
 
