@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -20,7 +20,7 @@ demo: deps fetch build
 
 test: deps fetch variants fixtures
 	swift build -c release --build-tests
-	$(MAKE) --no-print-directory kernel-tiers example swift-test py-test
+	$(MAKE) --no-print-directory kernel-tiers example swift-test py-test serve-test
 
 # examples/ChatExample depends on PocketLM as an app does (its own package, PocketLM a dependency): built, then run
 # for two turns on SmolLM2; the second turn must reuse the first's KV cache.
@@ -120,6 +120,10 @@ kernel-tiers-arm64:
 # llvm-mca (Debian llvm-14) cycles per iteration of the NEON hot loops on Apple M1 and Cortex-A78.
 kernel-mca:
 	@$(PYTHON) weights-tools/neon_mca.py
+
+# `pocketlm serve` with real clients: OpenAI's Python package, curl, a 16-client load, SIGTERM (needs the release build).
+serve-test:
+	$(PYTHON) -m pytest -q Tests/ServeClients
 
 # Flash paging (README "Flash paging"): the packed SmolLM2 Q8_0 file with its trained predictor, and random-weight
 # MobileLLM-1.5B, MobileLLM-LS-125M and an unshared 60-layer 125M, each packed; then the bench-flash tables.

@@ -11,10 +11,15 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PocketLM", targets: ["PocketLM"]),
+        .library(name: "PocketLMServer", targets: ["PocketLMServer"]),
         .executable(name: "pocketlm", targets: ["pocketlm"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -29,16 +34,33 @@ let package = Package(
             name: "PocketLM",
             dependencies: ["CKernels", "CPlatform", "COpenBLAS"]
         ),
+        // The OpenAI-compatible HTTP server over the library (`pocketlm serve`); an app can embed it too.
+        .target(
+            name: "PocketLMServer",
+            dependencies: [
+                "PocketLM",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "pocketlm",
             dependencies: [
                 "PocketLM",
+                "PocketLMServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "PocketLMTests",
             dependencies: ["PocketLM"]
+        ),
+        .testTarget(
+            name: "PocketLMServerTests",
+            dependencies: ["PocketLMServer", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ]
 )

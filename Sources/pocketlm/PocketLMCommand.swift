@@ -7,7 +7,7 @@ struct PocketLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pocketlm",
         abstract: "Run tiny language models fast on a CPU.",
-        subcommands: [Run.self, Chat.self, Bench.self, CompareSharing.self, Tokenize.self, Inspect.self, Perplexity.self, Pack.self, BenchFlash.self]
+        subcommands: [Run.self, Chat.self, Serve.self, Bench.self, CompareSharing.self, Tokenize.self, Inspect.self, Perplexity.self, Pack.self, BenchFlash.self]
     )
 
     static func main() async {

@@ -14,15 +14,19 @@ public struct LoadOptions: Sendable {
     /// Where repacked matrices are kept between loads, so only a file's first load repacks (see `PackedWeightCache`);
     /// nil repacks on every load and writes nothing. Default: `LoadOptions.defaultPackCacheDirectory`.
     public var packCacheDirectory: URL?
+    /// Independent sequences the model holds, each with its own KV cache (a server's parallel slots).
+    public var sequences: Int
 
     /// `$POCKETLM_CACHE/packed` when that variable is set, else the platform's caches directory + `pocketlm/packed`.
     public static var defaultPackCacheDirectory: URL? { PackedWeightCache.defaultDirectory }
 
     public init(threads: Int = 2, contextLength: Int? = nil,
                 layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256,
-                paging: PagingOptions? = nil, packCacheDirectory: URL? = LoadOptions.defaultPackCacheDirectory) {
+                paging: PagingOptions? = nil, packCacheDirectory: URL? = LoadOptions.defaultPackCacheDirectory,
+                sequences: Int = 1) {
         self.paging = paging
         self.packCacheDirectory = packCacheDirectory
+        self.sequences = sequences
         self.threads = threads
         self.contextLength = contextLength
         self.layerSchedule = layerSchedule
@@ -51,6 +55,10 @@ public final class LanguageModel {
         let config = try ModelConfig(gguf: file)
         guard let architecture = Architectures.all[config.modelType] else {
             throw ModelError.unsupportedArchitecture(config.modelType)
+        }
+        if options.sequences > 1, options.paging?.memoryBudget != nil {
+            // ProcessBudget sets aside one KV cache; several would break the promise that the process fits.
+            throw ModelError.invalidConfig(field: "sequences", reason: "a memory budget is planned for one sequence, found \(options.sequences)")
         }
         if let c = options.contextLength, c < 1 {
             throw ModelError.invalidConfig(field: "context", reason: "must be at least 1, found \(c)")
@@ -116,7 +124,8 @@ public final class LanguageModel {
         do {
             transformer = try Transformer(store: store, config: config, traits: architecture.traits,
                                           schedule: schedule, contextLength: options.contextLength,
-                                          threads: options.threads, maxBatch: options.maxBatch, feedForward: feedForward)
+                                          threads: options.threads, maxBatch: options.maxBatch, sequences: options.sequences,
+                                          feedForward: feedForward)
         } catch PagingError.budgetTooSmall(_, let weights, _) where processBudget != nil {
             // PagedFeedForward knows the weights' minimum; the user needs the whole process's.
             let p = processBudget!

@@ -8,6 +8,12 @@ import Foundation
 /// The whole forward pass is `forwardChunk`, top to bottom. A prompt runs as a batch (compute-bound); a generated
 /// token runs alone (memory-bound). Both use the same code; only `Linear` picks the kernel. All buffers are
 /// allocated here, once (only the thread pool's hand-offs still allocate a small closure context each).
+///
+/// **Sequences.** The model can hold several independent sequences (`sequences` at init), each with its own KV
+/// cache and position — a server's parallel slots. `decodeBatch` runs one token of each of several sequences as
+/// one batch, so the weights stream from memory once for all of them; each row attends only to its own cache.
+/// The single-sequence API (`forward`, `decode`, `position`, `truncate`, `reset`) works on sequence 0 unless
+/// told otherwise.
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     public let traits: DecoderTraits
@@ -15,12 +21,19 @@ public final class Transformer: @unchecked Sendable {
     public let contextLength: Int
     /// Most positions run through one batch; longer prompts are split into chunks of this many.
     public let maxBatch: Int
-    public let cache: KVCache
+    /// One KV cache per sequence.
+    public let caches: [KVCache]
+    /// The KV cache of sequence 0.
+    public var cache: KVCache { caches[0] }
     public let pool: ThreadPool
     public let store: WeightStore
     public static let defaultMaxContext = 8192
-    /// Tokens already in the KV cache: the position the next token takes.
-    public private(set) var position = 0
+    /// Tokens already in each sequence's KV cache: the position its next token takes.
+    private var positions: [Int]
+    /// Tokens already in sequence 0's KV cache: the position the next token takes.
+    public var position: Int { positions[0] }
+    /// How many independent sequences (KV caches) the model holds.
+    public var sequenceCount: Int { caches.count }
     /// Every tensor the forward pass uses (a file's other tensors are features it does not implement).
     public let tensorNames: Set<String>
 
@@ -68,11 +81,13 @@ public final class Transformer: @unchecked Sendable {
     private let attentionBounds: UnsafeMutablePointer<Int>
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    /// The sequence and position of each row of the chunk being computed.
+    private let rowSequence, rowPosition: UnsafeMutablePointer<Int>
 
     /// `feedForward` builds the paged FFN of a packed model (given the thread pool, once the resident weights
     /// are loaded); without it the FFN matrices come from `store`.
     public init(store: WeightStore, config: ModelConfig, traits: DecoderTraits? = nil, schedule: LayerSchedule? = nil,
-                contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256,
+                contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256, sequences: Int = 1,
                 feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)? = nil) throws {
         try config.validate()
         let traits = traits ?? Architectures.traits(of: config.modelType)
@@ -89,6 +104,9 @@ public final class Transformer: @unchecked Sendable {
             throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and 1048576, found \(self.contextLength)")
         }
         self.maxBatch = max(1, min(maxBatch, self.contextLength))
+        guard (1...self.maxBatch).contains(sequences) else {
+            throw ModelError.invalidConfig(field: "sequences", reason: "must be between 1 and the batch size \(self.maxBatch), found \(sequences)")
+        }
 
         var names = Set<String>()
         func tensor(_ name: String, _ shape: [Int]) throws -> WeightTensor {
@@ -165,7 +183,13 @@ public final class Transformer: @unchecked Sendable {
             guard config.isSlidingLayer(block), let w = config.slidingWindow else { return .global }
             return .sliding(window: w, ringSize: w + b)
         }
-        cache = try KVCache(kinds: kinds, capacity: self.contextLength, kvHeads: config.numKeyValueHeads, headDim: hd)
+        let capacity = self.contextLength
+        caches = try (0..<sequences).map { _ in
+            try KVCache(kinds: kinds, capacity: capacity, kvHeads: config.numKeyValueHeads, headDim: hd)
+        }
+        positions = Array(repeating: 0, count: sequences)
+        rowSequence = .allocate(capacity: b)
+        rowPosition = .allocate(capacity: b)
         self.feedForward = try feedForward?(pool, b)
         x = .allocate(capacity: b * dim)
         xn = .allocate(capacity: b * dim)
@@ -204,66 +228,123 @@ public final class Transformer: @unchecked Sendable {
         linear.deallocate()
         batchLogits?.deallocate()
         oneToken.deallocate()
+        rowSequence.deallocate()
+        rowPosition.deallocate()
     }
 
-    /// Forgets the cached positions (a new conversation).
-    public func reset() {
-        position = 0
+    /// Tokens already in `sequence`'s KV cache: the position its next token takes.
+    public func position(of sequence: Int) -> Int { positions[sequence] }
+
+    /// Forgets `sequence`'s cached positions (a new conversation).
+    public func reset(sequence: Int = 0) {
+        positions[sequence] = 0
         feedForward?.reset()
     }
 
-    /// Rewinds the cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix. A sliding-window
-    /// ring may already have overwritten what position n needs: then the cache is reset and false returned.
+    /// Rewinds `sequence`'s cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix. A
+    /// sliding-window ring may already have overwritten what position n needs: then the cache is reset and false
+    /// returned.
     @discardableResult
-    public func truncate(to n: Int) -> Bool {
-        let target = max(0, min(n, position))
-        guard cache.canRewind(from: position, to: target) else {
-            reset()
+    public func truncate(to n: Int, sequence: Int = 0) -> Bool {
+        let target = max(0, min(n, positions[sequence]))
+        guard caches[sequence].canRewind(from: positions[sequence], to: target) else {
+            reset(sequence: sequence)
             return false
         }
-        position = target
+        positions[sequence] = target
         return true
     }
 
-    /// Runs one token and returns the logits for the next one (valid until the next call).
-    public func decode(_ token: Int) throws -> UnsafeBufferPointer<Float> {
+    /// Runs one token of `sequence` and returns the logits for the next one (valid until the next call).
+    public func decode(_ token: Int, sequence: Int = 0) throws -> UnsafeBufferPointer<Float> {
         oneToken.pointee = token
-        return try forward(UnsafeBufferPointer(start: oneToken, count: 1), allLogits: false)
+        return try forward(UnsafeBufferPointer(start: oneToken, count: 1), allLogits: false, sequence: sequence)
     }
 
-    /// Runs `tokens` at the next positions. Returns the last position's logits (`vocabSize` floats), or with
-    /// `allLogits` every position's (`tokens.count × vocabSize`; `tokens.count` must be ≤ `maxBatch`).
+    /// Runs `tokens` at `sequence`'s next positions. Returns the last position's logits (`vocabSize` floats), or
+    /// with `allLogits` every position's (`tokens.count × vocabSize`; `tokens.count` must be ≤ `maxBatch`).
     /// The buffer is owned by the model and valid until the next call.
-    public func forward(_ tokens: UnsafeBufferPointer<Int>, allLogits: Bool = false) throws -> UnsafeBufferPointer<Float> {
+    public func forward(_ tokens: UnsafeBufferPointer<Int>, allLogits: Bool = false, sequence: Int = 0) throws -> UnsafeBufferPointer<Float> {
         let n = tokens.count
         guard n > 0 else { throw ModelError.emptyPrompt }
+        try checkSequence(sequence)
+        let position = positions[sequence]
         guard position + n <= contextLength else { throw ModelError.contextOverflow(needed: position + n, context: contextLength) }
-        for t in tokens where t < 0 || t >= config.vocabSize {
-            throw ModelError.tokenOutOfRange(token: t, vocabSize: config.vocabSize)
-        }
+        try checkTokens(tokens)
         if allLogits {
             guard n <= maxBatch else {
                 throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
             }
-            if batchLogits == nil { batchLogits = .allocate(capacity: maxBatch * config.vocabSize) }
-            try forwardChunk(tokens, logits: batchLogits!, all: true)
+            for i in 0..<n { rowSequence[i] = sequence; rowPosition[i] = position + i }
+            try forwardChunk(tokens, logits: allLogitsBuffer(), all: true)
             return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
         }
         var start = 0
         while start < n {
             let end = min(n, start + maxBatch)
+            for i in 0..<(end - start) { rowSequence[i] = sequence; rowPosition[i] = position + start + i }
             try forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<end]), logits: lastLogits, all: false,
-                         computeLogits: end == n)
+                             computeLogits: end == n)
             start = end
         }
         return UnsafeBufferPointer(start: lastLogits, count: config.vocabSize)
     }
 
+    /// Runs one token for each of several sequences as one batch: `tokens[i]` goes at the next position of
+    /// `sequences[i]` (all distinct). Returns each row's next-token logits (`tokens.count × vocabSize`), owned by
+    /// the model and valid until the next call. Each row's result is what `decode(_:sequence:)` would give it alone.
+    public func decodeBatch(_ tokens: UnsafeBufferPointer<Int>, sequences: UnsafeBufferPointer<Int>) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0 else { throw ModelError.emptyPrompt }
+        guard sequences.count == n, n <= maxBatch else {
+            throw ModelError.invalidConfig(field: "batch", reason: "one sequence per token and at most \(maxBatch) rows, got \(n) tokens for \(sequences.count) sequences")
+        }
+        try checkTokens(tokens)
+        for i in 0..<n {
+            let s = sequences[i]
+            try checkSequence(s)
+            for j in 0..<i where sequences[j] == s {
+                throw ModelError.invalidConfig(field: "sequences", reason: "sequence \(s) appears twice in one decode batch")
+            }
+            guard positions[s] + 1 <= contextLength else {
+                throw ModelError.contextOverflow(needed: positions[s] + 1, context: contextLength)
+            }
+            rowSequence[i] = s
+            rowPosition[i] = positions[s]
+        }
+        try forwardChunk(tokens, logits: allLogitsBuffer(), all: true)
+        return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
+    }
+
+    private func checkSequence(_ sequence: Int) throws {
+        guard caches.indices.contains(sequence) else {
+            throw ModelError.invalidConfig(field: "sequence", reason: "no sequence \(sequence): the model holds \(caches.count)")
+        }
+    }
+
+    private func checkTokens(_ tokens: UnsafeBufferPointer<Int>) throws {
+        for t in tokens where t < 0 || t >= config.vocabSize {
+            throw ModelError.tokenOutOfRange(token: t, vocabSize: config.vocabSize)
+        }
+    }
+
+    private func allLogitsBuffer() -> UnsafeMutablePointer<Float> {
+        if let b = batchLogits { return b }
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: maxBatch * config.vocabSize)
+        batchLogits = b
+        return b
+    }
+
     // MARK: - The forward pass
 
+    /// Runs `tokens`; row i belongs to sequence `rowSequence[i]` at position `rowPosition[i]` (a prompt chunk:
+    /// one sequence, consecutive positions; a decode batch: one row per sequence).
     private func forwardChunk(_ tokens: UnsafeBufferPointer<Int>, logits: UnsafeMutablePointer<Float>, all: Bool,
                               computeLogits: Bool = true) throws {
-        let n = tokens.count, start = position
+        let n = tokens.count
+        let rowPosition = self.rowPosition
+        // One sequence at consecutive positions (every prompt chunk) computes its RoPE table in one go.
+        let contiguous = (0..<n).allSatisfy { rowSequence[$0] == rowSequence[0] && rowPosition[$0] == rowPosition[0] + $0 }
         let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, ffn = config.intermediateSize
         let eps = Float(config.rmsNormEps)
 
@@ -271,7 +352,12 @@ public final class Transformer: @unchecked Sendable {
         //    layers use (shared by every layer of that kind).
         let half = config.headDim / 2
         for (i, rope) in ropes.enumerated() {
-            rope.table(start: start, rows: n, cos: ropeCos + i * maxBatch * half, sin: ropeSin + i * maxBatch * half)
+            let cos = ropeCos + i * maxBatch * half, sin = ropeSin + i * maxBatch * half
+            if contiguous {
+                rope.table(start: rowPosition[0], rows: n, cos: cos, sin: sin)
+            } else {
+                for r in 0..<n { rope.table(start: rowPosition[r], rows: 1, cos: cos + r * half, sin: sin + r * half) }
+            }
         }
         for i in 0..<n {
             pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
@@ -297,15 +383,15 @@ public final class Transformer: @unchecked Sendable {
                     if let bias = block.bk { self.addBias(k, bias, width: kvDim, rows: n, columns: rows) }
                     if self.fusedFollowUps {
                         self.rope(k, width: kvDim, rows: n, columns: rows, table: block.rope)
-                        self.store(k, rows: n, columns: rows, slot: slot, start: start, values: false)
+                        self.store(k, rows: n, columns: rows, slot: slot, values: false)
                     }
                 default:
                     if let bias = block.bv { self.addBias(v, bias, width: kvDim, rows: n, columns: rows) }
-                    if self.fusedFollowUps { self.store(v, rows: n, columns: rows, slot: slot, start: start, values: true) }
+                    if self.fusedFollowUps { self.store(v, rows: n, columns: rows, slot: slot, values: true) }
                 }
             }
-            if !fusedFollowUps { prepareHeads(block, rows: n, slot: slot, start: start) }
-            attention(q, slot: slot, rows: n, start: start, out: att)
+            if !fusedFollowUps { prepareHeads(block, rows: n, slot: slot) }
+            attention(q, slot: slot, rows: n, out: att)
             linear(block.wo, att, n: n, xn)
             if let bias = block.bo { addBias(xn, bias, width: dim, rows: n, columns: 0..<dim) }
             if let norm = block.postAttnNorm { rmsNorm(xn, norm, xn, rows: n, width: dim, eps: eps) }
@@ -328,7 +414,7 @@ public final class Transformer: @unchecked Sendable {
                 add(x, att, count: n * dim)
             }
         }
-        position += n
+        for r in 0..<n { positions[rowSequence[r]] = max(positions[rowSequence[r]], rowPosition[r] + 1) }
 
         // 3. Final norm and the output head, for the last position only unless every position is wanted.
         guard computeLogits else { return }
@@ -412,10 +498,11 @@ public final class Transformer: @unchecked Sendable {
 
     /// Q/K/V after their projections when a head's work needs the whole head (per-head norms, NEOX RoPE): per
     /// (position, head) item, norm and rotate the query heads; norm, rotate and cache the key heads; cache the values.
-    private func prepareHeads(_ block: Block, rows n: Int, slot: Int, start: Int) {
+    private func prepareHeads(_ block: Block, rows n: Int, slot: Int) {
         let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, hd = config.headDim
         let qDim = config.queryDim, kvDim = config.kvDim, eps = Float(config.rmsNormEps)
         let q = self.q, k = self.k, v = self.v
+        let rowSequence = self.rowSequence, rowPosition = self.rowPosition
         let perRow = heads + kvHeads
         pool.parallelRanges(n * perRow) { range in
             for item in range {
@@ -429,8 +516,9 @@ public final class Transformer: @unchecked Sendable {
                     let p = k + t * kvDim + kh * hd
                     if let norm = block.kNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
                     self.rope(k + t * kvDim, width: kvDim, rows: 1, columns: kh * hd..<(kh + 1) * hd, table: block.rope, row: t)
-                    self.cache.store(p, count: hd, slot: slot, head: kh, position: start + t, column: 0, values: false)
-                    self.cache.store(v + t * kvDim + kh * hd, count: hd, slot: slot, head: kh, position: start + t, column: 0, values: true)
+                    let cache = self.caches[rowSequence[t]], position = rowPosition[t]
+                    cache.store(p, count: hd, slot: slot, head: kh, position: position, column: 0, values: false)
+                    cache.store(v + t * kvDim + kh * hd, count: hd, slot: slot, head: kh, position: position, column: 0, values: true)
                 }
             }
         }
@@ -467,30 +555,28 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Writes `columns` of the `rows` new key (or value) vectors into the cache at positions start..<start+rows,
+    /// Writes `columns` of the `rows` new key (or value) vectors into their sequences' caches at their positions,
     /// as F16, head by head.
-    private func store(_ src: UnsafeMutablePointer<Float>, rows: Int, columns: Range<Int>, slot: Int, start: Int,
-                       values: Bool) {
+    private func store(_ src: UnsafeMutablePointer<Float>, rows: Int, columns: Range<Int>, slot: Int, values: Bool) {
         let hd = config.headDim, kvDim = config.kvDim
         var c = columns.lowerBound
         while c < columns.upperBound {
             let head = c / hd, end = min(columns.upperBound, (head + 1) * hd)
             for t in 0..<rows {
-                cache.store(src + t * kvDim + c, count: end - c, slot: slot, head: head, position: start + t,
-                            column: c - head * hd, values: values)
+                caches[rowSequence[t]].store(src + t * kvDim + c, count: end - c, slot: slot, head: head,
+                                             position: rowPosition[t], column: c - head * hd, values: values)
             }
             c = end
         }
     }
 
-    /// Causal grouped-query attention for `rows` queries at positions start..<start+rows; the (query, head) items
-    /// are spread over the threads, and each query's head sees the cache up to its own position (from the start of
-    /// its window on a sliding-window pass). A thread takes its consecutive heads that share a KV head in one pass
-    /// over that head's keys and values.
-    private func attention(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, start: Int,
-                           out: UnsafeMutablePointer<Float>) {
+    /// Causal grouped-query attention for `rows` queries, each over its own sequence's cache up to its own position
+    /// (from the start of its window on a sliding-window pass); the (query, head) items are spread over the
+    /// threads. A thread takes its consecutive heads that share a KV head in one pass over that head's keys and
+    /// values.
+    private func attention(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
         let heads = config.numAttentionHeads, hd = config.headDim, qDim = config.queryDim
-        let cache = self.cache
+        let caches = self.caches, rowSequence = self.rowSequence, rowPosition = self.rowPosition
         let group = config.attentionGroup
         let scale = attentionScale
         let items = rows * heads
@@ -500,7 +586,7 @@ public final class Transformer: @unchecked Sendable {
         // Causal: a later query sees more positions, so the items are split by work (positions seen), not count;
         // an equal split left one thread ~3× the other's work on a prompt.
         let bounds = attentionBounds
-        func seen(_ r: Int) -> Int { start + r + 1 - cache.firstVisible(slot: slot, position: start + r) }
+        func seen(_ r: Int) -> Int { rowPosition[r] + 1 - caches[rowSequence[r]].firstVisible(slot: slot, position: rowPosition[r]) }
         var total = 0
         for r in 0..<rows { total += heads * seen(r) }
         var done = 0, part = 1
@@ -521,7 +607,8 @@ public final class Transformer: @unchecked Sendable {
                 // The run of this thread's heads on the same query and KV head.
                 let kvHead = h / group
                 let n = min(end - item, (kvHead + 1) * group - h)
-                let pos = start + r, first = cache.firstVisible(slot: slot, position: pos)
+                let cache = caches[rowSequence[r]]
+                let pos = rowPosition[r], first = cache.firstVisible(slot: slot, position: pos)
                 let row = cache.row(slot: slot, position: first) * hd
                 pl_attention_group_f16(q + r * qDim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead) + row,
                                        cache.values(slot: slot, head: kvHead) + row, Int64(hd), Int64(pos - first + 1),

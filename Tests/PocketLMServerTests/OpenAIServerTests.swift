@@ -1,0 +1,221 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import PocketLM
+import PocketLMServer
+import Testing
+
+/// The OpenAI-compatible routes over a live socket on the real SmolLM2-135M-Instruct Q4_1 (greedy): replies equal
+/// the library's own generation, streams carry the same text as whole replies, usage counts are exact, a
+/// follow-up turn reports its cached prefix, and every bad request gets a 4xx OpenAI error object.
+@Suite("OpenAI server", .serialized)
+struct OpenAIServerTests {
+    static let modelFile = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    static func modelPath() throws -> String {
+        let cache = ProcessInfo.processInfo.environment["POCKETLM_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/pocketlm").path
+        let path = cache + "/" + modelFile
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw SetupError(description: "missing \(path): run `make fetch` first")
+        }
+        return path
+    }
+
+    struct SetupError: Error, CustomStringConvertible { let description: String }
+
+    /// A server with `slots` slots, a queue of `queue`, and `context` tokens per slot.
+    static func server(slots: Int = 2, queue: Int = 4, context: Int = 512) throws -> (OpenAIServer, LanguageModel) {
+        let path = try modelPath()
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: context, sequences: slots))
+        let template = Result { try lm.chatTemplate() }
+        // A second, single-sequence model computes the expected replies.
+        let reference = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: context))
+        return (OpenAIServer(generator: ParallelGenerator(model: lm, queueLimit: queue), modelName: "smollm2", chatTemplate: template),
+                reference)
+    }
+
+    static func app(_ server: OpenAIServer) -> some ApplicationProtocol {
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        return server.application(host: "127.0.0.1", port: 0, logger: logger)
+    }
+
+    static func post(_ client: any TestClientProtocol, _ uri: String, _ body: String) async throws -> TestResponse {
+        try await client.execute(uri: uri, method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+    }
+
+    static func object(_ response: TestResponse) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+    }
+
+    /// The greedy reply `Generator` gives the chat `messages` alone.
+    static func expectedReply(_ lm: LanguageModel, _ messages: [ChatMessage], maxTokens: Int) throws -> (text: String, prompt: Int, tokens: Int) {
+        let prompt = try lm.encodeChat(messages: messages)
+        let r = try lm.generator().generate(prompt: prompt, options: GenerationOptions(maxTokens: maxTokens, sampling: .greedy))
+        return (r.text, prompt.count, r.tokens.count)
+    }
+
+    @Test("chat completion: the library's greedy reply, exact usage; the next turn reports its cached prefix")
+    func chatCompletion() async throws {
+        let (server, model) = try Self.server()
+        // Used by the test closure only, after the server's own model has been handed over.
+        nonisolated(unsafe) let reference = model
+        let question = "What is the capital of France?"
+        let expected = try Self.expectedReply(reference, [ChatMessage(role: "user", content: question)], maxTokens: 30)
+        try await Self.app(server).test(.live) { client in
+            let r = try await Self.post(client, "/v1/chat/completions",
+                                        #"{"model":"x","messages":[{"role":"user","content":"\#(question)"}],"temperature":0,"max_tokens":30}"#)
+            #expect(r.status == .ok)
+            let o = try Self.object(r)
+            #expect(o["object"] as? String == "chat.completion")
+            let choice = try #require((o["choices"] as? [[String: Any]])?.first)
+            let message = try #require(choice["message"] as? [String: Any])
+            #expect(message["role"] as? String == "assistant")
+            let reply = try #require(message["content"] as? String)
+            #expect(reply == expected.text)
+            #expect(choice["finish_reason"] as? String == (expected.tokens == 30 ? "length" : "stop"))
+            let usage = try #require(o["usage"] as? [String: Any])
+            #expect(usage["prompt_tokens"] as? Int == expected.prompt)
+            #expect(usage["completion_tokens"] as? Int == expected.tokens)
+            #expect(usage["total_tokens"] as? Int == expected.prompt + expected.tokens)
+            #expect((usage["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int == 0)
+
+            // Turn 2 carries turn 1: its prompt's prefix is in the slot's cache.
+            let body2 = #"{"messages":[{"role":"user","content":"\#(question)"},{"role":"assistant","content":\#(Self.quoted(reply))},{"role":"user","content":"And of Italy?"}],"temperature":0,"max_tokens":20}"#
+            let r2 = try await Self.post(client, "/v1/chat/completions", body2)
+            #expect(r2.status == .ok)
+            let o2 = try Self.object(r2)
+            let usage2 = try #require(o2["usage"] as? [String: Any])
+            let cached = try #require((usage2["prompt_tokens_details"] as? [String: Any])?["cached_tokens"] as? Int)
+            #expect(cached >= expected.prompt)
+            let expected2 = try Self.expectedReply(reference, [ChatMessage(role: "user", content: question),
+                                                               ChatMessage(role: "assistant", content: reply),
+                                                               ChatMessage(role: "user", content: "And of Italy?")], maxTokens: 20)
+            let reply2 = ((o2["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+            #expect(reply2 == expected2.text)
+            #expect(usage2["prompt_tokens"] as? Int == expected2.prompt)
+        }
+    }
+
+    static func quoted(_ s: String) -> String {
+        String(decoding: try! JSONEncoder().encode(s), as: UTF8.self)
+    }
+
+    @Test("streamed chat and text completions carry the whole reply's text, end with [DONE], and report usage")
+    func streaming() async throws {
+        let (server, reference) = try Self.server()
+        let expected = try Self.expectedReply(reference, [ChatMessage(role: "user", content: "Name three fruits.")], maxTokens: 24)
+        let completionPrompt = reference.encodePrompt("The capital of France is", parseSpecial: false)
+        let completion = try reference.generator().generate(prompt: completionPrompt, options: GenerationOptions(maxTokens: 16, sampling: .greedy))
+        try await Self.app(server).test(.live) { client in
+            let r = try await Self.post(client, "/v1/chat/completions",
+                                        #"{"messages":[{"role":"user","content":"Name three fruits."}],"temperature":0,"max_tokens":24,"stream":true,"stream_options":{"include_usage":true}}"#)
+            #expect(r.status == .ok)
+            #expect(r.headers[.contentType] == "text/event-stream")
+            let events = Self.events(r)
+            #expect(events.last == "[DONE]")
+            let chunks = try events.dropLast().map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+            var text = ""
+            var finish: String?
+            var usage: [String: Any]?
+            for c in chunks {
+                #expect(c["object"] as? String == "chat.completion.chunk")
+                if let u = c["usage"] as? [String: Any] { usage = u }
+                guard let choice = (c["choices"] as? [[String: Any]])?.first else { continue }
+                text += ((choice["delta"] as? [String: Any])?["content"] as? String) ?? ""
+                if let f = choice["finish_reason"] as? String { finish = f }
+            }
+            #expect(((chunks.first?["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any])?["role"] as? String == "assistant")
+            #expect(text == expected.text)
+            #expect(finish == (expected.tokens == 24 ? "length" : "stop"))
+            #expect(usage?["completion_tokens"] as? Int == expected.tokens)
+            #expect(usage?["prompt_tokens"] as? Int == expected.prompt)
+
+            let t = try await Self.post(client, "/v1/completions", #"{"prompt":"The capital of France is","temperature":0,"stream":true}"#)
+            let tEvents = Self.events(t)
+            #expect(tEvents.last == "[DONE]")
+            let pieces = try tEvents.dropLast().map { e -> String in
+                let o = try #require(try JSONSerialization.jsonObject(with: Data(e.utf8)) as? [String: Any])
+                #expect(o["object"] as? String == "text_completion")
+                return ((o["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
+            }
+            // OpenAI's default max_tokens for completions is 16.
+            #expect(pieces.joined() == completion.text)
+            let whole = try await Self.post(client, "/v1/completions", #"{"prompt":["The capital of France is"],"temperature":0}"#)
+            let wo = try Self.object(whole)
+            #expect((wo["choices"] as? [[String: Any]])?.first?["text"] as? String == completion.text)
+            #expect((wo["usage"] as? [String: Any])?["completion_tokens"] as? Int == completion.tokens.count)
+        }
+    }
+
+    /// The `data:` payloads of a server-sent event stream.
+    static func events(_ r: TestResponse) -> [String] {
+        String(buffer: r.body).components(separatedBy: "\n\n").compactMap { e in
+            e.hasPrefix("data: ") ? String(e.dropFirst(6)) : nil
+        }
+    }
+
+    @Test("bad requests get a 4xx with an OpenAI error object naming the problem, and the server keeps serving",
+          arguments: [
+            ("/v1/chat/completions", #"{"messages": [ "#, 400, nil, "not valid JSON"),
+            ("/v1/chat/completions", #"[1, 2]"#, 400, nil, "JSON object"),
+            ("/v1/chat/completions", #"{"model": "x"}"#, 400, "messages", "'messages' is required"),
+            ("/v1/chat/completions", #"{"messages": "hi"}"#, 400, "messages", "must be an array"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "wizard", "content": "hi"}]}"#, 400, "messages[0].role", "unknown role 'wizard'"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": 5}]}"#, 400, "messages[0].content", "must be a string"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}"#, 400, "temperature", "must be a number"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "temperature": 3}"#, 400, "temperature", "between 0 and 2"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}"#, 400, "top_p", "between 0 and 1"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}"#, 400, "max_tokens", "at least 1"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2.5}"#, 400, "max_tokens", "integer"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}"#, 400, "stream", "true or false"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "stop": ["a","b","c","d","e"]}"#, 400, "stop", "up to 4"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "n": 2}"#, 400, "n", "not supported"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, 400, "tools", "not supported"),
+            ("/v1/completions", #"{"prompt": 42}"#, 400, "prompt", "must be a string"),
+            ("/v1/completions", #"{"prompt": "hi", "logprobs": 3}"#, 400, "logprobs", "not supported"),
+          ] as [(String, String, Int, String?, String)])
+    func badRequests(uri: String, body: String, status: Int, param: String?, message: String) async throws {
+        let (server, _) = try Self.server(slots: 1)
+        try await Self.app(server).test(.live) { client in
+            let r = try await Self.post(client, uri, body)
+            #expect(r.status.code == status)
+            let error = try #require(try Self.object(r)["error"] as? [String: Any])
+            #expect(error["type"] as? String == "invalid_request_error")
+            #expect((error["message"] as? String)?.contains(message) == true, "\(error)")
+            #expect(error["param"] as? String == param)
+            // Still serving.
+            let ok = try await Self.post(client, "/v1/completions", #"{"prompt":"Hi","max_tokens":2,"temperature":0}"#)
+            #expect(ok.status == .ok)
+        }
+    }
+
+    @Test("a prompt past the context, a body past the limit, an unknown route: 400, 413, 404 as error objects")
+    func limits() async throws {
+        let (server, _) = try Self.server(slots: 1, context: 64)
+        try await Self.app(server).test(.live) { client in
+            let long = String(repeating: "word ", count: 200)
+            let r = try await Self.post(client, "/v1/completions", #"{"prompt":"\#(long)"}"#)
+            #expect(r.status == .badRequest)
+            let e = try #require(try Self.object(r)["error"] as? [String: Any])
+            #expect(e["code"] as? String == "context_length_exceeded")
+            #expect((e["message"] as? String)?.contains("context holds 64 tokens") == true)
+
+            let huge = #"{"prompt":""# + String(repeating: "x", count: 2 << 20) + #""}"#
+            let big = try await Self.post(client, "/v1/completions", huge)
+            #expect(big.status == .contentTooLarge)
+            #expect((try Self.object(big)["error"] as? [String: Any])?["message"] as? String != nil)
+
+            let missing = try await client.execute(uri: "/v1/engines", method: .get)
+            #expect(missing.status == .notFound)
+            #expect(((try Self.object(missing)["error"] as? [String: Any])?["message"] as? String)?.contains("/v1/engines") == true)
+
+            let models = try Self.object(try await client.execute(uri: "/v1/models", method: .get))
+            #expect((models["data"] as? [[String: Any]])?.first?["id"] as? String == "smollm2")
+            let health = try Self.object(try await client.execute(uri: "/health", method: .get))
+            #expect(health["status"] as? String == "ok" && health["slots"] as? Int == 1)
+        }
+    }
+}

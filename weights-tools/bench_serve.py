@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Figures for `pocketlm serve` (README "Serving"), measured in one run on this machine.
+
+Why: a server is worth having only if it costs little over `pocketlm run`, if parallel slots share the memory-bound
+decode (four slots should cost little more than one), and if a conversation's later turns are as quick to answer as
+its first. This prints, with the CPU name and the memory bound measured in the same run:
+- aggregate decode tok/s with 1, 2 and 4 requests at once on a 4-slot server (alternating rounds);
+- request overhead of serve over the generation itself (client wall time minus the server's own prefill and decode
+  time) and over `pocketlm run` for the same greedy generation;
+- time to first token of turn 5 of a conversation with ~1,500 tokens of history, with the slot's KV cache reused
+  and with it gone, against turn 1's.
+
+    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from bench_peer import cpu_name
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = REPO / ".build" / "release" / "pocketlm"
+CACHE = Path(os.environ.get("POCKETLM_CACHE") or Path.home() / ".cache" / "pocketlm")
+
+
+def start(model: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(BIN), "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    m = re.search(r"on (http://[\d.]+:\d+)", line)
+    if not m:
+        raise SystemExit(f"serve did not start: {line}")
+    return proc, m.group(1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def stream(url: str, path: str, body: dict) -> dict:
+    """A streaming request: client-side times of the first and last text event, and the server's usage/timings."""
+    req = urllib.request.Request(url + path, data=json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    first = last = None
+    final = {}
+    with urllib.request.urlopen(req, timeout=600) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            o = json.loads(line[6:])
+            if o.get("usage"):
+                final = o
+                continue
+            choice = o["choices"][0]
+            piece = choice.get("text") or (choice.get("delta") or {}).get("content")
+            if piece:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+    return {"start": t0, "first": first, "last": last, "usage": final["usage"], "timings": final["timings"]}
+
+
+def post(url: str, path: str, body: dict) -> tuple[float, dict]:
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=600) as r:
+        o = json.loads(r.read())
+    return time.perf_counter() - t0, o
+
+
+def aggregate_decode(url: str, k: int, tokens: int) -> float:
+    """k requests at once, each generating `tokens` (ignoring end-of-text): generated tokens after each request's
+    first, over the window from the first first-token to the last token."""
+    prompts = ["Count: 1, 2, 3,", "The alphabet: A, B, C,", "Numbers: 10, 20, 30,", "Days: Monday, Tuesday,"]
+    with concurrent.futures.ThreadPoolExecutor(k) as pool:
+        runs = list(pool.map(lambda i: stream(url, "/v1/completions", {"prompt": prompts[i], "max_tokens": tokens,
+                                                                       "temperature": 0}), range(k)))
+    generated = sum(r["usage"]["completion_tokens"] - 1 for r in runs)
+    return generated / (max(r["last"] for r in runs) - min(r["first"] for r in runs))
+
+
+def memory_bound(model: Path) -> dict:
+    out = subprocess.run([str(BIN), "bench", "--model", str(model), "--threads", "2", "--json", "--prompt-tokens", "32",
+                          "--gen-tokens", "32"], capture_output=True, text=True, check=True).stdout
+    o = json.loads(out)
+    read, per_token = o["memory_read_bytes_per_second"], o["weight_bytes_per_token"]
+    return {"read_bytes_per_second": read, "weight_bytes_per_token": per_token, "tokens_per_second": read / per_token,
+            "bench_decode": o["decode_tokens_per_second"]}
+
+
+def conversation_turns(url: str, turns: int, words: int) -> list[tuple[list[dict], dict]]:
+    """A conversation of `turns` user messages of ~`words` words each, replies generated greedily; returns each
+    turn's messages and its stream measurement."""
+    topics = ["the water cycle", "how bridges carry loads", "the history of the printing press", "why leaves change colour",
+              "how a compiler works", "the life of honey bees"]
+    messages: list[dict] = []
+    out = []
+    for t in range(turns):
+        text = " ".join(f"Here is note {i} about {topics[t % len(topics)]}, written for a curious reader." for i in range(words // 12))
+        messages.append({"role": "user", "content": f"{text}\nSummarise the notes above in one sentence."})
+        r = stream(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0})
+        out.append((list(messages), r))
+        reply = post(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0})[1]
+        messages.append({"role": "assistant", "content": reply["choices"][0]["message"]["content"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=96, help="tokens per request for the slot figures")
+    args = ap.parse_args()
+    result: dict = {"model": str(args.model), "cpu": cpu_name(), "threads": 2, "date": time.strftime("%Y-%m-%d")}
+    result["memory_bound"] = memory_bound(args.model)
+
+    proc, url = start(args.model, "--parallel", "4", "--context", "2048")
+    try:
+        stream(url, "/v1/completions", {"prompt": "Warm up", "max_tokens": 8})
+        slots: dict[int, list[float]] = {1: [], 2: [], 4: []}
+        for r in range(args.rounds):
+            for k in ([1, 2, 4] if r % 2 == 0 else [4, 2, 1]):
+                slots[k].append(aggregate_decode(url, k, args.tokens))
+        result["aggregate_decode"] = {k: statistics.median(v) for k, v in slots.items()}
+        result["aggregate_decode_samples"] = slots
+
+        # Overhead: alternate serve requests with `run` of the same generation.
+        body = {"prompt": "The capital of France is", "max_tokens": 32, "temperature": 0}
+        overhead, serve_wall, run_gen = [], [], []
+        for _ in range(args.rounds * 3):
+            wall, o = post(url, "/v1/completions", body)
+            t = o["timings"]
+            overhead.append(wall * 1000 - (t["queue_ms"] + t["prompt_ms"] + t["predicted_ms"]))
+            serve_wall.append(wall * 1000)
+            run = json.loads(subprocess.run([str(BIN), "run", "--model", str(args.model), "--threads", "2", "--prompt",
+                                             body["prompt"], "--max-tokens", "32", "--temperature", "0", "--json"],
+                                            capture_output=True, text=True, check=True).stdout)
+            rt = run["timings"]
+            n = len(run["tokens"])
+            run_gen.append(rt["time_to_first_token_ms"] + (n - 1) / rt["generation_tokens_per_second"] * 1000)
+        result["overhead_ms"] = {"serve_minus_own_generation": statistics.median(overhead),
+                                 "serve_wall": statistics.median(serve_wall), "run_generation": statistics.median(run_gen),
+                                 "serve_minus_run": statistics.median(serve_wall) - statistics.median(run_gen)}
+    finally:
+        stop(proc)
+
+    # Turn 5 with ~1,500 tokens of history: with the slot's cache (the conversation just ran in it) and without
+    # (an unrelated request took the only slot in between).
+    proc, url = start(args.model, "--parallel", "1", "--context", "4096")
+    try:
+        turns = conversation_turns(url, 5, 230)
+        turn1 = turns[0][1]
+        messages5, cached = turns[4]
+        stream(url, "/v1/completions", {"prompt": "Unrelated text to evict the conversation.", "max_tokens": 4})
+        uncached = stream(url, "/v1/chat/completions", {"messages": messages5, "max_tokens": 40, "temperature": 0})
+        def ttft(r: dict) -> float:
+            return (r["first"] - r["start"]) * 1000
+        result["turn5"] = {"history_tokens": cached["usage"]["prompt_tokens"],
+                           "turn1_ttft_ms": ttft(turn1), "turn1_prompt_tokens": turn1["usage"]["prompt_tokens"],
+                           "turn5_ttft_cached_ms": ttft(cached),
+                           "turn5_cached_tokens": cached["usage"]["prompt_tokens_details"]["cached_tokens"],
+                           "turn5_ttft_uncached_ms": ttft(uncached),
+                           "turn5_uncached_cached_tokens": uncached["usage"]["prompt_tokens_details"]["cached_tokens"]}
+    finally:
+        stop(proc)
+
+    print(json.dumps(result, indent=2))
+    mb = result["memory_bound"]
+    agg = result["aggregate_decode"]
+    print(f"\n{result['cpu']}, 2 threads, {result['date']}; memory bound {mb['tokens_per_second']:.0f} tok/s "
+          f"({mb['weight_bytes_per_token'] / 1e6:.1f} MB/token at {mb['read_bytes_per_second'] / 1e9:.1f} GB/s); "
+          f"`bench` decode {mb['bench_decode']:.1f} tok/s")
+    print(f"aggregate decode: 1 slot {agg[1]:.1f} tok/s, 2 slots {agg[2]:.1f} ({agg[2] / agg[1]:.2f}×), "
+          f"4 slots {agg[4]:.1f} ({agg[4] / agg[1]:.2f}×)")
+    o = result["overhead_ms"]
+    print(f"overhead: serve wall {o['serve_wall']:.1f} ms − its own generation = {o['serve_minus_own_generation']:.2f} ms; "
+          f"− `run`'s generation {o['run_generation']:.1f} ms = {o['serve_minus_run']:.1f} ms")
+    t = result["turn5"]
+    print(f"turn 5 ({t['history_tokens']} prompt tokens): TTFT {t['turn5_ttft_cached_ms']:.1f} ms with the cache "
+          f"({t['turn5_cached_tokens']} reused), {t['turn5_ttft_uncached_ms']:.1f} ms without "
+          f"({t['turn5_uncached_cached_tokens']} reused); turn 1 ({t['turn1_prompt_tokens']} tokens) {t['turn1_ttft_ms']:.1f} ms "
+          f"→ turn 5 / turn 1 = {t['turn5_ttft_cached_ms'] / t['turn1_ttft_ms']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
