@@ -138,22 +138,27 @@ public final class ChatSession: Sendable {
     }
 
     /// Sends `message` as the user and streams the reply as it is generated; the last chunk carries the turn's
-    /// statistics. Stopping the iteration (or cancelling the task that iterates) stops generation before the
-    /// next token; the reply so far is kept in `messages`.
+    /// statistics. The stream has backpressure: generation waits for the reader, never more than one chunk ahead
+    /// of what has been read. Stopping the iteration (or cancelling the task that iterates) stops generation
+    /// before the next token; the reply so far is kept in `messages`.
     public func stream(to message: String) -> AsyncThrowingStream<ChatChunk, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    _ = try await self.turn(message) { chunk in
-                        if case .terminated = continuation.yield(chunk) { return false }
-                        return !Task.isCancelled
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+        let handoff = ChunkHandoff<ChatChunk>()
+        let task = Task {
+            do {
+                _ = try await self.turn(message) { chunk in handoff.send(chunk) && !Task.isCancelled }
+                handoff.finish()
+            } catch {
+                handoff.finish(throwing: error)
             }
-            continuation.onTermination = { _ in task.cancel() }
+        }
+        // Dropping the stream (a loop left early) releases this, which stops the turn.
+        let abandoned = DeinitAction {
+            handoff.cancel()
+            task.cancel()
+        }
+        return AsyncThrowingStream {
+            withExtendedLifetime(abandoned) {}
+            return try await handoff.next()
         }
     }
 
