@@ -60,7 +60,11 @@ let package = Package(
         ),
         .testTarget(
             name: "PocketLMServerTests",
-            dependencies: ["PocketLMServer", .product(name: "HummingbirdTesting", package: "hummingbird")]
+            dependencies: [
+                "PocketLMServer",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
     ]
 )

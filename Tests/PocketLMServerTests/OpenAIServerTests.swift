@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import PocketLM
 import PocketLMServer
+import ServiceLifecycle
 import Testing
 
 /// The OpenAI-compatible routes over a live socket on the real SmolLM2-135M-Instruct Q4_1 (greedy): replies equal
@@ -27,26 +28,75 @@ struct OpenAIServerTests {
 
     /// A server with `slots` slots, a queue of `queue`, and `context` tokens per slot.
     static func server(slots: Int = 2, queue: Int = 4, context: Int = 512) throws -> (OpenAIServer, LanguageModel) {
+        let (server, reference) = try serverOnly(slots: slots, queue: queue, context: context, reference: true)
+        return (server, reference!)
+    }
+
+    static func serverOnly(slots: Int = 1, queue: Int = 4, context: Int = 512, reference wanted: Bool = false) throws -> (OpenAIServer, LanguageModel?) {
         let path = try modelPath()
         let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: context, sequences: slots))
         let template = Result { try lm.chatTemplate() }
         // A second, single-sequence model computes the expected replies.
-        let reference = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: context))
+        let reference = wanted ? try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: context)) : nil
         return (OpenAIServer(generator: ParallelGenerator(model: lm, queueLimit: queue), modelName: "smollm2", chatTemplate: template),
                 reference)
     }
 
-    static func app(_ server: OpenAIServer) -> some ApplicationProtocol {
+    /// A response as the tests read it.
+    struct Reply: Sendable {
+        let status: HTTPResponse.Status
+        let headers: HTTPFields
+        let body: ByteBuffer
+    }
+
+    /// A client on one connection to the running server; its read timeout is generous, since the whole suite runs
+    /// at once on two cores (HummingbirdTesting's `.live` allows 20 s, which a loaded machine exceeded).
+    struct Client: Sendable {
+        let client: TestClient
+
+        func post(_ uri: String, _ body: String) async throws -> Reply {
+            let r = try await client.post(uri, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+            return Reply(status: r.status, headers: r.headers, body: r.body ?? ByteBuffer())
+        }
+
+        func get(_ uri: String) async throws -> Reply {
+            let r = try await client.get(uri)
+            return Reply(status: r.status, headers: r.headers, body: r.body ?? ByteBuffer())
+        }
+    }
+
+    /// Runs `server` on a free loopback port with its generator service, calls `body` with a client, then shuts
+    /// the service group down gracefully.
+    static func withServer<R: Sendable>(_ server: OpenAIServer, _ body: @Sendable (Client) async throws -> R) async throws -> R {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        return server.application(host: "127.0.0.1", port: 0, logger: logger)
+        let (ports, listening) = AsyncStream<Int>.makeStream()
+        let app = server.application(host: "127.0.0.1", port: 0, logger: logger) { listening.yield($0) }
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var it = ports.makeAsyncIterator()
+            let port = try #require(await it.next())
+            let client = TestClient(host: "127.0.0.1", port: port, configuration: .init(timeout: .seconds(600)))
+            client.connect()
+            do {
+                let value = try await body(Client(client: client))
+                try await client.shutdown()
+                await group.triggerGracefulShutdown()
+                return value
+            } catch {
+                try? await client.shutdown()
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+        }
     }
 
-    static func post(_ client: any TestClientProtocol, _ uri: String, _ body: String) async throws -> TestResponse {
-        try await client.execute(uri: uri, method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
+    static func post(_ client: Client, _ uri: String, _ body: String) async throws -> Reply {
+        try await client.post(uri, body)
     }
 
-    static func object(_ response: TestResponse) throws -> [String: Any] {
+    static func object(_ response: Reply) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
     }
 
@@ -64,7 +114,7 @@ struct OpenAIServerTests {
         nonisolated(unsafe) let reference = model
         let question = "What is the capital of France?"
         let expected = try Self.expectedReply(reference, [ChatMessage(role: "user", content: question)], maxTokens: 30)
-        try await Self.app(server).test(.live) { client in
+        try await Self.withServer(server) { client in
             let r = try await Self.post(client, "/v1/chat/completions",
                                         #"{"model":"x","messages":[{"role":"user","content":"\#(question)"}],"temperature":0,"max_tokens":30}"#)
             #expect(r.status == .ok)
@@ -109,7 +159,7 @@ struct OpenAIServerTests {
         let expected = try Self.expectedReply(reference, [ChatMessage(role: "user", content: "Name three fruits.")], maxTokens: 24)
         let completionPrompt = reference.encodePrompt("The capital of France is", parseSpecial: false)
         let completion = try reference.generator().generate(prompt: completionPrompt, options: GenerationOptions(maxTokens: 16, sampling: .greedy))
-        try await Self.app(server).test(.live) { client in
+        try await Self.withServer(server) { client in
             let r = try await Self.post(client, "/v1/chat/completions",
                                         #"{"messages":[{"role":"user","content":"Name three fruits."}],"temperature":0,"max_tokens":24,"stream":true,"stream_options":{"include_usage":true}}"#)
             #expect(r.status == .ok)
@@ -151,7 +201,7 @@ struct OpenAIServerTests {
     }
 
     /// The `data:` payloads of a server-sent event stream.
-    static func events(_ r: TestResponse) -> [String] {
+    static func events(_ r: Reply) -> [String] {
         String(buffer: r.body).components(separatedBy: "\n\n").compactMap { e in
             e.hasPrefix("data: ") ? String(e.dropFirst(6)) : nil
         }
@@ -178,8 +228,8 @@ struct OpenAIServerTests {
             ("/v1/completions", #"{"prompt": "hi", "logprobs": 3}"#, 400, "logprobs", "not supported"),
           ] as [(String, String, Int, String?, String)])
     func badRequests(uri: String, body: String, status: Int, param: String?, message: String) async throws {
-        let (server, _) = try Self.server(slots: 1)
-        try await Self.app(server).test(.live) { client in
+        let (server, _) = try Self.serverOnly()
+        try await Self.withServer(server) { client in
             let r = try await Self.post(client, uri, body)
             #expect(r.status.code == status)
             let error = try #require(try Self.object(r)["error"] as? [String: Any])
@@ -194,8 +244,8 @@ struct OpenAIServerTests {
 
     @Test("a prompt past the context, a body past the limit, an unknown route: 400, 413, 404 as error objects")
     func limits() async throws {
-        let (server, _) = try Self.server(slots: 1, context: 64)
-        try await Self.app(server).test(.live) { client in
+        let (server, _) = try Self.serverOnly(context: 64)
+        try await Self.withServer(server) { client in
             let long = String(repeating: "word ", count: 200)
             let r = try await Self.post(client, "/v1/completions", #"{"prompt":"\#(long)"}"#)
             #expect(r.status == .badRequest)
@@ -208,13 +258,13 @@ struct OpenAIServerTests {
             #expect(big.status == .contentTooLarge)
             #expect((try Self.object(big)["error"] as? [String: Any])?["message"] as? String != nil)
 
-            let missing = try await client.execute(uri: "/v1/engines", method: .get)
+            let missing = try await client.get("/v1/engines")
             #expect(missing.status == .notFound)
             #expect(((try Self.object(missing)["error"] as? [String: Any])?["message"] as? String)?.contains("/v1/engines") == true)
 
-            let models = try Self.object(try await client.execute(uri: "/v1/models", method: .get))
+            let models = try Self.object(try await client.get("/v1/models"))
             #expect((models["data"] as? [[String: Any]])?.first?["id"] as? String == "smollm2")
-            let health = try Self.object(try await client.execute(uri: "/health", method: .get))
+            let health = try Self.object(try await client.get("/health"))
             #expect(health["status"] as? String == "ok" && health["slots"] as? Int == 1)
         }
     }
