@@ -181,13 +181,20 @@ def test_queue_full_is_503_with_retry_after():
     s = Server("--parallel", "1", "--queue", "1", "--context", "512")
     try:
         long = {"prompt": "Count: 1, 2, 3,", "max_tokens": 300, "temperature": 0}
+        def health() -> dict:
+            return json.loads(curl(s.url + "/health", method="GET")[2])
+
+        def wait_for(what: str, ready) -> None:
+            deadline = time.time() + 30
+            while not ready(health()):
+                assert time.time() < deadline, f"never {what}: {health()}"
+                time.sleep(0.02)
+
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             busy = pool.submit(stream, s.url + "/v1/completions", long)
+            wait_for("running", lambda h: h["running"] == 1)
             waiting = pool.submit(post, s.url + "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
-            deadline = time.time() + 30
-            while json.loads(curl(s.url + "/health", method="GET")[2])["waiting"] < 1:
-                assert time.time() < deadline, "the second request never queued"
-                time.sleep(0.05)
+            wait_for("queued", lambda h: h["waiting"] == 1)
             code, headers, text = curl(s.url + "/v1/completions", b'{"prompt": "Hi", "max_tokens": 2}')
             assert code == 503
             assert headers["retry-after"] == "1"
