@@ -107,6 +107,9 @@ struct Bench: AsyncParsableCommand {
         for c in result.verify_costs {
             lines.append(String(format: "  %2d drafts + 1: %6.2f ms = %.2f decode steps", c.drafts, c.milliseconds, c.relative_to_decode))
         }
+        lines.append(String(format: "memory read %.1f GB/s (%d threads) → plain decode bound %.1f tok/s; kernels: %@",
+                            result.memory_read_bytes_per_second / 1e9, result.threads, result.decode_bound_tokens_per_second,
+                            result.kernel_isa))
         Console.write(lines.joined(separator: "\n") + "\n")
         if result.prompts.contains(where: { !$0.identical }) {
             throw CLIError(description: "speculative output differed from plain decoding")

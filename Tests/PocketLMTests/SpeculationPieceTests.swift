@@ -64,4 +64,33 @@ struct SpeculationPieceTests {
         c.record(drafted: 1, accepted: 0)
         #expect(c.backoff == 32)
     }
+
+    @Test("draft length: capped where expected tokens per pass over the measured pass cost is best")
+    func costCap() {
+        var c = DraftLengthController(maxDraft: 10)
+        // A verify pass before any plain step: the next step is a plain one, to time it.
+        c.recordVerifyPass(drafts: 4, seconds: 0.02)
+        #expect(c.perDraftCost == nil)
+        #expect(c.next() == 0)
+        c.recordPlainStep(seconds: 0.01)
+        #expect(c.costCap == 10)
+        // Expensive drafts (each +0.8 of a step) that are half rejected: one draft at most.
+        c.recordVerifyPass(drafts: 1, seconds: 0.018)
+        #expect(abs(c.perDraftCost! - 0.8) < 1e-9)
+        for _ in 0..<20 { c.record(drafted: 2, accepted: 1) }
+        #expect(c.costCap == 1)
+        #expect(c.next() == 1)
+        // Cheap drafts (+0.1 of a step each) almost all accepted: the whole length.
+        var d = DraftLengthController(maxDraft: 10)
+        d.recordPlainStep(seconds: 0.01)
+        d.recordVerifyPass(drafts: 10, seconds: 0.02)
+        for _ in 0..<20 { d.record(drafted: 10, accepted: 10) }
+        d.record(drafted: 10, accepted: 9)
+        #expect(d.costCap == 10)
+        // A plain step is timed again after 64 passes without one.
+        for _ in 0..<64 { d.record(drafted: 10, accepted: 10) }
+        #expect(d.next() == 0)
+        d.recordPlainStep(seconds: 0.01)
+        #expect(d.next() > 0)
+    }
 }

@@ -36,6 +36,11 @@ public struct SpeculativeBenchmark {
         public let decode_step_ms: Double
         public let verify_costs: [VerifyCost]
         public let prompts: [PromptFigures]
+        /// Memory read bandwidth of the same threads, measured after the runs, and plain decode's bound from it
+        /// (bandwidth ÷ weight bytes per token): speculation is how decoding passes that bound.
+        public let memory_read_bytes_per_second: Double
+        public let decode_bound_tokens_per_second: Double
+        public let kernel_isa: String
     }
 
     public let generator: Generator
@@ -87,8 +92,12 @@ public struct SpeculativeBenchmark {
                                          mean_draft_length: stats.meanDraftLength, identical: identical))
         }
         let (step, costs) = try verifyCosts(prompt: prompts.first?.tokens ?? [1], draftCounts: draftCounts)
+        let bandwidth = MemoryBandwidth.measure(pool: model.pool)
         return Result(model: name, threads: model.pool.threadCount, method: method, rounds: rounds,
-                      decode_step_ms: step * 1000, verify_costs: costs, prompts: figures)
+                      decode_step_ms: step * 1000, verify_costs: costs, prompts: figures,
+                      memory_read_bytes_per_second: bandwidth,
+                      decode_bound_tokens_per_second: bandwidth / Double(model.weightBytesPerToken),
+                      kernel_isa: KernelISA.description)
     }
 
     /// Median time of a decode step and of passes of k drafts + 1 tokens (all positions' logits, as a verify

@@ -89,7 +89,9 @@ public final class SpeculativeDecoder: @unchecked Sendable {
                                               into: history + count))
             : 0
         if drafted == 0 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
             let logits = try model.decode(history[count - 1])
+            lengths.recordPlainStep(seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             stats.plainSteps += 1
             onRow(logits)
             _ = scratch.initialize(from: logits)
@@ -97,7 +99,9 @@ public final class SpeculativeDecoder: @unchecked Sendable {
         }
         let base = model.position
         let vocab = model.config.vocabSize
+        let t0 = DispatchTime.now().uptimeNanoseconds
         let rows = try model.forward(UnsafeBufferPointer(start: history + count - 1, count: drafted + 1), allLogits: true)
+        lengths.recordVerifyPass(drafts: drafted, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         var accepted = 0
         var next = -1
         while accepted < drafted {
