@@ -99,24 +99,53 @@ def memory_bound(model: Path) -> dict:
     o = json.loads(out)
     read, per_token = o["memory_read_bytes_per_second"], o["weight_bytes_per_token"]
     return {"read_bytes_per_second": read, "weight_bytes_per_token": per_token, "tokens_per_second": read / per_token,
-            "bench_decode": o["decode_tokens_per_second"]}
+            "bench_decode": o["decode"]["median"]}
 
 
-def conversation_turns(url: str, turns: int, words: int) -> list[tuple[list[dict], dict]]:
-    """A conversation of `turns` user messages of ~`words` words each, replies generated greedily; returns each
-    turn's messages and its stream measurement."""
-    topics = ["the water cycle", "how bridges carry loads", "the history of the printing press", "why leaves change colour",
-              "how a compiler works", "the life of honey bees"]
+TOPICS = ["the water cycle", "how bridges carry loads", "the history of the printing press", "why leaves change colour",
+          "how a compiler works", "the life of honey bees", "tides and the moon", "how vaccines train immunity",
+          "the invention of the telescope", "why the sky is blue", "how rivers carve valleys", "the first railways"]
+
+
+def user_message(topic: str, words: int) -> dict:
+    text = " ".join(f"Here is note {i} about {topic}, written for a curious reader." for i in range(words // 12))
+    return {"role": "user", "content": f"{text}\nSummarise the notes above in one sentence."}
+
+
+def history(url: str, turns: int, words: int) -> list[dict]:
+    """A conversation of `turns` user messages of ~`words` words each with the model's greedy replies."""
     messages: list[dict] = []
-    out = []
     for t in range(turns):
-        text = " ".join(f"Here is note {i} about {topics[t % len(topics)]}, written for a curious reader." for i in range(words // 12))
-        messages.append({"role": "user", "content": f"{text}\nSummarise the notes above in one sentence."})
-        r = stream(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0})
-        out.append((list(messages), r))
+        messages.append(user_message(TOPICS[t], words))
         reply = post(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0})[1]
         messages.append({"role": "assistant", "content": reply["choices"][0]["message"]["content"]})
-    return out
+    return messages
+
+
+def turn_latencies(model: Path, rounds: int, new_words: int, words: int = 230) -> dict:
+    """Time to first token, one slot, alternating in each round: turn 1 of a new conversation, turn 5 after the slot
+    lost the history (the whole ~1,500 tokens fed), and turn 5 with the history in the slot's cache (only the new
+    message fed). Turn 1's and turn 5's messages have `new_words` words (new text each round); the four earlier
+    turns `words` each."""
+    proc, url = start(model, "--parallel", "1", "--context", "4096")
+    try:
+        past = history(url, 4, words)
+        samples: dict[str, list[float]] = {"turn1": [], "turn5_uncached": [], "turn5_cached": []}
+        reused: dict[str, list[int]] = {k: [] for k in samples}
+        prompt: dict[str, int] = {}
+        for r in range(rounds):
+            fresh = user_message(TOPICS[4 + (3 * r) % 8], new_words)
+            for name, messages in (("turn1", [fresh]),
+                                   ("turn5_uncached", past + [user_message(TOPICS[5 + (3 * r) % 7], new_words)]),
+                                   ("turn5_cached", past + [user_message(TOPICS[6 + (3 * r) % 6], new_words)])):
+                m = stream(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 8, "temperature": 0})
+                samples[name].append((m["first"] - m["start"]) * 1000)
+                reused[name].append(m["usage"]["prompt_tokens_details"]["cached_tokens"])
+                prompt[name] = m["usage"]["prompt_tokens"]
+        return {name: {"ttft_ms": statistics.median(v), "samples_ms": v, "prompt_tokens": prompt[name],
+                       "cached_tokens": reused[name]} for name, v in samples.items()}
+    finally:
+        stop(proc)
 
 
 def main() -> None:
@@ -158,25 +187,10 @@ def main() -> None:
     finally:
         stop(proc)
 
-    # Turn 5 with ~1,500 tokens of history: with the slot's cache (the conversation just ran in it) and without
-    # (an unrelated request took the only slot in between).
-    proc, url = start(args.model, "--parallel", "1", "--context", "4096")
-    try:
-        turns = conversation_turns(url, 5, 230)
-        turn1 = turns[0][1]
-        messages5, cached = turns[4]
-        stream(url, "/v1/completions", {"prompt": "Unrelated text to evict the conversation.", "max_tokens": 4})
-        uncached = stream(url, "/v1/chat/completions", {"messages": messages5, "max_tokens": 40, "temperature": 0})
-        def ttft(r: dict) -> float:
-            return (r["first"] - r["start"]) * 1000
-        result["turn5"] = {"history_tokens": cached["usage"]["prompt_tokens"],
-                           "turn1_ttft_ms": ttft(turn1), "turn1_prompt_tokens": turn1["usage"]["prompt_tokens"],
-                           "turn5_ttft_cached_ms": ttft(cached),
-                           "turn5_cached_tokens": cached["usage"]["prompt_tokens_details"]["cached_tokens"],
-                           "turn5_ttft_uncached_ms": ttft(uncached),
-                           "turn5_uncached_cached_tokens": uncached["usage"]["prompt_tokens_details"]["cached_tokens"]}
-    finally:
-        stop(proc)
+    # Turn 5 with ~1,500 tokens of history, against turn 1 of a new conversation.
+    # Two sizes of the new message: as long as the earlier turns' (~340 tokens), and a short one (~30 tokens).
+    result["turns"] = {"long_message": turn_latencies(args.model, args.rounds, 230),
+                       "short_message": turn_latencies(args.model, args.rounds, 24)}
 
     print(json.dumps(result, indent=2))
     mb = result["memory_bound"]
@@ -189,12 +203,13 @@ def main() -> None:
     o = result["overhead_ms"]
     print(f"overhead: serve wall {o['serve_wall']:.1f} ms − its own generation = {o['serve_minus_own_generation']:.2f} ms; "
           f"− `run`'s generation {o['run_generation']:.1f} ms = {o['serve_minus_run']:.1f} ms")
-    t = result["turn5"]
-    print(f"turn 5 ({t['history_tokens']} prompt tokens): TTFT {t['turn5_ttft_cached_ms']:.1f} ms with the cache "
-          f"({t['turn5_cached_tokens']} reused), {t['turn5_ttft_uncached_ms']:.1f} ms without "
-          f"({t['turn5_uncached_cached_tokens']} reused); turn 1 ({t['turn1_prompt_tokens']} tokens) {t['turn1_ttft_ms']:.1f} ms "
-          f"→ turn 5 / turn 1 = {t['turn5_ttft_cached_ms'] / t['turn1_ttft_ms']:.2f}×")
-
+    for size, t in result["turns"].items():
+        t1, t5, t5u = t["turn1"], t["turn5_cached"], t["turn5_uncached"]
+        print(f"time to first token, {size.replace('_', ' ')} (median of {args.rounds}, alternating): turn 1 "
+              f"({t1['prompt_tokens']} tokens) {t1['ttft_ms']:.0f} ms; turn 5 ({t5['prompt_tokens']} tokens) with the "
+              f"cache {t5['ttft_ms']:.0f} ms ({min(t5['cached_tokens'])}+ reused) = {t5['ttft_ms'] / t1['ttft_ms']:.2f}× "
+              f"turn 1, without {t5u['ttft_ms']:.0f} ms ({max(t5u['cached_tokens'])} reused) = "
+              f"{t5u['ttft_ms'] / t1['ttft_ms']:.2f}×")
 
 if __name__ == "__main__":
     main()
