@@ -116,7 +116,7 @@ struct FlashPagingTests {
         let layout = try #require(try FlashLayout(file: f, config: try ModelConfig(gguf: f)))
         #expect(layout.format == .blockRows)
         let type = try #require(source.tensorInfo("blk.1.ffn_down.weight")).type
-        #expect(layout.gateType == type && layout.downType == type)
+        #expect(layout.layerTypes == Array(repeating: .init(gate: type, up: type, down: type), count: 2))
         #expect(layout.groupNeurons % 32 == 0 && layout.groupsPerLayer == 128 / layout.groupNeurons)
         #expect(f.tensorInfo("blk.0.ffn_down_scale") == nil)
         // Group 1 of layer 1: gate row 32 + j is the source's, byte for byte; so is down row 5's block 1.
@@ -124,10 +124,10 @@ struct FlashPagingTests {
         let gate = source.data(of: try #require(source.tensorInfo("blk.1.ffn_gate.weight")))
         let down = source.data(of: try #require(source.tensorInfo("blk.1.ffn_down.weight")))
         for j in [0, 7, 31] {
-            #expect(memcmp(bundles + j * layout.gateRowBytes, gate + (32 + j) * layout.gateRowBytes, layout.gateRowBytes) == 0)
+            #expect(memcmp(bundles + j * layout.gateRowBytes(1), gate + (32 + j) * layout.gateRowBytes(1), layout.gateRowBytes(1)) == 0)
         }
-        let blockBytes = layout.downType.blockBytes
-        #expect(memcmp(bundles + layout.downOffset + 5 * layout.downSliceBytes, down + 5 * layout.downRowBytes + blockBytes, blockBytes) == 0)
+        let blockBytes = type.blockBytes
+        #expect(memcmp(bundles + layout.downOffset(1) + 5 * layout.downSliceBytes(1), down + 5 * layout.downRowBytes(1) + blockBytes, blockBytes) == 0)
 
         let original = try Self.logits(try TestPaths.fixture(fixture), Self.tokens)
         for paging in [PagingOptions.resident, PagingOptions(mode: .flash), PagingOptions(mode: .naive), PagingOptions(mode: .mmap),
@@ -139,6 +139,24 @@ struct FlashPagingTests {
         // A file whose FFN matrices change type between layers, and the rules that need the column format, are refused.
         #expect(throws: PagingError.self) {
             try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: PagingOptions(mode: .naive, sparsity: .exact(keep: 0.5))))
+        }
+    }
+
+    @Test("block rows: SmolLM2 Q4_K_M (Q5_0 gate/up, ffn_down Q6_K in some layers and Q4_K in others) packs with per-layer types and computes the ordinary file's logits bit for bit")
+    func blockRowsKQuant() throws {
+        let source = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
+        let path = Self.scratch("smollm2-q4_k_m.packed.gguf")
+        if !FileManager.default.fileExists(atPath: path) { _ = try FlashPacker.pack(source: source, output: path) }
+        let f = try GGUFFile(path: path)
+        let layout = try #require(try FlashLayout(file: f, config: try ModelConfig(gguf: f)))
+        #expect(layout.format == .blockRows && layout.groupNeurons % 256 == 0)
+        #expect(Set(layout.layerTypes.map(\.down)) == [.q6_K, .q4_K] && Set(layout.layerTypes.map(\.gate)) == [.q5_0])
+        let tokens = [1, 504, 3458, 282, 4649, 314, 1345, 30]
+        let original = try Self.logits(source, tokens)
+        for paging in [PagingOptions.resident, PagingOptions(mode: .naive), PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1)] {
+            let packed = try Self.logits(path, tokens, paging: paging)
+            let differing = zip(packed, original).filter { $0 != $1 }.count
+            #expect(packed.count == original.count && differing == 0, "\(paging.mode): \(differing) logits differ")
         }
     }
 

@@ -97,7 +97,7 @@ public final class LanguageModel {
                                          groupsPerLayer: layout.groupsPerLayer,
                                          // Block rows: the reassembled down matrix and the dense kernels' inputs.
                                          extraScratchBytes: layout.format == .blockRows
-                                            ? config.hiddenSize * layout.downRowBytes
+                                            ? layout.largestDownBytes
                                                 + 3 * options.maxBatch * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
                                             : 0)
                 processBudget = plan

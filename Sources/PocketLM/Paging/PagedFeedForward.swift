@@ -169,7 +169,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         if !columns {
             switch options.sparsity {
             case .exact, .threshold:
-                throw PagingError.invalidOption("the exact and threshold rules need a Q8_0-packed file (columns format); this one keeps \(layout.gateType)/\(layout.downType) blocks")
+                throw PagingError.invalidOption("the exact and threshold rules need a Q8_0-packed file (columns format); this one keeps \(layout.types(0).gate)/\(layout.types(0).down) blocks")
             case .none, .predictor: break
             }
         }
@@ -177,7 +177,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         // groups' slices (so with every neuron used the result is the ordinary file's, bit for bit).
         linear = columns ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch), tileFloats: 1)
         downMatrix = columns ? nil : {
-            let bytes = dim * layout.downRowBytes
+            let bytes = layout.largestDownBytes
             let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
             p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
             return p
@@ -589,9 +589,12 @@ public final class PagedFeedForward: @unchecked Sendable {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
         let read = readThisStep + buffer * G
         let linear = linear!, down = downMatrix!
-        let downBlock = layout.downType.blockSize, downBlockBytes = layout.downType.blockBytes
-        let downWeights = WeightTensor(name: "ffn_down", type: layout.downType, rows: dim, columns: ffn,
-                                       rowBytes: layout.downRowBytes, data: UnsafeRawPointer(down))
+        let types = layout.types(block)
+        let downBlock = types.down.blockSize, downBlockBytes = types.down.blockBytes
+        let downRowBytes = layout.downRowBytes(block), sliceBytes = layout.downSliceBytes(block)
+        let upOffset = layout.upOffset(block), downOffset = layout.downOffset(block)
+        let downWeights = WeightTensor(name: "ffn_down", type: types.down, rows: dim, columns: ffn,
+                                       rowBytes: downRowBytes, data: UnsafeRawPointer(down))
         let shared = predictors.isEmpty
         var r0 = 0
         while r0 < rows {
@@ -604,16 +607,16 @@ public final class PagedFeedForward: @unchecked Sendable {
                 // A group read for another row of the batch is not used by this one (as in `list(row:)`).
                 if read[gi] && !needed[r0 * G + gi] { continue }
                 let neurons = layout.neurons(inGroup: gi)
-                let gate = WeightTensor(name: "ffn_gate", type: layout.gateType, rows: neurons.count, columns: dim,
-                                        rowBytes: layout.gateRowBytes, data: base)
-                let up = WeightTensor(name: "ffn_up", type: layout.upType, rows: neurons.count, columns: dim,
-                                      rowBytes: layout.upRowBytes, data: base + layout.upOffset)
+                let gate = WeightTensor(name: "ffn_gate", type: types.gate, rows: neurons.count, columns: dim,
+                                        rowBytes: layout.gateRowBytes(block), data: base)
+                let up = WeightTensor(name: "ffn_up", type: types.up, rows: neurons.count, columns: dim,
+                                      rowBytes: layout.upRowBytes(block), data: base + upOffset)
                 linear(gate, input + r0 * dim, n: n, g + neurons.lowerBound, outputStride: ffn)
                 linear(up, input + r0 * dim, n: n, u + neurons.lowerBound, outputStride: ffn)
                 let first = neurons.lowerBound / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
-                let slices = base + layout.downOffset
+                let slices = base + downOffset
                 for r in 0..<dim {
-                    (down + r * layout.downRowBytes + first).copyMemory(from: slices + r * layout.downSliceBytes, byteCount: bytes)
+                    (down + r * downRowBytes + first).copyMemory(from: slices + r * sliceBytes, byteCount: bytes)
                 }
                 stats.neuronsComputed += neurons.count * n
             }

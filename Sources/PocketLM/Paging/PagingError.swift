@@ -4,7 +4,6 @@ import Foundation
 public enum PagingError: Error, LocalizedError, Equatable {
     case notPacked(path: String)
     case unsupportedWeights(tensor: String, type: String)
-    case mixedFeedForwardTypes(tensor: String, type: String, first: String)
     /// The weights' share of a budget is below their minimum (resident tensors + read buffers).
     case budgetTooSmall(budget: Int, minimum: Int, resident: Int)
     /// A whole-process budget is below what the model needs at that context.
@@ -20,8 +19,6 @@ public enum PagingError: Error, LocalizedError, Equatable {
             "\(p) is not in the flash layout: paging needs a packed file (run `pocketlm pack --model \(p) --out PACKED.gguf`)"
         case .unsupportedWeights(let t, let ty):
             "tensor '\(t)' is \(ty): the flash layout packs quantized FFN weights only (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K–Q6_K)"
-        case .mixedFeedForwardTypes(let t, let ty, let f):
-            "tensor '\(t)' is \(ty) where layer 0's is \(f): the flash layout needs one type per FFN matrix across layers"
         case .budgetTooSmall(let b, let m, let r):
             "a weight budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise the memory budget to at least \(ByteCount.format(m))"
         case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest):

@@ -42,20 +42,30 @@ public struct FlashLayout: Sendable, Equatable {
     public let hiddenSize: Int
     public let intermediateSize: Int
     public let format: Format
-    /// Source types of the gate, up and down matrices (all Q8_0 in the columns format).
-    public let gateType: GGMLType
-    public let upType: GGMLType
-    public let downType: GGMLType
+    /// Source types of one layer's gate, up and down matrices.
+    public struct FFNTypes: Sendable, Equatable {
+        public let gate: GGMLType
+        public let up: GGMLType
+        public let down: GGMLType
+        public init(gate: GGMLType, up: GGMLType, down: GGMLType) { (self.gate, self.up, self.down) = (gate, up, down) }
+        static let q8_0 = FFNTypes(gate: .q8_0, up: .q8_0, down: .q8_0)
+    }
+    /// Per layer (block rows; a Q4_K_M file's `ffn_down` is Q6_K in some layers and Q4_K in others); empty for the
+    /// columns format, whose matrices are all Q8_0.
+    public let layerTypes: [FFNTypes]
 
-    public var gateRowBytes: Int { gateType.rowBytes(columns: hiddenSize) ?? 0 }
-    public var upRowBytes: Int { upType.rowBytes(columns: hiddenSize) ?? 0 }
+    public func types(_ layer: Int) -> FFNTypes { layerTypes.isEmpty ? .q8_0 : layerTypes[layer] }
+    public func gateRowBytes(_ layer: Int) -> Int { types(layer).gate.rowBytes(columns: hiddenSize) ?? 0 }
+    public func upRowBytes(_ layer: Int) -> Int { types(layer).up.rowBytes(columns: hiddenSize) ?? 0 }
     /// Bytes of one down row (ffn elements), as the dense kernels read it.
-    public var downRowBytes: Int { downType.rowBytes(columns: intermediateSize) ?? 0 }
+    public func downRowBytes(_ layer: Int) -> Int { types(layer).down.rowBytes(columns: intermediateSize) ?? 0 }
     /// Bytes of a group's slice of one down row (block rows): its neurons' blocks.
-    public var downSliceBytes: Int { groupNeurons / downType.blockSize * downType.blockBytes }
+    public func downSliceBytes(_ layer: Int) -> Int { groupNeurons / types(layer).down.blockSize * types(layer).down.blockBytes }
     /// Where a group's up rows and down slices start inside its bundle (block rows).
-    public var upOffset: Int { groupNeurons * gateRowBytes }
-    public var downOffset: Int { groupNeurons * (gateRowBytes + upRowBytes) }
+    public func upOffset(_ layer: Int) -> Int { groupNeurons * gateRowBytes(layer) }
+    public func downOffset(_ layer: Int) -> Int { groupNeurons * (gateRowBytes(layer) + upRowBytes(layer)) }
+    /// The largest down matrix of any layer, bytes.
+    public var largestDownBytes: Int { (0..<max(1, layerTypes.count)).map { hiddenSize * downRowBytes($0) }.max() ?? 0 }
 
     public var groupsPerLayer: Int { (intermediateSize + groupNeurons - 1) / groupNeurons }
     /// Bytes of one layer's bundle tensor.
@@ -80,19 +90,24 @@ public struct FlashLayout: Sendable, Equatable {
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.format = .columns
-        (gateType, upType, downType) = (.q8_0, .q8_0, .q8_0)
+        self.layerTypes = []
     }
 
-    /// The block-rows layout for gate/up/down matrices of these types: groups of whole down blocks, as many as fit
-    /// in `bundleBytes` (rounded up to 4 KiB and to at least one block of neurons).
-    public init(hiddenSize: Int, intermediateSize: Int, gate: GGMLType, up: GGMLType, down: GGMLType,
-                bundleBytes requested: Int) throws(ModelError) {
-        let block = down.blockSize
-        guard let g = gate.rowBytes(columns: hiddenSize), let u = up.rowBytes(columns: hiddenSize), block > 0,
-              down.rowBytes(columns: intermediateSize) != nil else {
-            throw .invalidConfig(field: "hidden_size", reason: "\(hiddenSize) × \(intermediateSize) is not whole blocks of \(gate)/\(up)/\(down)")
+    /// The block-rows layout for each layer's gate/up/down types: groups of whole down blocks (the largest block of
+    /// any layer, 256 once a K-quant is present), as many as fit in `bundleBytes` for the largest layer, rounded up
+    /// to 4 KiB.
+    public init(hiddenSize: Int, intermediateSize: Int, layerTypes: [FFNTypes], bundleBytes requested: Int) throws(ModelError) {
+        let block = layerTypes.map(\.down.blockSize).max() ?? 0
+        var perBlock = 0   // one group of `block` neurons, bytes, in the largest layer
+        for t in layerTypes {
+            guard let g = t.gate.rowBytes(columns: hiddenSize), let u = t.up.rowBytes(columns: hiddenSize),
+                  t.down.blockSize > 0, block % t.down.blockSize == 0, intermediateSize % block == 0,
+                  t.down.rowBytes(columns: intermediateSize) != nil else {
+                throw .invalidConfig(field: "hidden_size", reason: "\(hiddenSize) × \(intermediateSize) is not whole blocks of \(t.gate)/\(t.up)/\(t.down)")
+            }
+            perBlock = max(perBlock, block * (g + u) + hiddenSize * block / t.down.blockSize * t.down.blockBytes)
         }
-        let perBlock = block * (g + u) + hiddenSize * down.blockBytes   // one down block's worth of neurons
+        guard perBlock > 0 else { throw .invalidConfig(field: "block_count", reason: "no layers to pack") }
         // As many whole blocks of neurons as the requested read holds (at least one), then rounded up to 4 KiB: a
         // group is not a divisor of 64 KiB, so rounding the read instead would leave up to half of it padding.
         let align = FlashLayout.ioAlignment
@@ -100,11 +115,11 @@ public struct FlashLayout: Sendable, Equatable {
         self.bundleBytes = (blocks * perBlock + align - 1) / align * align
         self.groupNeurons = blocks * block
         self.neuronBytes = perBlock / block
-        self.weightType = down
+        self.weightType = layerTypes[0].down
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.format = .blockRows
-        (gateType, upType, downType) = (gate, up, down)
+        self.layerTypes = layerTypes
     }
 
     /// The layout a packed file records, or nil for an ordinary file.
@@ -122,7 +137,7 @@ public struct FlashLayout: Sendable, Equatable {
         intermediateSize = config.intermediateSize
         if version == FlashLayout.version {
             format = .columns
-            (gateType, upType, downType) = (.q8_0, .q8_0, .q8_0)
+            layerTypes = []
             guard weightType == .q8_0 else {
                 throw .badMetadata(key: FlashLayout.weightTypeKey, reason: "bundles of \(weightType) weights are not supported (Q8_0 only)")
             }
@@ -133,22 +148,32 @@ public struct FlashLayout: Sendable, Equatable {
             }
         } else {
             format = .blockRows
-            func type(_ key: String) throws(GGUFError) -> GGMLType {
-                let t = GGMLType(rawValue: UInt32(truncatingIfNeeded: try file.int(key)))
-                guard t.isComputable, pl_activation_type(Int32(t.rawValue)) >= 0 else {
-                    throw .badMetadata(key: key, reason: "bundles of \(t) weights are not supported (quantized types only)")
+            let layers = config.numHiddenLayers
+            func types(_ key: String) throws(GGUFError) -> [GGMLType] {
+                guard case .array(let items) = file.metadata[key], items.count == layers else {
+                    throw .badMetadata(key: key, reason: "expected one type per layer (\(layers))")
                 }
-                return t
+                var out: [GGMLType] = []
+                for item in items {
+                    let t = GGMLType(rawValue: UInt32(truncatingIfNeeded: item.int ?? -1))
+                    guard t.isComputable, pl_activation_type(Int32(t.rawValue)) >= 0 else {
+                        throw .badMetadata(key: key, reason: "bundles of \(t) weights are not supported (quantized types only)")
+                    }
+                    out.append(t)
+                }
+                return out
             }
-            gateType = try type(FlashLayout.gateTypeKey)
-            upType = try type(FlashLayout.upTypeKey)
-            downType = try type(FlashLayout.downTypeKey)
-            let block = downType.blockSize
-            guard gateType.rowBytes(columns: hiddenSize) != nil, upType.rowBytes(columns: hiddenSize) != nil,
-                  downType.rowBytes(columns: intermediateSize) != nil, groupNeurons >= block, groupNeurons % block == 0,
-                  downOffset + hiddenSize * downSliceBytes <= bundleBytes, bundleBytes % FlashLayout.ioAlignment == 0 else {
-                throw .badMetadata(key: FlashLayout.bundleBytesKey,
-                                   reason: "groups of \(groupNeurons) \(gateType)/\(upType)/\(downType) neurons do not fit bundles of \(bundleBytes) bytes for hidden size \(hiddenSize)")
+            let gates = try types(FlashLayout.gateTypeKey), ups = try types(FlashLayout.upTypeKey), downs = try types(FlashLayout.downTypeKey)
+            layerTypes = (0..<layers).map { FFNTypes(gate: gates[$0], up: ups[$0], down: downs[$0]) }
+            for l in 0..<layers {
+                let t = layerTypes[l]
+                guard t.gate.rowBytes(columns: hiddenSize) != nil, t.up.rowBytes(columns: hiddenSize) != nil,
+                      t.down.rowBytes(columns: intermediateSize) != nil, groupNeurons >= t.down.blockSize,
+                      groupNeurons % t.down.blockSize == 0, downOffset(l) + hiddenSize * downSliceBytes(l) <= bundleBytes,
+                      bundleBytes % FlashLayout.ioAlignment == 0 else {
+                    throw .badMetadata(key: FlashLayout.bundleBytesKey,
+                                       reason: "groups of \(groupNeurons) \(t.gate)/\(t.up)/\(t.down) neurons (layer \(l)) do not fit bundles of \(bundleBytes) bytes for hidden size \(hiddenSize)")
+                }
             }
         }
         let align = FlashLayout.ioAlignment
@@ -172,8 +197,9 @@ public struct FlashLayout: Sendable, Equatable {
             (FlashLayout.neuronBytesKey, .uint32(UInt32(neuronBytes))),
             (FlashLayout.weightTypeKey, .uint32(weightType.rawValue))]
         if format == .blockRows {
-            m += [(FlashLayout.gateTypeKey, .uint32(gateType.rawValue)), (FlashLayout.upTypeKey, .uint32(upType.rawValue)),
-                  (FlashLayout.downTypeKey, .uint32(downType.rawValue))]
+            m += [(FlashLayout.gateTypeKey, .array(layerTypes.map { .uint32($0.gate.rawValue) })),
+                  (FlashLayout.upTypeKey, .array(layerTypes.map { .uint32($0.up.rawValue) })),
+                  (FlashLayout.downTypeKey, .array(layerTypes.map { .uint32($0.down.rawValue) }))]
         }
         return m
     }

@@ -37,24 +37,18 @@ public enum FlashPacker {
             }
             return info
         }
-        // One layout for the file: every layer's gate, up and down must have the types of layer 0's.
-        let types = try ["ffn_gate", "ffn_up", "ffn_down"].map { part in
-            try ffnTensor(0, part, shape: part == "ffn_down" ? [ffn, dim] : [dim, ffn]).type
-        }
-        let columns = types.allSatisfy { $0 == .q8_0 }
-        let layout = columns ? try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
-            : try FlashLayout(hiddenSize: dim, intermediateSize: ffn, gate: types[0], up: types[1], down: types[2],
-                              bundleBytes: bundleBytes)
         var ffnNames = Set<String>()
+        var layerTypes: [FlashLayout.FFNTypes] = []
         for l in 0..<layers {
-            for (i, (part, shape)) in [("ffn_gate", [dim, ffn]), ("ffn_up", [dim, ffn]), ("ffn_down", [ffn, dim])].enumerated() {
-                let info = try ffnTensor(l, part, shape: shape)
-                guard info.type == types[i] else {
-                    throw PagingError.mixedFeedForwardTypes(tensor: info.name, type: info.type.description, first: types[i].description)
-                }
-                ffnNames.insert(info.name)
-            }
+            let gate = try ffnTensor(l, "ffn_gate", shape: [dim, ffn]), up = try ffnTensor(l, "ffn_up", shape: [dim, ffn])
+            let down = try ffnTensor(l, "ffn_down", shape: [ffn, dim])
+            layerTypes.append(.init(gate: gate.type, up: up.type, down: down.type))
+            ffnNames.formUnion([gate.name, up.name, down.name])
         }
+        // All Q8_0: the columns format (neuron-sized bundles, its own gather kernels); anything else: block rows.
+        let columns = layerTypes.allSatisfy { $0 == .init(gate: .q8_0, up: .q8_0, down: .q8_0) }
+        let layout = columns ? try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
+            : try FlashLayout(hiddenSize: dim, intermediateSize: ffn, layerTypes: layerTypes, bundleBytes: bundleBytes)
 
         let predictor = try predictorPath.map { try GGUFFile(path: $0) }
         var predictorTensors: [GGUFTensorInfo] = []
@@ -128,7 +122,7 @@ public enum FlashPacker {
                                         Int64(i), buffer.baseAddress! + g * layout.bundleBytes + k * layout.neuronBytes)
                 }
             } else {
-                packBlockRows(layout, gate: source.data(of: gate), up: source.data(of: up), down: source.data(of: down),
+                packBlockRows(layout, layer: l, gate: source.data(of: gate), up: source.data(of: up), down: source.data(of: down),
                               into: buffer.baseAddress!)
             }
             try writer.write(UnsafeRawBufferPointer(buffer))
@@ -143,18 +137,18 @@ public enum FlashPacker {
 extension FlashPacker {
     /// One layer in the block-rows format: per group, its neurons' gate rows, up rows, then for each down row the
     /// blocks covering its neurons (all bytes as in the source).
-    static func packBlockRows(_ layout: FlashLayout, gate: UnsafeRawPointer, up: UnsafeRawPointer, down: UnsafeRawPointer,
-                              into out: UnsafeMutableRawPointer) {
-        let gr = layout.gateRowBytes, ur = layout.upRowBytes, dr = layout.downRowBytes
-        let block = layout.downType.blockSize, blockBytes = layout.downType.blockBytes
+    static func packBlockRows(_ layout: FlashLayout, layer l: Int, gate: UnsafeRawPointer, up: UnsafeRawPointer,
+                              down: UnsafeRawPointer, into out: UnsafeMutableRawPointer) {
+        let gr = layout.gateRowBytes(l), ur = layout.upRowBytes(l), dr = layout.downRowBytes(l)
+        let block = layout.types(l).down.blockSize, blockBytes = layout.types(l).down.blockBytes
         for g in 0..<layout.groupsPerLayer {
             let neurons = layout.neurons(inGroup: g)
             let base = out + g * layout.bundleBytes
             base.copyMemory(from: gate + neurons.lowerBound * gr, byteCount: neurons.count * gr)
-            (base + layout.upOffset).copyMemory(from: up + neurons.lowerBound * ur, byteCount: neurons.count * ur)
+            (base + layout.upOffset(l)).copyMemory(from: up + neurons.lowerBound * ur, byteCount: neurons.count * ur)
             let first = neurons.lowerBound / block * blockBytes, bytes = neurons.count / block * blockBytes
             for r in 0..<layout.hiddenSize {
-                (base + layout.downOffset + r * layout.downSliceBytes).copyMemory(from: down + r * dr + first, byteCount: bytes)
+                (base + layout.downOffset(l) + r * layout.downSliceBytes(l)).copyMemory(from: down + r * dr + first, byteCount: bytes)
             }
         }
     }
