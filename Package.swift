@@ -62,8 +62,9 @@ let package = Package(
             name: "PocketLMServerTests",
             dependencies: [
                 "PocketLMServer",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

@@ -1,6 +1,8 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Hummingbird
-import HummingbirdTesting
 import Logging
 import PocketLM
 import PocketLMServer
@@ -45,23 +47,34 @@ struct OpenAIServerTests {
     /// A response as the tests read it.
     struct Reply: Sendable {
         let status: HTTPResponse.Status
-        let headers: HTTPFields
-        let body: ByteBuffer
+        /// Header values by lowercased name.
+        let headers: [String: String]
+        let body: Data
     }
 
-    /// A client on one connection to the running server; its read timeout is generous, since the whole suite runs
-    /// at once on two cores (HummingbirdTesting's `.live` allows 20 s, which a loaded machine exceeded).
+    /// Foundation's HTTP client on the running server (no test-only HTTP stack to build); its timeout is generous,
+    /// since the whole suite runs at once on two cores.
     struct Client: Sendable {
-        let client: TestClient
+        let base: URL
 
         func post(_ uri: String, _ body: String) async throws -> Reply {
-            let r = try await client.post(uri, headers: [.contentType: "application/json"], body: ByteBuffer(string: body))
-            return Reply(status: r.status, headers: r.headers, body: r.body ?? ByteBuffer())
+            var request = URLRequest(url: base.appendingPathComponent(uri), timeoutInterval: 600)
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(body.utf8)
+            return try await send(request)
         }
 
         func get(_ uri: String) async throws -> Reply {
-            let r = try await client.get(uri)
-            return Reply(status: r.status, headers: r.headers, body: r.body ?? ByteBuffer())
+            try await send(URLRequest(url: base.appendingPathComponent(uri), timeoutInterval: 600))
+        }
+
+        private func send(_ request: URLRequest) async throws -> Reply {
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let http = try #require(response as? HTTPURLResponse)
+            var headers: [String: String] = [:]
+            for (key, value) in http.allHeaderFields { headers["\(key)".lowercased()] = "\(value)" }
+            return Reply(status: HTTPResponse.Status(code: http.statusCode), headers: headers, body: data)
         }
     }
 
@@ -77,15 +90,11 @@ struct OpenAIServerTests {
             tasks.addTask { try await group.run() }
             var it = ports.makeAsyncIterator()
             let port = try #require(await it.next())
-            let client = TestClient(host: "127.0.0.1", port: port, configuration: .init(timeout: .seconds(600)))
-            client.connect()
             do {
-                let value = try await body(Client(client: client))
-                try await client.shutdown()
+                let value = try await body(Client(base: URL(string: "http://127.0.0.1:\(port)")!))
                 await group.triggerGracefulShutdown()
                 return value
             } catch {
-                try? await client.shutdown()
                 await group.triggerGracefulShutdown()
                 throw error
             }
@@ -97,7 +106,7 @@ struct OpenAIServerTests {
     }
 
     static func object(_ response: Reply) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+        try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
     }
 
     /// The greedy reply `Generator` gives the chat `messages` alone.
@@ -163,7 +172,7 @@ struct OpenAIServerTests {
             let r = try await Self.post(client, "/v1/chat/completions",
                                         #"{"messages":[{"role":"user","content":"Name three fruits."}],"temperature":0,"max_tokens":24,"stream":true,"stream_options":{"include_usage":true}}"#)
             #expect(r.status == .ok)
-            #expect(r.headers[.contentType] == "text/event-stream")
+            #expect(r.headers["content-type"] == "text/event-stream")
             let events = Self.events(r)
             #expect(events.last == "[DONE]")
             let chunks = try events.dropLast().map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
@@ -202,7 +211,7 @@ struct OpenAIServerTests {
 
     /// The `data:` payloads of a server-sent event stream.
     static func events(_ r: Reply) -> [String] {
-        String(buffer: r.body).components(separatedBy: "\n\n").compactMap { e in
+        String(decoding: r.body, as: UTF8.self).components(separatedBy: "\n\n").compactMap { e in
             e.hasPrefix("data: ") ? String(e.dropFirst(6)) : nil
         }
     }
