@@ -56,8 +56,9 @@ variants: fetch
 	@$(PYTHON) weights-tools/make_llamacpp_variants.py >/dev/null
 	@$(PYTHON) weights-tools/make_draft_model.py >/dev/null
 
-# llama.cpp's recorded outputs live in weights-tools/reference/ (committed); this copies newer files from
-# ../shared/reference, where they were first produced, and lists what differs. Never deletes repo-only files.
+# llama.cpp's recorded outputs live in weights-tools/reference/ (committed; the suite reads only that copy). This
+# maintainer step, not part of `make test`, copies newer files from the workspace's reference directory (see
+# weights-tools/sync_reference.py) and lists what differs. Never deletes repo-only files.
 sync-reference:
 	@$(PYTHON) weights-tools/sync_reference.py
 

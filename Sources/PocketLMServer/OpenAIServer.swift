@@ -97,8 +97,7 @@ public struct OpenAIServer: Sendable {
         case .chat(let messages):
             prompt = try template.get().tokens(for: messages, addGenerationPrompt: true, tokenizer: generator.tokenizer)
         case .completion(let text):
-            let tokenizer = generator.tokenizer
-            prompt = (tokenizer.addBos ? tokenizer.bosTokenId.map { [$0] } ?? [] : []) + tokenizer.encode(text, parseSpecial: false)
+            prompt = generator.tokenizer.encodePrompt(text, parseSpecial: false)
         }
         let contextLength = generator.contextLength
         guard prompt.count < contextLength else {

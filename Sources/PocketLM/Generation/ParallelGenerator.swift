@@ -177,15 +177,23 @@ public final class ParallelGenerator: Sendable {
         rows.reserveCapacity(slotCount)
         while true {
             // 1. Cancellations, and waiting requests into free slots.
-            let free = slots.filter { $0.job == nil }.count
+            var free = 0
+            for slot in slots where slot.job == nil { free += 1 }
+            // Most steps find nothing cancelled and nothing queued: then nothing is copied.
             let (admitted, cancelled, droppedWaiting, idle) = state.withLock { s in
                 let cancelled = s.cancelled
-                s.cancelled = []
-                let dropped = s.waiting.filter { cancelled.contains($0.id) }
-                s.waiting.removeAll { cancelled.contains($0.id) }
-                let take = Array(s.waiting.prefix(free))
-                s.waiting.removeFirst(take.count)
-                s.running += take.count
+                var dropped: [Waiting] = []
+                if !cancelled.isEmpty {
+                    s.cancelled = []
+                    dropped = s.waiting.filter { cancelled.contains($0.id) }
+                    s.waiting.removeAll { cancelled.contains($0.id) }
+                }
+                var take: [Waiting] = []
+                if free > 0 && !s.waiting.isEmpty {
+                    take = Array(s.waiting.prefix(free))
+                    s.waiting.removeFirst(take.count)
+                    s.running += take.count
+                }
                 let idle = s.running == 0 && s.waiting.isEmpty
                 return (take, cancelled, dropped, idle ? (s.draining ? 2 : 1) : 0)
             }

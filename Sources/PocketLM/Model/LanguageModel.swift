@@ -185,10 +185,7 @@ public final class LanguageModel {
     /// Token ids for a prompt: BOS first when the model asks for it, special tokens parsed only when asked
     /// (rendered chat prompts), never in plain user text.
     public func encodePrompt(_ text: String, parseSpecial: Bool) -> [Int] {
-        var ids: [Int] = []
-        if tokenizer.addBos, let bos = tokenizer.bosTokenId { ids.append(bos) }
-        ids += tokenizer.encode(text, parseSpecial: parseSpecial)
-        return ids
+        tokenizer.encodePrompt(text, parseSpecial: parseSpecial)
     }
 
     /// Token ids for a conversation in the model's chat template: BOS first when the model asks for it, the

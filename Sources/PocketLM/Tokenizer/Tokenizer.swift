@@ -32,6 +32,17 @@ public protocol Tokenizer: Sendable {
     func isControl(_ id: Int) -> Bool
 }
 
+extension Tokenizer {
+    /// Token ids for a prompt: BOS first when the model asks for it, special tokens parsed only when asked
+    /// (rendered chat prompts), never in plain user text.
+    public func encodePrompt(_ text: String, parseSpecial: Bool) -> [Int] {
+        var ids: [Int] = []
+        if addBos, let bos = bosTokenId { ids.append(bos) }
+        ids += encode(text, parseSpecial: parseSpecial)
+        return ids
+    }
+}
+
 /// Builds the tokenizer a GGUF file describes.
 public enum TokenizerLoader {
     /// Reads `tokenizer.ggml.*` and returns the matching tokenizer.
