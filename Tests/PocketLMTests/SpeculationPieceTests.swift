@@ -14,20 +14,27 @@ struct SpeculationPieceTests {
         return Array(out.prefix(n))
     }
 
-    @Test("lookup drafts what followed the latest earlier occurrence of the longest matching n-gram")
+    @Test("lookup drafts what followed the earlier occurrence that matches the latest tokens longest")
     func lookup() throws {
-        // "7 8 9" occurred twice; the latest occurrence (followed by 40 41) wins over the earlier (30 31).
+        // "7 8 9" occurred twice, each preceded by something other than 5: a tie, so the latest occurrence
+        // (followed by 40 41) wins over the earlier (30 31).
         #expect(try propose([1, 7, 8, 9, 30, 31, 2, 7, 8, 9, 40, 41, 42, 5, 7, 8, 9], limit: 3) == [40, 41, 42])
         // The limit caps the draft; the continuation may run into the suffix itself.
         #expect(try propose([1, 2, 3, 1, 2], limit: 10) == [3, 1, 2])
-        // A longer n-gram match beats a more recent shorter one: "5 6" after 4 → 99; "6" alone most recently → 77.
-        #expect(try propose([4, 5, 6, 99, 6, 77, 4, 5, 6], limit: 1) == [99])
-        // Only the last token matches: the 1-gram fallback; with shortestNgram 2 there is no draft.
-        #expect(try propose([3, 9, 1, 2, 9], limit: 2) == [1, 2])
-        #expect(try propose([3, 9, 1, 2, 9], limit: 2, drafter: PromptLookupDrafter(longestNgram: 3, shortestNgram: 2)) == [])
+        // A longer match beats a more recent shorter one: "4 5 6" → 99; "5 6" alone most recently → 77.
+        #expect(try propose([4, 5, 6, 99, 8, 5, 6, 77, 4, 5, 6], limit: 1) == [99])
+        // Longer than three tokens counts too: "1 2 3 4 5" → 50 beats the latest "2 3 4 5" → 60.
+        #expect(try propose([1, 2, 3, 4, 5, 50, 9, 2, 3, 4, 5, 60, 1, 2, 3, 4, 5], limit: 1) == [50])
+        // ... up to longestNgram: with 3, both agree for 3 tokens and the latest wins.
+        #expect(try propose([1, 2, 3, 4, 5, 50, 9, 2, 3, 4, 5, 60, 1, 2, 3, 4, 5], limit: 1,
+                            drafter: PromptLookupDrafter(longestNgram: 3)) == [60])
+        // Only the last token matches: no draft by default (shortestNgram 2); with shortestNgram 1, the 1-gram.
+        #expect(try propose([3, 9, 1, 2, 9], limit: 2) == [])
+        #expect(try propose([3, 9, 1, 2, 9], limit: 2, drafter: PromptLookupDrafter(longestNgram: 3, shortestNgram: 1)) == [1, 2])
         // Nothing repeats, or too little history: no draft.
         #expect(try propose([1, 2, 3, 4], limit: 4) == [])
         #expect(try propose([5], limit: 4) == [])
+        #expect(try propose([5, 5], limit: 4, drafter: PromptLookupDrafter(shortestNgram: 1)) == [5])
         #expect(try propose([5, 5], limit: 0) == [])
         #expect(throws: GenerationError.self) { try PromptLookupDrafter(longestNgram: 1, shortestNgram: 2) }
         #expect(throws: GenerationError.self) { try PromptLookupDrafter(longestNgram: 2, shortestNgram: 0) }
@@ -92,5 +99,25 @@ struct SpeculationPieceTests {
         #expect(d.next() == 0)
         d.recordPlainStep(seconds: 0.01)
         #expect(d.next() > 0)
+    }
+
+    @Test("draft length: a miss backs off only while drafting does not pay at the measured costs")
+    func backoffFollowsCost() {
+        // Cheap passes (+0.1 of a step per draft) and drafts mostly accepted: a miss is followed by another probe.
+        var c = DraftLengthController(maxDraft: 10)
+        c.recordPlainStep(seconds: 0.01)
+        c.recordVerifyPass(drafts: 4, seconds: 0.014)
+        for _ in 0..<5 { c.record(drafted: 4, accepted: 3) }
+        c.record(drafted: 4, accepted: 0)
+        #expect(c.backoff == 0)
+        #expect(c.next() == 1)
+        // Expensive passes (+0.9 of a step per draft) and half the drafts rejected: drafting loses, so back off.
+        var d = DraftLengthController(maxDraft: 10)
+        d.recordPlainStep(seconds: 0.01)
+        d.recordVerifyPass(drafts: 1, seconds: 0.019)
+        for _ in 0..<5 { d.record(drafted: 2, accepted: 1) }
+        d.record(drafted: 1, accepted: 0)
+        #expect(d.backoff > 0)
+        #expect(d.next() == 0)
     }
 }

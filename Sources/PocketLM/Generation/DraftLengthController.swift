@@ -1,6 +1,7 @@
 /// How many tokens to draft next: more while the target accepts them all, fewer after a miss, none (plain
-/// decoding) after drafts fail outright, probing again after a back-off that doubles with each failure; and never
-/// more than pays for itself at the pass costs measured so far.
+/// decoding) after drafts fail outright while drafting does not pay (or before its cost is known), probing again
+/// after a back-off that doubles with each failure; and never more than pays for itself at the pass costs
+/// measured so far.
 ///
 /// Why: a verify pass of k drafts costs more than a decode step — how much depends on the CPU and on what else
 /// runs on it (SmolLM2 Q4_1 on 2 shared cores: 1.8 steps for 1 draft, 3.9 for 8; see README) — so drafts that
@@ -45,8 +46,12 @@ public struct DraftLengthController: Sendable {
 
     /// The longest draft worth its cost: argmax over k of expected tokens ÷ cost (at least 1 so acceptance keeps
     /// being measured; the back-off handles drafts not worth even that).
-    public var costCap: Int {
-        guard let perDraftCost else { return maxDraft }
+    public var costCap: Int { bestDraft?.length ?? maxDraft }
+
+    /// The draft length with the most expected tokens per step of cost, and that rate (a plain step's is 1); nil
+    /// before a pass cost has been measured.
+    var bestDraft: (length: Int, tokensPerStep: Double)? {
+        guard let perDraftCost else { return nil }
         let alpha = acceptedCount + missCount > 0 ? acceptedCount / (acceptedCount + missCount) : 1
         var best = 1, bestRate = 0.0
         var expected = 1.0, power = 1.0
@@ -56,7 +61,7 @@ public struct DraftLengthController: Sendable {
             let rate = expected / (1 + perDraftCost * Double(k))
             if rate > bestRate { bestRate = rate; best = k }
         }
-        return best
+        return (best, bestRate)
     }
 
     /// The outcome of a pass that verified `drafted` (≥ 1) tokens, `accepted` of them agreed with the target.
@@ -75,7 +80,14 @@ public struct DraftLengthController: Sendable {
         } else {
             failures += 1
             length = 1
-            backoff = min(Self.longestBackoff, (1 << min(failures, 6)) - 1)
+            // While the measured acceptance and pass costs say drafting still beats plain decoding, a miss is
+            // just a miss: keep drafting (a cheap drafter like prompt lookup only drafts where its context
+            // matches). Without timings, or once drafting loses, back off.
+            if let rate = bestDraft?.tokensPerStep, rate > 1 {
+                backoff = 0
+            } else {
+                backoff = min(Self.longestBackoff, (1 << min(failures, 6)) - 1)
+            }
         }
     }
 
