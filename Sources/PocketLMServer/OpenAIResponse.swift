@@ -28,6 +28,9 @@ struct Timings: Encodable, Equatable {
     let prompt_ms: Double
     let predicted_n: Int
     let predicted_ms: Double
+    /// With speculative decoding (`serve --speculate`): tokens drafted and how many the model accepted.
+    let draft_n: Int?
+    let draft_n_accepted: Int?
 
     init(_ s: GenerationSummary) {
         queue_ms = s.queueSeconds * 1000
@@ -36,6 +39,8 @@ struct Timings: Encodable, Equatable {
         prompt_ms = s.timeToFirstToken * 1000
         predicted_n = s.generatedTokens
         predicted_ms = s.decodeSeconds * 1000
+        draft_n = s.speculation?.drafted
+        draft_n_accepted = s.speculation?.accepted
     }
 }
 

@@ -22,6 +22,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Context length of each slot in tokens (default: the model's, at most 8192).") var context: Int?
     @Option(name: .customLong("log-level"), help: "Server log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
+    @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText + " Used while one request alone is decoding."))
+    var speculate: SpeculateOption?
 
     func validate() throws {
         guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be between 1 and 64, found \(parallel)") }
@@ -38,8 +40,13 @@ struct Serve: AsyncParsableCommand {
         let template = Result { try lm.chatTemplate() }
         let name = URL(fileURLWithPath: modelOptions.model).deletingPathExtension().lastPathComponent
         let load = lm.loadSeconds
-        let server = OpenAIServer(generator: ParallelGenerator(model: lm, queueLimit: queue), modelName: name,
-                                  chatTemplate: template)
+        let decoder = try speculate?.decoder(for: lm, threads: modelOptions.threads)
+        let generator = if let decoder {
+            try ParallelGenerator(model: lm, queueLimit: queue, speculation: decoder)
+        } else {
+            ParallelGenerator(model: lm, queueLimit: queue)
+        }
+        let server = OpenAIServer(generator: generator, modelName: name, chatTemplate: template)
         var logger = Logger(label: "pocketlm.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .notice
         let host = self.host, parallel = self.parallel

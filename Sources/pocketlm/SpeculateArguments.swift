@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import PocketLM
 
-/// `--speculate lookup[:N]` or `--speculate draft:MODEL.gguf[:N]`, for run, bench and chat.
+/// `--speculate lookup[:N]` or `--speculate draft:MODEL.gguf[:N]`, for run, bench, chat and serve.
 struct SpeculateOption: ExpressibleByArgument, CustomStringConvertible {
     enum Method: Equatable {
         case lookup

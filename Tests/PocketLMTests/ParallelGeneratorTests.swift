@@ -221,4 +221,47 @@ struct ParallelGeneratorTests {
         }
         #expect(throws: ParallelGeneratorError.invalidMaxTokens(0)) { try g.submit(GenerationRequest(prompt: [1], maxTokens: 0)) }
     }
+
+    @Test("with a speculative decoder: greedy texts equal plain decoding alone, drafts are accepted, and a request cut inside a run of accepted drafts leaves a cache the next turn reuses")
+    func speculation() async throws {
+        let lm = try LanguageModel(path: try TestPaths.model(Self.smol), options: LoadOptions(threads: 2, contextLength: 1024, sequences: 2))
+        let g = try ParallelGenerator(model: lm, queueLimit: 4,
+                                      speculation: SpeculativeDecoder(drafter: PromptLookupDrafter(), maxDraft: 8))
+        let vocab = try LanguageModel(path: try TestPaths.model(Self.smol), options: LoadOptions(threads: 1, contextLength: 64))
+        let line = "one two three four five six seven eight nine ten."
+        let repeating = vocab.encodePrompt("\(line) \(line) \(line) one two", parseSpecial: false)
+        let other = vocab.encodePrompt("The three primary colours are", parseSpecial: false)
+        let (alone, cut, next, pair) = try await Self.running(g) {
+            let alone = try await Self.collect(try g.submit(GenerationRequest(prompt: repeating, maxTokens: 40)))
+            // Cut by the token limit a few tokens into the repetition (inside a run of accepted drafts).
+            let cut = try await Self.collect(try g.submit(GenerationRequest(prompt: repeating, maxTokens: 5)))
+            let extended = repeating + cut.ids + vocab.tokenizer.encode(" eleven", parseSpecial: false)
+            let next = try await Self.collect(try g.submit(GenerationRequest(prompt: extended, maxTokens: 20)))
+            // Two at once decode as a batch, without drafts.
+            let a = try g.submit(GenerationRequest(prompt: repeating, maxTokens: 24))
+            let b = try g.submit(GenerationRequest(prompt: other, maxTokens: 24))
+            return (alone, cut, next, (try await Self.collect(a), try await Self.collect(b)))
+        }
+        let (text, tokens) = try Self.aloneText(repeating, maxTokens: 40)
+        #expect(alone.text == text && alone.ids == tokens)
+        let stats = try #require(alone.summary?.speculation)
+        #expect(stats.verifyPasses > 0 && stats.accepted > 0)
+        #expect(stats.verifyPasses + stats.plainSteps + stats.accepted == tokens.count - 1 + (alone.summary?.stopReason == .stopToken ? 1 : 0))
+        #expect(cut.ids == Array(tokens.prefix(5)))
+        let extended = repeating + cut.ids + vocab.tokenizer.encode(" eleven", parseSpecial: false)
+        // All of the cut request's prompt and reply is reused but its last token (sampled at the limit, never fed).
+        #expect(next.summary?.cachedTokens == repeating.count + 4)
+        #expect(next.text == (try Self.aloneText(extended, maxTokens: 20)).0)
+        #expect(pair.0.text == (try Self.aloneText(repeating, maxTokens: 24)).0)
+        #expect(pair.1.text == (try Self.aloneText(other, maxTokens: 24)).0)
+
+        let small = try LanguageModel(path: try TestPaths.model(Self.smol), options: LoadOptions(threads: 1, contextLength: 64))
+        let tooLong = try SpeculativeDecoder(drafter: PromptLookupDrafter(), maxDraft: small.transformer.maxBatch)
+        do {
+            _ = try ParallelGenerator(model: small, speculation: tooLong)
+            Issue.record("a draft length past the model's batch was accepted")
+        } catch {
+            #expect(error is SpeculationError)
+        }
+    }
 }

@@ -138,6 +138,33 @@ def test_openai_client_text_completion(server):
         client.completions.create(model="smollm2", prompt="x", temperature=5)
 
 
+def test_speculate_lookup_same_text_and_draft_counts():
+    """`serve --speculate lookup`: a request decoding alone drafts from its prompt; the reply is `run`'s greedy text."""
+    import openai  # weights-tools/requirements.txt; `make python-deps` installs it
+    source = (REPO / "configs" / "speculation" / "repeat.txt").read_text()
+    expected = run_cli("--chat", "--prompt", source, "--max-tokens", "96")
+    s = Server("--parallel", "2", "--context", "1024", "--speculate", "lookup:8")
+    try:
+        status, _, body = post(s.url + "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": source}], "temperature": 0, "max_tokens": 96})
+        assert status == 200
+        assert body["choices"][0]["message"]["content"] == expected["text"]
+        assert body["usage"]["completion_tokens"] == len(expected["tokens"])
+        timings = body["timings"]
+        # A repeat of its input: most drafts are accepted.
+        assert timings["draft_n"] > 0 and timings["draft_n_accepted"] > timings["draft_n"] // 2
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused")
+        chunks = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": source}],
+                                                temperature=0, max_tokens=96, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected["text"]
+    finally:
+        assert s.stop() == 0
+    # A draft length below 1 is refused before the server starts.
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([str(BIN), "serve", "--model", str(MODEL), "--speculate", "lookup:0"], check=True,
+                       capture_output=True, timeout=60)
+
+
 CURL_CASES = [
     # (what, body, status, param)
     ("malformed JSON", b'{"messages": [', 400, None),

@@ -51,6 +51,8 @@ public struct GenerationSummary: Sendable, Equatable {
     public var queueSeconds: Double
     /// Seconds from the first generated token to the last.
     public var decodeSeconds: Double
+    /// What speculative decoding did for the request (nil when the generator does not speculate).
+    public var speculation: SpeculationStats?
 }
 
 /// Why a `ParallelGenerator` did not take a request.

@@ -17,6 +17,10 @@ import Synchronization
 /// events (or cancelling the task that iterates them), cancels the request before its next token. A row's result does not depend on what
 /// else is in the batch (`Transformer.decodeBatch`), so a greedy request gives the same text alone or in company.
 ///
+/// With a `SpeculativeDecoder`, a step in which one request alone is decoding drafts tokens and verifies them
+/// in one pass (the same output; see `SpeculativeDecoder`); with several decoding, their batch already streams the
+/// weights once for all of them, and they decode a token each.
+///
 /// The model runs on one thread the generator owns while `run()` is awaited (not on Swift's cooperative pool: a
 /// step blocks its thread for milliseconds). `shutdown()` stops taking requests; `run()` returns once every
 /// accepted request has finished.
@@ -33,6 +37,12 @@ public final class ParallelGenerator: Sendable {
     /// Touched only by the generation thread.
     nonisolated(unsafe) private let model: LanguageModel
     nonisolated(unsafe) private let slots: [Slot]
+    /// Drafts for a request decoding alone; with scratch for its history (room for the drafts after it) and for
+    /// a row of logits, and the job it last began.
+    nonisolated(unsafe) private let speculation: SpeculativeDecoder?
+    nonisolated(unsafe) private let speculationHistory: UnsafeMutableBufferPointer<Int>
+    nonisolated(unsafe) private let speculationLogits: UnsafeMutableBufferPointer<Float>
+    nonisolated(unsafe) private var speculatingJob: UInt64 = 0
     private let state = Mutex(State())
     /// Signalled when there is something for an idle generation thread to do.
     private let wake = DispatchSemaphore(value: 0)
@@ -53,13 +63,34 @@ public final class ParallelGenerator: Sendable {
     }
 
     /// Takes ownership of `model`, which must hold one sequence per slot (`LoadOptions.sequences`).
-    public init(model: sending LanguageModel, queueLimit: Int = 64) {
+    public convenience init(model: sending LanguageModel, queueLimit: Int = 64) {
+        self.init(model: model, queueLimit: queueLimit, speculating: nil)
+    }
+
+    /// Takes ownership of `model` (one sequence per slot) and of `speculation`, which drafts for a request
+    /// decoding alone. Throws when a pass of its drafts does not fit the model's batch.
+    public convenience init(model: sending LanguageModel, queueLimit: Int = 64, speculation: SpeculativeDecoder) throws {
+        guard speculation.maxDraft + 1 <= model.transformer.maxBatch else {
+            throw SpeculationError.invalidDraftLength(speculation.maxDraft, maxBatch: model.transformer.maxBatch)
+        }
+        self.init(model: model, queueLimit: queueLimit, speculating: speculation)
+    }
+
+    private init(model: sending LanguageModel, queueLimit: Int, speculating: SpeculativeDecoder?) {
         self.model = model
         slotCount = model.transformer.sequenceCount
         self.queueLimit = max(0, queueLimit)
         contextLength = model.transformer.contextLength
         tokenizer = model.tokenizer
         slots = (0..<model.transformer.sequenceCount).map(Slot.init)
+        speculation = speculating
+        speculationHistory = .allocate(capacity: speculating.map { model.transformer.contextLength + $0.maxDraft + 1 } ?? 0)
+        speculationLogits = .allocate(capacity: speculating == nil ? 0 : model.config.vocabSize)
+    }
+
+    deinit {
+        speculationHistory.deallocate()
+        speculationLogits.deallocate()
     }
 
     /// Requests generating now and requests waiting for a slot.
@@ -151,6 +182,8 @@ public final class ParallelGenerator: Sendable {
         let queueSeconds: Double
         let admitted: UInt64
         var firstToken: UInt64 = 0
+        /// What speculative decoding did for this request (nil without a decoder).
+        var speculation: SpeculationStats?
 
         init(_ w: Waiting, sampler: Sampler, tokenizer: any Tokenizer, cachedTokens: Int, now: UInt64) {
             id = w.id
@@ -231,6 +264,10 @@ public final class ParallelGenerator: Sendable {
             rows.removeAll(keepingCapacity: true)
             for slot in slots where slot.job?.next != nil { rows.append(slot) }
             guard !rows.isEmpty else { continue }
+            if rows.count == 1, let speculation {
+                speculate(rows[0], with: speculation)
+                continue
+            }
             for (i, slot) in rows.enumerated() {
                 tokens[i] = slot.job!.next!
                 sequences[i] = slot.sequence
@@ -278,6 +315,11 @@ public final class ParallelGenerator: Sendable {
         do {
             let sampler = try Sampler(parameters: w.request.sampling, vocabularySize: model.config.vocabSize)
             slot.job = Job(w, sampler: sampler, tokenizer: tokenizer, cachedTokens: reused, now: now)
+            if let speculation {
+                var stats = SpeculationStats()
+                stats.passesByDraftCount = Array(repeating: 0, count: speculation.maxDraft + 1)
+                slot.job!.speculation = stats
+            }
         } catch {
             w.continuation.finish(throwing: error)
             state.withLock { $0.running -= 1 }
@@ -290,22 +332,72 @@ public final class ParallelGenerator: Sendable {
         let token = job.history.withUnsafeBufferPointer {
             job.sampler.sample(UnsafeMutableBufferPointer(mutating: logits), history: $0)
         }
+        if emit(slot, token, fed: model.transformer.position(of: slot.sequence)) { job.next = token }
+    }
+
+    /// Reports `token`, picked from the logits after `fed` tokens of the slot's sequence; false when the request
+    /// ended with it (or before it, at a stop token).
+    private func emit(_ slot: Slot, _ token: Int, fed: Int) -> Bool {
+        guard let job = slot.job else { return false }
         if job.generated == 0 { job.firstToken = DispatchTime.now().uptimeNanoseconds }
-        if job.stopTokens.contains(token) { return finish(slot, .stopToken) }
+        if job.stopTokens.contains(token) { finish(slot, .stopToken); return false }
         job.generated += 1
         job.history.append(token)
         job.pendingIds.append(token)
         let (text, stop) = job.matcher.append(job.detokenizer.append(token))
         if !text.isEmpty {
             if case .terminated = job.continuation.yield(.text(text, tokenIds: job.pendingIds)) {
-                return finish(slot, .cancelled)
+                finish(slot, .cancelled)
+                return false
             }
             job.pendingIds = []
         }
-        if stop { return finish(slot, .stopString) }
-        if job.generated >= job.request.maxTokens { return finish(slot, .maxTokens) }
-        if model.transformer.position(of: slot.sequence) >= contextLength { return finish(slot, .contextFull) }
-        job.next = token
+        if stop { finish(slot, .stopString); return false }
+        if job.generated >= job.request.maxTokens { finish(slot, .maxTokens); return false }
+        if fed >= contextLength { finish(slot, .contextFull); return false }
+        return true
+    }
+
+    /// One speculative step for the only slot decoding: its pending token and drafts in one pass; the accepted
+    /// drafts and the token after them are emitted as plain decoding would emit them, one by one.
+    private func speculate(_ slot: Slot, with decoder: SpeculativeDecoder) {
+        guard let job = slot.job, let pending = job.next else { return }
+        let transformer = model.transformer
+        do {
+            if speculatingJob != job.id {
+                try decoder.begin(model: transformer, sampling: job.request.sampling)
+                speculatingJob = job.id
+            }
+            // The history the cache holds, then the pending token (job.history ends with it).
+            let count = job.history.count
+            let h = speculationHistory.baseAddress!
+            job.history.withUnsafeBufferPointer { _ = UnsafeMutableBufferPointer(start: h, count: count).initialize(from: $0) }
+            let fed = transformer.position(of: slot.sequence)
+            // Drafts leave room for the token after them, in the token budget and in the context.
+            let limit = min(job.request.maxTokens - job.generated - 1, contextLength - fed - 1)
+            let before = decoder.stats
+            let (accepted, next) = try decoder.step(model: transformer, sampler: job.sampler, history: h, count: count,
+                                                    limit: limit, scratch: speculationLogits, sequence: slot.sequence)
+            job.speculation?.add(decoder.stats, since: before)
+            slot.cached.append(pending)
+            job.next = nil
+            for i in 0..<accepted {
+                guard emit(slot, h[count + i], fed: fed + 1 + i) else {
+                    // The cache keeps what was generated before this token, as after plain decoding.
+                    try SpeculativeDecoder.rewind(transformer, to: count + i, history: h, sequence: slot.sequence)
+                    return
+                }
+                slot.cached.append(h[count + i])
+            }
+            if emit(slot, next, fed: fed + 1 + accepted) { job.next = next }
+        } catch {
+            if slot.job == nil {
+                // Ended, then the cache failed to rewind: forget what it holds.
+                slot.cached = []
+                transformer.reset(sequence: slot.sequence)
+            }
+            fail(slot, error)
+        }
     }
 
     /// Ends the slot's request: the text still held back, the summary, the end of its stream.
@@ -328,7 +420,7 @@ public final class ParallelGenerator: Sendable {
             job.continuation.yield(.finished(GenerationSummary(
                 promptTokens: job.request.prompt.count, cachedTokens: job.cachedTokens, generatedTokens: job.generated,
                 stopReason: reason, timeToFirstToken: Double(first - job.admitted) / 1e9,
-                queueSeconds: job.queueSeconds, decodeSeconds: Double(now - first) / 1e9)))
+                queueSeconds: job.queueSeconds, decodeSeconds: Double(now - first) / 1e9, speculation: job.speculation)))
         }
         job.continuation.finish()
     }

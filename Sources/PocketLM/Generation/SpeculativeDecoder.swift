@@ -23,6 +23,17 @@ public struct SpeculationStats: Sendable, Codable, Equatable {
     }
     /// Mean drafts per verify pass.
     public var meanDraftLength: Double { verifyPasses > 0 ? Double(drafted) / Double(verifyPasses) : 0 }
+
+    /// Adds what a decoder did between its stats `before` and `now` (same draft length).
+    mutating func add(_ now: SpeculationStats, since before: SpeculationStats) {
+        verifyPasses += now.verifyPasses - before.verifyPasses
+        plainSteps += now.plainSteps - before.plainSteps
+        drafted += now.drafted - before.drafted
+        accepted += now.accepted - before.accepted
+        for k in passesByDraftCount.indices where k < now.passesByDraftCount.count {
+            passesByDraftCount[k] += now.passesByDraftCount[k] - (k < before.passesByDraftCount.count ? before.passesByDraftCount[k] : 0)
+        }
+    }
 }
 
 /// Speculative decoding: a drafter proposes tokens, the target model runs the token it is about to be fed
@@ -79,9 +90,10 @@ public final class SpeculativeDecoder: @unchecked Sendable {
     /// up to `limit` drafts, which are written to `history[count...]` (room for `maxDraft` more is needed).
     /// Returns how many drafts were accepted (they stay at `history[count..<count+accepted]`) and the token
     /// after them, sampled but not fed. The cache then holds `history[0..<count+accepted]`.
-    /// `onRow` sees the logits each emitted token was picked from, in order.
+    /// `onRow` sees the logits each emitted token was picked from, in order. `sequence` is the model's sequence
+    /// (KV cache) the history is in.
     public func step(model: Transformer, sampler: Sampler, history: UnsafeMutablePointer<Int>, count: Int, limit: Int,
-                     scratch: UnsafeMutableBufferPointer<Float>,
+                     scratch: UnsafeMutableBufferPointer<Float>, sequence: Int = 0,
                      onRow: (UnsafeBufferPointer<Float>) -> Void = { _ in }) throws -> (accepted: Int, next: Int) {
         let wanted = min(lengths.next(), limit, maxDraft)
         let drafted = wanted > 0
@@ -90,17 +102,17 @@ public final class SpeculativeDecoder: @unchecked Sendable {
             : 0
         if drafted == 0 {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let logits = try model.decode(history[count - 1])
+            let logits = try model.decode(history[count - 1], sequence: sequence)
             lengths.recordPlainStep(seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             stats.plainSteps += 1
             onRow(logits)
             _ = scratch.initialize(from: logits)
             return (0, sampler.sample(scratch, history: UnsafeBufferPointer(start: history, count: count)))
         }
-        let base = model.position
+        let base = model.position(of: sequence)
         let vocab = model.config.vocabSize
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let rows = try model.forward(UnsafeBufferPointer(start: history + count - 1, count: drafted + 1), allLogits: true)
+        let rows = try model.forward(UnsafeBufferPointer(start: history + count - 1, count: drafted + 1), allLogits: true, sequence: sequence)
         lengths.recordVerifyPass(drafts: drafted, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         var accepted = 0
         var next = -1
@@ -129,7 +141,7 @@ public final class SpeculativeDecoder: @unchecked Sendable {
             _ = scratch.initialize(from: row)
             next = sampler.sample(scratch, history: UnsafeBufferPointer(start: history, count: count + drafted))
         }
-        try Self.rewind(model, to: base + 1 + accepted, history: history)
+        try Self.rewind(model, to: base + 1 + accepted, history: history, sequence: sequence)
         stats.verifyPasses += 1
         stats.drafted += drafted
         stats.accepted += accepted
@@ -165,8 +177,8 @@ public final class SpeculativeDecoder: @unchecked Sendable {
     /// Rolls the cache back to `n` positions (`history[0..<n]`). A sliding-window ring that cannot rewind that
     /// far has reset the cache: then the tokens are fed again. (Not expected: a pass is at most `maxBatch`
     /// tokens and the ring keeps window + maxBatch positions.)
-    static func rewind(_ model: Transformer, to n: Int, history: UnsafePointer<Int>) throws {
-        if model.truncate(to: n) || n == 0 { return }
-        _ = try model.forward(UnsafeBufferPointer(start: history, count: n))
+    static func rewind(_ model: Transformer, to n: Int, history: UnsafePointer<Int>, sequence: Int = 0) throws {
+        if model.truncate(to: n, sequence: sequence) || n == 0 { return }
+        _ = try model.forward(UnsafeBufferPointer(start: history, count: n), sequence: sequence)
     }
 }
