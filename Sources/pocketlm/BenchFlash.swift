@@ -5,27 +5,40 @@ import PocketLM
 struct BenchFlash: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-flash",
-        abstract: "Measure a packed model under memory budgets: flash paging against naive loading and mmap.",
+        abstract: "Measure a packed model under memory budgets: flash paging against naive loading, mmap and llama.cpp.",
         discussion: """
-        Each configuration runs in its own process (so its peak RSS is its own): greedy decoding of --gen-tokens
-        tokens after a short prompt, then quality against the dense model (top-1 agreement over the dense model's
-        tokens, perplexity on --text). Reports tok/s, ms/token split into I/O wait, memory management and compute,
-        bytes read per token, mean read size, read throughput, window hit rate and peak RSS, and a plain sequential
-        O_DIRECT read of the same file measured in the same run as the storage reference.
+        Each configuration runs in its own process (so its peak RSS is its own), inside a cgroup memory limit equal
+        to its budget where a memory cgroup is writable (page cache counts against it, as on a phone), starting with
+        the files dropped from the page cache: greedy decoding of --gen-tokens tokens after a short prompt, then
+        quality against the dense model (greedy tokens equal; top-1 agreement over the dense model's tokens and
+        perplexity on --text, with the limit lifted after the timed decode). With --source (the unpacked file) the
+        dense row runs that file, and llama.cpp (the llama-cpp-python venv, mmap) runs it under the same limit as a
+        row. Reports tok/s, ratios to naive, mmap and llama.cpp measured in the same round, ms/token split into I/O
+        wait, memory management and compute, bytes read from storage per token, the storage bound (a sequential
+        O_DIRECT read of the file measured in every round: throughput ÷ bytes read per token) and the share of it
+        reached, window hit rate, the limit's peak and hit count.
         """)
 
     @Option(help: "A packed model (pocketlm pack).") var model: String
-    @Option(help: "Budgets, comma-separated: sizes (64M) or percentages of the file.") var budgets: String = "25%,50%,75%"
+    @Option(help: "The unpacked file the model was packed from: the dense reference and llama.cpp's model.") var source: String?
+    @Option(help: "Budgets, comma-separated: sizes (64M), percentages of the file, min (the smallest the model runs in at --context) or min+SIZE.")
+    var budgets: String = "25%,50%,75%"
     @Option(help: "Window sizes for flash, comma-separated.") var windows: String = "0,2,4"
     @Option(help: "Sparsity rules for flash, comma-separated (none, predictor[:F], exact[:F], threshold:T).")
     var sparsity: String = "none"
-    @Option(help: "Modes, comma-separated (flash, naive, mmap).") var modes: String = "flash,naive,mmap"
+    @Option(help: "Modes, comma-separated (flash, naive, mmap, llama.cpp). Default: all; llama.cpp only with --source.")
+    var modes: String?
+    @Option(name: .customLong("memory-limit"), help: "Run each budgeted configuration inside a cgroup memory limit equal to its budget: auto (where a memory cgroup is writable; else the reason is printed), on, off.")
+    var memoryLimit: String = "auto"
+    @Option(name: .customLong("llama-cpp"), help: "The python of the llama-cpp-python venv (make variants or weights-tools/bench_peer.py --build-peer builds it).")
+    var llamaCpp: String = LlamaCppPeer.defaultPython
+    @Option(help: "Context the KV cache is sized for (the budget includes it).") var context: Int = 1024
     @Option(name: .customLong("gen-tokens"), help: "Tokens generated per configuration.") var genTokens: Int = 32
     @Option(help: "Prompt for the generation.") var prompt: String = "The history of the printing press began"
     @Option(help: "Text for perplexity (default: /usr/share/common-licenses/GPL-3).") var text: String = "/usr/share/common-licenses/GPL-3"
     @Option(name: .customLong("ppl-tokens"), help: "Tokens of --text scored for perplexity (0 = skip).") var pplTokens: Int = 512
     @Option(name: .customLong("io-threads")) var ioThreads: Int = 8
-    @Option(help: "Rounds over all configurations, alternating; each row is the round with the median tok/s (this machine's speed swings between phases).")
+    @Option(help: "Rounds over all configurations, the order reversed every other round; each row is the round with the median tok/s (this machine's speed swings between phases).")
     var rounds: Int = 3
     @Option var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(name: .customLong("layer-sharing"), help: "Layer schedule override (see run).") var layerSharing: String?
@@ -33,6 +46,9 @@ struct BenchFlash: AsyncParsableCommand {
     @Option(help: "Write an SVG of tok/s against budget, one line per mode.") var plot: String?
     @Option(name: .customLong("child"), help: .hidden) var child: String?
     @Option(name: .customLong("dense-tokens"), help: .hidden) var denseTokensFile: String?
+    @Option(name: .customLong("cgroup"), help: .hidden) var cgroup: String?
+
+    static let allModes = ["flash", "naive", "mmap", "llama.cpp"]
 
     struct Config: Codable {
         var mode: String
@@ -40,7 +56,14 @@ struct BenchFlash: AsyncParsableCommand {
         var budgetLabel: String
         var window: Int
         var sparsity: String
-        var name: String { mode == "resident" ? "dense (resident)" : "\(mode) w=\(window) \(sparsity)" }
+        var name: String {
+            switch mode {
+            case "resident": "dense (resident)"
+            case "llama.cpp": "llama.cpp (mmap)"
+            case "flash": "flash w=\(window) \(sparsity)"
+            default: mode
+            }
+        }
     }
 
     struct Row: Codable {
@@ -53,6 +76,11 @@ struct BenchFlash: AsyncParsableCommand {
         var ffn_compute_ms = 0.0
         var other_ms = 0.0
         var bytes_read_per_token = 0.0
+        /// Bytes the decode read from storage per token, by the kernel's count (/proc/self/io).
+        var storage_read_bytes_per_token = 0.0
+        /// tok/s if each token took only its storage reads at the sequential O_DIRECT throughput; nil: reads nothing.
+        var storage_bound_tokens_per_second: Double?
+        var storage_share: Double?
         var oracle_bytes_per_token: Double?
         var mean_read_bytes = 0.0
         var read_mb_per_s = 0.0
@@ -62,10 +90,19 @@ struct BenchFlash: AsyncParsableCommand {
         var rss_before_load_bytes = 0
         var weight_bytes = 0
         var minimum_bytes = 0
+        /// The cgroup limit the run was inside (its budget), its peak charge during the decode and hits of the limit.
+        var limit_bytes: Int?
+        var limit_peak_bytes: Int?
+        var limit_hits: Int?
+        var killed = false
         var top1_agreement: Double?
         var perplexity: Double?
+        var prompt_tokens: [Int] = []
         var tokens: [Int] = []
+        var tokens_equal_dense: Bool?
         var speedup_vs_naive: Double?
+        var speedup_vs_mmap: Double?
+        var speedup_vs_llama_cpp: Double?
         var bytes_per_effective_layer = 0.0
         /// tok/s of every round (the row shows the median one).
         var rounds: [Double]?
@@ -73,16 +110,27 @@ struct BenchFlash: AsyncParsableCommand {
 
     struct Report: Codable {
         var model: String
+        var source: String?
+        var cpu: String
+        var load_average: String
         var file_bytes: Int
         var threads: Int
         var io_threads: Int
+        var context: Int
         var direct_io: Bool
         var sequential_read_mb_per_s: Double
+        /// nil: every budgeted row ran inside a memory limit equal to its budget; else why not.
+        var memory_limit_unavailable: String?
         var rows: [Row]
     }
 
     func validate() throws {
         guard rounds >= 1, genTokens >= 2, pplTokens >= 0 else { throw ValidationError("--rounds ≥ 1, --gen-tokens ≥ 2, --ppl-tokens ≥ 0") }
+        guard context >= 16 else { throw ValidationError("--context must be at least 16, found \(context)") }
+        guard ["auto", "on", "off"].contains(memoryLimit) else { throw ValidationError("--memory-limit is auto, on or off, found '\(memoryLimit)'") }
+        if let modes, modes.split(separator: ",").contains("llama.cpp"), source == nil {
+            throw ValidationError("the llama.cpp row runs the unpacked file: give it with --source")
+        }
     }
 
     func run() async throws {
@@ -93,19 +141,46 @@ struct BenchFlash: AsyncParsableCommand {
         }
         let fileBytes = (try FileManager.default.attributesOfItem(atPath: model)[.size] as? Int) ?? 0
         guard fileBytes > 0 else { throw CLIError(description: "model file not found: \(model)") }
-        let budgetList = try budgets.split(separator: ",").map { (String($0), try ByteCount.parse(String($0), reference: fileBytes)) }
+        if let source, !FileManager.default.fileExists(atPath: source) { throw CLIError(description: "source file not found: \(source)") }
+        // The smallest budget the model runs in at --context, found once when needed.
+        var knownMinimum: Int?
+        func minimum() throws -> Int {
+            if let knownMinimum { return knownMinimum }
+            knownMinimum = try minimumBudget()
+            return knownMinimum!
+        }
+        let budgetList = try budgets.split(separator: ",").map { text -> (String, Int) in
+            if text == "min" { return ("min", try minimum()) }
+            if text.hasPrefix("min+") { return (String(text), try minimum() + ByteCount.parse(String(text.dropFirst(4)))) }
+            return (String(text), try ByteCount.parse(String(text), reference: fileBytes))
+        }
         let windowList = try windows.split(separator: ",").map { s -> Int in
             guard let w = Int(s), w >= 0 else { throw ValidationError("bad window '\(s)'") }
             return w
         }
         let sparsityList = sparsity.split(separator: ",").map(String.init)
         for s in sparsityList { _ = try PagingOptions.Sparsity.parse(s) }
-        let modeList = modes.split(separator: ",").map(String.init)
-        for m in modeList where !["flash", "naive", "mmap"].contains(m) { throw ValidationError("unknown mode '\(m)'") }
+        var modeList = (modes ?? Self.allModes.joined(separator: ",")).split(separator: ",").map(String.init)
+        for m in modeList where !Self.allModes.contains(m) { throw ValidationError("unknown mode '\(m)' (flash, naive, mmap, llama.cpp)") }
+        if source == nil, modes == nil {
+            modeList.removeAll { $0 == "llama.cpp" }
+            if !json { Console.error("no llama.cpp row: it runs the unpacked file, give it with --source") }
+        }
+        if modeList.contains("llama.cpp"), !FileManager.default.isExecutableFile(atPath: llamaCpp) {
+            throw CLIError(description: "no llama-cpp-python venv at \(llamaCpp): build it with `python3 weights-tools/bench_peer.py --build-peer` or pass --llama-cpp")
+        }
+        var limitUnavailable: String? = memoryLimit == "off" ? "--memory-limit off" : nil
+        if memoryLimit != "off", let reason = MemoryCgroup.unavailable() {
+            if memoryLimit == "on" { throw CLIError(description: "--memory-limit on: \(reason)") }
+            limitUnavailable = reason
+            Console.error("SKIPPED the memory limits (rows run unlimited): \(reason)")
+        }
 
         // The dense model first: its tokens and perplexity are what the others are compared with.
         var rows: [Row] = []
-        let dense = try spawn(Config(mode: "resident", budget: nil, budgetLabel: "all", window: 0, sparsity: "none"), denseTokens: nil)
+        let dense = try spawn(Config(mode: "resident", budget: nil, budgetLabel: "all", window: 0, sparsity: "none"),
+                              denseTokens: nil, limited: false)
+        if let e = dense.error { throw CLIError(description: "the dense run failed: \(e)") }
         rows.append(dense)
         let tokensFile = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-dense-\(getpid()).json")
         try JSONEncoder().encode(dense.tokens).write(to: tokensFile)
@@ -118,50 +193,129 @@ struct BenchFlash: AsyncParsableCommand {
                 for s in sparsityList { for w in windowList { configs.append(Config(mode: "flash", budget: budget, budgetLabel: label, window: w, sparsity: s)) } }
             }
             if modeList.contains("mmap") { configs.append(Config(mode: "mmap", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
+            if modeList.contains("llama.cpp") { configs.append(Config(mode: "llama.cpp", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
         }
-        // Every round runs every configuration once; a configuration's ratio to naive is taken within a round
-        // (both measured in the same phase of the machine), and the row reported is its median round.
+        // Every round runs every configuration once, in reverse order every other round; a configuration's ratios
+        // to naive, mmap and llama.cpp are taken within a round (measured in the same phase of the machine), and
+        // the row reported is its median round. The storage reference is measured in every round too.
         var samples = [[Row]](repeating: [], count: configs.count)
+        var sequentialRounds: [Double] = []
+        var direct = true
         for round in 0..<max(1, rounds) {
-            var naiveSpeed: [String: Double] = [:]
-            for (i, c) in configs.enumerated() {
-                var row = try spawn(c, denseTokens: tokensFile.path)
-                if c.mode == "naive", row.error == nil { naiveSpeed[c.budgetLabel] = row.tokens_per_second }
-                if let n = naiveSpeed[c.budgetLabel], row.error == nil { row.speedup_vs_naive = row.tokens_per_second / n }
-                samples[i].append(row)
-                if !json { Console.error("round \(round + 1): " + describe(row, denseRow: dense)) }
+            var order = Array(configs.indices)
+            if round % 2 == 1 { order.reverse() }
+            var roundRows = [Row?](repeating: nil, count: configs.count)
+            for i in order {
+                // Below the minimum PocketLM states its error (a limit that small would kill the process before it
+                // starts): those children run unlimited. llama.cpp runs under every limit.
+                let belowMinimum = try limitUnavailable == nil && configs[i].budget.map { try $0 < minimum() - (1 << 20) } == true
+                var row = configs[i].mode == "llama.cpp"
+                    ? try spawnLlamaCpp(configs[i], promptTokens: dense.prompt_tokens, limited: limitUnavailable == nil)
+                    : try spawn(configs[i], denseTokens: tokensFile.path, limited: limitUnavailable == nil && !belowMinimum)
+                if row.error == nil { row.tokens_equal_dense = row.tokens == dense.tokens }
+                roundRows[i] = row
+                if !json { Console.error("round \(round + 1): " + describe(row)) }
             }
+            func speed(_ label: String, _ mode: String) -> Double? {
+                configs.indices.first { configs[$0].budgetLabel == label && configs[$0].mode == mode }
+                    .flatMap { roundRows[$0] }.flatMap { $0.error == nil ? $0.tokens_per_second : nil }
+            }
+            for i in configs.indices {
+                guard var row = roundRows[i], row.error == nil else { samples[i].append(roundRows[i]!); continue }
+                let label = configs[i].budgetLabel
+                row.speedup_vs_naive = speed(label, "naive").map { row.tokens_per_second / $0 }
+                row.speedup_vs_mmap = speed(label, "mmap").map { row.tokens_per_second / $0 }
+                row.speedup_vs_llama_cpp = speed(label, "llama.cpp").map { row.tokens_per_second / $0 }
+                samples[i].append(row)
+            }
+            let sequential = try DirectReader.sequentialThroughput(path: model, bytes: min(fileBytes, 256 << 20))
+            sequentialRounds.append(sequential.bytesPerSecond)
+            direct = direct && sequential.direct
         }
+        let sequential = sequentialRounds.sorted()[sequentialRounds.count / 2]
         for rowsOfConfig in samples {
             let ok = rowsOfConfig.filter { $0.error == nil }
             guard !ok.isEmpty else { rows.append(rowsOfConfig[0]); continue }
             var median = ok.sorted { $0.tokens_per_second < $1.tokens_per_second }[ok.count / 2]
-            let ratios = ok.compactMap(\.speedup_vs_naive).sorted()
-            median.speedup_vs_naive = ratios.isEmpty ? nil : ratios[ratios.count / 2]
+            func mid(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
+            median.speedup_vs_naive = mid(ok.compactMap(\.speedup_vs_naive))
+            median.speedup_vs_mmap = mid(ok.compactMap(\.speedup_vs_mmap))
+            median.speedup_vs_llama_cpp = mid(ok.compactMap(\.speedup_vs_llama_cpp))
             median.rounds = ok.map(\.tokens_per_second)
+            // A killed or wrong round is not hidden by the median.
+            median.killed = rowsOfConfig.contains(where: \.killed)
+            median.tokens_equal_dense = ok.allSatisfy { $0.tokens_equal_dense == true }
+            median.limit_peak_bytes = ok.compactMap(\.limit_peak_bytes).max()
+            median.limit_hits = ok.compactMap(\.limit_hits).max()
             rows.append(median)
         }
-        let sequential = try DirectReader.sequentialThroughput(path: model, bytes: min(fileBytes, 512 << 20))
-        let report = Report(model: model, file_bytes: fileBytes, threads: threads, io_threads: ioThreads,
-                            direct_io: sequential.direct, sequential_read_mb_per_s: sequential.bytesPerSecond / 1e6, rows: rows)
+        // A file under the sequential read's 1 MiB chunk measures nothing: no bound then.
+        for i in rows.indices where rows[i].error == nil && rows[i].storage_read_bytes_per_token > 0 && sequential > 0 {
+            let bound = sequential / rows[i].storage_read_bytes_per_token
+            rows[i].storage_bound_tokens_per_second = bound
+            rows[i].storage_share = rows[i].tokens_per_second / bound
+        }
+        let report = Report(model: model, source: source, cpu: Self.cpuName(),
+                            load_average: ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "")
+                                .split(separator: " ").prefix(3).joined(separator: " "),
+                            file_bytes: fileBytes, threads: threads, io_threads: ioThreads, context: context,
+                            direct_io: direct, sequential_read_mb_per_s: sequential / 1e6,
+                            memory_limit_unavailable: limitUnavailable, rows: rows)
         if let plot { try FlashChart.svg(report).write(toFile: plot, atomically: true, encoding: .utf8) }
         if json {
             try Console.json(report)
             return
         }
-        Console.write(table(report, dense: dense))
+        Console.write(table(report))
     }
 
     // MARK: - Parent
 
-    private func spawn(_ config: Config, denseTokens: String?) throws -> Row {
+    /// The smallest budget the packed model runs in at --context (the library's stated minimum, plus 1 MiB: the
+    /// runtime's resident set varies by a few hundred KiB between processes).
+    private func minimumBudget() throws -> Int {
+        var budget = 1
+        for _ in 0..<4 {
+            let options = LoadOptions(threads: threads, contextLength: context, maxBatch: 256,
+                                      paging: PagingOptions(mode: .flash, memoryBudget: budget, ioThreads: ioThreads))
+            do {
+                _ = try LanguageModel(path: model, options: options)
+            } catch PagingError.processBudgetBelowFixedCosts(_, let fixed, _, _, _, _) {
+                budget = fixed + (1 << 20)   // past the costs known before the vocabulary: the exact minimum is stated
+                continue
+            } catch PagingError.processBudgetTooSmall(_, let minimum, _, _, _, _) {
+                return minimum + (1 << 20)
+            }
+            return budget
+        }
+        throw CLIError(description: "\(model): cannot tell its minimum budget")
+    }
+
+    /// This binary's path (a wrapping shell's /proc/self/exe would be the shell).
+    static let executable: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return n > 0 ? String(cString: buffer) : CommandLine.arguments[0]
+    }()
+
+    static func cpuName() -> String {
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        for line in info.split(separator: "\n") where line.hasPrefix("model name") {
+            return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+        }
+        return "unknown CPU"
+    }
+
+    /// Runs one child: inside a fresh memory cgroup limited to its budget when `limited` and it has one, after the
+    /// files it reads are dropped from the page cache.
+    private func launch(_ config: Config, executable: String, limited: Bool, arguments: (MemoryCgroup?) -> [String]) throws
+        -> (status: Int32, killed: Bool, stdout: Data, stderr: Data, group: MemoryCgroup?) {
+        dropFromPageCache(model)
+        if let source { dropFromPageCache(source) }
+        let group = try limited ? config.budget.map { try MemoryCgroup(limit: $0) } : nil
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        var args = ["bench-flash", "--model", model, "--child", String(decoding: try JSONEncoder().encode(config), as: UTF8.self),
-                    "--gen-tokens", "\(genTokens)", "--prompt", prompt, "--text", text, "--ppl-tokens", "\(pplTokens)",
-                    "--io-threads", "\(ioThreads)", "--threads", "\(threads)"]
-        if let layerSharing { args += ["--layer-sharing", layerSharing] }
-        if let denseTokens { args += ["--dense-tokens", denseTokens] }
+        let (exe, args) = group?.wrap(executable, arguments(group)) ?? (executable, arguments(nil))
+        process.executableURL = URL(fileURLWithPath: exe)
         process.arguments = args
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -174,45 +328,115 @@ struct BenchFlash: AsyncParsableCommand {
         DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); drained.signal() }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         drained.wait()
-        let errData = errBox.data
         process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            let message = String(decoding: errData, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? "exit \(process.terminationStatus)"
-            var row = Row(config: config)
+        return (process.terminationStatus, process.terminationReason == .uncaughtSignal, data, errBox.data, group)
+    }
+
+    /// A row for a child that failed: killed inside its limit, or its last line of stderr.
+    private func failed(_ config: Config, status: Int32, killed: Bool, stderr: Data, group: MemoryCgroup?) -> Row {
+        var row = Row(config: config)
+        row.killed = killed
+        row.limit_bytes = group?.limit
+        if killed {
+            row.error = group.map { "killed (signal \(status)) inside its \(ByteCount.format($0.limit)) limit (peak \(ByteCount.format($0.peakBytes)), hit \($0.failCount) times)" }
+                ?? "killed by signal \(status)"
+        } else {
+            let message = String(decoding: stderr, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? "exit \(status)"
             row.error = message.replacingOccurrences(of: "Error: ", with: "")
-            return row
         }
-        return try JSONDecoder().decode(Row.self, from: data)
+        return row
     }
 
-    private func describe(_ r: Row, denseRow: Row) -> String {
+    private func spawn(_ config: Config, denseTokens: String?, limited: Bool) throws -> Row {
+        let file = config.mode == "resident" ? (source ?? model) : model
+        var args = ["bench-flash", "--model", file, "--child", String(decoding: try JSONEncoder().encode(config), as: UTF8.self),
+                    "--gen-tokens", "\(genTokens)", "--prompt", prompt, "--text", text, "--ppl-tokens", "\(pplTokens)",
+                    "--io-threads", "\(ioThreads)", "--threads", "\(threads)", "--context", "\(context)"]
+        if let layerSharing { args += ["--layer-sharing", layerSharing] }
+        if let denseTokens { args += ["--dense-tokens", denseTokens] }
+        let r = try launch(config, executable: Self.executable, limited: limited) { group in
+            args + (group.map { ["--cgroup", $0.path] } ?? [])
+        }
+        defer { r.group?.remove() }
+        guard r.status == 0, !r.killed else { return failed(config, status: r.status, killed: r.killed, stderr: r.stderr, group: r.group) }
+        var row = try JSONDecoder().decode(Row.self, from: r.stdout)
+        row.limit_bytes = r.group?.limit
+        return row
+    }
+
+    private func spawnLlamaCpp(_ config: Config, promptTokens: [Int], limited: Bool) throws -> Row {
+        guard let source else { throw CLIError(description: "the llama.cpp row needs --source") }
+        let args = try LlamaCppPeer.arguments(model: source, promptTokens: promptTokens, genTokens: genTokens,
+                                              contextLength: context, threads: threads)
+        let r = try launch(config, executable: llamaCpp, limited: limited) { _ in args }
+        defer { r.group?.remove() }
+        guard r.status == 0, !r.killed else { return failed(config, status: r.status, killed: r.killed, stderr: r.stderr, group: r.group) }
+        let line = String(decoding: r.stdout, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? ""
+        let peer = try JSONDecoder().decode(LlamaCppPeer.Result.self, from: Data(line.utf8))
+        var row = Row(config: config)
+        row.tokens_per_second = peer.tokens_per_second
+        row.ms_per_token = peer.ms_per_token
+        row.other_ms = peer.ms_per_token
+        row.storage_read_bytes_per_token = peer.storage_read_bytes_per_token
+        row.bytes_read_per_token = peer.storage_read_bytes_per_token
+        row.peak_rss_bytes = peer.peak_rss_bytes
+        row.tokens = peer.tokens
+        row.prompt_tokens = promptTokens
+        row.limit_bytes = r.group?.limit
+        row.limit_peak_bytes = r.group?.peakBytes
+        row.limit_hits = r.group?.failCount
+        return row
+    }
+
+    private func describe(_ r: Row) -> String {
         if let e = r.error { return "\(r.config.budgetLabel) \(r.config.name): \(e)" }
-        return String(format: "%@ %@: %.2f tok/s, %.2f MiB read/token, hit %.0f%%, RSS %.0f MiB",
-                      r.config.budgetLabel, r.config.name, r.tokens_per_second, r.bytes_read_per_token / 1_048_576,
-                      r.window_hit_rate * 100, Double(r.peak_rss_bytes) / 1_048_576)
+        return String(format: "%@ %@: %.2f tok/s, %.2f MiB read/token, hit %.0f%%, RSS %.0f MiB%@",
+                      r.config.budgetLabel, r.config.name, r.tokens_per_second, r.storage_read_bytes_per_token / 1_048_576,
+                      r.window_hit_rate * 100, Double(r.peak_rss_bytes) / 1_048_576,
+                      r.limit_peak_bytes.map { String(format: ", limit peak %.0f MiB", Double($0) / 1_048_576) } ?? "")
     }
 
-    private func table(_ report: Report, dense: Row) -> String {
-        var s = String(format: "model: %@ (%@), %d threads, %d I/O threads, direct I/O: %@, sequential O_DIRECT read: %.0f MB/s\n",
-                       report.model, ByteCount.format(report.file_bytes), report.threads, report.io_threads,
-                       report.direct_io ? "yes" : "no (page cache dropped after reads)", report.sequential_read_mb_per_s)
-        s += "budget  mode                      tok/s  ×naive  ms/tok (io/mgmt/ffn/other)      MiB rd/tok  oracle  KiB/layer  rd KiB   MB/s  hit%  RSS MiB  top1   ppl\n"
+    private func table(_ report: Report) -> String {
+        var s = String(format: "model: %@ (%@)%@\n", report.model, ByteCount.format(report.file_bytes),
+                       report.source.map { ", dense and llama.cpp: \($0)" } ?? "")
+        s += String(format: "CPU: %@, %d threads, %d I/O threads, load %@ (shared machine: figures are directional), context %d\n",
+                    report.cpu, report.threads, report.io_threads, report.load_average, report.context)
+        s += String(format: "storage: sequential %@ read %.0f MB/s (median of the rounds); bound = that ÷ bytes read from storage per token\n",
+                    report.direct_io ? "O_DIRECT" : "buffered (page cache dropped)", report.sequential_read_mb_per_s)
+        s += report.memory_limit_unavailable.map { "memory limits: none (\($0))\n" }
+            ?? "memory limits: each budgeted row ran inside a cgroup-v1 limit equal to its budget, page cache dropped before each (PocketLM rows below its stated minimum run without one: they stop at that error)\n"
+        // String(format:)'s %-7@ does not pad on Linux: cells are padded here.
+        func cell(_ text: String, _ width: Int, left: Bool = false) -> String {
+            let fill = String(repeating: " ", count: max(0, width - text.count))
+            return left ? text + fill : fill + text
+        }
+        func ratio(_ v: Double?) -> String { v.map { String(format: "%.2f", $0) } ?? "-" }
+        let header = [("budget", 8, true), ("mode", 22, true), ("tok/s", 8, false), ("×naive", 7, false), ("×mmap", 6, false),
+                      ("×llama", 7, false), ("ms/tok (io/mgmt/ffn/other)", 32, false), ("MiB rd/tok", 11, false),
+                      ("bound", 7, false), ("share", 6, false), ("hit%", 5, false), ("peak MiB", 9, false), ("hits", 8, false),
+                      ("=dense", 7, false), ("top1", 5, false), ("ppl", 8, false)]
+        s += header.map { cell($0.0, $0.1, left: $0.2) }.joined(separator: " ") + "\n"
         for r in report.rows {
             let c = r.config
             if let e = r.error {
-                s += String(format: "%-7@ %-24@ %@\n", c.budgetLabel, c.name, e)
+                s += cell(c.budgetLabel, 8, left: true) + " " + cell(c.name, 22, left: true) + " " + e + "\n"
                 continue
             }
-            let split = String(format: "%6.1f (%.1f/%.1f/%.1f/%.1f)", r.ms_per_token, r.io_wait_ms, r.manage_ms, r.ffn_compute_ms, r.other_ms)
-            s += String(format: "%-7@ %-24@ %6.2f  %6@  %-30@ %8.2f  %6@  %9.0f  %6.0f  %5.0f  %4.0f  %7.1f  %5@  %@\n",
-                        c.budgetLabel, c.name, r.tokens_per_second, r.speedup_vs_naive.map { String(format: "%.2f", $0) } ?? "-",
-                        split, r.bytes_read_per_token / 1_048_576,
-                        r.oracle_bytes_per_token.map { String(format: "%.2f", $0 / 1_048_576) } ?? "-",
-                        r.bytes_per_effective_layer / 1024,
-                        r.mean_read_bytes / 1024, r.read_mb_per_s, r.window_hit_rate * 100, Double(r.peak_rss_bytes) / 1_048_576,
-                        r.top1_agreement.map { String(format: "%.2f", $0) } ?? "-",
-                        r.perplexity.map { String(format: "%.2f", $0) } ?? "-")
+            let split = String(format: "%.1f (%.1f/%.1f/%.1f/%.1f)", r.ms_per_token, r.io_wait_ms, r.manage_ms, r.ffn_compute_ms, r.other_ms)
+            let peak = Double(r.limit_peak_bytes ?? r.peak_rss_bytes) / 1_048_576
+            let bound: String = r.storage_bound_tokens_per_second.map { String(format: "%.1f", $0) } ?? "-"
+            let share: String = r.storage_share.map { String(format: "%.0f%%", $0 * 100) } ?? "-"
+            let hits: String = r.limit_hits.map { String($0) } ?? "-"
+            let same: String = r.tokens_equal_dense.map { $0 ? "yes" : "NO" } ?? "-"
+            let top1: String = r.top1_agreement.map { String(format: "%.2f", $0) } ?? "-"
+            let ppl: String = r.perplexity.map { String(format: "%.2f", $0) } ?? "-"
+            var cells: [String] = [c.budgetLabel, c.name, String(format: "%.2f", r.tokens_per_second)]
+            cells += [ratio(r.speedup_vs_naive), ratio(r.speedup_vs_mmap), ratio(r.speedup_vs_llama_cpp), split]
+            cells += [String(format: "%.2f", r.storage_read_bytes_per_token / 1_048_576), bound, share]
+            cells += [String(format: "%.0f", r.window_hit_rate * 100), String(format: "%.1f", peak), hits, same, top1, ppl]
+            s += zip(cells, header).map { cell($0, $1.1, left: $1.2) }.joined(separator: " ") + "\n"
         }
+        s += "peak MiB: the limit's peak charge during the decode (RSS where unlimited); hits: times the limit was reached\n"
         return s
     }
 
@@ -223,14 +447,17 @@ struct BenchFlash: AsyncParsableCommand {
         let paging = PagingOptions(mode: PagingOptions.Mode(rawValue: c.mode) ?? .resident, memoryBudget: c.budget,
                                    window: c.window, sparsity: try PagingOptions.Sparsity.parse(c.sparsity), ioThreads: ioThreads)
         let schedule = layerSharing.flatMap(LayerSchedule.Strategy.init(rawValue:)).map { ($0, 2) }
-        let lm = try LanguageModel(path: model, options: LoadOptions(threads: threads, contextLength: 1024,
-                                                                     layerSchedule: schedule, maxBatch: 256, paging: paging))
+        // The dense row may run the unpacked file: no paging options (a packed file without them runs resident).
+        let lm = try LanguageModel(path: model, options: LoadOptions(threads: threads, contextLength: context,
+                                                                     layerSchedule: schedule, maxBatch: 256,
+                                                                     paging: c.mode == "resident" ? nil : paging))
         let t = lm.transformer
-        guard let ffn = t.feedForward else { throw PagingError.notPacked(path: model) }
+        let ffn = t.feedForward
+        if ffn == nil, c.mode != "resident" { throw PagingError.notPacked(path: model) }
         var row = Row(config: c)
         row.rss_before_load_bytes = rssBefore
-        row.weight_bytes = ffn.plan.weightBytes
-        row.minimum_bytes = ffn.plan.minimumBytes
+        row.weight_bytes = ffn?.plan.weightBytes ?? 0
+        row.minimum_bytes = ffn?.plan.minimumBytes ?? 0
 
         // Speed: greedy decoding after the prompt; only the decode steps are timed and counted.
         let promptIds = lm.encodePrompt(prompt, parseSpecial: false)
@@ -238,7 +465,8 @@ struct BenchFlash: AsyncParsableCommand {
         var logits = try promptIds.withUnsafeBufferPointer { try t.forward($0) }
         var next = Sampler.argmax(logits)
         var generated = [next]
-        let before = ffn.stats
+        let before = ffn?.stats ?? PagingStats()
+        let storageBefore = storageReadBytes()
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 1..<genTokens {
             logits = try t.decode(next)
@@ -246,8 +474,10 @@ struct BenchFlash: AsyncParsableCommand {
             generated.append(next)
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        let d = ffn.stats - before
+        let storage = storageReadBytes() - storageBefore
+        let d = (ffn?.stats ?? PagingStats()) - before
         let steps = Double(max(1, genTokens - 1))
+        row.prompt_tokens = promptIds
         row.tokens = generated
         row.tokens_per_second = steps / seconds
         row.ms_per_token = seconds * 1000 / steps
@@ -256,6 +486,7 @@ struct BenchFlash: AsyncParsableCommand {
         row.ffn_compute_ms = d.computeSeconds * 1000 / steps
         row.other_ms = max(0, row.ms_per_token - row.io_wait_ms - row.manage_ms - row.ffn_compute_ms)
         row.bytes_read_per_token = Double(d.bytesRead) / steps
+        row.storage_read_bytes_per_token = Double(storage) / steps
         if case .exact = paging.sparsity { row.oracle_bytes_per_token = Double(d.oracleBytes) / steps }
         if case .threshold = paging.sparsity { row.oracle_bytes_per_token = Double(d.oracleBytes) / steps }
         row.mean_read_bytes = d.reads > 0 ? Double(d.bytesRead) / Double(d.reads) : 0
@@ -265,6 +496,13 @@ struct BenchFlash: AsyncParsableCommand {
         row.bytes_per_effective_layer = Double(d.bytesRead) / steps / Double(t.schedule.passes.count)
         // Peak RSS of the generation itself; the quality passes below add an all-positions logits buffer.
         row.peak_rss_bytes = ProcessStats.peakResidentBytes()
+        if let cgroup {
+            // The limit's account of the run so far; then the limit is lifted: the quality passes' all-positions
+            // logits are a measurement's, not the budgeted run's.
+            row.limit_peak_bytes = MemoryCgroup.read(path: cgroup, "memory.max_usage_in_bytes")
+            row.limit_hits = MemoryCgroup.read(path: cgroup, "memory.failcnt")
+            MemoryCgroup.lift(path: cgroup)
+        }
 
         // Quality: the dense model's tokens teacher-forced; the share of positions where this one agrees.
         if let path = denseTokensFile {
@@ -288,53 +526,5 @@ struct BenchFlash: AsyncParsableCommand {
             row.perplexity = try PerplexityEvaluator.evaluate(transformer: t, tokens: tokens, window: window, bos: bos).perplexity
         }
         return row
-    }
-}
-
-/// tok/s against budget, one line per configuration family.
-enum FlashChart {
-    static func svg(_ report: BenchFlash.Report) -> String {
-        let width = 760, height = 440, left = 70, right = 230, top = 70, bottom = 60
-        let rows = report.rows.filter { $0.error == nil && $0.config.budget != nil }
-        var series: [String: [(Double, Double)]] = [:]
-        for r in rows {
-            let key = r.config.name
-            series[key, default: []].append((Double(r.config.budget!) / Double(report.file_bytes) * 100, r.tokens_per_second))
-        }
-        let maxX = max(100, rows.map { Double($0.config.budget!) / Double(report.file_bytes) * 100 }.max() ?? 100)
-        let maxY = max(1, (report.rows.map(\.tokens_per_second).max() ?? 1) * 1.1)
-        func px(_ x: Double) -> Int { left + Int(x / maxX * Double(width - left - right)) }
-        func py(_ y: Double) -> Int { height - bottom - Int(y / maxY * Double(height - top - bottom)) }
-        let colors = ["#1f5fa8", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#17a2b8", "#795548", "#e83e8c", "#20c997", "#343a40"]
-        var svg = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(width)" height="\(height)" font-family="sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <text x="10" y="22" font-size="15" font-weight="bold">Flash paging: tok/s against memory budget</text>
-        <text x="10" y="40" fill="#555">\(URL(fileURLWithPath: report.model).lastPathComponent), \(report.threads) threads, \(report.io_threads) I/O threads</text>
-        <line x1="\(left)" y1="\(height - bottom)" x2="\(width - right)" y2="\(height - bottom)" stroke="black"/>
-        <line x1="\(left)" y1="\(top)" x2="\(left)" y2="\(height - bottom)" stroke="black"/>
-        <text x="\((left + width - right) / 2 - 60)" y="\(height - 20)">budget (% of the file)</text>
-        <text x="12" y="\(top - 10)">tok/s</text>
-
-        """
-        for i in 0...4 {
-            let x = maxX * Double(i) / 4, y = maxY * Double(i) / 4
-            svg += "<text x=\"\(px(x) - 10)\" y=\"\(height - bottom + 16)\">\(Int(x))</text>\n"
-            svg += "<text x=\"\(left - 40)\" y=\"\(py(y) + 4)\">\(String(format: "%.1f", y))</text>\n"
-        }
-        for (i, key) in series.keys.sorted().enumerated() {
-            let pts = series[key]!.sorted { $0.0 < $1.0 }
-            let color = colors[i % colors.count]
-            let path = pts.map { "\(px($0.0)),\(py($0.1))" }.joined(separator: " ")
-            svg += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
-            for p in pts { svg += "<circle cx=\"\(px(p.0))\" cy=\"\(py(p.1))\" r=\"3\" fill=\"\(color)\"/>\n" }
-            svg += "<text x=\"\(width - right + 10)\" y=\"\(top + 16 * i)\" fill=\"\(color)\">\(key)</text>\n"
-        }
-        if let dense = report.rows.first(where: { $0.config.mode == "resident" && $0.error == nil }) {
-            svg += "<line x1=\"\(left)\" y1=\"\(py(dense.tokens_per_second))\" x2=\"\(width - right)\" y2=\"\(py(dense.tokens_per_second))\" stroke=\"#999\" stroke-dasharray=\"4\"/>\n"
-            svg += "<text x=\"\(left + 6)\" y=\"\(py(dense.tokens_per_second) - 4)\" fill=\"#777\">all in memory</text>\n"
-        }
-        svg += "</svg>\n"
-        return svg
     }
 }

@@ -66,16 +66,25 @@ struct MemoryLimitTests {
                        peak: read("memory.max_usage_in_bytes"), failcnt: read("memory.failcnt"))
     }
 
-    /// The minimum the CLI states for `context` (from its error at a 1 MiB budget), in bytes, rounded up to 0.1 MiB.
+    /// The minimum the CLI states for `context`, in bytes, rounded up to 0.1 MiB: a 1 MiB budget is told what the
+    /// runtime, KV cache and resident weights alone take (before the vocabulary is built: no kill on the way), a
+    /// budget just above that the exact minimum.
     static func statedMinimum(_ packed: String, context: Int) throws -> Int {
-        let r = try CLITests.pocketlm(["run", "--model", packed, "--prompt", "x", "--memory-budget", "1M",
-                                       "--context", String(context)])
-        #expect(r.status != 0 && r.stdout.isEmpty)
-        #expect(r.stderr.contains("at a context of \(context) tokens"), "\(r.stderr)")
-        let pattern = try #require(r.stderr.range(of: #"minimum of ([0-9.]+) MiB"#, options: .regularExpression))
-        let number = r.stderr[pattern].split(separator: " ")[2]
-        let mib = try #require(Double(number))
-        return Int(((mib + 0.1) * 1_048_576).rounded(.up))
+        func mib(_ text: String, after prefix: String) throws -> Double {
+            let pattern = try #require(text.range(of: prefix + #"([0-9.]+) MiB"#, options: .regularExpression), "\(text)")
+            return try #require(Double(text[pattern].dropFirst(prefix.count).split(separator: " ")[0]))
+        }
+        func run(_ budget: String) throws -> String {
+            let r = try CLITests.pocketlm(["run", "--model", packed, "--prompt", "x", "--memory-budget", budget,
+                                           "--context", String(context)])
+            #expect(r.status != 0 && r.stdout.isEmpty)
+            #expect(r.stderr.contains("at a context of \(context) tokens"), "\(r.stderr)")
+            return r.stderr
+        }
+        let fixed = try mib(try run("1M"), after: "alone take ")
+        let exact = try mib(try run(String(Int((fixed + 0.5) * 1_048_576))), after: "minimum of ")
+        #expect(exact > fixed + 0.5, "the exact minimum adds the vocabulary and scratch to \(fixed) MiB")
+        return Int(((exact + 0.1) * 1_048_576).rounded(.up))
     }
 
     @Test("the CLI inside a memory limit equal to its budget: never killed, limit never hit, peak ≤ budget, same tokens; the stated minimum runs")
@@ -124,5 +133,12 @@ struct MemoryLimitTests {
                                          "--context", "256"] + prompt, limit: min256 - (1 << 20))
         #expect(!small.killed && small.status != 0)
         #expect(small.stderr.contains("below this model's minimum") && small.stderr.contains("context of 256 tokens"), "\(small.stderr)")
+        // Far below (half the file, less than the runtime, KV cache and resident weights): the error comes before
+        // the vocabulary is built, so the limit is never reached on the way to it.
+        let half = 72 << 20
+        let tiny = try Self.runLimited(["run", "--model", packed, "--memory-budget", String(half), "--context", "256"] + prompt,
+                                       limit: half)
+        #expect(!tiny.killed && tiny.status != 0 && tiny.failcnt == 0, "killed \(tiny.killed), limit hit \(tiny.failcnt) times: \(tiny.stderr)")
+        #expect(tiny.stderr.contains("below this model's minimum at a context of 256 tokens"), "\(tiny.stderr)")
     }
 }

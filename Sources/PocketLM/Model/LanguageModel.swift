@@ -69,6 +69,19 @@ public final class LanguageModel {
         } else {
             schedule = try LanguageModel.schedule(in: file, blocks: config.numHiddenLayers)
         }
+        if let budget = options.paging?.memoryBudget, try FlashLayout(file: file, config: config) != nil {
+            // Before the vocabulary is built (its tables alone can outgrow a tiny budget's limit, and a limit is
+            // a kill, not an error): the costs known from the file must fit.
+            let context = options.contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
+            let kv = ProcessBudget.kvCacheBytes(config: config, schedule: schedule, contextLength: context,
+                                                maxBatch: max(1, min(options.maxBatch, context)))
+            let resident = LanguageModel.residentBytes(of: file)
+            let fixed = runtimeBytes + kv + resident + ProcessBudget.defaultMargin
+            if budget < fixed {
+                throw PagingError.processBudgetBelowFixedCosts(budget: budget, fixed: fixed, contextLength: context,
+                                                               kvCache: kv, residentWeights: resident, runtime: runtimeBytes)
+            }
+        }
         // The tokenizer (~50 ms: 49K tokens, 49K merges) is built on another thread while the weights load
         // and repack: load-to-first-token is the longer of the two, not their sum.
         let tokenizerLoad = BackgroundResult { try TokenizerLoader.load(from: file) }

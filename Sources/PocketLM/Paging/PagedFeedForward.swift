@@ -20,6 +20,9 @@ public struct PagingStats: Sendable, Equatable, Codable {
     public var oracleBytes = 0
     public var neuronsComputed = 0
 
+    /// All zero (a model without a paged FFN reads nothing).
+    public init() {}
+
     public static func - (a: PagingStats, b: PagingStats) -> PagingStats {
         var d = PagingStats()
         d.layerSteps = a.layerSteps - b.layerSteps
