@@ -27,11 +27,7 @@ public struct BPETokenizer: Tokenizer {
     /// without merging.
     public let ignoresMerges: Bool
 
-    private let pieces: [String]
-    private let types: [TokenType]
-    /// Decoded bytes of every token, concatenated; token `i` is `decodedBytes[decodedStart[i]..<decodedStart[i+1]]`.
-    private let decodedBytes: [UInt8]
-    private let decodedStart: [Int32]
+    private let vocabulary: Vocabulary
     /// Vocabulary strings and merge-only strings to ids (merge-only ids are `>= vocabularySize`).
     private let symbolIds: [String: Int32]
     /// Strings of the merge-only ids, indexed by `id - vocabularySize`.
@@ -52,20 +48,12 @@ public struct BPETokenizer: Tokenizer {
         let types = has("tokenizer.ggml.token_type") ? try gguf.intArray("tokenizer.ggml.token_type") : nil
         let merges = try gguf.stringArray("tokenizer.ggml.merges")
         let pre = has("tokenizer.ggml.pre") ? try gguf.string("tokenizer.ggml.pre") : nil
-        func optionalInt(_ key: String) throws -> Int? { has(key) ? try gguf.int(key) : nil }
-        var addBos: Bool?
-        if let v = gguf.metadata["tokenizer.ggml.add_bos_token"] {
-            guard let b = v.bool else {
-                throw GGUFError.badMetadata(key: "tokenizer.ggml.add_bos_token", reason: "expected a bool, found \(v.typeName)")
-            }
-            addBos = b
-        }
-        let eos = try optionalInt("tokenizer.ggml.eos_token_id")
-        let eot = try optionalInt("tokenizer.ggml.eot_token_id")
+        let eos = try gguf.optionalInt("tokenizer.ggml.eos_token_id")
+        let eot = try gguf.optionalInt("tokenizer.ggml.eot_token_id")
         try self.init(
             tokens: tokens, tokenTypes: types, merges: merges, preTokenizer: try PreTokenizer(preName: pre),
-            bosTokenId: try optionalInt("tokenizer.ggml.bos_token_id"), eosTokenId: eos, eotTokenId: eot,
-            addBos: addBos,
+            bosTokenId: try gguf.optionalInt("tokenizer.ggml.bos_token_id"), eosTokenId: eos, eotTokenId: eot,
+            addBos: try gguf.optionalBool("tokenizer.ggml.add_bos_token"),
             specialIds: LlamaCppSpecialRules.MetadataIds(gguf: gguf, eos: eos, eot: eot, vocabularySize: tokens.count))
     }
 
@@ -92,19 +80,9 @@ public struct BPETokenizer: Tokenizer {
         specialIds: LlamaCppSpecialRules.MetadataIds
     ) throws(TokenizerError) {
         let n = tokens.count
-        guard n > 0 else { throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty") }
-        guard n < Int(Int32.max) / 2 else {
-            throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "\(n) tokens is more than PocketLM supports")
-        }
-        var types = tokenTypes.map { $0.map(TokenType.init(gguf:)) } ?? Array(repeating: .normal, count: n)
-        guard types.count == n else {
-            throw .invalidMetadata(
-                key: "tokenizer.ggml.token_type", reason: "has \(types.count) entries for \(n) tokens")
-        }
-        for (key, id) in [("tokenizer.ggml.bos_token_id", bosTokenId), ("tokenizer.ggml.eos_token_id", eosTokenId),
-                          ("tokenizer.ggml.eot_token_id", eotTokenId)] {
-            if let id, !(0..<n).contains(id) { throw .tokenIdOutOfRange(key: key, id: id, vocabularySize: n) }
-        }
+        var types = try Vocabulary.checkedTypes(tokens: tokens, tokenTypes: tokenTypes, ids: [
+            "tokenizer.ggml.bos_token_id": bosTokenId, "tokenizer.ggml.eos_token_id": eosTokenId,
+            "tokenizer.ggml.eot_token_id": eotTokenId])
 
         var symbolIds: [String: Int32] = [:]
         symbolIds.reserveCapacity(n + n / 8)
@@ -140,15 +118,6 @@ public struct BPETokenizer: Tokenizer {
             }
         }
 
-        var decodedBytes: [UInt8] = []
-        var decodedStart: [Int32] = [0]
-        decodedBytes.reserveCapacity(n * 6)
-        decodedStart.reserveCapacity(n + 1)
-        for (i, t) in tokens.enumerated() {
-            BPETokenizer.appendDecoded(t, type: types[i], to: &decodedBytes)
-            decodedStart.append(Int32(decodedBytes.count))
-        }
-
         var asciiTokens = [Int32](repeating: -1, count: 128)
         for b in 0..<128 {
             if let id = symbolIds[String(Unicode.Scalar(UInt8(b)))], id < n { asciiTokens[b] = id }
@@ -163,10 +132,7 @@ public struct BPETokenizer: Tokenizer {
         self.stopTokenIds = stops
         self.preTokenizer = preTokenizer
         self.ignoresMerges = preTokenizer.ignoresMerges
-        self.pieces = tokens
-        self.types = types
-        self.decodedBytes = decodedBytes
-        self.decodedStart = decodedStart
+        self.vocabulary = Vocabulary(pieces: tokens, types: types, decodedBy: BPETokenizer.appendDecoded)
         self.symbolIds = symbolIds
         self.extraSymbols = extraSymbols
         self.byteSymbols = byteSymbols
@@ -198,18 +164,12 @@ public struct BPETokenizer: Tokenizer {
 
     // MARK: - Tokenizer
 
-    public func piece(_ id: Int) -> String {
-        pieces.indices.contains(id) ? pieces[id] : ""
-    }
+    public func piece(_ id: Int) -> String { vocabulary.piece(id) }
 
-    public func isControl(_ id: Int) -> Bool {
-        types.indices.contains(id) && types[id] == .control
-    }
+    public func isControl(_ id: Int) -> Bool { vocabulary.isControl(id) }
 
     /// The GGUF type of token `id` (`.undefined` outside the vocabulary).
-    public func tokenType(_ id: Int) -> TokenType {
-        types.indices.contains(id) ? types[id] : .undefined
-    }
+    public func tokenType(_ id: Int) -> TokenType { vocabulary.tokenType(id) }
 
     /// The id whose stored vocabulary string is exactly `piece`, if any.
     public func tokenId(forPiece piece: String) -> Int? {
@@ -217,20 +177,9 @@ public struct BPETokenizer: Tokenizer {
         return Int(id)
     }
 
-    public func tokenBytes(_ id: Int) -> [UInt8] {
-        guard id >= 0, id < vocabularySize else { return [] }
-        return Array(decodedBytes[Int(decodedStart[id])..<Int(decodedStart[id + 1])])
-    }
+    public func tokenBytes(_ id: Int) -> [UInt8] { vocabulary.tokenBytes(id) }
 
-    public func decode(_ ids: [Int], skipSpecial: Bool) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(ids.count * 4)
-        for id in ids where id >= 0 && id < vocabularySize {
-            if skipSpecial && (types[id] == .control || types[id] == .unknown) { continue }
-            bytes.append(contentsOf: decodedBytes[Int(decodedStart[id])..<Int(decodedStart[id + 1])])
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    public func decode(_ ids: [Int], skipSpecial: Bool) -> String { vocabulary.decode(ids, skipSpecial: skipSpecial) }
 
     /// Ids for `text`, never adding BOS.
     ///

@@ -23,12 +23,8 @@ public struct SentencePieceTokenizer: Tokenizer {
     public let addSpacePrefix: Bool
     public let stopTokenIds: Set<Int>
 
-    private let pieces: [String]
-    private let types: [TokenType]
+    private let vocabulary: Vocabulary
     private let scores: [Float]
-    /// Decoded bytes of every token, concatenated; token `i` is `decodedBytes[decodedStart[i]..<decodedStart[i+1]]`.
-    private let decodedBytes: [UInt8]
-    private let decodedStart: [Int32]
     /// Every vocabulary string to its id (llama.cpp's `token_to_id`: any type, later duplicates win).
     private let table: PieceTable
     /// The token each byte value falls back to (`<0xNN>`, else the one-byte piece), or -1.
@@ -42,14 +38,7 @@ public struct SentencePieceTokenizer: Tokenizer {
     /// Reads the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
     public init(gguf: GGUFFile) throws {
         func has(_ key: String) -> Bool { gguf.metadata[key] != nil }
-        func optionalInt(_ key: String) throws -> Int? { has(key) ? try gguf.int(key) : nil }
-        func optionalBool(_ key: String) throws -> Bool? {
-            guard let v = gguf.metadata[key] else { return nil }
-            guard let b = v.bool else {
-                throw GGUFError.badMetadata(key: key, reason: "expected a bool, found \(v.typeName)")
-            }
-            return b
-        }
+        let optionalInt = gguf.optionalInt, optionalBool = gguf.optionalBool
         let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
         let scores = has("tokenizer.ggml.scores") ? try gguf.floatArray("tokenizer.ggml.scores") : nil
         let types = has("tokenizer.ggml.token_type") ? try gguf.intArray("tokenizer.ggml.token_type") : nil
@@ -90,22 +79,12 @@ public struct SentencePieceTokenizer: Tokenizer {
         specialIds: LlamaCppSpecialRules.MetadataIds
     ) throws(TokenizerError) {
         let n = tokens.count
-        guard n > 0 else { throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "the vocabulary is empty") }
-        guard n < Int(Int32.max) / 2 else {
-            throw .invalidMetadata(key: "tokenizer.ggml.tokens", reason: "\(n) tokens is more than PocketLM supports")
-        }
-        var types = tokenTypes.map { $0.map(TokenType.init(gguf:)) } ?? Array(repeating: .normal, count: n)
-        guard types.count == n else {
-            throw .invalidMetadata(key: "tokenizer.ggml.token_type", reason: "has \(types.count) entries for \(n) tokens")
-        }
+        var types = try Vocabulary.checkedTypes(tokens: tokens, tokenTypes: tokenTypes, ids: [
+            "tokenizer.ggml.bos_token_id": bosTokenId, "tokenizer.ggml.eos_token_id": eosTokenId,
+            "tokenizer.ggml.unknown_token_id": unknownTokenId, "tokenizer.ggml.eot_token_id": eotTokenId])
         let scores = scores ?? Array(repeating: 0, count: n)
         guard scores.count == n else {
             throw .invalidMetadata(key: "tokenizer.ggml.scores", reason: "has \(scores.count) entries for \(n) tokens")
-        }
-        for (key, id) in [("tokenizer.ggml.bos_token_id", bosTokenId), ("tokenizer.ggml.eos_token_id", eosTokenId),
-                          ("tokenizer.ggml.unknown_token_id", unknownTokenId),
-                          ("tokenizer.ggml.eot_token_id", eotTokenId)] {
-            if let id, !(0..<n).contains(id) { throw .tokenIdOutOfRange(key: key, id: id, vocabularySize: n) }
         }
 
         let table = PieceTable(pieces: tokens)
@@ -124,14 +103,6 @@ public struct SentencePieceTokenizer: Tokenizer {
             byteTokens[b] = id
         }
 
-        var decodedBytes: [UInt8] = []
-        var decodedStart: [Int32] = [0]
-        decodedBytes.reserveCapacity(n * 6)
-        decodedStart.reserveCapacity(n + 1)
-        for (i, t) in tokens.enumerated() {
-            SentencePieceTokenizer.appendDecoded(t, type: types[i], to: &decodedBytes)
-            decodedStart.append(Int32(decodedBytes.count))
-        }
 
         let specials = SpecialTokens(pieces: tokens, types: types)
 
@@ -142,11 +113,8 @@ public struct SentencePieceTokenizer: Tokenizer {
         self.addBos = addBos
         self.addSpacePrefix = addSpacePrefix
         self.stopTokenIds = stops
-        self.pieces = tokens
-        self.types = types
+        self.vocabulary = Vocabulary(pieces: tokens, types: types, decodedBy: SentencePieceTokenizer.appendDecoded)
         self.scores = scores
-        self.decodedBytes = decodedBytes
-        self.decodedStart = decodedStart
         self.table = table
         self.byteTokens = byteTokens
         self.specials = specials
@@ -182,18 +150,12 @@ public struct SentencePieceTokenizer: Tokenizer {
 
     // MARK: - Tokenizer
 
-    public func piece(_ id: Int) -> String {
-        pieces.indices.contains(id) ? pieces[id] : ""
-    }
+    public func piece(_ id: Int) -> String { vocabulary.piece(id) }
 
-    public func isControl(_ id: Int) -> Bool {
-        types.indices.contains(id) && types[id] == .control
-    }
+    public func isControl(_ id: Int) -> Bool { vocabulary.isControl(id) }
 
     /// The GGUF type of token `id` (`.undefined` outside the vocabulary).
-    public func tokenType(_ id: Int) -> TokenType {
-        types.indices.contains(id) ? types[id] : .undefined
-    }
+    public func tokenType(_ id: Int) -> TokenType { vocabulary.tokenType(id) }
 
     /// The merge score of token `id` (0 outside the vocabulary).
     public func score(_ id: Int) -> Float {
@@ -208,24 +170,12 @@ public struct SentencePieceTokenizer: Tokenizer {
 
     /// The token's bytes on its own; unlike `decode`, the leading space of a first token is kept (a streamed
     /// continuation needs it).
-    public func tokenBytes(_ id: Int) -> [UInt8] {
-        guard id >= 0, id < vocabularySize else { return [] }
-        return Array(decodedBytes[Int(decodedStart[id])..<Int(decodedStart[id + 1])])
-    }
+    public func tokenBytes(_ id: Int) -> [UInt8] { vocabulary.tokenBytes(id) }
 
     /// As llama.cpp's `detokenize`: with `addSpacePrefix`, one leading space of the first id's text is dropped
     /// (the one encoding added); nothing else is stripped.
     public func decode(_ ids: [Int], skipSpecial: Bool) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(ids.count * 4)
-        for (k, id) in ids.enumerated() where id >= 0 && id < vocabularySize {
-            if skipSpecial && (types[id] == .control || types[id] == .unknown) { continue }
-            var start = Int(decodedStart[id])
-            let end = Int(decodedStart[id + 1])
-            if k == 0 && addSpacePrefix && start < end && decodedBytes[start] == 0x20 { start += 1 }
-            bytes.append(contentsOf: decodedBytes[start..<end])
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        vocabulary.decode(ids, skipSpecial: skipSpecial, dropLeadingSpace: addSpacePrefix)
     }
 
     /// Ids for `text`, never adding BOS (see the type's documentation for the algorithm).
