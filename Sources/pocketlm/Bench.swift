@@ -47,7 +47,7 @@ struct Bench: AsyncParsableCommand {
             if !json { Console.error(line) }
         }
         if json {
-            try Console.json(result)
+            try Console.json(result, snakeCaseKeys: true)
             return
         }
         func row(_ name: String, _ f: Benchmark.Figures) -> String {
@@ -55,11 +55,11 @@ struct Bench: AsyncParsableCommand {
         }
         Console.write("""
         model: \(lm.file.path)
-        threads: \(result.threads), kernels: \(KernelISA.description), BLAS core: \(result.blas_core), load: \(String(format: "%.1f", result.load_ms)) ms, peak RSS: \(String(format: "%.1f", Double(result.peak_rss_bytes) / 1_048_576)) MiB
+        threads: \(result.threads), kernels: \(KernelISA.description), BLAS core: \(result.blasCore), load: \(String(format: "%.1f", result.loadMs)) ms, peak RSS: \(String(format: "%.1f", Double(result.peakRSSBytes) / 1_048_576)) MiB
         tok/s      median        min        max
         \(row("pp\(promptTokens)", result.prefill))
         \(row("tg\(genTokens)", result.decode))
-        decode reads \(String(format: "%.1f", Double(result.weight_bytes_per_token) / 1e6)) MB of weights per token; memory read \(String(format: "%.1f", result.memory_read_bytes_per_second / 1e9)) GB/s (\(result.threads) threads) → bound \(String(format: "%.1f", result.decode_bound_tokens_per_second)) tok/s, decode at \(String(format: "%.0f", result.decode_share_of_bound * 100))% of it
+        decode reads \(String(format: "%.1f", Double(result.weightBytesPerToken) / 1e6)) MB of weights per token; memory read \(String(format: "%.1f", result.memoryReadBytesPerSecond / 1e9)) GB/s (\(result.threads) threads) → bound \(String(format: "%.1f", result.decodeBoundTokensPerSecond)) tok/s, decode at \(String(format: "%.0f", result.decodeShareOfBound * 100))% of it
 
         """)
     }
@@ -93,23 +93,23 @@ struct Bench: AsyncParsableCommand {
             if !json { Console.error(line) }
         }
         if json {
-            try Console.json(result)
+            try Console.json(result, snakeCaseKeys: true)
             return
         }
         var lines = ["model: \(lm.file.path)", "threads: \(result.threads), speculation: \(result.method), \(rounds) alternating rounds, greedy, up to \(genTokens) tokens",
                      "prompt".padding(toLength: 16, withPad: " ", startingAt: 0) + " tokens    gen  plain t/s   spec t/s  speedup  accepted  tok/pass  same"]
         for p in result.prompts {
-            lines.append(p.name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %6d %6d %10.1f %10.1f %7.2fx %8.0f%% %9.2f  %@", p.prompt_tokens, p.generated_tokens,
-                                p.plain.median, p.speculative.median, p.speedup, p.acceptance_rate * 100, p.tokens_per_pass,
+            lines.append(p.name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %6d %6d %10.1f %10.1f %7.2fx %8.0f%% %9.2f  %@", p.promptTokens, p.generatedTokens,
+                                p.plain.median, p.speculative.median, p.speedup, p.acceptanceRate * 100, p.tokensPerPass,
                                 p.identical ? "yes" : "NO"))
         }
-        lines.append(String(format: "verify pass cost (decode step %.2f ms):", result.decode_step_ms))
-        for c in result.verify_costs {
-            lines.append(String(format: "  %2d drafts + 1: %6.2f ms = %.2f decode steps", c.drafts, c.milliseconds, c.relative_to_decode))
+        lines.append(String(format: "verify pass cost (decode step %.2f ms):", result.decodeStepMs))
+        for c in result.verifyCosts {
+            lines.append(String(format: "  %2d drafts + 1: %6.2f ms = %.2f decode steps", c.drafts, c.milliseconds, c.relativeToDecode))
         }
         lines.append(String(format: "memory read %.1f GB/s (%d threads) → plain decode bound %.1f tok/s; kernels: %@",
-                            result.memory_read_bytes_per_second / 1e9, result.threads, result.decode_bound_tokens_per_second,
-                            result.kernel_isa))
+                            result.memoryReadBytesPerSecond / 1e9, result.threads, result.decodeBoundTokensPerSecond,
+                            result.kernelISA))
         Console.write(lines.joined(separator: "\n") + "\n")
         if result.prompts.contains(where: { !$0.identical }) {
             throw CLIError(description: "speculative output differed from plain decoding")

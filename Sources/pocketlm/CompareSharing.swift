@@ -75,7 +75,7 @@ struct CompareSharing: AsyncParsableCommand {
         } else {
             base = try config.map { try ModelConfig.load(configFile: $0) } ?? ModelConfig.mobileLLMLS125M
             name = config ?? "MobileLLM-LS-125M (random Q8_0 weights)"
-            baseBytes = try base.footprint().weight_bytes["q8_0"]!
+            baseBytes = try base.footprint().weightBytes["q8_0"]!
         }
         let randomStore = lm == nil ? try RandomWeightStore(config: base) : nil
         var textTokens: [Int] = []
@@ -115,7 +115,7 @@ struct CompareSharing: AsyncParsableCommand {
         let deepStore = try RandomWeightStore(config: deep, seed: 2)
         let deepModel = try Transformer(store: deepStore, config: deep, schedule: .plain(blocks: deep.numHiddenLayers),
                                         contextLength: context, threads: threads)
-        let deepBytes = try deep.footprint(schedule: .plain(blocks: deep.numHiddenLayers)).weight_bytes["q8_0"]!
+        let deepBytes = try deep.footprint(schedule: .plain(blocks: deep.numHiddenLayers)).weightBytes["q8_0"]!
         // Its weights are random: speed and bytes only, no perplexity.
         rows.append(try measure(deepModel, label: "unshared \(deep.numHiddenLayers) blocks (baseline)", strategy: "baseline",
                                 bytes: deepBytes, scorePerplexity: false))

@@ -17,7 +17,7 @@ struct Inspect: AsyncParsableCommand {
 
     struct ConfigReport: Encodable {
         let config: ModelConfig
-        let layer_schedule: String
+        let layerSchedule: String
         let footprint: ModelConfig.Footprint
     }
 
@@ -26,16 +26,16 @@ struct Inspect: AsyncParsableCommand {
         let schedule = try c.schedule()
         let f = try c.footprint(schedule: schedule)
         if json {
-            try Console.json(ConfigReport(config: c, layer_schedule: schedule.description, footprint: f))
+            try Console.json(ConfigReport(config: c, layerSchedule: schedule.description, footprint: f), snakeCaseKeys: true)
             return
         }
         var out = "\(file)\n  \(c.modelType): layers \(c.numHiddenLayers), dim \(c.hiddenSize), heads \(c.numAttentionHeads) (KV \(c.numKeyValueHeads)), FFN \(c.intermediateSize), vocab \(c.vocabSize), tied embeddings: \(c.tiedEmbeddings ? "yes" : "no")\n"
-        out += "  layer schedule: \(schedule) (\(f.effective_layers) effective layers)\n"
+        out += "  layer schedule: \(schedule) (\(f.effectiveLayers) effective layers)\n"
         out += "  parameters: \(f.parameters)\n  weight bytes:\n"
         for name in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"] {
-            out += "    \(name.padding(toLength: 5, withPad: " ", startingAt: 0)) \(Self.bytes(f.weight_bytes[name]!)) (\(f.weight_bytes[name]!) bytes)\n"
+            out += "    \(name.padding(toLength: 5, withPad: " ", startingAt: 0)) \(Self.bytes(f.weightBytes[name]!)) (\(f.weightBytes[name]!) bytes)\n"
         }
-        out += "  KV cache (F16): \(f.kv_cache_bytes_per_token) bytes per token\n"
+        out += "  KV cache (F16): \(f.kvCacheBytesPerToken) bytes per token\n"
         Console.write(out)
     }
 
@@ -93,7 +93,7 @@ struct Inspect: AsyncParsableCommand {
             architecture: file.metadata["general.architecture"]?.string ?? "?",
             name: file.metadata["general.name"]?.string, config: config, config_error: configError,
             kv_cache_bytes_per_token: config.flatMap { c in
-                try? c.footprint(schedule: LanguageModel.schedule(in: file, blocks: c.numHiddenLayers)).kv_cache_bytes_per_token
+                try? c.footprint(schedule: LanguageModel.schedule(in: file, blocks: c.numHiddenLayers)).kvCacheBytesPerToken
             },
             tokenizer: tok, metadata: meta, tensors: rows, totals: byType.values.sorted { $0.bytes > $1.bytes },
             parameters: file.tensors.reduce(0) { $0 + $1.elementCount },
@@ -110,7 +110,7 @@ struct Inspect: AsyncParsableCommand {
             out += "  vocab \(c.vocabSize), context \(c.maxPositionEmbeddings), RoPE base \(c.ropeTheta), RMSNorm eps \(c.rmsNormEps)\n"
             out += "  tied embeddings: \(file.tensorInfo("output.weight") == nil ? "yes" : "no")\n"
             if let f = try? c.footprint(schedule: LanguageModel.schedule(in: file, blocks: c.numHiddenLayers)) {
-                out += "  KV cache (F16): \(Self.bytes(f.kv_cache_bytes_per_token)) per token of context"
+                out += "  KV cache (F16): \(Self.bytes(f.kvCacheBytesPerToken)) per token of context"
                 if let w = c.slidingWindow {
                     let local = (0..<c.numHiddenLayers).filter(c.isSlidingLayer).count
                     out += " (\(c.numHiddenLayers - local) global layers; \(local) sliding-window layers keep \(w) positions each)"

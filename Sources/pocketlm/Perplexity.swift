@@ -34,11 +34,11 @@ struct Perplexity: AsyncParsableCommand {
             if !json { Console.error(String(format: "[%d/%d] running perplexity %.4f", done, total, running)) }
         }
         if json {
-            try Console.json(result)
+            try Console.json(result, snakeCaseKeys: true)
         } else {
             Console.write(String(format: "perplexity %.4f ± %.4f over %d scored tokens (%d windows of %d, %d tokens in the file) in %.1f s\n",
-                                 result.perplexity, result.standard_error, result.scored_tokens, result.windows,
-                                 result.context, result.file_tokens, result.seconds))
+                                 result.perplexity, result.standardError, result.scoredTokens, result.windows,
+                                 result.context, result.fileTokens, result.seconds))
         }
     }
 }

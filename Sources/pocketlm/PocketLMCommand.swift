@@ -56,9 +56,12 @@ enum Console {
         FileHandle.standardOutput.write(Data(s.utf8))
     }
 
-    static func json<T: Encodable>(_ value: T) throws {
+    /// One JSON object on stdout. `snakeCaseKeys`: the library's Swift names (`peakRSSBytes`) become the CLI's
+    /// JSON names (`peak_rss_bytes`); the library itself knows nothing of JSON field names.
+    static func json<T: Encodable>(_ value: T, snakeCaseKeys: Bool = false) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        if snakeCaseKeys { encoder.keyEncodingStrategy = .convertToSnakeCase }
         let data = try encoder.encode(value)
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))

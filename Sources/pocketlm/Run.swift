@@ -76,7 +76,8 @@ struct Run: AsyncParsableCommand {
         let peak = ProcessStats.peakResidentBytes()
         if json {
             try Console.json(RunReport(result: result, loadSeconds: lm.loadSeconds, peakRSS: peak,
-                                       includeTopLogits: topLogits > 0, paging: lm.transformer.feedForward))
+                                       includeTopLogits: topLogits > 0, paging: lm.transformer.feedForward),
+                             snakeCaseKeys: true)
         } else {
             Console.write("\n")
             Console.error(String(format: "prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | first token: %.1f ms | load: %.1f ms | peak RSS: %.1f MiB | stop: %@",

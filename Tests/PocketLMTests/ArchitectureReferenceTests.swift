@@ -105,7 +105,7 @@ struct ArchitectureReferenceTests {
         let model = try LanguageModel(path: try TestPaths.model("gemma-3-270m-q4_k_m.gguf"), options: .init(threads: 2, contextLength: 1024))
         let text = try String(contentsOfFile: "/usr/share/common-licenses/GPL-2", encoding: .utf8)
         let result = try PerplexityEvaluator(model: model).evaluate(text: text, window: 1024)
-        #expect(result.scored_tokens == reference["scored_tokens"] as? Int)
+        #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
         #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
     }
 
@@ -122,7 +122,7 @@ struct ArchitectureReferenceTests {
         let window = try #require(reference["n_ctx"] as? Int)
         let model = try LanguageModel(path: try TestPaths.model(file), options: .init(threads: 2, contextLength: window))
         let result = try PerplexityEvaluator(model: model).evaluate(text: try String(contentsOfFile: textFile, encoding: .utf8), window: window)
-        #expect(result.scored_tokens == reference["scored_tokens"] as? Int)
+        #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
         #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
     }
 

@@ -324,7 +324,7 @@ struct CLITests {
             #expect(obj["tokens"] as? [Int] == dense["tokens"] as? [Int], "\(args)")
             let paging = try #require(obj["paging"] as? [String: Any])
             let stats = try #require(paging["stats"] as? [String: Any])
-            #expect((stats["bytesRead"] as? Int ?? 0) > 0, "\(args) read nothing")
+            #expect((stats["bytes_read"] as? Int ?? 0) > 0, "\(args) read nothing")
         }
         let small = try Self.pocketlm(["run", "--model", packed, "--memory-budget", "20M"] + prompt)
         #expect(small.status != 0)

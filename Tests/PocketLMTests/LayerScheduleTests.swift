@@ -71,14 +71,14 @@ struct LayerScheduleTests {
             let c = try ModelConfig.load(configFile: TestPaths.repoRoot.appendingPathComponent("configs/\(name).json").path)
             let f = try c.footprint()
             #expect(f.parameters == count, "\(name)")
-            #expect(f.effective_layers == c.numHiddenLayers * (name.contains("-ls-") ? 2 : 1), "\(name)")
-            #expect(f.kv_cache_bytes_per_token == 2 * f.effective_layers * c.kvDim * 2)
+            #expect(f.effectiveLayers == c.numHiddenLayers * (name.contains("-ls-") ? 2 : 1), "\(name)")
+            #expect(f.kvCacheBytesPerToken == 2 * f.effectiveLayers * c.kvDim * 2)
         }
         let smol = try ModelConfig.load(configFile: TestPaths.repoRoot.appendingPathComponent("configs/smollm2-135m.json").path)
         #expect(try smol.footprint().parameters == 134_515_008)
         // The real file's Q4_1 bytes are not a single format; its F32 twin's tensor bytes are.
         let f32 = try GGUFFile(path: try TestPaths.model("SmolLM2-135M-Instruct.F32.gguf"))
-        #expect(try smol.footprint().weight_bytes["f32"] == f32.tensors.reduce(0) { $0 + $1.byteCount })
+        #expect(try smol.footprint().weightBytes["f32"] == f32.tensors.reduce(0) { $0 + $1.byteCount })
     }
 
     @Test("bad configs name the field")

@@ -21,7 +21,7 @@ struct SpeculateCLITests {
         #expect(json.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         let stats = object?["speculation"] as? [String: Any]
-        #expect((stats?["verifyPasses"] as? Int ?? 0) > 0, "\(json.stdout)")
+        #expect((stats?["verify_passes"] as? Int ?? 0) > 0, "\(json.stdout)")
     }
 
     @Test("bad --speculate values are refused with a message, not run", arguments: [

@@ -22,28 +22,28 @@ public struct Benchmark {
     public struct Result: Codable, Sendable {
         public let model: String
         public let threads: Int
-        public let prompt_tokens: Int
-        public let gen_tokens: Int
+        public let promptTokens: Int
+        public let genTokens: Int
         public let repetitions: Int
-        public let warmup_runs: Int
+        public let warmupRuns: Int
         /// Prefill tokens per second.
         public let prefill: Figures
         /// Decode tokens per second.
         public let decode: Figures
-        public let load_ms: Double
-        public let peak_rss_bytes: Int
-        public let blas_core: String
+        public let loadMs: Double
+        public let peakRSSBytes: Int
+        public let blasCore: String
         /// The kernels' ISA tier (KernelISA: avx512, avx2, neon, portable) and the CPU features it used.
         public let isa: String
-        public let isa_features: [String]
-        public let layer_schedule: String
+        public let isaFeatures: [String]
+        public let layerSchedule: String
         /// Weight bytes a decoded token reads (a packed model's paged FFN counted as if resident).
-        public let weight_bytes_per_token: Int
+        public let weightBytesPerToken: Int
         /// Memory read bandwidth of the same threads, measured right after the runs (bytes per second).
-        public let memory_read_bytes_per_second: Double
+        public let memoryReadBytesPerSecond: Double
         /// Decode's bound: bandwidth ÷ bytes per token; and the median decode speed as a share of it.
-        public let decode_bound_tokens_per_second: Double
-        public let decode_share_of_bound: Double
+        public let decodeBoundTokensPerSecond: Double
+        public let decodeShareOfBound: Double
     }
 
     public let transformer: Transformer
@@ -118,12 +118,12 @@ public struct Benchmark {
         let bytes = t.weightBytesPerToken
         let decodeFigures = Figures(decode)
         let bound = bandwidth / Double(bytes)
-        return Result(model: name, threads: t.pool.threadCount, prompt_tokens: n, gen_tokens: genTokens,
-                      repetitions: repetitions, warmup_runs: warmups, prefill: Figures(prefill), decode: decodeFigures,
-                      load_ms: loadSeconds * 1000, peak_rss_bytes: peak,
-                      blas_core: blasCoreName(), isa: KernelISA.current.rawValue, isa_features: KernelISA.features,
-                      layer_schedule: t.schedule.description,
-                      weight_bytes_per_token: bytes, memory_read_bytes_per_second: bandwidth,
-                      decode_bound_tokens_per_second: bound, decode_share_of_bound: decodeFigures.median / bound)
+        return Result(model: name, threads: t.pool.threadCount, promptTokens: n, genTokens: genTokens,
+                      repetitions: repetitions, warmupRuns: warmups, prefill: Figures(prefill), decode: decodeFigures,
+                      loadMs: loadSeconds * 1000, peakRSSBytes: peak,
+                      blasCore: blasCoreName(), isa: KernelISA.current.rawValue, isaFeatures: KernelISA.features,
+                      layerSchedule: t.schedule.description,
+                      weightBytesPerToken: bytes, memoryReadBytesPerSecond: bandwidth,
+                      decodeBoundTokensPerSecond: bound, decodeShareOfBound: decodeFigures.median / bound)
     }
 }

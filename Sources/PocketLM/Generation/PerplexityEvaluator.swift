@@ -10,12 +10,12 @@ public struct PerplexityEvaluator {
     public struct Result: Codable, Sendable {
         public let perplexity: Double
         /// Standard error of the perplexity estimate (delta method on the mean NLL).
-        public let standard_error: Double
-        public let mean_nll: Double
-        public let scored_tokens: Int
+        public let standardError: Double
+        public let meanNLL: Double
+        public let scoredTokens: Int
         public let windows: Int
         public let context: Int
-        public let file_tokens: Int
+        public let fileTokens: Int
         public let seconds: Double
     }
 
@@ -70,7 +70,7 @@ public struct PerplexityEvaluator {
         let variance = max(0, nllSquares / Double(scored) - mean * mean)
         let ppl = exp(mean)
         let stderr = ppl * (variance / Double(max(1, scored - 1))).squareRoot()
-        return Result(perplexity: ppl, standard_error: stderr, mean_nll: mean, scored_tokens: scored, windows: windows,
-                      context: window, file_tokens: tokens.count, seconds: Date().timeIntervalSince(start))
+        return Result(perplexity: ppl, standardError: stderr, meanNLL: mean, scoredTokens: scored, windows: windows,
+                      context: window, fileTokens: tokens.count, seconds: Date().timeIntervalSince(start))
     }
 }

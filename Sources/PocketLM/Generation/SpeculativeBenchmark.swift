@@ -6,16 +6,16 @@ import Foundation
 public struct SpeculativeBenchmark {
     public struct PromptFigures: Codable, Sendable {
         public let name: String
-        public let prompt_tokens: Int
-        public let generated_tokens: Int
+        public let promptTokens: Int
+        public let generatedTokens: Int
         /// Decode tok/s (tokens after the first over their time), per round.
         public let plain: Benchmark.Figures
         public let speculative: Benchmark.Figures
         /// Median speculative ÷ median plain.
         public let speedup: Double
-        public let acceptance_rate: Double
-        public let tokens_per_pass: Double
-        public let mean_draft_length: Double
+        public let acceptanceRate: Double
+        public let tokensPerPass: Double
+        public let meanDraftLength: Double
         /// Whether every speculative round produced exactly the plain tokens.
         public let identical: Bool
     }
@@ -25,7 +25,7 @@ public struct SpeculativeBenchmark {
         public let drafts: Int
         public let milliseconds: Double
         /// The pass's time ÷ one decode step's.
-        public let relative_to_decode: Double
+        public let relativeToDecode: Double
     }
 
     public struct Result: Codable, Sendable {
@@ -33,14 +33,14 @@ public struct SpeculativeBenchmark {
         public let threads: Int
         public let method: String
         public let rounds: Int
-        public let decode_step_ms: Double
-        public let verify_costs: [VerifyCost]
+        public let decodeStepMs: Double
+        public let verifyCosts: [VerifyCost]
         public let prompts: [PromptFigures]
         /// Memory read bandwidth of the same threads, measured after the runs, and plain decode's bound from it
         /// (bandwidth ÷ weight bytes per token): speculation is how decoding passes that bound.
-        public let memory_read_bytes_per_second: Double
-        public let decode_bound_tokens_per_second: Double
-        public let kernel_isa: String
+        public let memoryReadBytesPerSecond: Double
+        public let decodeBoundTokensPerSecond: Double
+        public let kernelISA: String
     }
 
     public let generator: Generator
@@ -85,19 +85,19 @@ public struct SpeculativeBenchmark {
             }
             generator.speculation = nil
             let p = Benchmark.Figures(plain), s = Benchmark.Figures(spec)
-            figures.append(PromptFigures(name: prompt.name, prompt_tokens: prompt.tokens.count,
-                                         generated_tokens: reference?.count ?? 0, plain: p, speculative: s,
+            figures.append(PromptFigures(name: prompt.name, promptTokens: prompt.tokens.count,
+                                         generatedTokens: reference?.count ?? 0, plain: p, speculative: s,
                                          speedup: p.median > 0 ? s.median / p.median : 0,
-                                         acceptance_rate: stats.acceptanceRate, tokens_per_pass: stats.tokensPerPass,
-                                         mean_draft_length: stats.meanDraftLength, identical: identical))
+                                         acceptanceRate: stats.acceptanceRate, tokensPerPass: stats.tokensPerPass,
+                                         meanDraftLength: stats.meanDraftLength, identical: identical))
         }
         let (step, costs) = try verifyCosts(prompt: prompts.first?.tokens ?? [1], draftCounts: draftCounts)
         let bandwidth = MemoryBandwidth.measure(pool: model.pool)
         return Result(model: name, threads: model.pool.threadCount, method: method, rounds: rounds,
-                      decode_step_ms: step * 1000, verify_costs: costs, prompts: figures,
-                      memory_read_bytes_per_second: bandwidth,
-                      decode_bound_tokens_per_second: bandwidth / Double(model.weightBytesPerToken),
-                      kernel_isa: KernelISA.description)
+                      decodeStepMs: step * 1000, verifyCosts: costs, prompts: figures,
+                      memoryReadBytesPerSecond: bandwidth,
+                      decodeBoundTokensPerSecond: bandwidth / Double(model.weightBytesPerToken),
+                      kernelISA: KernelISA.description)
     }
 
     /// Median time of a decode step and of passes of k drafts + 1 tokens (all positions' logits, as a verify
@@ -124,7 +124,7 @@ public struct SpeculativeBenchmark {
         let step = try time(1)
         let costs = try draftCounts.filter { $0 + 1 <= min(model.maxBatch, tokens.count) && model.position + $0 + 1 <= model.contextLength }.map { k in
             let t = try time(k + 1)
-            return VerifyCost(drafts: k, milliseconds: t * 1000, relative_to_decode: t / step)
+            return VerifyCost(drafts: k, milliseconds: t * 1000, relativeToDecode: t / step)
         }
         model.reset()
         return (step, costs)

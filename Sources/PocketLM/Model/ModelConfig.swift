@@ -200,10 +200,10 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public struct Footprint: Codable, Sendable {
         public let parameters: Int
         /// Matrices in the format, norms in F32 (as GGUF files store them).
-        public let weight_bytes: [String: Int]
-        public let effective_layers: Int
+        public let weightBytes: [String: Int]
+        public let effectiveLayers: Int
         /// F16 keys and values of every executed global pass (a sliding-window pass holds a fixed ring).
-        public let kv_cache_bytes_per_token: Int
+        public let kvCacheBytesPerToken: Int
     }
 
     public func footprint(schedule: LayerSchedule? = nil) throws -> Footprint {
@@ -218,8 +218,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         }
         let passes = try (schedule ?? self.schedule()).passes
         let global = passes.filter { !isSlidingLayer($0) }.count
-        return Footprint(parameters: matrices + norms, weight_bytes: bytes, effective_layers: passes.count,
-                         kv_cache_bytes_per_token: 2 * global * kv * 2)
+        return Footprint(parameters: matrices + norms, weightBytes: bytes, effectiveLayers: passes.count,
+                         kvCacheBytesPerToken: 2 * global * kv * 2)
     }
 
     /// The architectures PocketLM runs (GGUF `general.architecture`), each described in Model/Architectures/.
