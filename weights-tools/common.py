@@ -263,6 +263,25 @@ def finish_writer(writer: GGUFWriter) -> None:
     writer.close()
 
 
+def source_model(src: Path | None) -> Path:
+    """The GGUF a tool reads: `src` (which must exist), or the cached default model, fetched if missing."""
+    if src is None:
+        import fetch  # local module; only needed when the default source is used
+        return fetch.fetch()
+    if not src.is_file():
+        raise ToolError(f"no such file: {src}")
+    return src
+
+
+def finish_streamed_writer(writer: GGUFWriter, f: Any, data_start: int, sizes: dict[str, int]) -> None:
+    """Closes a GGUF whose tensor data was streamed to `f` by hand, after checking the data section ends where the
+    header's tensor sizes (each padded to the alignment) say it must."""
+    expected_end = data_start + sum(gguf.GGUFWriter.ggml_pad(n, writer.data_alignment) for n in sizes.values())
+    if f.tell() != expected_end:
+        raise ToolError(f"internal error: data section ends at {f.tell()}, expected {expected_end}")
+    writer.close()
+
+
 def dequantize_tensor(tensor: Any) -> np.ndarray:
     """Dequantize a ReaderTensor to float32, shaped (ne1, ne0) like gguf-py's numpy view.
 

@@ -670,10 +670,7 @@ def convert(
             w.write_padding(f, data.nbytes)
             bar.update(data.nbytes, p.gguf_name)
             del arr, data
-        expected_end = data_start + sum(gguf.GGUFWriter.ggml_pad(n, w.data_alignment) for n in sizes.values())
-        if f.tell() != expected_end:
-            raise ToolError(f"internal error: data section ends at {f.tell()}, expected {expected_end}")
-        w.close()
+        common.finish_streamed_writer(w, f, data_start, sizes)
         bar.finish()
     return out
 

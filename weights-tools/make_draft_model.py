@@ -102,13 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     args = parser.parse_args(argv)
 
-    if args.src is None:
-        import fetch
-        src = fetch.fetch()
-    else:
-        src = args.src
-        if not src.is_file():
-            raise ToolError(f"no such file: {src}")
+    src = common.source_model(args.src)
     reader = common.open_gguf(src)
     arch = common.field_value(reader, "general.architecture")
     keep = parse_keep(args.keep, int(common.require_value(reader, f"{arch}.block_count", src)))

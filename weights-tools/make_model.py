@@ -461,10 +461,7 @@ def write_model(
             if written != sizes[name]:
                 raise ToolError(f"internal error: wrote {written} bytes for {name}, expected {sizes[name]}")
             w.write_padding(f, written)
-        expected_end = data_start + sum(gguf.GGUFWriter.ggml_pad(n, w.data_alignment) for n in sizes.values())
-        if f.tell() != expected_end:
-            raise ToolError(f"internal error: data section ends at {f.tell()}, expected {expected_end}")
-        w.close()
+        common.finish_streamed_writer(w, f, data_start, sizes)
         bar.finish()
     return out
 

@@ -169,13 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sha256", action="store_true", help="also print each output's sha256")
     args = parser.parse_args(argv)
 
-    if args.src is None:
-        import fetch  # local module; only needed when the default source is used
-        src = fetch.fetch()
-    else:
-        src = args.src
-        if not src.is_file():
-            raise ToolError(f"no such file: {src}")
+    src = common.source_model(args.src)
     out_dir = args.out_dir if args.out_dir is not None else common.cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
 
