@@ -141,6 +141,27 @@ void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, 
         pl_attention_f16(q + g * head_dim, k, v, stride, n_ctx, head_dim, scale, scores, out + g * head_dim);
 }
 
+void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
+                           const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim, float scale,
+                           float *scores, float *out, int64_t out_stride) {
+    if (n_queries <= 0 || n_heads <= 0 || n_ctx <= 0) return;
+#if defined(__x86_64__)
+    if (pl_tier_avx512() && head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS) {
+        pl_avx512_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
+        return;
+    }
+#endif
+    if (pl_isa() == PL_ISA_PORTABLE) {
+        pl_portable_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, head_dim, scale, scores, out,
+                                   out_stride);
+        return;
+    }
+    // Other tiers: their one-query kernels, query by query.
+    for (int64_t t = 0; t < n_queries; t++)
+        pl_attention_group_f16(q + t * q_stride, n_heads, k, v, stride, n_ctx + t, head_dim, scale, scores,
+                               out + t * out_stride);
+}
+
 void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                       int64_t head_dim, float scale, float *scores, float *out) {
 #if defined(__x86_64__)

@@ -51,6 +51,9 @@ void pl_portable_expf(const float *x, float *y, int64_t n);
 void pl_portable_swiglu(float *g, const float *u, int64_t n);
 void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                            int64_t hd, float scale, float *scores, float *out);
+void pl_portable_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                                const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd,
+                                float scale, float *scores, float *out, int64_t out_stride);
 
 #if defined(__x86_64__)
 // ---- AVX-512 (F, BW, VL, DQ; the quantized row kernels also VNNI) ----
@@ -70,6 +73,9 @@ void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, i
                          int64_t hd, float scale, float *scores, float *out);
 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
                                int64_t stride, int64_t n_ctx, float scale, float *scores, float *out);
+void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                              const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, float scale,
+                              float *scores, float *out, int64_t out_stride);
 
 // ---- AVX2 + FMA + F16C (AVX-VNNI where present) ----
 void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);

@@ -304,6 +304,37 @@ static void test_attention(int tier, const char *name) {
     }
 }
 
+// A tile of consecutive queries (pl_attention_tile_f16): on each tier, every (query, head) bit for bit what that
+// tier's one-query kernel gives it alone, and within the one-query bound of the portable reference tile.
+static void test_attention_tile(int tier, const char *name) {
+    static const int dims[] = {64, 32};
+    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}};
+    for (int di = 0; di < 2; di++)
+        for (int si = 0; si < 5; si++)
+            for (int n_ctx = 1; n_ctx <= 80; n_ctx += 13) {
+                int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
+                int qs = G * hd + 3, n_out = T * qs;
+                uint16_t *k = malloc((size_t)rows * stride * 2), *v = malloc((size_t)rows * stride * 2);
+                float *q = malloc((size_t)n_out * 4), *s = malloc((size_t)T * G * rows * 4);
+                float *op = malloc((size_t)n_out * 4), *of = malloc((size_t)n_out * 4), *o1 = malloc((size_t)n_out * 4);
+                for (int i = 0; i < rows * stride; i++) { k[i] = pl_f32_to_f16(unit() * 2 - 1); v[i] = pl_f32_to_f16(unit() * 2 - 1); }
+                for (int i = 0; i < n_out; i++) { q[i] = (unit() * 2 - 1) * 3; op[i] = of[i] = o1[i] = 0.0f; }
+                pl_isa_force_thread(PL_ISA_PORTABLE);
+                pl_attention_tile_f16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, op, qs);
+                pl_isa_force_thread(tier);
+                pl_attention_tile_f16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, of, qs);
+                for (int t = 0; t < T; t++)
+                    for (int g = 0; g < G; g++)
+                        pl_attention_f16(q + t * qs + g * hd, k, v, stride, n_ctx + t, hd, 0.125f, s, o1 + t * qs + g * hd);
+                int ok = 1;
+                for (int i = 0; i < n_out; i++) if (!(fabsf(op[i] - of[i]) <= 2e-3f)) ok = 0;
+                check(ok, name, "attention tile within 2e-3 of the portable tile (head_dim, queries, n_ctx)", hd, T, n_ctx);
+                check(bits_equal(of, o1, n_out), name, "attention tile = one-query kernel per (query, head) (head_dim, queries, n_ctx)",
+                      hd, T, n_ctx);
+                free(k); free(v); free(q); free(s); free(op); free(of); free(o1);
+            }
+}
+
 static void test_gemm(int tier, const char *name) {
     int K = 96, rows = 45, tokens = 11;
     float *x = malloc((size_t)tokens * K * 4), *w = malloc((size_t)rows * K * 4);
@@ -339,6 +370,7 @@ int main(int argc, char **argv) {
         test_float_kernels(tier, name);
         test_math(tier, name);
         test_attention(tier, name);
+        test_attention_tile(tier, name);
         test_gemm(tier, name);
         pl_isa_force_thread(-1);
         printf("tier %s vs portable: %d checks, %d failed\n", name, g_pass - pass0 + g_fail - before, g_fail - before);

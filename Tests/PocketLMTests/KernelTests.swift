@@ -638,6 +638,48 @@ struct KernelTests {
         }
     }
 
+    /// On AVX-512 with head_dim 64 and up to PL_ATTENTION_TILE_PAIRS pairs this compares the tile body with the
+    /// one-query body; elsewhere (other tiers, other sizes) the tile runs the one-query kernel per query and this
+    /// checks only the layout (strides, causal lengths, nothing written past a query's heads).
+    @Test("pl_attention_tile_f16 gives each (query, head) exactly what pl_attention_f16 gives it alone",
+          arguments: [16, 64])
+    func attentionTile(headDim hd: Int) {
+        var rng = SeededSplitMix64(seed: 0x711E + UInt64(hd))
+        for nCtx in [1, 2, 15, 16, 17, 31, 100, 333] {
+            for (queries, heads) in [(1, 3), (2, 3), (4, 3), (5, 3), (6, 3), (3, 1), (16, 1), (4, 4), (2, 5)] {
+                let stride = 2 * hd // two KV heads; the tile reads the second
+                let rows = nCtx + queries - 1
+                let qStride = heads * hd + 8, outStride = heads * hd + 5   // gaps between queries stay untouched
+                let q = (0..<(queries * qStride)).map { _ in rng.normal() * 2 }
+                let k = (0..<(rows * stride)).map { _ in pl_f32_to_f16(rng.normal()) }
+                let v = (0..<(rows * stride)).map { _ in pl_f32_to_f16(rng.normal() * 3) }
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        let kh = kp.baseAddress! + hd, vh = vp.baseAddress! + hd
+                        var single = [Float](repeating: .nan, count: queries * outStride)
+                        var scores = [Float](repeating: 0, count: queries * heads * rows)
+                        for t in 0..<queries {
+                            for g in 0..<heads {
+                                single.withUnsafeMutableBufferPointer { o in
+                                    q.withUnsafeBufferPointer { qp in
+                                        pl_attention_f16(qp.baseAddress! + t * qStride + g * hd, kh, vh, Int64(stride),
+                                                         Int64(nCtx + t), Int64(hd), 0.3, &scores,
+                                                         o.baseAddress! + t * outStride + g * hd)
+                                    }
+                                }
+                            }
+                        }
+                        var tiled = [Float](repeating: .nan, count: queries * outStride)
+                        pl_attention_tile_f16(q, Int64(qStride), Int64(queries), Int64(heads), kh, vh, Int64(stride),
+                                              Int64(nCtx), Int64(hd), 0.3, &scores, &tiled, Int64(outStride))
+                        #expect(tiled.map(\.bitPattern) == single.map(\.bitPattern),
+                                "hd \(hd), \(queries) queries × \(heads) heads, n_ctx \(nCtx)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("attention over one position returns that position's value (f16)")
     func attentionSingle() {
         let q: [Float] = (0..<16).map { Float($0) - 7.3 }

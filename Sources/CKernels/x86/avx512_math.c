@@ -1,4 +1,5 @@
-// AVX-512 bodies of expf (glibc's, 16 lanes: bit-identical), SwiGLU and F16-cache attention.
+// AVX-512 bodies of expf (glibc's, 16 lanes: bit-identical), SwiGLU and F16-cache attention (one query; a tile of a
+// prompt chunk's queries).
 #include "kernels_internal.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -251,6 +252,219 @@ AVX512 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uin
     case 2: attention_group_body(q, 2, k, v, stride, n_ctx, scale, scores, out); break;
     case 3: attention_group_body(q, 3, k, v, stride, n_ctx, scale, scores, out); break;
     default: attention_group_body(q, 4, k, v, stride, n_ctx, scale, scores, out); break;
+    }
+}
+// ---- A tile of queries: consecutive positions of one prompt chunk over one KV head --------------------------------
+// At depth a prompt token's attention costs about what its weights do, and the one-query kernel spends half its time
+// outside the multiply-adds: converting each K and V row, reducing each dot product's 16 lanes with shuffles, and
+// summing each head's probabilities in one dependent chain. Here up to 16 (query, head) pairs share every row:
+// 16 K rows are converted and transposed once (kt[e] = element e of the 16 rows), so each pair's 16 dot products
+// are 64 fmas with a broadcast of its query element and a shuffle-free add tree over the lane vectors; the
+// probability sums of 8 pairs run as 8 independent chains; each V row is converted once per 6 pairs.
+// Every pair's arithmetic is the one-query kernel's, operation for operation: lane i of its accumulator takes
+// fma(q[16c+i], k[16c+i], ·) for c = 0..3 from zero, the lanes are added as _mm512_reduce_add_ps adds them
+// ((i + i+8), (i + i+4), (i + i+2), (i + i+1)) and scaled, the sum runs position by position, and the output lane
+// takes fma(p_t, v_t, ·) position by position. So each output is bit-identical to pl_attention_f16 alone.
+enum { TILE_PAIRS = 16, PV_PAIRS = 6 };
+
+// 16×16 transpose of floats: r[j] lane e becomes r[e] lane j.
+AVX512 static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    PL_UNROLL
+    for (int j = 0; j < 8; j++) {
+        t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+        t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+    }
+    PL_UNROLL
+    for (int j = 0; j < 4; j++) {
+        __m512d a0 = _mm512_castps_pd(t[4 * j]), a1 = _mm512_castps_pd(t[4 * j + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * j + 2]), a3 = _mm512_castps_pd(t[4 * j + 3]);
+        u[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        u[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        u[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        u[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    // u[4j + m], 128-bit lane L: element 4L + m of rows 4j..4j+3.
+    PL_UNROLL
+    for (int m = 0; m < 4; m++) {
+        __m512 a = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), b = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+        __m512 c = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88), d = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+        r[m] = _mm512_shuffle_f32x4(a, c, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(a, c, 0xDD);
+        r[4 + m] = _mm512_shuffle_f32x4(b, d, 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(b, d, 0xDD);
+    }
+}
+
+// Rows 0 ..< rows (at most 16; the rest read as zero) of 64 f16 elements, as kt[e·16 + j] = element e of row j.
+AVX512 static inline __attribute__((always_inline)) void transpose_rows(const uint16_t *k, int64_t stride, int64_t rows,
+                                                                       float *kt) {
+    PL_UNROLL
+    for (int c = 0; c < 4; c++) {
+        __m512 r[16];
+        PL_UNROLL
+        for (int j = 0; j < 16; j++)
+            r[j] = j < rows ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + j * stride + 16 * c)))
+                            : _mm512_setzero_ps();
+        transpose16(r);
+        PL_UNROLL
+        for (int e = 0; e < 16; e++) _mm512_store_ps(kt + (16 * c + e) * 16, r[e]);
+    }
+}
+
+// One pair's scores for the 16 rows of kt: lane j = q·k_j · scale.
+AVX512 static inline __attribute__((always_inline)) __m512 tile_scores16(const float *qf, const float *kt, __m512 vscale) {
+    __m512 a[16];
+    PL_UNROLL
+    for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
+    PL_UNROLL
+    for (int c = 0; c < 4; c++)
+        PL_UNROLL
+        for (int i = 0; i < 16; i++)
+            a[i] = _mm512_fmadd_ps(_mm512_set1_ps(qf[16 * c + i]), _mm512_load_ps(kt + (16 * c + i) * 16), a[i]);
+    PL_UNROLL
+    for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(a[i], a[i + 8]);
+    PL_UNROLL
+    for (int i = 0; i < 4; i++) a[i] = _mm512_add_ps(a[i], a[i + 4]);
+    PL_UNROLL
+    for (int i = 0; i < 2; i++) a[i] = _mm512_add_ps(a[i], a[i + 2]);
+    return _mm512_mul_ps(_mm512_add_ps(a[0], a[1]), vscale);
+}
+
+// sums[j] = Σ_{u < n} s[j·ld + u] for j < M, each in position order: M independent chains instead of one.
+AVX512 static inline __attribute__((always_inline)) void tile_sums(const float *s, int64_t ld, const int M, int64_t n,
+                                                                  float *sums) {
+    float acc[8];
+    PL_UNROLL
+    for (int j = 0; j < M; j++) acc[j] = 0.0f;
+    for (int64_t u = 0; u < n; u++)
+        PL_UNROLL
+        for (int j = 0; j < M; j++) acc[j] += s[j * ld + u];
+    PL_UNROLL
+    for (int j = 0; j < M; j++) sums[j] = acc[j];
+}
+
+// Outputs of M pairs (p0 ..< p0+M): o = Σ_u p_u v_u over each pair's own positions (n_seen[j]; all see n_common).
+AVX512 static inline __attribute__((always_inline)) void tile_values(
+        const float *s, int64_t ld, const int M, const uint16_t *v, int64_t stride, int64_t n_common,
+        const int64_t *n_seen, float *const *out) {
+    __m512 o[PV_PAIRS][4];
+    PL_UNROLL
+    for (int j = 0; j < M; j++)
+        PL_UNROLL
+        for (int c = 0; c < 4; c++) o[j][c] = _mm512_setzero_ps();
+    int64_t n_max = 0;
+    PL_UNROLL
+    for (int j = 0; j < M; j++) if (n_seen[j] > n_max) n_max = n_seen[j];
+    for (int64_t u = 0; u < n_max; u++) {
+        const uint16_t *vt = v + u * stride;
+        __m512 vv[4];
+        PL_UNROLL
+        for (int c = 0; c < 4; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
+        if (u < n_common) {
+            PL_UNROLL
+            for (int j = 0; j < M; j++) {
+                __m512 pv = _mm512_set1_ps(s[j * ld + u]);
+                PL_UNROLL
+                for (int c = 0; c < 4; c++) o[j][c] = _mm512_fmadd_ps(pv, vv[c], o[j][c]);
+            }
+        } else {
+            PL_UNROLL
+            for (int j = 0; j < M; j++) {
+                if (u >= n_seen[j]) continue;
+                __m512 pv = _mm512_set1_ps(s[j * ld + u]);
+                PL_UNROLL
+                for (int c = 0; c < 4; c++) o[j][c] = _mm512_fmadd_ps(pv, vv[c], o[j][c]);
+            }
+        }
+    }
+    PL_UNROLL
+    for (int j = 0; j < M; j++)
+        PL_UNROLL
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(out[j] + 16 * c, o[j][c]);
+}
+
+// head_dim 64, n_queries · n_heads ≤ TILE_PAIRS (kernels.c checks). Pair p = t·n_heads + g: query t's head g, which
+// sees rows 0 ..< n_ctx + t; its scores at scores + p·ld.
+AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                                     const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, float scale,
+                                     float *scores, float *out, int64_t out_stride) {
+    enum { HD = 64 };
+    const int64_t pairs = n_queries * n_heads, ld = n_ctx + n_queries - 1;
+    _Alignas(64) float qf[TILE_PAIRS][HD];
+    _Alignas(64) float kt[HD * 16];
+    int64_t seen[TILE_PAIRS];
+    float *outp[TILE_PAIRS], mx[TILE_PAIRS], sums[TILE_PAIRS];
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t t = p / n_heads, g = p % n_heads;
+        seen[p] = n_ctx + t;
+        outp[p] = out + t * out_stride + g * HD;
+        PL_UNROLL
+        for (int c = 0; c < 4; c++)
+            _mm512_store_ps(qf[p] + 16 * c, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + t * q_stride + g * HD + 16 * c),
+                                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
+    // Scores, 16 rows at a time for every pair that sees any of them.
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int64_t b = 0; b < ld; b += 16) {
+        const int64_t rows = ld - b < 16 ? ld - b : 16;
+        const uint16_t *kb = k + b * stride;
+        // The next block's keys: the cache is cold at depth (a layer's K and V are read once per tile).
+        PL_UNROLL
+        for (int j = 0; j < 16; j++) _mm_prefetch((const char *)(kb + (16 + j) * stride), _MM_HINT_T0);
+        transpose_rows(kb, stride, rows, kt);
+        const __mmask16 valid = (__mmask16)((1u << rows) - 1);
+        for (int64_t p = 0; p < pairs; p++) {
+            if (seen[p] <= b) continue;
+            _mm512_mask_storeu_ps(scores + p * ld + b, valid, tile_scores16(qf[p], kt, vscale));
+        }
+    }
+    // Softmax: the maximum (order-free), glibc's expf, the sums (8 chains at a time), probabilities rounded to f16.
+    for (int64_t p = 0; p < pairs; p++) {
+        float *sp = scores + p * ld;
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        int64_t u = 0;
+        for (; u + 16 <= seen[p]; u += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(sp + u));
+        mx[p] = _mm512_reduce_max_ps(vmax);
+        for (; u < seen[p]; u++) if (sp[u] > mx[p]) mx[p] = sp[u];
+        softmax_exp(sp, seen[p], mx[p]);
+    }
+    for (int64_t p0 = 0; p0 < pairs; p0 += 8) {
+        const int64_t m = pairs - p0 < 8 ? pairs - p0 : 8;
+        switch (m) {
+        case 1: tile_sums(scores + p0 * ld, ld, 1, n_ctx, sums + p0); break;
+        case 2: tile_sums(scores + p0 * ld, ld, 2, n_ctx, sums + p0); break;
+        case 3: tile_sums(scores + p0 * ld, ld, 3, n_ctx, sums + p0); break;
+        case 4: tile_sums(scores + p0 * ld, ld, 4, n_ctx, sums + p0); break;
+        case 5: tile_sums(scores + p0 * ld, ld, 5, n_ctx, sums + p0); break;
+        case 6: tile_sums(scores + p0 * ld, ld, 6, n_ctx, sums + p0); break;
+        case 7: tile_sums(scores + p0 * ld, ld, 7, n_ctx, sums + p0); break;
+        default: tile_sums(scores + p0 * ld, ld, 8, n_ctx, sums + p0); break;
+        }
+    }
+    for (int64_t p = 0; p < pairs; p++) {
+        float *sp = scores + p * ld, sum = sums[p];
+        for (int64_t u = n_ctx; u < seen[p]; u++) sum += sp[u];
+        const float inv = 1.0f / sum;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        int64_t u = 0;
+        for (; u + 16 <= seen[p]; u += 16)
+            _mm512_storeu_ps(sp + u, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(sp + u), vinv),
+                                                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        for (; u < seen[p]; u++) sp[u] = _cvtsh_ss(_cvtss_sh(sp[u] * inv, _MM_FROUND_TO_NEAREST_INT));
+    }
+    // Values, PV_PAIRS pairs per pass over the rows.
+    for (int64_t p0 = 0; p0 < pairs; p0 += PV_PAIRS) {
+        const int64_t m = pairs - p0 < PV_PAIRS ? pairs - p0 : PV_PAIRS;
+        const float *sp = scores + p0 * ld;
+        switch (m) {
+        case 1: tile_values(sp, ld, 1, v, stride, n_ctx, seen + p0, outp + p0); break;
+        case 2: tile_values(sp, ld, 2, v, stride, n_ctx, seen + p0, outp + p0); break;
+        case 3: tile_values(sp, ld, 3, v, stride, n_ctx, seen + p0, outp + p0); break;
+        case 4: tile_values(sp, ld, 4, v, stride, n_ctx, seen + p0, outp + p0); break;
+        case 5: tile_values(sp, ld, 5, v, stride, n_ctx, seen + p0, outp + p0); break;
+        default: tile_values(sp, ld, 6, v, stride, n_ctx, seen + p0, outp + p0); break;
+        }
     }
 }
 #endif

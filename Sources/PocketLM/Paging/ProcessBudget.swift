@@ -78,7 +78,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, ffn = config.intermediateSize
         let hd = config.headDim, widest = max(dim, ffn, qDim)
         var floats = b * (2 * dim + qDim + 2 * kvDim + max(qDim, dim) + 2 * ffn)   // x, xn, q, k, v, att, gate, up
-        floats += threads * config.attentionGroup * contextLength                   // scores
+        floats += threads * Transformer.attentionScoresPerThread(config: config, contextLength: contextLength) // scores
         floats += config.vocabSize                                                 // last logits
         floats += 2 * 2 * b * hd / 2                                               // RoPE cos/sin, two bases
         floats += threads * 32 * widest                                            // Linear's panels
