@@ -259,7 +259,7 @@ AVX512 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uin
 // outside the multiply-adds: converting each K and V row, reducing each dot product's 16 lanes with shuffles, and
 // summing each head's probabilities in one dependent chain. Here up to 16 (query, head) pairs share every row:
 // 16 K rows are converted and transposed once (kt[e] = element e of the 16 rows), so each pair's 16 dot products
-// are 64 fmas with a broadcast of its query element and a shuffle-free add tree over the lane vectors; the
+// are 64 fmas with a broadcast of its query element (two pairs per load of kt) and a shuffle-free add tree; the
 // probability sums of 8 pairs run as 8 independent chains; each V row is converted once per 6 pairs.
 // Every pair's arithmetic is the one-query kernel's, operation for operation: lane i of its accumulator takes
 // fma(q[16c+i], k[16c+i], ·) for c = 0..3 from zero, the lanes are added as _mm512_reduce_add_ps adds them
@@ -312,23 +312,37 @@ AVX512 static inline __attribute__((always_inline)) void transpose_rows(const ui
     }
 }
 
-// One pair's scores for the 16 rows of kt: lane j = q·k_j · scale.
-AVX512 static inline __attribute__((always_inline)) __m512 tile_scores16(const float *qf, const float *kt, __m512 vscale) {
-    __m512 a[16];
+// The scores of NP pairs (1 or 2) for the 16 rows of kt: lane j of r[p] = q_p·k_j · scale. Lanes i and i+8 of the
+// dot products are computed together and added at once (the first step of the add tree), so only 8 sums per pair
+// stay live and two pairs share every kt load.
+AVX512 static inline __attribute__((always_inline)) void tile_scores16(const int NP, const float *const qf[2],
+                                                                      const float *kt, __m512 vscale, __m512 r[2]) {
+    __m512 b[2][8];
     PL_UNROLL
-    for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
-    PL_UNROLL
-    for (int c = 0; c < 4; c++)
+    for (int i = 0; i < 8; i++) {
+        __m512 lo[2], hi[2];
         PL_UNROLL
-        for (int i = 0; i < 16; i++)
-            a[i] = _mm512_fmadd_ps(_mm512_set1_ps(qf[16 * c + i]), _mm512_load_ps(kt + (16 * c + i) * 16), a[i]);
+        for (int p = 0; p < NP; p++) lo[p] = hi[p] = _mm512_setzero_ps();
+        PL_UNROLL
+        for (int c = 0; c < 4; c++) {
+            const __m512 k0 = _mm512_load_ps(kt + (16 * c + i) * 16), k1 = _mm512_load_ps(kt + (16 * c + i + 8) * 16);
+            PL_UNROLL
+            for (int p = 0; p < NP; p++) {
+                lo[p] = _mm512_fmadd_ps(_mm512_set1_ps(qf[p][16 * c + i]), k0, lo[p]);
+                hi[p] = _mm512_fmadd_ps(_mm512_set1_ps(qf[p][16 * c + i + 8]), k1, hi[p]);
+            }
+        }
+        PL_UNROLL
+        for (int p = 0; p < NP; p++) b[p][i] = _mm512_add_ps(lo[p], hi[p]);
+    }
     PL_UNROLL
-    for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(a[i], a[i + 8]);
-    PL_UNROLL
-    for (int i = 0; i < 4; i++) a[i] = _mm512_add_ps(a[i], a[i + 4]);
-    PL_UNROLL
-    for (int i = 0; i < 2; i++) a[i] = _mm512_add_ps(a[i], a[i + 2]);
-    return _mm512_mul_ps(_mm512_add_ps(a[0], a[1]), vscale);
+    for (int p = 0; p < NP; p++) {
+        PL_UNROLL
+        for (int i = 0; i < 4; i++) b[p][i] = _mm512_add_ps(b[p][i], b[p][i + 4]);
+        PL_UNROLL
+        for (int i = 0; i < 2; i++) b[p][i] = _mm512_add_ps(b[p][i], b[p][i + 2]);
+        r[p] = _mm512_mul_ps(_mm512_add_ps(b[p][0], b[p][1]), vscale);
+    }
 }
 
 // sums[j] = Σ_{u < n} s[j·ld + u] for j < M, each in position order: M independent chains instead of one.
@@ -414,9 +428,19 @@ AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n
         for (int j = 0; j < 16; j++) _mm_prefetch((const char *)(kb + (16 + j) * stride), _MM_HINT_T0);
         transpose_rows(kb, stride, rows, kt);
         const __mmask16 valid = (__mmask16)((1u << rows) - 1);
-        for (int64_t p = 0; p < pairs; p++) {
-            if (seen[p] <= b) continue;
-            _mm512_mask_storeu_ps(scores + p * ld + b, valid, tile_scores16(qf[p], kt, vscale));
+        // Pairs two at a time; later pairs see more rows, so the pairs that see any of these form a tail.
+        int64_t p = 0;
+        while (p < pairs && seen[p] <= b) p++;
+        for (; p < pairs; p += 2) {
+            __m512 r[2];
+            const float *qp[2] = {qf[p], qf[p + 1 < pairs ? p + 1 : p]};
+            if (p + 1 < pairs) {
+                tile_scores16(2, qp, kt, vscale, r);
+                _mm512_mask_storeu_ps(scores + (p + 1) * ld + b, valid, r[1]);
+            } else {
+                tile_scores16(1, qp, kt, vscale, r);
+            }
+            _mm512_mask_storeu_ps(scores + p * ld + b, valid, r[0]);
         }
     }
     // Softmax: the maximum (order-free), glibc's expf, the sums (8 chains at a time), probabilities rounded to f16.
