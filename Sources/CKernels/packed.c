@@ -28,6 +28,16 @@ int pl_packed_supported(void) {
     return pl_isa_process() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI) != 0;
 }
 
+int pl_packed_few_owns(int type, int64_t n_tokens, int64_t n) {
+#if defined(__x86_64__)
+    return (type == PL_TYPE_Q4_1 || type == PL_TYPE_Q8_0) && n_tokens >= 2 && n_tokens <= PL_PACKED_FEW_MAX &&
+           n / 32 <= PL_PACKED_FEW_BLOCKS_MAX;
+#else
+    (void)type; (void)n_tokens; (void)n;
+    return 0;
+#endif
+}
+
 size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {
     int64_t groups = (rows + 15) / 16;
     return (size_t)(groups * (n / 32) * packed_block_bytes(type));
@@ -242,6 +252,8 @@ VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t 
 #define PL_PACKED_CASE(T)                                                                                   \
     case T:                                                                                                 \
         if (n_tokens == 1) matvec_packed_streams(T, packed, rows, nb, xq, y, g0, g1);                       \
+        else if (pl_packed_few_owns(T, n_tokens, nb * 32))                                                  \
+            pl_packed_matmul_few(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \
         else if (pl_packed_batch_owns(T))                                                                   \
             pl_packed_matmul_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);           \
         else matmul_packed_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \

@@ -40,5 +40,12 @@ static inline int pl_packed_batch_owns(int type) {
 /// Groups g0 ..< g1 of a packed matrix against n_tokens (> 1) inputs; outputs bit-identical to packed.c's.
 void pl_packed_matmul_batch(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
                             size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
+/// Inputs and blocks per row pl_packed_matmul_few takes (8 × 256 blocks of Q8_0 seeds: 64 KiB of its stack).
+#define PL_PACKED_FEW_MAX 8
+#define PL_PACKED_FEW_BLOCKS_MAX 256
+/// Groups g0 ..< g1 of a packed Q4_1 or Q8_0 matrix against 2-8 inputs (pl_packed_few_owns), each group visited
+/// once for all of them (x86/avx512_packed_few.c); outputs bit-identical to packed.c's one-input kernel.
+void pl_packed_matmul_few(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                          size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
 #endif
 #endif

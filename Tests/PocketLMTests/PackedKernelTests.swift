@@ -75,6 +75,59 @@ struct PackedKernelTests {
         }
     }
 
+    /// A decode step of a few slots: 2…8 inputs of Q4_1 or Q8_0 go through the few-inputs kernel (each group visited
+    /// once, two inputs per weight load); each input must get exactly what a lone call (the one-input kernel) gives it.
+    @Test("few inputs (Q4_1, Q8_0; 2…8) equal one lone call per input (odd rows, split ranges, 1,536 columns)",
+          arguments: [(37, 96), (200, 1536), (61, 576), (16, 64)])
+    func fewInputsMatchLoneCalls(rows: Int, cols: Int) throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        for (type, blockBytes) in Self.types where type == 3 || type == 8 {
+            let w = Self.randomMatrix(type: type, blockBytes: blockBytes, rows: rows, cols: cols, seed: UInt64(rows + cols) + UInt64(type))
+            let rowBytes = cols / 32 * blockBytes
+            var packed = [UInt8](repeating: 0xAA, count: pl_packed_bytes(type, Int64(rows), Int64(cols)))
+            w.withUnsafeBytes { wp in
+                packed.withUnsafeMutableBytes { pp in
+                    pl_pack_rows(type, wp.baseAddress, rowBytes, Int64(rows), Int64(cols), pp.baseAddress, 0, Int64((rows + 15) / 16))
+                }
+            }
+            for tokens in 2...8 {
+                #expect(pl_packed_few_owns(type, Int64(tokens), Int64(cols)) == 1, "type \(type), \(tokens) inputs")
+                var rng = SplitMix64(seed: UInt64(tokens) * 7 + UInt64(type))
+                let x = (0..<(tokens * cols)).map { _ in Float(rng.nextUnit() * 4 - 2) }
+                let stride = (cols / 32) * 36 + 4   // a stride wider than the blocks, as Linear's scratch has
+                var xq = [UInt8](repeating: 0, count: tokens * stride)
+                x.withUnsafeBufferPointer { xp in
+                    xq.withUnsafeMutableBytes { q in
+                        for t in 0..<tokens {
+                            if type == 3 { pl_quantize_q8_1(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                            else { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                        }
+                    }
+                }
+                var lone = [Float](repeating: .nan, count: tokens * rows), few = [Float](repeating: .nan, count: tokens * rows)
+                packed.withUnsafeBytes { pp in
+                    xq.withUnsafeBytes { q in
+                        for t in 0..<tokens {
+                            lone.withUnsafeMutableBufferPointer { out in
+                                pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress! + t * stride, stride, 1,
+                                                 out.baseAddress! + t * rows, Int64(rows), 0, Int64(rows))
+                            }
+                        }
+                        few.withUnsafeMutableBufferPointer { out in
+                            let mid = min(rows, 32)   // two threads' row ranges
+                            pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                             out.baseAddress, Int64(rows), 0, Int64(mid))
+                            pl_matmul_packed(type, pp.baseAddress, Int64(rows), Int64(cols), q.baseAddress, stride, Int64(tokens),
+                                             out.baseAddress, Int64(rows), Int64(mid), Int64(rows))
+                        }
+                    }
+                }
+                #expect(few.map(\.bitPattern) == lone.map(\.bitPattern), "type \(type) \(rows)×\(cols) × \(tokens) inputs")
+            }
+        }
+        #expect(pl_packed_few_owns(3, 9, 576) == 0 && pl_packed_few_owns(2, 4, 576) == 0 && pl_packed_few_owns(3, 1, 576) == 0)
+    }
+
     /// Q5_0 is most of a Q4_K_M file. Its row kernels (portable and VNNI) follow llama.cpp's lanes, so the packed
     /// kernel must equal both, for every batch size the batched path handles (1 streams three groups far apart;
     /// more go three neighbouring groups at a time), odd row counts, partial last groups and split row ranges.

@@ -155,6 +155,10 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
 /// pl_matmul_q over a packed matrix: rows r0 ..< r1, both multiples of 16 (r1 may be `rows`, the true row count).
 void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
                       int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1);
+/// 1 when pl_matmul_packed computes `n_tokens` inputs of a `type` matrix `n` columns wide in one pass over each
+/// group of rows (Q4_1 and Q8_0, 2-8 inputs: a decode step of a few sequences), each weight block loaded once for
+/// all of them; 0 when the caller should rather run it input by input over rows it keeps in cache.
+int pl_packed_few_owns(int type, int64_t n_tokens, int64_t n);
 
 /// y[i] = expf(x[i]), bit-identical to glibc's expf (16 lanes at a time on AVX-512).
 void pl_expf_row(const float *x, float *y, int64_t n);

@@ -124,7 +124,9 @@ public struct Linear {
         return stride
     }
 
-    /// Inputs up to this many (a server's decode batch, a speculative verify pass) go through the one-input kernel,
+    /// Inputs up to this many (a server's decode batch, a speculative verify pass): Q4_1 and Q8_0 matrices run the
+    /// few-inputs kernel (`pl_packed_few_owns`: each group of rows visited once, each weight block loaded and unpacked
+    /// once for two inputs, Q8_0's input corrections computed once per call); other types run the one-input kernel,
     /// one input after another over a tile of the thread's rows small enough for L2 (`smallBatchBytes`): the first
     /// input streams the tile from memory, the others find it in L2, so the weights are read from memory once. The
     /// batch kernel unpacks each group once for all inputs, which pays off only for larger batches (measured: 4
@@ -137,7 +139,7 @@ public struct Linear {
     static func matmulPacked(_ type: Int32, _ packed: UnsafeRawPointer, rows: Int, columns: Int, rowBytes: Int,
                              _ xq: UnsafeRawPointer, stride: Int, n: Int, _ out: UnsafeMutablePointer<Float>, ldo: Int,
                              _ range: Range<Int>) {
-        if n > 1 && n <= smallBatch {
+        if n > 1 && n <= smallBatch && pl_packed_few_owns(type, Int64(n), Int64(columns)) == 0 {
             // Tiles of whole 16-row groups (the packed layout's unit).
             let tile = max(16, smallBatchBytes / max(1, rowBytes) / 16 * 16)
             var r0 = range.lowerBound
