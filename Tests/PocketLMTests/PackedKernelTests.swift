@@ -29,6 +29,21 @@ struct PackedKernelTests {
         return w
     }
 
+    /// `tokens` inputs of `columns` quantized as the packed kernel's type wants them (Q8_1 for Q4_1, else Q8_0),
+    /// `stride` bytes apart.
+    static func quantizedInputs(_ x: [Float], type: Int32, tokens: Int, columns cols: Int, stride: Int) -> [UInt8] {
+        var xq = [UInt8](repeating: 0, count: tokens * stride)
+        x.withUnsafeBufferPointer { xp in
+            xq.withUnsafeMutableBytes { q in
+                for t in 0..<tokens {
+                    if type == 3 { pl_quantize_q8_1(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                    else { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
+                }
+            }
+        }
+        return xq
+    }
+
     @Test("bit-identical to pl_matmul_q (one input: three streams in lockstep, leftover groups, a partial last group in or out of a triple)",
           arguments: [(16, 64, 1), (48, 576, 1), (37, 96, 1), (83, 64, 1), (101, 64, 1), (117, 64, 1), (200, 1536, 1),
                       (37, 96, 3), (5, 32, 2), (200, 1536, 4)])
@@ -39,15 +54,7 @@ struct PackedKernelTests {
             var rng = SplitMix64(seed: 99)
             let x = (0..<(tokens * cols)).map { _ in Float(rng.nextUnit() * 4 - 2) }
             let stride = (cols / 32) * 36
-            var xq = [UInt8](repeating: 0, count: tokens * stride)
-            x.withUnsafeBufferPointer { xp in
-                xq.withUnsafeMutableBytes { q in
-                    for t in 0..<tokens {
-                        if type == 3 { pl_quantize_q8_1(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
-                        else { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
-                    }
-                }
-            }
+            let xq = Self.quantizedInputs(x, type: type, tokens: tokens, columns: cols, stride: stride)
             let rowBytes = cols / 32 * blockBytes
             var packed = [UInt8](repeating: 0xAA, count: pl_packed_bytes(type, Int64(rows), Int64(cols)))
             var expected = [Float](repeating: 0, count: tokens * rows), got = [Float](repeating: -1, count: tokens * rows)
@@ -95,15 +102,7 @@ struct PackedKernelTests {
                 var rng = SplitMix64(seed: UInt64(tokens) * 7 + UInt64(type))
                 let x = (0..<(tokens * cols)).map { _ in Float(rng.nextUnit() * 4 - 2) }
                 let stride = (cols / 32) * 36 + 4   // a stride wider than the blocks, as Linear's scratch has
-                var xq = [UInt8](repeating: 0, count: tokens * stride)
-                x.withUnsafeBufferPointer { xp in
-                    xq.withUnsafeMutableBytes { q in
-                        for t in 0..<tokens {
-                            if type == 3 { pl_quantize_q8_1(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
-                            else { pl_quantize_q8_0(xp.baseAddress! + t * cols, q.baseAddress! + t * stride, Int64(cols)) }
-                        }
-                    }
-                }
+                let xq = Self.quantizedInputs(x, type: type, tokens: tokens, columns: cols, stride: stride)
                 var lone = [Float](repeating: .nan, count: tokens * rows), few = [Float](repeating: .nan, count: tokens * rows)
                 packed.withUnsafeBytes { pp in
                     xq.withUnsafeBytes { q in
