@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -100,6 +100,14 @@ kernel-tiers: kernel-tiers-native kernel-tiers-arm64
 
 kernel-tiers-native: .build/ckernels-driver
 	.build/ckernels-driver --require $(NATIVE_TIERS)
+
+# CPU-time figures of the serving kernels (README "serve"): the prompt chunk's attention tile and the few-inputs
+# decode kernel against the kernels they replace, each pair checked bit for bit. A benchmark, not part of `make test`.
+kernel-bench: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kernels.c
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench
 
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross (static libc) and qemu-user-static, installed when missing.
 arm64-deps:
