@@ -76,6 +76,11 @@ void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size
         return;
     }
     if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) {   // AVX-512 without VNNI runs the AVX2 body
+        if (n_tokens >= PL_AVX2_BATCH_MIN && pl_avx2_batch_owns(type)) {
+            if (features & PL_FEATURE_AVX_VNNI) pl_avxvnni_matmul_batch(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+            else pl_avx2_matmul_batch(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+            return;
+        }
         if (features & PL_FEATURE_AVX_VNNI) pl_avxvnni_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
         else pl_avx2_matmul_q(type, base, row_bytes, x, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
         return;

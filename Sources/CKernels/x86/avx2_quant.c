@@ -1,6 +1,7 @@
 // AVX2 bodies of the activation quantizers (Q8_0, Q8_1: bit-identical to the portable ones: the same max, 127/amax
-// and round-half-to-even) and of the Q8_0/Q4_0/Q4_1 row kernels (quant_rows_body.h, with vpmaddubsw + vpmaddwd for
-// vpdpbusd, or the VEX AVX-VNNI vpdpbusd where the CPU has it: bit-identical to the AVX-512 VNNI tier).
+// and round-half-to-even), of the Q8_0/Q4_0/Q4_1 row kernels (quant_rows_body.h) and of the Q8_0/Q4_x/Q5_x batch
+// kernel (quant_batch_body.h), with vpmaddubsw + vpmaddwd for vpdpbusd, or the VEX AVX-VNNI vpdpbusd where the CPU
+// has it: bit-identical to the AVX-512 VNNI tier.
 #include "kernels_internal.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -53,9 +54,21 @@ AVX2 static inline __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
 #undef QR_NAME
 #undef QR_DPBUSD
 
+#define QB_ATTR AVX2
+#define QB_NAME(f) pl_avx2_##f
+#define QB_DPBUSD(acc, a, b) dpbusd_avx2(acc, a, b)
+#include "x86/quant_batch_body.h"
+#undef QB_ATTR
+#undef QB_NAME
+#undef QB_DPBUSD
+
 // AVX-VNNI (Alder Lake and later, Zen 5): the VEX-encoded vpdpbusd on 256 bits.
 #define QR_ATTR __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define QR_NAME(f) pl_avxvnni_##f
 #define QR_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
 #include "x86/quant_rows_body.h"
+#define QB_ATTR QR_ATTR
+#define QB_NAME(f) pl_avxvnni_##f
+#define QB_DPBUSD(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#include "x86/quant_batch_body.h"
 #endif

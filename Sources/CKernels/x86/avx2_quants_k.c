@@ -215,6 +215,11 @@ int pl_kq_avx2_owns(int type) {
 
 AVX2 void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                             int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+    if (n_tokens >= PL_AVX2_BATCH_MIN && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1)) {
+        if (pl_isa_features() & PL_FEATURE_AVX_VNNI) pl_avxvnni_matmul_batch(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        else pl_avx2_matmul_batch(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
     switch (type) {   // one instantiation per type, so each inner loop is specialised
     case PL_TYPE_Q5_0: matmul_rows(PL_TYPE_Q5_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;
     case PL_TYPE_Q5_1: matmul_rows(PL_TYPE_Q5_1, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;
