@@ -33,6 +33,10 @@ int pl_kq_avx2_owns(int type);
 /// Rows r0 ..< r1 against n_tokens inputs, AVX2 bodies; each output bit-identical to pl_kq_dot_portable.
 void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// Q4_K/Q6_K against several inputs (x86/avx2_quants_k_batch.c): eight rows unpacked once for every input;
+/// bit-identical to pl_kq_matmul_avx2's rows.
+void pl_kq_matmul_batch_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                             int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 #endif
 #if defined(__aarch64__)
 /// 1 for the types arm/neon_quants_k.c has a NEON body for (Q4_K, Q6_K).

@@ -220,6 +220,10 @@ AVX2 void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const 
         else pl_avx2_matmul_batch(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
         return;
     }
+    if (n_tokens >= PL_AVX2_BATCH_MIN && (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K)) {
+        pl_kq_matmul_batch_avx2(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
     switch (type) {   // one instantiation per type, so each inner loop is specialised
     case PL_TYPE_Q5_0: matmul_rows(PL_TYPE_Q5_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;
     case PL_TYPE_Q5_1: matmul_rows(PL_TYPE_Q5_1, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); break;
