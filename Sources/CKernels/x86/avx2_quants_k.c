@@ -7,8 +7,8 @@
 #include "kernels_internal.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "x86/avx2_common.h"
+#define AVX2 PL_AVX2_ATTR
 
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -18,14 +18,6 @@ AVX2 static inline float hsum8v(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
-AVX2 static inline __m256i bytes_from_bits(uint32_t bits) {
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
-    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
 AVX2 static inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
@@ -51,7 +43,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
             const uint8_t *wb = w + (size_t)i * row_bytes + b * bb;
             __m128i raw = _mm_loadu_si128((const __m128i *)(wb + hoff + 4));
             __m256i a = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), low4);
-            a = _mm256_or_si256(a, _mm256_and_si256(bytes_from_bits(ld32(wb + hoff)), sixteen));
+            a = _mm256_or_si256(a, _mm256_and_si256(pl_avx2_bytes_from_bits(ld32(wb + hoff)), sixteen));
             __m256i S = dpbusd(_mm256_setzero_si256(), a, c);
             float dw = _cvtsh_ss(ld16(wb));
             if (q51) {

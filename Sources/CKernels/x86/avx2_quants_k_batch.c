@@ -14,8 +14,8 @@
 #include "kernels_internal.h"
 #include <string.h>
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "x86/avx2_common.h"
+#define AVX2 PL_AVX2_ATTR
 
 // Super-blocks unpacked at a time (2048 columns: 16 KiB of quants), inputs per token tile and per register tile.
 enum { KB_CHUNK = 8, KB_TOKENS = 32, KB_TILE = 4 };
@@ -53,27 +53,13 @@ AVX2 static inline __attribute__((always_inline)) void k_unpack(const int type, 
         const uint8_t *blk[8];
         for (int i = 0; i < 8; i++) blk[i] = w + (size_t)(i < valid ? i : 0) * row_bytes + (s0 + s) * bb;
         for (int c = 0; c < 8; c++) {
-            __m256i e[8], t[8], u[8];
+            __m256i e[8], out[8];
             PL_UNROLL
             for (int i = 0; i < 8; i++) e[i] = i < valid ? chunk_quants(type, blk[i], c) : _mm256_setzero_si256();
-            PL_UNROLL
-            for (int i = 0; i < 8; i += 2) {
-                t[i] = _mm256_unpacklo_epi32(e[i], e[i + 1]);
-                t[i + 1] = _mm256_unpackhi_epi32(e[i], e[i + 1]);
-            }
-            PL_UNROLL
-            for (int i = 0; i < 8; i += 4) {
-                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-                u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-                u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-            }
+            pl_avx2_transpose8_epi32(e, out);
             uint8_t *o = ks->q + (s * 8 + c) * 256;
             PL_UNROLL
-            for (int l = 0; l < 4; l++) {
-                _mm256_store_si256((__m256i *)(o + 32 * l), _mm256_permute2x128_si256(u[l], u[l + 4], 0x20));
-                _mm256_store_si256((__m256i *)(o + 32 * (l + 4)), _mm256_permute2x128_si256(u[l], u[l + 4], 0x31));
-            }
+            for (int l = 0; l < 8; l++) _mm256_store_si256((__m256i *)(o + 32 * l), out[l]);
         }
         for (int i = 0; i < 8; i++) {
             const uint8_t *b = blk[i];

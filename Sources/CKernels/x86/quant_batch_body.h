@@ -21,6 +21,7 @@
 
 #ifndef POCKETLM_QUANT_BATCH_SHARED
 #define POCKETLM_QUANT_BATCH_SHARED
+#include "x86/avx2_common.h"
 // Shared by every body that includes this file.
 enum { QB_CHUNK = 64, QB_STEP = 16, QB_TOKENS = 32, QB_TILE = 8 };
 
@@ -37,14 +38,6 @@ static inline int qb_block_bytes(int type) {
 }
 #endif
 
-// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
-QB_ATTR static inline __m256i QB_NAME(qb_bits)(uint32_t bits) {
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
-    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
-}
-
 // One block of one row as 32 bytes in element order (ggml's lane l = elements 4l..4l+3 = dword l): signed quants
 // for Q8_0/Q4_0/Q5_0, unsigned for Q4_1/Q5_1.
 QB_ATTR static inline __attribute__((always_inline)) __m256i QB_NAME(qb_elements)(const int type, const uint8_t *wb) {
@@ -57,7 +50,7 @@ QB_ATTR static inline __attribute__((always_inline)) __m256i QB_NAME(qb_elements
     if (type == PL_TYPE_Q4_1) return e;
     uint32_t qh;
     memcpy(&qh, wb + (type == PL_TYPE_Q5_0 ? 2 : 4), 4);
-    e = _mm256_or_si256(e, _mm256_and_si256(QB_NAME(qb_bits)(qh), _mm256_set1_epi8(16)));
+    e = _mm256_or_si256(e, _mm256_and_si256(pl_avx2_bytes_from_bits(qh), _mm256_set1_epi8(16)));
     return type == PL_TYPE_Q5_0 ? _mm256_sub_epi8(e, _mm256_set1_epi8(16)) : e;
 }
 
@@ -81,26 +74,11 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack)(con
                 d[i] = m[i] = 0;
             }
         }
-        // 8×8 transpose of dwords: row i's dword l to dword i of register l.
-        __m256i t[8], u[8];
-        PL_UNROLL
-        for (int i = 0; i < 8; i += 2) {
-            t[i] = _mm256_unpacklo_epi32(e[i], e[i + 1]);
-            t[i + 1] = _mm256_unpackhi_epi32(e[i], e[i + 1]);
-        }
-        PL_UNROLL
-        for (int i = 0; i < 8; i += 4) {
-            u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-            u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-            u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-            u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-        }
+        __m256i out[8];
+        pl_avx2_transpose8_epi32(e, out);   // row i's dword l to dword i of register l
         uint8_t *o = wl + b * 256;
         PL_UNROLL
-        for (int l = 0; l < 4; l++) {
-            _mm256_store_si256((__m256i *)(o + 32 * l), _mm256_permute2x128_si256(u[l], u[l + 4], 0x20));
-            _mm256_store_si256((__m256i *)(o + 32 * (l + 4)), _mm256_permute2x128_si256(u[l], u[l + 4], 0x31));
-        }
+        for (int l = 0; l < 8; l++) _mm256_store_si256((__m256i *)(o + 32 * l), out[l]);
         _mm256_store_ps(dw + 8 * b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d)));
         if (qb_has_min(type)) _mm256_store_ps(mw + 8 * b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)m)));
     }

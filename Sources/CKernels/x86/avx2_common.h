@@ -1,0 +1,39 @@
+#ifndef POCKETLM_AVX2_COMMON_H
+#define POCKETLM_AVX2_COMMON_H
+// Helpers shared by the AVX2 bodies (row and batch kernels, every 256-bit tier that includes them).
+#include "kernels_internal.h"
+#include <immintrin.h>
+
+#define PL_AVX2_ATTR __attribute__((target("avx2,fma,f16c")))
+
+/// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
+PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits(uint32_t bits) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+/// 8×8 transpose of dwords: dword l of e[i] to dword i of out[l] (eight rows' 4-byte lanes to one register per
+/// lane, the batch kernels' lane-major scratch).
+PL_AVX2_ATTR static inline __attribute__((always_inline)) void pl_avx2_transpose8_epi32(const __m256i e[8], __m256i out[8]) {
+    __m256i t[8], u[8];
+    PL_UNROLL
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(e[i], e[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(e[i], e[i + 1]);
+    }
+    PL_UNROLL
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    PL_UNROLL
+    for (int l = 0; l < 4; l++) {
+        out[l] = _mm256_permute2x128_si256(u[l], u[l + 4], 0x20);
+        out[l + 4] = _mm256_permute2x128_si256(u[l], u[l + 4], 0x31);
+    }
+}
+#endif
