@@ -92,8 +92,8 @@ void pl_avx2_attention(const float *q, const uint16_t *k, const uint16_t *v, int
 void pl_avxvnni_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                          int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 /// Several inputs against Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 rows (x86/quant_batch_body.h): eight rows unpacked once into a
-/// lane-major scratch for every input; bit-identical to the row kernels. From PL_AVX2_BATCH_MIN inputs on.
-enum { PL_AVX2_BATCH_MIN = 4 };
+/// lane-major scratch for every input; bit-identical to the row kernels. From PL_AVX2_BATCH_MIN inputs on (ckernels.h).
+enum { PL_AVX2_BATCH_MIN = PL_AVX2_BATCH_MIN_TOKENS };
 static inline int pl_avx2_batch_owns(int type) {
     return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 || type == PL_TYPE_Q5_0 ||
            type == PL_TYPE_Q5_1;

@@ -109,6 +109,9 @@ int pl_quant_fast_body(int type);
 /// r0 ..< r1. Each weight row is read once and stays in L1 while every input is multiplied with it.
 void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size_t xq_stride, int64_t n_tokens,
                  float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// From this many inputs on, pl_matmul_q's AVX2 tier runs its batch kernels (rows unpacked once into a lane-major
+/// scratch for every input: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K); below it, the row kernels. Same bits.
+enum { PL_AVX2_BATCH_MIN_TOKENS = 4 };
 
 /// Converts n floats to f16 (round to nearest even) / back.
 void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n);

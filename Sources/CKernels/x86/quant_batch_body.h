@@ -23,7 +23,7 @@
 #define POCKETLM_QUANT_BATCH_SHARED
 #include "x86/avx2_common.h"
 // Shared by every body that includes this file.
-enum { QB_CHUNK = 64, QB_STEP = 16, QB_TOKENS = 32, QB_TILE = 8 };
+enum { QB_CHUNK = 64, QB_STEP = 8, QB_TOKENS = 32, QB_TILE = 8 };
 
 static inline int qb_signed(int type) { return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q5_0; }
 static inline int qb_has_min(int type) { return type == PL_TYPE_Q4_1 || type == PL_TYPE_Q5_1; }
