@@ -133,10 +133,17 @@ struct FlashPagingTests {
 
         let original = try Self.logits(try TestPaths.fixture(fixture), Self.tokens)
         for paging in [PagingOptions.resident, PagingOptions(mode: .flash), PagingOptions(mode: .naive), PagingOptions(mode: .mmap),
-                       PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1)] {
+                       PagingOptions(mode: .flash, memoryBudget: 1 << 40), PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1)] {
             let packed = try Self.logits(path, Self.tokens, paging: paging)
             let differing = zip(packed, original).filter { $0 != $1 }.count
             #expect(packed.count == original.count && differing == 0, "\(fixture) \(paging.mode): \(differing) logits differ")
+        }
+        // Every group in memory and no window (resident, or a budget that holds the whole FFN): the layers are
+        // reassembled once at load into the ordinary matrices and run as the ordinary file's; otherwise per group.
+        for (paging, reassembled) in [(PagingOptions.resident, 2), (PagingOptions(mode: .flash, memoryBudget: 1 << 40), 2),
+                                      (PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1), 0), (PagingOptions(mode: .naive), 0)] {
+            let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: paging))
+            #expect(lm.transformer.feedForward?.reassembledLayers == reassembled, "\(paging)")
         }
         // A file whose FFN matrices change type between layers, and the rules that need the column format, are refused.
         #expect(throws: PagingError.self) {

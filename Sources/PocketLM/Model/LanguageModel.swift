@@ -112,6 +112,7 @@ public final class LanguageModel {
                                          extraScratchBytes: layout.format == .blockRows
                                             ? layout.largestDownBytes
                                                 + 3 * options.maxBatch * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
+                                                + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: options.maxBatch)
                                             : 0)
                 processBudget = plan
                 paging.memoryBudget = max(0, plan.weightBytes)

@@ -85,6 +85,12 @@ public final class PagedFeedForward: @unchecked Sendable {
     private let linear: Linear?
     private let downMatrix: UnsafeMutableRawPointer?
     private let caches: [NeuronBundleCache]
+    /// Block rows with every group of every layer in memory: the layers as the ordinary file's matrices (empty
+    /// otherwise; the slots then hold no groups).
+    private var denseLayers: [DenseFFNLayer] = []
+    /// Layers run as the ordinary file's matrices (reassembled at load): all of them or none.
+    public var reassembledLayers: Int { denseLayers.count }
+    private let dense: Bool
     private let arena: UnsafeMutableRawPointer?
     private let staging: [UnsafeMutableRawPointer]
     /// Under a budget: the file's page cache is the process's memory too, so what is read through the map leaves it.
@@ -121,6 +127,8 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// A batch's quantized inputs and its gate/up outputs (prefill), maxBatch rows each.
     private let batchXq: UnsafeMutableRawPointer
     private let batchG, batchU: UnsafeMutablePointer<Float>
+    /// Block rows: a batch's inputs quantized for the gate and for the up rows (two formats at most).
+    private let blockRowsXq: UnsafeMutableRawPointer
     private let acc: UnsafeMutablePointer<Int32>
     private let accPerPart: Int
 
@@ -248,15 +256,21 @@ public final class PagedFeedForward: @unchecked Sendable {
                           minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned,
                           groupsPerLayer: G, pinnedLayers: pinnedLayers, cacheBytes: cacheBytes)
 
+        // Block rows with every group kept (resident, or a flash budget holding the whole FFN, no window): the
+        // layers are reassembled at load into the ordinary matrices (no larger than the groups they replace).
+        let dense = !columns && pinned == G && window == 0 && (options.mode == .resident || options.mode == .flash)
+        self.dense = dense
+        let slotBytes = dense ? 0 : layers * capacity * bb
         // Memory for the slots and the two staging buffers, in one aligned arena.
-        let arenaBytes = layers * capacity * bb + stagingBytes
+        let arenaBytes = slotBytes + stagingBytes
         let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
         self.arena = arena
         let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
         caches = (0..<layers).map { l in
-            NeuronBundleCache(groups: G, capacity: capacity, pinned: pinned, slots: base + l * capacity * bb, bundleBytes: bb)
+            dense ? NeuronBundleCache(groups: G, capacity: 0, pinned: 0, slots: base, bundleBytes: bb)
+                  : NeuronBundleCache(groups: G, capacity: capacity, pinned: pinned, slots: base + l * capacity * bb, bundleBytes: bb)
         }
-        staging = stagingBytes > 0 ? [base + layers * capacity * bb, base + layers * capacity * bb + layout.layerBytes] : []
+        staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + layout.layerBytes] : []
 
         if options.mode == .mmap {
             mapped = file.file
@@ -286,10 +300,11 @@ public final class PagedFeedForward: @unchecked Sendable {
         batchXq = .allocate(byteCount: max(1, maxBatch) * dim / 32 * Int(PL_Q8_0_BLOCK_BYTES), alignment: 64)
         batchG = .allocate(capacity: max(1, maxBatch) * ffn)
         batchU = .allocate(capacity: max(1, maxBatch) * ffn)
+        blockRowsXq = .allocate(byteCount: columns ? 64 : PagedFeedForward.blockRowsInputBytes(dim: dim, maxBatch: maxBatch), alignment: 64)
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
         acc = .allocate(capacity: accPerPart * pool.threadCount)
 
-        try loadPinned()
+        if dense { try loadDense() } else { try loadPinned() }
         for info in file.tensors where info.name.hasSuffix(".ffn_bundles") {
             file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount, evict: evicts)
         }
@@ -306,7 +321,24 @@ public final class PagedFeedForward: @unchecked Sendable {
         for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
         ptrs.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
         xq.deallocate(); hq.deallocate(); acc.deallocate()
-        batchXq.deallocate(); batchG.deallocate(); batchU.deallocate()
+        batchXq.deallocate(); batchG.deallocate(); batchU.deallocate(); blockRowsXq.deallocate()
+    }
+
+    /// Reads each layer whole (into a staging buffer, or a temporary one in resident mode) and reassembles it.
+    private func loadDense() throws {
+        guard let reader else { return }
+        let temporary = staging.isEmpty
+            ? UnsafeMutableRawPointer.allocate(byteCount: layout.layerBytes, alignment: FlashLayout.ioAlignment) : nil
+        defer { temporary?.deallocate() }
+        let buffer = temporary ?? staging[0]
+        for l in 0..<config.numHiddenLayers {
+            let batch = batches[0]
+            batch.reset()
+            batch.add(offset: bundleOffsets[l], length: layout.layerBytes, into: buffer, maxRead: layout.layerBytes)
+            reader.submit(batch)
+            try batch.wait()
+            denseLayers.append(DenseFFNLayer(layout: layout, block: l, bundles: UnsafeRawPointer(buffer)))
+        }
     }
 
     /// Fills the pinned slots: the groups with the most calibration mass when the file has it, else the first.
@@ -353,6 +385,16 @@ public final class PagedFeedForward: @unchecked Sendable {
             return Double(t1 - t0) * 1e-9
         }
         stats.layerSteps += 1
+
+        if dense {
+            stats.groupsNeeded += G
+            stats.groupsInMemory += G
+            stats.neuronsComputed += config.intermediateSize * rows
+            stats.manageSeconds += lap()
+            denseLayers[block].forward(linear: linear!, input: input, rows: rows, out: out, g: batchG, u: batchU)
+            stats.computeSeconds += lap()
+            return
+        }
 
         if options.mode == .mmap {
             let base = mapped!.base + bundleOffsets[block]
@@ -419,6 +461,11 @@ public final class PagedFeedForward: @unchecked Sendable {
         }
         compute(block: block, buffer: buffer, input: input, rows: rows, out: out)
         stats.computeSeconds += lap()
+    }
+
+    /// Bytes of the block-rows quantized inputs (a batch in two formats), for the budget's scratch.
+    public static func blockRowsInputBytes(dim: Int, maxBatch: Int) -> Int {
+        2 * max(1, maxBatch) * Linear.quantizedInputBytes(columns: dim)
     }
 
     /// Largest single read: big enough for the storage's best throughput per read (≥ 256 KiB measured here),
@@ -584,9 +631,11 @@ public final class PagedFeedForward: @unchecked Sendable {
         }
     }
 
-    /// Block rows: per group in memory, the dense row kernels on its gate and up rows (neurons of groups not used stay
-    /// 0, so their h is 0), SwiGLU over the whole layer, its down blocks copied into the reassembled down matrix, then
-    /// the dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor).
+    /// Block rows: per group in memory, the dense row kernel on its gate and up rows (neurons of groups not used stay
+    /// 0, so their h is 0), SwiGLU on its neurons and its down blocks copied into the reassembled down matrix, all in
+    /// one round of the threads (each takes a share of the groups, on the layer's inputs quantized once); then the
+    /// dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor). The row kernel
+    /// and the activation quantization are Linear's, so with every neuron used the result is the ordinary file's.
     private func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                                   out: UnsafeMutablePointer<Float>) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
@@ -595,35 +644,56 @@ public final class PagedFeedForward: @unchecked Sendable {
         let types = layout.types(block)
         let downBlock = types.down.blockSize, downBlockBytes = types.down.blockBytes
         let downRowBytes = layout.downRowBytes(block), sliceBytes = layout.downSliceBytes(block)
+        let gateRowBytes = layout.gateRowBytes(block), upRowBytes = layout.upRowBytes(block)
         let upOffset = layout.upOffset(block), downOffset = layout.downOffset(block)
         let downWeights = WeightTensor(name: "ffn_down", type: types.down, rows: dim, columns: ffn,
                                        rowBytes: downRowBytes, data: UnsafeRawPointer(down))
+        let gateType = Int32(types.gate.rawValue), upType = Int32(types.up.rawValue)
+        let gateAct = pl_activation_type(gateType), upAct = pl_activation_type(upType)
+        let stride = Linear.quantizedInputBytes(columns: dim)
         let shared = predictors.isEmpty
+        let location = self.location[buffer], needed = self.needed
         var r0 = 0
         while r0 < rows {
             let n = shared ? rows : 1
             let g = batchG + r0 * ffn, u = batchU + r0 * ffn
             g.initialize(repeating: 0, count: n * ffn)
             u.initialize(repeating: 0, count: n * ffn)
-            for gi in 0..<G {
-                guard let base = location[buffer][gi] else { continue }
-                // A group read for another row of the batch is not used by this one (as in `list(row:)`).
-                if read[gi] && !needed[r0 * G + gi] { continue }
-                let neurons = layout.neurons(inGroup: gi)
-                let gate = WeightTensor(name: "ffn_gate", type: types.gate, rows: neurons.count, columns: dim,
-                                        rowBytes: layout.gateRowBytes(block), data: base)
-                let up = WeightTensor(name: "ffn_up", type: types.up, rows: neurons.count, columns: dim,
-                                      rowBytes: layout.upRowBytes(block), data: base + upOffset)
-                linear(gate, input + r0 * dim, n: n, g + neurons.lowerBound, outputStride: ffn)
-                linear(up, input + r0 * dim, n: n, u + neurons.lowerBound, outputStride: ffn)
-                let first = neurons.lowerBound / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
-                let slices = base + downOffset
-                for r in 0..<dim {
-                    (down + r * downRowBytes + first).copyMemory(from: slices + r * sliceBytes, byteCount: bytes)
+            let x = input + r0 * dim
+            let xqGate = UnsafeRawPointer(blockRowsXq), xqUp = UnsafeRawPointer(blockRowsXq + (upAct == gateAct ? 0 : n * stride))
+            func quantize(_ act: Int32, into dst: UnsafeMutableRawPointer) {
+                for t in 0..<n {
+                    switch act {
+                    case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(x + t * dim, dst + t * stride, Int64(dim))
+                    case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(x + t * dim, dst + t * stride, Int64(dim))
+                    default: pl_quantize_q8_1(x + t * dim, dst + t * stride, Int64(dim))
+                    }
                 }
-                stats.neuronsComputed += neurons.count * n
             }
-            for t in 0..<n { pl_swiglu(g + t * ffn, u + t * ffn, Int64(ffn)) }
+            quantize(gateAct, into: blockRowsXq)
+            if upAct != gateAct { quantize(upAct, into: blockRowsXq + n * stride) }
+            let parts = pool.threadCount
+            pool.run(parts: parts) { p in
+                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
+                    guard let base = location[gi] else { continue }
+                    // A group read for another row of the batch is not used by this one (as in `list(row:)`).
+                    if read[gi] && !needed[r0 * G + gi] { continue }
+                    let neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
+                    pl_matmul_q(gateType, base, gateRowBytes, xqGate, stride, Int64(n), g + lo, Int64(ffn), Int64(dim),
+                                0, Int64(neurons.count))
+                    pl_matmul_q(upType, base + upOffset, upRowBytes, xqUp, stride, Int64(n), u + lo, Int64(ffn), Int64(dim),
+                                0, Int64(neurons.count))
+                    for t in 0..<n { pl_swiglu(g + t * ffn + lo, u + t * ffn + lo, Int64(neurons.count)) }
+                    let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
+                    let slices = base + downOffset
+                    for r in 0..<dim {
+                        (down + r * downRowBytes + first).copyMemory(from: slices + r * sliceBytes, byteCount: bytes)
+                    }
+                }
+            }
+            for gi in 0..<G where location[gi] != nil && !(read[gi] && !needed[r0 * G + gi]) {
+                stats.neuronsComputed += layout.neurons(inGroup: gi).count * n
+            }
             linear(downWeights, g, n: n, out + r0 * dim)
             r0 += n
         }

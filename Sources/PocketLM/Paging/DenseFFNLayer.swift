@@ -1,0 +1,88 @@
+import CKernels
+import Foundation
+
+/// One layer of a block-rows packed file whose every group stays in memory (resident mode, or a flash budget that
+/// holds the whole FFN), reassembled once at load into the ordinary file's gate, up and down matrices and packed as
+/// `MappedWeightStore` packs them. It then runs the ordinary file's kernels — at its speed and bit for bit —
+/// instead of two small kernels per group and a down matrix reassembled from the groups' slices every step.
+final class DenseFFNLayer {
+    let gate: WeightTensor
+    let up: WeightTensor
+    let down: WeightTensor
+    private var owned: [UnsafeMutableRawPointer] = []
+
+    /// Bytes the layer keeps (the packed copies replace the row-layout ones, which are freed).
+    let bytes: Int
+
+    /// `bundles`: the layer's groups, `layout.bundleBytes` apart, as read from the file.
+    init(layout: FlashLayout, block: Int, bundles: UnsafeRawPointer) {
+        let dim = layout.hiddenSize, ffn = layout.intermediateSize, G = layout.groupsPerLayer, bb = layout.bundleBytes
+        let types = layout.types(block)
+        let gateRowBytes = layout.gateRowBytes(block), upRowBytes = layout.upRowBytes(block)
+        let downRowBytes = layout.downRowBytes(block), sliceBytes = layout.downSliceBytes(block)
+        let upOffset = layout.upOffset(block), downOffset = layout.downOffset(block)
+        let downBlock = types.down.blockSize, downBlockBytes = types.down.blockBytes
+
+        var owned: [UnsafeMutableRawPointer] = []
+        var kept = 0
+        /// The row-layout matrix `fill` writes, packed when the ordinary file's store would pack it (its row layout
+        /// freed then: only the packed copy is read, as for the ordinary file's matrices).
+        func matrix(_ name: String, _ type: GGMLType, rows: Int, columns: Int, rowBytes: Int,
+                    fill: (UnsafeMutableRawPointer) -> Void) -> WeightTensor {
+            let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
+            fill(data)
+            guard pl_packed_supported() != 0, rows > 1, MappedWeightStore.packedTypes.contains(type) else {
+                owned.append(data)
+                kept += rows * rowBytes
+                return WeightTensor(name: name, type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data))
+            }
+            let packedBytes = pl_packed_bytes(Int32(type.rawValue), Int64(rows), Int64(columns))
+            let packed = UnsafeMutableRawPointer.allocate(byteCount: packedBytes, alignment: 64)
+            packMatrix(type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data), into: packed)
+            data.deallocate()
+            owned.append(packed)
+            kept += packedBytes
+            // `data` is never read for a packed quantized matrix (Linear takes the packed copy), so it points there too.
+            return WeightTensor(name: name, type: type, rows: rows, columns: columns, rowBytes: rowBytes,
+                                data: UnsafeRawPointer(packed), packed: UnsafeRawPointer(packed))
+        }
+        gate = matrix("ffn_gate", types.gate, rows: ffn, columns: dim, rowBytes: gateRowBytes) { dst in
+            for gi in 0..<G {
+                let n = layout.neurons(inGroup: gi)
+                (dst + n.lowerBound * gateRowBytes).copyMemory(from: bundles + gi * bb, byteCount: n.count * gateRowBytes)
+            }
+        }
+        up = matrix("ffn_up", types.up, rows: ffn, columns: dim, rowBytes: upRowBytes) { dst in
+            for gi in 0..<G {
+                let n = layout.neurons(inGroup: gi)
+                (dst + n.lowerBound * upRowBytes).copyMemory(from: bundles + gi * bb + upOffset, byteCount: n.count * upRowBytes)
+            }
+        }
+        down = matrix("ffn_down", types.down, rows: dim, columns: ffn, rowBytes: downRowBytes) { dst in
+            for gi in 0..<G {
+                let n = layout.neurons(inGroup: gi)
+                let first = n.lowerBound / downBlock * downBlockBytes, count = n.count / downBlock * downBlockBytes
+                let slices = bundles + gi * bb + downOffset
+                for r in 0..<dim {
+                    (dst + r * downRowBytes + first).copyMemory(from: slices + r * sliceBytes, byteCount: count)
+                }
+            }
+        }
+        self.owned = owned
+        bytes = kept
+    }
+
+    deinit { for p in owned { p.deallocate() } }
+
+    /// out = Wdown · swiglu(Wgate·x, Wup·x) for `rows` inputs, as Transformer runs an ordinary file's FFN (the
+    /// activation on each thread's own rows right after its gate and up rows); `g` and `u` hold rows × ffn floats.
+    func forward(linear: Linear, input: UnsafeMutablePointer<Float>, rows n: Int, out: UnsafeMutablePointer<Float>,
+                 g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>) {
+        let ffn = gate.rows
+        linear.fused(input, n: n, gate, g, up, u) { m, rows in
+            guard m == 1 else { return }
+            for t in 0..<n { pl_swiglu(g + t * ffn + rows.lowerBound, u + t * ffn + rows.lowerBound, Int64(rows.count)) }
+        }
+        linear(down, g, n: n, out)
+    }
+}
