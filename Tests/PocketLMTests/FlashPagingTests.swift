@@ -190,7 +190,10 @@ struct FlashPagingTests {
                                                                       paging: PagingOptions(mode: .flash, memoryBudget: huge)))
         let longSplit = try #require(long.processBudget)
         #expect(longSplit.kvCacheBytes == 2 * split.kvCacheBytes)
-        #expect(longSplit.scratchBytes == split.scratchBytes + 32 * 4 * 1 * 2)   // one thread × 2 heads per KV head
+        // One thread's attention scores over 32 more positions: a tile of queries × 2 heads per KV head each.
+        let scores = { (c: Int) in Transformer.attentionScoresPerThread(config: long.config, contextLength: c) }
+        #expect(longSplit.scratchBytes == split.scratchBytes + 4 * 1 * (scores(64) - scores(32)))
+        #expect(scores(64) - scores(32) >= 32 * 2)
 
         // Too small: first the costs known before the vocabulary is built (runtime, KV cache, resident weights),
         // then, at a budget that fits those, the exact minimum for this context: the overhead plus the weights' minimum.
