@@ -131,6 +131,20 @@ void pl_swiglu(float *g, const float *u, int64_t n) {
     pl_portable_swiglu(g, u, n);
 }
 
+void pl_geglu_table(float *g, const float *u, const float *table, int64_t n) {
+#if defined(__x86_64__)
+    if (pl_tier_avx512()) { pl_avx512_geglu_table(g, u, table, n); return; }
+#endif
+    pl_portable_geglu_table(g, u, table, n);
+}
+
+int64_t pl_argmax(const float *x, int64_t n) {
+#if defined(__x86_64__)
+    if (pl_tier_avx512()) return pl_avx512_argmax(x, n);
+#endif
+    return pl_portable_argmax(x, n);
+}
+
 void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out) {
 #if defined(__x86_64__)

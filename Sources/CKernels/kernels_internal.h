@@ -49,6 +49,8 @@ void pl_portable_matmul_q(int type, const uint8_t *w, size_t row_bytes, const ui
                           int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 void pl_portable_expf(const float *x, float *y, int64_t n);
 void pl_portable_swiglu(float *g, const float *u, int64_t n);
+int64_t pl_portable_argmax(const float *x, int64_t n);
+void pl_portable_geglu_table(float *g, const float *u, const float *table, int64_t n);
 void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                            int64_t hd, float scale, float *scores, float *out);
 void pl_portable_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
@@ -69,6 +71,8 @@ void pl_avx512_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint
                         int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 void pl_avx512_expf(const float *x, float *y, int64_t n);
 void pl_avx512_swiglu(float *g, const float *u, int64_t n);
+int64_t pl_avx512_argmax(const float *x, int64_t n);
+void pl_avx512_geglu_table(float *g, const float *u, const float *table, int64_t n);
 void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                          int64_t hd, float scale, float *scores, float *out);
 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,

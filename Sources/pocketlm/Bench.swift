@@ -55,7 +55,7 @@ struct Bench: AsyncParsableCommand {
         }
         Console.write("""
         model: \(lm.file.path)
-        threads: \(result.threads), kernels: \(KernelISA.description), BLAS core: \(result.blasCore), load: \(String(format: "%.1f", result.loadMs)) ms, peak RSS: \(String(format: "%.1f", Double(result.peakRSSBytes) / 1_048_576)) MiB
+        threads: \(result.threads), kernels: \(KernelISA.description), BLAS core: \(result.blasCore), load: \(String(format: "%.1f", result.loadMs)) ms\(result.packedFromCache ? " (packed cache)" : ""), peak RSS: \(String(format: "%.1f", Double(result.peakRSSBytes) / 1_048_576)) MiB
         tok/s      median        min        max
         \(row("pp\(promptTokens)", result.prefill))
         \(row("tg\(genTokens)", result.decode))

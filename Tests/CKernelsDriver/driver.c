@@ -282,6 +282,55 @@ static void test_math(int tier, const char *name) {
     free(x); free(a); free(b); free(u); free(hp); free(hf);
 }
 
+// Greedy choice over logits and Gemma's GeGLU (portable/logits.c and its vector bodies). The argmax cases plant the
+// answer, so the portable body is checked against it too: ties (the first wins), NaNs (never win), all −∞ (0), the
+// maximum in the tail past the last whole vector, lengths around the vector and unroll widths.
+static void test_logits(int tier, const char *name) {
+    static const int lengths[] = {1, 2, 15, 16, 17, 63, 64, 65, 127, 1000, 4099, 262144};
+    float *x = malloc(262144 * 4);
+    for (int li = 0; li < 12; li++) {
+        int n = lengths[li];
+        for (int trial = 0; trial < 6; trial++) {
+            for (int i = 0; i < n; i++) x[i] = (unit() - 0.5f) * 30.0f;
+            int at = (int)(next_u64() % (uint64_t)n);
+            if (trial == 1) at = n - 1;                     // in the tail
+            if (trial == 2) at = 0;
+            x[at] = 100.0f;
+            if (trial == 3 && at + 1 < n) x[n - 1] = 100.0f;     // a later tie
+            if (trial == 4) for (int i = 0; i < n; i += 3) if (i != at) x[i] = NAN;
+            int expect = at;
+            if (trial == 5) { for (int i = 0; i < n; i++) x[i] = -INFINITY; expect = 0; if (n > 3) x[2] = NAN; }
+            pl_isa_force_thread(PL_ISA_PORTABLE); int64_t a = pl_argmax(x, n);
+            pl_isa_force_thread(tier); int64_t b = pl_argmax(x, n);
+            check(a == expect && b == expect, name, "argmax (n, trial, index)", n, trial, (int)b);
+        }
+    }
+    // ggml's table: gelu of each f16 value, rounded to f16.
+    float *table = malloc(65536 * 4);
+    for (int h = 0; h < 65536; h++) {
+        float v = pl_f16_to_f32((uint16_t)h);
+        float y = 0.5f * v * (1.0f + tanhf(0.79788456080286535587989211986876f * v * (1.0f + 0.044715f * v * v)));
+        table[h] = pl_f16_to_f32(pl_f32_to_f16(y));
+    }
+    enum { N = 1003 };
+    float g[N], u[N], a[N], b[N];
+    for (int i = 0; i < N; i++) { g[i] = (unit() - 0.5f) * 26.0f; u[i] = (unit() - 0.5f) * 8.0f; }
+    const float edges[] = {-10.0f, 10.0f, -9.999999f, 9.999999f, 0.0f, -0.0f, 1e-30f, -6e-8f, 65520.0f, -1e30f, INFINITY, -INFINITY};
+    for (int i = 0; i < 12; i++) g[i] = edges[i];
+    for (int len = 1; len <= N; len += len < 40 ? 1 : 241) {
+        memcpy(a, g, sizeof g); memcpy(b, g, sizeof g);
+        pl_isa_force_thread(PL_ISA_PORTABLE); pl_geglu_table(a, u, table, len);
+        pl_isa_force_thread(tier); pl_geglu_table(b, u, table, len);
+        check(bits_equal(a, b, N), name, "geglu through the GELU table (n)", len, 0, 0);
+    }
+    // Independent of either body: a value inside the range looks its f16 rounding up; the clamps.
+    pl_isa_force_thread(tier);
+    float gx[3] = {0.5f, -11.0f, 12.0f}, ux[3] = {2.0f, 3.0f, 0.5f};
+    pl_geglu_table(gx, ux, table, 3);
+    check(gx[0] == table[pl_f32_to_f16(0.5f)] * 2.0f && gx[1] == 0.0f && gx[2] == 6.0f, name, "geglu values", 0, 0, 0);
+    free(x); free(table);
+}
+
 static void test_attention(int tier, const char *name) {
     static const int dims[] = {64, 128, 32, 80};
     for (int di = 0; di < 4; di++) {
@@ -372,6 +421,7 @@ int main(int argc, char **argv) {
         test_matmul_q(tier, name);
         test_float_kernels(tier, name);
         test_math(tier, name);
+        test_logits(tier, name);
         test_attention(tier, name);
         test_attention_tile(tier, name);
         test_gemm(tier, name);

@@ -168,6 +168,11 @@ void pl_expf_row(const float *x, float *y, int64_t n);
 /// g[i] = silu(g[i]) · u[i] (SwiGLU) = g / (1 + expf(−g)) · u, with glibc's expf (as pl_expf_row), as the reference
 /// computation uses.
 void pl_swiglu(float *g, const float *u, int64_t n);
+/// g[i] = gelu(g[i]) · u[i] (GeGLU) with ggml's tabulated GELU: `table` holds gelu of every f16 bit pattern (65,536
+/// floats), looked up at g's f16 rounding for −10 < g < 10; at or below −10 the result is 0, at or above 10 it is g·u.
+void pl_geglu_table(float *g, const float *u, const float *table, int64_t n);
+/// The index of the largest of x[0 ..< n]: the first if several are equal; NaNs never win; 0 if none is above −∞.
+int64_t pl_argmax(const float *x, int64_t n);
 
 /// A spin-wait hint (x86 `pause`): lets the sibling hyper-thread run and saves power while a thread polls.
 void pl_cpu_relax(void);

@@ -31,6 +31,9 @@ public struct Benchmark {
         /// Decode tokens per second.
         public let decode: Figures
         public let loadMs: Double
+        /// Whether that load mapped its repacked matrices from the packed-weight cache (false: it repacked them, as
+        /// a file's first load does, or the CPU does not repack).
+        public let packedFromCache: Bool
         public let peakRSSBytes: Int
         public let blasCore: String
         /// The kernels' ISA tier (KernelISA: avx512, avx2, neon, portable) and the CPU features it used.
@@ -50,11 +53,13 @@ public struct Benchmark {
     /// What the report calls the model (its file path, or a config's name).
     public let name: String
     public let loadSeconds: Double
+    public let packedFromCache: Bool
 
     public init(transformer: Transformer, name: String, loadSeconds: Double) {
         self.transformer = transformer
         self.name = name
         self.loadSeconds = loadSeconds
+        packedFromCache = (transformer.store as? MappedWeightStore)?.packedFromCache ?? false
     }
 
     public init(model: LanguageModel) {
@@ -120,7 +125,7 @@ public struct Benchmark {
         let bound = bandwidth / Double(bytes)
         return Result(model: name, threads: t.pool.threadCount, promptTokens: n, genTokens: genTokens,
                       repetitions: repetitions, warmupRuns: warmups, prefill: Figures(prefill), decode: decodeFigures,
-                      loadMs: loadSeconds * 1000, peakRSSBytes: peak,
+                      loadMs: loadSeconds * 1000, packedFromCache: packedFromCache, peakRSSBytes: peak,
                       blasCore: blasCoreName(), isa: KernelISA.current.rawValue, isaFeatures: KernelISA.features,
                       layerSchedule: t.schedule.description,
                       weightBytesPerToken: bytes, memoryReadBytesPerSecond: bandwidth,

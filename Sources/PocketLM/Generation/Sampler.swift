@@ -1,3 +1,5 @@
+import CKernels
+
 /// Picks the next token from logits: repetition penalty, then greedy (temperature 0) or top-k → top-p → min-p →
 /// temperature → a draw, in llama.cpp's order. Buffers are allocated once; sampling a token allocates nothing.
 public struct SamplingParameters: Sendable, Equatable {
@@ -149,14 +151,11 @@ public final class Sampler {
         return TokenDistribution(ids: ids, weights: values, count: kept, total: total)
     }
 
+    /// The index of the largest logit (the first of equal ones; NaNs never win; 0 if none is above −∞). A vector
+    /// kernel: Gemma 3's 262,144 logits are 1 MiB that greedy decoding scans on one thread every token.
     public static func argmax(_ v: UnsafeBufferPointer<Float>) -> Int {
-        var best = 0
-        var bestValue = -Float.infinity
-        for i in 0..<v.count where v[i] > bestValue {
-            bestValue = v[i]
-            best = i
-        }
-        return best
+        guard let base = v.baseAddress, v.count > 0 else { return 0 }
+        return Int(pl_argmax(base, Int64(v.count)))
     }
 
     // MARK: min-heap on (values, ids)

@@ -49,8 +49,8 @@ public struct Linear {
     ///
     /// `then(m, rows)` runs on the thread that computed rows `rows` of matrix m (0, 1, 2) for every input, right
     /// after it did, so element-wise work on those rows (RoPE, the KV-cache store, SwiGLU) needs no extra round
-    /// of the threads. Matrices of equal row count are split alike, so rows of matrix 1 are also done in
-    /// matrix 0 when `then(1, rows)` runs.
+    /// of the threads. When all the matrices have the same row count they are split alike, so rows of matrix 1
+    /// are also done in matrix 0 when `then(1, rows)` runs.
     public func fused(_ input: UnsafePointer<Float>, n: Int,
                       _ w0: WeightTensor, _ o0: UnsafeMutablePointer<Float>,
                       _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>,
@@ -89,6 +89,10 @@ public struct Linear {
             quantizeInputs(input, n: n, columns: cols, activation: act2, into: quantizedInput + 2 * regionBytes)
         }
         let xqs = (base, base + region(act1) * regionBytes, base + region(act2) * regionBytes)
+        if n == 1 {
+            fusedDecode(w0, o0, xqs.0, w1, o1, xqs.1, w2, o2, xqs.2, stride: stride, then: then)
+            return
+        }
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
             func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer) {
@@ -104,6 +108,49 @@ public struct Linear {
             if let w2, let o2 { share(2, w2, o2, xqs.2) }
         }
     }
+
+    /// `fused` for one input (a decoded token), with the rows claimed in chunks as the threads go
+    /// (`ThreadPool.dynamicRanges`) instead of in fixed halves. Matrices of equal row count (gate and up) are taken
+    /// together, a chunk of rows of each, so `then(1, rows)` still finds those rows of matrix 0 done; otherwise the
+    /// chunks run over the matrices one after another (Q, then K, then V).
+    private func fusedDecode(_ w0: WeightTensor, _ o0: UnsafeMutablePointer<Float>, _ x0: UnsafeRawPointer,
+                             _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>, _ x1: UnsafeRawPointer,
+                             _ w2: WeightTensor?, _ o2: UnsafeMutablePointer<Float>?, _ x2: UnsafeRawPointer,
+                             stride: Int, then: (Int, Range<Int>) -> Void) {
+        let cols = w0.columns
+        func compute(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer, _ rows: Range<Int>) {
+            Linear.matmulPacked(Int32(w.type.rawValue), w.packed!, rows: w.rows, columns: cols, rowBytes: w.rowBytes,
+                                xq, stride: stride, n: 1, o, ldo: w.rows, rows)
+            then(m, rows)
+        }
+        let rows2 = w2?.rows ?? w0.rows
+        let groupBytes = 16 * (w0.rowBytes + w1.rowBytes + (w2?.rowBytes ?? 0))
+        if w0.rows == w1.rows && rows2 == w0.rows {
+            pool.dynamicRanges(w0.rows, granularity: 16, minimumUnits: Linear.minimumChunkBytes / groupBytes) { rows in
+                compute(0, w0, o0, x0, rows)
+                compute(1, w1, o1, x1, rows)
+                if let w2, let o2 { compute(2, w2, o2, x2, rows) }
+            }
+            return
+        }
+        // One row space: matrix 0's rows, then matrix 1's, then matrix 2's (each a whole number of 16-row groups).
+        let g0 = (w0.rows + 15) / 16 * 16, g1 = (w1.rows + 15) / 16 * 16
+        let total = g0 + g1 + (w2 == nil ? 0 : (rows2 + 15) / 16 * 16)
+        pool.dynamicRanges(total, granularity: 16, minimumUnits: 3 * Linear.minimumChunkBytes / groupBytes) { span in
+            func part(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer, from offset: Int) {
+                let lo = max(span.lowerBound - offset, 0), hi = min(span.upperBound - offset, w.rows)
+                if lo < hi { compute(m, w, o, xq, lo..<hi) }
+            }
+            part(0, w0, o0, x0, from: 0)
+            part(1, w1, o1, x1, from: g0)
+            if let w2, let o2 { part(2, w2, o2, x2, from: g0 + g1) }
+        }
+    }
+
+    /// The smallest chunk of weights a thread claims in a decode step's dynamic split: small enough that the last
+    /// chunks even out the threads (~4 µs of streaming), large enough that claiming one (an atomic on a shared cache
+    /// line) and the kernel's start-up stay negligible.
+    static let minimumChunkBytes = 64 << 10
 
     /// Quantizes `n` inputs into `dst` (default: `quantizedInput`) as Q8_0, Q8_1 or Q8_K blocks; returns the bytes
     /// per input.
@@ -171,16 +218,30 @@ public struct Linear {
         if act >= 0 {
             let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
             let xqc = UnsafeRawPointer(quantizedInput)
+            let minimumUnits = Linear.minimumChunkBytes / max(1, 16 * w.rowBytes)
             if let packed = w.packed {
+                if n == 1 {
+                    // A decoded token: chunks claimed as the threads go (the output head is most of a token's time).
+                    pool.dynamicRanges(rows, granularity: 16, minimumUnits: minimumUnits) { range in
+                        Linear.matmulPacked(type, packed, rows: rows, columns: cols, rowBytes: w.rowBytes, xqc, stride: stride,
+                                            n: 1, output, ldo: ldo, range)
+                    }
+                    return
+                }
                 pool.parallelRanges(rows, granularity: 16) { range in
                     Linear.matmulPacked(type, packed, rows: rows, columns: cols, rowBytes: w.rowBytes, xqc, stride: stride, n: n,
                                         output, ldo: ldo, range)
                 }
                 return
             }
-            pool.parallelRanges(rows, granularity: 16) { range in
+            let body = { (range: Range<Int>) in
                 pl_matmul_q(type, w.data, w.rowBytes, xqc, stride, Int64(n), output, Int64(ldo), Int64(cols),
                             Int64(range.lowerBound), Int64(range.upperBound))
+            }
+            if n == 1 {
+                pool.dynamicRanges(rows, granularity: 16, minimumUnits: minimumUnits, body)
+            } else {
+                pool.parallelRanges(rows, granularity: 16, body)
             }
             return
         }

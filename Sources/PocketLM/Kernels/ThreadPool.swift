@@ -21,6 +21,8 @@ public final class ThreadPool: @unchecked Sendable {
         let sleepers = Atomic<Int>(0)
         let stopping = Atomic<Bool>(false)
         var job: ((Int) -> Void)?
+        /// The next unclaimed unit of a `dynamicRanges` call.
+        let cursor = Atomic<Int>(0)
         var jobParts = 0
         let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
         let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -105,6 +107,38 @@ public final class ThreadPool: @unchecked Sendable {
         run(parts: parts) { p in
             let range = ThreadPool.share(count, granularity: granularity, part: p, parts: parts)
             if !range.isEmpty { body(range) }
+        }
+    }
+
+    /// Like `parallelRanges`, but the threads claim chunks as they go instead of taking fixed equal shares: a thread
+    /// that streams its weights faster, or starts sooner, takes more, so the step ends when the work does rather than
+    /// when the slowest share does (a descheduled or slower thread no longer holds up the other). Chunks shrink as
+    /// the work runs out (a quarter of what is left per thread, down to `minimumUnits` units of `granularity`), so
+    /// the last ones are short. Each element is still computed whole by one call of `body`; which thread makes it
+    /// does not change it.
+    public func dynamicRanges(_ count: Int, granularity: Int = 1, minimumUnits: Int = 1, _ body: (Range<Int>) -> Void) {
+        let g = max(granularity, 1)
+        let units = (count + g - 1) / g
+        let parts = min(threadCount, units)
+        if parts <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        let s = shared
+        s.cursor.store(0, ordering: .relaxed)
+        let minimum = max(1, minimumUnits)
+        run(parts: parts) { _ in
+            var start = s.cursor.load(ordering: .relaxed)
+            while start < units {
+                let size = Swift.min(units - start, Swift.max(minimum, (units - start) / (4 * parts)))
+                let (exchanged, found) = s.cursor.compareExchange(expected: start, desired: start + size, ordering: .relaxed)
+                if exchanged {
+                    body(start * g..<Swift.min(count, (start + size) * g))
+                    start = s.cursor.load(ordering: .relaxed)
+                } else {
+                    start = found
+                }
+            }
         }
     }
 

@@ -532,18 +532,7 @@ public final class Transformer: @unchecked Sendable {
         case .silu:
             pl_swiglu(g, u, Int64(count))
         case .geluTanh:
-            geluTable.withUnsafeBufferPointer { table in
-                for i in 0..<count {
-                    let x = g[i]
-                    if x <= -10 {
-                        g[i] = 0
-                    } else if x >= 10 {
-                        g[i] = x * u[i]
-                    } else {
-                        g[i] = table[Int(pl_f32_to_f16(x))] * u[i]
-                    }
-                }
-            }
+            geluTable.withUnsafeBufferPointer { pl_geglu_table(g, u, $0.baseAddress, Int64(count)) }
         }
     }
 

@@ -1,0 +1,155 @@
+import CKernels
+import Foundation
+import Synchronization
+import Testing
+import PocketLM
+
+/// A decoded token's matrices are split among the threads in chunks claimed as they go (`ThreadPool.dynamicRanges`),
+/// not in fixed shares: every row is still computed exactly once, by one kernel call, so the outputs are the bits of
+/// one call over all rows — whatever thread takes which chunk.
+@Suite("Decode split")
+struct DecodeSplitTests {
+    @Test("dynamicRanges covers 0..<count exactly once, in granularity-aligned chunks, on any thread count")
+    func dynamicRangesCover() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool(threadCount: threads)
+            for (count, granularity, minimum) in [(0, 16, 1), (1, 16, 1), (15, 1, 1), (17, 16, 1), (1000, 16, 1),
+                                                  (1000, 16, 7), (262_144, 16, 6), (5, 1, 100)] {
+                let seen = Mutex<[Range<Int>]>([])
+                pool.dynamicRanges(count, granularity: granularity, minimumUnits: minimum) { r in
+                    seen.withLock { $0.append(r) }
+                }
+                let ranges = seen.withLock { $0 }.sorted { $0.lowerBound < $1.lowerBound }
+                var next = 0
+                var aligned = true
+                for r in ranges {
+                    #expect(r.lowerBound == next, "\(threads) threads, \(count): a gap or an overlap at \(r)")
+                    if r.lowerBound % granularity != 0 || (r.upperBound % granularity != 0 && r.upperBound != count) { aligned = false }
+                    if r.isEmpty { aligned = false }
+                    next = r.upperBound
+                }
+                #expect(next == count, "\(threads) threads, \(count): covered up to \(next)")
+                #expect(aligned, "\(threads) threads, \(count): a chunk is empty or not cut at a multiple of \(granularity)")
+                // Chunks shrink toward the end, so a large count is cut into several (not one per thread).
+                if count == 262_144 && threads > 1 { #expect(ranges.count > 2 * threads) }
+            }
+        }
+    }
+
+    /// Raw copies of a matrix and its packed form, for tensors the tests build.
+    final class Matrix {
+        let type: Int32, rows: Int, cols: Int, rowBytes: Int
+        let data: UnsafeMutableRawPointer
+        let packed: UnsafeMutableRawPointer?
+
+        init(type: Int32, rows: Int, cols: Int, bytes: [UInt8], pack: Bool) {
+            self.type = type
+            self.rows = rows
+            self.cols = cols
+            rowBytes = bytes.count / rows
+            let data = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+            bytes.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            self.data = data
+            if pack {
+                let p = UnsafeMutableRawPointer.allocate(byteCount: pl_packed_bytes(type, Int64(rows), Int64(cols)), alignment: 64)
+                pl_pack_rows(type, data, bytes.count / rows, Int64(rows), Int64(cols), p, 0, Int64((rows + 15) / 16))
+                packed = p
+            } else {
+                packed = nil
+            }
+        }
+
+        deinit {
+            data.deallocate()
+            packed?.deallocate()
+        }
+
+        var tensor: WeightTensor {
+            WeightTensor(name: "m", type: GGMLType(rawValue: UInt32(type)), rows: rows, columns: cols, rowBytes: rowBytes,
+                         data: UnsafeRawPointer(data), packed: packed.map { UnsafeRawPointer($0) })
+        }
+
+        /// The reference: one row-layout kernel call over every row.
+        func reference(_ x: [Float]) -> [UInt32] {
+            let act = pl_activation_type(type)
+            var xq = [UInt8](repeating: 0, count: Linear.quantizedInputBytes(columns: cols))
+            var y = [Float](repeating: .nan, count: rows)
+            x.withUnsafeBufferPointer { xp in xq.withUnsafeMutableBytes { KQuantKernelTests.quantize(act, xp.baseAddress!, $0.baseAddress!, cols) } }
+            xq.withUnsafeBytes { q in
+                y.withUnsafeMutableBufferPointer {
+                    pl_matmul_q(type, data, rowBytes, q.baseAddress, 0, 1, $0.baseAddress, Int64(rows), Int64(cols), 0, Int64(rows))
+                }
+            }
+            return y.map(\.bitPattern)
+        }
+    }
+
+    static func matrix(_ type: Int32, rows: Int, cols: Int, seed: UInt64, pack: Bool = true) -> Matrix {
+        let bytes: [UInt8]
+        if let t = KQuantKernelTests.types.first(where: { $0.1 == type }) {
+            bytes = KQuantKernelTests.randomMatrix(t, rows: rows, cols: cols, seed: seed)
+        } else {
+            bytes = PackedKernelTests.randomMatrix(type: type, blockBytes: type == 2 ? 18 : 20, rows: rows, cols: cols, seed: seed)
+        }
+        return Matrix(type: type, rows: rows, cols: cols, bytes: bytes, pack: pack && pl_packed_supported() != 0)
+    }
+
+    @Test("One input through Linear (packed and row layout, many chunks) gives one kernel call's bits")
+    func decodeMatvec() throws {
+        let pool = ThreadPool(threadCount: 2)
+        let cols = 512
+        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
+        defer { linear.deallocate() }
+        var rng = SplitMix64(seed: 3)
+        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        // Q4_0 packed (a head-like tall matrix: dozens of chunks), Q4_K packed, Q6_K in the row layout; odd row counts.
+        for (type, rows, pack) in [(Int32(2), 4093, true), (12, 1203, true), (14, 1111, false)] {
+            let m = Self.matrix(type, rows: rows, cols: cols, seed: 40 + UInt64(type), pack: pack)
+            #expect(pack == (m.packed != nil) || pl_packed_supported() == 0)
+            var got = [Float](repeating: .nan, count: rows)
+            for _ in 0..<3 {
+                x.withUnsafeBufferPointer { xp in got.withUnsafeMutableBufferPointer { linear(m.tensor, xp.baseAddress!, n: 1, $0.baseAddress!) } }
+                #expect(got.map(\.bitPattern) == m.reference(x), "type \(type), \(rows) rows: differs from one call")
+            }
+        }
+    }
+
+    @Test("Linear.fused for one input: equal-row matrices split alike (then(1) finds matrix 0's rows), unequal ones each once")
+    func decodeFused() throws {
+        try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
+        let pool = ThreadPool(threadCount: 2)
+        let cols = 768
+        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
+        defer { linear.deallocate() }
+        var rng = SplitMix64(seed: 8)
+        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        // Gate/up-like (equal rows, Q5_0 and Q4_K: two activation formats), then Q/K/V-like (unequal rows).
+        for shapes in [[(Int32(6), 1531), (12, 1531)], [(6, 1021), (12, 253), (3, 253)]] {
+            let mats = shapes.enumerated().map { Self.matrix($0.element.0, rows: $0.element.1, cols: cols, seed: 70 + UInt64($0.offset)) }
+            let outs = mats.map { m -> UnsafeMutablePointer<Float> in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: m.rows)
+                p.initialize(repeating: .nan, count: m.rows)
+                return p
+            }
+            defer { for p in outs { p.deallocate() } }
+            let calls = Mutex<[Int]>(Array(repeating: 0, count: 3))
+            let missing = Mutex(0)
+            x.withUnsafeBufferPointer { xp in
+                let w2 = mats.count > 2 ? mats[2].tensor : nil
+                linear.fused(xp.baseAddress!, n: 1, mats[0].tensor, outs[0], mats[1].tensor, outs[1], w2, mats.count > 2 ? outs[2] : nil) { m, rows in
+                    calls.withLock { $0[m] += rows.count }
+                    // Equal row counts: matrix 0's rows are done when matrix 1's follow-up runs on the same rows.
+                    if m == 1, mats.count == 2 {
+                        let undone = rows.filter { outs[0][$0].isNaN }.count
+                        missing.withLock { $0 += undone }
+                    }
+                }
+            }
+            #expect(missing.withLock { $0 } == 0, "then(1, rows) ran before matrix 0's rows were computed")
+            for (i, m) in mats.enumerated() {
+                #expect(calls.withLock { $0[i] } == m.rows, "matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
+                #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "matrix \(i) of \(shapes): differs from one call")
+            }
+        }
+    }
+}
