@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -103,6 +103,13 @@ kernel-tiers-native: .build/ckernels-driver
 
 # CPU-time figures of the serving kernels (README "serve"): the prompt chunk's attention tile and the few-inputs
 # decode kernel against the kernels they replace, each pair checked bit for bit. A benchmark, not part of `make test`.
+# The AVX2 tier's prompt (batch) kernels against its row kernels: CPU time and bit equality (README's AVX2 figures).
+kernel-bench-avx2: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_batch.c
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-avx2
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench-avx2
+
 kernel-bench: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kernels.c
 	@mkdir -p .build
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench
