@@ -83,6 +83,9 @@ void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_querie
 
 // ---- AVX2 + FMA + F16C (AVX-VNNI where present) ----
 void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum);
+/// One Q8_K block of pl_quantize_q8_K (bit-identical); 0 (nothing written) for a block with a NaN or an
+/// infinity or whose −127/max overflows (the portable body's cases).
+int pl_avx2_quantize_q8_K_block(const float *x, uint8_t *out);
 void pl_avx2_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                       int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 void pl_avx2_dequant(int type, const void *src, float *dst, int64_t n);

@@ -195,7 +195,13 @@ static inline int nearest_int(float x) {
 
 void pl_quantize_q8_K(const float *x, void *out, int64_t n) {
     uint8_t *p = (uint8_t *)out;
+#if defined(__x86_64__)
+    const int avx2 = pl_tier_avx2() || pl_tier_avx512();   // the AVX2 body serves both x86 tiers
+#endif
     for (int64_t b = 0; b < n / 256; b++, x += 256, p += PL_Q8_K_BLOCK_BYTES) {
+#if defined(__x86_64__)
+        if (avx2 && pl_avx2_quantize_q8_K_block(x, p)) continue;
+#endif
         int8_t *qs = (int8_t *)(p + 4);
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < 256; j++) {

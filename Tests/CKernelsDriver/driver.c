@@ -143,6 +143,30 @@ static void test_quantize(int tier, const char *name) {
     }
 }
 
+// Q8_K blocks built to hit each branch: all zero; the largest magnitude negative, and tied between +a and −a (the
+// first one sets the sign); values halfway between steps; a subnormal scale; a NaN and an infinity (the vector
+// bodies hand those blocks to the portable one).
+static void test_quantize_q8_K_edges(int tier, const char *name) {
+    enum { B = 8 };
+    float x[256 * B];
+    random_input(x, 256 * B);
+    memset(x, 0, 256 * sizeof(float));
+    x[256 + 7] = -40.0f;
+    x[512 + 3] = 9.0f; x[512 + 200] = -9.0f;
+    x[768 + 5] = -9.0f; x[768 + 100] = 9.0f;
+    for (int i = 0; i < 256; i++) x[1024 + i] = ((float)(i % 64) - 32.0f) * (2.0f / 127.0f) * 0.5f;   // halves
+    x[1024] = 2.0f;
+    for (int i = 0; i < 256; i++) x[1280 + i] *= 1e-39f;
+    x[1536 + 17] = NAN;
+    x[1792 + 99] = INFINITY;
+    uint8_t p[B * PL_Q8_K_BLOCK_BYTES], f[B * PL_Q8_K_BLOCK_BYTES];
+    pl_isa_force_thread(PL_ISA_PORTABLE); pl_quantize_q8_K(x, p, 256 * B);
+    pl_isa_force_thread(tier); pl_quantize_q8_K(x, f, 256 * B);
+    for (int b = 0; b < B; b++)
+        check(memcmp(p + b * PL_Q8_K_BLOCK_BYTES, f + b * PL_Q8_K_BLOCK_BYTES, PL_Q8_K_BLOCK_BYTES) == 0, name,
+              "q8_K edge block", b, 0, 0);
+}
+
 static void test_matmul_q(int tier, const char *name) {
     static const int shapes[][2] = {{1, 256}, {7, 512}, {37, 768}, {16, 2304}, {5, 1536}};
     for (size_t ti = 0; ti < sizeof qtypes / sizeof qtypes[0]; ti++) {
@@ -418,6 +442,7 @@ int main(int argc, char **argv) {
         const char *name = pl_isa_name(tier);
         int before = g_fail, pass0 = g_pass;
         test_quantize(tier, name);
+        test_quantize_q8_K_edges(tier, name);
         test_matmul_q(tier, name);
         test_float_kernels(tier, name);
         test_math(tier, name);

@@ -85,7 +85,8 @@ void pl_quantize_q8_1(const float *x, void *out, int64_t n);
 /// Q8_K blocks for K-quant weights, exactly ggml's quantize_row_q8_K_ref (which its x86 build also runs): per 256
 /// elements a float d = max/−127 (max: the signed value of largest magnitude), 256 int8 = nearest_int(x·(−127/max))
 /// capped at 127 (ties to even), and 16 int16 sums of 16 quants each (PL_Q8_K_BLOCK_BYTES = 4 + 256 + 32). An
-/// all-zero block has d = 0, zero quants and zero sums. `n` is a multiple of 256. Scalar on every path.
+/// all-zero block has d = 0, zero quants and zero sums. `n` is a multiple of 256. AVX2 body on x86 (both tiers),
+/// scalar elsewhere.
 void pl_quantize_q8_K(const float *x, void *out, int64_t n);
 /// The activation format `pl_matvec_q` expects for a weight type: PL_TYPE_Q8_0 (Q8_0, Q4_0, Q5_0), PL_TYPE_Q8_1
 /// (Q4_1, Q5_1), PL_TYPE_Q8_K (Q2_K … Q6_K), or -1 (float input).

@@ -42,6 +42,66 @@ AVX2 void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_
     }
 }
 
+// One Q8_K block (256 floats, see pl_quantize_q8_K), bit-identical to the portable one: the first element of largest
+// magnitude (NaN never taken), iscale = −127/max, quants rounded to nearest even (vcvtps2dq, as ggml's nearest_int
+// for |v| < 2^22) and capped at 127, block sums of 16, d = 1/iscale. Returns 0 (nothing written) for a block with a
+// NaN or an infinity, or so tiny that −127/max overflows: the portable body handles those.
+AVX2 int pl_avx2_quantize_q8_K_block(const float *x, uint8_t *out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+    for (int j = 0; j < 256; j += 8) {
+        __m256 v = _mm256_loadu_ps(x + j);
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, v), m);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) return 0;   // ggml's nearest_int of a NaN product is its own bit trick
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    if (!isfinite(amax)) return 0;
+    float iscale = 0.0f;
+    if (amax != 0.0f) {
+        const __m256 am = _mm256_set1_ps(amax);
+        int first = 0;
+        for (int j = 0; j < 256; j += 8) {
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), am, _CMP_EQ_OQ));
+            if (hit) { first = j + __builtin_ctz((unsigned)hit); break; }
+        }
+        iscale = -127.0f / x[first];
+        if (!isfinite(iscale)) return 0;   // a tiny block: −127/max overflows, and ggml's bit trick decides the quants
+    }
+    int8_t *qs = (int8_t *)(out + 4);
+    int16_t bsums[16];
+    float d = 0.0f;
+    if (amax == 0.0f) {
+        memset(qs, 0, 256);
+        memset(bsums, 0, sizeof bsums);
+    } else {
+        const __m256 mul = _mm256_set1_ps(iscale);
+        const __m256i cap = _mm256_set1_epi32(127);
+        for (int j = 0; j < 256; j += 32) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * k), mul)), cap);
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(qs + j), _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        }
+        for (int g = 0; g < 16; g++) {
+            // 16 quants widened to int16 and summed pairwise: exact (|sum| ≤ 2032).
+            __m128i w = _mm_madd_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(qs + 16 * g))), _mm_set1_epi16(1));
+            w = _mm_add_epi32(w, _mm_madd_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(qs + 16 * g + 8))), _mm_set1_epi16(1)));
+            w = _mm_add_epi32(w, _mm_shuffle_epi32(w, 0x4e));
+            w = _mm_add_epi32(w, _mm_shuffle_epi32(w, 0xb1));
+            bsums[g] = (int16_t)_mm_cvtsi128_si32(w);
+        }
+        d = 1.0f / iscale;
+    }
+    memcpy(out, &d, 4);
+    memcpy(out + 260, bsums, 32);
+    return 1;
+}
+
 AVX2 static inline __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
 }
