@@ -12,7 +12,10 @@ struct SpeculateOption: ExpressibleByArgument, CustomStringConvertible {
     /// Most tokens drafted per pass.
     let maxDraft: Int
 
-    static let defaultLookupDraft = 10
+    /// A pass of 7 drafts + 1 token is 8 inputs, the most the few-inputs kernels take (Linear.smallBatch);
+    /// a ninth input moves a pass onto the prefill kernels and nearly doubles its cost (measured on SmolLM2 Q4_1:
+    /// 4 drafts 1.6 decode steps, 8 drafts 3.5).
+    static let defaultLookupDraft = 7
     static let defaultModelDraft = 4
     static let helpText = """
         Speculative decoding, same output: lookup[:N] drafts up to N tokens (default \(defaultLookupDraft)) by \
