@@ -38,11 +38,12 @@ public final class ParallelGenerator: Sendable {
     nonisolated(unsafe) private let model: LanguageModel
     nonisolated(unsafe) private let slots: [Slot]
     /// Drafts for a request decoding alone; with scratch for its history (room for the drafts after it) and for
-    /// a row of logits, and the job it last began.
+    /// a row of logits, the job it last began, and how much of that job's history the scratch already holds.
     nonisolated(unsafe) private let speculation: SpeculativeDecoder?
     nonisolated(unsafe) private let speculationHistory: UnsafeMutableBufferPointer<Int>
     nonisolated(unsafe) private let speculationLogits: UnsafeMutableBufferPointer<Float>
     nonisolated(unsafe) private var speculatingJob: UInt64 = 0
+    nonisolated(unsafe) private var speculationHistoryCount = 0
     private let state = Mutex(State())
     /// Signalled when there is something for an idle generation thread to do.
     private let wake = DispatchSemaphore(value: 0)
@@ -367,11 +368,15 @@ public final class ParallelGenerator: Sendable {
             if speculatingJob != job.id {
                 try decoder.begin(model: transformer, sampling: job.request.sampling)
                 speculatingJob = job.id
+                speculationHistoryCount = 0
             }
-            // The history the cache holds, then the pending token (job.history ends with it).
+            // The history the cache holds, then the pending token (job.history ends with it). The scratch already
+            // holds the job's history up to its last speculative step; only what came after is copied.
             let count = job.history.count
             let h = speculationHistory.baseAddress!
-            job.history.withUnsafeBufferPointer { _ = UnsafeMutableBufferPointer(start: h, count: count).initialize(from: $0) }
+            job.history.withUnsafeBufferPointer { src in
+                for i in speculationHistoryCount..<count { h[i] = src[i] }
+            }
             let fed = transformer.position(of: slot.sequence)
             // Drafts leave room for the token after them, in the token budget and in the context.
             let limit = min(job.request.maxTokens - job.generated - 1, contextLength - fed - 1)
@@ -379,6 +384,8 @@ public final class ParallelGenerator: Sendable {
             let (accepted, next) = try decoder.step(model: transformer, sampler: job.sampler, history: h, count: count,
                                                     limit: limit, scratch: speculationLogits, sequence: slot.sequence)
             job.speculation?.add(decoder.stats, since: before)
+            // The accepted drafts stay in place: they are the tokens emitted next.
+            speculationHistoryCount = count + accepted
             slot.cached.append(pending)
             job.next = nil
             for i in 0..<accepted {
