@@ -66,6 +66,45 @@ struct PackedWeightCacheTests {
         #expect(Self.cacheFiles(smallCache).isEmpty)
     }
 
+    @Test("a first load packs straight into the cache file, named only once the load is accepted", arguments: ["tiny-q8_0.gguf", "tiny-q4_1.gguf"])
+    func packsIntoCacheFile(fixture: String) throws {
+        guard Self.packs else {
+            print("packed kernel not supported on this CPU: nothing is packed or cached (see roundTrip)")
+            return
+        }
+        let (model, cache) = try Self.workspace(fixture)
+        let reference = try Self.logits(MappedWeightStore(file: GGUFFile(path: model)))
+        func entries() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: cache.path)) ?? [] }
+
+        // minimumCacheBytes 0: this small file takes the path a real model's first load takes.
+        let first = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache, minimumCacheBytes: 0)
+        #expect(try Self.logits(first) == reference)
+        #expect(!first.packedFromCache)
+        // Being written: only the temporary file exists until the load is accepted.
+        #expect(Self.cacheFiles(cache).isEmpty)
+        #expect(entries().count == 1 && entries()[0].hasSuffix(".tmp"))
+        #expect(first.persistPacked(minimumBytes: 0) == nil)
+        #expect(Self.cacheFiles(cache).count == 1 && entries().count == 1)
+        // The first store keeps computing from the renamed file's pages.
+        #expect(try Self.logits(first) == reference)
+        let second = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache, minimumCacheBytes: 0)
+        #expect(try Self.logits(second) == reference)
+        #expect(second.packedFromCache)
+
+        // A load that is never accepted (the model refused, the process gave up) leaves nothing behind.
+        let (other, otherCache) = try Self.workspace(fixture)
+        do {
+            let store = MappedWeightStore(file: try GGUFFile(path: other), cacheDirectory: otherCache, minimumCacheBytes: 0)
+            #expect(try Self.logits(store) == reference)
+        }
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: otherCache.path)) ?? []).isEmpty)
+        // Below the caller's minimum at the end, the file is dropped too.
+        let small = MappedWeightStore(file: try GGUFFile(path: other), cacheDirectory: otherCache, minimumCacheBytes: 0)
+        _ = try Self.logits(small)
+        #expect(small.persistPacked(minimumBytes: 1 << 30) == nil)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: otherCache.path)) ?? []).isEmpty)
+    }
+
     @Test("a changed source, a damaged cache or one made by other packing code is not used, and is replaced")
     func staleOrDamaged() throws {
         guard Self.packs else {

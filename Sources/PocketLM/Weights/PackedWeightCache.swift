@@ -75,7 +75,7 @@ final class PackedWeightCache: @unchecked Sendable {
         // Populated now: every packed matrix is read by the first token anyway, and a fault per page later costs more.
         guard let p = mmap(nil, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0), p != MAP_FAILED else { return nil }
         let base = UnsafeRawPointer(p)
-        func unmapAndFail() -> PackedWeightCache? { munmap(p, size); return nil }
+        func unmapAndFail() { munmap(p, size) }
         guard Array(UnsafeRawBufferPointer(start: base, count: 8)) == Self.magic else { unmapAndFail(); return nil }
         let headerBytes = Int(base.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         guard headerBytes > 0, 16 + headerBytes <= size,
@@ -101,6 +101,35 @@ final class PackedWeightCache: @unchecked Sendable {
 
     var tensorNames: Set<String> { Set(tensors.keys) }
 
+    /// Where each of `matrices` (name, packed byte count) goes in a cache file of `source`, and the file's header: the
+    /// magic, the header's length and the JSON header, padded so the first matrix starts on a page. A header listing
+    /// only some of these matrices (at the same offsets) fits in the same room. nil if the header cannot be encoded.
+    static func layout(source: String, identity: [String], matrices: [(name: String, bytes: Int)])
+        -> (entries: [String: Entry], head: [UInt8], headRoom: Int, total: Int)? {
+        // Offsets depend on the header's length, which depends on the offsets' digits: reserve room, then fix up.
+        var reserved = 4096
+        while true {
+            var entries: [String: Entry] = [:]
+            var offset = align(16 + reserved)
+            for m in matrices {
+                entries[m.name] = Entry(offset: offset, bytes: m.bytes)
+                offset = align(offset + m.bytes)
+            }
+            guard let head = self.head(source: source, identity: identity, tensors: entries) else { return nil }
+            if head.count <= 16 + reserved { return (entries, head, align(16 + reserved), offset) }
+            reserved = align(head.count + 1024)
+        }
+    }
+
+    /// The bytes a cache file starts with: magic, header length (little-endian UInt64), the JSON header.
+    static func head(source: String, identity: [String], tensors: [String: Entry]) -> [UInt8]? {
+        let absolute = URL(fileURLWithPath: source).standardizedFileURL.path
+        guard let json = try? JSONEncoder().encode(Header(source: absolute, identity: identity, layout: layoutKey,
+                                                          tensors: tensors))
+        else { return nil }
+        return magic + withUnsafeBytes(of: UInt64(json.count).littleEndian, Array.init) + Array(json)
+    }
+
     /// Writes the cache of `source`: `matrices` are (name, packed bytes, byte count). Errors are returned, not thrown:
     /// a cache that cannot be written (read-only home, full disk) only costs the next load its speed.
     @discardableResult
@@ -112,53 +141,38 @@ final class PackedWeightCache: @unchecked Sendable {
         } catch {
             return "cannot create \(directory.path): \(error.localizedDescription)"
         }
-        let absolute = URL(fileURLWithPath: source).standardizedFileURL.path
-        // Offsets depend on the header's length, which depends on the offsets' digits: reserve room, then fix up.
-        var entries: [String: Entry] = [:]
-        func layout(headerBytes: Int) -> Int {
-            var offset = align(16 + headerBytes)
-            for m in matrices {
-                entries[m.name] = Entry(offset: offset, bytes: m.bytes)
-                offset = align(offset + m.bytes)
-            }
-            return offset
-        }
-        var headerData = Data()
-        var reserved = 4096
-        var total = 0
-        while true {
-            total = layout(headerBytes: reserved)
-            guard let encoded = try? JSONEncoder().encode(Header(source: absolute, identity: identity,
-                                                                  layout: layoutKey, tensors: entries))
-            else { return "cannot encode the cache header" }
-            if encoded.count <= reserved {
-                headerData = encoded
-                break
-            }
-            reserved = align(encoded.count + 1024)
-        }
+        guard let plan = layout(source: source, identity: identity, matrices: matrices.map { ($0.name, $0.bytes) })
+        else { return "cannot encode the cache header" }
         let path = cachePath(for: source, in: directory)
         let temporary = path + ".\(getpid()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { return "cannot create \(temporary): \(String(cString: strerror(errno)))" }
-        var failure: String?
-        func put(_ p: UnsafeRawPointer, _ count: Int, at offset: Int) {
-            var done = 0
-            while failure == nil, done < count {
-                let n = pwrite(fd, p + done, count - done, off_t(offset + done))
-                if n <= 0 { failure = "cannot write \(temporary): \(String(cString: strerror(errno)))" } else { done += n }
-            }
+        var failure = writeAll(fd, plan.head, at: 0, path: temporary)
+        for m in matrices where failure == nil {
+            failure = writeAll(fd, UnsafeRawBufferPointer(start: m.data, count: m.bytes), at: plan.entries[m.name]!.offset,
+                               path: temporary)
         }
-        var head = magic + withUnsafeBytes(of: UInt64(headerData.count).littleEndian, Array.init)
-        head += Array(headerData)
-        head.withUnsafeBytes { put($0.baseAddress!, $0.count, at: 0) }
-        for m in matrices { put(m.data, m.bytes, at: entries[m.name]!.offset) }
-        if failure == nil, ftruncate(fd, off_t(total)) != 0 { failure = "cannot size \(temporary)" }
+        if failure == nil, ftruncate(fd, off_t(plan.total)) != 0 { failure = "cannot size \(temporary)" }
         close(fd)
         if failure == nil, rename(temporary, path) != 0 { failure = "cannot rename \(temporary): \(String(cString: strerror(errno)))" }
         if failure != nil { unlink(temporary) }
         pruneStale(in: directory, keeping: path)
         return failure
+    }
+
+    /// pwrite until all of `bytes` is written at `offset`; the error, or nil.
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String) -> String? {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n <= 0 { return "cannot write \(path): \(n < 0 ? String(cString: strerror(errno)) : "no space")" }
+            done += n
+        }
+        return nil
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String) -> String? {
+        bytes.withUnsafeBytes { writeAll(fd, $0, at: offset, path: path) }
     }
 
     /// Deletes caches in `directory` whose source file is gone or has changed since (a model deleted or replaced,
@@ -231,7 +245,7 @@ final class PackedWeightCache: @unchecked Sendable {
 
     private static var layoutKey: String { String(layoutFingerprint, radix: 16) }
 
-    private static func align(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
+    static func align(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
 
     private static func fnv1a(_ bytes: [UInt8], seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
         var h = seed

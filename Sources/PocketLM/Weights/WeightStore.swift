@@ -64,16 +64,46 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     private let cacheDirectory: URL?
     private let cache: PackedWeightCache?
 
+    /// Packs straight into a new cache file, when this load has to pack and may keep what it packs.
+    private var writer: PackedWeightCacheWriter?
+    private var writerTried = false
+    private let minimumCacheBytes: Int
+
     /// Whether the file pages a matrix was packed from also leave the page cache (a run inside a memory limit).
     private let evictsPageCache: Bool
 
     /// `cacheDirectory`: where packed matrices persist between loads (nil: pack on every load, write nothing).
-    public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil, evictsPageCache: Bool = false) {
+    /// A file with fewer packable bytes than `minimumCacheBytes` gets no cache (it repacks in a few milliseconds).
+    public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil, evictsPageCache: Bool = false,
+                minimumCacheBytes: Int = 16 << 20) {
         self.file = file
         self.evictsPageCache = evictsPageCache
+        self.minimumCacheBytes = minimumCacheBytes
         self.packs = pack && pl_packed_supported() != 0
         self.cacheDirectory = packs ? cacheDirectory : nil
         self.cache = self.cacheDirectory.flatMap { PackedWeightCache(source: file.path, directory: $0) }
+    }
+
+    /// The matrices this store packs (quantized, of a packed type, more than one row), with their packed sizes
+    /// and those of one group of 16 rows.
+    private var packableMatrices: [(name: String, bytes: Int, groupBytes: Int)] {
+        file.tensors.filter { $0.rows > 1 && Self.packedTypes.contains($0.type) }.map {
+            let t = Int32($0.type.rawValue)
+            return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
+        }
+    }
+
+    /// The cache writer, made on the first matrix to pack when there is no cache at all and this load may write one
+    /// (not inside a memory limit: its dirty pages would be charged to the process).
+    private func cacheWriter() -> PackedWeightCacheWriter? {
+        if writerTried { return writer }
+        writerTried = true
+        guard let dir = cacheDirectory, cache == nil, !evictsPageCache else { return nil }
+        let matrices = packableMatrices
+        guard matrices.reduce(0, { $0 + $1.bytes }) >= minimumCacheBytes else { return nil }
+        writer = PackedWeightCacheWriter(source: file.path, directory: dir, matrices: matrices,
+                                         threads: ProcessInfo.processInfo.activeProcessorCount)
+        return writer
     }
 
     /// Whether this load's packed matrices all came from a cache file (nothing was repacked).
@@ -113,6 +143,15 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     public func persistPacked(minimumBytes: Int = 16 << 20) -> String? {
         lock.lock()
         defer { lock.unlock() }
+        if let writer {
+            // Everything this load packed went through the writer: name the file, or drop it.
+            if let failure = writer.failure { return failure }
+            guard !packedHere.isEmpty, packedBytes >= minimumBytes else {
+                writer.abandon()
+                return nil
+            }
+            return writer.finish()
+        }
         guard let dir = cacheDirectory, !packedHere.isEmpty, packedBytes >= minimumBytes else { return nil }
         var all = packedHere
         // Matrices that did come from an older cache are rewritten too: the new file replaces it.
@@ -133,6 +172,19 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         if let cached = cache?.packed(info.name, bytes: bytes) {
             packed[info.name] = cached
             return cached
+        }
+        if let writer = cacheWriter(), writer.failure == nil {
+            let evict = evictsPageCache
+            if let p = writer.pack(info, data: data, rowBytes: rowBytes, packed: { groups in
+                let first = groups.lowerBound * 16 * rowBytes, last = min(info.byteCount, groups.upperBound * 16 * rowBytes)
+                file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evict)
+            }) {
+                packed[info.name] = p
+                packedHere.append((info.name, p, bytes))
+                return p
+            }
+            // A failed write (full disk): this matrix and the rest are packed in memory, and no cache is kept (the
+            // writer stays: the matrices it packed live in its mapping).
         }
         let dst = arena.allocate(bytes)
         // In slices of ~8 MiB, each slice's file pages dropped once packed: a large matrix (Gemma 3's 178 MB tied
