@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Synchronization
 
 /// The decoder of every architecture PocketLM runs: RMSNorm, RoPE, grouped-query attention with a KV cache, a gated
 /// FFN, tied or separate head — with what each family adds (`DecoderTraits`: biases, per-head Q/K norms, sandwich
@@ -79,6 +80,9 @@ public final class Transformer: @unchecked Sendable {
     private let lastLogits: UnsafeMutablePointer<Float>
     /// Where each thread's share of the attention items starts (threadCount + 1 entries).
     private let attentionBounds: UnsafeMutablePointer<Int>
+    /// Rows of each query head, then each key head, computed so far in a decoded token's Q/K/V step: the thread whose
+    /// rows complete a head norms, rotates (and for a key head, caches) it there and then (`finishHeads`).
+    private let headRowsDone: UnsafeMutablePointer<Atomic<Int>>
     private var batchLogits: UnsafeMutablePointer<Float>?
     private let oneToken = UnsafeMutablePointer<Int>.allocate(capacity: 1)
     /// The sequence and position of each row of the chunk being computed.
@@ -204,6 +208,8 @@ public final class Transformer: @unchecked Sendable {
                                                                                             contextLength: self.contextLength))
         lastLogits = .allocate(capacity: vocab)
         attentionBounds = .allocate(capacity: pool.threadCount + 1)
+        headRowsDone = .allocate(capacity: config.numAttentionHeads + config.numKeyValueHeads)
+        for i in 0..<(config.numAttentionHeads + config.numKeyValueHeads) { (headRowsDone + i).initialize(to: Atomic(0)) }
         ropeCos = .allocate(capacity: ropes.count * b * hd / 2)
         ropeSin = .allocate(capacity: ropes.count * b * hd / 2)
         // The tile holds the largest block matrix, so each projection dequantizes in one piece.
@@ -226,6 +232,8 @@ public final class Transformer: @unchecked Sendable {
     deinit {
         for p in [x, xn, q, k, v, att, gate, up, scores, lastLogits, ropeCos, ropeSin] { p.deallocate() }
         attentionBounds.deallocate()
+        headRowsDone.deinitialize(count: config.numAttentionHeads + config.numKeyValueHeads)
+        headRowsDone.deallocate()
         linear.deallocate()
         batchLogits?.deallocate()
         oneToken.deallocate()
@@ -374,24 +382,30 @@ public final class Transformer: @unchecked Sendable {
             // Attention: x += [norm](Wo · attention(rope(norm(Wq·xn + bq)), rope(norm(Wk·xn + bk)), Wv·xn + bv)),
             // xn = rmsnorm(x). Each thread adds the biases to the rows it computed and, where a row's work needs
             // no other rows (adjacent-pair RoPE, no per-head norm), rotates them and stores K/V in the cache (F16).
+            // A decoded token's whole-head follow-ups (per-head norms, NEOX RoPE) run on the thread that completes
+            // the head; a batch's take one more round of the threads (`prepareHeads`), which spreads them evenly.
+            let headsInline = !fusedFollowUps && n == 1
+            if headsInline { resetHeadCounts() }
             rmsNorm(x, block.attnNorm, xn, rows: n, width: dim, eps: eps)
             linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v) { m, rows in
                 switch m {
                 case 0:
                     if let bias = block.bq { self.addBias(q, bias, width: qDim, rows: n, columns: rows) }
                     if self.fusedFollowUps { self.rope(q, width: qDim, rows: n, columns: rows, table: block.rope) }
+                    if headsInline { self.finishHeads(block, keys: false, rows: rows, slot: slot) }
                 case 1:
                     if let bias = block.bk { self.addBias(k, bias, width: kvDim, rows: n, columns: rows) }
                     if self.fusedFollowUps {
                         self.rope(k, width: kvDim, rows: n, columns: rows, table: block.rope)
                         self.store(k, rows: n, columns: rows, slot: slot, values: false)
                     }
+                    if headsInline { self.finishHeads(block, keys: true, rows: rows, slot: slot) }
                 default:
                     if let bias = block.bv { self.addBias(v, bias, width: kvDim, rows: n, columns: rows) }
-                    if self.fusedFollowUps { self.store(v, rows: n, columns: rows, slot: slot, values: true) }
+                    if self.fusedFollowUps || headsInline { self.store(v, rows: n, columns: rows, slot: slot, values: true) }
                 }
             }
-            if !fusedFollowUps { prepareHeads(block, rows: n, slot: slot) }
+            if !fusedFollowUps && !headsInline { prepareHeads(block, rows: n, slot: slot) }
             attention(q, slot: slot, rows: n, out: att)
             linear(block.wo, att, n: n, xn)
             if let bias = block.bo { addBias(xn, bias, width: dim, rows: n, columns: 0..<dim) }
@@ -494,6 +508,38 @@ public final class Transformer: @unchecked Sendable {
                     head += hd
                 }
             }
+        }
+    }
+
+    private func resetHeadCounts() {
+        for i in 0..<(config.numAttentionHeads + config.numKeyValueHeads) { headRowsDone[i].store(0, ordering: .relaxed) }
+    }
+
+    /// One decoded token's query (or key) rows `rows` are computed: counts them against their heads, and for each
+    /// head they complete — whichever thread computed its other rows — norms and rotates it (a key head is then
+    /// cached). The same arithmetic as `prepareHeads`, on the thread at hand instead of in a round of its own.
+    private func finishHeads(_ block: Block, keys: Bool, rows: Range<Int>, slot: Int) {
+        let hd = config.headDim, eps = Float(config.rmsNormEps)
+        var head = rows.lowerBound / hd
+        while head * hd < rows.upperBound {
+            let overlap = min(rows.upperBound, (head + 1) * hd) - max(rows.lowerBound, head * hd)
+            let counter = keys ? config.numAttentionHeads + head : head
+            // Acquire-release: the thread that completes the head sees the other thread's rows of it.
+            let done = headRowsDone[counter].add(overlap, ordering: .acquiringAndReleasing).newValue
+            if done == hd {
+                if keys {
+                    let width = config.kvDim, p = k + head * hd
+                    if let norm = block.kNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    rope(k, width: width, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
+                    caches[rowSequence[0]].store(p, count: hd, slot: slot, head: head, position: rowPosition[0], column: 0,
+                                                 values: false)
+                } else {
+                    let p = q + head * hd
+                    if let norm = block.qNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    rope(q, width: config.queryDim, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
+                }
+            }
+            head += 1
         }
     }
 
