@@ -53,12 +53,17 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
     int soff = packed_scale_offset(type);
     for (int64_t g = g0; g < g1; g++) {
         int valid = rows - g * 16 < 16 ? (int)(rows - g * 16) : 16;
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t *o = (uint8_t *)dst + (size_t)(g * nb + b) * bb;
-            if (valid < 16) memset(o, 0, (size_t)bb);   // rows past the end stay zero (scale 0)
-            uint64_t masks[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int r = 0; r < valid; r++) {
-                const uint8_t *fb = src + (size_t)(g * 16 + r) * row_bytes + b * fbytes;
+        // Row by row: each source row is read front to back (one stream; block-major order read 16 rows in
+        // step, 34 bytes at a time, and ran at ~1 GB/s on the source's cache misses), and the group's packed
+        // bytes (a few KiB) take the scattered writes in cache.
+        uint8_t *og = (uint8_t *)dst + (size_t)(g * nb) * bb;
+        // Rows past the end stay zero (scale 0); Q5_0's high-bit masks are OR-ed together row by row.
+        if (valid < 16 || type == PL_TYPE_Q5_0) memset(og, 0, (size_t)(nb * bb));
+        for (int r = 0; r < valid; r++) {
+            const uint8_t *row = src + (size_t)(g * 16 + r) * row_bytes;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *fb = row + b * fbytes;
+                uint8_t *o = og + b * bb;
                 for (int k = 0; k < steps; k++) {
                     uint32_t v;
                     memcpy(&v, fb + qoff + 4 * k, 4);
@@ -69,16 +74,18 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
                 if (type == PL_TYPE_Q5_0) {
                     uint32_t qh;
                     memcpy(&qh, fb + 2, 4);
+                    uint64_t masks[8];
+                    memcpy(masks, o + 256, 64);
                     PL_UNROLL
                     for (int k = 0; k < 4; k++) {
                         masks[2 * k] |= (uint64_t)((qh >> (4 * k)) & 15) << (4 * r);
                         masks[2 * k + 1] |= (uint64_t)((qh >> (16 + 4 * k)) & 15) << (4 * r);
                     }
+                    memcpy(o + 256, masks, 64);
                 }
                 memcpy(o + soff + 2 * r, fb, 2);                                   // d
                 if (type == PL_TYPE_Q4_1) memcpy(o + soff + 32 + 2 * r, fb + 2, 2); // m
             }
-            if (type == PL_TYPE_Q5_0) memcpy(o + 256, masks, 64);
         }
     }
 }
