@@ -10,7 +10,7 @@ its first. This prints, with the CPU name and the memory bound measured in the s
 - time to first token of turn 5 of a conversation with ~1,500 tokens of history, with the slot's KV cache reused
   and with it gone, against turn 1's.
 
-    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3]
+    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns]
 """
 
 from __future__ import annotations
@@ -125,25 +125,31 @@ def history(url: str, turns: int, words: int) -> list[dict]:
 def turn_latencies(model: Path, rounds: int, new_words: int, words: int = 230) -> dict:
     """Time to first token, one slot, alternating in each round: turn 1 of a new conversation, turn 5 after the slot
     lost the history (the whole ~1,500 tokens fed), and turn 5 with the history in the slot's cache (only the new
-    message fed). Turn 1's and turn 5's messages have `new_words` words (new text each round); the four earlier
-    turns `words` each."""
+    message fed). Turn 1's and turn 5's messages have `new_words` words (new text each round, the same for turn 1
+    and the cached turn 5); the four earlier turns `words` each."""
     proc, url = start(model, "--parallel", "1", "--context", "4096")
     try:
         past = history(url, 4, words)
         samples: dict[str, list[float]] = {"turn1": [], "turn5_uncached": [], "turn5_cached": []}
         reused: dict[str, list[int]] = {k: [] for k in samples}
+        server_prompt: dict[str, list[float]] = {k: [] for k in samples}
         prompt: dict[str, int] = {}
         for r in range(rounds):
+            # Turn 1 and the cached turn 5 send the same new message, so both feed the same new tokens (topics
+            # differ in length: with different messages turn 5 fed ~19 more tokens than turn 1, ~5% more work);
+            # the uncached turn 5 in between sends another, so the cached one still finds only the history reusable.
             fresh = user_message(TOPICS[4 + (3 * r) % 8], new_words)
             for name, messages in (("turn1", [fresh]),
                                    ("turn5_uncached", past + [user_message(TOPICS[5 + (3 * r) % 7], new_words)]),
-                                   ("turn5_cached", past + [user_message(TOPICS[6 + (3 * r) % 6], new_words)])):
+                                   ("turn5_cached", past + [fresh])):
                 m = stream(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 8, "temperature": 0})
                 samples[name].append((m["first"] - m["start"]) * 1000)
                 reused[name].append(m["usage"]["prompt_tokens_details"]["cached_tokens"])
+                server_prompt[name].append(m["timings"]["prompt_ms"])
                 prompt[name] = m["usage"]["prompt_tokens"]
         return {name: {"ttft_ms": statistics.median(v), "samples_ms": v, "prompt_tokens": prompt[name],
-                       "cached_tokens": reused[name]} for name, v in samples.items()}
+                       "cached_tokens": reused[name],
+                       "server_prompt_ms": server_prompt[name]} for name, v in samples.items()}
     finally:
         stop(proc)
 
@@ -153,10 +159,37 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=96, help="tokens per request for the slot figures")
+    ap.add_argument("--only", choices=["all", "turns"], default="all",
+                    help="turns: only the time-to-first-token figures (a shorter run on a shared machine)")
     args = ap.parse_args()
-    result: dict = {"model": str(args.model), "cpu": cpu_name(), "threads": 2, "date": time.strftime("%Y-%m-%d")}
-    result["memory_bound"] = memory_bound(args.model)
+    result: dict = {"model": str(args.model), "cpu": cpu_name(), "threads": 2, "date": time.strftime("%Y-%m-%d"),
+                    "load_average": os.getloadavg()}
+    if args.only == "all":
+        slot_figures(args, result)
+    # Turn 5 with ~1,500 tokens of history, against turn 1 of a new conversation.
+    # Two sizes of the new message: as long as the earlier turns' (~340 tokens), and a short one (~30 tokens).
+    result["turns"] = {"long_message": turn_latencies(args.model, args.rounds, 230),
+                       "short_message": turn_latencies(args.model, args.rounds, 24)}
+    result["load_average_after"] = os.getloadavg()
 
+    print(json.dumps(result, indent=2))
+    print(f"\n{result['cpu']}, 2 threads, {result['date']}; load average {result['load_average'][0]:.2f} before, "
+          f"{result['load_average_after'][0]:.2f} after")
+    if args.only == "all":
+        print_slot_figures(result)
+    for size, t in result["turns"].items():
+        t1, t5, t5u = t["turn1"], t["turn5_cached"], t["turn5_uncached"]
+        print(f"time to first token, {size.replace('_', ' ')} (median of {args.rounds}, alternating): turn 1 "
+              f"({t1['prompt_tokens']} tokens, {t1['prompt_tokens'] - min(t1['cached_tokens'])} fed) {t1['ttft_ms']:.0f} ms; turn 5 ({t5['prompt_tokens']} tokens) with the "
+              f"cache {t5['ttft_ms']:.0f} ms ({min(t5['cached_tokens'])}+ reused, {t5['prompt_tokens'] - min(t5['cached_tokens'])} fed) "
+              f"= {t5['ttft_ms'] / t1['ttft_ms']:.2f}× "
+              f"turn 1, without {t5u['ttft_ms']:.0f} ms ({max(t5u['cached_tokens'])} reused) = "
+              f"{t5u['ttft_ms'] / t1['ttft_ms']:.2f}×")
+
+
+def slot_figures(args: argparse.Namespace, result: dict) -> None:
+    """The memory bound, aggregate decode with 1, 2 and 4 slots, and serve's overhead over `run`."""
+    result["memory_bound"] = memory_bound(args.model)
     proc, url = start(args.model, "--parallel", "4", "--context", "2048")
     try:
         stream(url, "/v1/completions", {"prompt": "Warm up", "max_tokens": 8})
@@ -187,15 +220,11 @@ def main() -> None:
     finally:
         stop(proc)
 
-    # Turn 5 with ~1,500 tokens of history, against turn 1 of a new conversation.
-    # Two sizes of the new message: as long as the earlier turns' (~340 tokens), and a short one (~30 tokens).
-    result["turns"] = {"long_message": turn_latencies(args.model, args.rounds, 230),
-                       "short_message": turn_latencies(args.model, args.rounds, 24)}
 
-    print(json.dumps(result, indent=2))
+def print_slot_figures(result: dict) -> None:
     mb = result["memory_bound"]
     agg = result["aggregate_decode"]
-    print(f"\n{result['cpu']}, 2 threads, {result['date']}; memory bound {mb['tokens_per_second']:.0f} tok/s "
+    print(f"memory bound {mb['tokens_per_second']:.0f} tok/s "
           f"({mb['weight_bytes_per_token'] / 1e6:.1f} MB/token at {mb['read_bytes_per_second'] / 1e9:.1f} GB/s); "
           f"`bench` decode {mb['bench_decode']:.1f} tok/s")
     print(f"aggregate decode: 1 slot {agg[1]:.1f} tok/s, 2 slots {agg[2]:.1f} ({agg[2] / agg[1]:.2f}×), "
@@ -203,13 +232,6 @@ def main() -> None:
     o = result["overhead_ms"]
     print(f"overhead: serve wall {o['serve_wall']:.1f} ms − its own generation = {o['serve_minus_own_generation']:.2f} ms; "
           f"− `run`'s generation {o['run_generation']:.1f} ms = {o['serve_minus_run']:.1f} ms")
-    for size, t in result["turns"].items():
-        t1, t5, t5u = t["turn1"], t["turn5_cached"], t["turn5_uncached"]
-        print(f"time to first token, {size.replace('_', ' ')} (median of {args.rounds}, alternating): turn 1 "
-              f"({t1['prompt_tokens']} tokens) {t1['ttft_ms']:.0f} ms; turn 5 ({t5['prompt_tokens']} tokens) with the "
-              f"cache {t5['ttft_ms']:.0f} ms ({min(t5['cached_tokens'])}+ reused) = {t5['ttft_ms'] / t1['ttft_ms']:.2f}× "
-              f"turn 1, without {t5u['ttft_ms']:.0f} ms ({max(t5u['cached_tokens'])} reused) = "
-              f"{t5u['ttft_ms'] / t1['ttft_ms']:.2f}×")
 
 if __name__ == "__main__":
     main()

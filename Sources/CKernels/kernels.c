@@ -169,6 +169,10 @@ void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, 
         pl_avx512_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
         return;
     }
+    if (pl_tier_avx2() && head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS) {
+        pl_avx2_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
+        return;
+    }
 #endif
     if (pl_isa() == PL_ISA_PORTABLE) {
         pl_portable_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, head_dim, scale, scores, out,

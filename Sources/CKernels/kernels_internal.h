@@ -96,6 +96,9 @@ void pl_avx2_expf(const float *x, float *y, int64_t n);
 void pl_avx2_swiglu(float *g, const float *u, int64_t n);
 void pl_avx2_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                        int64_t hd, float scale, float *scores, float *out);
+void pl_avx2_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                            const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, float scale,
+                            float *scores, float *out, int64_t out_stride);
 void pl_avxvnni_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                          int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 /// Several inputs against Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 rows (x86/quant_batch_body.h): eight rows unpacked once into a

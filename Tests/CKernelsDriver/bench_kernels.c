@@ -1,7 +1,7 @@
 // CPU-time figures of the serving kernels (README "serve"), timed by the thread's CPU clock so a shared machine
-// distorts them little: a prompt chunk's attention at depth (one-query kernel per query vs the tile) and a decode
-// step of 4 slots through a Q4_1 FFN matrix and the Q8_0 output head (one-input kernel per input vs the few-inputs
-// kernel). Each pair is also checked bit for bit. `make kernel-bench`.
+// distorts them little: a prompt chunk's attention at depth on each x86 tier (one-query kernel per query vs the
+// tile) and a decode step of 4 slots through a Q4_1 FFN matrix and the Q8_0 output head (one-input kernel per input
+// vs the few-inputs kernel). Each pair is also checked bit for bit. `make kernel-bench`.
 #include "ckernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@ static double cpu_seconds(void) {
 static float unit(void) { return rand() / 2147483648.0f; }
 
 // SmolLM2-135M's attention: 30 layers × 3 KV heads of head_dim 64, 3 query heads each; a 60-token chunk at depth.
-static int attention(int depth) {
+static int attention(int depth, int tier) {
     enum { L = 30, H = 3, G = 3, HD = 64, CHUNK = 60, T = 5 };
     const int cap = depth + CHUNK, qd = G * H * HD;
     const size_t per = (size_t)cap * HD;
@@ -44,9 +44,9 @@ static int attention(int depth) {
         t[mode] = cpu_seconds() - t0;
     }
     int same = memcmp(o1, o2, 4 * (size_t)CHUNK * qd) == 0;
-    printf("attention, %d-token chunk at depth %d (30 layers x 3 KV heads, tiles of %d queries): one-query kernel "
-           "%.2f ms/token, tile %.2f ms/token (%.2fx), %s\n", CHUNK, depth, T, t[0] * 1e3 / CHUNK, t[1] * 1e3 / CHUNK,
-           t[0] / t[1], same ? "bit-identical" : "DIFFERENT");
+    printf("attention (%s tier), %d-token chunk at depth %d (30 layers x 3 KV heads, tiles of %d queries): one-query "
+           "kernel %.2f ms/token, tile %.2f ms/token (%.2fx), %s\n", pl_isa_name(tier), CHUNK, depth, T,
+           t[0] * 1e3 / CHUNK, t[1] * 1e3 / CHUNK, t[0] / t[1], same ? "bit-identical" : "DIFFERENT");
     free(K); free(V); free(q); free(o1); free(o2); free(s);
     return same;
 }
@@ -90,11 +90,18 @@ static int few_inputs(int type, int rows, int n, int reps, const char *what) {
 }
 
 int main(void) {
-    if (!pl_packed_supported()) {
-        printf("SKIPPED: the tile and few-inputs kernels are AVX-512 (VNNI) bodies; this CPU lacks it\n");
-        return 0;
+    int ok = 1;
+    // The attention tile on each x86 tier this CPU has (AVX2: the one-query kernel has no grouped-head form there).
+    for (int tier = PL_ISA_AVX2; tier <= PL_ISA_AVX512; tier++) {
+        if (!pl_isa_supported(tier)) continue;
+        pl_isa_force_thread(tier);
+        ok &= attention(1570, tier);
     }
-    int ok = attention(1570);
+    pl_isa_force_thread(-1);
+    if (!pl_packed_supported()) {
+        printf("SKIPPED: the few-inputs kernels are AVX-512 (VNNI) bodies; this CPU lacks it\n");
+        return ok ? 0 : 1;
+    }
     ok &= few_inputs(PL_TYPE_Q4_1, 1536, 576, 300, "Q4_1 FFN matrix (from cache)");
     ok &= few_inputs(PL_TYPE_Q8_0, 4096, 576, 100, "Q8_0 output head, 4096 of its rows");
     return ok ? 0 : 1;

@@ -381,13 +381,14 @@ static void test_attention(int tier, const char *name) {
 }
 
 // A tile of consecutive queries (pl_attention_tile_f16): on each tier, every (query, head) bit for bit what that
-// tier's one-query kernel gives it alone, and within the one-query bound of the portable reference tile.
+// tier's one-query kernel gives it alone, and within the one-query bound of the portable reference tile. Depths up
+// to 150 cross several of the AVX2 tile's 64-row blocks, with queries whose rows end inside a block.
 static void test_attention_tile(int tier, const char *name) {
     static const int dims[] = {64, 32};
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}};
+    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}};
     for (int di = 0; di < 2; di++)
-        for (int si = 0; si < 5; si++)
-            for (int n_ctx = 1; n_ctx <= 80; n_ctx += 13) {
+        for (int si = 0; si < 6; si++)
+            for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 79 ? 13 : 71) {
                 int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
                 int qs = G * hd + 3, n_out = T * qs;
                 uint16_t *k = malloc((size_t)rows * stride * 2), *v = malloc((size_t)rows * stride * 2);

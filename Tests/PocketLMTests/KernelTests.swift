@@ -638,14 +638,17 @@ struct KernelTests {
         }
     }
 
-    /// On AVX-512 with head_dim 64 and up to PL_ATTENTION_TILE_PAIRS pairs this compares the tile body with the
-    /// one-query body; elsewhere (other tiers, other sizes) the tile runs the one-query kernel per query and this
+    /// On AVX-512 and AVX2 with head_dim 64 and up to PL_ATTENTION_TILE_PAIRS pairs this compares each tier's tile
+    /// body with its one-query body (every x86 tier this CPU has; KernelISATests fails on an x86 CPU without both);
+    /// elsewhere (the portable and NEON tiers, other sizes) the tile runs the one-query kernel per query and this
     /// checks only the layout (strides, causal lengths, nothing written past a query's heads).
     @Test("pl_attention_tile_f16 gives each (query, head) exactly what pl_attention_f16 gives it alone",
-          arguments: [16, 64])
-    func attentionTile(headDim hd: Int) {
+          arguments: [16, 64], KernelISA.supported)
+    func attentionTile(headDim hd: Int, tier: KernelISA) {
+        #expect(pl_isa_force_thread(tier.cCode) == 0, "\(tier)")
+        defer { pl_isa_force_thread(-1) }
         var rng = SeededSplitMix64(seed: 0x711E + UInt64(hd))
-        for nCtx in [1, 2, 15, 16, 17, 31, 100, 333] {
+        for nCtx in [1, 2, 15, 16, 17, 31, 63, 64, 100, 333] {
             for (queries, heads) in [(1, 3), (2, 3), (4, 3), (5, 3), (6, 3), (3, 1), (16, 1), (4, 4), (2, 5)] {
                 let stride = 2 * hd // two KV heads; the tile reads the second
                 let rows = nCtx + queries - 1
@@ -673,7 +676,7 @@ struct KernelTests {
                         pl_attention_tile_f16(q, Int64(qStride), Int64(queries), Int64(heads), kh, vh, Int64(stride),
                                               Int64(nCtx), Int64(hd), 0.3, &scores, &tiled, Int64(outStride))
                         #expect(tiled.map(\.bitPattern) == single.map(\.bitPattern),
-                                "hd \(hd), \(queries) queries × \(heads) heads, n_ctx \(nCtx)")
+                                "\(tier): hd \(hd), \(queries) queries × \(heads) heads, n_ctx \(nCtx)")
                     }
                 }
             }

@@ -13,7 +13,7 @@
 // fused where that build fuses them, and the same table), so results do not move by a bit. Lanes glibc sends down
 // its special-case path (|x| ≥ 88, inf, NaN) are recomputed by expf itself. Tested against expf on a sweep of
 // every float bit pattern.
-AVX512 static inline __m512d expf8_pd(__m256 x) {
+AVX512 static inline __attribute__((always_inline)) __m512d expf8_pd(__m256 x) {
     const __m512d inv_ln2_n = _mm512_castsi512_pd(_mm512_set1_epi64(0x40471547652b82fe)); // 32/ln 2
     const __m512d shift = _mm512_castsi512_pd(_mm512_set1_epi64(0x4338000000000000));     // 0x1.8p52
     const __m512d c0 = _mm512_castsi512_pd(_mm512_set1_epi64(0x3ebc6af84b912394));
@@ -36,7 +36,7 @@ AVX512 static inline __m512d expf8_pd(__m256 x) {
     return _mm512_mul_pd(y, s);
 }
 
-AVX512 static inline __m512 expf16(__m512 x) {
+AVX512 static inline __attribute__((always_inline)) __m512 expf16(__m512 x) {
     __m256 ylo = _mm512_cvtpd_ps(expf8_pd(_mm512_castps512_ps256(x)));
     __m256 yhi = _mm512_cvtpd_ps(expf8_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))));
     __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(ylo)), _mm256_castps_pd(yhi), 1));
