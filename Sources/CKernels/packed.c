@@ -28,6 +28,21 @@ int pl_packed_supported(void) {
     return pl_isa_process() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI) != 0;
 }
 
+// The AVX2 tier (and AVX-512 without VNNI) packs Q4_0/Q4_1 only: their packed kernels (x86/avx2_packed.c) do half
+// the row kernels' work per weight (measured decode 1.04-1.5x the rows' GB/s, prefill as fast as the batch kernel),
+// while Q8_0's sign trick costs the same per weight either way and one packed stream reads DRAM slower than the
+// row kernel's four (0.5-0.77x), Q5_0/Q4_K measured no faster (0.9-1.06x) and Q5_0's prefill half the batch
+// kernel's (C bench, Tests/CKernelsDriver/bench_avx2_batch.c, AMD EPYC Zen 4, one thread, shared machine).
+int pl_packed_type_supported(int type) {
+    if (pl_packed_supported()) return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 ||
+                                      type == PL_TYPE_Q5_0 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K;
+#if defined(__x86_64__)
+    const int tier = pl_isa_process();
+    if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1;
+#endif
+    return 0;
+}
+
 int pl_packed_few_owns(int type, int64_t n_tokens, int64_t n) {
 #if defined(__x86_64__)
     return (type == PL_TYPE_Q4_1 || type == PL_TYPE_Q8_0) && n_tokens >= 2 && n_tokens <= PL_PACKED_FEW_MAX &&
@@ -278,9 +293,18 @@ VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t 
 
 void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
                       int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1) {
-    // Only packed where pl_packed_supported() said so, so the CPU has VNNI: the portable switch (which
-    // applies to the row-layout kernels) does not apply here.
+    // Only packed where pl_packed_type_supported() said so (an x86 CPU with AVX2): the portable switch (which applies to
+    // the row-layout kernels) does not apply here. The AVX-512 VNNI bodies run on that tier (and for a thread forced
+    // portable on a CPU that has it, as before), the AVX2 ones otherwise: POCKETLM_ISA=avx2, a test forcing it, an
+    // AVX2 CPU, an AVX-512 CPU without VNNI.
 #if defined(__x86_64__)
+    const int vnni512 = pl_isa_best() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI);
+    const int tier = pl_isa();
+    if (!(vnni512 && (tier == PL_ISA_AVX512 || tier == PL_ISA_PORTABLE)) && pl_avx2_packed_owns(type)) {
+        pl_avx2_matmul_packed(type, (const uint8_t *)packed, rows, n, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
+                              r0 / 16, (r1 + 15) / 16);
+        return;
+    }
     if (pl_packed_k_owns(type)) {
         pl_matmul_packed_k(type, (const uint8_t *)packed, rows, n, (const uint8_t *)xq, xq_stride, n_tokens, y, ldy,
                            r0 / 16, (r1 + 15) / 16);

@@ -225,6 +225,56 @@ static void test_matmul_q(int tier, const char *name) {
     }
 }
 
+// The packed layout (pl_pack_rows, pl_matmul_packed) on the x86 tiers: every output bit for bit what the same tier's
+// row kernel gives (the packed kernels compute ggml's lane arithmetic, as the row kernels do), for decode (1 input),
+// a few inputs and a batch, rows not a multiple of 16 (the last group partly zero), the groups split unevenly as
+// threads split them. On the avx2 tier this exercises x86/avx2_packed.c, on avx512 packed.c / packed_k.c (VNNI).
+static void test_matmul_packed(int tier, const char *name) {
+#if defined(__x86_64__)
+    if (tier != PL_ISA_AVX2 && tier != PL_ISA_AVX512) return;
+    if (tier == PL_ISA_AVX512 && !(pl_isa_features() & PL_FEATURE_AVX512_VNNI)) return;   // its packed bodies need VNNI
+    static const int types[] = {PL_TYPE_Q8_0, PL_TYPE_Q4_0, PL_TYPE_Q4_1, PL_TYPE_Q5_0, PL_TYPE_Q4_K};
+    static const int shapes[][2] = {{7, 256}, {16, 512}, {37, 768}, {40, 1536}};
+    static const int token_counts[] = {1, 3, 9};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const QType *t = NULL;
+        for (size_t q = 0; q < sizeof qtypes / sizeof qtypes[0]; q++) if (qtypes[q].type == types[ti]) t = &qtypes[q];
+        int act = pl_activation_type(t->type);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int rows = shapes[s][0];
+            int64_t n = shapes[s][1];
+            size_t row_bytes = (size_t)(n / t->elems * t->bytes);
+            uint8_t *w = malloc(row_bytes * rows);
+            random_weights(t, w, n / t->elems * rows);
+            size_t pbytes = pl_packed_bytes(t->type, rows, n);
+            uint8_t *packed = aligned_alloc(64, (pbytes + 63) / 64 * 64);
+            int64_t groups = (rows + 15) / 16;
+            pl_pack_rows(t->type, w, row_bytes, rows, n, packed, 0, groups);
+            for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
+                int tokens = token_counts[tc];
+                float *x = malloc((size_t)(n * tokens) * 4);
+                random_input(x, n * tokens);
+                int stride = act_bytes(act, n);
+                uint8_t *xq = malloc((size_t)stride * tokens);
+                pl_isa_force_thread(tier);
+                for (int i = 0; i < tokens; i++) quantize(act, x + i * n, xq + i * stride, n);
+                float *yr = malloc((size_t)rows * tokens * 4), *yp = malloc((size_t)rows * tokens * 4);
+                pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yr, rows, n, 0, rows);
+                int64_t cut = groups / 2 * 16;   // whole groups, as Linear hands them out
+                if (cut > 0) pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, 0, cut);
+                pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, cut, rows);
+                check(bits_equal(yr, yp, (int64_t)rows * tokens), name, "packed = rows", t->type, rows, tokens);
+                free(x); free(xq); free(yr); free(yp);
+            }
+            free(w); free(packed);
+        }
+    }
+    pl_isa_force_thread(-1);
+#else
+    (void)tier; (void)name;
+#endif
+}
+
 static void test_float_kernels(int tier, const char *name) {
     static const int types[] = {PL_TYPE_F32, PL_TYPE_F16, PL_TYPE_BF16};
     for (int ti = 0; ti < 3; ti++) {
@@ -445,6 +495,7 @@ int main(int argc, char **argv) {
         test_quantize(tier, name);
         test_quantize_q8_K_edges(tier, name);
         test_matmul_q(tier, name);
+        test_matmul_packed(tier, name);
         test_float_kernels(tier, name);
         test_math(tier, name);
         test_logits(tier, name);

@@ -150,6 +150,9 @@ void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, 
 /// pl_matmul_q's.
 /// 1 when this CPU runs the packed kernel (AVX-512 VNNI); 0 means keep matrices in the file's layout.
 int pl_packed_supported(void);
+/// 1 when this process packs `type` at load: every packed type on AVX-512 VNNI; Q4_0/Q4_1 on the AVX2 tier
+/// (x86/avx2_packed.c; its other packed kernels serve threads forced to AVX2 over an AVX-512 process's matrices).
+int pl_packed_type_supported(int type);
 /// Q4_K and Q6_K are packed per super-block (256 columns): the 16 rows' quants interleaved 4 bytes at a time, then
 /// their scales regrouped as vectors of 16 rows (packed_k.c); their inputs are Q8_K blocks.
 /// Bytes of the packed form of a `rows` × `n` matrix of `type` (Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or Q6_K).

@@ -85,7 +85,7 @@ public final class RandomWeightStore: WeightStore, @unchecked Sendable {
             }
         }
         var packed: UnsafeMutableRawPointer?
-        if pl_packed_supported() != 0 {
+        if MappedWeightStore.tierPacks(.q8_0) {
             let dst = arena.allocate(pl_packed_bytes(Int32(GGMLType.q8_0.rawValue), Int64(rows), Int64(columns)))
             packMatrix(type: .q8_0, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data), into: dst)
             packed = dst

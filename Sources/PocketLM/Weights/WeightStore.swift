@@ -55,6 +55,8 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// four-row body (C driver, one thread, DRAM: 27.8 vs 27.5 GB/s at 576x1536, 28 vs 30 at 1536x2048; 128 inputs
     /// 67-71 GMAC/s alike).
     static let packedTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q4_K]
+    /// Whether this process's kernel tier packs `type` (AVX-512 VNNI: all of `packedTypes`; AVX2: Q4_0/Q4_1).
+    static func tierPacks(_ type: GGMLType) -> Bool { pl_packed_type_supported(Int32(type.rawValue)) != 0 }
     private var packed: [String: UnsafeRawPointer] = [:]
     /// Matrices packed into the arena by this load (not found in the cache): what `persistPacked` writes.
     private var packedHere: [(name: String, data: UnsafeRawPointer, bytes: Int)] = []
@@ -79,7 +81,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         self.file = file
         self.evictsPageCache = evictsPageCache
         self.minimumCacheBytes = minimumCacheBytes
-        self.packs = pack && pl_packed_supported() != 0
+        self.packs = pack && Self.packedTypes.contains { Self.tierPacks($0) }
         self.cacheDirectory = packs ? cacheDirectory : nil
         self.cache = self.cacheDirectory.flatMap { PackedWeightCache(source: file.path, directory: $0) }
     }
@@ -87,7 +89,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// The matrices this store packs (quantized, of a packed type, more than one row), with their packed sizes
     /// and those of one group of 16 rows.
     private var packableMatrices: [(name: String, bytes: Int, groupBytes: Int)] {
-        file.tensors.filter { $0.rows > 1 && Self.packedTypes.contains($0.type) }.map {
+        file.tensors.filter { $0.rows > 1 && Self.packedTypes.contains($0.type) && Self.tierPacks($0.type) }.map {
             let t = Int32($0.type.rawValue)
             return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
         }
@@ -129,7 +131,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        if packs, info.rows > 1, Self.packedTypes.contains(info.type) {
+        if packs, info.rows > 1, Self.packedTypes.contains(info.type), Self.tierPacks(info.type) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
