@@ -26,7 +26,7 @@ struct BenchFlash: AsyncParsableCommand {
     @Option(help: "Window sizes for flash, comma-separated.") var windows: String = "0,2,4"
     @Option(help: "Sparsity rules for flash, comma-separated (none, predictor[:F], exact[:F], threshold:T).")
     var sparsity: String = "none"
-    @Option(help: "Modes, comma-separated (flash, naive, mmap, llama.cpp). Default: all; llama.cpp only with --source.")
+    @Option(help: "Modes, comma-separated (flash, naive, mmap, llama.cpp; flash-aio: flash with its reads queued by native AIO instead of the reader threads). Default: flash, naive, mmap, llama.cpp; llama.cpp only with --source.")
     var modes: String?
     @Option(name: .customLong("memory-limit"), help: "Run each budgeted configuration inside a cgroup memory limit equal to its budget: auto (where a memory cgroup is writable; else the reason is printed), on, off.")
     var memoryLimit: String = "auto"
@@ -49,6 +49,7 @@ struct BenchFlash: AsyncParsableCommand {
     @Option(name: .customLong("cgroup"), help: .hidden) var cgroup: String?
 
     static let allModes = ["flash", "naive", "mmap", "llama.cpp"]
+    static let knownModes = allModes + ["flash-aio"]
 
     struct Config: Codable {
         var mode: String
@@ -61,6 +62,7 @@ struct BenchFlash: AsyncParsableCommand {
             case "resident": "dense (resident)"
             case "llama.cpp": "llama.cpp (mmap)"
             case "flash": "flash w=\(window) \(sparsity)"
+            case "flash-aio": "flash aio w=\(window) \(sparsity)"
             default: mode
             }
         }
@@ -161,7 +163,7 @@ struct BenchFlash: AsyncParsableCommand {
         let sparsityList = sparsity.split(separator: ",").map(String.init)
         for s in sparsityList { _ = try PagingOptions.Sparsity.parse(s) }
         var modeList = (modes ?? Self.allModes.joined(separator: ",")).split(separator: ",").map(String.init)
-        for m in modeList where !Self.allModes.contains(m) { throw ValidationError("unknown mode '\(m)' (flash, naive, mmap, llama.cpp)") }
+        for m in modeList where !Self.knownModes.contains(m) { throw ValidationError("unknown mode '\(m)' (flash, flash-aio, naive, mmap, llama.cpp)") }
         if source == nil, modes == nil {
             modeList.removeAll { $0 == "llama.cpp" }
             if !json { Console.error("no llama.cpp row: it runs the unpacked file, give it with --source") }
@@ -191,6 +193,9 @@ struct BenchFlash: AsyncParsableCommand {
             if modeList.contains("naive") { configs.append(Config(mode: "naive", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
             if modeList.contains("flash") {
                 for s in sparsityList { for w in windowList { configs.append(Config(mode: "flash", budget: budget, budgetLabel: label, window: w, sparsity: s)) } }
+            }
+            if modeList.contains("flash-aio") {
+                for s in sparsityList { for w in windowList { configs.append(Config(mode: "flash-aio", budget: budget, budgetLabel: label, window: w, sparsity: s)) } }
             }
             if modeList.contains("mmap") { configs.append(Config(mode: "mmap", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
             if modeList.contains("llama.cpp") { configs.append(Config(mode: "llama.cpp", budget: budget, budgetLabel: label, window: 0, sparsity: "none")) }
@@ -444,8 +449,10 @@ struct BenchFlash: AsyncParsableCommand {
 
     private func measure(_ c: Config) throws -> Row {
         let rssBefore = ProcessStats.currentResidentBytes()
-        let paging = PagingOptions(mode: PagingOptions.Mode(rawValue: c.mode) ?? .resident, memoryBudget: c.budget,
-                                   window: c.window, sparsity: try PagingOptions.Sparsity.parse(c.sparsity), ioThreads: ioThreads)
+        let aio = c.mode == "flash-aio"
+        let paging = PagingOptions(mode: aio ? .flash : PagingOptions.Mode(rawValue: c.mode) ?? .resident, memoryBudget: c.budget,
+                                   window: c.window, sparsity: try PagingOptions.Sparsity.parse(c.sparsity), ioThreads: ioThreads,
+                                   asyncReads: aio)
         let schedule = layerSharing.flatMap(LayerSchedule.Strategy.init(rawValue:)).map { ($0, 2) }
         // The dense row may run the unpacked file: no paging options (a packed file without them runs resident).
         let lm = try LanguageModel(path: model, options: LoadOptions(threads: threads, contextLength: context,

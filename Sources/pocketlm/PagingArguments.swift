@@ -17,13 +17,17 @@ struct PagingArguments: ParsableArguments {
     @Option(help: "Neurons each token computes: none, exact[:F] (oracle: top F by |h|), threshold:T (|h| ≥ T), predictor[:F] (the file's predictor picks the top F of groups before reading).")
     var sparsity: String = "none"
 
-    @Option(name: .customLong("io-threads"), help: "Reads in flight at once.")
+    @Option(name: .customLong("io-threads"), help: "Reader threads (reads in flight at once) where the reads are not asynchronous.")
     var ioThreads: Int = 8
+
+    @Option(help: "How the per-token reads are issued: threads (the --io-threads reader threads; the default) or aio (every read of a layer queued with one system call, where Linux native AIO and O_DIRECT work: less CPU, slower on the 2-core test machine).")
+    var reads: String = "threads"
 
     func validate() throws {
         if let p = paging, PagingOptions.Mode(rawValue: p) == nil {
             throw ValidationError("unknown --paging '\(p)' (flash, naive, mmap, resident)")
         }
+        guard ["aio", "threads"].contains(reads) else { throw ValidationError("--reads is aio or threads, found '\(reads)'") }
         guard window >= 0 else { throw ValidationError("--window must be ≥ 0, found \(window)") }
         guard (1...256).contains(ioThreads) else { throw ValidationError("--io-threads must be between 1 and 256, found \(ioThreads)") }
         do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
@@ -37,6 +41,7 @@ struct PagingArguments: ParsableArguments {
         let budget = try memoryBudget.map { try ByteCount.parse($0, reference: size) }
         let mode = paging.flatMap(PagingOptions.Mode.init(rawValue:)) ?? (budget == nil ? .resident : .flash)
         return PagingOptions(mode: mode, memoryBudget: budget, window: window,
-                             sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads)
+                             sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads,
+                             asyncReads: reads == "aio")
     }
 }

@@ -294,13 +294,46 @@ struct FlashPagingTests {
         #expect(shared.count == unrolled.count && zip(shared, unrolled).allSatisfy { $0 == $1 })
     }
 
-    @Test("a read past the end of a truncated file is an error naming it, not zeros")
-    func shortRead() throws {
+    @Test("reads: native AIO (a layer's reads queued with one system call) and the reader threads compute the original's logits bit for bit; AIO is used wherever the file opens with O_DIRECT",
+          arguments: ["tiny-q8_0.gguf", "tiny-q4_1.gguf"])
+    func asyncReads(fixture: String) throws {
+        let path = try Self.packed(fixture)
+        let original = try Self.logits(try TestPaths.fixture(fixture), Self.tokens)
+        for async in [true, false] {
+            for paging in [PagingOptions(mode: .flash, asyncReads: async), PagingOptions(mode: .naive, asyncReads: async),
+                           PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1, asyncReads: async)] {
+                let packed = try Self.logits(path, Self.tokens, paging: paging)
+                let differing = zip(packed, original).filter { $0 != $1 }.count
+                #expect(packed.count == original.count && differing == 0, "\(fixture) \(paging.mode) async \(async): \(differing) logits differ")
+            }
+        }
+        let probe = try DirectReader(path: path, threads: 1)
+        let direct = probe.direct
+        probe.shutdown()
+        for (async, mode) in [(true, PagingOptions.Mode.flash), (true, .naive), (false, .flash), (true, .mmap)] {
+            let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                        paging: PagingOptions(mode: mode, asyncReads: async)))
+            let ffn = try #require(lm.transformer.feedForward)
+            #if os(Linux)
+            // Linux has native AIO: flash and naive must use it where O_DIRECT works (this checkout's temporary
+            // directory; on tmpfs, which refuses O_DIRECT, the reader threads drop what they read instead).
+            #expect(ffn.readsAreAsync == (async && direct && mode != .mmap), "\(mode) async \(async) direct \(direct)")
+            if !direct { print("asyncReads: \(path) refuses O_DIRECT here: only the reader threads were tested") }
+            #else
+            #expect(!ffn.readsAreAsync)
+            #endif
+        }
+    }
+
+    @Test("a read past the end of a truncated file is an error naming it, not zeros (AIO and reader threads)",
+          arguments: [true, false])
+    func shortRead(async: Bool) throws {
         let source = try Self.packed("tiny-q8_0.gguf")
-        let path = Self.scratch("truncated.gguf")
+        let path = Self.scratch("truncated-\(async).gguf")
         try? FileManager.default.removeItem(atPath: path)
         try FileManager.default.copyItem(atPath: source, toPath: path)
-        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32, paging: PagingOptions(mode: .naive)))
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 1, contextLength: 32,
+                                                                    paging: PagingOptions(mode: .naive, asyncReads: async)))
         let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
         #expect(truncate(path, off_t(size - 4096)) == 0)
         do {

@@ -3,6 +3,7 @@
 // Small POSIX shims Swift cannot reach directly (O_DIRECT is a macro hidden behind _GNU_SOURCE).
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /// Opens `path` read-only with the page cache bypassed (O_DIRECT). Returns the descriptor, or -errno; when the
 /// filesystem refuses direct I/O (EINVAL, e.g. tmpfs) it returns -EINVAL so the caller can fall back.
@@ -18,5 +19,20 @@ int64_t pl_current_rss(void);
 /// Unlike getrusage's ru_maxrss, which Linux carries across execve (a child started from a large process
 /// would report its parent's peak), VmHWM belongs to the address space and starts afresh at exec.
 int64_t pl_peak_rss(void);
+
+/// Reads in flight on one descriptor without a thread per read (Linux native AIO; async_read.c). Opaque.
+typedef struct pl_async_reads pl_async_reads;
+/// A queue for up to `depth` reads at once, or NULL with errno set (ENOSYS off Linux, or AIO unavailable).
+pl_async_reads *pl_async_reads_create(int depth);
+void pl_async_reads_destroy(pl_async_reads *reads);
+/// Queues `count` (<= depth) vectored reads of `fd`: read i fills `lengths[i]` bytes from `offsets[i]` into
+/// iov[first_segment[i] ..< first_segment[i] + segments[i]]. What the kernel refuses to queue is read at once
+/// (synchronously). The arrays must stay valid until `pl_async_reads_wait`. Returns 0 or -errno.
+int pl_async_reads_submit(pl_async_reads *reads, int fd, int count, const int64_t *offsets, const int64_t *lengths,
+                          const struct iovec *iov, const int32_t *first_segment, const int32_t *segments);
+/// Blocks until the reads of the last submit are in, finishing short ones synchronously. Returns 0, -errno for a
+/// failed read, or -ENODATA when the file ended before a read's length; `failure` then holds the first failed
+/// read's offset, length and the bytes it got.
+int pl_async_reads_wait(pl_async_reads *reads, int64_t failure[3]);
 
 #endif

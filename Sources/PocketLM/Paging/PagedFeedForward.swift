@@ -76,6 +76,10 @@ public final class PagedFeedForward: @unchecked Sendable {
     private let schedule: LayerSchedule
     private let pool: ThreadPool
     private let reader: DirectReader?
+    /// Per staging buffer: its reads queued asynchronously (empty: the reader threads serve them).
+    private let asyncReads: [AsyncBundleReads]
+    /// Whether the per-token reads went through native AIO (else the reader threads).
+    public var readsAreAsync: Bool { !asyncReads.isEmpty }
     private let mapped: MappedFile?
     private let mmapFd: Int32
     private let file: MappedFile
@@ -281,6 +285,12 @@ public final class PagedFeedForward: @unchecked Sendable {
             mmapFd = -1
             reader = try DirectReader(path: file.path, threads: options.mode == .resident ? 4 : options.ioThreads)
         }
+        if options.asyncReads, options.mode == .flash || options.mode == .naive,
+           let first = AsyncBundleReads(path: file.path, maxReads: G), let second = AsyncBundleReads(path: file.path, maxReads: G) {
+            asyncReads = [first, second]
+        } else {
+            asyncReads = []
+        }
         batches = [ReadBatch(maxSegments: G), ReadBatch(maxSegments: G)]
         location = [[UnsafeRawPointer?]](repeating: [UnsafeRawPointer?](repeating: nil, count: G), count: 2)
         needed = .allocate(capacity: max(1, maxBatch) * G)
@@ -312,6 +322,8 @@ public final class PagedFeedForward: @unchecked Sendable {
 
     deinit {
         reader?.shutdown()
+        // Reads still in flight land in the arena: let them finish before it is freed.
+        for reads in asyncReads { try? reads.wait() }
         if mmapFd >= 0 { close(mmapFd) }
         for p in downScales { p.deallocate() }
         linear?.deallocate()
@@ -425,7 +437,7 @@ public final class PagedFeedForward: @unchecked Sendable {
             buffer = pending[0] == block ? 0 : (pending[1] == block ? 1 : (lastBuffer ^ 1))
             if let other = pending[buffer], other != block {
                 // A read for another block still owns this buffer (the sequence was cut short): let it land.
-                try? batches[buffer].wait()
+                try? waitReads(buffer: buffer)
                 pending[buffer] = nil
             }
             if pending[buffer] != block {
@@ -438,9 +450,8 @@ public final class PagedFeedForward: @unchecked Sendable {
                 issue(block: block, buffer: buffer, rows: rows)
             }
             stats.manageSeconds += lap()
-            let batch = batches[buffer]
             do {
-                try batch.wait()
+                try waitReads(buffer: buffer)
             } catch {
                 invalidate(buffer: buffer)
                 throw error
@@ -536,7 +547,27 @@ public final class PagedFeedForward: @unchecked Sendable {
         stats.bytesRead += batch.bytes
         stats.reads += batch.count
         pending[buffer] = block
-        reader!.submit(batch)
+        if asyncReads.isEmpty {
+            reader!.submit(batch)
+        } else {
+            do {
+                try asyncReads[buffer].submit(batch)
+            } catch {
+                submitFailure[buffer] = error
+            }
+        }
+    }
+
+    /// A submit that failed (reported by the wait for its buffer).
+    private var submitFailure: [PagingError?] = [nil, nil]
+
+    /// Blocks until the reads queued for `buffer` are in; throws the first failure.
+    private func waitReads(buffer: Int) throws(PagingError) {
+        if let e = submitFailure[buffer] {
+            submitFailure[buffer] = nil
+            throw e
+        }
+        if asyncReads.isEmpty { try batches[buffer].wait() } else { try asyncReads[buffer].wait() }
     }
 
     /// After a failed read: the groups meant for window slots must not be used later.
