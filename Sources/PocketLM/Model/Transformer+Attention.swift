@@ -1,0 +1,128 @@
+import CKernels
+import Foundation
+
+// Attention over the KV cache: one query at a time (decode, decode batches) or a prompt chunk's queries as tiles,
+// and the stores of new keys and values into the cache.
+extension Transformer {
+    /// Writes `columns` of the `rows` new key (or value) vectors into their sequences' caches at their positions,
+    /// as F16, head by head.
+    func store(_ src: UnsafeMutablePointer<Float>, rows: Int, columns: Range<Int>, slot: Int, values: Bool) {
+        let hd = config.headDim, kvDim = config.kvDim
+        var c = columns.lowerBound
+        while c < columns.upperBound {
+            let head = c / hd, end = min(columns.upperBound, (head + 1) * hd)
+            for t in 0..<rows {
+                caches[rowSequence[t]].store(src + t * kvDim + c, count: end - c, slot: slot, head: head,
+                                             position: rowPosition[t], column: c - head * hd, values: values)
+            }
+            c = end
+        }
+    }
+
+    /// Consecutive queries of a prompt chunk that attend as one tile (each K/V row loaded once for all their heads):
+    /// as many as fill the kernel's (query, head) pairs.
+    static func attentionTileQueries(group: Int) -> Int { max(1, Int(PL_ATTENTION_TILE_PAIRS) / max(1, group)) }
+
+    /// Floats of attention scores each thread needs: a tile of queries, a group of heads each, over the context.
+    public static func attentionScoresPerThread(config: ModelConfig, contextLength: Int) -> Int {
+        attentionTileQueries(group: config.attentionGroup) * config.attentionGroup * contextLength
+    }
+
+    /// Causal grouped-query attention for `rows` queries, each over its own sequence's cache up to its own position
+    /// (from the start of its window on a sliding-window pass); the (query, head) items are spread over the
+    /// threads. A thread takes its consecutive heads that share a KV head in one pass over that head's keys and
+    /// values.
+    func attention(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
+        if rows > 1 && attentionTiles(q, slot: slot, rows: rows, out: out) { return }
+        let heads = config.numAttentionHeads, hd = config.headDim, qDim = config.queryDim
+        let caches = self.caches, rowSequence = self.rowSequence, rowPosition = self.rowPosition
+        let group = config.attentionGroup
+        let scale = attentionScale
+        let items = rows * heads
+        let parts = min(pool.threadCount, items)
+        let scoresPerThread = Transformer.attentionScoresPerThread(config: config, contextLength: contextLength)
+        let scores = self.scores
+        // Causal: a later query sees more positions, so the items are split by work (positions seen), not count;
+        // an equal split left one thread ~3× the other's work on a prompt.
+        let bounds = attentionBounds
+        func seen(_ r: Int) -> Int { rowPosition[r] + 1 - caches[rowSequence[r]].firstVisible(slot: slot, position: rowPosition[r]) }
+        var total = 0
+        for r in 0..<rows { total += heads * seen(r) }
+        var done = 0, part = 1
+        bounds[0] = 0
+        for item in 0..<items where part < parts {
+            done += seen(item / heads)
+            while part < parts && done * parts >= total * part {
+                bounds[part] = item + 1
+                part += 1
+            }
+        }
+        while part <= parts { bounds[part] = items; part += 1 }
+        pool.run(parts: parts) { part in
+            var item = bounds[part]
+            let end = bounds[part + 1]
+            while item < end {
+                let r = item / heads, h = item % heads
+                // The run of this thread's heads on the same query and KV head.
+                let kvHead = h / group
+                let n = min(end - item, (kvHead + 1) * group - h)
+                let cache = caches[rowSequence[r]]
+                let pos = rowPosition[r], first = cache.firstVisible(slot: slot, position: pos)
+                let row = cache.row(slot: slot, position: first) * hd
+                pl_attention_group_f16(q + r * qDim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead) + row,
+                                       cache.values(slot: slot, head: kvHead) + row, Int64(hd), Int64(pos - first + 1),
+                                       Int64(hd), scale, scores + part * scoresPerThread, out + r * qDim + h * hd)
+                item += n
+            }
+        }
+    }
+
+    /// A prompt chunk's attention (one sequence, consecutive positions, every query seeing the cache from its first
+    /// row) as (tile of consecutive queries, KV head) items: at depth each K and V row then serves a tile's queries
+    /// instead of one, which is most of a deep chunk's attention. Each output has the bits the one-query kernel
+    /// gives it. Returns false (nothing done) for other batches: a decode batch of several sequences, or a
+    /// sliding window whose start moves within the chunk.
+    func attentionTiles(_ q: UnsafeMutablePointer<Float>, slot: Int, rows: Int, out: UnsafeMutablePointer<Float>) -> Bool {
+        let sequence = rowSequence[0], start = rowPosition[0]
+        let cache = caches[sequence]
+        for r in 1..<rows where rowSequence[r] != sequence || rowPosition[r] != start + r { return false }
+        guard cache.firstVisible(slot: slot, position: start + rows - 1) == 0 else { return false }
+        let kvHeads = config.numKeyValueHeads, hd = config.headDim, qDim = config.queryDim
+        let group = config.attentionGroup, scale = attentionScale
+        let tile = Transformer.attentionTileQueries(group: group)
+        let tiles = (rows + tile - 1) / tile
+        let items = tiles * kvHeads
+        let parts = min(pool.threadCount, items)
+        let scoresPerThread = Transformer.attentionScoresPerThread(config: config, contextLength: contextLength)
+        let scores = self.scores, bounds = attentionBounds
+        // Split by work (positions seen), as the one-query path does: later tiles see more.
+        func work(_ item: Int) -> Int {
+            let r0 = (item / kvHeads) * tile, n = min(tile, rows - r0)
+            return n * (start + r0 + 1) + n * (n - 1) / 2
+        }
+        var total = 0
+        for item in 0..<items { total += work(item) }
+        var done = 0, part = 1
+        bounds[0] = 0
+        for item in 0..<items where part < parts {
+            done += work(item)
+            while part < parts && done * parts >= total * part {
+                bounds[part] = item + 1
+                part += 1
+            }
+        }
+        while part <= parts { bounds[part] = items; part += 1 }
+        let row0 = cache.row(slot: slot, position: 0) * hd
+        pool.run(parts: parts) { part in
+            for item in bounds[part]..<bounds[part + 1] {
+                let r0 = (item / kvHeads) * tile, kvHead = item % kvHeads, n = min(tile, rows - r0)
+                let head0 = kvHead * group
+                pl_attention_tile_f16(q + r0 * qDim + head0 * hd, Int64(qDim), Int64(n), Int64(group),
+                                      cache.keys(slot: slot, head: kvHead) + row0, cache.values(slot: slot, head: kvHead) + row0,
+                                      Int64(hd), Int64(start + r0 + 1), Int64(hd), scale, scores + part * scoresPerThread,
+                                      out + r0 * qDim + head0 * hd, Int64(qDim))
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,158 @@
+import CKernels
+import Foundation
+import Synchronization
+
+// The forward pass's element-wise steps (norms, RoPE, biases, the gated activation) and the per-head follow-ups of
+// the Q/K/V projections. `forwardChunk` (Transformer.swift) calls them in order.
+extension Transformer {
+    /// out = x / sqrt(mean(x²) + eps) ⊙ weight for each of `rows` vectors of `width` (in place when out == input).
+    func rmsNorm(_ input: UnsafeMutablePointer<Float>, _ weight: [Float], _ out: UnsafeMutablePointer<Float>,
+                 rows: Int, width: Int, eps: Float, stride: Int? = nil) {
+        let stride = stride ?? width
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                let xi = input + r * stride, yo = out + r * stride
+                // ggml's rms_norm: float squares summed in double, the mean and scale in float, then × weight.
+                var ss: Double = 0
+                for j in 0..<width { ss += Double(xi[j] * xi[j]) }
+                let mean = Float(ss / Double(width))
+                let scale = 1 / (mean + eps).squareRoot()
+                for j in 0..<width { yo[j] = xi[j] * scale * w[j] }
+            }
+        }
+    }
+
+    func scale(_ a: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        for i in 0..<count { a[i] *= factor }
+    }
+
+    /// Adds `bias` to `columns` of each of the `rows` vectors of `width`.
+    func addBias(_ v: UnsafeMutablePointer<Float>, _ bias: [Float], width: Int, rows: Int, columns: Range<Int>) {
+        bias.withUnsafeBufferPointer { b in
+            for r in 0..<rows {
+                let p = v + r * width
+                for j in columns { p[j] += b[j] }
+            }
+        }
+    }
+
+    /// Rotates each head's pairs by pos·θ_i (table `table` of `ropes`), for `columns` (even bounds, whole heads in
+    /// the NEOX layout) of each of the `rows` vectors of `width` elements, the first at table row `firstRow`.
+    /// Adjacent pairs: GGUF's llama layout
+    /// permuted Q/K rows for (x[2i], x[2i+1]); halves (NEOX): (x[i], x[i + d/2]).
+    func rope(_ v: UnsafeMutablePointer<Float>, width: Int, rows: Int, columns: Range<Int>, table: Int,
+              row firstRow: Int = 0) {
+        let hd = config.headDim, half = hd / 2
+        let cosT = ropeCos + (table * maxBatch + firstRow) * half, sinT = ropeSin + (table * maxBatch + firstRow) * half
+        for r in 0..<rows {
+            let p = v + r * width
+            switch traits.ropeLayout {
+            case .adjacentPairs:
+                var j = columns.lowerBound
+                while j < columns.upperBound {
+                    let i = (j % hd) / 2
+                    let c = cosT[r * half + i], s = sinT[r * half + i]
+                    let a = p[j], b = p[j + 1]
+                    p[j] = a * c - b * s
+                    p[j + 1] = a * s + b * c
+                    j += 2
+                }
+            case .halves:
+                var head = columns.lowerBound
+                while head < columns.upperBound {
+                    for i in 0..<half {
+                        let c = cosT[r * half + i], s = sinT[r * half + i]
+                        let a = p[head + i], b = p[head + i + half]
+                        p[head + i] = a * c - b * s
+                        p[head + i + half] = a * s + b * c
+                    }
+                    head += hd
+                }
+            }
+        }
+    }
+
+    func resetHeadCounts() {
+        for i in 0..<(config.numAttentionHeads + config.numKeyValueHeads) { headRowsDone[i].store(0, ordering: .relaxed) }
+    }
+
+    /// One decoded token's query (or key) rows `rows` are computed: counts them against their heads, and for each
+    /// head they complete — whichever thread computed its other rows — norms and rotates it (a key head is then
+    /// cached). The same arithmetic as `prepareHeads`, on the thread at hand instead of in a round of its own.
+    func finishHeads(_ block: Block, keys: Bool, rows: Range<Int>, slot: Int) {
+        let hd = config.headDim, eps = Float(config.rmsNormEps)
+        var head = rows.lowerBound / hd
+        while head * hd < rows.upperBound {
+            let overlap = min(rows.upperBound, (head + 1) * hd) - max(rows.lowerBound, head * hd)
+            let counter = keys ? config.numAttentionHeads + head : head
+            // Acquire-release: the thread that completes the head sees the other thread's rows of it.
+            let done = headRowsDone[counter].add(overlap, ordering: .acquiringAndReleasing).newValue
+            if done == hd {
+                if keys {
+                    let width = config.kvDim, p = k + head * hd
+                    if let norm = block.kNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    rope(k, width: width, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
+                    caches[rowSequence[0]].store(p, count: hd, slot: slot, head: head, position: rowPosition[0], column: 0,
+                                                 values: false)
+                } else {
+                    let p = q + head * hd
+                    if let norm = block.qNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    rope(q, width: config.queryDim, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
+                }
+            }
+            head += 1
+        }
+    }
+
+    /// Q/K/V after their projections when a head's work needs the whole head (per-head norms, NEOX RoPE): per
+    /// (position, head) item, norm and rotate the query heads; norm, rotate and cache the key heads; cache the values.
+    func prepareHeads(_ block: Block, rows n: Int, slot: Int) {
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, hd = config.headDim
+        let qDim = config.queryDim, kvDim = config.kvDim, eps = Float(config.rmsNormEps)
+        let q = self.q, k = self.k, v = self.v
+        let rowSequence = self.rowSequence, rowPosition = self.rowPosition
+        let perRow = heads + kvHeads
+        pool.parallelRanges(n * perRow) { range in
+            for item in range {
+                let t = item / perRow, h = item % perRow
+                if h < heads {
+                    let p = q + t * qDim + h * hd
+                    if let norm = block.qNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    self.rope(q + t * qDim, width: qDim, rows: 1, columns: h * hd..<(h + 1) * hd, table: block.rope, row: t)
+                } else {
+                    let kh = h - heads
+                    let p = k + t * kvDim + kh * hd
+                    if let norm = block.kNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
+                    self.rope(k + t * kvDim, width: kvDim, rows: 1, columns: kh * hd..<(kh + 1) * hd, table: block.rope, row: t)
+                    let cache = self.caches[rowSequence[t]], position = rowPosition[t]
+                    cache.store(p, count: hd, slot: slot, head: kh, position: position, column: 0, values: false)
+                    cache.store(v + t * kvDim + kh * hd, count: hd, slot: slot, head: kh, position: position, column: 0, values: true)
+                }
+            }
+        }
+    }
+
+    /// g[i] = act(g[i]) · u[i]: SwiGLU (silu, with glibc's expf as the reference) or GeGLU (ggml's tabulated GELU:
+    /// the gate rounded to f16 picks the table entry; ±10 and beyond are 0 and the identity).
+    func gatedActivation(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
+        switch traits.activation {
+        case .silu:
+            pl_swiglu(g, u, Int64(count))
+        case .geluTanh:
+            geluTable.withUnsafeBufferPointer { pl_geglu_table(g, u, $0.baseAddress, Int64(count)) }
+        }
+    }
+
+    /// ggml's GELU table: for each f16 bit pattern, 0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²))) rounded to f16.
+    static func makeGeluTable() -> [Float] {
+        (0..<65536).map { bits in
+            let x = pl_f16_to_f32(UInt16(bits))
+            let y = 0.5 * x * (1 + tanhf(0.79788456080286535587989211986876 * x * (1 + 0.044715 * x * x)))
+            return pl_f16_to_f32(pl_f32_to_f16(y))
+        }
+    }
+
+    func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { a[i] += b[i] }
+    }
+}
