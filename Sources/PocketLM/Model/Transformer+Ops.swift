@@ -6,19 +6,54 @@ import Synchronization
 // the Q/K/V projections. `forwardChunk` (Transformer.swift) calls them in order.
 extension Transformer {
     /// out = x / sqrt(mean(x²) + eps) ⊙ weight for each of `rows` vectors of `width` (in place when out == input).
+    /// Four rows at a time: each row's sum is still one sequential chain (ggml's order, so the same bits), but four
+    /// independent chains keep the adder busy instead of waiting out each addition's latency.
     func rmsNorm(_ input: UnsafeMutablePointer<Float>, _ weight: [Float], _ out: UnsafeMutablePointer<Float>,
                  rows: Int, width: Int, eps: Float, stride: Int? = nil) {
         let stride = stride ?? width
+        // ggml's rms_norm: float squares summed in double, the mean and scale in float, then × weight.
+        func scaleRow(_ xi: UnsafeMutablePointer<Float>, _ yo: UnsafeMutablePointer<Float>, _ ss: Double,
+                      _ w: UnsafeBufferPointer<Float>) {
+            let mean = Float(ss / Double(width))
+            let scale = 1 / (mean + eps).squareRoot()
+            for j in 0..<width { yo[j] = xi[j] * scale * w[j] }
+        }
         weight.withUnsafeBufferPointer { w in
-            for r in 0..<rows {
-                let xi = input + r * stride, yo = out + r * stride
-                // ggml's rms_norm: float squares summed in double, the mean and scale in float, then × weight.
+            var r = 0
+            while r + 4 <= rows {
+                let x0 = input + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
+                var s0: Double = 0, s1: Double = 0, s2: Double = 0, s3: Double = 0
+                for j in 0..<width {
+                    s0 += Double(x0[j] * x0[j])
+                    s1 += Double(x1[j] * x1[j])
+                    s2 += Double(x2[j] * x2[j])
+                    s3 += Double(x3[j] * x3[j])
+                }
+                let y0 = out + r * stride
+                scaleRow(x0, y0, s0, w)
+                scaleRow(x1, y0 + stride, s1, w)
+                scaleRow(x2, y0 + 2 * stride, s2, w)
+                scaleRow(x3, y0 + 3 * stride, s3, w)
+                r += 4
+            }
+            while r < rows {
+                let xi = input + r * stride
                 var ss: Double = 0
                 for j in 0..<width { ss += Double(xi[j] * xi[j]) }
-                let mean = Float(ss / Double(width))
-                let scale = 1 / (mean + eps).squareRoot()
-                for j in 0..<width { yo[j] = xi[j] * scale * w[j] }
+                scaleRow(xi, out + r * stride, ss, w)
+                r += 1
             }
+        }
+    }
+
+    /// `rmsNorm` of a chunk's `rows` vectors of `width`, the rows spread over the threads when there are enough of
+    /// them (a prompt chunk: otherwise one thread normed while the other waited). Each row is computed as alone.
+    func normRows(_ input: UnsafeMutablePointer<Float>, _ weight: [Float], _ out: UnsafeMutablePointer<Float>,
+                  rows: Int, width: Int, eps: Float) {
+        guard rows >= 16 else { return rmsNorm(input, weight, out, rows: rows, width: width, eps: eps) }
+        pool.parallelRanges(rows, granularity: 4) { range in
+            self.rmsNorm(input + range.lowerBound * width, weight, out + range.lowerBound * width, rows: range.count,
+                         width: width, eps: eps)
         }
     }
 

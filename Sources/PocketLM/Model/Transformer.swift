@@ -386,7 +386,7 @@ public final class Transformer: @unchecked Sendable {
             // the head; a batch's take one more round of the threads (`prepareHeads`), which spreads them evenly.
             let headsInline = !fusedFollowUps && n == 1
             if headsInline { resetHeadCounts() }
-            rmsNorm(x, block.attnNorm, xn, rows: n, width: dim, eps: eps)
+            normRows(x, block.attnNorm, xn, rows: n, width: dim, eps: eps)
             linear.fused(xn, n: n, block.wq, q, block.wk, k, block.wv, v) { m, rows in
                 switch m {
                 case 0:
@@ -409,11 +409,11 @@ public final class Transformer: @unchecked Sendable {
             attention(q, slot: slot, rows: n, out: att)
             linear(block.wo, att, n: n, xn)
             if let bias = block.bo { addBias(xn, bias, width: dim, rows: n, columns: 0..<dim) }
-            if let norm = block.postAttnNorm { rmsNorm(xn, norm, xn, rows: n, width: dim, eps: eps) }
+            if let norm = block.postAttnNorm { normRows(xn, norm, xn, rows: n, width: dim, eps: eps) }
             add(x, xn, count: n * dim)
 
             // Gated FFN: x += [norm](Wdown · (act(Wgate·xn) ⊙ Wup·xn)), xn = rmsnorm(x); act = silu or tanh-GELU.
-            rmsNorm(x, block.ffnNorm, xn, rows: n, width: dim, eps: eps)
+            normRows(x, block.ffnNorm, xn, rows: n, width: dim, eps: eps)
             if let wGate = block.wGate, let wUp = block.wUp, let wDown = block.wDown {
                 // The activation on each thread's own rows as soon as its gate and up rows are done.
                 linear.fused(xn, n: n, wGate, gate, wUp, up) { m, rows in
@@ -421,7 +421,7 @@ public final class Transformer: @unchecked Sendable {
                     for t in 0..<n { self.gatedActivation(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, count: rows.count) }
                 }
                 linear(wDown, gate, n: n, xn)
-                if let norm = block.postFfnNorm { rmsNorm(xn, norm, xn, rows: n, width: dim, eps: eps) }
+                if let norm = block.postFfnNorm { normRows(xn, norm, xn, rows: n, width: dim, eps: eps) }
                 add(x, xn, count: n * dim)
             } else {
                 // Packed model: the same SwiGLU over row-column bundles, read from storage as needed.
@@ -434,7 +434,7 @@ public final class Transformer: @unchecked Sendable {
         // 3. Final norm and the output head, for the last position only unless every position is wanted.
         guard computeLogits else { return }
         if all {
-            rmsNorm(x, outputNorm, xn, rows: n, width: dim, eps: eps)
+            normRows(x, outputNorm, xn, rows: n, width: dim, eps: eps)
             linear(output, xn, n: n, logits)
         } else {
             rmsNorm(x + (n - 1) * dim, outputNorm, xn, rows: 1, width: dim, eps: eps)
