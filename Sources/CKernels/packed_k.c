@@ -41,10 +41,12 @@ void pl_pack_rows_k(int type, const uint8_t *src, size_t row_bytes, int64_t rows
     const int fb = type == PL_TYPE_Q4_K ? 144 : 210;
     for (int64_t g = g0; g < g1; g++) {
         int valid = rows - g * 16 < 16 ? (int)(rows - g * 16) : 16;
-        for (int64_t sb = 0; sb < nsb; sb++) {
-            uint8_t *o = dst + (size_t)(g * nsb + sb) * gb;
-            if (valid < 16) memset(o, 0, (size_t)gb);   // rows past the end: zero scales and quants
-            for (int r = 0; r < valid; r++) {
+        // Row by row (each source row read front to back, the group's packed bytes taking the scattered writes in
+        // cache), as pl_pack_rows does: reading 16 rows in step ran on the source's cache misses.
+        if (valid < 16) memset(dst + (size_t)(g * nsb) * gb, 0, (size_t)(nsb * gb));   // rows past the end: zero
+        for (int r = 0; r < valid; r++) {
+            for (int64_t sb = 0; sb < nsb; sb++) {
+                uint8_t *o = dst + (size_t)(g * nsb + sb) * gb;
                 const uint8_t *b = src + (size_t)(g * 16 + r) * row_bytes + sb * fb;
                 if (type == PL_TYPE_Q4_K) {
                     PL_UNROLL
