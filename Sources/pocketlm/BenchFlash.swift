@@ -298,9 +298,9 @@ struct BenchFlash: AsyncParsableCommand {
 
     /// This binary's path (a wrapping shell's /proc/self/exe would be the shell).
     static let executable: String = {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return n > 0 ? String(cString: buffer) : CommandLine.arguments[0]
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4095) }
+        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : CommandLine.arguments[0]
     }()
 
     static func cpuName() -> String {

@@ -39,7 +39,7 @@ struct ParallelGeneratorTests {
                 try sequences.withUnsafeBufferPointer { try t.decodeBatch(tok, sequences: $0) }
             }
             let rows = (0..<prompts.count).map { Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
-            next = rows.map { Self.argmax(UnsafeBufferPointer(start: $0, count: vocab)) }
+            next = rows.map { row in row.withUnsafeBufferPointer { Self.argmax($0) } }
             for s in sequences { history[s].append(next[s]) }
         }
         for s in sequences { #expect(t.position(of: s) == encoded[s].count + steps) }

@@ -39,7 +39,7 @@ public final class ParallelGenerator: Sendable {
     nonisolated(unsafe) private let slots: [Slot]
     /// Drafts for a request decoding alone; with scratch for its history (room for the drafts after it) and for
     /// a row of logits, the job it last began, and how much of that job's history the scratch already holds.
-    nonisolated(unsafe) private let speculation: SpeculativeDecoder?
+    private let speculation: SpeculativeDecoder?
     nonisolated(unsafe) private let speculationHistory: UnsafeMutableBufferPointer<Int>
     nonisolated(unsafe) private let speculationLogits: UnsafeMutableBufferPointer<Float>
     nonisolated(unsafe) private var speculatingJob: UInt64 = 0
