@@ -113,8 +113,8 @@ public final class ThreadPool: @unchecked Sendable {
     /// Like `parallelRanges`, but the threads claim chunks as they go instead of taking fixed equal shares: a thread
     /// that streams its weights faster, or starts sooner, takes more, so the step ends when the work does rather than
     /// when the slowest share does (a descheduled or slower thread no longer holds up the other). Chunks shrink as
-    /// the work runs out (a quarter of what is left per thread, down to `minimumUnits` units of `granularity`), so
-    /// the last ones are short. Each element is still computed whole by one call of `body`; which thread makes it
+    /// the work runs out (half of what is left per thread, down to `minimumUnits` units of `granularity`), so the
+    /// last ones are short while the first are long (each chunk restarts the kernel's weight streams). Each element is still computed whole by one call of `body`; which thread makes it
     /// does not change it.
     public func dynamicRanges(_ count: Int, granularity: Int = 1, minimumUnits: Int = 1, _ body: (Range<Int>) -> Void) {
         let g = max(granularity, 1)
@@ -130,7 +130,7 @@ public final class ThreadPool: @unchecked Sendable {
         run(parts: parts) { _ in
             var start = s.cursor.load(ordering: .relaxed)
             while start < units {
-                let size = Swift.min(units - start, Swift.max(minimum, (units - start) / (4 * parts)))
+                let size = Swift.min(units - start, Swift.max(minimum, (units - start) / (2 * parts)))
                 let (exchanged, found) = s.cursor.compareExchange(expected: start, desired: start + size, ordering: .relaxed)
                 if exchanged {
                     body(start * g..<Swift.min(count, (start + size) * g))
