@@ -105,7 +105,7 @@ final class PackedWeightCache: @unchecked Sendable {
     /// magic, the header's length and the JSON header, padded so the first matrix starts on a page. A header listing
     /// only some of these matrices (at the same offsets) fits in the same room. nil if the header cannot be encoded.
     static func layout(source: String, identity: [String], matrices: [(name: String, bytes: Int)])
-        -> (entries: [String: Entry], head: [UInt8], headRoom: Int, total: Int)? {
+        -> (entries: [String: Entry], head: [UInt8], total: Int)? {
         // Offsets depend on the header's length, which depends on the offsets' digits: reserve room, then fix up.
         var reserved = 4096
         while true {
@@ -116,7 +116,7 @@ final class PackedWeightCache: @unchecked Sendable {
                 offset = align(offset + m.bytes)
             }
             guard let head = self.head(source: source, identity: identity, tensors: entries) else { return nil }
-            if head.count <= 16 + reserved { return (entries, head, align(16 + reserved), offset) }
+            if head.count <= 16 + reserved { return (entries, head, offset) }
             reserved = align(head.count + 1024)
         }
     }
@@ -245,7 +245,7 @@ final class PackedWeightCache: @unchecked Sendable {
 
     private static var layoutKey: String { String(layoutFingerprint, radix: 16) }
 
-    static func align(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
+    private static func align(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
 
     private static func fnv1a(_ bytes: [UInt8], seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
         var h = seed

@@ -96,11 +96,10 @@ final class PackedWeightCacheWriter {
         let groupBytes = pl_packed_bytes(t, 16, Int64(info.columns))
         guard entry.bytes == groups * groupBytes, groupBytes <= stagingBytes else { return nil }
         let perStage = stagingBytes / groupBytes
-        // ~8 MiB of source rows at a time, so the source's pages can leave memory as the packing goes.
-        let chunk = max(perStage, (8 << 20) / (16 * rowBytes) / perStage * perStage)
+        // ~`packSliceBytes` of source rows at a time, so the source's pages can leave memory as the packing goes.
+        let chunk = max(perStage, packSliceBytes / (16 * rowBytes) / perStage * perStage)
         let src = UInt(bitPattern: data), fd = self.fd, temporary = self.temporary
         let stages = staging.map { UInt(bitPattern: $0) }
-        var failed = false
         let reasons = FirstFailure()
         for c0 in stride(from: 0, to: groups, by: chunk) {
             let c1 = min(groups, c0 + chunk)
@@ -124,14 +123,12 @@ final class PackedWeightCacheWriter {
                     g = e
                 }
             }
-            failed = reasons.value != nil
-            if failed { break }
+            if let why = reasons.value {
+                failure = why
+                abandon()
+                return nil
+            }
             slice(c0..<c1)
-        }
-        guard !failed else {
-            failure = reasons.value ?? "cannot write \(temporary)"
-            abandon()
-            return nil
         }
         written[info.name] = entry
         let p = base + entry.offset

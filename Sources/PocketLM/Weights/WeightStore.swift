@@ -57,6 +57,10 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     static let packedTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q4_K]
     /// Whether this process's kernel tier packs `type` (AVX-512 VNNI: all of `packedTypes`; AVX2: Q4_0/Q4_1).
     static func tierPacks(_ type: GGMLType) -> Bool { pl_packed_type_supported(Int32(type.rawValue)) != 0 }
+    /// A matrix this store packs: more than one row, of a type in `packedTypes` that this tier packs.
+    static func isPackable(_ info: GGUFTensorInfo) -> Bool {
+        info.rows > 1 && packedTypes.contains(info.type) && tierPacks(info.type)
+    }
     private var packed: [String: UnsafeRawPointer] = [:]
     /// Matrices packed into the arena by this load (not found in the cache): what `persistPacked` writes.
     private var packedHere: [(name: String, data: UnsafeRawPointer, bytes: Int)] = []
@@ -89,7 +93,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// The matrices this store packs (quantized, of a packed type, more than one row), with their packed sizes
     /// and those of one group of 16 rows.
     private var packableMatrices: [(name: String, bytes: Int, groupBytes: Int)] {
-        file.tensors.filter { $0.rows > 1 && Self.packedTypes.contains($0.type) && Self.tierPacks($0.type) }.map {
+        file.tensors.filter(Self.isPackable).map {
             let t = Int32($0.type.rawValue)
             return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
         }
@@ -131,7 +135,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        if packs, info.rows > 1, Self.packedTypes.contains(info.type), Self.tierPacks(info.type) {
+        if packs, Self.isPackable(info) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
@@ -175,12 +179,14 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
             packed[info.name] = cached
             return cached
         }
+        // Either way in slices of ~`packSliceBytes` of source rows, each slice's file pages dropped once packed: a
+        // large matrix (Gemma 3's 178 MB tied head) is never resident twice, so peak RSS stays about one model's worth.
+        func dropSource(_ groups: Range<Int>) {
+            let first = groups.lowerBound * 16 * rowBytes, last = min(info.byteCount, groups.upperBound * 16 * rowBytes)
+            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evictsPageCache)
+        }
         if let writer = cacheWriter(), writer.failure == nil {
-            let evict = evictsPageCache
-            if let p = writer.pack(info, data: data, rowBytes: rowBytes, packed: { groups in
-                let first = groups.lowerBound * 16 * rowBytes, last = min(info.byteCount, groups.upperBound * 16 * rowBytes)
-                file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evict)
-            }) {
+            if let p = writer.pack(info, data: data, rowBytes: rowBytes, packed: dropSource) {
                 packed[info.name] = p
                 packedHere.append((info.name, p, bytes))
                 return p
@@ -189,22 +195,22 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
             // writer stays: the matrices it packed live in its mapping).
         }
         let dst = arena.allocate(bytes)
-        // In slices of ~8 MiB, each slice's file pages dropped once packed: a large matrix (Gemma 3's 178 MB tied
-        // head) is never resident twice, so peak RSS stays about one model's worth.
         let groups = (info.rows + 15) / 16
-        let slice = max(1, (8 << 20) / (16 * rowBytes))
+        let slice = max(1, packSliceBytes / (16 * rowBytes))
         for g0 in stride(from: 0, to: groups, by: slice) {
             let g1 = min(groups, g0 + slice)
             packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
                        groups: g0..<g1)
-            let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
-            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evictsPageCache)
+            dropSource(g0..<g1)
         }
         packed[info.name] = UnsafeRawPointer(dst)
         packedHere.append((info.name, UnsafeRawPointer(dst), bytes))
         return UnsafeRawPointer(dst)
     }
 }
+
+/// Source bytes packed between drops of their file pages (`MappedWeightStore` and `PackedWeightCacheWriter` alike).
+let packSliceBytes = 8 << 20
 
 /// Copies a quantized matrix into the packed layout at `dst` (pl_packed_bytes of it, 64-byte aligned), on all cores.
 func packMatrix(type: GGMLType, rows: Int, columns: Int, rowBytes: Int, data: UnsafeRawPointer,
