@@ -114,8 +114,8 @@ public final class ThreadPool: @unchecked Sendable {
     /// that streams its weights faster, or starts sooner, takes more, so the step ends when the work does rather than
     /// when the slowest share does (a descheduled or slower thread no longer holds up the other). Chunks shrink as
     /// the work runs out (half of what is left per thread, down to `minimumUnits` units of `granularity`), so the
-    /// last ones are short while the first are long (each chunk restarts the kernel's weight streams). Each element is still computed whole by one call of `body`; which thread makes it
-    /// does not change it.
+    /// last ones are short while the first are long (each chunk restarts the kernel's weight streams). Each element
+    /// is still computed whole by one call of `body`; which thread makes it does not change it.
     public func dynamicRanges(_ count: Int, granularity: Int = 1, minimumUnits: Int = 1, _ body: (Range<Int>) -> Void) {
         let g = max(granularity, 1)
         let units = (count + g - 1) / g

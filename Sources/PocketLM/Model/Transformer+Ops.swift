@@ -115,7 +115,7 @@ extension Transformer {
     /// head they complete — whichever thread computed its other rows — norms and rotates it (a key head is then
     /// cached). The same arithmetic as `prepareHeads`, on the thread at hand instead of in a round of its own.
     func finishHeads(_ block: Block, keys: Bool, rows: Range<Int>, slot: Int) {
-        let hd = config.headDim, eps = Float(config.rmsNormEps)
+        let hd = config.headDim
         var head = rows.lowerBound / hd
         while head * hd < rows.upperBound {
             let overlap = min(rows.upperBound, (head + 1) * hd) - max(rows.lowerBound, head * hd)
@@ -123,17 +123,7 @@ extension Transformer {
             // Acquire-release: the thread that completes the head sees the other thread's rows of it.
             let done = headRowsDone[counter].add(overlap, ordering: .acquiringAndReleasing).newValue
             if done == hd {
-                if keys {
-                    let width = config.kvDim, p = k + head * hd
-                    if let norm = block.kNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
-                    rope(k, width: width, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
-                    caches[rowSequence[0]].store(p, count: hd, slot: slot, head: head, position: rowPosition[0], column: 0,
-                                                 values: false)
-                } else {
-                    let p = q + head * hd
-                    if let norm = block.qNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
-                    rope(q, width: config.queryDim, rows: 1, columns: head * hd..<(head + 1) * hd, table: block.rope)
-                }
+                if keys { prepareKeyHead(block, row: 0, head: head, slot: slot) } else { prepareQueryHead(block, row: 0, head: head) }
             }
             head += 1
         }
@@ -142,29 +132,38 @@ extension Transformer {
     /// Q/K/V after their projections when a head's work needs the whole head (per-head norms, NEOX RoPE): per
     /// (position, head) item, norm and rotate the query heads; norm, rotate and cache the key heads; cache the values.
     func prepareHeads(_ block: Block, rows n: Int, slot: Int) {
-        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, hd = config.headDim
-        let qDim = config.queryDim, kvDim = config.kvDim, eps = Float(config.rmsNormEps)
-        let q = self.q, k = self.k, v = self.v
-        let rowSequence = self.rowSequence, rowPosition = self.rowPosition
+        let heads = config.numAttentionHeads, kvHeads = config.numKeyValueHeads, hd = config.headDim, kvDim = config.kvDim
+        let v = self.v, rowSequence = self.rowSequence, rowPosition = self.rowPosition
         let perRow = heads + kvHeads
         pool.parallelRanges(n * perRow) { range in
             for item in range {
                 let t = item / perRow, h = item % perRow
                 if h < heads {
-                    let p = q + t * qDim + h * hd
-                    if let norm = block.qNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
-                    self.rope(q + t * qDim, width: qDim, rows: 1, columns: h * hd..<(h + 1) * hd, table: block.rope, row: t)
+                    self.prepareQueryHead(block, row: t, head: h)
                 } else {
-                    let kh = h - heads
-                    let p = k + t * kvDim + kh * hd
-                    if let norm = block.kNorm { self.rmsNorm(p, norm, p, rows: 1, width: hd, eps: eps) }
-                    self.rope(k + t * kvDim, width: kvDim, rows: 1, columns: kh * hd..<(kh + 1) * hd, table: block.rope, row: t)
-                    let cache = self.caches[rowSequence[t]], position = rowPosition[t]
-                    cache.store(p, count: hd, slot: slot, head: kh, position: position, column: 0, values: false)
-                    cache.store(v + t * kvDim + kh * hd, count: hd, slot: slot, head: kh, position: position, column: 0, values: true)
+                    self.prepareKeyHead(block, row: t, head: h - heads, slot: slot)
+                    self.caches[rowSequence[t]].store(v + t * kvDim + (h - heads) * hd, count: hd, slot: slot, head: h - heads,
+                                                      position: rowPosition[t], column: 0, values: true)
                 }
             }
         }
+    }
+
+    /// Query head `h` of chunk row `t`: its per-head norm (if the model has one), then RoPE.
+    func prepareQueryHead(_ block: Block, row t: Int, head h: Int) {
+        let hd = config.headDim, qDim = config.queryDim
+        let p = q + t * qDim + h * hd
+        if let norm = block.qNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: Float(config.rmsNormEps)) }
+        rope(q + t * qDim, width: qDim, rows: 1, columns: h * hd..<(h + 1) * hd, table: block.rope, row: t)
+    }
+
+    /// Key head `kh` of chunk row `t`: its per-head norm, RoPE, then into its sequence's cache at its position.
+    func prepareKeyHead(_ block: Block, row t: Int, head kh: Int, slot: Int) {
+        let hd = config.headDim, kvDim = config.kvDim
+        let p = k + t * kvDim + kh * hd
+        if let norm = block.kNorm { rmsNorm(p, norm, p, rows: 1, width: hd, eps: Float(config.rmsNormEps)) }
+        rope(k + t * kvDim, width: kvDim, rows: 1, columns: kh * hd..<(kh + 1) * hd, table: block.rope, row: t)
+        caches[rowSequence[t]].store(p, count: hd, slot: slot, head: kh, position: rowPosition[t], column: 0, values: false)
     }
 
     /// g[i] = act(g[i]) · u[i]: SwiGLU (silu, with glibc's expf as the reference) or GeGLU (ggml's tabulated GELU:
