@@ -167,6 +167,19 @@ static void test_quantize_q8_K_edges(int tier, const char *name) {
               "q8_K edge block", b, 0, 0);
 }
 
+// `tokens` random inputs of `n` elements quantized to `act` blocks (act_bytes(act, n) apart) on `tier`, which stays
+// forced for the calling thread; the caller frees them.
+static uint8_t *random_quantized_inputs(int act, int64_t n, int tokens, int tier) {
+    float *x = malloc((size_t)(n * tokens) * 4);
+    random_input(x, n * tokens);
+    int stride = act_bytes(act, n);
+    uint8_t *xq = malloc((size_t)stride * tokens);
+    pl_isa_force_thread(tier);
+    for (int i = 0; i < tokens; i++) quantize(act, x + i * n, xq + i * stride, n);
+    free(x);
+    return xq;
+}
+
 static void test_matmul_q(int tier, const char *name) {
     static const int shapes[][2] = {{1, 256}, {7, 512}, {37, 768}, {16, 2304}, {5, 1536}};
     for (size_t ti = 0; ti < sizeof qtypes / sizeof qtypes[0]; ti++) {
@@ -181,13 +194,8 @@ static void test_matmul_q(int tier, const char *name) {
             // 1: decode; 5, 9, 19: the AVX2 batch kernel's tiles of 8, 2 and 1 inputs; 70: past its 64-input tile.
             static const int token_counts[] = {1, 5, 9, 19, 70};
             for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
-                int tokens = token_counts[tc];
-                float *x = malloc((size_t)(n * tokens) * 4);
-                random_input(x, n * tokens);
-                int stride = act_bytes(act, n);
-                uint8_t *xq = malloc((size_t)stride * tokens);
-                pl_isa_force_thread(PL_ISA_PORTABLE);
-                for (int i = 0; i < tokens; i++) quantize(act, x + i * n, xq + i * stride, n);
+                int tokens = token_counts[tc], stride = act_bytes(act, n);
+                uint8_t *xq = random_quantized_inputs(act, n, tokens, PL_ISA_PORTABLE);
                 float *yp = malloc((size_t)rows * tokens * 4), *yf = malloc((size_t)rows * tokens * 4);
                 pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yp, rows, n, 0, rows);
                 pl_isa_force_thread(tier);
@@ -218,7 +226,7 @@ static void test_matmul_q(int tier, const char *name) {
                     check(bits_equal(yf + cut, yv, rows - cut), name, "matvec_q row range", t->type, rows, cut);
                     free(yv);
                 }
-                free(x); free(xq); free(yp); free(yf);
+                free(xq); free(yp); free(yf);
             }
             free(w);
         }
@@ -251,20 +259,15 @@ static void test_matmul_packed(int tier, const char *name) {
             int64_t groups = (rows + 15) / 16;
             pl_pack_rows(t->type, w, row_bytes, rows, n, packed, 0, groups);
             for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
-                int tokens = token_counts[tc];
-                float *x = malloc((size_t)(n * tokens) * 4);
-                random_input(x, n * tokens);
-                int stride = act_bytes(act, n);
-                uint8_t *xq = malloc((size_t)stride * tokens);
-                pl_isa_force_thread(tier);
-                for (int i = 0; i < tokens; i++) quantize(act, x + i * n, xq + i * stride, n);
+                int tokens = token_counts[tc], stride = act_bytes(act, n);
+                uint8_t *xq = random_quantized_inputs(act, n, tokens, tier);
                 float *yr = malloc((size_t)rows * tokens * 4), *yp = malloc((size_t)rows * tokens * 4);
                 pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yr, rows, n, 0, rows);
                 int64_t cut = groups / 2 * 16;   // whole groups, as Linear hands them out
                 if (cut > 0) pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, 0, cut);
                 pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, cut, rows);
                 check(bits_equal(yr, yp, (int64_t)rows * tokens), name, "packed = rows", t->type, rows, tokens);
-                free(x); free(xq); free(yr); free(yp);
+                free(xq); free(yr); free(yp);
             }
             free(w); free(packed);
         }
