@@ -1,0 +1,77 @@
+import CKernels
+import CPlatform
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The block-rows format (every quantized type but Q8_0): the dense row kernels on each group's rows.
+extension PagedFeedForward {
+    /// Block rows: per group in memory, the dense row kernel on its gate and up rows (neurons of groups not used stay
+    /// 0, so their h is 0), SwiGLU on its neurons and its down blocks copied into the reassembled down matrix, all in
+    /// one round of the threads (each takes a share of the groups, on the layer's inputs quantized once); then the
+    /// dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor). The row kernel
+    /// and the activation quantization are Linear's, so with every neuron used the result is the ordinary file's.
+    func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
+                                  out: UnsafeMutablePointer<Float>) {
+        let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
+        let read = readThisStep + buffer * G
+        let linear = linear!, down = downMatrix!
+        let types = layout.types(block)
+        let downBlock = types.down.blockSize, downBlockBytes = types.down.blockBytes
+        let downRowBytes = layout.downRowBytes(block), sliceBytes = layout.downSliceBytes(block)
+        let gateRowBytes = layout.gateRowBytes(block), upRowBytes = layout.upRowBytes(block)
+        let upOffset = layout.upOffset(block), downOffset = layout.downOffset(block)
+        let downWeights = WeightTensor(name: "ffn_down", type: types.down, rows: dim, columns: ffn,
+                                       rowBytes: downRowBytes, data: UnsafeRawPointer(down))
+        let gateType = Int32(types.gate.rawValue), upType = Int32(types.up.rawValue)
+        let gateAct = pl_activation_type(gateType), upAct = pl_activation_type(upType)
+        let stride = Linear.quantizedInputBytes(columns: dim)
+        let shared = predictors.isEmpty
+        let location = self.location[buffer], needed = self.needed
+        var r0 = 0
+        while r0 < rows {
+            let n = shared ? rows : 1
+            let g = batchG + r0 * ffn, u = batchU + r0 * ffn
+            g.initialize(repeating: 0, count: n * ffn)
+            u.initialize(repeating: 0, count: n * ffn)
+            let x = input + r0 * dim
+            let xqGate = UnsafeRawPointer(blockRowsXq), xqUp = UnsafeRawPointer(blockRowsXq + (upAct == gateAct ? 0 : n * stride))
+            func quantize(_ act: Int32, into dst: UnsafeMutableRawPointer) {
+                for t in 0..<n {
+                    switch act {
+                    case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(x + t * dim, dst + t * stride, Int64(dim))
+                    case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(x + t * dim, dst + t * stride, Int64(dim))
+                    default: pl_quantize_q8_1(x + t * dim, dst + t * stride, Int64(dim))
+                    }
+                }
+            }
+            quantize(gateAct, into: blockRowsXq)
+            if upAct != gateAct { quantize(upAct, into: blockRowsXq + n * stride) }
+            let parts = pool.threadCount
+            pool.run(parts: parts) { p in
+                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
+                    guard let base = location[gi] else { continue }
+                    // A group read for another row of the batch is not used by this one (as in `list(row:)`).
+                    if read[gi] && !needed[r0 * G + gi] { continue }
+                    let neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
+                    pl_matmul_q(gateType, base, gateRowBytes, xqGate, stride, Int64(n), g + lo, Int64(ffn), Int64(dim),
+                                0, Int64(neurons.count))
+                    pl_matmul_q(upType, base + upOffset, upRowBytes, xqUp, stride, Int64(n), u + lo, Int64(ffn), Int64(dim),
+                                0, Int64(neurons.count))
+                    for t in 0..<n { pl_swiglu(g + t * ffn + lo, u + t * ffn + lo, Int64(neurons.count)) }
+                    let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
+                    let slices = base + downOffset
+                    for r in 0..<dim {
+                        (down + r * downRowBytes + first).copyMemory(from: slices + r * sliceBytes, byteCount: bytes)
+                    }
+                }
+            }
+            for gi in 0..<G where location[gi] != nil && !(read[gi] && !needed[r0 * G + gi]) {
+                stats.neuronsComputed += layout.neurons(inGroup: gi).count * n
+            }
+            linear(downWeights, g, n: n, out + r0 * dim)
+            r0 += n
+        }
+    }
+}
