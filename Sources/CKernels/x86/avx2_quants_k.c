@@ -28,7 +28,7 @@ AVX2 static inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
 AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, const int R, const uint8_t *w,
         size_t row_bytes, const uint8_t *xq, int64_t nb, float *out) {
     __m256 acc[4];
-    float summs[4] = {0, 0, 0, 0};
+    __m128 summs4 = _mm_setzero_ps();
     PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
@@ -38,6 +38,19 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         __m256i c = _mm256_loadu_si256((const __m256i *)(xb + (q51 ? 4 : 2)));
         __m256i csum = q51 ? _mm256_setzero_si256() : dpbusd(_mm256_setzero_si256(), sixteen, c);
         float dx = _cvtsh_ss(ld16(xb)), sx = q51 ? _cvtsh_ss(ld16(xb + 2)) : 0.0f;
+        // The R rows' scales converted in one vcvtph2ps and multiplied by dx in one vmulps (the scalar dw·dx's
+        // single rounding), one vpermps broadcast per row; Q5_1's minimum terms an fma lane per row.
+        uint16_t dr[4] = {0, 0, 0, 0}, mr[4] = {0, 0, 0, 0};
+        PL_UNROLL
+        for (int i = 0; i < R; i++) {
+            dr[i] = ld16(w + (size_t)i * row_bytes + b * bb);
+            if (q51) mr[i] = ld16(w + (size_t)i * row_bytes + b * bb + 2);
+        }
+        const __m256 scale = _mm256_castps128_ps256(_mm_mul_ps(
+            _mm_cvtph_ps(_mm_setr_epi16((short)dr[0], (short)dr[1], (short)dr[2], (short)dr[3], 0, 0, 0, 0)), _mm_set1_ps(dx)));
+        if (q51)   // fused, as ggml's FMA build computes m·s + summs
+            summs4 = _mm_fmadd_ps(_mm_cvtph_ps(_mm_setr_epi16((short)mr[0], (short)mr[1], (short)mr[2], (short)mr[3], 0, 0, 0, 0)),
+                                  _mm_set1_ps(sx), summs4);
         PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * bb;
@@ -45,15 +58,12 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
             __m256i a = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), low4);
             a = _mm256_or_si256(a, _mm256_and_si256(pl_avx2_bytes_from_bits(ld32(wb + hoff)), sixteen));
             __m256i S = dpbusd(_mm256_setzero_si256(), a, c);
-            float dw = _cvtsh_ss(ld16(wb));
-            if (q51) {
-                summs[i] = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(_cvtsh_ss(ld16(wb + 2))), _mm_set_ss(sx), _mm_set_ss(summs[i])));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_set1_ps(dw * dx), acc[i]);
-            } else {
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(_mm256_sub_epi32(S, csum)), acc[i]);
-            }
+            const __m256 sc = _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(i));
+            acc[i] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(q51 ? S : _mm256_sub_epi32(S, csum)), acc[i]);
         }
     }
+    float summs[4];
+    _mm_storeu_ps(summs, summs4);
     PL_UNROLL
     for (int i = 0; i < R; i++) out[i] = q51 ? hsum8v(acc[i]) + summs[i] : hsum8v(acc[i]);
 }

@@ -194,7 +194,9 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(con
             for (int64_t t = t0; t < t1; t++) {
                 __m256 v = QB_NAME(qb_lanes_sum)(saved[t - t0]);
                 if (qb_has_min(type)) v = _mm256_add_ps(v, msaved[t - t0]);
-                _mm256_maskstore_ps(y + t * ldy + r, mask, v);
+                // vmaskmovps stores are slow on AMD: only for a partial group
+                if (valid == 8) _mm256_storeu_ps(y + t * ldy + r, v);
+                else _mm256_maskstore_ps(y + t * ldy + r, mask, v);
             }
         }
     }

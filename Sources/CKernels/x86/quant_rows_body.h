@@ -26,14 +26,17 @@ QR_ATTR static inline float QR_NAME(hsum256)(__m256 v) {
 QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int type, const int R, const int T,
         const uint8_t *w, size_t row_bytes, size_t pf, const uint8_t *xq, size_t xs, int64_t nb, float *out) {
     __m256 acc[4][3];
-    float msum[4][3];
+    float msum[3][4];
     PL_UNROLL
     for (int i = 0; i < R; i++)
         PL_UNROLL
-        for (int t = 0; t < T; t++) { acc[i][t] = _mm256_setzero_ps(); msum[i][t] = 0.0f; }
+        for (int t = 0; t < T; t++) acc[i][t] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
     const int wbytes = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : 20;
     const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34, qoff = type == PL_TYPE_Q4_1 ? 4 : 2;
+    __m128 msum4[3];
+    PL_UNROLL
+    for (int t = 0; t < T; t++) msum4[t] = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m256i c[3], csum[3];
         float dx[3], sx[3];
@@ -46,11 +49,28 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
             // Q4_0: Σ(q−8)·c = Σq·c − 8·Σc; the second term is the input's alone.
             if (type == PL_TYPE_Q4_0) csum[t] = QR_DPBUSD(_mm256_setzero_si256(), eight, c[t]);
         }
+        // The R rows' scales (and Q4_1's minimums) converted in one vcvtph2ps, multiplied by each input's in one
+        // vmulps: the same single roundings as the scalar dw·dx, one broadcast (vpermps) per row and input.
+        uint16_t dr[4] = {0, 0, 0, 0}, mr[4] = {0, 0, 0, 0};
+        PL_UNROLL
+        for (int i = 0; i < R; i++) {
+            dr[i] = load_u16(w + (size_t)i * row_bytes + b * wbytes);
+            if (type == PL_TYPE_Q4_1) mr[i] = load_u16(w + (size_t)i * row_bytes + b * wbytes + 2);
+        }
+        const __m128i dh = _mm_setr_epi16((short)dr[0], (short)dr[1], (short)dr[2], (short)dr[3], 0, 0, 0, 0);
+        const __m128i mh = _mm_setr_epi16((short)mr[0], (short)mr[1], (short)mr[2], (short)mr[3], 0, 0, 0, 0);
+        const __m128 dw4 = _mm_cvtph_ps(dh);
+        __m256 scale[3];
+        PL_UNROLL
+        for (int t = 0; t < T; t++) {
+            scale[t] = _mm256_castps128_ps256(_mm_mul_ps(dw4, _mm_set1_ps(dx[t])));
+            // fused, as ggml's FMA build computes m·s + summs (one lane per row)
+            if (type == PL_TYPE_Q4_1) msum4[t] = _mm_fmadd_ps(_mm_cvtph_ps(mh), _mm_set1_ps(sx[t]), msum4[t]);
+        }
         PL_UNROLL
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + (size_t)i * row_bytes + b * wbytes;
             if (pf) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
-            float dw = QR_NAME(f16)(wb);
             __m256i a;
             if (type == PL_TYPE_Q8_0) {
                 a = _mm256_loadu_si256((const __m256i *)(wb + 2));
@@ -64,16 +84,17 @@ QR_ATTR static inline __attribute__((always_inline)) void QR_NAME(dotq_tile)(int
             for (int t = 0; t < T; t++) {
                 __m256i sum = QR_DPBUSD(_mm256_setzero_si256(), ua, type == PL_TYPE_Q8_0 ? _mm256_sign_epi8(c[t], a) : c[t]);
                 if (type == PL_TYPE_Q4_0) sum = _mm256_sub_epi32(sum, csum[t]);
-                acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[t]), _mm256_cvtepi32_ps(sum), acc[i][t]);
-                // fused, as ggml's FMA build computes it
-                if (type == PL_TYPE_Q4_1) msum[i][t] = fmaf(QR_NAME(f16)(wb + 2), sx[t], msum[i][t]);
+                const __m256 sc = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(i));
+                acc[i][t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(sum), acc[i][t]);
             }
         }
     }
     PL_UNROLL
+    for (int t = 0; t < T; t++) _mm_storeu_ps(msum[t], msum4[t]);
+    PL_UNROLL
     for (int i = 0; i < R; i++)
         PL_UNROLL
-        for (int t = 0; t < T; t++) out[i * T + t] = QR_NAME(hsum256)(acc[i][t]) + msum[i][t];
+        for (int t = 0; t < T; t++) out[i * T + t] = QR_NAME(hsum256)(acc[i][t]) + msum[t][i];
 }
 
 // One call per type, so each inner loop is specialised. Inputs per prefill tile: 1 (tiles of 4 rows × 2 or 3 inputs
