@@ -161,14 +161,23 @@ $(POCKETLM_CACHE)/mobilellm-%.q8_0.gguf:
 $(POCKETLM_CACHE)/%.q8_0.flash.gguf: $(POCKETLM_CACHE)/%.q8_0.gguf
 	$(BIN) pack --model $< --out $@
 
+# A Qwen2.5-0.5B-shaped random qwen2 (untied head), quantized to Q4_K_M by llama.cpp's quantizer, and packed.
+QWEN := $(POCKETLM_CACHE)/qwen2.5-0.5b-random.Q4_K_M.gguf
+QWEN_FLASH := $(POCKETLM_CACHE)/qwen2.5-0.5b-random.Q4_K_M.flash.gguf
+$(QWEN):
+	$(PYTHON) weights-tools/make_flash_qwen2.py >/dev/null
+$(QWEN_FLASH): $(QWEN)
+	$(BIN) pack --model $< --out $@
+
 flash-models: deps fetch variants build
-	@$(MAKE) --no-print-directory $(FLASH) $(foreach m,$(RANDOM_MODELS),$(POCKETLM_CACHE)/$(m).q8_0.flash.gguf)
+	@$(MAKE) --no-print-directory $(FLASH) $(QWEN_FLASH) $(foreach m,$(RANDOM_MODELS),$(POCKETLM_CACHE)/$(m).q8_0.flash.gguf)
 
 flash-bench: flash-models
 	$(BIN) bench-flash --model $(FLASH) --budgets 50%,75% --windows 0,2 --sparsity none,predictor:0.9 --plot docs/flash-smollm2.svg
 	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-1.5b.q8_0.flash.gguf --budgets 50% --windows 0 --modes naive,flash --gen-tokens 8 --ppl-tokens 0 --rounds 2
 	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-ls-125m.q8_0.flash.gguf --budgets 100M --windows 0 --modes naive,flash --gen-tokens 16 --ppl-tokens 0
 	$(BIN) bench-flash --model $(POCKETLM_CACHE)/mobilellm-125m-60l.q8_0.flash.gguf --budgets 100M --windows 0 --modes naive,flash --gen-tokens 16 --ppl-tokens 0
+	$(BIN) bench-flash --model $(QWEN_FLASH) --source $(QWEN) --budgets 65% --windows 0 --modes flash,mmap,llama.cpp --gen-tokens 16 --ppl-tokens 0 --rounds 3 --context 512
 
 clean:
 	rm -rf .build $(FIXTURES)

@@ -89,10 +89,6 @@ public final class LanguageModel {
         var feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)?
         var processBudget: ProcessBudget?
         if let layout = try FlashLayout(file: file, config: config) {
-            // Bundles hold a SwiGLU FFN between plain pre-norms; other block shapes are not packed yet.
-            guard architecture.traits == Llama.traits else {
-                throw ModelError.unsupportedFeature(key: "general.architecture", reason: "flash paging of a \(config.modelType) model")
-            }
             var paging = options.paging ?? .resident
             if let budget = paging.memoryBudget {
                 // The budget is the whole process's: measure the vocabulary (built now, not beside the packing, so
@@ -118,10 +114,10 @@ public final class LanguageModel {
                 paging.memoryBudget = max(0, plan.weightBytes)
             }
             let resident = LanguageModel.residentBytes(of: file)
-            let ffnOptions = paging
+            let ffnOptions = paging, activation = GatedActivation(architecture.traits.activation)
             feedForward = { pool, maxBatch in
                 try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: ffnOptions,
-                                     pool: pool, residentBytes: resident, maxBatch: maxBatch)
+                                     pool: pool, residentBytes: resident, maxBatch: maxBatch, activation: activation)
             }
         } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
             throw PagingError.notPacked(path: path)
@@ -133,7 +129,9 @@ public final class LanguageModel {
         // (its dirty pages would be charged to the process); an existing one is mapped (those pages are the
         // resident weights themselves).
         let store = MappedWeightStore(file: file, cacheDirectory: options.packCacheDirectory,
-                                      evictsPageCache: processBudget != nil)
+                                      evictsPageCache: processBudget != nil,
+                                      // An untied model's input embedding is read a row per token: never packed.
+                                      rowLookups: LanguageModel.embeddingStaysOnStorage(file) ? ["token_embd.weight"] : [])
         let transformer: Transformer
         do {
             transformer = try Transformer(store: store, config: config, traits: architecture.traits,
@@ -169,10 +167,17 @@ public final class LanguageModel {
         self.loadSeconds = Date().timeIntervalSince(start)
     }
 
-    /// Bytes of the tensors a packed model keeps in memory whatever the budget (all but the FFN's).
+    /// Bytes of the tensors a packed model keeps in memory whatever the budget (all but the FFN's, and an untied
+    /// model's input embedding, which stays on storage).
     static func residentBytes(of file: GGUFFile) -> Int {
-        file.tensors.filter { t in !pagedSuffixes.contains { t.name.hasSuffix($0) } }.reduce(0) { $0 + $1.byteCount }
+        let onStorage = embeddingStaysOnStorage(file)
+        return file.tensors.filter { t in
+            !pagedSuffixes.contains { t.name.hasSuffix($0) } && !(onStorage && t.name == "token_embd.weight")
+        }.reduce(0) { $0 + $1.byteCount }
     }
+
+    /// Whether a model's input embedding is read only a row at a time: untied, the head is `output.weight`.
+    static func embeddingStaysOnStorage(_ file: GGUFFile) -> Bool { file.tensorInfo("output.weight") != nil }
 
     /// Tensors of a packed file that the paged FFN reads (not the forward pass).
     static let pagedSuffixes = [".ffn_bundles", ".ffn_down_scale", ".ffn_pred_a", ".ffn_pred_b", ".ffn_pred_bias", ".ffn_mass"]

@@ -166,26 +166,6 @@ extension Transformer {
         caches[rowSequence[t]].store(p, count: hd, slot: slot, head: kh, position: rowPosition[t], column: 0, values: false)
     }
 
-    /// g[i] = act(g[i]) · u[i]: SwiGLU (silu, with glibc's expf as the reference) or GeGLU (ggml's tabulated GELU:
-    /// the gate rounded to f16 picks the table entry; ±10 and beyond are 0 and the identity).
-    func gatedActivation(_ g: UnsafeMutablePointer<Float>, _ u: UnsafeMutablePointer<Float>, count: Int) {
-        switch traits.activation {
-        case .silu:
-            pl_swiglu(g, u, Int64(count))
-        case .geluTanh:
-            geluTable.withUnsafeBufferPointer { pl_geglu_table(g, u, $0.baseAddress, Int64(count)) }
-        }
-    }
-
-    /// ggml's GELU table: for each f16 bit pattern, 0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²))) rounded to f16.
-    static func makeGeluTable() -> [Float] {
-        (0..<65536).map { bits in
-            let x = pl_f16_to_f32(UInt16(bits))
-            let y = 0.5 * x * (1 + tanhf(0.79788456080286535587989211986876 * x * (1 + 0.044715 * x * x)))
-            return pl_f16_to_f32(pl_f32_to_f16(y))
-        }
-    }
-
     func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { a[i] += b[i] }
     }

@@ -66,8 +66,8 @@ public final class Transformer: @unchecked Sendable {
     let fusedFollowUps: Bool
     let embeddingScale: Float
     let attentionScale: Float
-    /// GELU of every f16 input, as ggml tabulates it (its GeGLU looks the gate up in this table).
-    let geluTable: [Float]
+    /// The gated FFN's activation (SwiGLU or GeGLU), as the architecture states it; the paged FFN uses the same.
+    let activation: GatedActivation
 
     /// The FFN of a packed (flash-layout) model, paged from storage or resident; nil for an ordinary file.
     public private(set) var feedForward: PagedFeedForward?
@@ -174,7 +174,7 @@ public final class Transformer: @unchecked Sendable {
         fusedFollowUps = traits.ropeLayout == .adjacentPairs && !traits.normalizesQueryKey
         embeddingScale = traits.scalesEmbedding ? Float(dim).squareRoot() : 1
         attentionScale = 1 / Float(config.queryPreAttnScalar ?? Double(hd)).squareRoot()
-        geluTable = traits.activation == .geluTanh ? Transformer.makeGeluTable() : []
+        activation = GatedActivation(traits.activation)
 
         // The pool starts after the weights are loaded (and packed), so its spinning workers do not compete
         // with the packing for the cores.
@@ -368,8 +368,13 @@ public final class Transformer: @unchecked Sendable {
                 for r in 0..<n { rope.table(start: rowPosition[r], rows: 1, cos: cos + r * half, sin: sin + r * half) }
             }
         }
-        for i in 0..<n {
-            pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
+        if let rows = feedForward?.storageEmbedding {
+            // An untied packed model's input embedding stays on storage: one row read per token.
+            for i in 0..<n { try rows.dequantize(row: tokens[i], into: x + i * dim) }
+        } else {
+            for i in 0..<n {
+                pl_dequantize_row(Int32(tokenEmbedding.type.rawValue), tokenEmbedding.row(tokens[i]), x + i * dim, Int64(dim))
+            }
         }
         if embeddingScale != 1 { scale(x, count: n * dim, by: embeddingScale) }
 
@@ -418,14 +423,15 @@ public final class Transformer: @unchecked Sendable {
                 // The activation on each thread's own rows as soon as its gate and up rows are done.
                 linear.fused(xn, n: n, wGate, gate, wUp, up) { m, rows in
                     guard m == 1 else { return }
-                    for t in 0..<n { self.gatedActivation(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, count: rows.count) }
+                    for t in 0..<n { self.activation.apply(gate + t * ffn + rows.lowerBound, up + t * ffn + rows.lowerBound, count: rows.count) }
                 }
                 linear(wDown, gate, n: n, xn)
                 if let norm = block.postFfnNorm { normRows(xn, norm, xn, rows: n, width: dim, eps: eps) }
                 add(x, xn, count: n * dim)
             } else {
-                // Packed model: the same SwiGLU over row-column bundles, read from storage as needed.
+                // Packed model: the same gated FFN over row-column bundles, read from storage as needed.
                 try feedForward!.forward(pass: slot, block: b, input: xn, rows: n, out: att)
+                if let norm = block.postFfnNorm { normRows(att, norm, att, rows: n, width: dim, eps: eps) }
                 add(x, att, count: n * dim)
             }
         }

@@ -74,14 +74,14 @@ final class DenseFFNLayer {
 
     deinit { for p in owned { p.deallocate() } }
 
-    /// out = Wdown · swiglu(Wgate·x, Wup·x) for `rows` inputs, as Transformer runs an ordinary file's FFN (the
+    /// out = Wdown · act(Wgate·x, Wup·x) for `rows` inputs, as Transformer runs an ordinary file's FFN (the
     /// activation on each thread's own rows right after its gate and up rows); `g` and `u` hold rows × ffn floats.
-    func forward(linear: Linear, input: UnsafeMutablePointer<Float>, rows n: Int, out: UnsafeMutablePointer<Float>,
-                 g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>) {
+    func forward(linear: Linear, activation: GatedActivation, input: UnsafeMutablePointer<Float>, rows n: Int,
+                 out: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>) {
         let ffn = gate.rows
         linear.fused(input, n: n, gate, g, up, u) { m, rows in
             guard m == 1 else { return }
-            for t in 0..<n { pl_swiglu(g + t * ffn + rows.lowerBound, u + t * ffn + rows.lowerBound, Int64(rows.count)) }
+            for t in 0..<n { activation.apply(g + t * ffn + rows.lowerBound, u + t * ffn + rows.lowerBound, count: rows.count) }
         }
         linear(down, g, n: n, out)
     }

@@ -59,7 +59,7 @@ extension PagedFeedForward {
                                 0, Int64(neurons.count))
                     pl_matmul_q(upType, base + upOffset, upRowBytes, xqUp, stride, Int64(n), u + lo, Int64(ffn), Int64(dim),
                                 0, Int64(neurons.count))
-                    for t in 0..<n { pl_swiglu(g + t * ffn + lo, u + t * ffn + lo, Int64(neurons.count)) }
+                    for t in 0..<n { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
                     let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
                     let slices = base + downOffset
                     for r in 0..<dim {

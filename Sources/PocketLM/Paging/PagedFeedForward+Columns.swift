@@ -66,7 +66,7 @@ extension PagedFeedForward {
                     }
                 }
             }
-            pl_swiglu(g, u, Int64(n))
+            activation.apply(g, u, count: n)
             for i in 0..<ffn { h[i] = 0 }
             for k in 0..<n { h[Int(ids[k])] = g[k] }
             n = applyComputeRule(count: n, buffer: buffer, block: block)

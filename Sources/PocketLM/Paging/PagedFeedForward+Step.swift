@@ -8,7 +8,7 @@ import Glibc
 /// The FFN step of a packed model: choose the groups (all, or the predictor's), take those in memory, wait for the
 /// rest, issue the next layer's reads, compute (or, in mmap mode, compute on the map and drop what the budget cannot keep).
 extension PagedFeedForward {
-    /// out[r] = Wdown · swiglu(Wgate·x[r], Wup·x[r]) for the `rows` inputs of pass `pass` (block `block`).
+    /// out[r] = Wdown · act(Wgate·x[r], Wup·x[r]) (SwiGLU or GeGLU) for the `rows` inputs of pass `pass` (block `block`).
     public func forward(pass: Int, block: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                         out: UnsafeMutablePointer<Float>) throws {
         let G = layout.groupsPerLayer
@@ -32,7 +32,7 @@ extension PagedFeedForward {
             stats.groupsInMemory += G
             stats.neuronsComputed += config.intermediateSize * rows
             stats.manageSeconds += lap()
-            denseLayers[block].forward(linear: linear!, input: input, rows: rows, out: out, g: batchG, u: batchU)
+            denseLayers[block].forward(linear: linear!, activation: activation, input: input, rows: rows, out: out, g: batchG, u: batchU)
             stats.computeSeconds += lap()
             return
         }

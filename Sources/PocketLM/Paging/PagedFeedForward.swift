@@ -17,6 +17,11 @@ public final class PagedFeedForward: @unchecked Sendable {
     public let plan: PagingPlan
     public internal(set) var stats = PagingStats()
     public let path: String
+    /// The gated activation of the model's architecture (SwiGLU or GeGLU).
+    public let activation: GatedActivation
+    /// An untied model's input embedding, read from storage a row per token (nil: tied, or resident without a
+    /// budget; the forward pass then reads rows through the map).
+    public let storageEmbedding: StorageEmbedding?
 
     let config: ModelConfig
     let schedule: LayerSchedule
@@ -86,8 +91,10 @@ public final class PagedFeedForward: @unchecked Sendable {
     var submitFailure: [PagingError?] = [nil, nil]
 
     public init(file: GGUFFile, layout: FlashLayout, config: ModelConfig, schedule: LayerSchedule,
-                options: PagingOptions, pool: ThreadPool, residentBytes: Int, maxBatch: Int) throws {
+                options: PagingOptions, pool: ThreadPool, residentBytes: Int, maxBatch: Int,
+                activation: GatedActivation = GatedActivation(.silu)) throws {
         self.layout = layout
+        self.activation = activation
         self.options = options
         self.config = config
         self.schedule = schedule
@@ -99,7 +106,11 @@ public final class PagedFeedForward: @unchecked Sendable {
         let evicts = options.memoryBudget != nil
         self.evicts = evicts
         self.file = file.file
-        embeddingRange = file.tensorInfo("token_embd.weight").map { ($0.fileOffset, $0.byteCount) }
+        // Untied (the head is `output.weight`): the input embedding is only ever read a row at a time, so a paged
+        // run leaves it on storage (LanguageModel.residentBytes does not count it).
+        let storesEmbedding = LanguageModel.embeddingStaysOnStorage(file) && (options.mode != .resident || options.memoryBudget != nil)
+        storageEmbedding = try storesEmbedding ? file.tensorInfo("token_embd.weight").map { try StorageEmbedding(path: file.path, tensor: $0) } : nil
+        embeddingRange = storageEmbedding != nil ? nil : file.tensorInfo("token_embd.weight").map { ($0.fileOffset, $0.byteCount) }
 
         if case .predictor = options.sparsity, file.tensorInfo("blk.0.ffn_pred_a") == nil {
             throw PagingError.noPredictor(path: file.path)

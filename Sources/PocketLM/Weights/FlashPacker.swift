@@ -16,11 +16,10 @@ public enum FlashPacker {
                             predictor predictorPath: String? = nil,
                             progress: (Double) -> Void = { _ in }) throws -> FlashLayout {
         let source = try GGUFFile(path: path)
+        // Any architecture PocketLM runs (an unknown one is refused here, naming it): each has a gated FFN in
+        // ffn_gate/ffn_up/ffn_down, and what differs — SwiGLU or GeGLU, a norm after the FFN, biases, an untied
+        // head — is the architecture's to apply at run time (DecoderTraits), not the bundles'.
         let config = try ModelConfig(gguf: source)
-        // Bundles hold a SwiGLU FFN between plain pre-norms (the llama block); GeGLU and sandwich norms are not packed yet.
-        guard Architectures.traits(of: config.modelType) == Llama.traits else {
-            throw ModelError.unsupportedFeature(key: "general.architecture", reason: "flash paging of a \(config.modelType) model")
-        }
         if FlashLayout.metadataPresent(in: source) {
             throw PagingError.invalidOption("\(path) is already packed")
         }

@@ -77,12 +77,16 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
 
     /// Whether the file pages a matrix was packed from also leave the page cache (a run inside a memory limit).
     private let evictsPageCache: Bool
+    /// Matrices only ever read a row at a time (an untied model's input embedding): used in the file's rows, never
+    /// packed (packing one would make a resident copy of a tensor that is read a row per token).
+    private let rowLookups: Set<String>
 
     /// `cacheDirectory`: where packed matrices persist between loads (nil: pack on every load, write nothing).
     /// A file with fewer packable bytes than `minimumCacheBytes` gets no cache (it repacks in a few milliseconds).
     public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil, evictsPageCache: Bool = false,
-                minimumCacheBytes: Int = 16 << 20) {
+                minimumCacheBytes: Int = 16 << 20, rowLookups: Set<String> = []) {
         self.file = file
+        self.rowLookups = rowLookups
         self.evictsPageCache = evictsPageCache
         self.minimumCacheBytes = minimumCacheBytes
         self.packs = pack && Self.packedTypes.contains { Self.tierPacks($0) }
@@ -93,7 +97,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// The matrices this store packs (quantized, of a packed type, more than one row), with their packed sizes
     /// and those of one group of 16 rows.
     private var packableMatrices: [(name: String, bytes: Int, groupBytes: Int)] {
-        file.tensors.filter(Self.isPackable).map {
+        file.tensors.filter { Self.isPackable($0) && !rowLookups.contains($0.name) }.map {
             let t = Int32($0.type.rawValue)
             return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
         }
@@ -135,7 +139,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        if packs, Self.isPackable(info) {
+        if packs, Self.isPackable(info), !rowLookups.contains(name) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
