@@ -14,6 +14,7 @@ this directory on sys.path). It has no side effects on import.
 from __future__ import annotations
 
 import contextlib
+import json
 import hashlib
 import os
 import sys
@@ -96,6 +97,16 @@ class ToolError(Exception):
 # --------------------------------------------------------------------------------------------
 # Paths and hashes.
 # --------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's contents; a missing or unreadable file is a ToolError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ToolError(f"cannot read {path}: {exc}") from None
 
 
 def cache_dir(create: bool = True) -> Path:

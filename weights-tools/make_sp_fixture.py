@@ -18,7 +18,7 @@ import gguf
 from pathlib import Path
 import sentencepiece as spm
 
-import convert_hf
+import hf_tokenizer
 
 # Llama's normalizer: no NFKC, spaces kept as they are (no collapsing), a dummy "▁" prefix.
 TRAIN_OPTIONS = dict(
@@ -100,8 +100,8 @@ def training_text():
 
 def read_model(path):
     """(pieces, scores, types, add_dummy_prefix) from a sentencepiece .model file, read by the converter's own
-    parser (convert_hf.parse_sentencepiece), so the fixture also exercises what conversion writes."""
-    return convert_hf.parse_sentencepiece(Path(path))
+    parser (hf_tokenizer.parse_sentencepiece), so the fixture also exercises what conversion writes."""
+    return hf_tokenizer.parse_sentencepiece(Path(path))
 
 
 # sentencepiece's ModelProto.SentencePiece.Type and llama.cpp's token types share numbers 1..6.

@@ -10,7 +10,7 @@ struct ArchitectureTests {
     typealias Kit = GGUFTestKit
 
     static func configError(_ overrides: [(String, GGUFTestValue)]) throws -> ModelError? {
-        try Kit.open(GGUFReaderTests.llamaFile(Kit.llamaMetadata(overrides))) { g -> ModelError? in
+        try Kit.open(Kit.llamaFile(Kit.llamaMetadata(overrides))) { g -> ModelError? in
             do {
                 _ = try ModelConfig(gguf: g)
                 return nil
@@ -37,7 +37,7 @@ struct ArchitectureTests {
     @Test("RoPE scaling keys as llama.cpp reads them: linear (factor or the older scale_linear), yarn, none")
     func ropeScalingKeys() throws {
         func scaling(_ overrides: [(String, GGUFTestValue)]) throws -> ModelConfig.RopeScaling? {
-            try Kit.open(GGUFReaderTests.llamaFile(Kit.llamaMetadata(overrides))) { g in try ModelConfig(gguf: g).ropeScaling }
+            try Kit.open(Kit.llamaFile(Kit.llamaMetadata(overrides))) { g in try ModelConfig(gguf: g).ropeScaling }
         }
         #expect(try scaling([("llama.rope.scaling.type", .str("linear")), ("llama.rope.scaling.factor", .f32(4))])
                 == .init(ropeType: "linear", factor: 4))

@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 
 import common
 import convert_hf
+import hf_tokenizer
 import make_test_model
 import reference
 from common import GGMLQuantizationType as QT
