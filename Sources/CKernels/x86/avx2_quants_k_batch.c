@@ -47,11 +47,16 @@ AVX2 static inline __attribute__((always_inline)) __m256i chunk_quants(const int
 
 // Super-blocks s0 ..< s0+ns of rows ..< valid (others zero) into the scratch.
 AVX2 static inline __attribute__((always_inline)) void k_unpack(const int type, const uint8_t *w, size_t row_bytes,
-        int valid, int64_t s0, int64_t ns, KScratch *ks) {
+        int valid, int prefetch_next, int64_t s0, int64_t ns, KScratch *ks) {
     const int bb = type == PL_TYPE_Q4_K ? 144 : 210;
     for (int64_t s = 0; s < ns; s++) {
         const uint8_t *blk[8];
         for (int i = 0; i < 8; i++) blk[i] = w + (size_t)(i < valid ? i : 0) * row_bytes + (s0 + s) * bb;
+        // The next group's rows (unpacked after every input has run over this one's): fetched meanwhile.
+        if (prefetch_next)
+            for (int i = 0; i < 8; i++)
+                for (int o = 0; o < bb + 63; o += 64)
+                    _mm_prefetch((const char *)(blk[i] + 8 * row_bytes + (o < bb ? o : bb - 1)), _MM_HINT_T0);
         for (int c = 0; c < 8; c++) {
             __m256i e[8], out[8];
             PL_UNROLL
@@ -169,7 +174,7 @@ AVX2 static inline __attribute__((always_inline)) void k_matmul(const int type, 
                 for (int k = 0; k < 4; k++) msaved[t - t0][k] = _mm256_setzero_ps();
             for (int64_t s0 = 0; s0 < nsb; s0 += KB_CHUNK) {
                 const int64_t ns = nsb - s0 < KB_CHUNK ? nsb - s0 : KB_CHUNK;
-                k_unpack(type, wr, row_bytes, valid, s0, ns, &ks);
+                k_unpack(type, wr, row_bytes, valid, r + 16 <= r1, s0, ns, &ks);
                 int64_t t = t0;
                 for (; t + KB_TILE <= t1; t += KB_TILE)
                     k_inputs(type, KB_TILE, xq, xq_stride, t, &ks, s0, ns, saved + (t - t0), msaved + (t - t0));
@@ -184,7 +189,9 @@ AVX2 static inline __attribute__((always_inline)) void k_matmul(const int type, 
                     const __m256 *m = msaved[t - t0];
                     v = _mm256_add_ps(v, _mm256_add_ps(_mm256_add_ps(m[0], m[2]), _mm256_add_ps(m[1], m[3])));
                 }
-                _mm256_maskstore_ps(y + t * ldy + r, mask, v);
+                // vmaskmovps stores are slow on AMD: only for a partial group
+                if (valid == 8) _mm256_storeu_ps(y + t * ldy + r, v);
+                else _mm256_maskstore_ps(y + t * ldy + r, mask, v);
             }
         }
     }

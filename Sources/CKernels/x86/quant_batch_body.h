@@ -23,7 +23,7 @@
 #define POCKETLM_QUANT_BATCH_SHARED
 #include "x86/avx2_common.h"
 // Shared by every body that includes this file.
-enum { QB_CHUNK = 64, QB_STEP = 8, QB_TOKENS = 32, QB_TILE = 8 };
+enum { QB_CHUNK = 64, QB_STEP = 8, QB_TOKENS = 64, QB_TILE = 8 };
 
 static inline int qb_signed(int type) { return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q5_0; }
 static inline int qb_has_min(int type) { return type == PL_TYPE_Q4_1 || type == PL_TYPE_Q5_1; }
@@ -57,7 +57,7 @@ QB_ATTR static inline __attribute__((always_inline)) __m256i QB_NAME(qb_elements
 // Blocks b0 ..< b0+cb of rows r ..< r+valid (valid ≤ 8; missing rows zero, scale 0) into the lane-major scratch:
 // w[(b·8 + l)·32 + 4i ..] = row i's elements 4l..4l+3 of block b0+b; dw[b·8 + i], mw[b·8 + i] its d and m.
 QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack)(const int type, const uint8_t *w,
-        size_t row_bytes, int valid, int64_t b0, int64_t cb, uint8_t *wl, float *dw, float *mw) {
+        size_t row_bytes, int valid, int prefetch_next, int64_t b0, int64_t cb, uint8_t *wl, float *dw, float *mw) {
     const int bb = qb_block_bytes(type);
     for (int64_t b = 0; b < cb; b++) {
         __m256i e[8];
@@ -66,6 +66,8 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack)(con
         for (int i = 0; i < 8; i++) {
             if (i < valid) {
                 const uint8_t *wb = w + (size_t)i * row_bytes + (b0 + b) * bb;
+                // The next group's rows (unpacked after every input has run over this one's): fetched meanwhile.
+                if (prefetch_next) _mm_prefetch((const char *)(wb + 8 * row_bytes + bb - 1), _MM_HINT_T0);
                 e[i] = QB_NAME(qb_elements)(type, wb);
                 d[i] = load_u16(wb);
                 m[i] = qb_has_min(type) ? load_u16(wb + 2) : 0;
@@ -180,7 +182,7 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(con
             for (int64_t t = t0; t < t1; t++) msaved[t - t0] = _mm256_setzero_ps();
             for (int64_t sb0 = 0; sb0 < nb; sb0 += QB_CHUNK) {
                 const int64_t cb = nb - sb0 < QB_CHUNK ? nb - sb0 : QB_CHUNK;
-                QB_NAME(qb_unpack)(type, wr, row_bytes, valid, sb0, cb, wl, dw, mw);
+                QB_NAME(qb_unpack)(type, wr, row_bytes, valid, r + 16 <= r1, sb0, cb, wl, dw, mw);
                 if (!one_chunk) QB_NAME(qb_x_scales)(type, xq, xq_stride, t0, t1, sb0, cb, dx, sx);
                 int64_t t = t0;
 #define QB_RUN(T)                                                                                                  \
