@@ -1,9 +1,9 @@
 // AVX2 kernels over the packed layout (packed.c: Q8_0, Q4_0, Q4_1, Q5_0; packed_k.c: Q4_K), which the AVX2 tier
 // repacks into at load as the AVX-512 VNNI tier does (same bytes, same packed-weight cache).
 //
-// Why: the row kernels (quant_rows_body.h, avx2_quants_k.c) spend per row and block an f16 conversion, a scalar
-// product and a broadcast of the scale (Q4_1: a second conversion and a scalar fma for the minimum), a nibble
-// unpack and a cross-lane insert, for 32 multiply-adds: decode measured compute-bound, far below the memory bound
+// Why: the row kernels (quant_rows_body.h, avx2_quants_k.c) spend per row and block a gather of the f16 scale (the
+// four rows' converted and multiplied together, then a vpermps broadcast per row; Q4_1: the minimums likewise), a
+// nibble unpack and a cross-lane insert, for 32 multiply-adds: decode measured compute-bound, far below the memory bound
 // (perf: the row kernel ~all of the matmul time). The packed layout holds, per group of 16 rows and block, 4 bytes of
 // each row per 64-byte step: a 256-bit load is lane l (elements 4l..4l+3, ggml's 256-bit lane) of 8 rows, so one
 // broadcast of the input's 4 bytes feeds 8 rows, the 8 rows' scales convert with one vcvtph2ps and multiply the
