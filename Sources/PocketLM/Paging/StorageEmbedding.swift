@@ -48,7 +48,7 @@ public final class StorageEmbedding {
 
     /// Reads row `r` and dequantizes it into `out` (`columns` floats).
     func dequantize(row r: Int, into out: UnsafeMutablePointer<Float>) throws(PagingError) {
-        precondition(r >= 0 && r < rows, "embedding row \(r) outside 0..<\(rows)")
+        guard r >= 0 && r < rows else { throw .invalidOption("token id \(r) is outside the vocabulary (0..<\(rows))") }
         let align = FlashLayout.ioAlignment
         let start = offset + r * rowBytes
         let first = start / align * align
