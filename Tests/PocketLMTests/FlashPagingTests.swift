@@ -276,6 +276,79 @@ struct FlashPagingTests {
         #expect(exact.oracleBytes > 0 && exact.oracleBytes <= exact.bytesRead)
     }
 
+    @Test("KV cache: the bytes its stored positions touch, page by page (global slots and a sliding ring)")
+    func kvCacheCommittedBytes() throws {
+        let page = Int(getpagesize())
+        // SmolLM2's shape at context 512: 30 slots × 3 KV heads × 64 dims; a head's 32 positions fill one 4 KiB page.
+        let cache = try KVCache(slots: 30, capacity: 512, kvHeads: 3, headDim: 64)
+        let rangesPerPosition = 30 * 3 * 2   // slots × heads × keys and values
+        let rowsPerPage = page / (64 * 2)
+        #expect(cache.committedBytes(positions: 0) == 0)
+        #expect(cache.committedBytes(positions: 1) == rangesPerPosition * page)
+        #expect(cache.committedBytes(positions: rowsPerPage) == rangesPerPosition * page)
+        #expect(cache.committedBytes(positions: rowsPerPage + 1) == 2 * rangesPerPosition * page)
+        #expect(cache.committedBytes(positions: 512) == 512 * 30 * 192 * 2 * 2)
+        // A sliding slot's ring of one page of rows per head, each row written twice (2 pages), then a global slot of
+        // 16 pages per head: the ring is full from its first position on, the global slot grows a page at a time.
+        let ring = try KVCache(kinds: [.sliding(window: 8, ringSize: rowsPerPage), .global], capacity: 16 * rowsPerPage,
+                               kvHeads: 1, headDim: 64)
+        #expect(ring.committedBytes(positions: 1) == 2 * 3 * page)    // keys and values: the ring's 2 pages, 1 global
+        #expect(ring.committedBytes(positions: rowsPerPage) == 2 * 3 * page)
+        #expect(ring.committedBytes(positions: rowsPerPage + 1) == 2 * 4 * page)
+        #expect(ring.committedBytes(positions: 16 * rowsPerPage) == 2 * 18 * page)
+    }
+
+    @Test("reserve: flash holds extra groups in the budget's untouched KV cache and batch scratch, gives them back before the cache or a longer batch touches that memory, and computes the original's logits throughout")
+    func lentReserve() throws {
+        let path = try Self.packed("tiny-q8_0.gguf")
+        let file = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: file)
+        let layout = try #require(try FlashLayout(file: file, config: config))
+        let schedule = LayerSchedule.plain(blocks: config.numHiddenLayers)
+        let context = 128, bb = layout.bundleBytes, layers = config.numHiddenLayers, G = layout.groupsPerLayer
+        // The budget: the KV cache (8 pages once any position is stored: each head's 128 positions fill one) and
+        // 4 more batch rows of one group's scratch each are set aside but untouched at load.
+        var budget = ProcessBudget(budget: 1 << 30, config: config, schedule: schedule, contextLength: context, maxBatch: 5,
+                                   threads: 1, runtimeBytes: 0, vocabularyBytes: 0, embeddingRowBytes: 0, groupsPerLayer: G)
+        let probe = try KVCache(slots: layers, capacity: context, kvHeads: config.numKeyValueHeads, headDim: config.headDim)
+        #expect(budget.kvCacheBytes == probe.committedBytes(positions: context), "the budget's KV cache is the cache's pages")
+        budget.scratchBytesPerBatchRow = bb
+        #expect(budget.pageCacheBytes == 0 && budget.batchRows == 5)
+        #expect(budget.untouchedBytes(kvCacheCommitted: 0, largestBatch: 1) == 8 * 4096 + 4 * bb)
+        // The FFN's own budget is its minimum: no pinned groups, every group it holds is lent.
+        let minimum = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 30)).plan.minimumBytes
+        let resident = file.tensors.filter { !$0.name.contains("ffn_") }.reduce(0) { $0 + $1.byteCount }
+        let options = PagingOptions(mode: .flash, memoryBudget: minimum, window: 0)
+        let t = try Transformer(store: MappedWeightStore(file: file), config: config, schedule: schedule, contextLength: context,
+                                threads: 2, maxBatch: 5, feedForward: { pool, maxBatch in
+            try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: options, pool: pool,
+                                 residentBytes: resident, maxBatch: maxBatch, processBudget: budget)
+        })
+        let ffn = try #require(t.feedForward)
+        #expect(ffn.plan.pinnedGroups == 0 && ffn.lendsReserve)
+        #expect(ffn.plan.lentSlots == min(layers * G, (8 * 4096 + 4 * bb) / bb) && ffn.lentSlots == ffn.plan.lentSlots)
+
+        // The same steps on the original file: single tokens, then a 3-row and a 5-row batch, then tokens again.
+        let original = try LanguageModel(path: try TestPaths.fixture("tiny-q8_0.gguf"),
+                                         options: LoadOptions(threads: 2, contextLength: context, maxBatch: 5)).transformer
+        let steps: [[Int]] = [[1], [270], [340], [285, 223, 40], [84], [297, 327, 284, 223, 50], [90], [91]]
+        var largest = 0, lent = ffn.lentSlots
+        for (i, step) in steps.enumerated() {
+            let a = Array(try step.withUnsafeBufferPointer { try t.forward($0, allLogits: true) }).map(\.bitPattern)
+            let b = Array(try step.withUnsafeBufferPointer { try original.forward($0, allLogits: true) }).map(\.bitPattern)
+            #expect(a == b, "step \(i): logits differ from the original's")
+            largest = max(largest, step.count)
+            // Lent slots never overlap what the cache and the batches have touched, and only ever shrink.
+            let untouched = budget.untouchedBytes(kvCacheCommitted: probe.committedBytes(positions: t.position), largestBatch: largest)
+            #expect(ffn.lentSlots * bb <= untouched && ffn.lentSlots == min(lent, untouched / bb), "step \(i)")
+            lent = ffn.lentSlots
+        }
+        // 8 pages of keys and values from the first token on, 4 rows of scratch by the 5-row batch: all given back,
+        // after the groups in them were used.
+        #expect(ffn.lentSlots == 0 && ffn.stats.lentSlotsTakenBack == ffn.plan.lentSlots)
+        #expect(ffn.stats.groupsInLentSlots > 0)
+    }
+
     @Test("layer sharing: a shared block is read once for both passes")
     func sharedBlockReadOnce() throws {
         let path = try Self.packed("tiny-ls.gguf")

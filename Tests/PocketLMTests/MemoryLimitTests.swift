@@ -87,6 +87,44 @@ struct MemoryLimitTests {
         return Int(((exact + 0.1) * 1_048_576).rounded(.up))
     }
 
+    /// A prompt of ~100 tokens, then greedy tokens up to the context's last position: the run's KV cache fills the
+    /// context inside a limit equal to the budget.
+    func fillsContext(packed: String, budget: Int, context: Int) throws {
+        let text = """
+            The lighthouse keeper climbed the spiral stairs every evening at dusk, carrying a lamp, a notebook and a \
+            flask of tea. From the gallery he could see the harbour, the fishing boats coming home, the gulls circling \
+            over the nets and the long grey line of the breakwater. He wrote down the wind, the swell, the colour of \
+            the sky and the names of the ships that passed, as his father had done before him, and his grandfather \
+            before that. One night in November
+            """
+        let promptFile = FileManager.default.temporaryDirectory.appendingPathComponent("limit-prompt-\(getpid()).txt").path
+        try text.write(toFile: promptFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: promptFile) }
+        let q8 = try TestPaths.model("SmolLM2-135M-Instruct.Q8_0.gguf")
+        let promptTokens = try #require(try CLITests.json(try CLITests.pocketlm(
+            ["run", "--model", q8, "--prompt-file", promptFile, "--max-tokens", "1", "--json"]).stdout)["prompt_tokens"] as? [Int])
+        let args = ["--prompt-file", promptFile, "--temperature", "0", "--context", String(context),
+                    "--max-tokens", String(context - promptTokens.count), "--json"]
+        let dense = try CLITests.json(try CLITests.pocketlm(["run", "--model", q8] + args).stdout)
+        let r = try Self.runLimited(["run", "--model", packed, "--memory-budget", String(budget)] + args, limit: budget)
+        let label = "budget \(budget >> 20) MiB, context \(context) filled"
+        #expect(!r.killed && r.status == 0, "\(label): status \(r.status), killed \(r.killed): \(r.stderr)")
+        #expect(r.peak > 0 && r.peak <= budget, "\(label): cgroup peak \(r.peak >> 20) MiB")
+        #expect(r.failcnt == 0, "\(label): the process hit its limit \(r.failcnt) times")
+        guard r.status == 0 else { return }
+        let obj = try CLITests.json(r.stdout)
+        let tokens = try #require(obj["tokens"] as? [Int])
+        #expect(tokens == dense["tokens"] as? [Int], "\(label): greedy tokens differ from the ordinary file's")
+        #expect(promptTokens.count + tokens.count == context, "\(label): the run stopped before the context was full")
+        #expect(try #require(obj["peak_rss_bytes"] as? Int) <= budget, "\(label): peak RSS over the budget")
+        let paging = try #require(obj["paging"] as? [String: Any])
+        let plan = try #require(paging["plan"] as? [String: Any]), stats = try #require(paging["stats"] as? [String: Any])
+        // The reserve was used (groups found in lent slots) and given back (slots taken back as the cache filled).
+        #expect(try #require(plan["lent_slots"] as? Int) > 0, "\(label): \(plan)")
+        #expect(try #require(stats["groups_in_lent_slots"] as? Int) > 0, "\(label): \(stats)")
+        #expect(try #require(stats["lent_slots_taken_back"] as? Int) > 0, "\(label): \(stats)")
+    }
+
     @Test("the CLI inside a memory limit equal to its budget: never killed, limit never hit, peak ≤ budget, same tokens; the stated minimum runs")
     func runsInsideItsBudget() throws {
         if let reason = Self.cgroupUnavailable() {
@@ -128,6 +166,11 @@ struct MemoryLimitTests {
             let rss = try #require(obj["peak_rss_bytes"] as? Int)
             #expect(rss <= c.budget, "\(label): peak RSS \(rss >> 20) MiB")
         }
+        // A context that fills during the run, at the minimum: flash holds groups in the KV cache's and the batch
+        // scratch's untouched reserve from the start and gives them back as the cache grows into it; the process
+        // stays inside its limit to the last position.
+        try fillsContext(packed: packed, budget: min256 + (1 << 20), context: 256)
+
         // Below the minimum, inside the same limit: a clear error, not a kill.
         let small = try Self.runLimited(["run", "--model", packed, "--memory-budget", String(min256 - (1 << 20)),
                                          "--context", "256"] + prompt, limit: min256 - (1 << 20))

@@ -101,6 +101,33 @@ public final class KVCache: @unchecked Sendable {
         zip(kinds, slotRows).reduce(0) { $0 + ($1.0 == .global ? 0 : 2 * $1.1 * kvDim * MemoryLayout<UInt16>.size) }
     }
 
+    /// Bytes of the pages holding positions 0..<`positions` of every slot (keys and values, both copies of a ring
+    /// row): the cache's share of the process's memory once those positions are stored (the mapping is committed
+    /// page by page as positions reach it). A memory budget lends the rest of the cache's reserve out until then.
+    public func committedBytes(positions: Int) -> Int {
+        let page = Int(getpagesize()), element = MemoryLayout<UInt16>.size
+        var pages = 0, lastPage = -1
+        // Byte ranges in address order (keys of every slot and head, then values); pages shared by neighbours once.
+        func touch(_ start: Int, _ bytes: Int) {
+            guard bytes > 0 else { return }
+            let first = max(start / page, lastPage + 1), last = (start + bytes - 1) / page
+            if last >= first { pages += last - first + 1 }
+            lastPage = max(lastPage, last)
+        }
+        let valueStart = slotOffset.last.map { ($0 + slotRows.last! * kvDim) * element } ?? 0
+        for base in [0, valueStart] {
+            for s in 0..<slots {
+                let n = min(positions, rings[s] ?? capacity)
+                for h in 0..<kvHeads {
+                    let head = base + (slotOffset[s] + h * slotRows[s] * headDim) * element
+                    touch(head, n * headDim * element)
+                    if let ring = rings[s] { touch(head + ring * headDim * element, n * headDim * element) }
+                }
+            }
+        }
+        return pages * page
+    }
+
     /// The first position a query at `position` attends to in `slot` (0 for global slots).
     @inline(__always) public func firstVisible(slot: Int, position: Int) -> Int {
         if case .sliding(let window, _) = kinds[slot] { return max(0, position - window + 1) }

@@ -105,19 +105,22 @@ public final class LanguageModel {
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
                                          groupsPerLayer: layout.groupsPerLayer,
                                          // Block rows: the reassembled down matrix and the dense kernels' inputs.
-                                         extraScratchBytes: layout.format == .blockRows
-                                            ? layout.largestDownBytes
-                                                + 3 * options.maxBatch * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
-                                                + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: options.maxBatch)
-                                            : 0)
+                                         extraScratchBytes: { rows in
+                                            layout.format == .blockRows
+                                                ? layout.largestDownBytes
+                                                    + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
+                                                    + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
+                                                : 0
+                                         })
                 processBudget = plan
                 paging.memoryBudget = max(0, plan.weightBytes)
             }
             let resident = LanguageModel.residentBytes(of: file)
-            let ffnOptions = paging, activation = GatedActivation(architecture.traits.activation)
+            let ffnOptions = paging, activation = GatedActivation(architecture.traits.activation), lender = processBudget
             feedForward = { pool, maxBatch in
                 try PagedFeedForward(file: file, layout: layout, config: config, schedule: schedule, options: ffnOptions,
-                                     pool: pool, residentBytes: resident, maxBatch: maxBatch, activation: activation)
+                                     pool: pool, residentBytes: resident, maxBatch: maxBatch, activation: activation,
+                                     processBudget: lender)
             }
         } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
             throw PagingError.notPacked(path: path)

@@ -356,6 +356,13 @@ public final class Transformer: @unchecked Sendable {
         let contiguous = (0..<n).allSatisfy { rowSequence[$0] == rowSequence[0] && rowPosition[$0] == rowPosition[0] + $0 }
         let dim = config.hiddenSize, qDim = config.queryDim, kvDim = config.kvDim, ffn = config.intermediateSize
         let eps = Float(config.rmsNormEps)
+        if let feedForward, feedForward.lendsReserve {
+            // The paged FFN holds groups in the memory a budget sets aside for the KV cache and longer batches: it
+            // gives back what this batch's keys, values and scratch are about to touch (one sequence under a budget).
+            var end = 0
+            for r in 0..<n { end = max(end, rowPosition[r] + 1) }
+            feedForward.reclaimReserve(kvCacheBytes: caches[rowSequence[0]].committedBytes(positions: end), rows: n)
+        }
 
         // 1. Token embeddings (× sqrt(dim) for Gemma), and the RoPE rotations of these positions for each RoPE the
         //    layers use (shared by every layer of that kind).

@@ -44,8 +44,8 @@ extension PagedFeedForward {
     }
 
 
-    /// Finds, for block `block`, the groups the rows need that are not in memory, assigns each a home (a window
-    /// slot or the staging buffer) and queues its read.
+    /// Finds, for block `block`, the groups the rows need that are not in memory, assigns each a home (an empty lent
+    /// slot, a window slot or the staging buffer) and queues its read.
     func issue(block: Int, buffer: Int, rows: Int) {
         let G = layout.groupsPerLayer, bb = layout.bundleBytes
         let cache = caches[block], batch = batches[buffer]
@@ -58,14 +58,19 @@ extension PagedFeedForward {
             if let s = cache.slot(of: gi) {
                 cache.touch(slot: s, token: token)
                 location[buffer][gi] = UnsafeRawPointer(cache.pointer(slot: s))
-                if want { stats.groupsNeeded += 1; stats.groupsInMemory += 1 }
+                if want {
+                    stats.groupsNeeded += 1; stats.groupsInMemory += 1
+                    if s >= cache.capacity { stats.groupsInLentSlots += 1 }
+                }
                 continue
             }
             location[buffer][gi] = nil
             guard want else { continue }
             stats.groupsNeeded += 1
             let dest: UnsafeMutableRawPointer
-            if options.mode == .flash, options.window > 0, let s = cache.admit(group: gi, token: token) {
+            if let s = cache.admitLent(group: gi) {
+                dest = cache.pointer(slot: s)
+            } else if options.mode == .flash, options.window > 0, let s = cache.admit(group: gi, token: token) {
                 dest = cache.pointer(slot: s)
             } else {
                 dest = staging[buffer] + gi * bb
@@ -103,7 +108,7 @@ extension PagedFeedForward {
         pending[buffer] = nil
         lastBlock = -1
         for cache in caches {
-            for s in cache.pinned..<cache.capacity {
+            for s in cache.evictableSlots {
                 if let gi = cache.group(inSlot: s), readThisStep[buffer * layout.groupsPerLayer + gi] { cache.evict(slot: s) }
             }
         }

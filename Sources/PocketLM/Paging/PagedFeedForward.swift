@@ -14,7 +14,7 @@ import Glibc
 public final class PagedFeedForward: @unchecked Sendable {
     public let layout: FlashLayout
     public let options: PagingOptions
-    public let plan: PagingPlan
+    public internal(set) var plan: PagingPlan
     public internal(set) var stats = PagingStats()
     public let path: String
     /// The gated activation of the model's architecture (SwiGLU or GeGLU).
@@ -40,6 +40,11 @@ public final class PagedFeedForward: @unchecked Sendable {
     let linear: Linear?
     let downMatrix: UnsafeMutableRawPointer?
     let caches: [NeuronBundleCache]
+    /// Flash under a process budget: extra group slots in the budget's untouched reserve, and the budget that says
+    /// how much of it is still untouched (`PagedFeedForward+Reserve`).
+    let reserveSlots: ReserveSlots?
+    let processBudget: ProcessBudget?
+    var kvCacheHighWater = 0, batchHighWater = 1
     /// Block rows with every group of every layer in memory: the layers as the ordinary file's matrices (empty
     /// otherwise; the slots then hold no groups).
     var denseLayers: [DenseFFNLayer] = []
@@ -92,7 +97,7 @@ public final class PagedFeedForward: @unchecked Sendable {
 
     public init(file: GGUFFile, layout: FlashLayout, config: ModelConfig, schedule: LayerSchedule,
                 options: PagingOptions, pool: ThreadPool, residentBytes: Int, maxBatch: Int,
-                activation: GatedActivation = GatedActivation(.silu)) throws {
+                activation: GatedActivation = GatedActivation(.silu), processBudget: ProcessBudget? = nil) throws {
         self.layout = layout
         self.activation = activation
         self.options = options
@@ -111,6 +116,9 @@ public final class PagedFeedForward: @unchecked Sendable {
         let storesEmbedding = LanguageModel.embeddingStaysOnStorage(file) && (options.mode != .resident || options.memoryBudget != nil)
         storageEmbedding = try storesEmbedding ? file.tensorInfo("token_embd.weight").map { try StorageEmbedding(path: file.path, tensor: $0) } : nil
         embeddingRange = storageEmbedding != nil ? nil : file.tensorInfo("token_embd.weight").map { ($0.fileOffset, $0.byteCount) }
+        // Under a budget each step's embedding rows are dropped from the page cache after use: the next step's lookup
+        // faults its row back in, and must not bring the read-around window with it.
+        if evicts, let e = embeddingRange { file.file.adviseRandom(offset: e.offset, length: e.length) }
 
         if case .predictor = options.sparsity, file.tensorInfo("blk.0.ffn_pred_a") == nil {
             throw PagingError.noPredictor(path: file.path)
@@ -200,11 +208,25 @@ public final class PagedFeedForward: @unchecked Sendable {
         let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
         self.arena = arena
         let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
-        caches = (0..<layers).map { l in
+        let caches = (0..<layers).map { l in
             dense ? NeuronBundleCache(groups: G, capacity: 0, pinned: 0, slots: base, bundleBytes: bb)
                   : NeuronBundleCache(groups: G, capacity: capacity, pinned: pinned, slots: base + l * capacity * bb, bundleBytes: bb)
         }
+        self.caches = caches
         staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + layout.layerBytes] : []
+        // Flash under a process budget: what the budget sets aside for the KV cache and a long batch, untouched so
+        // far, holds more groups until they need it (at most every group each layer lacks).
+        self.processBudget = processBudget
+        if let processBudget, options.mode == .flash, !dense, capacity < G {
+            let lendable = min(processBudget.untouchedBytes(kvCacheCommitted: 0, largestBatch: 1), layers * (G - capacity) * bb)
+            let slots = ReserveSlots(lendableBytes: lendable, slotBytes: bb, layers: layers)
+            for cache in caches { cache.reserveLent(slots.active / layers + 1) }
+            for k in 0..<slots.active { caches[slots.layer(ofSlot: k)].lend(slots.pointer(slot: k)) }
+            reserveSlots = slots.active > 0 ? slots : nil
+            self.plan.lentSlots = slots.active
+        } else {
+            reserveSlots = nil
+        }
 
         if options.mode == .mmap {
             mapped = file.file

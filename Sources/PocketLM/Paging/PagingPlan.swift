@@ -14,6 +14,9 @@ public struct PagingPlan: Sendable, Codable, Equatable {
     /// Layers whose FFN the mmap mode keeps mapped.
     public var pinnedLayers: Int
     public var cacheBytes: Int
+    /// Flash under a process budget: group slots (all layers) lent at load from the memory the budget sets aside for
+    /// the KV cache and longer batches, given back as those fill (not counted in `weightBytes`).
+    public var lentSlots = 0
     /// Weights in memory at most: resident + staging + cache.
     public var weightBytes: Int { residentBytes + stagingBytes + cacheBytes }
 }

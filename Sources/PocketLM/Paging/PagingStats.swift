@@ -9,6 +9,10 @@ public struct PagingStats: Sendable, Equatable, Codable {
     /// Groups the tokens needed, and how many of those were already in memory.
     public var groupsNeeded = 0
     public var groupsInMemory = 0
+    /// Of those, groups found in slots lent from the budget's untouched reserve.
+    public var groupsInLentSlots = 0
+    /// Lent slots given back to the KV cache or a longer batch.
+    public var lentSlotsTakenBack = 0
     /// Bytes a perfect selection at the same quality would have had to read (exact/threshold rules only).
     public var oracleBytes = 0
     public var neuronsComputed = 0
@@ -26,6 +30,8 @@ public struct PagingStats: Sendable, Equatable, Codable {
         d.computeSeconds = a.computeSeconds - b.computeSeconds
         d.groupsNeeded = a.groupsNeeded - b.groupsNeeded
         d.groupsInMemory = a.groupsInMemory - b.groupsInMemory
+        d.groupsInLentSlots = a.groupsInLentSlots - b.groupsInLentSlots
+        d.lentSlotsTakenBack = a.lentSlotsTakenBack - b.lentSlotsTakenBack
         d.oracleBytes = a.oracleBytes - b.oracleBytes
         d.neuronsComputed = a.neuronsComputed - b.neuronsComputed
         return d

@@ -9,6 +9,10 @@ import Foundation
 /// the file pages a resident matrix was packed from are dropped from it, the GGUF metadata's once the vocabulary is
 /// built, and the embedding rows looked up through the map at every step; the mmap mode counts the layers it keeps
 /// mapped and drops the others after each use.
+///
+/// Until the KV cache fills and a long prompt runs, much of what is set aside for them is memory the process has not
+/// touched: `untouchedBytes(kvCacheCommitted:largestBatch:)` says how much, and the flash FFN holds extra groups
+/// there (`ReserveSlots`), giving them back before the cache or a batch grows into it.
 public struct ProcessBudget: Sendable, Codable, Equatable {
     /// The whole process's memory, bytes.
     public var budget: Int
@@ -26,6 +30,10 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     public var pageCacheBytes: Int
     /// Page tables, thread stacks, allocator slack and kernel memory charged to the process.
     public var marginBytes: Int
+    /// The largest batch the scratch and page cache are sized for, in positions.
+    public var batchRows: Int
+    /// What each batch row adds to the scratch (its activations, quantized inputs and FFN outputs).
+    public var scratchBytesPerBatchRow: Int
 
     /// Everything but the weights.
     public var overheadBytes: Int {
@@ -42,18 +50,35 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     /// `threads` compute threads; `runtimeBytes` and `vocabularyBytes` measured by the caller.
     public init(budget: Int, config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int, threads: Int,
                 runtimeBytes: Int, vocabularyBytes: Int, embeddingRowBytes: Int, groupsPerLayer: Int,
-                extraScratchBytes: Int = 0, marginBytes: Int = ProcessBudget.defaultMargin) {
+                extraScratchBytes: (_ batchRows: Int) -> Int = { _ in 0 }, marginBytes: Int = ProcessBudget.defaultMargin) {
         self.budget = budget
         self.contextLength = contextLength
         self.runtimeBytes = runtimeBytes
         self.vocabularyBytes = vocabularyBytes
         let b = max(1, min(maxBatch, contextLength))
         kvCacheBytes = Self.kvCacheBytes(config: config, schedule: schedule, contextLength: contextLength, maxBatch: b)
-        scratchBytes = Self.scratchBytes(config: config, contextLength: contextLength, maxBatch: b, threads: threads,
-                                         groupsPerLayer: groupsPerLayer) + extraScratchBytes
+        func scratch(_ rows: Int) -> Int {
+            Self.scratchBytes(config: config, contextLength: contextLength, maxBatch: rows, threads: threads,
+                              groupsPerLayer: groupsPerLayer) + extraScratchBytes(rows)
+        }
+        scratchBytes = scratch(b)
+        batchRows = b
+        // The scratch grows by the same bytes per row (every term is a per-row or a fixed size).
+        scratchBytesPerBatchRow = b > 1 ? (scratchBytes - scratch(1)) / (b - 1) : 0
         // A batch of b tokens looks up at most b rows, each on at most two pages.
         pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * 2 * 4096)
         self.marginBytes = marginBytes
+    }
+
+    /// Bytes set aside for the KV cache, the batch scratch and a batch's page cache that the process has not touched
+    /// yet, when the KV cache's touched pages come to `kvCacheCommitted` bytes and no batch so far had more than
+    /// `largestBatch` rows: what may be lent out until the cache or a longer batch needs it.
+    public func untouchedBytes(kvCacheCommitted: Int, largestBatch: Int) -> Int {
+        let rows = min(max(1, largestBatch), batchRows)
+        let kv = max(0, kvCacheBytes - kvCacheCommitted)
+        let scratch = (batchRows - rows) * scratchBytesPerBatchRow
+        let pages = pageCacheBytes - min(pageCacheBytes, rows * 2 * 4096)
+        return kv + scratch + pages
     }
 
     /// Keys and values of every pass at the full context, as `KVCache` lays them out (a sliding pass keeps a

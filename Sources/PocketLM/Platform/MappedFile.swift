@@ -43,6 +43,16 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, Int32(MADV_WILLNEED))
     }
 
+    /// Tells the kernel that [offset, offset+length) is read a row here and there: a page fault there reads that page
+    /// alone, not the read-around window (up to read_ahead_kb — 8 MiB on some disks — of page cache per fault).
+    public func adviseRandom(offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let end = min(size, (offset + length + page - 1) / page * page)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_RANDOM))
+    }
+
     /// Drops the map's pages in [offset, offset+length) from this process's memory (whole pages inside the
     /// range only); a later access reads them again from the file. Used once a tensor has been repacked.
     /// `evict` also drops them from the page cache (where no other process maps them), so a run inside a memory
