@@ -197,10 +197,14 @@ void pl_quantize_q8_K(const float *x, void *out, int64_t n) {
     uint8_t *p = (uint8_t *)out;
 #if defined(__x86_64__)
     const int avx2 = pl_tier_avx2() || pl_tier_avx512();   // the AVX2 body serves both x86 tiers
+#elif defined(__aarch64__)
+    const int neon = pl_tier_neon();
 #endif
     for (int64_t b = 0; b < n / 256; b++, x += 256, p += PL_Q8_K_BLOCK_BYTES) {
 #if defined(__x86_64__)
         if (avx2 && pl_avx2_quantize_q8_K_block(x, p)) continue;
+#elif defined(__aarch64__)
+        if (neon && pl_neon_quantize_q8_K_block(x, p)) continue;   // arm/neon_quants_k_low.c
 #endif
         int8_t *qs = (int8_t *)(p + 4);
         float amax = 0.0f, max = 0.0f;
@@ -344,6 +348,10 @@ void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *x
 #if defined(__x86_64__)
     if (pl_kq_fast()) { pl_kq_matmul_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
     int tier = pl_isa();
+    if ((tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) && pl_kq_avx2_low_owns(type)) {   // x86/avx2_quants_k_low.c
+        pl_kq_matmul_avx2_low(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
     if ((tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) && pl_kq_avx2_owns(type)) {
         pl_kq_matmul_avx2(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
         return;
@@ -352,6 +360,10 @@ void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *x
     if (pl_isa() == PL_ISA_NEON && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1)) {   // arm/neon_quant.c
         if (pl_isa_features() & PL_FEATURE_DOTPROD) pl_neon_dotprod_matmul_q(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
         else pl_neon_matmul_q(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n / 32, r0, r1);
+        return;
+    }
+    if (pl_isa() == PL_ISA_NEON && pl_kq_neon_low_owns(type)) {   // arm/neon_quants_k_low.c
+        pl_kq_matmul_neon_low(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
         return;
     }
     if (pl_isa() == PL_ISA_NEON && pl_kq_neon_owns(type)) {

@@ -37,6 +37,11 @@ void pl_kq_matmul_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8
 /// bit-identical to pl_kq_matmul_avx2's rows.
 void pl_kq_matmul_batch_avx2(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                              int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// 1 for the types x86/avx2_quants_k_low.c has an AVX2 body for (Q2_K, Q3_K, Q5_K).
+int pl_kq_avx2_low_owns(int type);
+/// Rows r0 ..< r1 against n_tokens inputs, AVX2 bodies of Q2_K/Q3_K/Q5_K; bit-identical to pl_kq_dot_portable.
+void pl_kq_matmul_avx2_low(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                           int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 #endif
 #if defined(__aarch64__)
 /// 1 for the types arm/neon_quants_k.c has a NEON body for (Q4_K, Q6_K).
@@ -44,6 +49,14 @@ int pl_kq_neon_owns(int type);
 /// Rows r0 ..< r1 against n_tokens inputs, NEON bodies (sdot where the CPU has dotprod); bit-identical to the portable.
 void pl_kq_matmul_neon(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// 1 for the types arm/neon_quants_k_low.c has a NEON body for (Q2_K, Q3_K, Q5_K).
+int pl_kq_neon_low_owns(int type);
+/// Rows r0 ..< r1 against n_tokens inputs, NEON bodies of Q2_K/Q3_K/Q5_K; bit-identical to the portable.
+void pl_kq_matmul_neon_low(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                           int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// One Q8_K block of pl_quantize_q8_K (bit-identical); 0 (nothing written) for a block with a NaN or an infinity or
+/// whose −127/max overflows (the portable body's cases).
+int pl_neon_quantize_q8_K_block(const float *x, uint8_t *out);
 #endif
 
 #endif

@@ -4,6 +4,7 @@
 // neon tier, with and without dotprod). Usage: ckernels-driver [--require tier,tier,...]; exits non-zero when a
 // comparison fails or a required tier is absent on this CPU. Prints one line per tier and its closing counts.
 #include "ckernels.h"
+#include "quants_k.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,23 @@ static uint8_t *random_quantized_inputs(int act, int64_t n, int tokens, int tier
     return xq;
 }
 
+// The K-quant and Q5_x types each vector tier has its own body for (the comparisons above are bit for bit, so they
+// cannot tell a tier body from the portable one): a type that loses its body fails here instead of passing on the
+// portable path.
+static void test_tier_claims(int tier, const char *name) {
+    static const int types[] = {PL_TYPE_Q5_0, PL_TYPE_Q5_1, PL_TYPE_Q2_K, PL_TYPE_Q3_K, PL_TYPE_Q4_K, PL_TYPE_Q5_K, PL_TYPE_Q6_K};
+    for (int i = 0; i < 7; i++) {
+        int t = types[i], owned = 0;
+#if defined(__x86_64__)
+        if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) owned = pl_kq_avx2_owns(t) || pl_kq_avx2_low_owns(t);
+#elif defined(__aarch64__)
+        if (t == PL_TYPE_Q5_0 || t == PL_TYPE_Q5_1) continue;   // NEON runs arm/neon_quant.c's Q5_x rows (quants_k.c)
+        if (tier == PL_ISA_NEON) owned = pl_kq_neon_owns(t) || pl_kq_neon_low_owns(t);
+#endif
+        check(owned, name, "the tier has its own body for the type", t, 0, 0);
+    }
+}
+
 static void test_matmul_q(int tier, const char *name) {
     static const int shapes[][2] = {{1, 256}, {7, 512}, {37, 768}, {16, 2304}, {5, 1536}};
     for (size_t ti = 0; ti < sizeof qtypes / sizeof qtypes[0]; ti++) {
@@ -191,8 +209,8 @@ static void test_matmul_q(int tier, const char *name) {
             size_t row_bytes = (size_t)(n / t->elems * t->bytes);
             uint8_t *w = malloc(row_bytes * rows);
             random_weights(t, w, n / t->elems * rows);
-            // 1: decode; 5, 9, 19: the AVX2 batch kernel's tiles of 8, 2 and 1 inputs; 70: past its 64-input tile.
-            static const int token_counts[] = {1, 5, 9, 19, 70};
+            // 1: decode; 3: a few; 5, 9, 19: the AVX2 batch kernel's tiles of 8, 2 and 1 inputs; 70: past its 64-input tile.
+            static const int token_counts[] = {1, 3, 5, 9, 19, 70};
             for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
                 int tokens = token_counts[tc], stride = act_bytes(act, n);
                 uint8_t *xq = random_quantized_inputs(act, n, tokens, PL_ISA_PORTABLE);
@@ -607,6 +625,7 @@ int main(int argc, char **argv) {
         int before = g_fail, pass0 = g_pass;
         test_quantize(tier, name);
         test_quantize_q8_K_edges(tier, name);
+        test_tier_claims(tier, name);
         test_matmul_q(tier, name);
         test_matmul_packed(tier, name);
         test_bundles(tier, name);
