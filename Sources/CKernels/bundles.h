@@ -17,6 +17,34 @@ static inline uint16_t pl_bundle_ld16(const uint8_t *p) { uint16_t v; memcpy(&v,
 /// map[i − c0] = k with ids[k] = i, or −1, for neurons c0 ..< c1 (the down bodies' neuron → bundle index).
 void pl_bundle_build_map(int32_t *map, int64_t c0, int64_t c1, const int32_t *ids, int64_t n);
 
+/// The down bodies' neuron → bundle map for rows r0 ..< r1: in the caller's scratch acc when it holds ffn entries
+/// (built once), else in `stack` (MAP_CHUNK entries) a chunk of neurons at a time. Returns the map, *chunk its span.
+enum { PL_BUNDLE_MAP_CHUNK = 2048 };
+static inline int32_t *pl_bundle_map_home(int32_t *acc, int32_t *stack, int64_t ffn, int64_t r0, int64_t r1,
+                                          int64_t *chunk) {
+    if ((ffn / 32) * (r1 - r0) < ffn) { *chunk = PL_BUNDLE_MAP_CHUNK; return stack; }
+    *chunk = ffn;
+    return acc;
+}
+
+/// Bit j set when neuron 32b + j is listed (mb = the map at block b's first neuron).
+static inline uint32_t pl_bundle_listed(const int32_t *mb) {
+    uint32_t listed = 0;
+    for (int j = 0; j < 32; j++) listed |= (uint32_t)(mb[j] >= 0) << j;
+    return listed;
+}
+
+/// Lane l of block b (neurons 4l .. 4l+3, nib = their listed bits, ml = the map at the first): the 4 down columns
+/// (an unlisted neuron borrows a listed one's column) and h's 4 quants from its block hb, 0 for unlisted neurons.
+static inline void pl_bundle_lane(const void *const *bundles, const int32_t *ml, unsigned nib, size_t col_off,
+                                  const uint8_t *hb, int l, const int8_t *p[4], int8_t h[4]) {
+    const int8_t *any = (const int8_t *)bundles[ml[__builtin_ctz(nib)]] + col_off;
+    for (int j = 0; j < 4; j++) {
+        p[j] = ml[j] >= 0 ? (const int8_t *)bundles[ml[j]] + col_off : any;
+        h[j] = ml[j] >= 0 ? (int8_t)hb[2 + 4 * l + j] : 0;
+    }
+}
+
 /// Gate/up against n_tokens inputs (xq_stride bytes apart): g[t·ldg + k], u[t·ldg + k] for k in k0 ..< k1.
 /// nb = dim / 32. The single-input entry point is n_tokens = 1.
 void pl_portable_bundle_gate_up(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq,

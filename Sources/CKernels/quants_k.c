@@ -346,6 +346,10 @@ float pl_kq_dot_portable(int type, const uint8_t *w, const uint8_t *xq, int64_t 
 void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                   int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
+    if (pl_kq_fast() && (type == PL_TYPE_Q2_K || type == PL_TYPE_Q3_K)) {   // no VNNI body: the AVX2 one serves
+        pl_kq_matmul_avx2_low(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
+        return;
+    }
     if (pl_kq_fast()) { pl_kq_matmul_vnni(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1); return; }
     int tier = pl_isa();
     if ((tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) && pl_kq_avx2_low_owns(type)) {   // x86/avx2_quants_k_low.c

@@ -3,6 +3,17 @@
 // Private interface between kernels.c's dispatch and the Q5_0/Q5_1/K-quant kernels (quants_k.c: portable
 // reference; x86/avx512_quants_k.c: AVX-512 VNNI bodies; x86/avx512_quants_k_batch.c: several-input bodies).
 #include "ckernels.h"
+#include <string.h>
+
+/// Q4_K/Q5_K's 8 six-bit scales and 8 six-bit minimums from their 12 packed bytes (ggml's get_scale_min_k4, four at
+/// a time in 32-bit words), for the vector bodies.
+static inline void pl_kq_scales_mins_k4(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t u[3];
+    memcpy(u, packed, 12);
+    uint32_t s0 = u[0] & 0x3f3f3f3f, s1 = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    uint32_t m0 = u[1] & 0x3f3f3f3f, m1 = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    memcpy(sc, &s0, 4); memcpy(sc + 4, &s1, 4); memcpy(mn, &m0, 4); memcpy(mn + 4, &m1, 4);
+}
 
 /// 1 for Q5_0, Q5_1, Q2_K … Q6_K: the types these files own.
 int pl_kq_owns(int type);

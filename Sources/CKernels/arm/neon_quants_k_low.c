@@ -105,12 +105,8 @@ ATTR static float NAME##_q5k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {
         const int8_t *xs = (const int8_t *)(xq + 4);                                                                  \
         int16_t bs[16];                                                                                               \
         memcpy(bs, xq + 260, 32);                                                                                     \
-        uint32_t u[3];                                                                                                \
-        memcpy(u, w + 4, 12);                                                                                         \
-        uint32_t s0 = u[0] & 0x3f3f3f3f, s1 = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);              \
-        uint32_t m0 = u[1] & 0x3f3f3f3f, m1 = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);        \
         uint8_t sc[8], mn[8];                                                                                         \
-        memcpy(sc, &s0, 4); memcpy(sc + 4, &s1, 4); memcpy(mn, &m0, 4); memcpy(mn + 4, &m1, 4);                      \
+        pl_kq_scales_mins_k4(w + 4, sc, mn);                                                                          \
         int32_t pm = 0;                                                                                               \
         for (int g = 0; g < 8; g++) pm += mn[g] * (bs[2 * g] + bs[2 * g + 1]);                                        \
         summs = fmaf(-yd * pl_neon_f16(w + 2), (float)pm, summs);                                                     \

@@ -101,8 +101,9 @@ int pl_activation_type(int weight_type);
 void pl_matvec_q(int type, const void *w, size_t row_bytes, const void *xq, float *y,
                  int64_t n, int64_t r0, int64_t r1);
 
-/// 1 when pl_matmul_q runs an AVX-512 VNNI body for `type` on this CPU and thread (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K with
-/// VNNI and without pl_force_portable); 0 when it runs the portable body. Tests use it to know that a comparison
+/// 1 when pl_matmul_q runs a vector body for `type` on this CPU and thread's AVX-512 VNNI tier (Q5_0, Q5_1, Q4_K, Q5_K,
+/// Q6_K: VNNI bodies; Q2_K, Q3_K: the AVX2 ones; only with VNNI and without pl_force_portable); 0 when it runs the
+/// portable body. Tests use it to know that a comparison
 /// of the two paths really compares two bodies.
 int pl_quant_fast_body(int type);
 

@@ -69,89 +69,29 @@ AVX2 void pl_avx2_bundle_gate_up(const void *const *bundles, int64_t k0, int64_t
     }
 }
 
-// Down: rows in tiles of TILE; per block b (in order) and lane l with a listed neuron, the 4 columns of neurons
-// 32b+4l .. +3 interleaved to one dword per row ([c0 c1 c2 c3], byte unpacks keep the row order) give S_l of 8 rows
-// per vpmaddubsw/vpmaddwd against the 4 quants of h (unlisted ones × 0). A lane with no listed neuron has S_l = 0
-// for every row, and fma(d, 0, acc) = acc, so it is skipped. Rows past the last whole 8 go through a zeroed copy.
-#define TILE 128
-#define MAP_CHUNK 2048
+// Down (bundle_down_body.h): the 4 columns of a lane interleaved to one dword per row ([c0 c1 c2 c3]; byte unpacks
+// keep the row order) give S_l of 8 rows per vpmaddubsw/vpmaddwd against h's 4 quants.
+AVX2 static inline float bd_scale(uint16_t d, float dh) { return _cvtsh_ss(d) * dh; }
 
-AVX2 static inline __m256i column_dwords(const int8_t *const *p, int64_t r) {
+AVX2 static inline void bd_lane8(float *fa, const float *sc, const int8_t *const *p, const int8_t h[4], int64_t r) {
     __m128i c0 = _mm_loadl_epi64((const __m128i *)(p[0] + r)), c1 = _mm_loadl_epi64((const __m128i *)(p[1] + r));
     __m128i c2 = _mm_loadl_epi64((const __m128i *)(p[2] + r)), c3 = _mm_loadl_epi64((const __m128i *)(p[3] + r));
     __m128i a01 = _mm_unpacklo_epi8(c0, c1), a23 = _mm_unpacklo_epi8(c2, c3);
-    return _mm256_set_m128i(_mm_unpackhi_epi16(a01, a23), _mm_unpacklo_epi16(a01, a23));
+    int32_t hw;
+    memcpy(&hw, h, 4);
+    __m256i s = lanes(_mm256_set_m128i(_mm_unpackhi_epi16(a01, a23), _mm_unpacklo_epi16(a01, a23)), _mm256_set1_epi32(hw));
+    _mm256_store_ps(fa, _mm256_fmadd_ps(_mm256_load_ps(sc), _mm256_cvtepi32_ps(s), _mm256_load_ps(fa)));
 }
 
-AVX2 void pl_avx2_bundle_down(const void *const *bundles, const int32_t *ids, int64_t n, const uint8_t *hq,
-                              const uint16_t *down_scale, int64_t dim, int64_t ffn, int32_t *acc, float *out,
-                              int64_t r0, int64_t r1) {
-    const int64_t nb = ffn / 32;
-    const size_t col_off = (size_t)(dim / 32) * 34 * 2;
-    int32_t stack_map[MAP_CHUNK];
-    int32_t *map = acc;   // the caller's scratch holds the whole map when it is large enough
-    int64_t chunk = ffn, built = -1;
-    if (nb * (r1 - r0) < ffn) { map = stack_map; chunk = MAP_CHUNK; }
-    float facc[8][TILE] __attribute__((aligned(32)));
-    float sc[TILE] __attribute__((aligned(32)));
-    int8_t tail[4][8];
-    for (int64_t t0 = r0; t0 < r1; t0 += TILE) {
-        const int64_t tr = r1 - t0 < TILE ? r1 - t0 : TILE, whole = tr / 8 * 8, padded = (tr + 7) / 8 * 8;
-        for (int l = 0; l < 8; l++) for (int64_t i = 0; i < padded; i++) facc[l][i] = 0.0f;
-        for (int64_t c0 = 0; c0 < ffn; c0 += chunk) {
-            const int64_t c1 = c0 + chunk < ffn ? c0 + chunk : ffn;
-            if (built != c0) { pl_bundle_build_map(map, c0, c1, ids, n); built = c0; }
-            for (int64_t b = c0 / 32; b < c1 / 32; b++) {
-                const int32_t *mb = map + (b * 32 - c0);
-                uint32_t listed = 0;
-                for (int j = 0; j < 32; j++) listed |= (uint32_t)(mb[j] >= 0) << j;
-                if (!listed) continue;
-                const uint8_t *hb = hq + b * 34;
-                const float dh = f16(hb);
-                for (int64_t i = 0; i < tr; i++) sc[i] = _cvtsh_ss(down_scale[(t0 + i) * nb + b]) * dh;
-                for (int l = 0; l < 8; l++) {
-                    const unsigned nib = (listed >> (4 * l)) & 15u;
-                    if (!nib) continue;
-                    const int32_t *ml = mb + 4 * l;
-                    const int8_t *any = (const int8_t *)bundles[ml[__builtin_ctz(nib)]] + col_off;
-                    const int8_t *p[4];
-                    int8_t hv[4];
-                    for (int j = 0; j < 4; j++) {
-                        p[j] = ml[j] >= 0 ? (const int8_t *)bundles[ml[j]] + col_off : any;
-                        hv[j] = ml[j] >= 0 ? (int8_t)hb[2 + 4 * l + j] : 0;   // unlisted slots × 0
-                    }
-                    int32_t hw;
-                    memcpy(&hw, hv, 4);
-                    const __m256i h = _mm256_set1_epi32(hw);
-                    float *fa = facc[l];
-                    int64_t i = 0;
-                    for (; i < whole; i += 8) {
-                        __m256i s = lanes(column_dwords(p, t0 + i), h);
-                        _mm256_store_ps(fa + i, _mm256_fmadd_ps(_mm256_load_ps(sc + i), _mm256_cvtepi32_ps(s), _mm256_load_ps(fa + i)));
-                    }
-                    if (i < tr) {
-                        const int8_t *tp[4] = {tail[0], tail[1], tail[2], tail[3]};
-                        memset(tail, 0, sizeof tail);
-                        for (int j = 0; j < 4; j++) memcpy(tail[j], p[j] + t0 + i, (size_t)(tr - i));
-                        for (int64_t z = tr; z < padded; z++) sc[z] = 0.0f;
-                        __m256i s = lanes(column_dwords(tp, 0), h);
-                        _mm256_store_ps(fa + i, _mm256_fmadd_ps(_mm256_load_ps(sc + i), _mm256_cvtepi32_ps(s), _mm256_load_ps(fa + i)));
-                    }
-                }
-            }
-        }
-        // hsum_float_8 of each row's 8 lanes, 8 rows at a time; + 0.0f as the dense kernel adds its minimum term.
-        for (int64_t i = 0; i < padded; i += 8) {
-            __m256 a04 = _mm256_add_ps(_mm256_load_ps(facc[0] + i), _mm256_load_ps(facc[4] + i));
-            __m256 a26 = _mm256_add_ps(_mm256_load_ps(facc[2] + i), _mm256_load_ps(facc[6] + i));
-            __m256 a15 = _mm256_add_ps(_mm256_load_ps(facc[1] + i), _mm256_load_ps(facc[5] + i));
-            __m256 a37 = _mm256_add_ps(_mm256_load_ps(facc[3] + i), _mm256_load_ps(facc[7] + i));
-            __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a04, a26), _mm256_add_ps(a15, a37)), _mm256_setzero_ps());
-            float o[8];
-            _mm256_storeu_ps(o, v);
-            const int64_t m = tr - i < 8 ? tr - i : 8;
-            memcpy(out + (t0 - r0) + i, o, (size_t)m * 4);
-        }
-    }
+AVX2 static inline void bd_reduce8(float (*facc)[128], int64_t i, float o[8]) {
+    __m256 a04 = _mm256_add_ps(_mm256_load_ps(facc[0] + i), _mm256_load_ps(facc[4] + i));
+    __m256 a26 = _mm256_add_ps(_mm256_load_ps(facc[2] + i), _mm256_load_ps(facc[6] + i));
+    __m256 a15 = _mm256_add_ps(_mm256_load_ps(facc[1] + i), _mm256_load_ps(facc[5] + i));
+    __m256 a37 = _mm256_add_ps(_mm256_load_ps(facc[3] + i), _mm256_load_ps(facc[7] + i));
+    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a04, a26), _mm256_add_ps(a15, a37)), _mm256_setzero_ps()));
 }
+
+#define BD_ATTR AVX2
+#define BD_FUNC pl_avx2_bundle_down
+#include "bundle_down_body.h"
 #endif

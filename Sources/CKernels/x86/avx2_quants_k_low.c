@@ -111,16 +111,11 @@ AVX2 static inline __attribute__((always_inline)) float q5k_row(const uint8_t *w
         float yd;
         memcpy(&yd, xq, 4);
         const uint8_t *xs = xq + 4;
-        uint32_t u[3];
-        memcpy(u, w + 4, 12);
-        uint32_t s0 = u[0] & 0x3f3f3f3f, s1 = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-        uint32_t m0 = u[1] & 0x3f3f3f3f, m1 = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-        uint8_t sc[8];
-        memcpy(sc, &s0, 4);
-        memcpy(sc + 4, &s1, 4);
+        uint8_t sc[8], mn[8];
+        pl_kq_scales_mins_k4(w + 4, sc, mn);
         // Σ_g mins[g]·(bsums[2g] + bsums[2g+1]) as one integer, then summs = fma(dmin, it, summs)
         const __m128i q8s = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(xq + 260)), _mm_loadu_si128((const __m128i *)(xq + 276)));
-        __m128i pm = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m1, (int)m0)), q8s);
+        __m128i pm = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn)), q8s);
         pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
         pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0xb1));
         const float dmin = -yd * f16(w + 2);

@@ -16,7 +16,7 @@ int pl_kq_fast(void) { return pl_tier_avx512_vnni(); }
 
 int pl_quant_fast_body(int type) {
     return pl_kq_fast() && (type == PL_TYPE_Q5_0 || type == PL_TYPE_Q5_1 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q5_K ||
-                            type == PL_TYPE_Q6_K);
+                            type == PL_TYPE_Q6_K || pl_kq_avx2_low_owns(type));   // Q2_K/Q3_K: the AVX2 bodies
 }
 
 
