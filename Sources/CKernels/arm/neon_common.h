@@ -12,6 +12,10 @@
 #define PL_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif
 
+// The K-quant row bodies stay functions of their own (one call per row and input): `make kernel-mca` finds each
+// one's super-block loop by its symbol.
+#define PL_NOINLINE __attribute__((noinline))
+
 static inline float pl_neon_f16(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);

@@ -15,7 +15,7 @@ static inline int32x4_t dot4_plain(int8x16_t a, int8x16_t c) {
 PL_DOTPROD static inline int32x4_t dot4_sdot(int8x16_t a, int8x16_t c) { return vdotq_s32(vdupq_n_s32(0), a, c); }
 
 #define NK_BODY(NAME, ATTR, DOT4)                                                                                    \
-ATTR static float NAME##_q4k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                                      \
+ATTR PL_NOINLINE static float NAME##_q4k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f), am = vdupq_n_f32(0.0f);                               \
     const uint8x16_t low4 = vdupq_n_u8(0x0f);                                                                         \
     for (int64_t sb = 0; sb < nsb; sb++, w += 144, xq += PL_Q8_K_BLOCK_BYTES) {                                       \
@@ -50,7 +50,7 @@ ATTR static float NAME##_q4k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {
     return pl_neon_hsum8(a0, a1) + m;                                                                                 \
 }                                                                                                                     \
 /* Q6_K: quants unsigned (0..63), the −32 taken off through the block sums, as ggml's x86 body does. */              \
-ATTR static float NAME##_q6k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                                      \
+ATTR PL_NOINLINE static float NAME##_q6k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);                                                       \
     const uint8x16_t low4 = vdupq_n_u8(0x0f), three = vdupq_n_u8(3);                                                  \
     for (int64_t sb = 0; sb < nsb; sb++, w += 210, xq += PL_Q8_K_BLOCK_BYTES) {                                       \

@@ -32,7 +32,7 @@ ATTR static inline __attribute__((always_inline)) void NAME##_chunk(int32x4_t *l
     *lo = vmlaq_n_s32(*lo, DOT4(q0, vld1q_s8(x)), s);                                                                 \
     *hi = vmlaq_n_s32(*hi, DOT4(q1, vld1q_s8(x + 16)), t);                                                            \
 }                                                                                                                     \
-ATTR static float NAME##_q2k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                                      \
+ATTR PL_NOINLINE static float NAME##_q2k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);                                                       \
     const uint8x16_t three = vdupq_n_u8(3);                                                                           \
     for (int64_t sb = 0; sb < nsb; sb++, w += 84, xq += PL_Q8_K_BLOCK_BYTES) {                                        \
@@ -64,7 +64,7 @@ ATTR static float NAME##_q2k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {
     return pl_neon_hsum8(a0, a1);                                                                                     \
 }                                                                                                                     \
 /* Q3_K: q = low 2 bits − 4 where the high bit is clear (−4..3). */                                                   \
-ATTR static float NAME##_q3k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                                      \
+ATTR PL_NOINLINE static float NAME##_q3k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);                                                       \
     const uint8x16_t three = vdupq_n_u8(3), four = vdupq_n_u8(4);                                                     \
     for (int64_t sb = 0; sb < nsb; sb++, w += 110, xq += PL_Q8_K_BLOCK_BYTES) {                                       \
@@ -95,7 +95,7 @@ ATTR static float NAME##_q3k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {
     }                                                                                                                 \
     return pl_neon_hsum8(a0, a1);                                                                                     \
 }                                                                                                                     \
-ATTR static float NAME##_q5k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                                      \
+ATTR PL_NOINLINE static float NAME##_q5k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);                                                       \
     float summs = 0.0f;                                                                                               \
     const uint8x16_t low4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);                                                    \
