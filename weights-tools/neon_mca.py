@@ -30,6 +30,25 @@ LOOPS = [
 ]
 # SmolLM2-135M weight bytes read per decoded token (PocketLM's bench), per type of the file.
 MODEL_BYTES = {"Q8_0": (145e6, 34)}
+# The K-quant row bodies (one call per row and input): one iteration of the loop is one 256-element super-block of
+# one row, `bytes` of weights. (symbol, key instruction, type, bytes per super-block)
+K_LOOPS = [
+    ("neon_kl_dotprod_q2k", "sdot", "Q2_K", 84), ("neon_kl_q2k", "smull", "Q2_K", 84),
+    ("neon_kl_dotprod_q3k", "sdot", "Q3_K", 110), ("neon_kl_q3k", "smull", "Q3_K", 110),
+    ("neon_k_dotprod_q4k", "sdot", "Q4_K", 144), ("neon_k_q4k", "smull", "Q4_K", 144),
+    ("neon_kl_dotprod_q5k", "sdot", "Q5_K", 176), ("neon_kl_q5k", "smull", "Q5_K", 176),
+    ("neon_k_dotprod_q6k", "sdot", "Q6_K", 210), ("neon_k_q6k", "smull", "Q6_K", 210),
+]
+# Weight elements SmolLM2-135M reads per token (145 MB of Q8_0 at 34 bytes per 32): a K-quant type's bytes per token
+# if every matrix were that type, for the bound a K-quant loop implies.
+MODEL_ELEMS = 145e6 / 34 * 32
+# Other loops: (function, key instruction, what one iteration is)
+OTHER_LOOPS = [
+    ("pl_neon_quantize_q8_K_block", "fcvtns", "16 floats of a Q8_K block (one 16-group: quants and its sum)"),
+    ("pl_neon_bundle_gate_up", "sdot", "one 32-element block × 4 rows (2 bundles' gate+up), dotprod"),
+    ("pl_neon_bundle_gate_up", "smull", "one 32-element block × 4 rows (2 bundles' gate+up), plain NEON"),
+    ("pl_neon_bundle_down", "smlal", "8 down rows × one 4-neuron lane"),
+]
 
 
 def asm_for(cpu: str) -> str:
@@ -90,6 +109,17 @@ def main() -> None:
                 line += (f"\n    Q8_0 rows: {gbs:.1f} GB/s of weights per core = {gbs * 1e9 / per_token:.0f} tok/s per core "
                          f"for SmolLM2 Q8_0 ({per_token / 1e6:.0f} MB/token); memory bound {bw * 1e9 / per_token:.0f} tok/s")
             print(line)
+        for func, key, typ, nbytes in K_LOOPS:
+            loop = innermost_loop(function_body(asm, func), key)
+            c = mca(cpu, loop)
+            gbs = nbytes / c * ghz
+            per_token = MODEL_ELEMS * nbytes / 256
+            print(f"{func:28} {c:6.2f} cycles/iteration ({len(loop)} instructions; one {typ} super-block, {nbytes} B)"
+                  f"\n    {typ} rows: {gbs:.1f} GB/s of weights per core = {gbs * 1e9 / per_token:.0f} tok/s per core if "
+                  f"SmolLM2-135M were all {typ} ({per_token / 1e6:.0f} MB/token); memory bound {bw * 1e9 / per_token:.0f} tok/s")
+        for func, key, what in OTHER_LOOPS:
+            loop = innermost_loop(function_body(asm, func), key)
+            print(f"{func:28} {mca(cpu, loop):6.2f} cycles/iteration ({len(loop)} instructions; {what})")
 
 
 if __name__ == "__main__":

@@ -27,29 +27,33 @@ ATTR PL_NOINLINE static float NAME##_q4k(const uint8_t *w, const uint8_t *xq, in
         uint8_t sc[8], mn[8];                                                                                         \
         pl_kq_scales_mins_k4(w + 4, sc, mn);                                                                          \
         int32_t pm[4];                                                                                                \
+        PL_UNROLL                                                                                                     \
         for (int m = 0; m < 4; m++)                                                                                   \
             pm[m] = mn[2 * m] * (bs[4 * m] + bs[4 * m + 1]) + mn[2 * m + 1] * (bs[4 * m + 2] + bs[4 * m + 3]);        \
         float dmin = -yd * pl_neon_f16(w + 2);                                                                        \
         am = vfmaq_n_f32(am, vcvtq_f32_s32(vld1q_s32(pm)), dmin);                                                     \
-        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0);                                                       \
+        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0), t_lo = s_lo, t_hi = s_lo;                             \
+        PL_UNROLL                                                                                                     \
         for (int j = 0; j < 4; j++) {                                                                                 \
             uint8x16_t v0 = vld1q_u8(w + 16 + 32 * j), v1 = vld1q_u8(w + 32 + 32 * j);                                \
             const int8_t *xl = xs + 64 * j, *xh = xs + 64 * j + 32;                                                   \
             int8x16_t l0 = vreinterpretq_s8_u8(vandq_u8(v0, low4)), l1 = vreinterpretq_s8_u8(vandq_u8(v1, low4));     \
             int8x16_t h0 = vreinterpretq_s8_u8(vshrq_n_u8(v0, 4)), h1 = vreinterpretq_s8_u8(vshrq_n_u8(v1, 4));       \
-            s_lo = vmlaq_n_s32(s_lo, DOT4(l0, vld1q_s8(xl)), sc[2 * j]);                                             \
-            s_hi = vmlaq_n_s32(s_hi, DOT4(l1, vld1q_s8(xl + 16)), sc[2 * j]);                                        \
-            s_lo = vmlaq_n_s32(s_lo, DOT4(h0, vld1q_s8(xh)), sc[2 * j + 1]);                                         \
-            s_hi = vmlaq_n_s32(s_hi, DOT4(h1, vld1q_s8(xh + 16)), sc[2 * j + 1]);                                    \
+            s_lo = vmlaq_n_s32(s_lo, DOT4(l0, vld1q_s8(xl)), sc[2 * j]);                                              \
+            s_hi = vmlaq_n_s32(s_hi, DOT4(l1, vld1q_s8(xl + 16)), sc[2 * j]);                                         \
+            t_lo = vmlaq_n_s32(t_lo, DOT4(h0, vld1q_s8(xh)), sc[2 * j + 1]);                                          \
+            t_hi = vmlaq_n_s32(t_hi, DOT4(h1, vld1q_s8(xh + 16)), sc[2 * j + 1]);                                     \
         }                                                                                                             \
         float d = yd * pl_neon_f16(w);                                                                                \
+        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
+        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
     }                                                                                                                 \
     float m = (vgetq_lane_f32(am, 0) + vgetq_lane_f32(am, 2)) + (vgetq_lane_f32(am, 1) + vgetq_lane_f32(am, 3));      \
     return pl_neon_hsum8(a0, a1) + m;                                                                                 \
 }                                                                                                                     \
-/* Q6_K: quants unsigned (0..63), the −32 taken off through the block sums, as ggml's x86 body does. */              \
+/* Q6_K: quants unsigned (0..63), the −32 taken off through the block sums, as ggml's x86 body does. */               \
 ATTR PL_NOINLINE static float NAME##_q6k(const uint8_t *w, const uint8_t *xq, int64_t nsb) {                          \
     float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);                                                       \
     const uint8x16_t low4 = vdupq_n_u8(0x0f), three = vdupq_n_u8(3);                                                  \
@@ -61,24 +65,32 @@ ATTR PL_NOINLINE static float NAME##_q6k(const uint8_t *w, const uint8_t *xq, in
         int16_t bs[16];                                                                                               \
         memcpy(bs, xq + 260, 32);                                                                                     \
         int32_t corr[8];                                                                                              \
+        PL_UNROLL                                                                                                     \
         for (int l = 0; l < 8; l++) corr[l] = 32 * (sc[2 * l] * bs[2 * l] + sc[2 * l + 1] * bs[2 * l + 1]);           \
         int32x4_t s_lo = vnegq_s32(vld1q_s32(corr)), s_hi = vnegq_s32(vld1q_s32(corr + 4));                           \
+        int32x4_t t_lo = vdupq_n_s32(0), t_hi = t_lo;                                                                 \
+        PL_UNROLL                                                                                                     \
         for (int h = 0; h < 2; h++)                                                                                   \
+            PL_UNROLL                                                                                                 \
             for (int half = 0; half < 2; half++) {                                                                    \
                 const uint8_t *ql = w + 64 * h + 16 * half;                                                           \
-                uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 32), qh = vld1q_u8(w + 128 + 32 * h + 16 * half);   \
+                uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 32), qh = vld1q_u8(w + 128 + 32 * h + 16 * half);    \
                 uint8x16_t q[4];                                                                                      \
                 q[0] = vorrq_u8(vandq_u8(l0, low4), vshlq_n_u8(vandq_u8(qh, three), 4));                              \
                 q[1] = vorrq_u8(vandq_u8(l1, low4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), three), 4));               \
                 q[2] = vorrq_u8(vshrq_n_u8(l0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), three), 4));                \
                 q[3] = vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4));                                 \
+                PL_UNROLL                                                                                             \
                 for (int k = 0; k < 4; k++) {                                                                         \
                     int32x4_t dp = DOT4(vreinterpretq_s8_u8(q[k]), vld1q_s8(xs + 128 * h + 32 * k + 16 * half));      \
                     int s = sc[8 * h + 2 * k + half];                                                                 \
-                    if (half) s_hi = vmlaq_n_s32(s_hi, dp, s); else s_lo = vmlaq_n_s32(s_lo, dp, s);                  \
+                    if (half) { if (k & 1) t_hi = vmlaq_n_s32(t_hi, dp, s); else s_hi = vmlaq_n_s32(s_hi, dp, s); }   \
+                    else if (k & 1) t_lo = vmlaq_n_s32(t_lo, dp, s); else s_lo = vmlaq_n_s32(s_lo, dp, s);            \
                 }                                                                                                     \
             }                                                                                                         \
         float d = yd * pl_neon_f16(w + 208);                                                                          \
+        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
+        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
     }                                                                                                                 \

@@ -42,22 +42,28 @@ ATTR PL_NOINLINE static float NAME##_q2k(const uint8_t *w, const uint8_t *xq, in
         int16_t bs[16];                                                                                               \
         memcpy(bs, xq + 260, 32);                                                                                     \
         int32_t m[8], sc[16];                                                                                         \
+        PL_UNROLL                                                                                                     \
         for (int g = 0; g < 16; g++) sc[g] = w[g] & 15;                                                               \
+        PL_UNROLL                                                                                                     \
         for (int l = 0; l < 8; l++) m[l] = (w[2 * l] >> 4) * bs[2 * l] + (w[2 * l + 1] >> 4) * bs[2 * l + 1];         \
         const float d = yd * pl_neon_f16(w + 80), dmin = -yd * pl_neon_f16(w + 82);                                   \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(vld1q_s32(m)), dmin);                                                      \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(vld1q_s32(m + 4)), dmin);                                                  \
-        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0);                                                       \
+        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0), t_lo = s_lo, t_hi = s_lo;                             \
+        PL_UNROLL                                                                                                     \
         for (int j = 0; j < 2; j++) {                                                                                 \
             const uint8x16_t v0 = vld1q_u8(w + 16 + 32 * j), v1 = vld1q_u8(w + 32 + 32 * j);                          \
+            PL_UNROLL                                                                                                 \
             for (int k = 0; k < 4; k++) {                                                                             \
                 const int c = 4 * j + k;                                                                              \
                 const int8x16_t sh = vdupq_n_s8((int8_t)(-2 * k));                                                    \
                 int8x16_t q0 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v0, sh), three));                                \
                 int8x16_t q1 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v1, sh), three));                                \
-                NAME##_chunk(&s_lo, &s_hi, q0, q1, xs + 32 * c, sc[2 * c], sc[2 * c + 1]);                            \
+                NAME##_chunk(k & 1 ? &t_lo : &s_lo, k & 1 ? &t_hi : &s_hi, q0, q1, xs + 32 * c, sc[2 * c], sc[2 * c + 1]); \
             }                                                                                                         \
         }                                                                                                             \
+        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
+        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
     }                                                                                                                 \
@@ -74,22 +80,26 @@ ATTR PL_NOINLINE static float NAME##_q3k(const uint8_t *w, const uint8_t *xq, in
         int32_t sc[16];                                                                                               \
         q3k_scales(w + 96, sc);                                                                                       \
         const uint8x16_t h0 = vld1q_u8(w), h1 = vld1q_u8(w + 16);                                                     \
-        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0);                                                       \
+        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0), t_lo = s_lo, t_hi = s_lo;                             \
+        PL_UNROLL                                                                                                     \
         for (int j = 0; j < 2; j++) {                                                                                 \
             const uint8x16_t v0 = vld1q_u8(w + 32 + 32 * j), v1 = vld1q_u8(w + 48 + 32 * j);                          \
+            PL_UNROLL                                                                                                 \
             for (int k = 0; k < 4; k++) {                                                                             \
                 const int c = 4 * j + k;                                                                              \
                 const int8x16_t sh = vdupq_n_s8((int8_t)(-2 * k));                                                    \
-                const uint8x16_t bit = vdupq_n_u8((uint8_t)(1 << c));                                                \
+                const uint8x16_t bit = vdupq_n_u8((uint8_t)(1 << c));                                                 \
                 uint8x16_t l0 = vandq_u8(vshlq_u8(v0, sh), three), l1 = vandq_u8(vshlq_u8(v1, sh), three);            \
                 uint8x16_t m0 = vandq_u8(vceqq_u8(vandq_u8(h0, bit), vdupq_n_u8(0)), four);                           \
                 uint8x16_t m1 = vandq_u8(vceqq_u8(vandq_u8(h1, bit), vdupq_n_u8(0)), four);                           \
                 int8x16_t q0 = vsubq_s8(vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(m0));                            \
                 int8x16_t q1 = vsubq_s8(vreinterpretq_s8_u8(l1), vreinterpretq_s8_u8(m1));                            \
-                NAME##_chunk(&s_lo, &s_hi, q0, q1, xs + 32 * c, sc[2 * c], sc[2 * c + 1]);                            \
+                NAME##_chunk(k & 1 ? &t_lo : &s_lo, k & 1 ? &t_hi : &s_hi, q0, q1, xs + 32 * c, sc[2 * c], sc[2 * c + 1]); \
             }                                                                                                         \
         }                                                                                                             \
         const float d = yd * pl_neon_f16(w + 108);                                                                    \
+        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
+        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
     }                                                                                                                 \
@@ -108,21 +118,25 @@ ATTR PL_NOINLINE static float NAME##_q5k(const uint8_t *w, const uint8_t *xq, in
         uint8_t sc[8], mn[8];                                                                                         \
         pl_kq_scales_mins_k4(w + 4, sc, mn);                                                                          \
         int32_t pm = 0;                                                                                               \
+        PL_UNROLL                                                                                                     \
         for (int g = 0; g < 8; g++) pm += mn[g] * (bs[2 * g] + bs[2 * g + 1]);                                        \
         summs = fmaf(-yd * pl_neon_f16(w + 2), (float)pm, summs);                                                     \
         const uint8x16_t qh0 = vld1q_u8(w + 16), qh1 = vld1q_u8(w + 32);                                              \
-        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0);                                                       \
+        int32x4_t s_lo = vdupq_n_s32(0), s_hi = vdupq_n_s32(0), t_lo = s_lo, t_hi = s_lo;                             \
+        PL_UNROLL                                                                                                     \
         for (int j = 0; j < 4; j++) {                                                                                 \
             const uint8x16_t v0 = vld1q_u8(w + 48 + 32 * j), v1 = vld1q_u8(w + 64 + 32 * j);                          \
-            const int8x16_t sl = vdupq_n_s8((int8_t)(-2 * j)), sh = vdupq_n_s8((int8_t)(-2 * j - 1));                \
+            const int8x16_t sl = vdupq_n_s8((int8_t)(-2 * j)), sh = vdupq_n_s8((int8_t)(-2 * j - 1));                 \
             uint8x16_t l0 = vorrq_u8(vandq_u8(v0, low4), vshlq_n_u8(vandq_u8(vshlq_u8(qh0, sl), one), 4));            \
             uint8x16_t l1 = vorrq_u8(vandq_u8(v1, low4), vshlq_n_u8(vandq_u8(vshlq_u8(qh1, sl), one), 4));            \
             uint8x16_t g0 = vorrq_u8(vshrq_n_u8(v0, 4), vshlq_n_u8(vandq_u8(vshlq_u8(qh0, sh), one), 4));             \
             uint8x16_t g1 = vorrq_u8(vshrq_n_u8(v1, 4), vshlq_n_u8(vandq_u8(vshlq_u8(qh1, sh), one), 4));             \
             NAME##_chunk(&s_lo, &s_hi, vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1), xs + 64 * j, sc[2 * j], sc[2 * j]); \
-            NAME##_chunk(&s_lo, &s_hi, vreinterpretq_s8_u8(g0), vreinterpretq_s8_u8(g1), xs + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]); \
+            NAME##_chunk(&t_lo, &t_hi, vreinterpretq_s8_u8(g0), vreinterpretq_s8_u8(g1), xs + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]); \
         }                                                                                                             \
         const float d = yd * pl_neon_f16(w);                                                                          \
+        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
+        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
         a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
         a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
     }                                                                                                                 \
