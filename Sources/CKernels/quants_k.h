@@ -17,6 +17,21 @@ static inline void pl_kq_scales_mins_k4(const uint8_t *packed, uint8_t sc[8], ui
 
 /// 1 for Q5_0, Q5_1, Q2_K … Q6_K: the types these files own.
 int pl_kq_owns(int type);
+/// Q3_K's 16 six-bit scales minus 32 from their 12 packed bytes (low 4 bits in bytes 0..7, two nibbles each; high 2
+/// bits in bytes 8..11), four at a time in 32-bit words, for the vector bodies.
+static inline void pl_kq_scales_q3k(const uint8_t *packed, int8_t sc[16]) {
+    uint32_t a[4];
+    memcpy(a, packed, 12);
+    const uint32_t t = a[2], m2 = 0x0f0f0f0f, m1 = 0x03030303;
+    a[2] = ((a[0] >> 4) & m2) | (((t >> 4) & m1) << 4);
+    a[3] = ((a[1] >> 4) & m2) | (((t >> 6) & m1) << 4);
+    a[0] = (a[0] & m2) | ((t & m1) << 4);
+    a[1] = (a[1] & m2) | (((t >> 2) & m1) << 4);
+    uint8_t u[16];
+    memcpy(u, a, 16);
+    for (int i = 0; i < 16; i++) sc[i] = (int8_t)(u[i] - 32);
+}
+
 /// Bytes of one file block and elements per block of an owned type.
 int pl_kq_block_bytes(int type);
 int pl_kq_block_elems(int type);

@@ -65,14 +65,6 @@ AVX2 static inline __attribute__((always_inline)) float q2k_row(const uint8_t *w
 
 // ---- Q3_K: 32 B high bits, 64 B 2-bit quants, 12 B 6-bit scales (minus 32), f16 d -------------------------------
 // q = low 2 bits − 4 where the high bit is clear: vpmaddubsw of the low bits minus vpmaddubsw of the 4s (ggml's form).
-static inline void q3k_scales(const uint8_t *s, int sc[16]) {
-    for (int i = 0; i < 16; i++) {
-        int lo = i < 8 ? (s[i] & 15) : (s[i - 8] >> 4);
-        int hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-        sc[i] = (lo | (hi << 4)) - 32;
-    }
-}
-
 AVX2 static inline __attribute__((always_inline)) float q3k_row(const uint8_t *w, const uint8_t *xq, int64_t nsb) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
@@ -80,8 +72,8 @@ AVX2 static inline __attribute__((always_inline)) float q3k_row(const uint8_t *w
         float yd;
         memcpy(&yd, xq, 4);
         const uint8_t *xs = xq + 4;
-        int sc[16];
-        q3k_scales(w + 96, sc);
+        int8_t sc[16];
+        pl_kq_scales_q3k(w + 96, sc);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)w);
         __m256i sumi = _mm256_setzero_si256();
         PL_UNROLL
