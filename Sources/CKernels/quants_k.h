@@ -27,9 +27,9 @@ static inline void pl_kq_scales_q3k(const uint8_t *packed, int8_t sc[16]) {
     a[3] = ((a[1] >> 4) & m2) | (((t >> 6) & m1) << 4);
     a[0] = (a[0] & m2) | ((t & m1) << 4);
     a[1] = (a[1] & m2) | (((t >> 2) & m1) << 4);
-    uint8_t u[16];
-    memcpy(u, a, 16);
-    for (int i = 0; i < 16; i++) sc[i] = (int8_t)(u[i] - 32);
+    // − 32 per byte without borrows between them: the top bit set first, cleared after (every byte is 0..63)
+    for (int i = 0; i < 4; i++) a[i] = ((a[i] | 0x80808080u) - 0x20202020u) ^ 0x80808080u;
+    memcpy(sc, a, 16);
 }
 
 /// Bytes of one file block and elements per block of an owned type.
