@@ -162,7 +162,7 @@ public struct Linear {
                                 into dst: UnsafeMutableRawPointer? = nil) -> Int {
         let stride = Linear.quantizedInputBytes(columns: cols)
         let xq = dst ?? quantizedInput
-        pool.parallelRanges(n) { range in
+        let body = { (range: Range<Int>) in
             for i in range {
                 switch act {
                 case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
@@ -171,6 +171,10 @@ public struct Linear {
                 }
             }
         }
+        // A few inputs (a server's decode step over its slots, a verify pass) are quantized on this thread: a
+        // row takes well under a microsecond, less than a round of the threads costs, and a step of 4 slots would
+        // otherwise add 4 rounds per layer (121 per step for SmolLM2), each one a rendezvous a descheduled thread holds up.
+        if n <= Linear.smallBatch { body(0..<n) } else { pool.parallelRanges(n, body) }
         return stride
     }
 
