@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-bf16
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -109,6 +109,13 @@ kernel-bench-avx2: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_batch.c
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-avx2
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench-avx2
+
+# The AVX2 (and AVX-512) Q2_K/Q3_K/Q5_K row kernels against the portable body: CPU time and bit equality.
+kernel-bench-kquants: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kquants_low.c
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-kquants
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench-kquants
 
 kernel-bench: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kernels.c
 	@mkdir -p .build

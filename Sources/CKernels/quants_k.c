@@ -346,7 +346,9 @@ float pl_kq_dot_portable(int type, const uint8_t *w, const uint8_t *xq, int64_t 
 void pl_kq_matmul(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                   int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
-    if (pl_kq_fast() && (type == PL_TYPE_Q2_K || type == PL_TYPE_Q3_K)) {   // no VNNI body: the AVX2 one serves
+    // Q2_K/Q3_K have no VNNI body; Q5_K's one-input VNNI path is its batch body with tiles of one input, 10% slower
+    // than the AVX2 row body (make kernel-bench-kquants): the AVX2 bodies serve (the same bits on every path).
+    if (pl_kq_fast() && (type == PL_TYPE_Q2_K || type == PL_TYPE_Q3_K || (type == PL_TYPE_Q5_K && n_tokens == 1))) {
         pl_kq_matmul_avx2_low(type, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, n, r0, r1);
         return;
     }
