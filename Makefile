@@ -84,7 +84,7 @@ py-test:
 # dotprod (-cpu max) and one without (cortex-a72), which tests the NEON tier and its plain-NEON fallback.
 KERNEL_SRCS := $(shell find Sources/CKernels -name '*.c' -o -name '*.h')
 KERNEL_CFLAGS := -O2 -std=gnu11 -I Sources/CKernels/include -I Sources/CKernels
-DRIVER := Tests/CKernelsDriver/driver.c
+DRIVER := Tests/CKernelsDriver/driver.c Tests/CKernelsDriver/driver_bundles.c Tests/CKernelsDriver/driver.h
 , := ,
 NATIVE_TIERS := $(if $(filter x86_64,$(shell uname -m)),avx2$(,)avx512,$(if $(filter aarch64 arm64,$(shell uname -m)),neon,))
 # Swift's clang, as SwiftPM compiles the kernels (the AArch64 build links with its lld against Debian's cross libc);
