@@ -77,7 +77,7 @@ struct FlashArchitectureTests {
         #expect(try ModelConfig(gguf: GGUFFile(path: path)).modelType == arch)
         let original = try FlashPagingTests.logits(source, FlashPagingTests.tokens)
         for paging in [PagingOptions.resident, PagingOptions(mode: .flash), PagingOptions(mode: .flash, window: 2),
-                       PagingOptions(mode: .naive), PagingOptions(mode: .mmap), PagingOptions(mode: .flash, memoryBudget: 1 << 30)] {
+                       PagingOptions(mode: .naive), PagingOptions(mode: .mmap), PagingOptions(mode: .flash, memoryBudget: 1 << 40)] {
             let packed = try FlashPagingTests.logits(path, FlashPagingTests.tokens, paging: paging)
             let differing = zip(packed, original).filter { $0 != $1 }.count
             #expect(packed.count == original.count && differing == 0, "\(arch) \(fixture) \(paging.mode): \(differing) logits differ")
