@@ -72,8 +72,10 @@ final class PackedWeightCache: @unchecked Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_size > 16 else { return nil }
         let size = Int(st.st_size)
-        // Populated now: every packed matrix is read by the first token anyway, and a fault per page later costs more.
-        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0), p != MAP_FAILED else { return nil }
+        // Not populated here: a load populates the matrices it takes (`packed`), so a cache written by another kernel
+        // tier, holding matrices this tier does not pack, costs none of its pages (it doubled the resident set of a
+        // Q8_0 file run with POCKETLM_ISA=avx2 after an AVX-512 run had written the cache).
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
         let base = UnsafeRawPointer(p)
         func unmapAndFail() { munmap(p, size) }
         guard Array(UnsafeRawBufferPointer(start: base, count: 8)) == Self.magic else { unmapAndFail(); return nil }
@@ -93,10 +95,22 @@ final class PackedWeightCache: @unchecked Sendable {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
     }
 
-    /// The packed bytes of tensor `name`, if the cache holds them with the expected size.
+    /// The packed bytes of tensor `name`, if the cache holds them with the expected size, their pages mapped in now:
+    /// every packed matrix is read by the first token anyway, and a fault per page later costs more.
     func packed(_ name: String, bytes: Int) -> UnsafeRawPointer? {
         guard let e = tensors[name], e.bytes == bytes else { return nil }
+        Self.populate(base + e.offset, bytes: e.bytes)
         return base + e.offset
+    }
+
+    /// Faults in the pages of `bytes` from `p` (page-aligned: entries start on a page), as MAP_POPULATE would for the
+    /// whole file: one madvise where the kernel has MADV_POPULATE_READ (Linux 5.14), else by reading them.
+    private static func populate(_ p: UnsafeRawPointer, bytes: Int) {
+        guard bytes > 0 else { return }
+        #if os(Linux)
+        if madvise(UnsafeMutableRawPointer(mutating: p), bytes, 22 /* MADV_POPULATE_READ */) == 0 { return }
+        #endif
+        _ = pl_read_memory(p, bytes)
     }
 
     var tensorNames: Set<String> { Set(tensors.keys) }
