@@ -105,6 +105,55 @@ struct PackedWeightCacheTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: otherCache.path)) ?? []).isEmpty)
     }
 
+    /// Resident bytes of this process's mappings of `.plpack` files (/proc/self/smaps; read to its end: procfs files
+    /// report a size of 0).
+    static func residentCacheBytes() throws -> Int {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        var inCache = false, total = 0
+        for line in smaps.split(separator: "\n") {
+            let address = line.prefix { $0 != " " }
+            if address.contains("-") && !address.hasSuffix(":") {   // a mapping's header line: "start-end perms ... path"
+                inCache = line.hasSuffix(".plpack")
+            } else if inCache && line.hasPrefix("Rss:") {
+                total += (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) * 1024
+            }
+        }
+        return total
+    }
+
+    @Test("a cache's matrices a load does not take (another kernel tier's, a row-lookup tensor's) cost it no memory")
+    func untakenMatricesStayOut() throws {
+        #if os(Linux)
+        guard Self.packs else {
+            print("packed kernel not supported on this CPU: no cache is written, nothing to map (checked in roundTrip)")
+            return
+        }
+        let (model, cache) = try Self.workspace("tiny-q8_0.gguf")
+        let first = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+        _ = try Self.logits(first)
+        #expect(first.persistPacked(minimumBytes: 0) == nil)
+        try #require(Self.cacheFiles(cache).count == 1)
+        let cacheBytes = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path)[.size] as! Int
+        // A load that takes every matrix from the cache has it resident: the measurement sees the mapping.
+        do {
+            let taking = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+            _ = try Self.logits(taking)
+            let whole = try withExtendedLifetime(taking) { try Self.residentCacheBytes() }
+            #expect(taking.packedFromCache)
+            #expect(whole > cacheBytes / 2, "a load taking every matrix has only \(whole) of \(cacheBytes) cache bytes resident")
+        }
+        // Every matrix read by rows instead: the cache is mapped (it matches the file) but none of it is taken, so
+        // only its header's pages may be resident.
+        let names = Set(try GGUFFile(path: model).tensors.filter { $0.rows > 1 }.map(\.name))
+        let store = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache, rowLookups: names)
+        _ = try Self.logits(store)
+        let untaken = try withExtendedLifetime(store) { try Self.residentCacheBytes() }
+        #expect(untaken < cacheBytes / 2, "\(untaken) bytes of a \(cacheBytes)-byte cache resident, none of it taken")
+        #endif
+    }
+
     @Test("a changed source, a damaged cache or one made by other packing code is not used, and is replaced")
     func staleOrDamaged() throws {
         guard Self.packs else {
