@@ -105,7 +105,7 @@ final class PackedWeightCache: @unchecked Sendable {
 
     /// Faults in the pages of `bytes` from `p` (page-aligned: entries start on a page), as MAP_POPULATE would for the
     /// whole file: one madvise where the kernel has MADV_POPULATE_READ (Linux 5.14), else by reading them.
-    private static func populate(_ p: UnsafeRawPointer, bytes: Int) {
+    static func populate(_ p: UnsafeRawPointer, bytes: Int) {
         guard bytes > 0 else { return }
         #if os(Linux)
         if madvise(UnsafeMutableRawPointer(mutating: p), bytes, 22 /* MADV_POPULATE_READ */) == 0 { return }

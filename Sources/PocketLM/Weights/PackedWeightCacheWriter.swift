@@ -132,7 +132,8 @@ final class PackedWeightCacheWriter {
         }
         written[info.name] = entry
         let p = base + entry.offset
-        populate(p, bytes: entry.bytes)
+        // The pages just written are in the page cache: this maps them in one call instead of a fault per page.
+        PackedWeightCache.populate(p, bytes: entry.bytes)
         return UnsafeRawPointer(p)
     }
 
@@ -164,14 +165,6 @@ final class PackedWeightCacheWriter {
         guard !finished else { return }
         finished = true
         unlink(temporary)
-    }
-
-    /// Maps the pages just written in one call (they are in the page cache: no read, only page tables), instead of
-    /// a fault per page on the first token. Linux ≥ 5.14; elsewhere the first token faults them in.
-    private func populate(_ p: UnsafeMutableRawPointer, bytes: Int) {
-        #if os(Linux)
-        _ = madvise(p, bytes, 22)   // MADV_POPULATE_READ
-        #endif
     }
 }
 
