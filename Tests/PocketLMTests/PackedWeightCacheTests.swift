@@ -105,9 +105,9 @@ struct PackedWeightCacheTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: otherCache.path)) ?? []).isEmpty)
     }
 
-    /// Resident bytes of this process's mappings of `.plpack` files (/proc/self/smaps; read to its end: procfs files
-    /// report a size of 0).
-    static func residentCacheBytes() throws -> Int {
+    /// Resident bytes of this process's mappings of the file at `path` (/proc/self/smaps; read to its end: procfs
+    /// files report a size of 0). Other suites' caches, mapped in the same process, are not counted.
+    static func residentBytes(of path: String) throws -> Int {
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
         defer { try? handle.close() }
         let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
@@ -115,7 +115,7 @@ struct PackedWeightCacheTests {
         for line in smaps.split(separator: "\n") {
             let address = line.prefix { $0 != " " }
             if address.contains("-") && !address.hasSuffix(":") {   // a mapping's header line: "start-end perms ... path"
-                inCache = line.hasSuffix(".plpack")
+                inCache = line.hasSuffix(" " + path)
             } else if inCache && line.hasPrefix("Rss:") {
                 total += (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) * 1024
             }
@@ -135,12 +135,13 @@ struct PackedWeightCacheTests {
         _ = try Self.logits(first)
         #expect(first.persistPacked(minimumBytes: 0) == nil)
         try #require(Self.cacheFiles(cache).count == 1)
-        let cacheBytes = try FileManager.default.attributesOfItem(atPath: cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path)[.size] as! Int
+        let cachePath = cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path
+        let cacheBytes = try FileManager.default.attributesOfItem(atPath: cachePath)[.size] as! Int
         // A load that takes every matrix from the cache has it resident: the measurement sees the mapping.
         do {
             let taking = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
             _ = try Self.logits(taking)
-            let whole = try withExtendedLifetime(taking) { try Self.residentCacheBytes() }
+            let whole = try withExtendedLifetime(taking) { try Self.residentBytes(of: cachePath) }
             #expect(taking.packedFromCache)
             #expect(whole > cacheBytes / 2, "a load taking every matrix has only \(whole) of \(cacheBytes) cache bytes resident")
         }
@@ -149,7 +150,7 @@ struct PackedWeightCacheTests {
         let names = Set(try GGUFFile(path: model).tensors.filter { $0.rows > 1 }.map(\.name))
         let store = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache, rowLookups: names)
         _ = try Self.logits(store)
-        let untaken = try withExtendedLifetime(store) { try Self.residentCacheBytes() }
+        let untaken = try withExtendedLifetime(store) { try Self.residentBytes(of: cachePath) }
         #expect(untaken < cacheBytes / 2, "\(untaken) bytes of a \(cacheBytes)-byte cache resident, none of it taken")
         #endif
     }
