@@ -22,6 +22,15 @@ static inline float pl_neon_f16(const uint8_t *p) {
     return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 }
 
+// The end of a K-quant super-block: its two chains of exact int32 sums (two, so the mla latency is halved) added,
+// converted and accumulated with the block's scale d into the row's float lanes a0 (lo) and a1 (hi).
+static inline void pl_neon_fold_chains(float32x4_t *a0, float32x4_t *a1, int32x4_t s_lo, int32x4_t t_lo,
+                                       int32x4_t s_hi, int32x4_t t_hi, float d) {
+    const int32x4_t lo = vaddq_s32(s_lo, t_lo), hi = vaddq_s32(s_hi, t_hi);
+    *a0 = vfmaq_n_f32(*a0, vcvtq_f32_s32(lo), d);
+    *a1 = vfmaq_n_f32(*a1, vcvtq_f32_s32(hi), d);
+}
+
 // ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) for lanes a0..a3 = lo, a4..a7 = hi.
 static inline float pl_neon_hsum8(float32x4_t lo, float32x4_t hi) {
     float32x4_t s = vaddq_f32(lo, hi);

@@ -45,10 +45,7 @@ ATTR PL_NOINLINE static float NAME##_q4k(const uint8_t *w, const uint8_t *xq, in
             t_hi = vmlaq_n_s32(t_hi, DOT4(h1, vld1q_s8(xh + 16)), sc[2 * j + 1]);                                     \
         }                                                                                                             \
         float d = yd * pl_neon_f16(w);                                                                                \
-        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
-        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
-        a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
-        a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
+        pl_neon_fold_chains(&a0, &a1, s_lo, t_lo, s_hi, t_hi, d);                                                     \
     }                                                                                                                 \
     float m = (vgetq_lane_f32(am, 0) + vgetq_lane_f32(am, 2)) + (vgetq_lane_f32(am, 1) + vgetq_lane_f32(am, 3));      \
     return pl_neon_hsum8(a0, a1) + m;                                                                                 \
@@ -89,10 +86,7 @@ ATTR PL_NOINLINE static float NAME##_q6k(const uint8_t *w, const uint8_t *xq, in
                 }                                                                                                     \
             }                                                                                                         \
         float d = yd * pl_neon_f16(w + 208);                                                                          \
-        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
-        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
-        a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
-        a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
+        pl_neon_fold_chains(&a0, &a1, s_lo, t_lo, s_hi, t_hi, d);                                                     \
     }                                                                                                                 \
     return pl_neon_hsum8(a0, a1);                                                                                     \
 }                                                                                                                     \

@@ -63,10 +63,7 @@ ATTR PL_NOINLINE static float NAME##_q2k(const uint8_t *w, const uint8_t *xq, in
                 NAME##_chunk(k & 1 ? &t_lo : &s_lo, k & 1 ? &t_hi : &s_hi, q0, q1, xs + 32 * c, sc[2 * c], sc[2 * c + 1]); \
             }                                                                                                         \
         }                                                                                                             \
-        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
-        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
-        a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
-        a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
+        pl_neon_fold_chains(&a0, &a1, s_lo, t_lo, s_hi, t_hi, d);                                                     \
     }                                                                                                                 \
     return pl_neon_hsum8(a0, a1);                                                                                     \
 }                                                                                                                     \
@@ -99,10 +96,7 @@ ATTR PL_NOINLINE static float NAME##_q3k(const uint8_t *w, const uint8_t *xq, in
             }                                                                                                         \
         }                                                                                                             \
         const float d = yd * pl_neon_f16(w + 108);                                                                    \
-        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
-        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
-        a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
-        a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
+        pl_neon_fold_chains(&a0, &a1, s_lo, t_lo, s_hi, t_hi, d);                                                     \
     }                                                                                                                 \
     return pl_neon_hsum8(a0, a1);                                                                                     \
 }                                                                                                                     \
@@ -136,10 +130,7 @@ ATTR PL_NOINLINE static float NAME##_q5k(const uint8_t *w, const uint8_t *xq, in
             NAME##_chunk(&t_lo, &t_hi, vreinterpretq_s8_u8(g0), vreinterpretq_s8_u8(g1), xs + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]); \
         }                                                                                                             \
         const float d = yd * pl_neon_f16(w);                                                                          \
-        s_lo = vaddq_s32(s_lo, t_lo);   /* two chains of exact int32 sums: the mla latency halved */                  \
-        s_hi = vaddq_s32(s_hi, t_hi);                                                                                 \
-        a0 = vfmaq_n_f32(a0, vcvtq_f32_s32(s_lo), d);                                                                 \
-        a1 = vfmaq_n_f32(a1, vcvtq_f32_s32(s_hi), d);                                                                 \
+        pl_neon_fold_chains(&a0, &a1, s_lo, t_lo, s_hi, t_hi, d);                                                     \
     }                                                                                                                 \
     return pl_neon_hsum8(a0, a1) + summs;                                                                             \
 }                                                                                                                     \
