@@ -10,13 +10,6 @@
 
 AVX2 static inline float f16(const uint8_t *p) { return _cvtsh_ss(pl_bundle_ld16(p)); }
 
-AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // The 8 lane sums of 32 signed bytes a against 32 signed bytes c.
 AVX2 static inline __m256i lanes(__m256i a, __m256i c) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(c, a)), _mm256_set1_epi16(1));
@@ -40,7 +33,7 @@ AVX2 static inline __attribute__((always_inline)) void rows_dot(const int R, con
         }
     }
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = hsum8(acc[i]) + 0.0f;
+    for (int i = 0; i < R; i++) out[i] = pl_avx2_hsum8(acc[i]) + 0.0f;
 }
 
 // Two bundles (four rows: four independent chains) at a time against each input in turn, while they are in L1.

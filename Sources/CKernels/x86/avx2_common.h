@@ -6,6 +6,15 @@
 
 #define PL_AVX2_ATTR __attribute__((target("avx2,fma,f16c")))
 
+/// ggml's hsum_float_8: (lanes 0–3 + lanes 4–7), then pairs, then the two halves (float addition commutes, so the
+/// operand order of the first add does not matter). Every 256-bit tier's row sums end here.
+PL_AVX2_ATTR static inline float pl_avx2_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 /// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
 PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits(uint32_t bits) {
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);

@@ -3,15 +3,9 @@
 // (tests bound the difference); quantized weights against float inputs take the portable body.
 #include "kernels_internal.h"
 #if defined(__x86_64__)
+#include "x86/avx2_common.h"
 #include <immintrin.h>
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
-
-AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 AVX2 static inline __m256 load8(int type, const uint8_t *p, const float *w, int64_t i) {
     switch (type) {
@@ -50,7 +44,7 @@ AVX2 static inline __attribute__((always_inline)) void dot_rows(int type, const 
     for (int j = 0; j < S; j++) {
         float tail = 0.0f;
         for (int64_t k = i; k < n; k++) tail += scalar_at(type, rows[j], (const float *)rows[j], k) * x[k];
-        out[j] = hsum8(_mm256_add_ps(a[j], b[j])) + tail;
+        out[j] = pl_avx2_hsum8(_mm256_add_ps(a[j], b[j])) + tail;
     }
 }
 

@@ -13,13 +13,6 @@
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
-AVX2 static inline float hsum8v(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 AVX2 static inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
 }
@@ -65,7 +58,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
     float summs[4];
     _mm_storeu_ps(summs, summs4);
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = q51 ? hsum8v(acc[i]) + summs[i] : hsum8v(acc[i]);
+    for (int i = 0; i < R; i++) out[i] = q51 ? pl_avx2_hsum8(acc[i]) + summs[i] : pl_avx2_hsum8(acc[i]);
 }
 
 // Scale s for int16 lanes 0..7 (elements 0..15 of a 32-chunk), t for lanes 8..15 (elements 16..31).
@@ -117,7 +110,7 @@ AVX2 static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         }
     }
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = hsum8v(acc[i]);
+    for (int i = 0; i < R; i++) out[i] = pl_avx2_hsum8(acc[i]);
 }
 
 // ---- Q4_K × Q8_K -----------------------------------------------------------------------------------------------
@@ -166,7 +159,7 @@ AVX2 static inline __attribute__((always_inline)) void q4k_rows(const int R, con
     for (int i = 0; i < R; i++) {
         __m128 m = _mm_add_ps(accm[i], _mm_movehl_ps(accm[i], accm[i]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[i] = hsum8v(acc[i]) + _mm_cvtss_f32(m);
+        out[i] = pl_avx2_hsum8(acc[i]) + _mm_cvtss_f32(m);
     }
 }
 

@@ -13,13 +13,6 @@
 
 AVX2 static inline float f16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return _cvtsh_ss(v); }
 
-AVX2 static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 // Scale s for int16 lanes 0..7 (elements 0..15 of a chunk), t for lanes 8..15 (elements 16..31).
 AVX2 static inline __m256i scale_pair(int s, int t) {
     return _mm256_set_m128i(_mm_set1_epi16((short)t), _mm_set1_epi16((short)s));
@@ -60,7 +53,7 @@ AVX2 static inline __attribute__((always_inline)) float q2k_row(const uint8_t *w
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum8(acc);
+    return pl_avx2_hsum8(acc);
 }
 
 // ---- Q3_K: 32 B high bits, 64 B 2-bit quants, 12 B 6-bit scales (minus 32), f16 d -------------------------------
@@ -91,7 +84,7 @@ AVX2 static inline __attribute__((always_inline)) float q3k_row(const uint8_t *w
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * f16(w + 108)), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum8(acc);
+    return pl_avx2_hsum8(acc);
 }
 
 // ---- Q5_K: f16 d, f16 dmin, 12 B scales|mins, 32 B 5th bits, 128 B nibbles ---------------------------------------
@@ -127,7 +120,7 @@ AVX2 static inline __attribute__((always_inline)) float q5k_row(const uint8_t *w
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * f16(w)), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum8(acc) + summs;
+    return pl_avx2_hsum8(acc) + summs;
 }
 
 int pl_kq_avx2_low_owns(int type) { return type == PL_TYPE_Q2_K || type == PL_TYPE_Q3_K || type == PL_TYPE_Q5_K; }

@@ -3,18 +3,11 @@
 #include "bundles.h"
 #include "kernels_internal.h"
 #if defined(__x86_64__)
+#include "x86/avx2_common.h"
 #include <immintrin.h>
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")))
 
 VNNI static inline float f16_hw(const uint8_t *p) { return _cvtsh_ss(pl_bundle_ld16(p)); }
-
-// x86/quant_rows_body.h's hsum256 (ggml's hsum_float_8).
-VNNI static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Gate/up, VNNI: x86/quant_rows_body.h's dotq_tile for Q8_0, per row the very same float operations in the same order, 16 rows
 // at a time. Bundles go in groups of GU_GROUP; the gate and up row of a bundle share one 512-bit register (gate in
@@ -100,8 +93,8 @@ VNNI void pl_avx512_bundle_gate_up(const void *const *bundles, int64_t k0, int64
         }
         const float msum = 0.0f; // dotq_rows adds its (Q4_1) minimum term, 0 for Q8_0: keep the add (−0 + 0 = +0)
         for (int j = 0; j < cnt; j++) {
-            g[k + j] = hsum256(_mm512_castps512_ps256(acc2[j])) + msum;
-            u[k + j] = hsum256(_mm512_extractf32x8_ps(acc2[j], 1)) + msum;
+            g[k + j] = pl_avx2_hsum8(_mm512_castps512_ps256(acc2[j])) + msum;
+            u[k + j] = pl_avx2_hsum8(_mm512_extractf32x8_ps(acc2[j], 1)) + msum;
         }
     }
 }
@@ -166,11 +159,11 @@ gub_tokens(const uint8_t *const *w, const uint8_t *x0, const uint8_t *x1, const 
     }
     const float msum = 0.0f;
     for (int j = 0; j < cnt; j++) {
-        g[j] = hsum256(_mm512_castps512_ps256(acc0[j])) + msum;
-        u[j] = hsum256(_mm512_extractf32x8_ps(acc0[j], 1)) + msum;
+        g[j] = pl_avx2_hsum8(_mm512_castps512_ps256(acc0[j])) + msum;
+        u[j] = pl_avx2_hsum8(_mm512_extractf32x8_ps(acc0[j], 1)) + msum;
         if (ntok == 2) {
-            g[ldg + j] = hsum256(_mm512_castps512_ps256(acc1[j])) + msum;
-            u[ldg + j] = hsum256(_mm512_extractf32x8_ps(acc1[j], 1)) + msum;
+            g[ldg + j] = pl_avx2_hsum8(_mm512_castps512_ps256(acc1[j])) + msum;
+            u[ldg + j] = pl_avx2_hsum8(_mm512_extractf32x8_ps(acc1[j], 1)) + msum;
         }
     }
 }

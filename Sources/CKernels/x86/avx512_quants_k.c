@@ -53,7 +53,7 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
         }
     }
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = q51 ? hsum8v(acc[i]) + summs[i] : hsum8v(acc[i]);
+    for (int i = 0; i < R; i++) out[i] = q51 ? pl_avx2_hsum8(acc[i]) + summs[i] : pl_avx2_hsum8(acc[i]);
 }
 
 // ---- Q6_K × Q8_K -----------------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         }
     }
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = hsum8v(acc[i]);
+    for (int i = 0; i < R; i++) out[i] = pl_avx2_hsum8(acc[i]);
 }
 
 // ---- Q4_K × Q8_K -----------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
     for (int i = 0; i < R; i++) {
         __m128 m = _mm_add_ps(accm[i], _mm_movehl_ps(accm[i], accm[i]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[i] = hsum8v(acc[i]) + _mm_cvtss_f32(m);
+        out[i] = pl_avx2_hsum8(acc[i]) + _mm_cvtss_f32(m);
     }
 }
 

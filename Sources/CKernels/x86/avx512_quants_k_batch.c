@@ -103,7 +103,7 @@ VNNI static inline __attribute__((always_inline)) void q45k_tile(const int q5, c
     for (int t = 0; t < T; t++) {
         __m128 m = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
         m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        y[t * ldy] = hsum8v(acc[t]) + (q5 ? summs[t] : _mm_cvtss_f32(m));
+        y[t * ldy] = pl_avx2_hsum8(acc[t]) + (q5 ? summs[t] : _mm_cvtss_f32(m));
     }
 }
 
@@ -153,7 +153,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_tile(const int T, con
         }
     }
     PL_UNROLL
-    for (int t = 0; t < T; t++) y[t * ldy] = hsum8v(acc[t]);
+    for (int t = 0; t < T; t++) y[t * ldy] = pl_avx2_hsum8(acc[t]);
 }
 
 // Rows in chunks of ROW_CHUNK (in L1), inputs in tiles of TILE: a tile's inputs are read from L2 once per chunk
