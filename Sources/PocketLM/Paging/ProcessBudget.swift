@@ -65,10 +65,12 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         batchRows = b
         // The scratch grows by the same bytes per row (every term is a per-row or a fixed size).
         scratchBytesPerBatchRow = b > 1 ? (scratchBytes - scratch(1)) / (b - 1) : 0
-        // A batch of b tokens looks up at most b rows, each on at most two pages.
-        pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * 2 * 4096)
+        pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * Self.pageCacheBytesPerBatchRow)
         self.marginBytes = marginBytes
     }
+
+    /// Page cache a batch row's embedding lookup may bring in: its row, on at most two pages.
+    static let pageCacheBytesPerBatchRow = 2 * 4096
 
     /// Bytes set aside for the KV cache, the batch scratch and a batch's page cache that the process has not touched
     /// yet, when the KV cache's touched pages come to `kvCacheCommitted` bytes and no batch so far had more than
@@ -77,7 +79,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         let rows = min(max(1, largestBatch), batchRows)
         let kv = max(0, kvCacheBytes - kvCacheCommitted)
         let scratch = (batchRows - rows) * scratchBytesPerBatchRow
-        let pages = pageCacheBytes - min(pageCacheBytes, rows * 2 * 4096)
+        let pages = pageCacheBytes - min(pageCacheBytes, rows * Self.pageCacheBytesPerBatchRow)
         return kv + scratch + pages
     }
 
