@@ -144,7 +144,7 @@ public final class LanguageModel {
         } catch PagingError.budgetTooSmall(_, let weights, _) where processBudget != nil {
             // PagedFeedForward knows the weights' minimum; the user needs the whole process's.
             let p = processBudget!
-            throw PagingError.processBudgetTooSmall(budget: p.budget, minimum: p.overheadBytes + weights,
+            throw PagingError.processBudgetTooSmall(budget: p.budget, minimum: p.overheadBytes + weights + ProcessBudget.runToRunAllowance,
                                                     contextLength: p.contextLength, weights: weights,
                                                     kvCache: p.kvCacheBytes, rest: p.overheadBytes - p.kvCacheBytes)
         }

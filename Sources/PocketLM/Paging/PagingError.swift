@@ -6,7 +6,8 @@ public enum PagingError: Error, LocalizedError, Equatable {
     case unsupportedWeights(tensor: String, type: String)
     /// The weights' share of a budget is below their minimum (resident tensors + read buffers).
     case budgetTooSmall(budget: Int, minimum: Int, resident: Int)
-    /// A whole-process budget is below what the model needs at that context.
+    /// A whole-process budget is below what the model needs at that context. `minimum` is the need (weights + KV
+    /// cache + rest) plus `ProcessBudget.runToRunAllowance`, so that a run at that budget loads.
     case processBudgetTooSmall(budget: Int, minimum: Int, contextLength: Int, weights: Int, kvCache: Int, rest: Int)
     /// A whole-process budget is below what is known before the vocabulary is built: the runtime, the KV cache and
     /// the weights that always stay in memory (the exact minimum adds the vocabulary, scratch and read buffers).
@@ -25,7 +26,7 @@ public enum PagingError: Error, LocalizedError, Equatable {
         case .budgetTooSmall(let b, let m, let r):
             "a weight budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise the memory budget to at least \(ByteCount.format(m))"
         case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest):
-            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) at a context of \(c) tokens (weights \(ByteCount.format(w)) with the read buffers, KV cache \(ByteCount.format(kv)), runtime, vocabulary and scratch \(ByteCount.format(rest))): raise the memory budget to at least \(ByteCount.format(m)) or shorten the context"
+            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) at a context of \(c) tokens (weights \(ByteCount.format(w)) with the read buffers, KV cache \(ByteCount.format(kv)), runtime, vocabulary and scratch \(ByteCount.format(rest)), and \(ByteCount.format(ProcessBudget.runToRunAllowance)) for how much the runtime's memory varies between runs): raise the memory budget to at least \(ByteCount.format(m)) or shorten the context"
         case .processBudgetBelowFixedCosts(let b, let f, let c, let kv, let w, let r):
             "a memory budget of \(ByteCount.format(b)) is below this model's minimum at a context of \(c) tokens: the runtime (\(ByteCount.format(r))), the KV cache (\(ByteCount.format(kv))) and the weights that always stay in memory (\(ByteCount.format(w))) alone take \(ByteCount.format(f)), before the vocabulary, scratch and read buffers: raise the memory budget above \(ByteCount.format(f)) (a budget that fits these is told the exact minimum) or shorten the context"
         case .readFailed(let p, let o, let m): "reading \(p) at byte \(o) failed: \(m)"

@@ -46,6 +46,12 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     /// and the estimates here, SmolLM2 Q8_0 packed, contexts 256–4096), with room to spare.
     public static let defaultMargin = 12 << 20
 
+    /// What the stated minimum adds to the measured need. The runtime's and the vocabulary's resident sets are
+    /// measured in each process and vary between runs of the same command (thread timing, allocator arenas: 0.3 MiB
+    /// on a quiet machine, up to 1.7 MiB seen beside other busy processes), so a minimum stated as exactly this
+    /// run's need could be refused by the next run; with this on top, the budget a refused run names loads.
+    public static let runToRunAllowance = 4 << 20
+
     /// The budget's split for `config` run with `schedule` at `contextLength`, `maxBatch` positions per batch and
     /// `threads` compute threads; `runtimeBytes` and `vocabularyBytes` measured by the caller.
     public init(budget: Int, config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int, threads: Int,
