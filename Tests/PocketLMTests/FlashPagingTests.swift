@@ -271,10 +271,36 @@ struct FlashPagingTests {
         #expect(plan.pinnedGroups == 3)
         #expect(flash.bytesRead == 5 * 2 * (layout.groupsPerLayer - 3) * layout.bundleBytes)
         #expect(flash.groupsInMemory == 5 * 2 * 3)
+        // Room for 7 groups over the 2 layers: 3 each and the seventh pinned in layer 0 (none of the room unused).
+        let (uneven, unevenPlan, _) = try run(PagingOptions(mode: .flash, memoryBudget: weightsMinimum + 7 * 4096), direct: true)
+        #expect(unevenPlan.pinnedGroups == 3 && unevenPlan.extraPinnedLayers == 1)
+        #expect(unevenPlan.pinnedGroups(layer: 0) == 4 && unevenPlan.pinnedGroups(layer: 1) == 3)
+        #expect(unevenPlan.cacheBytes == 7 * layout.bundleBytes && unevenPlan.weightBytes <= weightsMinimum + 7 * 4096)
+        #expect(uneven.bytesRead == 5 * (2 * layout.groupsPerLayer - 7) * layout.bundleBytes)
+        #expect(uneven.groupsInMemory == 5 * 7)
         // The exact rule keeping half the neurons computes half of them and counts what an oracle would read.
         let (exact, _, _) = try run(PagingOptions(mode: .naive, sparsity: .exact(keep: 0.5)))
         #expect(exact.neuronsComputed == 5 * 2 * 64)
         #expect(exact.oracleBytes > 0 && exact.oracleBytes <= exact.bytesRead)
+    }
+
+    @Test("flash with the budget's remainder pinned in the first layers (uneven group counts) computes the original's logits bit for bit",
+          arguments: ["tiny-q8_0.gguf", "tiny-q4_1.gguf"])
+    func unevenPlanEqualsOriginal(fixture: String) throws {
+        let path = try Self.packed(fixture)
+        let weightsMinimum = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 30)).plan.minimumBytes
+        let bb = try Self.pagedModel(path, PagingOptions(mode: .naive)).transformer.feedForward!.layout.bundleBytes
+        let (t, plan) = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: weightsMinimum + 3 * bb))
+        #expect(plan.pinnedGroups == 1 && plan.extraPinnedLayers == 1)
+        let original = try LanguageModel(path: try TestPaths.fixture(fixture), options: LoadOptions(threads: 1, contextLength: 32)).transformer
+        let ffn = try #require(t.feedForward)
+        var before = ffn.stats
+        for (i, token) in Self.tokens.prefix(6).enumerated() {
+            if i == 1 { before = ffn.stats }   // from the second token on: each step's reads planned a step ahead
+            let a = Array(try t.decode(token)).map(\.bitPattern), b = Array(try original.decode(token)).map(\.bitPattern)
+            #expect(a == b, "token \(token): logits differ from the original's")
+        }
+        #expect((ffn.stats - before).groupsInMemory == 5 * 3)
     }
 
     @Test("KV cache: the bytes its stored positions touch, page by page (global slots and a sliding ring)")

@@ -202,15 +202,20 @@ public final class PagedFeedForward: @unchecked Sendable {
         // layers are reassembled at load into the ordinary matrices (no larger than the groups they replace).
         let dense = !columns && pinned == G && window == 0 && (options.mode == .resident || options.mode == .flash)
         self.dense = dense
-        let slotBytes = dense ? 0 : layers * capacity * bb
+        let slotBytes = dense ? 0 : (0..<layers).reduce(0) { $0 + plan.capacity(layer: $1) } * bb
         // Memory for the slots and the two staging buffers, in one aligned arena.
         let arenaBytes = slotBytes + stagingBytes
         let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
         self.arena = arena
         let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
+        // Layer l's slots follow the earlier layers' (the first `extraPinnedLayers` hold one more).
+        var slotOffset = 0
         let caches = (0..<layers).map { l in
-            dense ? NeuronBundleCache(groups: G, capacity: 0, pinned: 0, slots: base, bundleBytes: bb)
-                  : NeuronBundleCache(groups: G, capacity: capacity, pinned: pinned, slots: base + l * capacity * bb, bundleBytes: bb)
+            if dense { return NeuronBundleCache(groups: G, capacity: 0, pinned: 0, slots: base, bundleBytes: bb) }
+            let cache = NeuronBundleCache(groups: G, capacity: plan.capacity(layer: l), pinned: plan.pinnedGroups(layer: l),
+                                          slots: base + slotOffset, bundleBytes: bb)
+            slotOffset += cache.capacity * bb
+            return cache
         }
         self.caches = caches
         staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + layout.layerBytes] : []
@@ -218,7 +223,8 @@ public final class PagedFeedForward: @unchecked Sendable {
         // far, holds more groups until they need it (at most every group each layer lacks).
         self.processBudget = processBudget
         if let processBudget, options.mode == .flash, !dense, capacity < G {
-            let lendable = min(processBudget.untouchedBytes(kvCacheCommitted: 0, largestBatch: 1), layers * (G - capacity) * bb)
+            let lendable = min(processBudget.untouchedBytes(kvCacheCommitted: 0, largestBatch: 1),
+                               caches.reduce(0) { $0 + (G - $1.capacity) } * bb)
             let slots = ReserveSlots(lendableBytes: lendable, slotBytes: bb, layers: layers)
             for cache in caches { cache.reserveLent(slots.active / layers + 1) }
             for k in 0..<slots.active { caches[slots.layer(ofSlot: k)].lend(slots.pointer(slot: k)) }
