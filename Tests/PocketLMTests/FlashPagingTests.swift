@@ -167,6 +167,23 @@ struct FlashPagingTests {
             let differing = zip(packed, original).filter { $0 != $1 }.count
             #expect(packed.count == original.count && differing == 0, "\(paging.mode): \(differing) logits differ")
         }
+        // A Q4_K layer's groups are read without the padding up to the Q6_K layers' size: naive reads exactly the
+        // groups' blocks (in 4 KiB units), and the same logits.
+        let q4 = try #require(layout.layerTypes.firstIndex { $0.down == .q4_K }), q6 = try #require(layout.layerTypes.firstIndex { $0.down == .q6_K })
+        #expect(layout.groupReadBytes(q6) == layout.bundleBytes && layout.groupReadBytes(q4) < layout.bundleBytes)
+        #expect(layout.groupReadBytes(q4) % 4096 == 0 && layout.groupReadBytes(q4) - 4096 < layout.downOffset(q4) + layout.hiddenSize * layout.downSliceBytes(q4))
+        let lm = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 64, paging: PagingOptions(mode: .naive)))
+        _ = try lm.transformer.decode(tokens[0])
+        let ffn = try #require(lm.transformer.feedForward), before = ffn.stats
+        let naiveLogits = Array(try lm.transformer.decode(tokens[1])).map(\.bitPattern)
+        #expect(naiveLogits == Array(original[(original.count / (2 * tokens.count))..<(2 * original.count / (2 * tokens.count))]))
+        let perToken = (0..<layout.layerTypes.count).reduce(0) { $0 + layout.groupsPerLayer * layout.groupReadBytes($1) }
+        #expect((ffn.stats - before).bytesRead == perToken)
+        // A budget's remainder pins its extra groups in the Q6_K layers first (their groups are the larger reads).
+        let minimum = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 40)).plan.minimumBytes
+        let plan = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: minimum + 2 * layout.bundleBytes)).plan
+        #expect(plan.pinnedGroups == 0 && plan.extraPinnedLayers.count == 2)
+        #expect(plan.extraPinnedLayers.allSatisfy { layout.layerTypes[$0].down == .q6_K })
     }
 
     @Test("budgets: the whole process's budget is split (KV cache, scratch, runtime, weights); the plan fits; too small a budget names the minimum")
@@ -273,7 +290,7 @@ struct FlashPagingTests {
         #expect(flash.groupsInMemory == 5 * 2 * 3)
         // Room for 7 groups over the 2 layers: 3 each and the seventh pinned in layer 0 (none of the room unused).
         let (uneven, unevenPlan, _) = try run(PagingOptions(mode: .flash, memoryBudget: weightsMinimum + 7 * 4096), direct: true)
-        #expect(unevenPlan.pinnedGroups == 3 && unevenPlan.extraPinnedLayers == 1)
+        #expect(unevenPlan.pinnedGroups == 3 && unevenPlan.extraPinnedLayers == [0])
         #expect(unevenPlan.pinnedGroups(layer: 0) == 4 && unevenPlan.pinnedGroups(layer: 1) == 3)
         #expect(unevenPlan.cacheBytes == 7 * layout.bundleBytes && unevenPlan.weightBytes <= weightsMinimum + 7 * 4096)
         #expect(uneven.bytesRead == 5 * (2 * layout.groupsPerLayer - 7) * layout.bundleBytes)
@@ -291,7 +308,7 @@ struct FlashPagingTests {
         let weightsMinimum = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 30)).plan.minimumBytes
         let bb = try Self.pagedModel(path, PagingOptions(mode: .naive)).transformer.feedForward!.layout.bundleBytes
         let (t, plan) = try Self.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: weightsMinimum + 3 * bb))
-        #expect(plan.pinnedGroups == 1 && plan.extraPinnedLayers == 1)
+        #expect(plan.pinnedGroups == 1 && plan.extraPinnedLayers == [0])
         let original = try LanguageModel(path: try TestPaths.fixture(fixture), options: LoadOptions(threads: 1, contextLength: 32)).transformer
         let ffn = try #require(t.feedForward)
         var before = ffn.stats

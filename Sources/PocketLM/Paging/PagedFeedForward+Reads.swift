@@ -36,7 +36,8 @@ extension PagedFeedForward {
             batch.reset()
             for (slot, grp) in chosen.enumerated() {
                 cache.pin(group: grp, slot: slot)
-                batch.add(offset: bundleOffsets[l] + grp * bb, length: bb, into: cache.pointer(slot: slot), maxRead: 1 << 20)
+                batch.add(offset: bundleOffsets[l] + grp * bb, length: layout.groupReadBytes(l), into: cache.pointer(slot: slot),
+                          maxRead: 1 << 20)
             }
             reader.submit(batch)
             try batch.wait()
@@ -48,7 +49,7 @@ extension PagedFeedForward {
     /// slot, a window slot or the staging buffer) and queues its read.
     func issue(block: Int, buffer: Int, rows: Int) {
         let G = layout.groupsPerLayer, bb = layout.bundleBytes
-        let cache = caches[block], batch = batches[buffer]
+        let cache = caches[block], batch = batches[buffer], length = layout.groupReadBytes(block)
         batch.reset()
         let read = readThisStep + buffer * G
         for gi in 0..<G {
@@ -77,7 +78,7 @@ extension PagedFeedForward {
             }
             location[buffer][gi] = UnsafeRawPointer(dest)
             read[gi] = true
-            batch.add(offset: bundleOffsets[block] + gi * bb, length: bb, into: dest, maxRead: PagedFeedForward.maxRead)
+            batch.add(offset: bundleOffsets[block] + gi * bb, length: length, into: dest, maxRead: PagedFeedForward.maxRead)
         }
         stats.bytesRead += batch.bytes
         stats.reads += batch.count

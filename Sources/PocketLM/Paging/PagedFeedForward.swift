@@ -208,7 +208,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
         self.arena = arena
         let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
-        // Layer l's slots follow the earlier layers' (the first `extraPinnedLayers` hold one more).
+        // Layer l's slots follow the earlier layers' (the `extraPinnedLayers` hold one more).
         var slotOffset = 0
         let caches = (0..<layers).map { l in
             if dense { return NeuronBundleCache(groups: G, capacity: 0, pinned: 0, slots: base, bundleBytes: bb) }

@@ -10,9 +10,10 @@ public struct PagingPlan: Sendable, Codable, Equatable {
     /// FFN groups kept in memory per layer: pinned (loaded once) and window slots.
     public var pinnedGroups: Int
     public var windowGroups: Int
-    /// Flash: the first layers that hold one pinned group more than `pinnedGroups` (the spare room's remainder after
-    /// every layer got the same count; otherwise up to a group short of a layer's worth of room would go unused).
-    public var extraPinnedLayers = 0
+    /// Flash: the layers that hold one pinned group more than `pinnedGroups` (the spare room's remainder after every
+    /// layer got the same count; otherwise up to a group short of a layer's worth of room would go unused): those
+    /// whose groups cost the most to read (`FlashLayout.groupReadBytes`), the first of equals, in layer order.
+    public var extraPinnedLayers: [Int] = []
     public var groupsPerLayer: Int
     /// Layers whose FFN the mmap mode keeps mapped.
     public var pinnedLayers: Int
@@ -23,8 +24,8 @@ public struct PagingPlan: Sendable, Codable, Equatable {
     /// Weights in memory at most: resident + staging + cache.
     public var weightBytes: Int { residentBytes + stagingBytes + cacheBytes }
 
-    /// Pinned groups of layer `layer` (flash: `pinnedGroups`, one more in the first `extraPinnedLayers`).
-    public func pinnedGroups(layer: Int) -> Int { pinnedGroups + (layer < extraPinnedLayers ? 1 : 0) }
+    /// Pinned groups of layer `layer` (flash: `pinnedGroups`, one more in the `extraPinnedLayers`).
+    public func pinnedGroups(layer: Int) -> Int { pinnedGroups + (extraPinnedLayers.contains(layer) ? 1 : 0) }
     /// Group slots of layer `layer`: its pinned groups and the window.
     public func capacity(layer: Int) -> Int { pinnedGroups(layer: layer) + windowGroups }
 }
@@ -32,8 +33,9 @@ public struct PagingPlan: Sendable, Codable, Equatable {
 extension PagingPlan {
     /// Divides the weights' budget (`options.memoryBudget`): resident weights and two layers of read buffers first;
     /// what is left holds FFN groups, the same number in every layer (pinned, and with a window the slots for the
-    /// groups of the last tokens) and the remainder one more pinned group in the first layers (with every group
-    /// needed every token, a group kept anywhere saves one read), or, in mmap mode, whole layers kept mapped. Without a budget: everything resident
+    /// groups of the last tokens) and the remainder one more pinned group in the layers whose groups are the largest
+    /// reads (with every group needed every token, a group kept there saves the most), or, in mmap mode, whole
+    /// layers kept mapped. Without a budget: everything resident
     /// in resident mode, nothing beyond the read buffers otherwise.
     init(layout: FlashLayout, options: PagingOptions, layers: Int, residentBytes resident: Int) throws(PagingError) {
         let G = layout.groupsPerLayer, bb = layout.bundleBytes
@@ -68,11 +70,14 @@ extension PagingPlan {
             pinned = capacity - window
         }
         if options.mode != .mmap { pinnedLayers = 0 }
-        // Flash: what the equal share left over (fewer groups than layers) pins one group more in the first layers.
+        // Flash: what the equal share left over (fewer groups than layers) pins one group more in the layers with
+        // the largest group reads.
         let extra = options.mode == .flash && capacity < G ? min(layers, max(0, spareGroups - layers * capacity)) : 0
+        let extraLayers = (0..<layers).sorted { (layout.groupReadBytes($1), $0) < (layout.groupReadBytes($0), $1) }
+            .prefix(extra).sorted()
         let cacheBytes = options.mode == .mmap ? pinnedLayers * layout.layerBytes : (layers * capacity + extra) * bb
         self.init(budget: options.memoryBudget, residentBytes: resident, stagingBytes: stagingBytes,
-                  minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extra,
+                  minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extraLayers,
                   groupsPerLayer: G, pinnedLayers: pinnedLayers, cacheBytes: cacheBytes)
     }
 }

@@ -64,6 +64,14 @@ public struct FlashLayout: Sendable, Equatable {
     /// Where a group's up rows and down slices start inside its bundle (block rows).
     public func upOffset(_ layer: Int) -> Int { groupNeurons * gateRowBytes(layer) }
     public func downOffset(_ layer: Int) -> Int { groupNeurons * (gateRowBytes(layer) + upRowBytes(layer)) }
+    /// Bytes read for one group of layer `layer`: its rows and down slices rounded up to whole 4 KiB blocks. Every
+    /// group is `bundleBytes` apart (the largest layer's size), so a layer of smaller blocks (a Q4_K_M file's Q4_K
+    /// `ffn_down` beside Q6_K ones: 436 KiB of 492 for Qwen2.5-0.5B's shape) leaves its padding unread.
+    public func groupReadBytes(_ layer: Int) -> Int {
+        guard format == .blockRows else { return bundleBytes }
+        let align = FlashLayout.ioAlignment
+        return min(bundleBytes, (downOffset(layer) + hiddenSize * downSliceBytes(layer) + align - 1) / align * align)
+    }
     /// The largest down matrix of any layer, bytes.
     public var largestDownBytes: Int { (0..<max(1, layerTypes.count)).map { hiddenSize * downRowBytes($0) }.max() ?? 0 }
 
