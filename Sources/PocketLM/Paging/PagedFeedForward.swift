@@ -225,8 +225,9 @@ public final class PagedFeedForward: @unchecked Sendable {
         if let processBudget, options.mode == .flash, !dense, capacity < G {
             let lendable = min(processBudget.untouchedBytes(kvCacheCommitted: 0, largestBatch: 1),
                                caches.reduce(0) { $0 + (G - $1.capacity) } * bb)
-            let slots = ReserveSlots(lendableBytes: lendable, slotBytes: bb, layers: layers)
-            for cache in caches { cache.reserveLent(slots.active / layers + 1) }
+            let slots = ReserveSlots(lendableBytes: lendable, slotBytes: bb, room: caches.map { G - $0.capacity },
+                                     readBytes: (0..<layers).map { layout.groupReadBytes($0) })
+            for (l, cache) in caches.enumerated() { cache.reserveLent((0..<slots.active).filter { slots.layer(ofSlot: $0) == l }.count) }
             for k in 0..<slots.active { caches[slots.layer(ofSlot: k)].lend(slots.pointer(slot: k)) }
             reserveSlots = slots.active > 0 ? slots : nil
             self.plan.lentSlots = slots.active
