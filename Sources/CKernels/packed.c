@@ -28,17 +28,20 @@ int pl_packed_supported(void) {
     return pl_isa_process() == PL_ISA_AVX512 && (pl_isa_features() & PL_FEATURE_AVX512_VNNI) != 0;
 }
 
-// The AVX2 tier (and AVX-512 without VNNI) packs Q4_0/Q4_1 only: their packed kernels (x86/avx2_packed.c) do half
-// the row kernels' work per weight (measured decode 1.04-1.5x the rows' GB/s, prefill as fast as the batch kernel),
-// while Q8_0's sign trick costs the same per weight either way and one packed stream reads DRAM slower than the
-// row kernel's four (0.5-0.77x), Q5_0/Q4_K measured no faster (0.9-1.06x) and Q5_0's prefill half the batch
-// kernel's (C bench, Tests/CKernelsDriver/bench_avx2_batch.c, AMD EPYC Zen 4, one thread, shared machine).
+// The AVX2 tier (and AVX-512 without VNNI) packs Q4_0, Q4_1 and Q5_0: their packed kernels (x86/avx2_packed.c) do
+// less work per weight than the row kernels (measured decode Q4_x 1.04-1.5x the rows' GB/s; Q5_0 1.15x from DRAM
+// once the stream is prefetched across both passes over a group, 1.27x from cache), and prefill runs the batch
+// kernel (Q5_0: its scratch filled from the packed groups) as fast as on the file's rows; while Q8_0's sign trick
+// costs the same per weight either way and one packed stream reads DRAM slower than the row kernel's four
+// (0.5-0.77x), and Q4_K measured no faster (0.85-1.06x) (C bench, Tests/CKernelsDriver/bench_avx2_batch.c, AMD EPYC
+// Zen 4, one thread, shared machine).
 int pl_packed_type_supported(int type) {
     if (pl_packed_supported()) return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 ||
                                       type == PL_TYPE_Q5_0 || type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K;
 #if defined(__x86_64__)
     const int tier = pl_isa_process();
-    if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512) return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1;
+    if (tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512)
+        return type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 || type == PL_TYPE_Q5_0;
 #endif
     return 0;
 }

@@ -47,6 +47,12 @@ void pl_packed_matmul_batch(int type, const uint8_t *packed, int64_t rows, int64
 /// once for all of them (x86/avx512_packed_few.c); outputs bit-identical to packed.c's one-input kernel.
 void pl_packed_matmul_few(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
                           size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
+/// The AVX2 (and AVX-VNNI) batch kernel (x86/quant_batch_body.h) over groups g0 ..< g1 of a packed Q5_0 matrix.
+void pl_avx2_matmul_batch_packed_q5_0(const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                      size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1);
+void pl_avxvnni_matmul_batch_packed_q5_0(const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                         size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0,
+                                         int64_t g1);
 /// 1 for the packed types x86/avx2_packed.c computes (every type the library packs: Q8_0, Q4_0, Q4_1, Q5_0, Q4_K).
 int pl_avx2_packed_owns(int type);
 /// The AVX2 tier's pl_matmul_packed over groups g0 ..< g1, any number of inputs; bit-identical to the row kernels.

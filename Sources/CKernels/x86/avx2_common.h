@@ -15,6 +15,23 @@ PL_AVX2_ATTR static inline float pl_avx2_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/// The 4 bytes at p in every dword by vbroadcastss from memory: a load alone, where a broadcast from a register
+/// takes a shuffle pipe. Written as asm because clang turns _mm256_broadcast_ss feeding integer instructions, or a
+/// broadcast of a value it still holds in a register, into an instruction that does.
+PL_AVX2_ATTR static inline __m256i pl_avx2_broadcast32(const void *p) {
+    __m256 v;
+    __asm__("vbroadcastss %1, %0" : "=x"(v) : "m"(*(const float *)p));
+    return _mm256_castps_si256(v);
+}
+
+/// pl_avx2_bytes_from_bits of the 32-bit word at p, its broadcast a load: byte j of the word's copy moved to byte
+/// j/8 (vpshufb), bit j%8 kept, compared with itself: one constant fewer than ggml's or-then-compare-with-ones.
+PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits_at(const uint8_t *p) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(pl_avx2_broadcast32(p), shuf), bit), bit);
+}
+
 /// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
 PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits(uint32_t bits) {
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);

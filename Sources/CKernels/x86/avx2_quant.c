@@ -3,6 +3,7 @@
 // kernel (quant_batch_body.h), with vpmaddubsw + vpmaddwd for vpdpbusd, or the VEX AVX-VNNI vpdpbusd where the CPU
 // has it: bit-identical to the AVX-512 VNNI tier.
 #include "kernels_internal.h"
+#include "packed.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>

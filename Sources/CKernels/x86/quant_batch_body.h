@@ -86,6 +86,28 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack)(con
     }
 }
 
+// The same scratch from the packed Q5_0 layout (packed.c; the AVX2 tier's decode form of Q5_0): half h (rows 8h..8h+7)
+// of the group at grp, blocks b0 ..< b0+cb. A packed step k of a half is already lane k (low nibbles) and lane 4+k
+// (high nibbles) of its 8 rows in this order, and its 5th-bit masks are in the same byte order: no transpose.
+QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack_packed_q5_0)(const uint8_t *grp, int h,
+        int64_t b0, int64_t cb, uint8_t *wl, float *dw) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    for (int64_t b = 0; b < cb; b++) {
+        const uint8_t *gb = grp + (b0 + b) * (16 * 22);
+        uint8_t *o = wl + b * 256;
+        PL_UNROLL
+        for (int k = 0; k < 4; k++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 64 * k + 32 * h));
+            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 4 * h), sixteen));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 8 + 4 * h), sixteen));
+            _mm256_store_si256((__m256i *)(o + 32 * k), _mm256_sub_epi8(lo, sixteen));
+            _mm256_store_si256((__m256i *)(o + 32 * (k + 4)), _mm256_sub_epi8(hi, sixteen));
+        }
+        _mm256_store_ps(dw + 8 * b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 320 + 16 * h))));
+    }
+}
+
 // T inputs over cb blocks of the scratch, lane by lane: acc[t] (the 8 rows' lane l of input t) runs its fma chain
 // over the blocks in order, starting from `saved` (or zero) and left there. x[t] points at input t's first block
 // of the chunk, scale[t·QB_STEP + b] at d_w·d_x of block b (8 rows).
@@ -163,9 +185,10 @@ QB_ATTR static inline __m256 QB_NAME(qb_lanes_sum)(const __m256 a[8]) {
     return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
 }
 
-QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(const int type, const uint8_t *w,
-        size_t row_bytes, const uint8_t *xq, size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t nb,
-        int64_t r0, int64_t r1) {
+// packed (Q5_0 only): w is the packed layout and r0 a multiple of 16; otherwise rows in the file's layout.
+QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(const int type, const int packed,
+        const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride, int64_t n_tokens, float *y,
+        int64_t ldy, int64_t nb, int64_t r0, int64_t r1) {
     _Alignas(32) uint8_t wl[QB_CHUNK * 256];
     _Alignas(32) float dw[QB_CHUNK * 8], mw[QB_CHUNK * 8];
     _Alignas(32) float dx[QB_TOKENS * QB_CHUNK], sx[QB_TOKENS * QB_CHUNK];
@@ -178,11 +201,12 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(con
         for (int64_t r = r0; r < r1; r += 8) {
             const int valid = r1 - r < 8 ? (int)(r1 - r) : 8;
             const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            const uint8_t *wr = w + (size_t)r * row_bytes;
+            const uint8_t *wr = packed ? w : w + (size_t)r * row_bytes;
             for (int64_t t = t0; t < t1; t++) msaved[t - t0] = _mm256_setzero_ps();
             for (int64_t sb0 = 0; sb0 < nb; sb0 += QB_CHUNK) {
                 const int64_t cb = nb - sb0 < QB_CHUNK ? nb - sb0 : QB_CHUNK;
-                QB_NAME(qb_unpack)(type, wr, row_bytes, valid, r + 16 <= r1, sb0, cb, wl, dw, mw);
+                if (packed) QB_NAME(qb_unpack_packed_q5_0)(w + (size_t)(r / 16 * nb) * (16 * 22), (int)(r / 8 % 2), sb0, cb, wl, dw);
+                else QB_NAME(qb_unpack)(type, wr, row_bytes, valid, r + 16 <= r1, sb0, cb, wl, dw, mw);
                 if (!one_chunk) QB_NAME(qb_x_scales)(type, xq, xq_stride, t0, t1, sb0, cb, dx, sx);
                 int64_t t = t0;
 #define QB_RUN(T)                                                                                                  \
@@ -209,11 +233,20 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_matmul)(con
 QB_ATTR void QB_NAME(matmul_batch)(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                                    int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1) {
     switch (type) {   // one instantiation per type, so each inner loop is specialised
-    case PL_TYPE_Q8_0: QB_NAME(qb_matmul)(PL_TYPE_Q8_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
-    case PL_TYPE_Q4_0: QB_NAME(qb_matmul)(PL_TYPE_Q4_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
-    case PL_TYPE_Q4_1: QB_NAME(qb_matmul)(PL_TYPE_Q4_1, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
-    case PL_TYPE_Q5_0: QB_NAME(qb_matmul)(PL_TYPE_Q5_0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
-    case PL_TYPE_Q5_1: QB_NAME(qb_matmul)(PL_TYPE_Q5_1, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
+    case PL_TYPE_Q8_0: QB_NAME(qb_matmul)(PL_TYPE_Q8_0, 0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
+    case PL_TYPE_Q4_0: QB_NAME(qb_matmul)(PL_TYPE_Q4_0, 0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
+    case PL_TYPE_Q4_1: QB_NAME(qb_matmul)(PL_TYPE_Q4_1, 0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
+    case PL_TYPE_Q5_0: QB_NAME(qb_matmul)(PL_TYPE_Q5_0, 0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
+    case PL_TYPE_Q5_1: QB_NAME(qb_matmul)(PL_TYPE_Q5_1, 0, w, row_bytes, xq, xq_stride, n_tokens, y, ldy, nb, r0, r1); break;
     default: break;
     }
+}
+
+/// Groups g0 ..< g1 of a packed Q5_0 matrix (packed.c's layout) against n_tokens quantized inputs: the batch kernel
+/// above, its scratch filled from the packed groups; each output bit-identical to the row kernels'.
+QB_ATTR void QB_NAME(matmul_batch_packed_q5_0)(const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                               size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0,
+                                               int64_t g1) {
+    const int64_t r1 = g1 * 16 < rows ? g1 * 16 : rows;
+    QB_NAME(qb_matmul)(PL_TYPE_Q5_0, 1, packed, 0, xq, xq_stride, n_tokens, y, ldy, nb, g0 * 16, r1);
 }
