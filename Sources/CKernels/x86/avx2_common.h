@@ -32,6 +32,17 @@ PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits_at(const uint8_t *p) 
     return _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(pl_avx2_broadcast32(p), shuf), bit), bit);
 }
 
+/// Step k of half h (rows 8h..8h+7) of a packed Q5_0 block at gb (packed.c's layout): lane k (low nibbles) and lane
+/// 4+k (high nibbles) of the 8 rows as unsigned 5-bit quants (0..31), the 5th bits from the step's masks.
+PL_AVX2_ATTR static inline __attribute__((always_inline)) void pl_avx2_packed_q5_0_step(const uint8_t *gb, int k, int h,
+                                                                                       __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 64 * k + 32 * h));
+    const __m256i l = _mm256_and_si256(v, low4), u = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    *lo = _mm256_or_si256(l, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 4 * h), sixteen));
+    *hi = _mm256_or_si256(u, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 8 + 4 * h), sixteen));
+}
+
 /// Byte j = 0xff where bit j of the 32-bit word is set (ggml's bytes_from_bits_32).
 PL_AVX2_ATTR static inline __m256i pl_avx2_bytes_from_bits(uint32_t bits) {
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);

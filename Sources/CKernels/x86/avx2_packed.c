@@ -110,7 +110,7 @@ AVX2 static inline __attribute__((always_inline)) __m256 half_dot_q5_0(const int
     __m256 acc[8];
     PL_UNROLL
     for (int l = 0; l < 8; l++) acc[l] = _mm256_setzero_ps();
-    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
+    const __m256i sixteen = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
     const int64_t bb = pl_packed_block_bytes(PL_TYPE_Q5_0);
     const int soff = pl_packed_scale_offset(PL_TYPE_Q5_0);
     const int64_t gbytes = nb * bb;
@@ -132,10 +132,8 @@ AVX2 static inline __attribute__((always_inline)) __m256 half_dot_q5_0(const int
             const __m256 scale = _mm256_mul_ps(f16x8(gb + soff + 16 * h), _mm256_set1_ps(_cvtsh_ss(ld16(xb))));
             PL_UNROLL
             for (int k = 0; k < 4; k++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 64 * k + 32 * h));
-                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                lo = _mm256_or_si256(lo, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 4 * h), sixteen));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 8 + 4 * h), sixteen));
+                __m256i lo, hi;
+                pl_avx2_packed_q5_0_step(gb, k, h, &lo, &hi);
                 const __m256i sl = _mm256_sub_epi32(
                     _mm256_madd_epi16(_mm256_maddubs_epi16(lo, pl_avx2_broadcast32(xs + 4 * k)), ones), pl_avx2_broadcast32(cr + k));
                 const __m256i sh = _mm256_sub_epi32(

@@ -91,16 +91,14 @@ QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack)(con
 // (high nibbles) of its 8 rows in this order, and its 5th-bit masks are in the same byte order: no transpose.
 QB_ATTR static inline __attribute__((always_inline)) void QB_NAME(qb_unpack_packed_q5_0)(const uint8_t *grp, int h,
         int64_t b0, int64_t cb, uint8_t *wl, float *dw) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    const __m256i sixteen = _mm256_set1_epi8(16);
     for (int64_t b = 0; b < cb; b++) {
         const uint8_t *gb = grp + (b0 + b) * (16 * 22);
         uint8_t *o = wl + b * 256;
         PL_UNROLL
         for (int k = 0; k < 4; k++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(gb + 64 * k + 32 * h));
-            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            lo = _mm256_or_si256(lo, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 4 * h), sixteen));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(pl_avx2_bytes_from_bits_at(gb + 256 + 16 * k + 8 + 4 * h), sixteen));
+            __m256i lo, hi;
+            pl_avx2_packed_q5_0_step(gb, k, h, &lo, &hi);
             _mm256_store_si256((__m256i *)(o + 32 * k), _mm256_sub_epi8(lo, sixteen));
             _mm256_store_si256((__m256i *)(o + 32 * (k + 4)), _mm256_sub_epi8(hi, sixteen));
         }
