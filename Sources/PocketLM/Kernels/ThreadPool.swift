@@ -5,10 +5,12 @@ import Synchronization
 /// Runs the parts of one matrix-vector product (or one attention step) on several cores.
 ///
 /// A token's forward pass is ~250 small parallel steps of 10–100 µs each, so handing out work must cost
-/// microseconds: the workers are persistent threads that spin on a generation counter while work keeps coming,
+/// microseconds: the workers are persistent threads that spin on a round counter while work keeps coming,
 /// and sleep on a condition variable only after about a millisecond without any (so an idle model burns no CPU).
-/// Work is split into `threadCount` contiguous parts, so each thread streams its own slice of the weights and a
-/// result does not depend on the thread count (each output element is computed whole by one thread).
+/// Work is split into up to `threadCount` contiguous parts, each claimed by whichever thread gets to it first, so a
+/// thread streams its own slice of the weights and a result does not depend on the thread count or on which thread
+/// ran a part (each output element is computed whole by one call). A worker that has not joined a step by the time
+/// the caller has done all of it is not waited for (see `run`).
 public final class ThreadPool: @unchecked Sendable {
     public let threadCount: Int
     private let shared: Shared
@@ -16,8 +18,12 @@ public final class ThreadPool: @unchecked Sendable {
     /// State the workers use. Workers hold it strongly (never the pool), so the pool's deinit can stop them
     /// while they still read it.
     private final class Shared: @unchecked Sendable {
-        let generation = Atomic<Int>(0)
-        let pending = Atomic<Int>(0)
+        /// The current round: its generation (bits 17 and up), whether it is closed (bit 16: no worker may join it
+        /// any more) and how many workers are inside it (bits 0–15). One word, so a worker joins a round only while
+        /// it is open and is the round it saw begin — a compare-and-exchange, which fails once the caller closes it.
+        let round = Atomic<Int>(0)
+        /// The next unclaimed part of the round's job.
+        let nextPart = Atomic<Int>(0)
         let sleepers = Atomic<Int>(0)
         let stopping = Atomic<Bool>(false)
         var job: ((Int) -> Void)?
@@ -49,6 +55,10 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Polls before a worker goes to sleep (each poll is one `pause`, ~10–40 ns).
     private static let spinLimit = 50_000
+    private static let generationShift = 17
+    private static let closedBit = 1 << 16
+    private static let insideMask = (1 << 16) - 1
+    @inline(__always) private static func generation(of round: Int) -> Int { round >> generationShift }
 
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
@@ -64,12 +74,17 @@ public final class ThreadPool: @unchecked Sendable {
 
     deinit {
         shared.stopping.store(true, ordering: .sequentiallyConsistent)
-        shared.generation.add(1, ordering: .sequentiallyConsistent)
+        shared.round.add(1 << ThreadPool.generationShift, ordering: .sequentiallyConsistent)
         shared.wakeSleepers()
         for _ in 1..<threadCount { shared.finished.wait() }
     }
 
-    /// Calls `body(part)` for part in 0..<parts (parts ≤ threadCount), in parallel, and returns when all are done.
+    /// Calls `body(part)` once for each part in 0..<parts (parts ≤ threadCount), in parallel, and returns when all
+    /// are done. The caller runs part 0; the workers claim the others as they wake. A part no worker has claimed by
+    /// the time the caller is done with its own is run by the caller, and the round is then closed to workers that
+    /// have not joined it yet: on a busy machine a worker that is not on a core (a wake-up that takes tens of
+    /// microseconds, a time slice given to another process) no longer holds up every step until it is scheduled.
+    /// Parts may therefore run one after another on one thread; no part may wait for another.
     public func run(parts: Int, _ body: (Int) -> Void) {
         precondition(parts <= threadCount, "at most one part per thread")
         if parts <= 1 {
@@ -80,16 +95,25 @@ public final class ThreadPool: @unchecked Sendable {
         withoutActuallyEscaping(body) { escaping in
             s.job = escaping
             s.jobParts = parts
-            s.pending.store(threadCount - 1, ordering: .relaxed)
-            s.generation.add(1, ordering: .sequentiallyConsistent)
+            s.nextPart.store(1, ordering: .relaxed)
+            // A new open round with nobody inside; the store publishes the job to the workers that join it.
+            let generation = ThreadPool.generation(of: s.round.load(ordering: .relaxed)) + 1
+            s.round.store(generation << ThreadPool.generationShift, ordering: .sequentiallyConsistent)
             if s.sleepers.load(ordering: .sequentiallyConsistent) > 0 { s.wakeSleepers() }
             escaping(0)
-            // Spin while the workers finish; yield now and then so a descheduled worker gets the core back
-            // on a busy machine instead of waiting out our time slice.
+            while true {
+                let part = s.nextPart.add(1, ordering: .relaxed).oldValue
+                if part >= parts { break }
+                escaping(part)
+            }
+            // Close the round, then wait for the workers inside it; yield now and then so a descheduled worker
+            // gets the core back on a busy machine instead of waiting out our time slice.
+            var state = s.round.bitwiseOr(ThreadPool.closedBit, ordering: .acquiringAndReleasing).newValue
             var spins = 0
-            while s.pending.load(ordering: .acquiring) > 0 {
+            while state & ThreadPool.insideMask != 0 {
                 spins += 1
                 if spins & 255 == 0 { sched_yield() } else { pl_cpu_relax() }
+                state = s.round.load(ordering: .acquiring)
             }
             s.job = nil
         }
@@ -151,34 +175,56 @@ public final class ThreadPool: @unchecked Sendable {
         return min(count, units * part / parts * granularity)..<min(count, units * (part + 1) / parts * granularity)
     }
 
+    /// A joined worker's share of the round: the parts it claims. Its own function so the worker's reference to the
+    /// job ends here, before it leaves the round (the caller's `withoutActuallyEscaping` checks that none is left).
+    @inline(never)
+    private static func runClaimedParts(_ s: Shared) {
+        guard let job = s.job else { return }
+        let parts = s.jobParts
+        while true {
+            let part = s.nextPart.add(1, ordering: .relaxed).oldValue
+            if part >= parts { break }
+            job(part)
+        }
+    }
+
     private static func workerLoop(_ s: Shared, index: Int) {
         var seen = 0
         while true {
             var spins = 0
-            var current = s.generation.load(ordering: .acquiring)
-            while current == seen {
+            var state = s.round.load(ordering: .acquiring)
+            while generation(of: state) == seen {
                 spins += 1
                 if spins < spinLimit {
                     if spins & 255 == 0 { sched_yield() } else { pl_cpu_relax() }
                 } else {
                     pthread_mutex_lock(s.mutex)
                     s.sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while s.generation.load(ordering: .sequentiallyConsistent) == seen {
+                    while generation(of: s.round.load(ordering: .sequentiallyConsistent)) == seen {
                         pthread_cond_wait(s.wakeUp, s.mutex)
                     }
                     s.sleepers.subtract(1, ordering: .sequentiallyConsistent)
                     pthread_mutex_unlock(s.mutex)
                     spins = 0
                 }
-                current = s.generation.load(ordering: .acquiring)
+                state = s.round.load(ordering: .acquiring)
             }
-            seen = current
+            seen = generation(of: state)
             if s.stopping.load(ordering: .acquiring) {
                 s.finished.signal()
                 return
             }
-            if index < s.jobParts, let job = s.job { job(index) }
-            s.pending.subtract(1, ordering: .releasing)
+            // Join the round if it is still the one seen and still open; otherwise it is over (or a newer one has
+            // begun, which the next pass of the loop joins).
+            while generation(of: state) == seen && state & closedBit == 0 {
+                let (joined, found) = s.round.compareExchange(expected: state, desired: state + 1, ordering: .acquiringAndReleasing)
+                if joined {
+                    runClaimedParts(s)
+                    s.round.subtract(1, ordering: .releasing)
+                    break
+                }
+                state = found
+            }
         }
     }
 }
