@@ -153,9 +153,7 @@ struct FlashPagingTests {
 
     @Test("block rows: SmolLM2 Q4_K_M (Q5_0 gate/up, ffn_down Q6_K in some layers and Q4_K in others) packs with per-layer types and computes the ordinary file's logits bit for bit")
     func blockRowsKQuant() throws {
-        let source = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
-        let path = Self.scratch("smollm2-q4_k_m.packed.gguf")
-        if !FileManager.default.fileExists(atPath: path) { _ = try FlashPacker.pack(source: source, output: path) }
+        let (source, path) = try Self.packedSmolLM2KQuant()
         let f = try GGUFFile(path: path)
         let layout = try #require(try FlashLayout(file: f, config: try ModelConfig(gguf: f)))
         #expect(layout.format == .blockRows && layout.groupNeurons % 256 == 0)
@@ -526,6 +524,14 @@ struct FlashPagingTests {
 }
 
 extension FlashPagingTests {
+    /// SmolLM2 Q4_K_M (the model cache's) and its packed copy in this run's scratch directory, packed once.
+    static func packedSmolLM2KQuant() throws -> (source: String, packed: String) {
+        let source = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
+        let path = scratch("smollm2-q4_k_m.packed.gguf")
+        if !FileManager.default.fileExists(atPath: path) { _ = try FlashPacker.pack(source: source, output: path) }
+        return (source, path)
+    }
+
     /// A packed model whose paged FFN gets `paging.memoryBudget` for its weights alone (LanguageModel gives it the
     /// process budget less the rest, which depends on this process's resident set): exact group counts.
     static func pagedModel(_ path: String, _ paging: PagingOptions) throws -> (transformer: Transformer, plan: PagingPlan) {

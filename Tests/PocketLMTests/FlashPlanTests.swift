@@ -9,9 +9,7 @@ import PocketLM
 struct FlashPlanTests {
     @Test("reserve: lent slots go to the Q6_K layers (their groups are the larger reads) and each saves its group's read; the unpacked file's logits")
     func lentSlotsToLargestReads() throws {
-        let source = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
-        let path = FlashPagingTests.scratch("smollm2-q4_k_m.packed.gguf")
-        if !FileManager.default.fileExists(atPath: path) { _ = try FlashPacker.pack(source: source, output: path) }
+        let (source, path) = try FlashPagingTests.packedSmolLM2KQuant()
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
         let layout = try #require(try FlashLayout(file: file, config: config))
