@@ -15,8 +15,9 @@
 // minimum terms a separate fma chain; Q4_K per super-block lane l = Σ_c sc_c·(chunk c's 4 elements of lane l), its
 // minimums in four lanes. So every output is bit-identical to the row kernels (Tests/CKernelsDriver checks it).
 // A group is two halves of 8 rows, each a pass over the blocks (8 float accumulators for the lanes: 16 rows' worth
-// would spill AVX2's 16 registers); the first pass brings the group's lines into L1 (a group is ≤ ~28 KiB for the
-// widths used here) and prefetches ahead, the second finds them there.
+// would spill AVX2's 16 registers); both passes find the group's lines in L1 (a group is ≤ ~28 KiB for the widths
+// used here), each prefetching half of the next group (Q4_x/Q5_0; Q4_K prefetches ahead of its first pass), so the
+// DRAM stream does not stop while the second pass runs.
 #include "packed.h"
 #include <string.h>
 #if defined(__x86_64__)
@@ -46,12 +47,14 @@ AVX2 static inline __attribute__((always_inline)) __m256 half_dot(const int type
     const int64_t bb = pl_packed_block_bytes(type);
     const int soff = pl_packed_scale_offset(type);
     const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34, qoff = type == PL_TYPE_Q4_1 ? 4 : 2;
-    // As packed.c: 4 Q4/Q5 blocks, 8 Q8_0 blocks ahead (the next group's first blocks when this one ends).
-    const int64_t ahead = (type == PL_TYPE_Q8_0 ? 8 : 4) * bb;
+    const int64_t gbytes = nb * bb;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *gb = grp + b * bb, *xb = xq + b * xbytes, *xs = xb + qoff;
+        // The next group, half of it in each pass, as half_dot_q5_0 does (ahead of the first pass only, Q4_1 read
+        // DRAM at half its in-cache speed).
         if (prefetch)
-            for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(gb + ahead + o), _MM_HINT_T0);
+            for (int64_t o = 0; o < bb / 2; o += 64)
+                _mm_prefetch((const char *)(grp + gbytes + (h * nb + b) * (bb / 2) + o), _MM_HINT_T0);
         const __m256 scale = _mm256_mul_ps(f16x8(gb + soff + 16 * h), _mm256_set1_ps(_cvtsh_ss(ld16(xb))));
         if (type == PL_TYPE_Q8_0) {
             const __m256i flip = _mm256_set1_epi8((char)0x80);
@@ -234,7 +237,7 @@ AVX2 static inline void store_half(float *y, int64_t rows, int64_t r, __m256 v) 
 }
 
 // Groups g0 ..< g1 against n_tokens inputs: group after group (one stream: its blocks are consecutive), each half
-// against every input while the group is in L1; the first input's first half streams it in, prefetching ahead.
+// against every input while the group is in L1; the first input's passes prefetch the next group.
 AVX2 static inline __attribute__((always_inline)) void matmul_groups(const int type, const uint8_t *packed,
         int64_t rows, int64_t n, const uint8_t *xq, size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy,
         int64_t g0, int64_t g1) {
@@ -249,7 +252,7 @@ AVX2 static inline __attribute__((always_inline)) void matmul_groups(const int t
                 __m256 v = kq ? (h == 0 && t == 0 ? half_dot_q4k(1, grp, h, x, nb) : half_dot_q4k(0, grp, h, x, nb))
                          : type == PL_TYPE_Q5_0
                               ? (t == 0 ? half_dot_q5_0(1, grp, h, x, nb) : half_dot_q5_0(0, grp, h, x, nb))
-                              : (h == 0 && t == 0 ? half_dot(type, 1, grp, h, x, nb) : half_dot(type, 0, grp, h, x, nb));
+                              : (t == 0 ? half_dot(type, 1, grp, h, x, nb) : half_dot(type, 0, grp, h, x, nb));
                 store_half(y + t * ldy, rows, g * 16 + 8 * h, v);
             }
     }
