@@ -300,7 +300,9 @@ struct BenchFlash: AsyncParsableCommand {
             do {
                 _ = try LanguageModel(path: model, options: options)
             } catch PagingError.processBudgetBelowFixedCosts(_, let fixed, _, _, _, _) {
-                budget = fixed + (1 << 20)   // past the costs known before the vocabulary: the exact minimum is stated
+                // Past the costs known before the vocabulary (with the runtime's run-to-run variation): the exact
+                // minimum is stated.
+                budget = fixed + ProcessBudget.runToRunAllowance
                 continue
             } catch PagingError.processBudgetTooSmall(_, let minimum, _, _, _, _) {
                 return minimum

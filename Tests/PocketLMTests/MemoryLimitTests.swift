@@ -67,8 +67,8 @@ struct MemoryLimitTests {
     }
 
     /// The minimum the CLI states for `context`, in bytes, rounded up to 0.1 MiB: a 1 MiB budget is told what the
-    /// runtime, KV cache and resident weights alone take (before the vocabulary is built: no kill on the way), a
-    /// budget just above that the exact minimum.
+    /// runtime, KV cache and resident weights alone take (before the vocabulary is built: no kill on the way) and the
+    /// budget to go above, the budget it names the exact minimum.
     static func statedMinimum(_ packed: String, context: Int) throws -> Int {
         func mib(_ text: String, after prefix: String) throws -> Double {
             let pattern = try #require(text.range(of: prefix + #"([0-9.]+) MiB"#, options: .regularExpression), "\(text)")
@@ -81,9 +81,11 @@ struct MemoryLimitTests {
             #expect(r.stderr.contains("at a context of \(context) tokens"), "\(r.stderr)")
             return r.stderr
         }
-        let fixed = try mib(try run("1M"), after: "alone take ")
-        let exact = try mib(try run(String(Int((fixed + 0.5) * 1_048_576))), after: "minimum of ")
-        #expect(exact > fixed + 0.5, "the exact minimum adds the vocabulary and scratch to \(fixed) MiB")
+        let first = try run("1M")
+        let fixed = try mib(first, after: "alone take "), above = try mib(first, after: "raise the memory budget above ")
+        #expect(above > fixed, "the budget it asks for carries the run-to-run allowance")
+        let exact = try mib(try run(String(Int((above + 0.1) * 1_048_576))), after: "minimum of ")
+        #expect(exact > above, "the exact minimum adds the vocabulary and scratch to \(fixed) MiB")
         return Int(((exact + 0.1) * 1_048_576).rounded(.up))
     }
 

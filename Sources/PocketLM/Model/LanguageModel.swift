@@ -96,6 +96,11 @@ public final class LanguageModel {
                 // what is left after the KV cache, scratch and runtime.
                 _ = try tokenizerLoad.wait()
                 file.file.adviseDontNeed(offset: 0, length: file.dataOffset, evict: true)
+                // No read-around either: a fault in a small tensor (or in the metadata, read again later) would
+                // otherwise read up to read_ahead_kb around it into the page cache — neighbours' pages nobody drops:
+                // 43–49 MiB of a Qwen2.5-0.5B-shaped file, the limit reached a thousand times. The store reads what
+                // it takes with explicit ranges instead.
+                file.file.adviseRandom(offset: 0, length: file.file.size)
                 let vocabulary = max(0, ProcessStats.currentResidentBytes() - runtimeBytes)
                 let context = options.contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
                 let embedding = file.tensorInfo("token_embd.weight")

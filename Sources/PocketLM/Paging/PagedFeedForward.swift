@@ -237,6 +237,8 @@ public final class PagedFeedForward: @unchecked Sendable {
 
         if options.mode == .mmap {
             mapped = file.file
+            // Under a budget the map has no read-around (LanguageModel); this mode reads the layers through faults.
+            for offset in bundleOffsets { file.file.adviseNormal(offset: offset, length: layout.layerBytes) }
             mmapFd = open(file.path, O_RDONLY)
             reader = nil
         } else {

@@ -43,6 +43,16 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, Int32(MADV_WILLNEED))
     }
 
+    /// Starts reading [offset, offset+length) (whole pages covering it) into the page cache in large requests, and
+    /// nothing outside it: with `adviseRandom` on the map, faults there then read no neighbours.
+    public func adviseWillNeed(offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let end = min(size, (offset + length + page - 1) / page * page)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_WILLNEED))
+    }
+
     /// Tells the kernel that [offset, offset+length) is read a row here and there: a page fault there reads that page
     /// alone, not the read-around window (up to read_ahead_kb — 8 MiB on some disks — of page cache per fault).
     public func adviseRandom(offset: Int, length: Int) {
@@ -51,6 +61,16 @@ public final class MappedFile: @unchecked Sendable {
         let end = min(size, (offset + length + page - 1) / page * page)
         guard end > start else { return }
         _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_RANDOM))
+    }
+
+    /// Undoes `adviseRandom` on [offset, offset+length): faults there read around them again (the mmap paging mode
+    /// streams its layers through faults, and one page per fault would make it crawl).
+    public func adviseNormal(offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let end = min(size, (offset + length + page - 1) / page * page)
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_NORMAL))
     }
 
     /// Drops the map's pages in [offset, offset+length) from this process's memory (whole pages inside the

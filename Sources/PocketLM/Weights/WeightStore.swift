@@ -141,6 +141,10 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         var packedData: UnsafeRawPointer?
         if packs, Self.isPackable(info), !rowLookups.contains(name) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
+        } else if evictsPageCache, !rowLookups.contains(name) {
+            // Used in place and resident from now on: read in large requests, exactly its own pages (the map has
+            // no read-around under a budget).
+            file.file.adviseWillNeed(offset: info.fileOffset, length: info.byteCount)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
                             rowBytes: rowBytes, data: data, packed: packedData)
@@ -203,6 +207,11 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let slice = max(1, packSliceBytes / (16 * rowBytes))
         for g0 in stride(from: 0, to: groups, by: slice) {
             let g1 = min(groups, g0 + slice)
+            if evictsPageCache {
+                // Exactly this slice's source, in large requests (no read-around past it under a budget).
+                let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
+                file.file.adviseWillNeed(offset: info.fileOffset + first, length: last - first)
+            }
             packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
                        groups: g0..<g1)
             dropSource(g0..<g1)
