@@ -48,8 +48,9 @@ public final class LanguageModel {
 
     public init(path: String, options: LoadOptions = .init()) throws {
         let start = Date()
-        // The process before the model: what a memory budget sets aside for the runtime.
-        let runtimeBytes = ProcessStats.currentResidentBytes()
+        // The process before the model: what a memory budget sets aside for the runtime (unless the caller states it).
+        let residentAtStart = ProcessStats.currentResidentBytes()
+        let runtimeBytes = options.paging?.runtimeBytes ?? residentAtStart
         try KernelISA.applyEnvironment()
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
@@ -101,7 +102,7 @@ public final class LanguageModel {
                 // 43–49 MiB of a Qwen2.5-0.5B-shaped file, the limit reached a thousand times. The store reads what
                 // it takes with explicit ranges instead.
                 file.file.adviseRandom(offset: 0, length: file.file.size)
-                let vocabulary = max(0, ProcessStats.currentResidentBytes() - runtimeBytes)
+                let vocabulary = max(0, ProcessStats.currentResidentBytes() - residentAtStart)
                 let context = options.contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
                 let embedding = file.tensorInfo("token_embd.weight")
                 let plan = ProcessBudget(budget: budget, config: config, schedule: schedule, contextLength: context,

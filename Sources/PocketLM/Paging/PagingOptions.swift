@@ -60,8 +60,13 @@ public struct PagingOptions: Sendable, Equatable {
     }
 
     public var mode: Mode
-    /// Bytes of weights allowed in memory; nil = no limit (resident).
+    /// Loading through `LanguageModel`: the whole process's memory (see `ProcessBudget`); a `PagedFeedForward` made
+    /// directly: its weights' alone. nil = no limit (resident).
     public var memoryBudget: Int?
+    /// Under a whole-process budget: what the process holds besides the model, counted against the budget. nil
+    /// measures it (the resident set when loading begins); an app that loads the model before the rest of it has
+    /// grown states what that rest will take.
+    public var runtimeBytes: Int?
     /// Tokens a group stays cached after its last use (0 = no window).
     public var window: Int
     public var sparsity: Sparsity
@@ -74,9 +79,10 @@ public struct PagingOptions: Sendable, Equatable {
     public var asyncReads: Bool
 
     public init(mode: Mode = .resident, memoryBudget: Int? = nil, window: Int = 0, sparsity: Sparsity = .none, ioThreads: Int = 8,
-                asyncReads: Bool = false) {
+                asyncReads: Bool = false, runtimeBytes: Int? = nil) {
         self.mode = mode
         self.memoryBudget = memoryBudget
+        self.runtimeBytes = runtimeBytes
         self.window = window
         self.sparsity = sparsity
         self.ioThreads = ioThreads

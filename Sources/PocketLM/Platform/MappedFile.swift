@@ -45,32 +45,23 @@ public final class MappedFile: @unchecked Sendable {
 
     /// Starts reading [offset, offset+length) (whole pages covering it) into the page cache in large requests, and
     /// nothing outside it: with `adviseRandom` on the map, faults there then read no neighbours.
-    public func adviseWillNeed(offset: Int, length: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = offset / page * page
-        let end = min(size, (offset + length + page - 1) / page * page)
-        guard end > start else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_WILLNEED))
-    }
+    public func adviseWillNeed(offset: Int, length: Int) { advise(Int32(MADV_WILLNEED), offset: offset, length: length) }
 
     /// Tells the kernel that [offset, offset+length) is read a row here and there: a page fault there reads that page
     /// alone, not the read-around window (up to read_ahead_kb — 8 MiB on some disks — of page cache per fault).
-    public func adviseRandom(offset: Int, length: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = offset / page * page
-        let end = min(size, (offset + length + page - 1) / page * page)
-        guard end > start else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_RANDOM))
-    }
+    public func adviseRandom(offset: Int, length: Int) { advise(Int32(MADV_RANDOM), offset: offset, length: length) }
 
     /// Undoes `adviseRandom` on [offset, offset+length): faults there read around them again (the mmap paging mode
     /// streams its layers through faults, and one page per fault would make it crawl).
-    public func adviseNormal(offset: Int, length: Int) {
+    public func adviseNormal(offset: Int, length: Int) { advise(Int32(MADV_NORMAL), offset: offset, length: length) }
+
+    /// madvise over the whole pages covering [offset, offset+length).
+    private func advise(_ advice: Int32, offset: Int, length: Int) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = offset / page * page
         let end = min(size, (offset + length + page - 1) / page * page)
         guard end > start else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, Int32(MADV_NORMAL))
+        _ = madvise(UnsafeMutableRawPointer(mutating: base) + start, end - start, advice)
     }
 
     /// Drops the map's pages in [offset, offset+length) from this process's memory (whole pages inside the
