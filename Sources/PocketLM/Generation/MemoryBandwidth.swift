@@ -1,11 +1,16 @@
 import CKernels
 import Foundation
+import Synchronization
 
 /// How fast this machine's memory delivers data to `pool`'s threads right now: what bounds decode, which reads
 /// every weight once per token. Measured in the same run as the model (the host's load moves it by up to 2×).
 public enum MemoryBandwidth {
-    /// Bytes per second: each thread reads its share of a `bytes`-long buffer (larger than the last-level cache),
-    /// `repetitions` times after one untimed pass; the median pass.
+    /// Bytes per second: `pool.threadCount` threads each read their share of a `bytes`-long buffer (larger than the
+    /// last-level cache) at once, `repetitions` times after one untimed pass; the median pass.
+    ///
+    /// The threads are the probe's own, started together at a barrier, not the pool's: the pool lets its caller run a
+    /// part no worker has claimed yet, so on a busy machine a pass through it could be one thread's read and the
+    /// bound it gives one thread's.
     public static func measure(pool: ThreadPool, bytes: Int = 256 << 20, repetitions: Int = 7) -> Double {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
         defer { buffer.deallocate() }
@@ -13,16 +18,42 @@ public enum MemoryBandwidth {
         let parts = pool.threadCount
         let sink = UnsafeMutablePointer<UInt64>.allocate(capacity: parts)
         defer { sink.deallocate() }
+        // Addresses, not pointers, cross into the threads (the buffer outlives every pass).
+        let bufferAddress = Int(bitPattern: buffer), sinkAddress = Int(bitPattern: sink)
+        @Sendable func read(_ p: Int) {
+            let share = ThreadPool.share(bytes, granularity: 4096, part: p, parts: parts)
+            let base = UnsafeRawPointer(bitPattern: bufferAddress)! + share.lowerBound
+            UnsafeMutablePointer<UInt64>(bitPattern: sinkAddress)![p] = pl_read_memory(base, share.count)
+        }
         func pass() -> Double {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            pool.run(parts: parts) { p in
-                let share = ThreadPool.share(bytes, granularity: 4096, part: p, parts: parts)
-                sink[p] = pl_read_memory(buffer + share.lowerBound, share.count)
+            let start = StartBarrier()
+            let done = DispatchGroup()
+            for p in 1..<max(1, parts) {
+                done.enter()
+                let thread = Thread {
+                    start.ready.add(1, ordering: .sequentiallyConsistent)
+                    while !start.go.load(ordering: .acquiring) { pl_cpu_relax() }
+                    read(p)
+                    done.leave()
+                }
+                thread.stackSize = 1 << 20
+                thread.start()
             }
+            while start.ready.load(ordering: .acquiring) < parts - 1 { sched_yield() }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            start.go.store(true, ordering: .releasing)
+            read(0)
+            done.wait()
             return Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
         _ = pass()
         let rates = (0..<repetitions).map { _ in pass() }.sorted()
         return rates[rates.count / 2]
     }
+}
+
+/// The probe's threads wait here until all have started, so their reads overlap.
+private final class StartBarrier: Sendable {
+    let ready = Atomic<Int>(0)
+    let go = Atomic<Bool>(false)
 }
