@@ -101,11 +101,8 @@ public final class ThreadPool: @unchecked Sendable {
             s.round.store(generation << ThreadPool.generationShift, ordering: .sequentiallyConsistent)
             if s.sleepers.load(ordering: .sequentiallyConsistent) > 0 { s.wakeSleepers() }
             escaping(0)
-            while true {
-                let part = s.nextPart.add(1, ordering: .relaxed).oldValue
-                if part >= parts { break }
-                escaping(part)
-            }
+            // Then whatever parts no worker has claimed, as a joined worker does.
+            ThreadPool.runClaimedParts(s)
             // Close the round, then wait for the workers inside it; yield now and then so a descheduled worker
             // gets the core back on a busy machine instead of waiting out our time slice.
             var state = s.round.bitwiseOr(ThreadPool.closedBit, ordering: .acquiringAndReleasing).newValue
@@ -175,8 +172,9 @@ public final class ThreadPool: @unchecked Sendable {
         return min(count, units * part / parts * granularity)..<min(count, units * (part + 1) / parts * granularity)
     }
 
-    /// A joined worker's share of the round: the parts it claims. Its own function so the worker's reference to the
-    /// job ends here, before it leaves the round (the caller's `withoutActuallyEscaping` checks that none is left).
+    /// The parts of the round a thread claims (a joined worker, and the caller after part 0). Its own function so a
+    /// worker's reference to the job ends here, before it leaves the round (the caller's `withoutActuallyEscaping`
+    /// checks that none is left).
     @inline(never)
     private static func runClaimedParts(_ s: Shared) {
         guard let job = s.job else { return }
