@@ -15,9 +15,10 @@ struct BenchFlash: AsyncParsableCommand {
         dense row runs that file, and llama.cpp (the llama-cpp-python venv, mmap) runs it under the same limit as a
         row. Reports tok/s, ratios to naive, mmap and llama.cpp measured in the same round, ms/token split into I/O
         wait, memory management and compute, bytes read from storage per token, the storage bound (tok/s if a token
-        took only its reads at the storage reference's throughput) and the share of it reached, window hit rate, the limit's peak and hit count. The storage bound is bytes read per token against the
-        faster of two references measured in every round: one sequential O_DIRECT stream of 1 MiB reads, and reads the
-        way flash issues them (--io-threads readers, flash's read size, one layer's reads in flight at a time).
+        took only its reads at the storage reference's throughput) and the share of it reached, window hit rate, the
+        limit's peak and hit count. The storage reference is the faster of two reads measured in every round: one
+        sequential O_DIRECT stream of 1 MiB reads, and reads the way flash issues them (--io-threads readers, flash's
+        read size, one layer's reads in flight at a time).
         """)
 
     @Option(help: "A packed model (pocketlm pack).") var model: String
@@ -209,8 +210,10 @@ struct BenchFlash: AsyncParsableCommand {
         // the row reported is its median round. The storage reference is measured in every round too.
         var samples = [[Row]](repeating: [], count: configs.count)
         var sequentialRounds: [Double] = [], parallelRounds: [Double] = []
-        let layout = try FlashLayout(file: GGUFFile(path: model), config: ModelConfig(gguf: GGUFFile(path: model)))
-        guard let layout else { throw PagingError.notPacked(path: model) }
+        let packedFile = try GGUFFile(path: model)
+        guard let layout = try FlashLayout(file: packedFile, config: ModelConfig(gguf: packedFile)) else {
+            throw PagingError.notPacked(path: model)
+        }
         let readBytes = PagedFeedForward.readBytes(layout: layout)
         var direct = true
         for round in 0..<max(1, rounds) {
