@@ -227,7 +227,9 @@ public final class PagedFeedForward: @unchecked Sendable {
                                caches.reduce(0) { $0 + (G - $1.capacity) } * bb)
             let slots = ReserveSlots(lendableBytes: lendable, slotBytes: bb, room: caches.map { G - $0.capacity },
                                      readBytes: (0..<layers).map { layout.groupReadBytes($0) })
-            for (l, cache) in caches.enumerated() { cache.reserveLent((0..<slots.active).filter { slots.layer(ofSlot: $0) == l }.count) }
+            var lentPerLayer = [Int](repeating: 0, count: layers)
+            for k in 0..<slots.active { lentPerLayer[slots.layer(ofSlot: k)] += 1 }
+            for (cache, lent) in zip(caches, lentPerLayer) { cache.reserveLent(lent) }
             for k in 0..<slots.active { caches[slots.layer(ofSlot: k)].lend(slots.pointer(slot: k)) }
             reserveSlots = slots.active > 0 ? slots : nil
             self.plan.lentSlots = slots.active
