@@ -4,6 +4,7 @@
 // portable — always the tier whose dense Q8_0 kernel pl_matmul_q runs, so outputs are bit-identical to it.
 #include "bundles.h"
 #include "kernels_internal.h"
+#include "quants_k.h"
 
 size_t pl_bundle_bytes_q8_0(int64_t dim) { return (size_t)(2 * (dim / 32) * 34 + dim); }
 
@@ -64,4 +65,23 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
     if (pl_tier_neon()) { pl_neon_bundle_down(bundles, ids, n, h, down_scale, dim, ffn, acc, out, r0, r1); return; }
 #endif
     pl_portable_bundle_down(bundles, ids, n, h, down_scale, dim, ffn, acc, out, r0, r1);
+}
+
+int pl_bundle_down_kq_groups_runs(int type) {
+#if defined(__x86_64__)
+    return pl_kq_fast() && (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K);
+#else
+    (void)type;
+    return 0;
+#endif
+}
+
+int pl_bundle_down_kq_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
+                             const void *xq, float *y, int64_t n, int64_t r0, int64_t r1) {
+    if (!pl_bundle_down_kq_groups_runs(type) || blocks_per_group < 1) return 0;
+#if defined(__x86_64__)
+    pl_kq_matmul_groups_vnni(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes, (const uint8_t *)xq,
+                             y, n, r0, r1);
+#endif
+    return 1;
 }

@@ -49,6 +49,10 @@ int pl_kq_fast(void);
 /// Rows r0 ..< r1 against n_tokens inputs, VNNI bodies; each output bit-identical to pl_kq_dot_portable.
 void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+/// Rows r0 ..< r1 of a Q4_K/Q6_K matrix held as super-block columns in separate buffers (block b of row r at
+/// groups[b / spg] + r·slice_bytes + (b mod spg)·block bytes), one input: the bits of pl_kq_matmul_vnni on the matrix.
+void pl_kq_matmul_groups_vnni(int type, const uint8_t *const *groups, int64_t spg, size_t slice_bytes,
+                              const uint8_t *xq, float *y, int64_t n, int64_t r0, int64_t r1);
 /// 1 for the types x86/avx512_quants_k_batch.c has a several-input body for (Q4_K, Q6_K).
 int pl_kq_batch_owns(int type);
 /// pl_kq_matmul_vnni for several inputs (prefill): each super-block unpacked once for a tile of inputs.

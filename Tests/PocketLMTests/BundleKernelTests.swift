@@ -371,4 +371,60 @@ struct BundleKernelTests {
             #expect(Self.bits(got) == Self.bits(f.denseDown(hq)), "\(path)")
         }
     }
+
+    @Test("K-quant down from the groups' slices where they lie (block rows): row for row the bits of pl_matmul_q on the reassembled matrix, any row split; 0 and nothing written where it has no body",
+          arguments: [(Int32(PL_TYPE_Q4_K), 1), (Int32(PL_TYPE_Q4_K), 2), (Int32(PL_TYPE_Q6_K), 1), (Int32(PL_TYPE_Q6_K), 2)])
+    func downFromGroups(type: Int32, blocksPerGroup: Int) throws {
+        let t = try #require(KQuantKernelTests.types.first { $0.1 == type })
+        let rows = 70, superBlocks = 4, cols = 256 * superBlocks, bb = t.3, rowBytes = superBlocks * bb
+        let w = KQuantKernelTests.randomMatrix(t, rows: rows, cols: cols, seed: UInt64(type) * 100 + UInt64(blocksPerGroup))
+        var rng = SplitMix64(seed: 77)
+        // h zero in the second group's neurons (a group not used), as the paged FFN leaves it.
+        let h = (0..<cols).map { i in i / (256 * blocksPerGroup) == 1 ? 0 : Float(rng.nextUnit() * 2 - 1) }
+        var xq = [UInt8](repeating: 0, count: superBlocks * Int(PL_Q8_K_BLOCK_BYTES))
+        xq.withUnsafeMutableBytes { pl_quantize_q8_K(h, $0.baseAddress, Int64(cols)) }
+        var want = [Float](repeating: .nan, count: rows)
+        w.withUnsafeBytes { wp in
+            xq.withUnsafeBytes { xp in
+                pl_matmul_q(type, wp.baseAddress, rowBytes, xp.baseAddress, xq.count, 1, &want, Int64(rows), Int64(cols), 0, Int64(rows))
+            }
+        }
+        #expect(want.contains { $0 != 0 && $0.isFinite })
+        // Each group's slices (its blocks of every row, rows one after another) in a buffer of its own, the groups'
+        // buffers in reverse order in memory; the unused group's entry points at another group's slices.
+        let groups = superBlocks / blocksPerGroup, slice = blocksPerGroup * bb
+        var arena = [UInt8](repeating: 0xEE, count: groups * rows * slice)
+        for g in 0..<groups {
+            let base = (groups - 1 - g) * rows * slice
+            for r in 0..<rows {
+                for k in 0..<slice { arena[base + r * slice + k] = w[r * rowBytes + g * slice + k] }
+            }
+        }
+        let runs = pl_bundle_down_kq_groups_runs(type)
+        #expect(runs == pl_packed_supported(), "the gathering body runs exactly where AVX-512 VNNI does")
+        if runs == 0 { print("downFromGroups: no AVX-512 VNNI on this CPU: only the fallback (returns 0, writes nothing) is checked") }
+        arena.withUnsafeBytes { a in
+            xq.withUnsafeBytes { xp in
+                var table: [UnsafeRawPointer?] = (0..<groups).map { g in a.baseAddress! + (groups - 1 - g) * rows * slice }
+                table[1] = table[0]
+                for (r0, r1) in Self.splits(rows) {
+                    var got = [Float](repeating: .nan, count: rows)
+                    let ran = pl_bundle_down_kq_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got,
+                                                       Int64(cols), Int64(r0), Int64(r1))
+                    #expect(ran == runs)
+                    let bad = (0..<rows).filter { r in
+                        (r0..<r1).contains(r) && ran == 1 ? got[r].bitPattern != want[r].bitPattern : !got[r].isNaN
+                    }
+                    #expect(bad.isEmpty, "\(t.0) rows \(r0)..<\(r1): rows \(bad.prefix(5)) differ from pl_matmul_q or were written outside")
+                }
+                // A thread forced to the portable path gets 0 (its caller reassembles the matrix for the portable body).
+                pl_force_portable(1)
+                defer { pl_force_portable(0) }
+                var got = [Float](repeating: .nan, count: rows)
+                #expect(pl_bundle_down_kq_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got, Int64(cols), 0, Int64(rows)) == 0)
+                #expect(got.allSatisfy { $0.isNaN })
+            }
+        }
+    }
 }
+

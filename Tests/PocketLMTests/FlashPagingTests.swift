@@ -393,6 +393,31 @@ struct FlashPagingTests {
         #expect(ffn.stats.groupsInLentSlots > 0)
     }
 
+    @Test("flash queues the block after next as soon as a block's compute ends (two blocks' reads in flight, the same bytes per token); naive reads nothing ahead; a shared block's second pass keeps one")
+    func readsTwoBlocksAhead() throws {
+        func model(_ fixture: String, _ mode: PagingOptions.Mode) throws -> (LanguageModel, PagedFeedForward) {
+            let lm = try LanguageModel(path: try Self.packed(fixture), options: LoadOptions(threads: 1, contextLength: 32, paging: PagingOptions(mode: mode)))
+            return (lm, try #require(lm.transformer.feedForward))
+        }
+        let (lm, ffn) = try model("tiny-q8_0.gguf", .flash)
+        #expect(ffn.blocksInFlight.isEmpty)
+        _ = try lm.transformer.decode(1)
+        // After the last layer: the next token's layers 0 and 1 (the first queued when layer 1's compute began,
+        // the second when it ended), one per staging buffer.
+        #expect(ffn.blocksInFlight.sorted() == [0, 1])
+        let before = ffn.stats
+        _ = try lm.transformer.decode(2)
+        #expect((ffn.stats - before).bytesRead == 2 * ffn.layout.layerBytes && (ffn.stats - before).layerSteps == 2)
+        #expect(ffn.blocksInFlight.sorted() == [0, 1])
+        let (naiveLM, naive) = try model("tiny-q8_0.gguf", .naive)
+        _ = try naiveLM.transformer.decode(1)
+        #expect(naive.blocksInFlight.isEmpty)
+        // Passes 0 0 1 1: the block after next is the next block's second pass, which reuses its groups.
+        let (sharedLM, shared) = try model("tiny-ls.gguf", .flash)
+        _ = try sharedLM.transformer.decode(1)
+        #expect(shared.blocksInFlight == [0])
+    }
+
     @Test("layer sharing: a shared block is read once for both passes")
     func sharedBlockReadOnce() throws {
         let path = try Self.packed("tiny-ls.gguf")

@@ -29,9 +29,14 @@ extension PagedFeedForward {
         let stride = Linear.quantizedInputBytes(columns: dim)
         let shared = predictors.isEmpty
         let location = self.location[buffer], needed = self.needed
+        let groupTable = downGroups, blocksPerGroup = layout.groupNeurons / downBlock
         var r0 = 0
         while r0 < rows {
             let n = shared ? rows : 1
+            // One input whose down type has a gathering body: the down kernel reads the groups' slices where they
+            // lie, instead of their copy into the reassembled matrix (most of a token's memory traffic besides the
+            // weights themselves: every down byte written once and read again).
+            let gathers = n == 1 && PagedFeedForward.gathersDown(types.down)
             let g = batchG + r0 * ffn, u = batchU + r0 * ffn
             g.initialize(repeating: 0, count: n * ffn)
             u.initialize(repeating: 0, count: n * ffn)
@@ -60,17 +65,41 @@ extension PagedFeedForward {
                     pl_matmul_q(upType, base + upOffset, upRowBytes, xqUp, stride, Int64(n), u + lo, Int64(ffn), Int64(dim),
                                 0, Int64(neurons.count))
                     for t in 0..<n { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
+                    if gathers { continue }
                     let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
                     PagedFeedForward.copyRows(into: down + first, stride: downRowBytes, from: base + downOffset,
                                               stride: sliceBytes, bytes: bytes, rows: dim)
                 }
             }
+            var someGroup: UnsafeRawPointer?
             for gi in 0..<G where location[gi] != nil && !(read[gi] && !needed[r0 * G + gi]) {
                 stats.neuronsComputed += layout.neurons(inGroup: gi).count * n
+                groupTable[gi] = location[gi]! + downOffset
+                someGroup = someGroup ?? groupTable[gi]
             }
-            linear(downWeights, g, n: n, out + r0 * dim)
+            if gathers, let someGroup {
+                // A group not used here: its h blocks are zero, so any readable slices do (the reassembled matrix
+                // held stale ones there).
+                for gi in 0..<G where location[gi] == nil || (read[gi] && !needed[r0 * G + gi]) { groupTable[gi] = someGroup }
+                let xq = UnsafeMutableRawPointer(linear.quantizedInput)
+                pl_quantize_q8_K(g, xq, Int64(ffn))
+                let o = out + r0 * dim, downType = Int32(types.down.rawValue), table = UnsafePointer(groupTable)
+                pool.dynamicRanges(dim, granularity: 16, minimumUnits: max(1, Linear.minimumChunkBytes / max(1, 16 * downRowBytes))) { range in
+                    _ = pl_bundle_down_kq_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
+                                                 Int64(range.lowerBound), Int64(range.upperBound))
+                }
+            } else {
+                // (Gathering with no group used: every h is 0, and the matrix's stale contents times zero are zeros.)
+                linear(downWeights, g, n: n, out + r0 * dim)
+            }
             r0 += n
         }
+    }
+
+    /// Whether the down projection of one input runs on the groups' slices in place (`pl_bundle_down_kq_groups`) for
+    /// this down type on this CPU; else the slices are copied into the reassembled matrix first.
+    static func gathersDown(_ type: GGMLType) -> Bool {
+        pl_bundle_down_kq_groups_runs(Int32(type.rawValue)) != 0
     }
 
     /// Copies `rows` runs of `bytes` bytes, `srcStride` apart, to runs `dstStride` apart: a group's down slices into the

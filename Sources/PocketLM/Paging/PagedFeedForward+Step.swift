@@ -101,12 +101,31 @@ extension PagedFeedForward {
         }
         compute(block: block, buffer: buffer, input: input, rows: rows, out: out)
         stats.computeSeconds += lap()
+        // This buffer is free again: the block after next has its reads queued behind the next block's, so the
+        // device is never left idle between one layer's last read and the next layer's first (and it keeps reading
+        // through the attention and the head, which take longer than a layer's reads).
+        if options.mode == .flash, predictors.isEmpty, let next = nextBlock(after: pass), next != block,
+           pending[buffer ^ 1] == next, pending[buffer] == nil, let after = blockAfterNext(pass: pass), after != next {
+            selectAll(rows: maxBatch)
+            issue(block: after, buffer: buffer, rows: 1)
+            stats.manageSeconds += lap()
+        }
     }
 
+
+    /// The blocks whose reads are queued (or landed) for passes not yet run, by staging buffer: with flash and no
+    /// predictor, the next two blocks once a pass has run.
+    public var blocksInFlight: [Int] { pending.compactMap { $0 } }
 
     func nextBlock(after pass: Int) -> Int? {
         let passes = schedule.passes
         return pass + 1 < passes.count ? passes[pass + 1] : passes.first
+    }
+
+    /// The block two passes after `pass` (wrapping to the next token's first passes).
+    func blockAfterNext(pass: Int) -> Int? {
+        let passes = schedule.passes
+        return passes.isEmpty ? nil : passes[(pass + 2) % passes.count]
     }
 
     func selectAll(rows: Int) {

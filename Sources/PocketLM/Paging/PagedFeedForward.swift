@@ -81,6 +81,8 @@ public final class PagedFeedForward: @unchecked Sendable {
     var lastBlock = -1, lastBuffer = 0
 
     let ptrs: UnsafeMutablePointer<UnsafeRawPointer?>
+    /// Block rows: per group, where its down slices are this step (the down kernel's table).
+    let downGroups: UnsafeMutablePointer<UnsafeRawPointer?>
     let ids: UnsafeMutablePointer<Int32>
     let g, u, h, absH, scores, groupScores, scratch: UnsafeMutablePointer<Float>
     let xq, hq: UnsafeMutableRawPointer
@@ -260,6 +262,8 @@ public final class PagedFeedForward: @unchecked Sendable {
         needed.initialize(repeating: false, count: max(1, maxBatch) * G)
         readThisStep = .allocate(capacity: 2 * G)
         ptrs = .allocate(capacity: ffn)
+        downGroups = .allocate(capacity: G)
+        downGroups.initialize(repeating: nil, count: G)
         ids = .allocate(capacity: ffn)
         g = .allocate(capacity: ffn)
         u = .allocate(capacity: ffn)
@@ -294,7 +298,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         for p in predictors { p.a.deallocate(); p.b.deallocate(); p.bias.deallocate() }
         arena?.deallocate()
         for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
-        ptrs.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
+        ptrs.deallocate(); downGroups.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
         xq.deallocate(); hq.deallocate(); acc.deallocate()
         batchXq.deallocate(); batchG.deallocate(); batchU.deallocate(); blockRowsXq.deallocate()
     }

@@ -121,6 +121,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         bytes += 4 * (6 * ffn + groupsPerLayer + max(groupsPerLayer, ffn)) + 12 * ffn
         bytes += 2 * b * ffn * 4 + b * (dim / 32) * 34 + (dim + ffn) / 32 * 34
         bytes += 4 * ffn / 32 * (dim + 16 * threads) + b * groupsPerLayer + 2 * groupsPerLayer
+        bytes += 8 * groupsPerLayer                                                // block rows: the down slices' table
         return bytes
     }
 }
