@@ -86,7 +86,9 @@ KERNEL_SRCS := $(shell find Sources/CKernels -name '*.c' -o -name '*.h')
 KERNEL_CFLAGS := -O2 -std=gnu11 -I Sources/CKernels/include -I Sources/CKernels
 DRIVER := Tests/CKernelsDriver/driver.c Tests/CKernelsDriver/driver_bundles.c Tests/CKernelsDriver/driver.h
 , := ,
-NATIVE_TIERS := $(if $(filter x86_64,$(shell uname -m)),avx2$(,)avx512,$(if $(filter aarch64 arm64,$(shell uname -m)),neon,))
+# Where the CPU reports AVX512_BF16 the driver must also exercise the BF16-cache attention body (not fall back silently).
+NATIVE_BF16 := $(if $(shell grep -m1 -ow avx512_bf16 /proc/cpuinfo 2>/dev/null),$(,)avx512-bf16,)
+NATIVE_TIERS := $(if $(filter x86_64,$(shell uname -m)),avx2$(,)avx512$(NATIVE_BF16),$(if $(filter aarch64 arm64,$(shell uname -m)),neon,))
 # Swift's clang, as SwiftPM compiles the kernels (the AArch64 build links with its lld against Debian's cross libc);
 # gcc where there is no clang (-ffp-contract=off: gcc ignores the sources' FP_CONTRACT pragmas).
 KCC := $(if $(shell command -v clang),clang,cc -ffp-contract=off)
@@ -123,11 +125,10 @@ kernel-bench: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kernels.c
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench
 
-# An estimate for a project decision (issue 11): a prompt chunk's attention over a BF16 KV cache with AVX512_BF16 dot
-# products against the F16 tile. The bench includes avx512_math.c (its static helpers), so that file is left out here.
+# CPU time of a deep prompt chunk's attention over the BF16 KV cache (vdpbf16ps) against the F16 cache's tile.
 kernel-bench-bf16: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_attention_bf16.c
 	@mkdir -p .build
-	$(KCC) $(KERNEL_CFLAGS) $(filter-out Sources/CKernels/x86/avx512_math.c,$(filter %.c,$^)) -lm -o .build/ckernels-bench-bf16
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-bf16
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench-bf16
 

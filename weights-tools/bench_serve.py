@@ -8,9 +8,10 @@ its first. This prints, with the CPU name and the memory bound measured in the s
 - request overhead of serve over the generation itself (client wall time minus the server's own prefill and decode
   time) and over `pocketlm run` for the same greedy generation;
 - time to first token of turn 5 of a conversation with ~1,500 tokens of history, with the slot's KV cache reused
-  and with it gone, against turn 1's.
+  and with it gone, against turn 1's, for each KV cache type asked for (f16, llama.cpp's default numerics, and bf16,
+  whose attention runs on BF16 dot products where the CPU has them).
 
-    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns]
+    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns] [--kv-cache-types f16,bf16]
 """
 
 from __future__ import annotations
@@ -122,12 +123,12 @@ def history(url: str, turns: int, words: int) -> list[dict]:
     return messages
 
 
-def turn_latencies(model: Path, rounds: int, new_words: int, words: int = 230) -> dict:
+def turn_latencies(model: Path, rounds: int, new_words: int, cache_type: str, words: int = 230) -> dict:
     """Time to first token, one slot, alternating in each round: turn 1 of a new conversation, turn 5 after the slot
     lost the history (the whole ~1,500 tokens fed), and turn 5 with the history in the slot's cache (only the new
     message fed). Turn 1's and turn 5's messages have `new_words` words (new text each round, the same for turn 1
     and the cached turn 5); the four earlier turns `words` each."""
-    proc, url = start(model, "--parallel", "1", "--context", "4096")
+    proc, url = start(model, "--parallel", "1", "--context", "4096", "--kv-cache-type", cache_type)
     try:
         past = history(url, 4, words)
         samples: dict[str, list[float]] = {"turn1": [], "turn5_uncached": [], "turn5_cached": []}
@@ -161,15 +162,20 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96, help="tokens per request for the slot figures")
     ap.add_argument("--only", choices=["all", "turns"], default="all",
                     help="turns: only the time-to-first-token figures (a shorter run on a shared machine)")
+    ap.add_argument("--kv-cache-types", default="f16,bf16",
+                    help="KV cache types the turn figures are measured with, comma-separated (f16, bf16)")
     args = ap.parse_args()
+    cache_types = [t for t in args.kv_cache_types.split(",") if t]
+    if not cache_types or any(t not in ("f16", "bf16") for t in cache_types):
+        raise SystemExit(f"--kv-cache-types: f16 and/or bf16, found {args.kv_cache_types!r}")
     result: dict = {"model": str(args.model), "cpu": cpu_name(), "threads": 2, "date": time.strftime("%Y-%m-%d"),
                     "load_average": os.getloadavg()}
     if args.only == "all":
         slot_figures(args, result)
     # Turn 5 with ~1,500 tokens of history, against turn 1 of a new conversation.
     # Two sizes of the new message: as long as the earlier turns' (~340 tokens), and a short one (~30 tokens).
-    result["turns"] = {"long_message": turn_latencies(args.model, args.rounds, 230),
-                       "short_message": turn_latencies(args.model, args.rounds, 24)}
+    result["turns"] = {f"{size}_message_{cache}": turn_latencies(args.model, args.rounds, words, cache)
+                       for cache in cache_types for size, words in (("long", 230), ("short", 24))}
     result["load_average_after"] = os.getloadavg()
 
     print(json.dumps(result, indent=2))
@@ -179,7 +185,7 @@ def main() -> None:
         print_slot_figures(result)
     for size, t in result["turns"].items():
         t1, t5, t5u = t["turn1"], t["turn5_cached"], t["turn5_uncached"]
-        print(f"time to first token, {size.replace('_', ' ')} (median of {args.rounds}, alternating): turn 1 "
+        print(f"time to first token, {size.replace('_message_', ' message, KV cache ')} (median of {args.rounds}, alternating): turn 1 "
               f"({t1['prompt_tokens']} tokens, {t1['prompt_tokens'] - min(t1['cached_tokens'])} fed) {t1['ttft_ms']:.0f} ms; turn 5 ({t5['prompt_tokens']} tokens) with the "
               f"cache {t5['ttft_ms']:.0f} ms ({min(t5['cached_tokens'])}+ reused, {t5['prompt_tokens'] - min(t5['cached_tokens'])} fed) "
               f"= {t5['ttft_ms'] / t1['ttft_ms']:.2f}× "

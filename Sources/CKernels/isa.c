@@ -33,6 +33,7 @@ static void detect(void) {
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     if (avx512 && __builtin_cpu_supports("avx512vnni")) f |= PL_FEATURE_AVX512_VNNI;
     if (avx2 && __builtin_cpu_supports("avxvnni")) f |= PL_FEATURE_AVX_VNNI;
+    if (avx512 && __builtin_cpu_supports("avx512bf16")) f |= PL_FEATURE_AVX512_BF16;
     best = avx512 ? PL_ISA_AVX512 : avx2 ? PL_ISA_AVX2 : PL_ISA_PORTABLE;
 #elif defined(__aarch64__)
     best = PL_ISA_NEON;   // Advanced SIMD is mandatory on AArch64

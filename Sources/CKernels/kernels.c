@@ -185,6 +185,39 @@ void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, 
                                out + t * out_stride);
 }
 
+int pl_attention_bf16_fast_body(void) {
+#if defined(__x86_64__)
+    return pl_tier_avx512() && (pl_isa_features() & PL_FEATURE_AVX512_BF16) != 0;
+#else
+    return 0;
+#endif
+}
+
+void pl_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
+                            const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim, float scale,
+                            float *scores, float *out, int64_t out_stride) {
+    if (n_queries <= 0 || n_heads <= 0 || n_ctx <= 0 || head_dim > 512) return;
+#if defined(__x86_64__)
+    if (head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS && pl_attention_bf16_fast_body()) {
+        pl_avx512_attention_tile_bf16(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
+        return;
+    }
+#endif
+    for (int64_t t = 0; t < n_queries; t++)
+        for (int64_t g = 0; g < n_heads; g++)
+            pl_portable_attention_bf16(q + t * q_stride + g * head_dim, k, v, stride, n_ctx + t, head_dim, scale, scores,
+                                       out + t * out_stride + g * head_dim);
+}
+
+void pl_attention_group_bf16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
+                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out) {
+    // One query is a tile of one query; the tile body takes up to PL_ATTENTION_TILE_PAIRS heads at a time.
+    for (int64_t g0 = 0; g0 < n_heads; g0 += PL_ATTENTION_TILE_PAIRS) {
+        const int64_t m = n_heads - g0 < PL_ATTENTION_TILE_PAIRS ? n_heads - g0 : PL_ATTENTION_TILE_PAIRS;
+        pl_attention_tile_bf16(q + g0 * head_dim, 0, 1, m, k, v, stride, n_ctx, head_dim, scale, scores, out + g0 * head_dim, 0);
+    }
+}
+
 void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                       int64_t head_dim, float scale, float *scores, float *out) {
 #if defined(__x86_64__)

@@ -37,7 +37,7 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         if let speculate { return try runSpeculative(speculate) }
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads,
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType,
                                                         contextLength: promptTokens + genTokens,
                                                         layerSchedule: scheduleOptions.schedule,
                                                         maxBatch: promptTokens,
@@ -75,7 +75,7 @@ struct Bench: AsyncParsableCommand {
         }
         // The context: the longest prompt and the generated tokens (tokenized first with a small model load).
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, layerSchedule: scheduleOptions.schedule,
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, layerSchedule: scheduleOptions.schedule,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let hasTemplate = (try? lm.chatTemplate()) != nil
         let prompts = try texts.map { name, text in

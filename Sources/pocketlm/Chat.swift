@@ -32,7 +32,7 @@ struct Chat: AsyncParsableCommand {
     func run() async throws {
         let interactive = isatty(STDIN_FILENO) != 0
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context))
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context))
         let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
         let container = ModelContainer(model: lm)
         let sampling = samplingOptions.parameters

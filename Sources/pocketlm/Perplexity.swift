@@ -27,7 +27,7 @@ struct Perplexity: AsyncParsableCommand {
             throw CLIError(description: "cannot read text file \(file)")
         }
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context,
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let text = String(decoding: data, as: UTF8.self)
         let result = try PerplexityEvaluator(model: lm).evaluate(text: text, window: context) { done, total, running in

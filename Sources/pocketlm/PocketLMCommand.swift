@@ -76,6 +76,10 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default: the number of cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(name: .customLong("kv-cache-type"),
+            help: "How the KV cache stores keys and values: f16 (llama.cpp's default numerics) or bf16 (same memory; faster attention over a long context on CPUs with AVX512_BF16, at bf16's coarser rounding).")
+    var kvCacheType: KVCache.ElementType = .f16
+
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
     }
@@ -120,3 +124,5 @@ struct ScheduleOptions: ParsableArguments {
         layerSharing.flatMap(LayerSchedule.Strategy.init(rawValue:)).map { ($0, repeats) }
     }
 }
+
+extension KVCache.ElementType: ExpressibleByArgument {}

@@ -42,7 +42,7 @@ struct Run: AsyncParsableCommand {
             text = String(decoding: data, as: UTF8.self)
         }
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context,
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         layerSchedule: scheduleOptions.schedule,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let promptTokens: [Int]

@@ -35,7 +35,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, contextLength: context,
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         sequences: parallel))
         let template = Result { try lm.chatTemplate() }
         let name = URL(fileURLWithPath: modelOptions.model).deletingPathExtension().lastPathComponent

@@ -276,6 +276,7 @@ struct CLITests {
             (["run", "--model", try Self.q4(), "--prompt", "hi", "--temperature", "warm"], "temperature"),
             (["run", "--model", try Self.q4(), "--prompt", "hi", "--top-p", "1.5"], "top-p"),
             (["run", "--model", try Self.q4(), "--prompt", "hi", "--threads", "0"], "threads"),
+            (["run", "--model", try Self.q4(), "--prompt", "hi", "--kv-cache-type", "q8_0"], "kv-cache-type"),
             (["run", "--model", try Self.q4()], "--prompt"),
             (["run", "--model", try Self.q4(), "--prompt-file", dir.appendingPathComponent("nope.txt").path], "cannot read"),
             (["inspect", dir.path], "not a regular file"),

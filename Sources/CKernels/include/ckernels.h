@@ -30,7 +30,8 @@ enum {
 /// AArch64: portable < neon (dotprod and i8mm used where present).
 enum { PL_ISA_PORTABLE = 0, PL_ISA_AVX2 = 1, PL_ISA_AVX512 = 2, PL_ISA_NEON = 3 };
 /// CPU features inside a tier, as bits.
-enum { PL_FEATURE_AVX512_VNNI = 1, PL_FEATURE_AVX_VNNI = 2, PL_FEATURE_DOTPROD = 4, PL_FEATURE_I8MM = 8 };
+enum { PL_FEATURE_AVX512_VNNI = 1, PL_FEATURE_AVX_VNNI = 2, PL_FEATURE_DOTPROD = 4, PL_FEATURE_I8MM = 8,
+       PL_FEATURE_AVX512_BF16 = 16 };
 /// The best tier this CPU runs, and its feature bits (detected once).
 int pl_isa_best(void);
 unsigned pl_isa_features(void);
@@ -142,6 +143,23 @@ void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, 
 void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
                            const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim, float scale,
                            float *scores, float *out, int64_t out_stride);
+
+/// Attention over a BF16 KV cache (llama.cpp's `--cache-type-k bf16 --cache-type-v bf16`): as the F16 kernels above
+/// but with keys and values stored as bf16, and q and the probabilities rounded to bf16 where llama.cpp rounds them to
+/// the BF16 dot product's input type. The portable body sums as pl_attention_f16's does; the AVX-512 tier on a CPU
+/// with AVX512_BF16 (head_dim 64, up to PL_ATTENTION_TILE_PAIRS pairs) multiplies pairs of elements with vdpbf16ps,
+/// whose sums run in another order, so its outputs are within a tested bound of the portable ones, not bit-identical;
+/// other tiers run the portable body. The tile's `scores` needs room for n_queries·n_heads·(n_ctx + n_queries) floats.
+void pl_attention_group_bf16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
+                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out);
+void pl_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
+                            const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim, float scale,
+                            float *scores, float *out, int64_t out_stride);
+/// 1 when the BF16 attention runs the vdpbf16ps body on this thread's tier and CPU (tests say which body they compared).
+int pl_attention_bf16_fast_body(void);
+/// Converts n floats to bf16, round to nearest even (NaN stays NaN), as ggml stores a float in bf16.
+void pl_f32_to_bf16_row(const float *x, uint16_t *out, int64_t n);
+uint16_t pl_f32_to_bf16(float f);
 
 /// Interleaved ("packed") layout for quantized matrices, for the VNNI kernel (packed.c): rows in groups of 16; for
 /// each group and block, the 16 rows' quants are interleaved 4 bytes at a time (so one 512-bit integer dot product

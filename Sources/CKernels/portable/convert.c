@@ -48,3 +48,16 @@ uint16_t pl_f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
     return (uint16_t)half;
 }
+
+// bf16 is the top half of an f32: round the dropped half to nearest even; a NaN keeps its sign and stays a (quiet)
+// NaN rather than rounding to infinity.
+uint16_t pl_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+void pl_f32_to_bf16_row(const float *x, uint16_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = pl_f32_to_bf16(x[i]);
+}

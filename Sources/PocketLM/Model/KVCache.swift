@@ -7,8 +7,10 @@ import Darwin
 
 /// Keys and values of every executed pass (one slot per pass of the `LayerSchedule`).
 ///
-/// Stored as F16, as llama.cpp does by default: half the memory and bandwidth of F32, and the same rounding as the
-/// reference, so greedy decoding agrees token for token. Head-major: each slot holds, per KV head, rows of
+/// Stored as F16 by default, as llama.cpp does: half the memory and bandwidth of F32, and the same rounding as the
+/// reference, so greedy decoding agrees token for token. BF16 (llama.cpp's `--cache-type-k/-v bf16`) takes the same
+/// memory and lets CPUs with BF16 dot products (AVX512_BF16) run a deep prompt chunk's attention with half the
+/// multiply instructions, at bf16's coarser rounding of keys, values, queries and probabilities. Head-major: each slot holds, per KV head, rows of
 /// `headDim` values, so attention over one head reads one contiguous run (the hardware prefetcher follows it;
 /// position-major rows made each head a strided read, and attention waited on memory).
 ///
@@ -26,8 +28,14 @@ public final class KVCache: @unchecked Sendable {
         case sliding(window: Int, ringSize: Int)
     }
 
+    /// How keys and values are stored: 16 bits each either way.
+    public enum ElementType: String, Sendable, CaseIterable {
+        case f16, bf16
+    }
+
     public let slots: Int
     public let capacity: Int
+    public let elementType: ElementType
     public let kvDim: Int
     public let kvHeads: Int
     public let headDim: Int
@@ -46,12 +54,14 @@ public final class KVCache: @unchecked Sendable {
 
     /// Reserves address space for the whole context (anonymous, lazily committed). A request the machine
     /// cannot map is an error, not a crash.
-    public convenience init(slots: Int, capacity: Int, kvHeads: Int, headDim: Int) throws {
-        try self.init(kinds: Array(repeating: .global, count: slots), capacity: capacity, kvHeads: kvHeads, headDim: headDim)
+    public convenience init(slots: Int, capacity: Int, kvHeads: Int, headDim: Int, elementType: ElementType = .f16) throws {
+        try self.init(kinds: Array(repeating: .global, count: slots), capacity: capacity, kvHeads: kvHeads, headDim: headDim,
+                      elementType: elementType)
     }
 
-    public init(kinds: [SlotKind], capacity: Int, kvHeads: Int, headDim: Int) throws {
+    public init(kinds: [SlotKind], capacity: Int, kvHeads: Int, headDim: Int, elementType: ElementType = .f16) throws {
         self.slots = kinds.count
+        self.elementType = elementType
         self.kinds = kinds
         self.capacity = capacity
         self.kvHeads = kvHeads
@@ -149,15 +159,16 @@ public final class KVCache: @unchecked Sendable {
         values + slotOffset[slot] + head * slotRows[slot] * headDim
     }
 
-    /// Stores `count` F32 values as F16 at column `column` of position `position`'s key (or value) row of `head`
-    /// (both copies for a ring).
+    /// Stores `count` F32 values as the cache's type (nearest even) at column `column` of position `position`'s key
+    /// (or value) row of `head` (both copies for a ring).
     @inline(__always) public func store(_ src: UnsafePointer<Float>, count: Int, slot: Int, head: Int, position: Int,
                                         column: Int, values isValue: Bool) {
         let base = isValue ? values(slot: slot, head: head) : keys(slot: slot, head: head)
         let r = row(slot: slot, position: position)
-        pl_f32_to_f16_row(src, base + r * headDim + column, Int64(count))
+        let convert = elementType == .bf16 ? pl_f32_to_bf16_row : pl_f32_to_f16_row
+        convert(src, base + r * headDim + column, Int64(count))
         if let ring = rings[slot] {
-            pl_f32_to_f16_row(src, base + (r + ring) * headDim + column, Int64(count))
+            convert(src, base + (r + ring) * headDim + column, Int64(count))
         }
     }
 

@@ -16,14 +16,18 @@ public struct LoadOptions: Sendable {
     public var packCacheDirectory: URL?
     /// Independent sequences the model holds, each with its own KV cache (a server's parallel slots).
     public var sequences: Int
+    /// How the KV cache stores keys and values: F16 (llama.cpp's default numerics) or BF16 (the same memory; faster
+    /// deep-context attention where the CPU has BF16 dot products, at bf16's coarser rounding).
+    public var kvCacheType: KVCache.ElementType
 
     /// `$POCKETLM_CACHE/packed` when that variable is set, else the platform's caches directory + `pocketlm/packed`.
     public static var defaultPackCacheDirectory: URL? { PackedWeightCache.defaultDirectory }
 
-    public init(threads: Int = 2, contextLength: Int? = nil,
+    public init(threads: Int = 2, kvCacheType: KVCache.ElementType = .f16, contextLength: Int? = nil,
                 layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256,
                 paging: PagingOptions? = nil, packCacheDirectory: URL? = LoadOptions.defaultPackCacheDirectory,
                 sequences: Int = 1) {
+        self.kvCacheType = kvCacheType
         self.paging = paging
         self.packCacheDirectory = packCacheDirectory
         self.sequences = sequences
@@ -146,7 +150,7 @@ public final class LanguageModel {
             transformer = try Transformer(store: store, config: config, traits: architecture.traits,
                                           schedule: schedule, contextLength: options.contextLength,
                                           threads: options.threads, maxBatch: options.maxBatch, sequences: options.sequences,
-                                          feedForward: feedForward)
+                                          kvCacheType: options.kvCacheType, feedForward: feedForward)
         } catch PagingError.budgetTooSmall(_, let weights, _) where processBudget != nil {
             // PagedFeedForward knows the weights' minimum; the user needs the whole process's.
             let p = processBudget!

@@ -5,7 +5,7 @@ import Foundation
 // and the stores of new keys and values into the cache.
 extension Transformer {
     /// Writes `columns` of the `rows` new key (or value) vectors into their sequences' caches at their positions,
-    /// as F16, head by head.
+    /// as the caches' element type, head by head.
     func store(_ src: UnsafeMutablePointer<Float>, rows: Int, columns: Range<Int>, slot: Int, values: Bool) {
         let hd = config.headDim, kvDim = config.kvDim
         var c = columns.lowerBound
@@ -23,9 +23,10 @@ extension Transformer {
     /// as many as fill the kernel's (query, head) pairs.
     static func attentionTileQueries(group: Int) -> Int { max(1, Int(PL_ATTENTION_TILE_PAIRS) / max(1, group)) }
 
-    /// Floats of attention scores each thread needs: a tile of queries, a group of heads each, over the context.
+    /// Floats of attention scores each thread needs: a tile of queries, a group of heads each, over the context
+    /// (one more row each for the BF16 tile, which packs probabilities in pairs).
     public static func attentionScoresPerThread(config: ModelConfig, contextLength: Int) -> Int {
-        attentionTileQueries(group: config.attentionGroup) * config.attentionGroup * contextLength
+        attentionTileQueries(group: config.attentionGroup) * config.attentionGroup * (contextLength + 1)
     }
 
     /// Causal grouped-query attention for `rows` queries, each over its own sequence's cache up to its own position
@@ -38,6 +39,7 @@ extension Transformer {
         let caches = self.caches, rowSequence = self.rowSequence, rowPosition = self.rowPosition
         let group = config.attentionGroup
         let scale = attentionScale
+        let attendGroup = kvCacheType == .bf16 ? pl_attention_group_bf16 : pl_attention_group_f16
         let items = rows * heads
         let parts = min(pool.threadCount, items)
         let scoresPerThread = Transformer.attentionScoresPerThread(config: config, contextLength: contextLength)
@@ -69,9 +71,9 @@ extension Transformer {
                 let cache = caches[rowSequence[r]]
                 let pos = rowPosition[r], first = cache.firstVisible(slot: slot, position: pos)
                 let row = cache.row(slot: slot, position: first) * hd
-                pl_attention_group_f16(q + r * qDim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead) + row,
-                                       cache.values(slot: slot, head: kvHead) + row, Int64(hd), Int64(pos - first + 1),
-                                       Int64(hd), scale, scores + part * scoresPerThread, out + r * qDim + h * hd)
+                attendGroup(q + r * qDim + h * hd, Int64(n), cache.keys(slot: slot, head: kvHead) + row,
+                            cache.values(slot: slot, head: kvHead) + row, Int64(hd), Int64(pos - first + 1),
+                            Int64(hd), scale, scores + part * scoresPerThread, out + r * qDim + h * hd)
                 item += n
             }
         }
@@ -95,6 +97,7 @@ extension Transformer {
         guard cache.firstVisible(slot: slot, position: start + rows - 1) == 0 else { return false }
         let kvHeads = config.numKeyValueHeads, hd = config.headDim, qDim = config.queryDim
         let group = config.attentionGroup, scale = attentionScale
+        let attendTile = kvCacheType == .bf16 ? pl_attention_tile_bf16 : pl_attention_tile_f16
         let tile = Transformer.attentionTileQueries(group: group)
         let parts = min(pool.threadCount, kvHeads * rows)
         let scoresPerThread = Transformer.attentionScoresPerThread(config: config, contextLength: contextLength)
@@ -109,10 +112,10 @@ extension Transformer {
                 let kvHead = unit / rows, r0 = unit % rows
                 let n = min(tile, end - unit, rows - r0)
                 let head0 = kvHead * group
-                pl_attention_tile_f16(q + r0 * qDim + head0 * hd, Int64(qDim), Int64(n), Int64(group),
-                                      cache.keys(slot: slot, head: kvHead) + row0, cache.values(slot: slot, head: kvHead) + row0,
-                                      Int64(hd), Int64(start + r0 + 1), Int64(hd), scale, scores + part * scoresPerThread,
-                                      out + r0 * qDim + head0 * hd, Int64(qDim))
+                attendTile(q + r0 * qDim + head0 * hd, Int64(qDim), Int64(n), Int64(group),
+                           cache.keys(slot: slot, head: kvHead) + row0, cache.values(slot: slot, head: kvHead) + row0,
+                           Int64(hd), Int64(start + r0 + 1), Int64(hd), scale, scores + part * scoresPerThread,
+                           out + r0 * qDim + head0 * hd, Int64(qDim))
                 unit += n
             }
         }

@@ -22,6 +22,8 @@ public final class Transformer: @unchecked Sendable {
     public let contextLength: Int
     /// Most positions run through one batch; longer prompts are split into chunks of this many.
     public let maxBatch: Int
+    /// How every sequence's KV cache stores keys and values (F16 unless asked otherwise).
+    public let kvCacheType: KVCache.ElementType
     /// One KV cache per sequence.
     public let caches: [KVCache]
     /// The KV cache of sequence 0.
@@ -92,6 +94,7 @@ public final class Transformer: @unchecked Sendable {
     /// are loaded); without it the FFN matrices come from `store`.
     public init(store: WeightStore, config: ModelConfig, traits: DecoderTraits? = nil, schedule: LayerSchedule? = nil,
                 contextLength: Int? = nil, threads: Int = 1, maxBatch: Int = 256, sequences: Int = 1,
+                kvCacheType: KVCache.ElementType = .f16,
                 feedForward: ((ThreadPool, Int) throws -> PagedFeedForward)? = nil) throws {
         try config.validate()
         let traits = traits ?? Architectures.traits(of: config.modelType)
@@ -102,6 +105,7 @@ public final class Transformer: @unchecked Sendable {
         self.traits = traits
         self.schedule = schedule
         self.store = store
+        self.kvCacheType = kvCacheType
         // Default: the model's training context, up to 8192 positions (a larger one on request).
         self.contextLength = contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
         guard (1...(1 << 20)).contains(self.contextLength) else {
@@ -189,7 +193,8 @@ public final class Transformer: @unchecked Sendable {
         }
         let capacity = self.contextLength
         caches = try (0..<sequences).map { _ in
-            try KVCache(kinds: kinds, capacity: capacity, kvHeads: config.numKeyValueHeads, headDim: hd)
+            try KVCache(kinds: kinds, capacity: capacity, kvHeads: config.numKeyValueHeads, headDim: hd,
+                        elementType: kvCacheType)
         }
         positions = Array(repeating: 0, count: sequences)
         rowSequence = .allocate(capacity: b)
