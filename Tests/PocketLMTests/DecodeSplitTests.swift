@@ -36,6 +36,43 @@ struct DecodeSplitTests {
         }
     }
 
+    /// The chunks `dynamicRanges` hands out when one thread claims them all, in order.
+    static func chunks(units: Int, parts: Int, minimum: Int) -> [Int] {
+        var out: [Int] = []
+        var left = units
+        while left > 0 {
+            let size = ThreadPool.chunkUnits(left: left, units: units, parts: parts, minimumUnits: minimum)
+            out.append(size)
+            left -= size
+        }
+        return out
+    }
+
+    @Test("chunk sizes: even shares for work under two minimum chunks per thread, shrinking halves above it")
+    func chunkSizes() {
+        // Gemma 3's attention output (40 groups, 28 a minimum chunk) and Q/K/V (96 groups, 31): one share per
+        // thread, not a minimum chunk and a remainder.
+        #expect(Self.chunks(units: 40, parts: 2, minimum: 28) == [20, 20])
+        #expect(Self.chunks(units: 96, parts: 2, minimum: 31) == [48, 48])
+        #expect(Self.chunks(units: 7, parts: 2, minimum: 100) == [4, 3])
+        #expect(Self.chunks(units: 9, parts: 3, minimum: 2) == [3, 3, 3])
+        // Larger work: half of what is left per thread, never under the minimum (the head: 16,384 groups).
+        #expect(Self.chunks(units: 128, parts: 2, minimum: 18) == [32, 24, 18, 18, 18, 18])
+        let head = Self.chunks(units: 16_384, parts: 2, minimum: 24)
+        #expect(head.first == 4096)
+        #expect(head.reduce(0, +) == 16_384)
+        #expect(head.dropLast().allSatisfy { $0 >= 24 })
+        // Every size covers what is left at most, so the chunks tile the work exactly.
+        for units in 1...300 {
+            for parts in 1...4 {
+                for minimum in [1, 3, 17, 64] {
+                    let c = Self.chunks(units: units, parts: parts, minimum: minimum)
+                    #expect(c.reduce(0, +) == units && c.allSatisfy { $0 > 0 }, "\(units) units, \(parts) parts, minimum \(minimum)")
+                }
+            }
+        }
+    }
+
     /// Raw copies of a matrix and its packed form, for tensors the tests build.
     final class Matrix {
         let type: Int32, rows: Int, cols: Int, rowBytes: Int

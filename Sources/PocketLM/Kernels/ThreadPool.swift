@@ -151,7 +151,7 @@ public final class ThreadPool: @unchecked Sendable {
         run(parts: parts) { _ in
             var start = s.cursor.load(ordering: .relaxed)
             while start < units {
-                let size = Swift.min(units - start, Swift.max(minimum, (units - start) / (2 * parts)))
+                let size = ThreadPool.chunkUnits(left: units - start, units: units, parts: parts, minimumUnits: minimum)
                 let (exchanged, found) = s.cursor.compareExchange(expected: start, desired: start + size, ordering: .relaxed)
                 if exchanged {
                     body(start * g..<Swift.min(count, (start + size) * g))
@@ -161,6 +161,17 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The size of the next chunk `dynamicRanges` hands out, with `left` of `units` units unclaimed: half of what is
+    /// left per thread, at least `minimumUnits`. Work too small for two minimum chunks per thread is cut into even
+    /// shares instead, one per thread: chunks of the minimum would leave one thread the last lump (a 40-group matrix
+    /// at a 28-group minimum went 28 + 12, a 96-group one 31 + 31 + 31 + 3, one thread doing twice the other's share
+    /// of a step the other waits out).
+    @inline(__always)
+    public static func chunkUnits(left: Int, units: Int, parts: Int, minimumUnits: Int) -> Int {
+        if units <= 2 * parts * minimumUnits { return Swift.min(left, (units + parts - 1) / parts) }
+        return Swift.min(left, Swift.max(minimumUnits, left / (2 * parts)))
     }
 
     /// Part `part` of `parts` of 0..<count, cut at multiples of `granularity` (the last part takes the tail):
