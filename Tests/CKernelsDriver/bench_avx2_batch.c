@@ -1,7 +1,7 @@
 // The AVX2 tier's prompt kernels against its row kernels: thread CPU time of pl_matmul_q over 128 inputs, once in
-// one call (the batch kernels: x86/quant_batch_body.h, x86/avx2_quants_k_batch.c) and once in calls of 3 inputs
-// (below PL_AVX2_BATCH_MIN_TOKENS: the row kernels), on the SmolLM2 shapes; the two outputs must be equal bit for
-// bit. Then decode (one input): the row kernels against the packed-layout kernels (x86/avx2_packed.c) over 64 copies
+// one call (the batch kernels: x86/quant_batch_body.h, x86/avx2_q8_batch.c, x86/avx2_quants_k_batch.c) and once in
+// calls of 3 inputs (below PL_AVX2_BATCH_MIN_TOKENS: the row kernels), on the SmolLM2 shapes; the two outputs must be
+// equal bit for bit (Q8_0's prompt kernel: equal to the portable body's instead). Then decode (one input): the row kernels against the packed-layout kernels (x86/avx2_packed.c) over 64 copies
 // of each matrix (more than the caches hold), GB/s of weights, one thread, outputs equal bit for bit.
 // Usage: ckernels-bench-avx2 (exits non-zero when the CPU lacks AVX2 or the outputs differ).
 #include "ckernels.h"
@@ -83,11 +83,20 @@ int main(void) {
                 double t1 = cpu_seconds();
                 if (t1 - t0 < tpb) tpb = t1 - t0;
             }
-            same_p = memcmp(yp, yb, sizeof(float) * rows * tokens) == 0;
+            same_p = memcmp(yp, yr, sizeof(float) * rows * tokens) == 0;   // the packed kernels: the rows' bits
             free(p1); free(yp);
         }
         failed |= !same_p;
-        const int same = memcmp(yb, yr, sizeof(float) * rows * tokens) == 0;
+        // Q8_0 from PL_AVX2_Q8_BLOCK_ORDER_MIN inputs: the portable body's block order (x86/avx2_q8_batch.c).
+        float *yref = yr;
+        if (cases[c].type == PL_TYPE_Q8_0) {
+            yref = malloc(sizeof(float) * rows * tokens);
+            pl_isa_force_thread(PL_ISA_PORTABLE);
+            pl_matmul_q(cases[c].type, w, row_bytes, xq, stride, tokens, yref, rows, n, 0, rows);
+            pl_isa_force_thread(PL_ISA_AVX2);
+        }
+        const int same = memcmp(yb, yref, sizeof(float) * rows * tokens) == 0;
+        if (yref != yr) free(yref);
         failed |= !same;
         const double macs = (double)rows * n * tokens;
         printf("%-5s %4dx%-4d %d inputs: rows %6.1f GMAC/s, batch %6.1f GMAC/s (%.2fx)%s\n", cases[c].name, rows, n, tokens,

@@ -123,6 +123,18 @@ static float lane_dotq(int type, const uint8_t *w, const uint8_t *xq, int64_t nb
 
 static int lane_types(int type) { return type == PL_TYPE_Q8_0 || type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1; }
 
+// Where pl_matmul_q runs the AVX2 Q8_0 prompt kernel (x86/avx2_q8_batch.c: the portable body's block order, bit for
+// bit): the avx2 tier and AVX-512 without VNNI (which runs the AVX2 bodies), from PL_AVX2_Q8_BLOCK_ORDER_MIN inputs.
+static int avx2_q8_block_order(int tier, int type, int tokens) {
+#if defined(__x86_64__)
+    return type == PL_TYPE_Q8_0 && tokens >= PL_AVX2_Q8_BLOCK_ORDER_MIN &&
+           (tier == PL_ISA_AVX2 || (tier == PL_ISA_AVX512 && !(pl_isa_features() & PL_FEATURE_AVX512_VNNI)));
+#else
+    (void)tier; (void)type; (void)tokens;
+    return 0;
+#endif
+}
+
 // ---- the comparisons, each: tier's body vs portable ----
 
 static void test_quantize(int tier, const char *name) {
@@ -208,7 +220,8 @@ static void test_matmul_q(int tier, const char *name) {
             size_t row_bytes = (size_t)(n / t->elems * t->bytes);
             uint8_t *w = malloc(row_bytes * rows);
             random_weights(t, w, n / t->elems * rows);
-            // 1: decode; 3: a few; 5, 9, 19: the AVX2 batch kernel's tiles of 8, 2 and 1 inputs; 70: past its 64-input tile.
+            // 1: decode; 3: a few; 5, 9, 19: the AVX2 batch kernel's tiles of 8, 2 and 1 inputs; 70: past its 64-input tile
+            // (Q8_0 from 9 inputs: the AVX2 prompt kernel, test_avx2_q8_prompt).
             static const int token_counts[] = {1, 3, 5, 9, 19, 70};
             for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
                 int tokens = token_counts[tc], stride = act_bytes(act, n);
@@ -220,7 +233,9 @@ static void test_matmul_q(int tier, const char *name) {
                 int cut = rows / 3;
                 pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yf, rows, n, 0, cut);
                 pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yf, rows, n, cut, rows);
-                if (lane_types(t->type)) {
+                if (avx2_q8_block_order(tier, t->type, tokens)) {
+                    check(bits_equal(yp, yf, (int64_t)rows * tokens), name, "q8_0 prompt kernel = portable", rows, (int)n, tokens);
+                } else if (lane_types(t->type)) {
                     // Bit for bit against the lane arithmetic; near the portable sum (another order of the same terms).
                     int ok = 1, near = 1;
                     for (int r = 0; r < rows; r++)
@@ -248,6 +263,61 @@ static void test_matmul_q(int tier, const char *name) {
             free(w);
         }
     }
+}
+
+// The AVX2 Q8_0 prompt kernel (x86/avx2_q8_batch.c) against the portable body, bit for bit: row counts that are not
+// multiples of its 8-row halves or 64-row groups, row ranges starting and ending inside them (as uneven thread
+// splits would), 1 to 72 blocks (its chunks of 4: equal splits and a partial one), inputs across its 64-input tile
+// (9: the first count it runs; 64, 65, 131), an output stride wider than the rows (the columns between untouched),
+// and quants of −128 (ggml never writes them; a file may): exact in its int16 products. At 8 inputs, one below its
+// threshold, the rows keep the row kernels' lane arithmetic.
+static void test_avx2_q8_prompt(int tier, const char *name) {
+    if (!avx2_q8_block_order(tier, PL_TYPE_Q8_0, PL_AVX2_Q8_BLOCK_ORDER_MIN)) return;
+    const QType *t = &qtypes[0];
+    static const int shapes[][2] = {{1, 32}, {7, 96}, {65, 288}, {130, 576}, {203, 2304}};
+    static const int token_counts[] = {8, 9, 64, 65, 131};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int rows = shapes[si][0], n = shapes[si][1], ldy = rows + 3;
+        const size_t row_bytes = (size_t)(n / 32 * 34);
+        uint8_t *w = malloc(row_bytes * rows);
+        random_weights(t, w, (int64_t)n / 32 * rows);
+        for (int r = 0; r < rows; r += 5) w[(size_t)r * row_bytes + 2 + r % 32] = 0x80;   // −128
+        for (size_t ti = 0; ti < sizeof token_counts / sizeof token_counts[0]; ti++) {
+            const int tokens = token_counts[ti], stride = n / 32 * 34;
+            uint8_t *xq = random_quantized_inputs(PL_TYPE_Q8_0, n, tokens, PL_ISA_PORTABLE);
+            float *yp = malloc((size_t)ldy * tokens * 4), *yf = malloc((size_t)ldy * tokens * 4);
+            for (int i = 0; i < ldy * tokens; i++) yp[i] = yf[i] = -12345.0f;
+            pl_isa_force_thread(PL_ISA_PORTABLE);
+            pl_matmul_q(PL_TYPE_Q8_0, w, row_bytes, xq, (size_t)stride, tokens, yp, ldy, n, 0, rows);
+            pl_isa_force_thread(tier);
+            // Three ranges cut inside halves and groups.
+            const int a = rows / 3 | 1, b = rows > 70 ? rows - 67 : rows;
+            pl_matmul_q(PL_TYPE_Q8_0, w, row_bytes, xq, (size_t)stride, tokens, yf, ldy, n, 0, a < rows ? a : rows);
+            if (a < b) pl_matmul_q(PL_TYPE_Q8_0, w, row_bytes, xq, (size_t)stride, tokens, yf, ldy, n, a, b);
+            if (a < rows && b < rows) pl_matmul_q(PL_TYPE_Q8_0, w, row_bytes, xq, (size_t)stride, tokens, yf, ldy, n, a > b ? a : b, rows);
+            int untouched = 1;
+            for (int i = 0; i < tokens; i++)
+                for (int c = rows; c < ldy; c++) if (yf[i * ldy + c] != -12345.0f) untouched = 0;
+            check(untouched, name, "q8_0 prompt kernel leaves the stride's other columns (rows, n, inputs)", rows, n, tokens);
+            if (tokens >= PL_AVX2_Q8_BLOCK_ORDER_MIN) {
+                check(bits_equal(yp, yf, (int64_t)ldy * tokens), name, "q8_0 prompt kernel = portable (rows, n, inputs)", rows, n, tokens);
+            } else {
+                // Below the threshold: the lane arithmetic (where no quant is −128: ggml's sign trick assumes it absent
+                // from the input side only, so it is exact here too).
+                int ok = 1;
+                for (int r = 0; r < rows; r++)
+                    for (int i = 0; i < tokens; i++) {
+                        double mag;
+                        float want = lane_dotq(PL_TYPE_Q8_0, w + r * row_bytes, xq + i * stride, n / 32, &mag);
+                        if (memcmp(&want, &yf[i * ldy + r], 4) != 0) ok = 0;
+                    }
+                check(ok, name, "q8_0 below the prompt kernel's threshold: lane arithmetic (rows, n, inputs)", rows, n, tokens);
+            }
+            free(xq); free(yp); free(yf);
+        }
+        free(w);
+    }
+    pl_isa_force_thread(-1);
 }
 
 // The packed layout (pl_pack_rows, pl_matmul_packed) on the x86 tiers: every output bit for bit what the same tier's
@@ -281,7 +351,9 @@ static void test_matmul_packed(int tier, const char *name) {
                 int tokens = token_counts[tc], stride = act_bytes(act, n);
                 uint8_t *xq = random_quantized_inputs(act, n, tokens, tier);
                 float *yr = malloc((size_t)rows * tokens * 4), *yp = malloc((size_t)rows * tokens * 4);
-                pl_matmul_q(t->type, w, row_bytes, xq, (size_t)stride, tokens, yr, rows, n, 0, rows);
+                // The row kernel, one input at a time (the AVX2 Q8_0 prompt kernel computes another order).
+                for (int i = 0; i < tokens; i++)
+                    pl_matmul_q(t->type, w, row_bytes, xq + (size_t)i * stride, (size_t)stride, 1, yr + (size_t)i * rows, rows, n, 0, rows);
                 int64_t cut = groups / 2 * 16;   // whole groups, as Linear hands them out
                 if (cut > 0) pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, 0, cut);
                 pl_matmul_packed(t->type, packed, rows, n, xq, (size_t)stride, tokens, yp, rows, cut, rows);
@@ -580,6 +652,7 @@ int main(int argc, char **argv) {
         test_quantize_q8_K_edges(tier, name);
         test_tier_claims(tier, name);
         test_matmul_q(tier, name);
+        test_avx2_q8_prompt(tier, name);
         test_matmul_packed(tier, name);
         test_bundles(tier, name);
         test_float_kernels(tier, name);

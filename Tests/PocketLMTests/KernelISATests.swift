@@ -97,19 +97,23 @@ struct KernelISATests {
         #if arch(x86_64)
         try #require(KernelISA.supported.contains(.avx2), "this x86-64 CPU lacks AVX2+FMA+F16C: the avx2 tier is untested")
         let file = "SmolLM2-135M-Instruct.\(format).gguf"
-        let record = try #require(try Reference.records().first { $0.model_file == file && $0.prompt_kind == "plain" })
+        let plain = try Reference.records().filter { $0.model_file == file && $0.prompt_kind == "plain" }
         // The batch kernels run from 4 inputs on (PL_AVX2_BATCH_MIN); a shorter prompt would test the row kernels only.
-        #expect(record.tokens.count >= Int(PL_AVX2_BATCH_MIN_TOKENS))
-        // Decisive steps only, as RealModelTests: Q8 activations put a correct runtime within ~0.3 of llama.cpp.
-        let steps = min(8, record.greedy_top1_top2_margin.firstIndex { $0 < 0.35 } ?? record.greedy_ids.count)
-        let r = try CLITests.pocketlm(["run", "--model", try TestPaths.model(file), "--prompt", record.prompt,
-                                       "--temperature", "0", "--max-tokens", "\(steps)", "--json"],
-                                      environment: ["POCKETLM_ISA": "avx2"])
-        #expect(r.status == 0, "\(r.stderr)")
-        let obj = try CLITests.json(r.stdout)
-        #expect(obj["isa"] as? String == "avx2")
-        #expect(obj["prompt_tokens"] as? [Int] == record.tokens)
-        #expect(obj["tokens"] as? [Int] == Array(record.greedy_ids.prefix(steps)))
+        // Q8_0's prompt kernel (the portable order) from PL_AVX2_Q8_BLOCK_ORDER_MIN: a second, longer prompt.
+        let short = try #require(plain.first { $0.tokens.count >= Int(PL_AVX2_BATCH_MIN_TOKENS) })
+        let long = try #require(plain.first { $0.tokens.count >= Int(PL_AVX2_Q8_BLOCK_ORDER_MIN) })
+        for record in [short, long] {
+            // Decisive steps only, as RealModelTests: Q8 activations put a correct runtime within ~0.3 of llama.cpp.
+            let steps = min(8, record.greedy_top1_top2_margin.firstIndex { $0 < 0.35 } ?? record.greedy_ids.count)
+            let r = try CLITests.pocketlm(["run", "--model", try TestPaths.model(file), "--prompt", record.prompt,
+                                           "--temperature", "0", "--max-tokens", "\(steps)", "--json"],
+                                          environment: ["POCKETLM_ISA": "avx2"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let obj = try CLITests.json(r.stdout)
+            #expect(obj["isa"] as? String == "avx2")
+            #expect(obj["prompt_tokens"] as? [Int] == record.tokens)
+            #expect(obj["tokens"] as? [Int] == Array(record.greedy_ids.prefix(steps)))
+        }
         #endif
     }
 }

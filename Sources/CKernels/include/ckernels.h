@@ -115,6 +115,10 @@ void pl_matmul_q(int type, const void *w, size_t row_bytes, const void *xq, size
 /// From this many inputs on, pl_matmul_q's AVX2 tier runs its batch kernels (rows unpacked once into a lane-major
 /// scratch for every input: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K); below it, the row kernels. Same bits.
 enum { PL_AVX2_BATCH_MIN_TOKENS = 4 };
+/// Except Q8_0 from this many inputs on (a prompt; more than a speculative pass at the default draft lengths, ≤ 8):
+/// there the AVX2 tier sums each block's 32 products as one int32 and adds the scaled blocks in order — the
+/// portable body's arithmetic, bit for bit, not the row kernels' 8-lane one (so not one-token decoding's bits).
+enum { PL_AVX2_Q8_BLOCK_ORDER_MIN = 9 };
 
 /// Converts n floats to f16 (round to nearest even) / back.
 void pl_f32_to_f16_row(const float *x, uint16_t *out, int64_t n);

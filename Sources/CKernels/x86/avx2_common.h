@@ -73,4 +73,9 @@ PL_AVX2_ATTR static inline __attribute__((always_inline)) void pl_avx2_transpose
         out[l + 4] = _mm256_permute2x128_si256(u[l], u[l + 4], 0x31);
     }
 }
+/// Several Q8_0 inputs against rows r0 ..< r1 of a Q8_0 matrix (x86/avx2_q8_batch.c): the AVX2 batch kernels' Q8_0
+/// body from PL_AVX2_Q8_BLOCK_ORDER_MIN inputs on (ckernels.h), each output bit-identical to the portable body's
+/// (pl_portable_matmul_q).
+void pl_avx2_matmul_batch_q8_0(const uint8_t *w, size_t row_bytes, const uint8_t *xq, size_t xq_stride,
+                               int64_t n_tokens, float *y, int64_t ldy, int64_t nb, int64_t r0, int64_t r1);
 #endif
