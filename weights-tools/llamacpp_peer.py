@@ -10,7 +10,8 @@ Commands:
   record SPEC.json                            per model and prompt: ids, last-position top-5, greedy ids + margins
   perplexity MODEL TEXT [--n-ctx 512]         llama-perplexity's number (see perplexity() below)
 
-All runs: CPU, `threads` threads, f16 KV cache (llama.cpp's default), flash attention off, seed-free (greedy/argmax only).
+All runs: CPU, `threads` threads, flash attention off, seed-free (greedy/argmax only); the KV cache f16 (llama.cpp's
+default) unless a record spec's run says "kv_cache_type": "bf16".
 """
 from __future__ import annotations
 
@@ -23,11 +24,17 @@ import time
 import numpy as np
 
 
-def _llama(model: str, n_ctx: int, n_batch: int, threads: int, logits_all: bool):
+#: ggml_type of the KV cache by name (GGML_TYPE_F16, GGML_TYPE_BF16).
+KV_CACHE_TYPES = {"f16": 1, "bf16": 30}
+
+
+def _llama(model: str, n_ctx: int, n_batch: int, threads: int, logits_all: bool, kv_cache_type: str = "f16"):
     from llama_cpp import Llama
 
+    kv = KV_CACHE_TYPES[kv_cache_type]
     return Llama(model_path=model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
-                 n_threads_batch=threads, logits_all=logits_all, flash_attn=False, verbose=False)
+                 n_threads_batch=threads, logits_all=logits_all, flash_attn=False, type_k=kv, type_v=kv,
+                 verbose=False)
 
 
 def quantize(args) -> dict:
@@ -51,7 +58,8 @@ def _top(row: np.ndarray, k: int) -> tuple[list[int], list[float]]:
 
 def record_model(entry: dict, prompts: list[dict], run: dict) -> list[dict]:
     """One Llama per model; each prompt evaluated from an empty KV cache."""
-    llm = _llama(entry["path"], run["n_ctx"], run["n_batch"], run["threads"], logits_all=True)
+    llm = _llama(entry["path"], run["n_ctx"], run["n_batch"], run["threads"], logits_all=True,
+                 kv_cache_type=run.get("kv_cache_type", "f16"))
     out = []
     for prompt in prompts:
         ids = llm.tokenize(prompt["text"].encode("utf-8"), add_bos=True, special=prompt.get("special", False))

@@ -42,8 +42,8 @@ struct ArchitectureReferenceTests {
         }
     }
 
-    static func variantCases(_ file: String) throws -> [Case] {
-        let records = try #require(try json("llamacpp-variants.json")["records"] as? [[String: Any]])
+    static func variantCases(_ file: String, from reference: String = "llamacpp-variants.json") throws -> [Case] {
+        let records = try #require(try json(reference)["records"] as? [[String: Any]])
         return try records.filter { $0["model_file"] as? String == file }.map { r in
             Case(file: file, name: try #require(r["prompt_name"] as? String), tokens: try #require(r["tokens"] as? [Int]),
                  top5Ids: try #require(r["last_pos_top5_ids"] as? [Int]),
@@ -54,9 +54,10 @@ struct ArchitectureReferenceTests {
     }
 
     /// Runs every case of one file through the model and checks it against llama.cpp's record.
-    static func check(_ cases: [Case], quantized: Bool) throws {
+    static func check(_ cases: [Case], quantized: Bool, kvCacheType: KVCache.ElementType = .f16) throws {
         let file = try #require(cases.first?.file)
-        let model = try LanguageModel(path: try TestPaths.model(file), options: .init(threads: 2, contextLength: 1024))
+        let model = try LanguageModel(path: try TestPaths.model(file),
+                                      options: .init(threads: 2, kvCacheType: kvCacheType, contextLength: 1024))
         let t = model.transformer
         let threshold = quantized ? 0.35 : 0.1
         for c in cases {
@@ -107,6 +108,16 @@ struct ArchitectureReferenceTests {
         let result = try PerplexityEvaluator(model: model).evaluate(text: text, window: 1024)
         #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
         #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
+    }
+
+    /// llama.cpp run with `type_k = type_v = bf16` (weights-tools/record_kv_cache_refs.py), against our BF16 cache;
+    /// the same tolerances as the F16 cache's records.
+    @Test("SmolLM2 F32 and Q4_1 with a BF16 KV cache vs llama.cpp's BF16 cache, including a 718-token prompt",
+          arguments: ["SmolLM2-135M-Instruct.F32.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"])
+    func bf16Cache(file: String) throws {
+        let cases = try Self.variantCases(file, from: "kv-cache-bf16-llamacpp.json")
+        #expect(cases.count == 4 && cases.contains { $0.tokens.count > 700 })
+        try Self.check(cases, quantized: !file.contains("F32"), kvCacheType: .bf16)
     }
 
     @Test("SmolLM2 Q4_K_M (Q4_K, Q5_0, Q6_K, Q8_0 tensors from llama.cpp's quantizer)")

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""llama.cpp's outputs with a BF16 KV cache (`-ctk bf16 -ctv bf16`), as test data for PocketLM's `--kv-cache-type bf16`.
+
+Why: the BF16 cache rounds keys, values, queries and probabilities to bf16, so its logits move from the F16 cache's
+(by ~0.15 on average on SmolLM2); the oracle for it is llama.cpp with the same cache type, not our F16 results.
+This runs the peer venv (bench_peer.ensure_llama_cpp) on SmolLM2 F32 and Q4_1 with make_llamacpp_variants' prompts
+(the long one ~700 tokens, so attention at depth matters) and writes weights-tools/reference/kv-cache-bf16-llamacpp.json
+(per model and prompt: ids, last-position top-5, greedy ids with their top-1/top-2 margins). Tests read the JSON;
+this script only re-records it:
+
+    python3 weights-tools/record_kv_cache_refs.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import make_llamacpp_variants as variants
+
+OUT = common.REFERENCE_DIR / "kv-cache-bf16-llamacpp.json"
+MODELS = (common.SMOLLM2_F32_NAME, common.SMOLLM2_Q4_1_NAME)
+RUN = {**variants.RUN, "kv_cache_type": "bf16"}
+
+
+def main() -> None:
+    cache = common.cache_dir()
+    files = {name: cache / name for name in MODELS}
+    for name, path in files.items():
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run `make fetch` first")
+    prompts = variants.prompts()
+    with tempfile.TemporaryDirectory(prefix="pocketlm-record-") as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"models": [{"name": n, "path": str(p)} for n, p in files.items()],
+                                    "prompts": [{"name": p["name"], "text": p["text"]} for p in prompts], "run": RUN}))
+        got = variants.peer(["record", str(spec)])
+    records = [{k: v for k, v in r.items() if not k.startswith("_")} for r in got["records"]]
+    OUT.write_text(json.dumps({
+        "schema": {"records": "per model file and prompt: tokens = Llama.tokenize(prompt, add_bos=True, special=False); "
+                              "last_pos_top5_ids/logits after the whole prompt (batches of n_batch); greedy_ids: argmax "
+                              "fed back one token at a time, with greedy_top1_top2_margin per step; KV cache bf16",
+                   "prompts": {p["name"]: p.get("source", "inline") for p in prompts}},
+        "runtime": {"run": RUN, "system_info": got["system_info"],
+                    "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "records": records}, indent=1) + "\n")
+    print(f"wrote {OUT} ({len(records)} records)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
