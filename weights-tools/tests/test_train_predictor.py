@@ -21,6 +21,7 @@ import pytest
 
 import common
 import make_test_model as mtm
+import predictor_calibration
 import train_predictor as tp
 from common import GGMLQuantizationType as QT
 
@@ -206,7 +207,7 @@ def test_tokenizes_calibration_text_with_pocketlm(tmp_path, tools_dir, trained):
 
 def test_split_text_respects_the_argv_limit():
     text = "".join(f"line {i} " * (i % 50) + "\n" for i in range(3000))
-    pieces = tp.split_text(text, limit=5000)
+    pieces = predictor_calibration.split_text(text, limit=5000)
     assert "".join(pieces) == text and len(pieces) > 1
     assert all(len(p.encode()) <= 5000 for p in pieces)
 
