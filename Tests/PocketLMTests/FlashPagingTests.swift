@@ -418,6 +418,40 @@ struct FlashPagingTests {
         #expect(shared.blocksInFlight == [0])
     }
 
+    @Test("the read arena: 2 MiB-aligned, every byte writable, open to transparent huge pages where the kernel has them; none for zero bytes")
+    func readArena() throws {
+        #expect(ReadArena(bytes: 0) == nil)
+        let bytes = 5 * ReadArena.hugePage + 3 * 4096
+        let arena = try #require(ReadArena(bytes: bytes))
+        #expect(Int(bitPattern: arena.base) % ReadArena.hugePage == 0 && arena.bytes == bytes)
+        arena.base.initializeMemory(as: UInt8.self, repeating: 0xA5, count: bytes)
+        #expect(arena.base.load(fromByteOffset: bytes - 1, as: UInt8.self) == 0xA5)
+        #if os(Linux)
+        // The mapping holding the arena carries the huge-page advice (smaps' VmFlags "hg") wherever the kernel has
+        // transparent huge pages at all.
+        guard FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") else {
+            print("readArena: this kernel has no transparent huge pages: only the alignment was checked")
+            return
+        }
+        // (Read to its end: /proc files report a size of 0.)
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
+        let smaps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        handle.closeFile()
+        let start = UInt(bitPattern: arena.base)
+        var inArena = false, flags: String?
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if let range = fields.first, range.contains("-"), fields.count >= 5 {
+                let ends = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inArena = ends.count == 2 && ends[0] <= start && start < ends[1]
+            } else if inArena, line.hasPrefix("VmFlags:") {
+                flags = String(line)
+            }
+        }
+        #expect(flags?.contains(" hg") == true, "VmFlags of the arena's mapping: \(flags ?? "not found")")
+        #endif
+    }
+
     @Test("layer sharing: a shared block is read once for both passes")
     func sharedBlockReadOnce() throws {
         let path = try Self.packed("tiny-ls.gguf")

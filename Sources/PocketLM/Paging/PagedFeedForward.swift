@@ -51,7 +51,7 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// Layers run as the ordinary file's matrices (reassembled at load): all of them or none.
     public var reassembledLayers: Int { denseLayers.count }
     let dense: Bool
-    let arena: UnsafeMutableRawPointer?
+    let arena: ReadArena?
     let staging: [UnsafeMutableRawPointer]
     /// Under a budget: the file's page cache is the process's memory too, so what is read through the map leaves it.
     let evicts: Bool
@@ -207,9 +207,9 @@ public final class PagedFeedForward: @unchecked Sendable {
         let slotBytes = dense ? 0 : (0..<layers).reduce(0) { $0 + plan.capacity(layer: $1) } * bb
         // Memory for the slots and the two staging buffers, in one aligned arena.
         let arenaBytes = slotBytes + stagingBytes
-        let arena = arenaBytes > 0 ? UnsafeMutableRawPointer.allocate(byteCount: arenaBytes, alignment: FlashLayout.ioAlignment) : nil
+        let arena = ReadArena(bytes: arenaBytes)
         self.arena = arena
-        let base = arena ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
+        let base = arena?.base ?? UnsafeMutableRawPointer(bitPattern: FlashLayout.ioAlignment)!
         // Layer l's slots follow the earlier layers' (the `extraPinnedLayers` hold one more).
         var slotOffset = 0
         let caches = (0..<layers).map { l in
@@ -296,7 +296,6 @@ public final class PagedFeedForward: @unchecked Sendable {
         linear?.deallocate()
         downMatrix?.deallocate()
         for p in predictors { p.a.deallocate(); p.b.deallocate(); p.bias.deallocate() }
-        arena?.deallocate()
         for p in [g, u, h, absH, scores, groupScores, scratch] { p.deallocate() }
         ptrs.deallocate(); downGroups.deallocate(); ids.deallocate(); needed.deallocate(); readThisStep.deallocate()
         xq.deallocate(); hq.deallocate(); acc.deallocate()
