@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16 kernel-bench-head
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -131,6 +131,15 @@ kernel-bench-bf16: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_attention_bf16.c
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-bf16
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench-bf16
+
+# Gemma 3's output head through the one-input packed kernel (shipped, and with its old software prefetch) against a
+# plain read of the same bytes, 2 threads. The bench includes packed.c (its static stream functions), so that file is
+# left out here.
+kernel-bench-head: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_head.c
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter-out Sources/CKernels/packed.c,$(filter %.c,$^)) -lm -lpthread -o .build/ckernels-bench-head
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench-head
 
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross (static libc) and qemu-user-static, installed when missing.
 arm64-deps:
