@@ -20,8 +20,9 @@
 // Arithmetic, the portable body's (portable/quant.c): y = Σ_b (float)s_b · (d_w,b · d_x,b), the products rounded
 // and added block after block from 0, no fused multiply-add. The float sum lives in y between chunks of blocks
 // (the same order: only its storage changes).
-#include "x86/avx2_common.h"
+#include "kernels_internal.h"
 #if defined(__x86_64__)
+#include "x86/avx2_common.h"
 #define AVX2 PL_AVX2_ATTR
 
 // Tokens per tile; row groups of QB8_HALVES × 8 rows (one input's register tile: 8 int32 block sums, the input's two
