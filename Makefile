@@ -84,7 +84,7 @@ py-test:
 # dotprod (-cpu max) and one without (cortex-a72), which tests the NEON tier and its plain-NEON fallback.
 KERNEL_SRCS := $(shell find Sources/CKernels -name '*.c' -o -name '*.h')
 KERNEL_CFLAGS := -O2 -std=gnu11 -I Sources/CKernels/include -I Sources/CKernels
-DRIVER := Tests/CKernelsDriver/driver.c Tests/CKernelsDriver/driver_bundles.c Tests/CKernelsDriver/driver.h
+DRIVER := Tests/CKernelsDriver/driver.c Tests/CKernelsDriver/driver_bundles.c Tests/CKernelsDriver/driver_attention.c Tests/CKernelsDriver/driver.h
 , := ,
 # Where the CPU reports AVX512_BF16 the driver must also exercise the BF16-cache attention body (not fall back silently).
 NATIVE_BF16 := $(if $(shell grep -m1 -ow avx512_bf16 /proc/cpuinfo 2>/dev/null),$(,)avx512-bf16,)

@@ -448,6 +448,15 @@ static void test_math(int tier, const char *name) {
     pl_isa_force_thread(tier); pl_f32_to_f16_row(x, hf, N);
     check(memcmp(hp, hf, N * 2) == 0, name, "f32 -> f16 row", N, 0, 0);
     free(x); free(a); free(b); free(u); free(hp); free(hf);
+    // The memory-bandwidth probe: the same XOR however many streams read the bytes (odd lengths leave a tail).
+    pl_isa_force_thread(tier);
+    uint8_t *mem = malloc(100003);
+    for (int i = 0; i < 100003; i++) mem[i] = (uint8_t)next_u64();
+    for (int len = 1; len <= 100003; len += len < 600 ? 97 : 33331)
+        for (int streams = 1; streams <= 5; streams++)
+            check(pl_read_memory_streams(mem, (size_t)len, streams) == pl_read_memory(mem, (size_t)len), name,
+                  "read_memory_streams XOR (bytes, streams)", len, streams, 0);
+    free(mem);
 }
 
 // Greedy choice over logits and Gemma's GeGLU (portable/logits.c and its vector bodies). The argmax cases plant the
@@ -497,117 +506,6 @@ static void test_logits(int tier, const char *name) {
     pl_geglu_table(gx, ux, table, 3);
     check(gx[0] == table[pl_f32_to_f16(0.5f)] * 2.0f && gx[1] == 0.0f && gx[2] == 6.0f, name, "geglu values", 0, 0, 0);
     free(x); free(table);
-}
-
-static void test_attention(int tier, const char *name) {
-    static const int dims[] = {64, 128, 32, 80};
-    for (int di = 0; di < 4; di++) {
-        int hd = dims[di];
-        for (int n_ctx = 1; n_ctx <= 70; n_ctx += 23) {
-            int heads = 3, stride = hd + 8;
-            uint16_t *k = malloc((size_t)n_ctx * stride * 2), *v = malloc((size_t)n_ctx * stride * 2);
-            float *q = malloc((size_t)heads * hd * 4), *s = malloc((size_t)heads * n_ctx * 4);
-            float *op = malloc((size_t)heads * hd * 4), *of = malloc((size_t)heads * hd * 4);
-            for (int i = 0; i < n_ctx * stride; i++) { k[i] = pl_f32_to_f16(unit() * 2 - 1); v[i] = pl_f32_to_f16(unit() * 2 - 1); }
-            for (int i = 0; i < heads * hd; i++) q[i] = (unit() * 2 - 1) * 3;
-            pl_isa_force_thread(PL_ISA_PORTABLE);
-            pl_attention_group_f16(q, heads, k, v, stride, n_ctx, hd, 0.125f, s, op);
-            pl_isa_force_thread(tier);
-            pl_attention_group_f16(q, heads, k, v, stride, n_ctx, hd, 0.125f, s, of);
-            // Scores are summed in another order (and probabilities rounded to f16 from them): outputs are convex
-            // combinations of |v| ≤ 1, so an absolute bound.
-            int ok = 1;
-            for (int i = 0; i < heads * hd; i++) if (!(fabsf(op[i] - of[i]) <= 2e-3f)) ok = 0;
-            check(ok, name, "attention within 2e-3 (head_dim, n_ctx)", hd, n_ctx, 0);
-            free(k); free(v); free(q); free(s); free(op); free(of);
-        }
-    }
-}
-
-// A tile of consecutive queries (pl_attention_tile_f16): on each tier, every (query, head) bit for bit what that
-// tier's one-query kernel gives it alone, and within the one-query bound of the portable reference tile. Depths up
-// to 150 cross several of the AVX2 tile's 64-row blocks, with queries whose rows end inside a block.
-static void test_attention_tile(int tier, const char *name) {
-    static const int dims[] = {64, 32};
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}};
-    for (int di = 0; di < 2; di++)
-        for (int si = 0; si < 6; si++)
-            for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 79 ? 13 : 71) {
-                int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
-                int qs = G * hd + 3, n_out = T * qs;
-                uint16_t *k = malloc((size_t)rows * stride * 2), *v = malloc((size_t)rows * stride * 2);
-                float *q = malloc((size_t)n_out * 4), *s = malloc((size_t)T * G * rows * 4);
-                float *op = malloc((size_t)n_out * 4), *of = malloc((size_t)n_out * 4), *o1 = malloc((size_t)n_out * 4);
-                for (int i = 0; i < rows * stride; i++) { k[i] = pl_f32_to_f16(unit() * 2 - 1); v[i] = pl_f32_to_f16(unit() * 2 - 1); }
-                for (int i = 0; i < n_out; i++) { q[i] = (unit() * 2 - 1) * 3; op[i] = of[i] = o1[i] = 0.0f; }
-                pl_isa_force_thread(PL_ISA_PORTABLE);
-                pl_attention_tile_f16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, op, qs);
-                pl_isa_force_thread(tier);
-                pl_attention_tile_f16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, of, qs);
-                for (int t = 0; t < T; t++)
-                    for (int g = 0; g < G; g++)
-                        pl_attention_f16(q + t * qs + g * hd, k, v, stride, n_ctx + t, hd, 0.125f, s, o1 + t * qs + g * hd);
-                int ok = 1;
-                for (int i = 0; i < n_out; i++) if (!(fabsf(op[i] - of[i]) <= 2e-3f)) ok = 0;
-                check(ok, name, "attention tile within 2e-3 of the portable tile (head_dim, queries, n_ctx)", hd, T, n_ctx);
-                check(bits_equal(of, o1, n_out), name, "attention tile = one-query kernel per (query, head) (head_dim, queries, n_ctx)",
-                      hd, T, n_ctx);
-                free(k); free(v); free(q); free(s); free(op); free(of); free(o1);
-            }
-}
-
-// Attention over a BF16 cache (pl_attention_tile_bf16 / _group_bf16) against the portable body. Where the tier runs
-// the vdpbf16ps body (AVX-512 with AVX512_BF16) its pair sums run in another order, and a probability near a bf16
-// rounding boundary can round the other way: at most one bf16 step (2^-8 relative) of each p_t·v_t, with |v| ≤ 1, so
-// 4e-3 absolute. Elsewhere the tier runs the portable body, and the comparison says so instead of claiming a check.
-static void test_attention_bf16(int tier, const char *name) {
-    pl_isa_force_thread(tier);
-    const int fast = pl_attention_bf16_fast_body();
-    printf("tier %s: BF16-cache attention runs the %s\n", name,
-           fast ? "vdpbf16ps body" : "portable body (no AVX512_BF16 on this tier or CPU): not compared");
-    // Conversions: nearest even at ties, overflow to infinity, NaN kept.
-    const float in[] = {1.0f, 1.00390625f, 1.01171875f, -2.5f, 3.4028235e38f, INFINITY, 1e-40f, 0.0f};
-    const uint16_t want[] = {0x3f80, 0x3f80, 0x3f82, 0xc020, 0x7f80, 0x7f80, 0x0001, 0x0000};
-    int conv = 1;
-    for (int i = 0; i < 8; i++) if (pl_f32_to_bf16(in[i]) != want[i]) conv = 0;
-    uint16_t nan16 = pl_f32_to_bf16(NAN);
-    check(conv && (nan16 & 0x7f80) == 0x7f80 && (nan16 & 0x7f) != 0, name, "f32 to bf16 rounding", 0, 0, 0);
-    if (!fast) return;
-    float largest = 0.0f;
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {1, 16}, {2, 2}, {3, 5}};
-    for (int si = 0; si < 7; si++)
-        for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 40 ? 7 : 53) {
-            int hd = 64, T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
-            int qs = G * hd + 3, n_out = T * qs;
-            uint16_t *k = malloc((size_t)(rows + 1) * stride * 2), *v = malloc((size_t)(rows + 1) * stride * 2);
-            float *q = malloc((size_t)n_out * 4), *s = malloc((size_t)T * G * (rows + 1) * 4);
-            float *op = malloc((size_t)n_out * 4), *of = malloc((size_t)n_out * 4);
-            for (int i = 0; i < (rows + 1) * stride; i++) {
-                k[i] = pl_f32_to_bf16(unit() * 2 - 1);
-                // The row past the last is never read: NaN there would show.
-                v[i] = i >= rows * stride ? 0x7fc0 : pl_f32_to_bf16(unit() * 2 - 1);
-            }
-            for (int i = 0; i < n_out; i++) { q[i] = (unit() * 2 - 1) * 3; op[i] = of[i] = 0.0f; }
-            pl_isa_force_thread(PL_ISA_PORTABLE);
-            pl_attention_tile_bf16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, op, qs);
-            pl_isa_force_thread(tier);
-            pl_attention_tile_bf16(q, qs, T, G, k, v, stride, n_ctx, hd, 0.125f, s, of, qs);
-            int ok = 1;
-            for (int i = 0; i < n_out; i++) {
-                if (!(fabsf(op[i] - of[i]) <= 4e-3f)) ok = 0;
-                if (fabsf(op[i] - of[i]) > largest) largest = fabsf(op[i] - of[i]);
-            }
-            check(ok, name, "bf16 attention tile within 4e-3 of the portable body (queries, heads, n_ctx)", T, G, n_ctx);
-            if (T == 1) {
-                pl_isa_force_thread(tier);
-                pl_attention_group_bf16(q, G, k, v, stride, n_ctx, hd, 0.125f, s, of);
-                ok = 1;
-                for (int i = 0; i < G * hd; i++) if (!(fabsf(op[i] - of[i]) <= 4e-3f)) ok = 0;
-                check(ok, name, "bf16 attention, one query, within 4e-3 of the portable body (heads, n_ctx)", G, n_ctx, 0);
-            }
-            free(k); free(v); free(q); free(s); free(op); free(of);
-        }
-    printf("tier %s: BF16-cache attention, largest difference from the portable body %.2g\n", name, largest);
 }
 
 static void test_gemm(int tier, const char *name) {

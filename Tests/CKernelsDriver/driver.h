@@ -1,6 +1,7 @@
 #ifndef POCKETLM_CKERNELS_DRIVER_H
 #define POCKETLM_CKERNELS_DRIVER_H
-// What the kernel driver's files share (driver.c: the comparisons and main; driver_bundles.c: the bundle kernels).
+// What the kernel driver's files share (driver.c: the comparisons and main; driver_bundles.c: the bundle kernels;
+// driver_attention.c: attention).
 #include "ckernels.h"
 #include <stdint.h>
 
@@ -20,4 +21,7 @@ void random_weights(const QType *t, uint8_t *w, int64_t blocks);
 uint8_t *random_quantized_inputs(int act, int64_t n, int tokens, int tier);
 
 void test_bundles(int tier, const char *name);
+void test_attention(int tier, const char *name);
+void test_attention_tile(int tier, const char *name);
+void test_attention_bf16(int tier, const char *name);
 #endif

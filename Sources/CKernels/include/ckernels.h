@@ -268,5 +268,7 @@ int pl_bundle_down_kq_groups_runs(int type);
 /// Reads `bytes` of memory (several 64-byte streams at once where the CPU has AVX-512) and returns their XOR, so the
 /// reads cannot be optimised away: the memory-bandwidth probe behind benchmarks' decode bound.
 uint64_t pl_read_memory(const void *buf, size_t bytes);
+/// The same bytes read as `streams` (1–4) equal contiguous parts in lockstep (the XOR is the same).
+uint64_t pl_read_memory_streams(const void *buf, size_t bytes, int streams);
 
 #endif
