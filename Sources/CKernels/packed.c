@@ -152,7 +152,7 @@ VNNI512 static inline __attribute__((always_inline)) void packed_block_step(
     // A few KiB ahead (4 Q4/Q5 blocks: measured best): the next group's first blocks when this one ends (groups are
     // consecutive in a stream). Q8_0's stream goes without (stream_prefetch).
     if (prefetch) {
-        const int64_t ahead = (type == PL_TYPE_Q8_0 ? 8 : 4) * bb;
+        const int64_t ahead = 4 * bb;
         for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(gb + ahead + o), _MM_HINT_T0);
     }
     __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + packed_scale_offset(type))));
