@@ -203,10 +203,8 @@ void pl_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries,
         return;
     }
 #endif
-    for (int64_t t = 0; t < n_queries; t++)
-        for (int64_t g = 0; g < n_heads; g++)
-            pl_portable_attention_bf16(q + t * q_stride + g * head_dim, k, v, stride, n_ctx + t, head_dim, scale, scores,
-                                       out + t * out_stride + g * head_dim);
+    pl_portable_attention_tile_bf16(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, head_dim, scale, scores, out,
+                                    out_stride);
 }
 
 void pl_attention_group_bf16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,

@@ -53,11 +53,12 @@ int64_t pl_portable_argmax(const float *x, int64_t n);
 void pl_portable_geglu_table(float *g, const float *u, const float *table, int64_t n);
 void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                            int64_t hd, float scale, float *scores, float *out);
-void pl_portable_attention_bf16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
-                                int64_t hd, float scale, float *scores, float *out);
 void pl_portable_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
                                 const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd,
                                 float scale, float *scores, float *out, int64_t out_stride);
+void pl_portable_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                                     const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd,
+                                     float scale, float *scores, float *out, int64_t out_stride);
 
 #if defined(__x86_64__)
 // ---- AVX-512 (F, BW, VL, DQ; the quantized row kernels also VNNI) ----

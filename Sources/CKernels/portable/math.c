@@ -49,17 +49,24 @@ void pl_portable_attention(const float *q, const uint16_t *k, const uint16_t *v,
     attention_body(q, k, v, stride, n_ctx, hd, scale, scores, out, 0);
 }
 
-void pl_portable_attention_bf16(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
-                                int64_t hd, float scale, float *scores, float *out) {
-    attention_body(q, k, v, stride, n_ctx, hd, scale, scores, out, 1);
+// The reference of a tile: each (query, head) alone, query t over its first n_ctx + t rows.
+static inline void tile_body(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
+                             const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd, float scale, float *scores,
+                             float *out, int64_t out_stride, int bf16) {
+    for (int64_t t = 0; t < n_queries; t++)
+        for (int64_t g = 0; g < n_heads; g++)
+            attention_body(q + t * q_stride + g * hd, k, v, stride, n_ctx + t, hd, scale, scores,
+                           out + t * out_stride + g * hd, bf16);
 }
 
-// The reference of a tile: each (query, head) alone, query t over its first n_ctx + t rows.
 void pl_portable_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
                                 const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd,
                                 float scale, float *scores, float *out, int64_t out_stride) {
-    for (int64_t t = 0; t < n_queries; t++)
-        for (int64_t g = 0; g < n_heads; g++)
-            pl_portable_attention(q + t * q_stride + g * hd, k, v, stride, n_ctx + t, hd, scale, scores,
-                                  out + t * out_stride + g * hd);
+    tile_body(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, hd, scale, scores, out, out_stride, 0);
+}
+
+void pl_portable_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                                     const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t hd,
+                                     float scale, float *scores, float *out, int64_t out_stride) {
+    tile_body(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, hd, scale, scores, out, out_stride, 1);
 }

@@ -7,7 +7,7 @@
 // the same pair of 16 keys); P·V multiplies pairs of positions (two V rows interleaved element by element, the pair
 // of probabilities broadcast). q and the probabilities are rounded to bf16 (nearest even), as llama.cpp rounds the
 // inputs of its BF16 dot products; the products are exact in f32, but vdpbf16ps adds each pair in its own order, so
-// the outputs are within a bound of the portable body (pl_portable_attention_bf16), not bit-identical (tested).
+// the outputs are within a bound of the portable body (pl_portable_attention_tile_bf16), not bit-identical (tested).
 #include "kernels_internal.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
