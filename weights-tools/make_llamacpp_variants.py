@@ -317,6 +317,15 @@ def peer(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def peer_record(files: dict[str, Path], prompts: list[dict], run: dict) -> dict:
+    """llama.cpp's records (llamacpp_peer.py record) for every file × prompt under the run parameters `run`."""
+    with tempfile.TemporaryDirectory(prefix="pocketlm-record-") as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"models": [{"name": n, "path": str(p)} for n, p in files.items()],
+                                    "prompts": [{"name": p["name"], "text": p["text"]} for p in prompts], "run": run}))
+        return peer(["record", str(spec)])
+
+
 def prompts() -> list[dict]:
     long_text = Path(LONG_SOURCE).read_text(encoding="utf-8")[:LONG_CHARS]
     return [
@@ -330,12 +339,8 @@ def prompts() -> list[dict]:
 def record(cache: Path, f32: Path) -> dict:
     files = {common.SMOLLM2_F32_NAME: f32, **{n: cache / n for n in VARIANTS.values()}}
     ps = prompts()
-    with tempfile.TemporaryDirectory(prefix="pocketlm-record-") as tmp:
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"models": [{"name": n, "path": str(p)} for n, p in files.items()],
-                                    "prompts": [{"name": p["name"], "text": p["text"]} for p in ps], "run": RUN}))
-        log("running llama.cpp on every file ...")
-        got = peer(["record", str(spec)])
+    log("running llama.cpp on every file ...")
+    got = peer_record(files, ps, RUN)
     log(f"llama-perplexity on {PPL_TEXT} ...")
     ppl = peer(["perplexity", str(cache / Q4_K_M_NAME), PPL_TEXT, "--n-ctx", str(PPL_N_CTX), "--threads", "2"])
     ppl.update({"model_file": Q4_K_M_NAME, "text": PPL_TEXT, "n_batch": PPL_N_CTX, "threads": 2})

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import common
 import make_llamacpp_variants as variants
@@ -33,11 +31,7 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"{path} is missing: run `make fetch` first")
     prompts = variants.prompts()
-    with tempfile.TemporaryDirectory(prefix="pocketlm-record-") as tmp:
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"models": [{"name": n, "path": str(p)} for n, p in files.items()],
-                                    "prompts": [{"name": p["name"], "text": p["text"]} for p in prompts], "run": RUN}))
-        got = variants.peer(["record", str(spec)])
+    got = variants.peer_record(files, prompts, RUN)
     records = [{k: v for k, v in r.items() if not k.startswith("_")} for r in got["records"]]
     OUT.write_text(json.dumps({
         "schema": {"records": "per model file and prompt: tokens = Llama.tokenize(prompt, add_bos=True, special=False); "
