@@ -126,7 +126,9 @@ struct DecodeSplitTests {
         if let t = KQuantKernelTests.types.first(where: { $0.1 == type }) {
             bytes = KQuantKernelTests.randomMatrix(t, rows: rows, cols: cols, seed: seed)
         } else {
-            bytes = PackedKernelTests.randomMatrix(type: type, blockBytes: type == 2 ? 18 : 20, rows: rows, cols: cols, seed: seed)
+            // Q4_0, Q4_1, Q5_0, Q8_0 blocks (d, [m | qh], quants).
+            let blockBytes = type == 2 ? 18 : type == 3 ? 20 : type == 6 ? 22 : 34
+            bytes = PackedKernelTests.randomMatrix(type: type, blockBytes: blockBytes, rows: rows, cols: cols, seed: seed)
         }
         return Matrix(type: type, rows: rows, cols: cols, bytes: bytes, pack: pack && pl_packed_supported() != 0)
     }
@@ -183,6 +185,46 @@ struct DecodeSplitTests {
                 }
             }
             #expect(missing.withLock { $0 } == 0, "then(1, rows) ran before matrix 0's rows were computed")
+            for (i, m) in mats.enumerated() {
+                #expect(calls.withLock { $0[i] } == m.rows, "matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
+                #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "matrix \(i) of \(shapes): differs from one call")
+            }
+        }
+    }
+
+    @Test("Linear.fused over row-layout matrices (unpacked Q8_0 and K-quants, as the AVX2 tier runs them): one kernel call's bits, follow-ups once per row")
+    func decodeFusedRowLayout() throws {
+        let pool = ThreadPool(threadCount: 2)
+        let cols = 512
+        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
+        defer { linear.deallocate() }
+        var rng = SplitMix64(seed: 11)
+        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        // Gate/up-like (equal rows: Q8_0 and Q6_K, two activation formats), then Q/K/V-like (unequal rows, one packed
+        // where this CPU packs Q4_1: the two layouts in one call).
+        for shapes in [[(Int32(8), 1531, false), (14, 1531, false)], [(8, 1021, false), (8, 253, false), (3, 253, true)]] {
+            let mats = shapes.enumerated().map {
+                Self.matrix($0.element.0, rows: $0.element.1, cols: cols, seed: 90 + UInt64($0.offset), pack: $0.element.2)
+            }
+            #expect(mats.allSatisfy { $0.type == 3 || $0.packed == nil })
+            let outs = mats.map { m -> UnsafeMutablePointer<Float> in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: m.rows)
+                p.initialize(repeating: .nan, count: m.rows)
+                return p
+            }
+            defer { for p in outs { p.deallocate() } }
+            let calls = Mutex<[Int]>(Array(repeating: 0, count: 3))
+            let missing = Mutex(0)
+            x.withUnsafeBufferPointer { xp in
+                let w2 = mats.count > 2 ? mats[2].tensor : nil
+                linear.fused(xp.baseAddress!, n: 1, mats[0].tensor, outs[0], mats[1].tensor, outs[1], w2, mats.count > 2 ? outs[2] : nil) { m, rows in
+                    calls.withLock { $0[m] += rows.count }
+                    // Each follow-up finds its own rows computed (and, for equal row counts, matrix 0's too).
+                    let undone = rows.filter { outs[m][$0].isNaN || (mats.count == 2 && outs[0][$0].isNaN) }.count
+                    missing.withLock { $0 += undone }
+                }
+            }
+            #expect(missing.withLock { $0 } == 0, "then(m, rows) ran before its rows were computed")
             for (i, m) in mats.enumerated() {
                 #expect(calls.withLock { $0[i] } == m.rows, "matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
                 #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "matrix \(i) of \(shapes): differs from one call")

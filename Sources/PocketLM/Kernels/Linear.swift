@@ -44,8 +44,10 @@ public struct Linear {
 
     /// Several projections of the same input (Q, K, V; or gate and up) in one parallel step: the input is
     /// quantized once per activation format the matrices need (Q8_0 for Q8_0/Q4_0/Q5_0, Q8_1 for Q4_1, Q8_K for
-    /// K-quants: a Q4_K_M file mixes them) and the threads meet once instead of once per matrix. Falls back to one
-    /// call per matrix when they are not all packed.
+    /// K-quants: a Q4_K_M file mixes them) and the threads meet once instead of once per matrix, whether the
+    /// matrices are packed or run the row kernels on the file's rows (the AVX2 tier's Q8_0 and K-quants: one call
+    /// per matrix took 3 + 1 rounds for Q, K, V and their follow-ups, 2 + 1 for gate and up, 150 more rendezvous per
+    /// SmolLM2 token). Falls back to one call per matrix for float weights or unequal widths.
     ///
     /// `then(m, rows)` runs on the thread that computed rows `rows` of matrix m (0, 1, 2) for every input, right
     /// after it did, so element-wise work on those rows (RoPE, the KV-cache store, SwiGLU) needs no extra round
@@ -60,7 +62,7 @@ public struct Linear {
         let act0 = pl_activation_type(Int32(w0.type.rawValue)), act1 = pl_activation_type(Int32(w1.type.rawValue))
         let act2 = w2.map { pl_activation_type(Int32($0.type.rawValue)) } ?? act0
         func fits(_ w: WeightTensor) -> Bool {
-            w.packed != nil && pl_activation_type(Int32(w.type.rawValue)) >= 0 && w.columns == cols
+            pl_activation_type(Int32(w.type.rawValue)) >= 0 && w.columns == cols
         }
         guard fits(w0), fits(w1), w2.map(fits) ?? true else {
             self(w0, input, n: n, o0)
@@ -98,8 +100,7 @@ public struct Linear {
             func share(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer) {
                 let rows = ThreadPool.share(w.rows, granularity: 16, part: p, parts: parts)
                 if !rows.isEmpty {
-                    Linear.matmulPacked(Int32(w.type.rawValue), w.packed!, rows: w.rows, columns: cols, rowBytes: w.rowBytes,
-                                        xq, stride: stride, n: n, o, ldo: w.rows, rows)
+                    Linear.matmulQuantized(w, xq, stride: stride, n: n, o, ldo: w.rows, rows)
                     then(m, rows)
                 }
             }
@@ -117,10 +118,8 @@ public struct Linear {
                              _ w1: WeightTensor, _ o1: UnsafeMutablePointer<Float>, _ x1: UnsafeRawPointer,
                              _ w2: WeightTensor?, _ o2: UnsafeMutablePointer<Float>?, _ x2: UnsafeRawPointer,
                              stride: Int, then: (Int, Range<Int>) -> Void) {
-        let cols = w0.columns
         func compute(_ m: Int, _ w: WeightTensor, _ o: UnsafeMutablePointer<Float>, _ xq: UnsafeRawPointer, _ rows: Range<Int>) {
-            Linear.matmulPacked(Int32(w.type.rawValue), w.packed!, rows: w.rows, columns: cols, rowBytes: w.rowBytes,
-                                xq, stride: stride, n: 1, o, ldo: w.rows, rows)
+            Linear.matmulQuantized(w, xq, stride: stride, n: 1, o, ldo: w.rows, rows)
             then(m, rows)
         }
         let rows2 = w2?.rows ?? w0.rows
@@ -187,6 +186,21 @@ public struct Linear {
     /// inputs 1.6× one input's throughput through it, 2.6× this way). Each input gets the bits a lone decode gives it.
     static let smallBatch = 8
     static let smallBatchBytes = 512 << 10
+
+    /// out[i, r] for rows `range` of a quantized matrix and `n` quantized inputs: its packed kernel when it is packed,
+    /// else the row kernel on the file's rows (what `callAsFunction` runs for it alone, so the same bits).
+    @inline(__always)
+    static func matmulQuantized(_ w: WeightTensor, _ xq: UnsafeRawPointer, stride: Int, n: Int,
+                                _ out: UnsafeMutablePointer<Float>, ldo: Int, _ range: Range<Int>) {
+        let type = Int32(w.type.rawValue)
+        if let packed = w.packed {
+            matmulPacked(type, packed, rows: w.rows, columns: w.columns, rowBytes: w.rowBytes, xq, stride: stride, n: n,
+                         out, ldo: ldo, range)
+        } else {
+            pl_matmul_q(type, w.data, w.rowBytes, xq, stride, Int64(n), out, Int64(ldo), Int64(w.columns),
+                        Int64(range.lowerBound), Int64(range.upperBound))
+        }
+    }
 
     /// out[i, r] for rows `range` of a packed matrix and `n` quantized inputs.
     @inline(__always)
