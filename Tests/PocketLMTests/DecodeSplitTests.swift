@@ -156,79 +156,55 @@ struct DecodeSplitTests {
     @Test("Linear.fused for one input: equal-row matrices split alike (then(1) finds matrix 0's rows), unequal ones each once")
     func decodeFused() throws {
         try #require(pl_packed_supported() != 0, "this CPU lacks AVX-512 VNNI: the packed kernel is not used here")
-        let pool = ThreadPool(threadCount: 2)
-        let cols = 768
-        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
-        defer { linear.deallocate() }
-        var rng = SplitMix64(seed: 8)
-        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
         // Gate/up-like (equal rows, Q5_0 and Q4_K: two activation formats), then Q/K/V-like (unequal rows).
         for shapes in [[(Int32(6), 1531), (12, 1531)], [(6, 1021), (12, 253), (3, 253)]] {
-            let mats = shapes.enumerated().map { Self.matrix($0.element.0, rows: $0.element.1, cols: cols, seed: 70 + UInt64($0.offset)) }
-            let outs = mats.map { m -> UnsafeMutablePointer<Float> in
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: m.rows)
-                p.initialize(repeating: .nan, count: m.rows)
-                return p
-            }
-            defer { for p in outs { p.deallocate() } }
-            let calls = Mutex<[Int]>(Array(repeating: 0, count: 3))
-            let missing = Mutex(0)
-            x.withUnsafeBufferPointer { xp in
-                let w2 = mats.count > 2 ? mats[2].tensor : nil
-                linear.fused(xp.baseAddress!, n: 1, mats[0].tensor, outs[0], mats[1].tensor, outs[1], w2, mats.count > 2 ? outs[2] : nil) { m, rows in
-                    calls.withLock { $0[m] += rows.count }
-                    // Equal row counts: matrix 0's rows are done when matrix 1's follow-up runs on the same rows.
-                    if m == 1, mats.count == 2 {
-                        let undone = rows.filter { outs[0][$0].isNaN }.count
-                        missing.withLock { $0 += undone }
-                    }
-                }
-            }
-            #expect(missing.withLock { $0 } == 0, "then(1, rows) ran before matrix 0's rows were computed")
-            for (i, m) in mats.enumerated() {
-                #expect(calls.withLock { $0[i] } == m.rows, "matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
-                #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "matrix \(i) of \(shapes): differs from one call")
-            }
+            let mats = shapes.enumerated().map { Self.matrix($0.element.0, rows: $0.element.1, cols: 768, seed: 70 + UInt64($0.offset)) }
+            Self.checkFused(mats, seed: 8, "\(shapes)")
         }
     }
 
     @Test("Linear.fused over row-layout matrices (unpacked Q8_0 and K-quants, as the AVX2 tier runs them): one kernel call's bits, follow-ups once per row")
     func decodeFusedRowLayout() throws {
-        let pool = ThreadPool(threadCount: 2)
-        let cols = 512
-        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
-        defer { linear.deallocate() }
-        var rng = SplitMix64(seed: 11)
-        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
         // Gate/up-like (equal rows: Q8_0 and Q6_K, two activation formats), then Q/K/V-like (unequal rows, one packed
         // where this CPU packs Q4_1: the two layouts in one call).
         for shapes in [[(Int32(8), 1531, false), (14, 1531, false)], [(8, 1021, false), (8, 253, false), (3, 253, true)]] {
             let mats = shapes.enumerated().map {
-                Self.matrix($0.element.0, rows: $0.element.1, cols: cols, seed: 90 + UInt64($0.offset), pack: $0.element.2)
+                Self.matrix($0.element.0, rows: $0.element.1, cols: 512, seed: 90 + UInt64($0.offset), pack: $0.element.2)
             }
             #expect(mats.allSatisfy { $0.type == 3 || $0.packed == nil })
-            let outs = mats.map { m -> UnsafeMutablePointer<Float> in
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: m.rows)
-                p.initialize(repeating: .nan, count: m.rows)
-                return p
+            Self.checkFused(mats, seed: 11, "\(shapes)")
+        }
+    }
+
+    /// One input through `Linear.fused` over 2 or 3 matrices of equal width on 2 threads: each output as one kernel
+    /// call gives it, each row's follow-up run once, after its rows (and, for equal row counts, matrix 0's) are done.
+    static func checkFused(_ mats: [Matrix], seed: UInt64, _ label: String) {
+        let cols = mats[0].cols
+        let pool = ThreadPool(threadCount: 2)
+        let linear = Linear(pool: pool, maxColumns: cols, maxBatch: 1, tileFloats: 4096)
+        defer { linear.deallocate() }
+        var rng = SplitMix64(seed: seed)
+        let x = (0..<cols).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let outs = mats.map { m -> UnsafeMutablePointer<Float> in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: m.rows)
+            p.initialize(repeating: .nan, count: m.rows)
+            return p
+        }
+        defer { for p in outs { p.deallocate() } }
+        let calls = Mutex<[Int]>(Array(repeating: 0, count: 3))
+        let missing = Mutex(0)
+        x.withUnsafeBufferPointer { xp in
+            let w2 = mats.count > 2 ? mats[2].tensor : nil
+            linear.fused(xp.baseAddress!, n: 1, mats[0].tensor, outs[0], mats[1].tensor, outs[1], w2, mats.count > 2 ? outs[2] : nil) { m, rows in
+                calls.withLock { $0[m] += rows.count }
+                let undone = rows.filter { outs[m][$0].isNaN || (mats.count == 2 && outs[0][$0].isNaN) }.count
+                missing.withLock { $0 += undone }
             }
-            defer { for p in outs { p.deallocate() } }
-            let calls = Mutex<[Int]>(Array(repeating: 0, count: 3))
-            let missing = Mutex(0)
-            x.withUnsafeBufferPointer { xp in
-                let w2 = mats.count > 2 ? mats[2].tensor : nil
-                linear.fused(xp.baseAddress!, n: 1, mats[0].tensor, outs[0], mats[1].tensor, outs[1], w2, mats.count > 2 ? outs[2] : nil) { m, rows in
-                    calls.withLock { $0[m] += rows.count }
-                    // Each follow-up finds its own rows computed (and, for equal row counts, matrix 0's too).
-                    let undone = rows.filter { outs[m][$0].isNaN || (mats.count == 2 && outs[0][$0].isNaN) }.count
-                    missing.withLock { $0 += undone }
-                }
-            }
-            #expect(missing.withLock { $0 } == 0, "then(m, rows) ran before its rows were computed")
-            for (i, m) in mats.enumerated() {
-                #expect(calls.withLock { $0[i] } == m.rows, "matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
-                #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "matrix \(i) of \(shapes): differs from one call")
-            }
+        }
+        #expect(missing.withLock { $0 } == 0, "\(label): then(m, rows) ran before its rows (or matrix 0's) were computed")
+        for (i, m) in mats.enumerated() {
+            #expect(calls.withLock { $0[i] } == m.rows, "\(label) matrix \(i): follow-ups over \(calls.withLock { $0[i] }) rows, not \(m.rows)")
+            #expect((0..<m.rows).map { outs[i][$0].bitPattern } == m.reference(x), "\(label) matrix \(i): differs from one call")
         }
     }
 }
