@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--repetitions", type=int, default=5, help="measured runs per round and program")
     ap.add_argument("--rounds", type=int, default=3, help="rounds in which the two programs take turns")
+    ap.add_argument("--first-loads", type=int, default=2,
+                    help="PocketLM first loads (empty packed cache) measured per round, beside that round's runs")
     ap.add_argument("--pocketlm", default=str(REPO / ".build/release/pocketlm"))
     ap.add_argument("--isa", choices=sorted(PEER_BUILDS), default="native",
                     help="native: both at this CPU's best; avx2: PocketLM's AVX2 tier against llama.cpp built for AVX2")
@@ -204,20 +206,27 @@ def main() -> None:
     # The machine's speed drifts by up to 2x from minute to minute, so the two programs take turns: each round
     # runs both (the order alternating), and the figures are medians over every round's samples.
     # Load: PocketLM repacks a file's quantized matrices on its first load and keeps them in a cache file
-    # ($POCKETLM_CACHE/packed) that later loads map. The first load is measured once, with an empty cache directory
-    # (repack + writing the cache); then one load makes sure the real cache exists, so every timed round's load
-    # maps it (as llama.cpp's maps a file the page cache holds), and the report says whether they all did.
-    with tempfile.TemporaryDirectory(prefix="pocketlm-first-load-") as empty:
-        first_load_ms = run_pocketlm(args, quick=True, cache_root=empty)["load_ms"]
+    # ($POCKETLM_CACHE/packed) that later loads map. One load makes sure the real cache exists, so every timed
+    # round's load maps it (as llama.cpp's maps a file the page cache holds), and the report says whether they all
+    # did. The first load (repack + writing the cache) is measured `--first-loads` times per round, each with an empty
+    # cache directory, right beside that round's runs: one sample swung by 2x with the machine's load.
     run_pocketlm(args, quick=True)
-    ours_runs, peer_runs = [], []
+    ours_runs, peer_runs, first_loads = [], [], []
+
+    def ours():
+        for _ in range(args.first_loads):
+            with tempfile.TemporaryDirectory(prefix="pocketlm-first-load-") as empty:
+                first_loads.append(run_pocketlm(args, quick=True, cache_root=empty)["load_ms"])
+        ours_runs.append(run_pocketlm(args))
+
     for r in range(args.rounds):
         if r % 2 == 0:
-            ours_runs.append(run_pocketlm(args))
+            ours()
             peer_runs.append(run_peer(args))
         else:
             peer_runs.append(run_peer(args))
-            ours_runs.append(run_pocketlm(args))
+            ours()
+    first_load_ms = statistics.median(first_loads)
     ours, peer = merge(ours_runs), merge(peer_runs)
     # The bound decode is up against: the weight bytes a token reads over the memory bandwidth that PocketLM's bench
     # measured with the same threads right after each round's runs.
@@ -236,7 +245,7 @@ def main() -> None:
                   "decode": ours["decode"]["median"] / peer["decode"]["median"],
                   "peak_rss": ours["peak_rss_bytes"] / peer["peak_rss_bytes"],
                   "load": ours["load_ms"] / peer["load_ms"]},
-        "pocketlm_first_load_ms": first_load_ms,
+        "pocketlm_first_load_ms": first_load_ms, "pocketlm_first_load_samples_ms": first_loads,
         "pocketlm_loads_from_packed_cache": all(r.get("packed_from_cache", False) for r in ours_runs),
     }
     if args.json:
@@ -251,8 +260,9 @@ def main() -> None:
     print(f"{'peak RSS MiB':22}{ours['peak_rss_bytes'] / 2**20:12.1f}{peer['peak_rss_bytes'] / 2**20:12.1f}{result['ratio']['peak_rss']:8.2f}")
     print(f"{'load ms':22}{ours['load_ms']:12.1f}{peer['load_ms']:12.1f}{result['ratio']['load']:8.2f}")
     cached = "all mapped the packed cache" if result["pocketlm_loads_from_packed_cache"] else "NOT all from the packed cache"
-    print(f"{'first load ms':22}{first_load_ms:12.1f}{'':12}{first_load_ms / peer['load_ms']:8.2f}"
-          f"  (PocketLM repacking into an empty cache; the rounds' loads: {cached})")
+    print(f"{'first load ms':22}{first_load_ms:12.1f}{peer['load_ms']:12.1f}{first_load_ms / peer['load_ms']:8.2f}"
+          f"  (PocketLM repacking into an empty cache, median of {len(first_loads)}: "
+          f"{min(first_loads):.0f}-{max(first_loads):.0f}; the rounds' loads: {cached})")
     bound = result["memory_bound"]
     print(f"memory bound: {bound['weight_bytes_per_token'] / 1e6:.1f} MB of weights per token / "
           f"{bound['read_bytes_per_second'] / 1e9:.1f} GB/s ({args.threads}-thread read, median of the rounds) = "

@@ -199,6 +199,51 @@ struct PackedWeightCacheTests {
         #expect(try !load().packedFromCache)
     }
 
+    @Test("a K-quant model's first load packs every matrix at once into the cache, bit for bit the in-memory repack")
+    func realModelFirstLoad() throws {
+        guard Self.packs else {
+            print("packed kernel not supported on this CPU: nothing is packed or cached (see roundTrip)")
+            return
+        }
+        // SmolLM2's Q4_K_M: 93 MB to pack (above the store's minimum, so the first load packs straight into the cache
+        // file): a 30 MB Q8_0 embedding that spans several slices and many staging buffers, and 30 blocks of
+        // Q5_0/Q8_0/Q4_K matrices of one staging buffer or less, all shared out between the threads at once.
+        let model = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
+        let cache = FileManager.default.temporaryDirectory
+            .appendingPathComponent("pocketlm-packcache-\(getpid())-\(UUID().uuidString.prefix(8))/packed")
+        defer { try? FileManager.default.removeItem(at: cache.deletingLastPathComponent()) }
+        let reference = try Self.logits(MappedWeightStore(file: GGUFFile(path: model)))
+        #expect(Set(reference).count > 1000, "the logits vary")
+        func load() throws -> MappedWeightStore {
+            let store = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
+            #expect(try Self.logits(store) == reference)
+            return store
+        }
+        let first = try load()
+        #expect(!first.packedFromCache)
+        // Packed into the cache file itself (only its temporary name exists until the load is accepted).
+        let written = (try? FileManager.default.contentsOfDirectory(atPath: cache.path)) ?? []
+        #expect(written.count == 1 && written[0].hasSuffix(".tmp"), "\(written)")
+        #expect(first.persistPacked() == nil)
+        let files = Self.cacheFiles(cache)
+        try #require(files.count == 1)
+        let cacheFile = cache.appendingPathComponent(files[0]).path
+        let cacheBytes = try FileManager.default.attributesOfItem(atPath: cacheFile)[.size] as! Int
+        #expect(cacheBytes > 90_000_000, "every packable matrix is in the cache (\(cacheBytes) bytes)")
+        #expect(try load().packedFromCache)
+
+        // Cut short (a crash mid-write would leave only a temporary file; a damaged disk could do this): its matrices
+        // lie past the end, so it is not used, the load repacks, and the rewritten cache is used again.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: cacheFile))
+        try handle.truncate(atOffset: UInt64(cacheBytes / 2))
+        try handle.close()
+        let repacked = try load()
+        #expect(!repacked.packedFromCache)
+        #expect(repacked.persistPacked() == nil)
+        #expect(try FileManager.default.attributesOfItem(atPath: cacheFile)[.size] as! Int == cacheBytes)
+        #expect(try load().packedFromCache)
+    }
+
     @Test("writing a cache deletes the caches whose source file is gone")
     func prunesStale() throws {
         guard Self.packs else {

@@ -144,7 +144,11 @@ public final class LanguageModel {
         let store = MappedWeightStore(file: file, cacheDirectory: options.packCacheDirectory,
                                       evictsPageCache: processBudget != nil,
                                       // An untied model's input embedding is read a row per token: never packed.
-                                      rowLookups: LanguageModel.embeddingStaysOnStorage(file) ? ["token_embd.weight"] : [])
+                                      rowLookups: LanguageModel.embeddingStaysOnStorage(file) ? ["token_embd.weight"] : [],
+                                      // The paged FFN's tensors are read by PagedFeedForward, never by the forward pass.
+                                      takenElsewhere: feedForward == nil ? [] : Set(file.tensors.map(\.name).filter { name in
+                                          LanguageModel.pagedSuffixes.contains { name.hasSuffix($0) }
+                                      }))
         let transformer: Transformer
         do {
             transformer = try Transformer(store: store, config: config, traits: architecture.traits,

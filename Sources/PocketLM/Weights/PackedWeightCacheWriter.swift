@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-/// A file's first load: packs each matrix straight into a new `PackedWeightCache` file, through a small staging
+/// A file's first load: packs every matrix straight into a new `PackedWeightCache` file, through a small staging
 /// buffer per thread, and hands out pointers into that file's mapping, so the packed weights the model runs on are
 /// the cache's own pages.
 ///
@@ -18,8 +18,8 @@ import Darwin
 /// fills whole are not cleared, and both threads copy at once. pwrite, not stores into a writable mapping: a full
 /// disk is then an error the load recovers from (the matrix is packed in memory instead), not a SIGBUS.
 ///
-/// The layout covers every matrix the store may pack; the header written at the end lists those it did (a matrix
-/// the model never asked for stays a hole of the sparse file). The file is written under a temporary name and
+/// The layout covers every matrix the store packs, all packed up front (`packAll`); the header written at the end
+/// lists those written whole (after a failed write, the others stay holes of the sparse file). The file is written under a temporary name and
 /// renamed when the model has accepted the file, so a reader never sees half a cache, and a refused file leaves none.
 final class PackedWeightCacheWriter {
     private let source: String
@@ -85,56 +85,91 @@ final class PackedWeightCacheWriter {
         if !finished { unlink(temporary) }
     }
 
-    /// Packs `info`'s matrix (`data`, rows `rowBytes` apart) into the file and returns its packed bytes in the
-    /// mapping; `slice` is called with each range of row groups once packed (to drop the source's pages). nil when
-    /// the matrix is not in the layout or a write failed (the caller packs it in memory; no cache is kept).
-    func pack(_ info: GGUFTensorInfo, data: UnsafeRawPointer, rowBytes: Int,
-              packed slice: (_ groups: Range<Int>) -> Void) -> UnsafeRawPointer? {
-        guard !finished, let entry = layout[info.name] else { return nil }
-        let t = Int32(info.type.rawValue)
-        let groups = (info.rows + 15) / 16
-        let groupBytes = pl_packed_bytes(t, 16, Int64(info.columns))
-        guard entry.bytes == groups * groupBytes, groupBytes <= stagingBytes else { return nil }
-        let perStage = stagingBytes / groupBytes
-        // ~`packSliceBytes` of source rows at a time, so the source's pages can leave memory as the packing goes.
-        let chunk = max(perStage, packSliceBytes / (16 * rowBytes) / perStage * perStage)
-        let src = UInt(bitPattern: data), fd = self.fd, temporary = self.temporary
+    /// One matrix to pack: its tensor, its bytes in the source file's mapping, its source row stride.
+    struct Source {
+        let info: GGUFTensorInfo
+        let data: UnsafeRawPointer
+        let rowBytes: Int
+    }
+
+    /// Packs all of `matrices` into the file at once, on every thread, and returns the names of those now in it
+    /// (all of them unless a write failed: the caller packs the rest in memory; no cache is kept then).
+    /// `slice` is called with each matrix's ranges of row groups once packed (to drop the source's pages), from
+    /// whichever thread finished them.
+    ///
+    /// Why all at once, not as the model asks for each: most matrices are a few hundred KiB, one staging buffer's
+    /// worth, so packing them one by one ran on one thread (SmolLM2's 30 blocks of 0.1–0.6 MB matrices, two thirds
+    /// of its packed bytes). Here the threads take the next staging buffer's worth of groups of any matrix, in file
+    /// order, until none is left.
+    func packAll(_ matrices: [Source], packed slice: @escaping @Sendable (GGUFTensorInfo, Range<Int>) -> Void) -> Set<String> {
+        guard !finished else { return [] }
+        var chunks: [PackChunk] = []
+        var slices: [(matrix: Int, groups: Range<Int>, chunks: Int)] = []
+        var accepted: [(source: Source, entry: PackedWeightCache.Entry, groupBytes: Int)] = []
+        for m in matrices.sorted(by: { $0.info.fileOffset < $1.info.fileOffset }) {
+            guard let entry = layout[m.info.name] else { continue }
+            let groups = (m.info.rows + 15) / 16
+            let groupBytes = pl_packed_bytes(Int32(m.info.type.rawValue), 16, Int64(m.info.columns))
+            guard entry.bytes == groups * groupBytes, groupBytes <= stagingBytes else { continue }
+            let perStage = stagingBytes / groupBytes
+            // ~`packSliceBytes` of source rows per slice, so the source's pages can leave memory as the packing goes.
+            let sliceGroups = max(perStage, packSliceBytes / (16 * m.rowBytes) / perStage * perStage)
+            let matrix = accepted.count
+            accepted.append((m, entry, groupBytes))
+            for s0 in stride(from: 0, to: groups, by: sliceGroups) {
+                let s1 = min(groups, s0 + sliceGroups)
+                for c0 in stride(from: s0, to: s1, by: perStage) {
+                    chunks.append(PackChunk(matrix: matrix, slice: slices.count, groups: c0..<min(s1, c0 + perStage)))
+                }
+                slices.append((matrix, s0..<s1, (s1 - s0 + perStage - 1) / perStage))
+            }
+        }
+        guard !accepted.isEmpty else { return [] }
+        let progress = PackProgress(slices: slices.map(\.chunks),
+                                    matrices: accepted.indices.map { i in slices.filter { $0.matrix == i }.count })
+        let fd = self.fd, temporary = self.temporary, base = UInt(bitPattern: base)
         let stages = staging.map { UInt(bitPattern: $0) }
-        let reasons = FirstFailure()
-        for c0 in stride(from: 0, to: groups, by: chunk) {
-            let c1 = min(groups, c0 + chunk)
-            let parts = min(stages.count, max(1, (c1 - c0) / perStage))
-            // Each part packs its own run of groups, a staging buffer at a time, and writes it in place.
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let g0 = c0 + (c1 - c0) * part / parts, g1 = c0 + (c1 - c0) * (part + 1) / parts
-                let stage = stages[part]
-                var g = g0
-                while g < g1 {
-                    let e = min(g1, g + perStage)
-                    // pl_pack_rows writes group g at dst + g·groupBytes: aim dst so group g lands at the stage's start.
-                    let dst = UnsafeMutableRawPointer(bitPattern: stage &- UInt(g * groupBytes))
-                    pl_pack_rows(t, UnsafeRawPointer(bitPattern: src), rowBytes, Int64(info.rows), Int64(info.columns),
-                                 dst, Int64(g), Int64(e))
-                    let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: stage), count: (e - g) * groupBytes)
-                    if let why = PackedWeightCache.writeAll(fd, bytes, at: entry.offset + g * groupBytes, path: temporary) {
-                        reasons.set(why)
-                        return
-                    }
-                    g = e
+        // Unchecked: the closure reads `chunks` and the matrices' addresses only; each chunk writes its own bytes.
+        let plan = UncheckedBox((chunks: chunks, slices: slices, accepted: accepted))
+        DispatchQueue.concurrentPerform(iterations: min(stages.count, chunks.count)) { thread in
+            let (chunks, slices, accepted) = plan.value
+            let stage = stages[thread]
+            while let i = progress.next(of: chunks.count) {
+                let chunk = chunks[i]
+                let (m, entry, groupBytes) = accepted[chunk.matrix]
+                let g = chunk.groups
+                // pl_pack_rows writes group g at dst + g·groupBytes: aim dst so group g lands at the stage's start.
+                let dst = UnsafeMutableRawPointer(bitPattern: stage &- UInt(g.lowerBound * groupBytes))
+                pl_pack_rows(Int32(m.info.type.rawValue), m.data, m.rowBytes, Int64(m.info.rows), Int64(m.info.columns),
+                             dst, Int64(g.lowerBound), Int64(g.upperBound))
+                let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: stage), count: g.count * groupBytes)
+                let why = PackedWeightCache.writeAll(fd, bytes, at: entry.offset + g.lowerBound * groupBytes, path: temporary)
+                switch progress.finish(chunk, failure: why) {
+                case .pending: break
+                case .slice:
+                    slice(m.info, slices[chunk.slice].groups)
+                case .matrix:
+                    slice(m.info, slices[chunk.slice].groups)
+                    // The pages just written are in the page cache: this maps them in one call, not a fault per page.
+                    PackedWeightCache.populate(UnsafeRawPointer(bitPattern: base + UInt(entry.offset))!, bytes: entry.bytes)
                 }
             }
-            if let why = reasons.value {
-                failure = why
-                abandon()
-                return nil
-            }
-            slice(c0..<c1)
         }
-        written[info.name] = entry
-        let p = base + entry.offset
-        // The pages just written are in the page cache: this maps them in one call instead of a fault per page.
-        PackedWeightCache.populate(p, bytes: entry.bytes)
-        return UnsafeRawPointer(p)
+        if let why = progress.failure {
+            failure = why
+            abandon()
+        }
+        var done = Set<String>()
+        for (i, a) in accepted.enumerated() where progress.matrixDone(i) {
+            written[a.source.info.name] = a.entry
+            done.insert(a.source.info.name)
+        }
+        return done
+    }
+
+    /// The packed bytes of `name` in the mapping (a matrix `packAll` wrote).
+    func packedBytes(of name: String) -> UnsafeRawPointer? {
+        written[name].map { UnsafeRawPointer(base + $0.offset) }
     }
 
     /// Writes the header listing the packed matrices and gives the file its final name. The error, or nil.
@@ -168,14 +203,59 @@ final class PackedWeightCacheWriter {
     }
 }
 
-/// The first of the reasons several threads may report.
-private final class FirstFailure: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var value: String?
+/// A staging buffer's worth of one matrix's row groups, in one slice of it.
+private struct PackChunk {
+    let matrix: Int
+    let slice: Int
+    let groups: Range<Int>
+}
 
-    func set(_ reason: String) {
+/// Hands out chunks to the packing threads and counts what is finished: a slice once all its chunks are written, a
+/// matrix once all its slices are. After the first failed write no more chunks are handed out.
+private final class PackProgress: @unchecked Sendable {
+    enum Finished { case pending, slice, matrix }
+
+    private let lock = NSLock()
+    private var nextChunk = 0
+    private var slicesLeft: [Int]
+    private var matricesLeft: [Int]
+    private(set) var failure: String?
+
+    init(slices: [Int], matrices: [Int]) {
+        slicesLeft = slices
+        matricesLeft = matrices
+    }
+
+    func next(of count: Int) -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        if value == nil { value = reason }
+        guard failure == nil, nextChunk < count else { return nil }
+        nextChunk += 1
+        return nextChunk - 1
     }
+
+    func finish(_ chunk: PackChunk, failure why: String?) -> Finished {
+        lock.lock()
+        defer { lock.unlock() }
+        if let why {
+            if failure == nil { failure = why }
+            return .pending
+        }
+        slicesLeft[chunk.slice] -= 1
+        guard slicesLeft[chunk.slice] == 0 else { return .pending }
+        matricesLeft[chunk.matrix] -= 1
+        return matricesLeft[chunk.matrix] == 0 ? .matrix : .slice
+    }
+
+    func matrixDone(_ matrix: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return matricesLeft[matrix] == 0
+    }
+}
+
+/// Lets a value the threads only read cross into a concurrent closure.
+private struct UncheckedBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

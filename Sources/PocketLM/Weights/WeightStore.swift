@@ -80,13 +80,16 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     /// Matrices only ever read a row at a time (an untied model's input embedding): used in the file's rows, never
     /// packed (packing one would make a resident copy of a tensor that is read a row per token).
     private let rowLookups: Set<String>
+    /// Matrices the model does not take from this store (a flash file's paged FFN): never packed, not in the cache.
+    private let takenElsewhere: Set<String>
 
     /// `cacheDirectory`: where packed matrices persist between loads (nil: pack on every load, write nothing).
     /// A file with fewer packable bytes than `minimumCacheBytes` gets no cache (it repacks in a few milliseconds).
     public init(file: GGUFFile, pack: Bool = true, cacheDirectory: URL? = nil, evictsPageCache: Bool = false,
-                minimumCacheBytes: Int = 16 << 20, rowLookups: Set<String> = []) {
+                minimumCacheBytes: Int = 16 << 20, rowLookups: Set<String> = [], takenElsewhere: Set<String> = []) {
         self.file = file
         self.rowLookups = rowLookups
+        self.takenElsewhere = takenElsewhere
         self.evictsPageCache = evictsPageCache
         self.minimumCacheBytes = minimumCacheBytes
         self.packs = pack && Self.packedTypes.contains { Self.tierPacks($0) }
@@ -94,26 +97,41 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         self.cache = self.cacheDirectory.flatMap { PackedWeightCache(source: file.path, directory: $0) }
     }
 
-    /// The matrices this store packs (quantized, of a packed type, more than one row), with their packed sizes
-    /// and those of one group of 16 rows.
-    private var packableMatrices: [(name: String, bytes: Int, groupBytes: Int)] {
-        file.tensors.filter { Self.isPackable($0) && !rowLookups.contains($0.name) }.map {
-            let t = Int32($0.type.rawValue)
-            return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
-        }
+    /// The matrices this store packs (quantized, of a packed type, more than one row, taken from this store and
+    /// not only a row at a time).
+    private var packableMatrices: [GGUFTensorInfo] {
+        file.tensors.filter { Self.isPackable($0) && !rowLookups.contains($0.name) && !takenElsewhere.contains($0.name) }
     }
 
     /// The cache writer, made on the first matrix to pack when there is no cache at all and this load may write one
-    /// (not inside a memory limit: its dirty pages would be charged to the process).
+    /// (not inside a memory limit: its dirty pages would be charged to the process). It packs every packable matrix
+    /// into the new file right away, on all threads (`PackedWeightCacheWriter.packAll`); `pack` then hands them out.
     private func cacheWriter() -> PackedWeightCacheWriter? {
         if writerTried { return writer }
         writerTried = true
         guard let dir = cacheDirectory, cache == nil, !evictsPageCache else { return nil }
         let matrices = packableMatrices
-        guard matrices.reduce(0, { $0 + $1.bytes }) >= minimumCacheBytes else { return nil }
-        writer = PackedWeightCacheWriter(source: file.path, directory: dir, matrices: matrices,
-                                         threads: ProcessInfo.processInfo.activeProcessorCount)
+        let sizes = matrices.map {
+            let t = Int32($0.type.rawValue)
+            return ($0.name, pl_packed_bytes(t, Int64($0.rows), Int64($0.columns)), pl_packed_bytes(t, 16, Int64($0.columns)))
+        }
+        guard sizes.reduce(0, { $0 + $1.1 }) >= minimumCacheBytes,
+              let writer = PackedWeightCacheWriter(source: file.path, directory: dir, matrices: sizes,
+                                                   threads: ProcessInfo.processInfo.activeProcessorCount)
+        else { return nil }
+        self.writer = writer
+        let sources = matrices.map { PackedWeightCacheWriter.Source(info: $0, data: file.data(of: $0),
+                                                                    rowBytes: $0.type.rowBytes(columns: $0.columns)!) }
+        _ = writer.packAll(sources) { [self] info, groups in dropSource(of: info, groups: groups) }
         return writer
+    }
+
+    /// Drops the file pages of `info`'s row groups `groups` from this process's memory (once packed), and from the
+    /// page cache too under a memory limit.
+    private func dropSource(of info: GGUFTensorInfo, groups: Range<Int>) {
+        let rowBytes = info.type.rowBytes(columns: info.columns)!
+        let first = groups.lowerBound * 16 * rowBytes, last = min(info.byteCount, groups.upperBound * 16 * rowBytes)
+        file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evictsPageCache)
     }
 
     /// Whether this load's packed matrices all came from a cache file (nothing was repacked).
@@ -139,7 +157,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let rowBytes = info.type.rowBytes(columns: info.columns)!
         let data = file.data(of: info)
         var packedData: UnsafeRawPointer?
-        if packs, Self.isPackable(info), !rowLookups.contains(name) {
+        if packs, Self.isPackable(info), !rowLookups.contains(name), !takenElsewhere.contains(name) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
         } else if evictsPageCache, !rowLookups.contains(name) {
             // Used in place and resident from now on: read in large requests, exactly its own pages (the map has
@@ -189,19 +207,13 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         }
         // Either way in slices of ~`packSliceBytes` of source rows, each slice's file pages dropped once packed: a
         // large matrix (Gemma 3's 178 MB tied head) is never resident twice, so peak RSS stays about one model's worth.
-        func dropSource(_ groups: Range<Int>) {
-            let first = groups.lowerBound * 16 * rowBytes, last = min(info.byteCount, groups.upperBound * 16 * rowBytes)
-            file.file.adviseDontNeed(offset: info.fileOffset + first, length: last - first, evict: evictsPageCache)
+        if let p = cacheWriter()?.packedBytes(of: info.name) {
+            packed[info.name] = p
+            packedHere.append((info.name, p, bytes))
+            return p
         }
-        if let writer = cacheWriter(), writer.failure == nil {
-            if let p = writer.pack(info, data: data, rowBytes: rowBytes, packed: dropSource) {
-                packed[info.name] = p
-                packedHere.append((info.name, p, bytes))
-                return p
-            }
-            // A failed write (full disk): this matrix and the rest are packed in memory, and no cache is kept (the
-            // writer stays: the matrices it packed live in its mapping).
-        }
+        // Not in the cache file: packed in memory. After a failed write (full disk) that is every matrix the writer
+        // had not finished, and no cache is kept (the writer stays: the matrices it packed live in its mapping).
         let dst = arena.allocate(bytes)
         let groups = (info.rows + 15) / 16
         let slice = max(1, packSliceBytes / (16 * rowBytes))
@@ -214,7 +226,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
             }
             packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
                        groups: g0..<g1)
-            dropSource(g0..<g1)
+            dropSource(of: info, groups: g0..<g1)
         }
         packed[info.name] = UnsafeRawPointer(dst)
         packedHere.append((info.name, UnsafeRawPointer(dst), bytes))
