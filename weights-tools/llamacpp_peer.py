@@ -118,7 +118,7 @@ def perplexity(args) -> dict:
     batch (same math, batch-split float noise only).
     """
     text = open(args.text, encoding="utf-8").read()
-    llm = _llama(args.model, args.n_ctx, args.n_ctx, args.threads, logits_all=True)
+    llm = _llama(args.model, args.n_ctx, args.n_ctx, args.threads, logits_all=True, kv_cache_type=args.kv_cache_type)
     import llama_cpp
 
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model)))
@@ -143,7 +143,7 @@ def perplexity(args) -> dict:
         per_chunk.append(math.exp(nll / count))
     return {"perplexity": math.exp(nll / count), "n_tokens": len(tokens), "n_ctx": n_ctx, "n_chunk": n_chunk,
             "scored_tokens": count, "add_bos": add_bos, "running_ppl_per_chunk": per_chunk,
-            "first_ids": [int(t) for t in tokens[:8]]}
+            "first_ids": [int(t) for t in tokens[:8]], "kv_cache_type": args.kv_cache_type}
 
 
 def main() -> None:
@@ -161,6 +161,7 @@ def main() -> None:
     p.add_argument("text")
     p.add_argument("--n-ctx", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kv-cache-type", choices=sorted(KV_CACHE_TYPES), default="f16")
     args = ap.parse_args()
     result = {"quantize": quantize, "record": record, "perplexity": perplexity}[args.cmd](args)
     sys.stdout.write(json.dumps(result) + "\n")

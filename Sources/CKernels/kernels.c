@@ -198,8 +198,10 @@ void pl_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries,
                             float *scores, float *out, int64_t out_stride) {
     if (n_queries <= 0 || n_heads <= 0 || n_ctx <= 0 || head_dim > 512) return;
 #if defined(__x86_64__)
-    if (head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS && pl_attention_bf16_fast_body()) {
-        pl_avx512_attention_tile_bf16(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
+    if ((head_dim == 64 || head_dim == 128 || head_dim == 256) && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS &&
+        pl_attention_bf16_fast_body()) {
+        pl_avx512_attention_tile_bf16(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, head_dim, scale, scores, out,
+                                      out_stride);
         return;
     }
 #endif

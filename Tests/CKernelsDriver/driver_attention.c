@@ -80,10 +80,12 @@ void test_attention_bf16(int tier, const char *name) {
     check(conv && (nan16 & 0x7f80) == 0x7f80 && (nan16 & 0x7f) != 0, name, "f32 to bf16 rounding", 0, 0, 0);
     if (!fast) return;
     float largest = 0.0f;
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {1, 16}, {2, 2}, {3, 5}};
-    for (int si = 0; si < 7; si++)
+    // Head sizes 64 (SmolLM2), 128 (Qwen2.5, Llama 3.2 3B) and 256 (Gemma 3); the wider ones on fewer shapes.
+    static const int shapes[][3] = {{4, 3, 64}, {5, 3, 64}, {1, 3, 64}, {16, 1, 64}, {1, 16, 64}, {2, 2, 64}, {3, 5, 64},
+                                    {5, 3, 128}, {1, 4, 128}, {4, 1, 256}, {1, 4, 256}, {3, 5, 256}};
+    for (int si = 0; si < 12; si++)
         for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 40 ? 7 : 53) {
-            int hd = 64, T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
+            int hd = shapes[si][2], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
             int qs = G * hd + 3, n_out = T * qs;
             uint16_t *k = malloc((size_t)(rows + 1) * stride * 2), *v = malloc((size_t)(rows + 1) * stride * 2);
             float *q = malloc((size_t)n_out * 4), *s = malloc((size_t)T * G * (rows + 1) * 4);
@@ -103,13 +105,15 @@ void test_attention_bf16(int tier, const char *name) {
                 if (!(fabsf(op[i] - of[i]) <= 4e-3f)) ok = 0;
                 if (fabsf(op[i] - of[i]) > largest) largest = fabsf(op[i] - of[i]);
             }
-            check(ok, name, "bf16 attention tile within 4e-3 of the portable body (queries, heads, n_ctx)", T, G, n_ctx);
+            char what[96];
+            snprintf(what, sizeof what, "bf16 attention tile, head_dim %d, within 4e-3 of the portable body (queries, heads, n_ctx)", hd);
+            check(ok, name, what, T, G, n_ctx);
             if (T == 1) {
                 pl_isa_force_thread(tier);
                 pl_attention_group_bf16(q, G, k, v, stride, n_ctx, hd, 0.125f, s, of);
                 ok = 1;
                 for (int i = 0; i < G * hd; i++) if (!(fabsf(op[i] - of[i]) <= 4e-3f)) ok = 0;
-                check(ok, name, "bf16 attention, one query, within 4e-3 of the portable body (heads, n_ctx)", G, n_ctx, 0);
+                check(ok, name, "bf16 attention, one query, within 4e-3 of the portable body (heads, n_ctx, head_dim)", G, n_ctx, hd);
             }
             free(k); free(v); free(q); free(s); free(op); free(of);
         }

@@ -120,6 +120,21 @@ struct ArchitectureReferenceTests {
         try Self.check(cases, quantized: !file.contains("F32"), kvCacheType: .bf16)
     }
 
+    /// Gemma's heads are 256 wide and five of its six layers slide a 512-position window: the BF16 cache's tile and
+    /// one-query paths at that width, against llama.cpp's perplexity with the same cache type.
+    @Test("Gemma 3 270M perplexity with a BF16 KV cache within 0.5% of llama.cpp's BF16 cache")
+    func gemmaBF16Perplexity() throws {
+        let reference = try #require(try Self.json("kv-cache-bf16-llamacpp.json")["perplexity"] as? [String: Any])
+        let expected = try #require(reference["perplexity"] as? Double)
+        let file = try #require(reference["model_file"] as? String), textFile = try #require(reference["text"] as? String)
+        let window = try #require(reference["n_ctx"] as? Int)
+        let model = try LanguageModel(path: try TestPaths.model(file),
+                                      options: .init(threads: 2, kvCacheType: .bf16, contextLength: window))
+        let result = try PerplexityEvaluator(model: model).evaluate(text: try String(contentsOfFile: textFile, encoding: .utf8), window: window)
+        #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
+        #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
+    }
+
     @Test("SmolLM2 Q4_K_M (Q4_K, Q5_0, Q6_K, Q8_0 tensors from llama.cpp's quantizer)")
     func smolQ4KM() throws {
         try Self.check(try Self.variantCases("SmolLM2-135M-Instruct.Q4_K_M.gguf"), quantized: true)

@@ -151,7 +151,7 @@ void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, 
 /// Attention over a BF16 KV cache (llama.cpp's `--cache-type-k bf16 --cache-type-v bf16`): as the F16 kernels above
 /// but with keys and values stored as bf16, and q and the probabilities rounded to bf16 where llama.cpp rounds them to
 /// the BF16 dot product's input type. The portable body sums as pl_attention_f16's does; the AVX-512 tier on a CPU
-/// with AVX512_BF16 (head_dim 64, up to PL_ATTENTION_TILE_PAIRS pairs) multiplies pairs of elements with vdpbf16ps,
+/// with AVX512_BF16 (head_dim 64, 128 or 256, up to PL_ATTENTION_TILE_PAIRS pairs) multiplies pairs of elements with vdpbf16ps,
 /// whose sums run in another order, so its outputs are within a tested bound of the portable ones, not bit-identical;
 /// other tiers run the portable body. The tile's `scores` needs room for n_queries·n_heads·(n_ctx + n_queries) floats.
 void pl_attention_group_bf16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
