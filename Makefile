@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16 kernel-bench-head
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16 kernel-bench-head kernel-bench-decode
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -111,6 +111,14 @@ kernel-bench-avx2: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_batch.c
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-avx2
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench-avx2
+
+# One SmolLM2-135M Q8_0 decode token's matrices through the AVX2 row kernel on 2 threads (a barrier per matrix)
+# against variants of its streaming and a plain read of the same bytes; outputs checked bit for bit.
+kernel-bench-decode: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_decode.c
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -lpthread -o .build/ckernels-bench-decode
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench-decode
 
 # The AVX2 (and AVX-512) Q2_K/Q3_K/Q5_K row kernels against the portable body: CPU time and bit equality.
 kernel-bench-kquants: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_kquants_low.c

@@ -75,6 +75,7 @@ void pl_avx512_matmul_q(int type, const uint8_t *w, size_t row_bytes, const uint
 void pl_avx512_expf(const float *x, float *y, int64_t n);
 void pl_avx512_swiglu(float *g, const float *u, int64_t n);
 int64_t pl_avx512_argmax(const float *x, int64_t n);
+int64_t pl_avx2_argmax(const float *x, int64_t n);
 void pl_avx512_geglu_table(float *g, const float *u, const float *table, int64_t n);
 void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx,
                          int64_t hd, float scale, float *scores, float *out);

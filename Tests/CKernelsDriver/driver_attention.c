@@ -25,6 +25,11 @@ void test_attention(int tier, const char *name) {
             int ok = 1;
             for (int i = 0; i < heads * hd; i++) if (!(fabsf(op[i] - of[i]) <= 2e-3f)) ok = 0;
             check(ok, name, "attention within 2e-3 (head_dim, n_ctx)", hd, n_ctx, 0);
+            // A group of heads (the AVX2 tier runs it as a one-query tile) is each head's one-query kernel, bit for bit.
+            float *o1 = malloc((size_t)heads * hd * 4);
+            for (int g = 0; g < heads; g++) pl_attention_f16(q + g * hd, k, v, stride, n_ctx, hd, 0.125f, s, o1 + g * hd);
+            check(bits_equal(of, o1, heads * hd), name, "attention group = one-query kernel per head (head_dim, n_ctx)", hd, n_ctx, 0);
+            free(o1);
             free(k); free(v); free(q); free(s); free(op); free(of);
         }
     }
