@@ -114,7 +114,7 @@ kernel-bench-avx2: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_batch.c
 
 # One SmolLM2-135M Q8_0 decode token's matrices through the AVX2 row kernel on 2 threads (a barrier per matrix)
 # against variants of its streaming and a plain read of the same bytes; outputs checked bit for bit.
-kernel-bench-decode: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_decode.c
+kernel-bench-decode: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_decode.c Tests/CKernelsDriver/bench_two_threads.h
 	@mkdir -p .build
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -lpthread -o .build/ckernels-bench-decode
 	@lscpu | grep -m1 'Model name'; uptime
@@ -143,7 +143,7 @@ kernel-bench-bf16: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_attention_bf16.c
 # Gemma 3's output head through the one-input packed kernel (shipped, and with its old software prefetch) against a
 # plain read of the same bytes, 2 threads. The bench includes packed.c (its static stream functions), so that file is
 # left out here.
-kernel-bench-head: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_head.c
+kernel-bench-head: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_head.c Tests/CKernelsDriver/bench_two_threads.h
 	@mkdir -p .build
 	$(KCC) $(KERNEL_CFLAGS) $(filter-out Sources/CKernels/packed.c,$(filter %.c,$^)) -lm -lpthread -o .build/ckernels-bench-head
 	@lscpu | grep -m1 'Model name'; uptime

@@ -6,8 +6,7 @@
 // Both kernels' outputs are checked bit for bit. `make kernel-bench-head`. It includes packed.c (its static stream
 // functions), so that file is left out of the link.
 #include "../../Sources/CKernels/packed.c"
-#include <pthread.h>
-#include <stdatomic.h>
+#include "bench_two_threads.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -17,8 +16,6 @@ static uint8_t *packed_head, *xq;
 static float *y;
 static int64_t group_bytes;
 
-static double wall(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static double cpu(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 typedef void (*half_fn)(int64_t g0, int64_t g1, int thread);
 static uint64_t sink[2];
@@ -42,35 +39,11 @@ VNNI512 static void prefetched(int64_t g0, int64_t g1, int t) {
 }
 
 static half_fn job;
-static atomic_int go, done;
-static double thread_wall[2], thread_cpu[2];
 static void run_half(int t) {
-    double w0 = wall(), c0 = cpu();
     const int64_t groups = ROWS / 16, half = groups / 2;
     job(t ? half : 0, t ? groups : half, t);
-    thread_wall[t] = wall() - w0;
-    thread_cpu[t] = cpu() - c0;
 }
-static void *worker(void *arg) {
-    (void)arg;
-    for (int seen = 0;;) {
-        while (atomic_load(&go) == seen) __builtin_ia32_pause();
-        if ((seen = atomic_load(&go)) < 0) return NULL;
-        run_half(1);
-        atomic_fetch_add(&done, 1);
-    }
-}
-// One pass on both threads; its wall time, or 0 when either thread was preempted.
-static double pass(half_fn f) {
-    job = f;
-    atomic_store(&done, 0);
-    atomic_fetch_add(&go, 1);
-    run_half(0);
-    while (atomic_load(&done) == 0) __builtin_ia32_pause();
-    for (int t = 0; t < 2; t++) if (thread_cpu[t] < 0.97 * thread_wall[t]) return 0;
-    return thread_wall[0] > thread_wall[1] ? thread_wall[0] : thread_wall[1];
-}
-static int by_value(const void *a, const void *b) { double x = *(const double *)a, z = *(const double *)b; return x < z ? -1 : x > z; }
+static double pass(half_fn f) { job = f; return bench_pass(run_half); }
 
 int main(int argc, char **argv) {
     if (!pl_packed_supported()) { printf("SKIPPED: the packed kernel is an AVX-512 VNNI body; this CPU lacks it\n"); return 0; }
@@ -94,8 +67,7 @@ int main(int argc, char **argv) {
     pl_quantize_q8_0(x, xq, COLS);
     y = malloc(4 * (size_t)ROWS);
     float *first = malloc(4 * (size_t)ROWS);
-    pthread_t th;
-    pthread_create(&th, NULL, worker, NULL);
+    bench_start();
 
     const char *names[3] = {"plain read (the bound's probe)", "decode kernel (shipped)", "with the old prefetch"};
     half_fn fns[3] = {plain_read, shipped, prefetched};
@@ -110,12 +82,11 @@ int main(int argc, char **argv) {
             if (m == 1) memcpy(first, y, 4 * (size_t)ROWS);
             if (m == 2 && memcmp(first, y, 4 * (size_t)ROWS) != 0) same = 0;
         }
-    atomic_store(&go, -1);
-    pthread_join(th, NULL);
+    bench_stop();
     printf("Gemma 3 270M's head, %dx%d Q8_0 packed (%.1f MB), 2 threads streaming halves:\n", ROWS, COLS, packed_bytes / 1e6);
     for (int m = 0; m < 3; m++) {
         if (!n[m]) { printf("  %-32s no pass ran unpreempted\n", names[m]); continue; }
-        qsort(t[m], n[m], sizeof(double), by_value);
+        qsort(t[m], n[m], sizeof(double), bench_by_value);
         printf("  %-32s median %5.1f GB/s, best %5.1f GB/s (%d unpreempted passes)\n", names[m],
                packed_bytes / t[m][n[m] / 2] / 1e9, packed_bytes / t[m][0] / 1e9, n[m]);
     }
