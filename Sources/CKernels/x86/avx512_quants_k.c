@@ -60,9 +60,10 @@ VNNI static inline __attribute__((always_inline)) void q5_rows(const int q51, co
 // Per 128 elements: 64 bytes of low nibbles give elements 0..63 (& 15) and 64..127 (>> 4); the 32 bytes of high
 // bits, broadcast to both halves, are shifted per half so each element's 2 bits land at bits 4-5. Quants stay
 // unsigned (0..63) and the −32 offset comes off through the block sums, as ggml does it (so the same lanes).
-// `gp` (NULL for a matrix): the row's super-blocks gathered from a table, `spg` per entry (pl_kq_matmul_groups_vnni).
+// `gp` (NULL for a matrix at `w`): the row's super-blocks gathered from a table, `spg` per entry, the row `row_off`
+// bytes into each entry (pl_kq_matmul_groups_vnni; `w` is then unused).
 VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, const uint8_t *w, size_t row_bytes, size_t pf,
-        const uint8_t *xq, int64_t nsb, float *out, const uint8_t *const *gp, int64_t spg) {
+        const uint8_t *xq, int64_t nsb, float *out, const uint8_t *const *gp, int64_t spg, size_t row_off) {
     __m256 acc[4];
     PL_UNROLL
     for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
@@ -89,7 +90,7 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
         __m256i bs = _mm256_loadu_si256((const __m256i *)(xb + 260));
         PL_UNROLL
         for (int i = 0; i < R; i++) {
-            const uint8_t *blk = (gp ? gp[sb / spg] + (size_t)w + (size_t)(sb % spg) * 210 : w + sb * 210) + (size_t)i * row_bytes;
+            const uint8_t *blk = (gp ? gp[sb / spg] + row_off + (size_t)(sb % spg) * 210 : w + sb * 210) + (size_t)i * row_bytes;
             // The next group of rows, a few KiB ahead: from DRAM the hardware prefetcher alone left this at ~5 GB/s.
             PL_UNROLL
             for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
@@ -118,9 +119,9 @@ VNNI static inline __attribute__((always_inline)) void q6k_rows(const int R, con
 
 // ---- Q4_K × Q8_K -----------------------------------------------------------------------------------------------
 // 64 bytes of nibbles cover 128 elements: low nibbles of bytes 0..31 / 32..63 are elements 0..31 / 64..95, high
-// nibbles 32..63 / 96..127; the input is gathered to match (once for all rows).
+// nibbles 32..63 / 96..127; the input is gathered to match (once for all rows). `gp`, `spg`, `row_off`: as q6k_rows.
 VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, const uint8_t *w, size_t row_bytes, size_t pf,
-        const uint8_t *xq, int64_t nsb, float *out, const uint8_t *const *gp, int64_t spg) {
+        const uint8_t *xq, int64_t nsb, float *out, const uint8_t *const *gp, int64_t spg, size_t row_off) {
     __m256 acc[4];
     __m128 accm[4];
     PL_UNROLL
@@ -153,7 +154,7 @@ VNNI static inline __attribute__((always_inline)) void q4k_rows(const int R, con
         __m128i q8s = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(xb + 260)), _mm_loadu_si128((const __m128i *)(xb + 276)));
         PL_UNROLL
         for (int i = 0; i < R; i++) {
-            const uint8_t *blk = (gp ? gp[sb / spg] + (size_t)w + (size_t)(sb % spg) * 144 : w + sb * 144) + (size_t)i * row_bytes;
+            const uint8_t *blk = (gp ? gp[sb / spg] + row_off + (size_t)(sb % spg) * 144 : w + sb * 144) + (size_t)i * row_bytes;
             PL_UNROLL
             for (int o = 0; o < 192; o += 64) _mm_prefetch((const char *)(blk + pf + o), _MM_HINT_T0);
             uint32_t u[4];
@@ -194,8 +195,8 @@ VNNI static inline __attribute__((always_inline)) void rows_dot(int type, const 
     switch (type) {
     case PL_TYPE_Q5_0: q5_rows(0, R, w, row_bytes, pf, x, n / 32, out); break;
     case PL_TYPE_Q5_1: q5_rows(1, R, w, row_bytes, pf, x, n / 32, out); break;
-    case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, pf, x, n / 256, out, NULL, 1); break;
-    case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, pf, x, n / 256, out, NULL, 1); break;
+    case PL_TYPE_Q4_K: q4k_rows(R, w, row_bytes, pf, x, n / 256, out, NULL, 1, 0); break;
+    case PL_TYPE_Q6_K: q6k_rows(R, w, row_bytes, pf, x, n / 256, out, NULL, 1, 0); break;
     default:
         PL_UNROLL
         for (int i = 0; i < R; i++) out[i] = pl_kq_dot_portable(type, w + (size_t)i * row_bytes, x, n);
@@ -250,12 +251,11 @@ VNNI void pl_kq_matmul_vnni(int type, const uint8_t *w, size_t row_bytes, const 
 // One input against a Q4_K/Q6_K matrix whose super-block columns lie in separate buffers: block b of row r at
 // groups[b / spg] + r·slice_bytes + (b mod spg)·block bytes (a paged FFN's down slices, each group of neurons read
 // into its own buffer). Row for row the same operations in the same order as pl_kq_matmul_vnni's one-input path,
-// so the same bits as that matrix reassembled. The row offset rides in `w` of the bodies (a byte count, not a pointer).
+// so the same bits as that matrix reassembled. The rows start `row_off` bytes into each group's buffer.
 VNNI static inline __attribute__((always_inline)) void groups_rows(int type, const int R, const uint8_t *const *groups, int64_t spg, size_t row_off,
                              size_t row_stride, size_t pf, const uint8_t *xq, int64_t nsb, float *out) {
-    const uint8_t *off = (const uint8_t *)(uintptr_t)row_off;
-    if (type == PL_TYPE_Q4_K) q4k_rows(R, off, row_stride, pf, xq, nsb, out, groups, spg);
-    else q6k_rows(R, off, row_stride, pf, xq, nsb, out, groups, spg);
+    if (type == PL_TYPE_Q4_K) q4k_rows(R, NULL, row_stride, pf, xq, nsb, out, groups, spg, row_off);
+    else q6k_rows(R, NULL, row_stride, pf, xq, nsb, out, groups, spg, row_off);
 }
 
 VNNI void pl_kq_matmul_groups_vnni(int type, const uint8_t *const *groups, int64_t spg, size_t slice_bytes,
