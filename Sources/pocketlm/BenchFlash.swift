@@ -17,8 +17,8 @@ struct BenchFlash: AsyncParsableCommand {
         wait, memory management and compute, bytes read from storage per token, the storage bound (tok/s if a token
         took only its reads at the storage reference's throughput) and the share of it reached, window hit rate, the
         limit's peak and hit count. The storage reference is the faster of two reads measured in every round: one
-        sequential O_DIRECT stream of 1 MiB reads, and reads the way flash issues them (--io-threads readers, flash's
-        read size, one layer's reads in flight at a time).
+        sequential O_DIRECT stream of 1 MiB reads, and reads of the layers' bundles the way flash issues them (flash's
+        read size, --io-threads readers with two or four layers queued, or twice the readers: the fastest).
         """)
 
     @Option(help: "A packed model (pocketlm pack).") var model: String
@@ -123,8 +123,8 @@ struct BenchFlash: AsyncParsableCommand {
         var context: Int
         var direct_io: Bool
         var sequential_read_mb_per_s: Double
-        /// Reads as flash issues them: `io_threads` readers, `parallel_read_bytes` each, two (or four, the faster)
-        /// layers' worth queued.
+        /// Reads of the layers' bundles as flash issues them (`parallel_read_bytes` each, a layer a batch): the fastest
+        /// of `io_threads` readers with two or four layers queued and twice the readers with four.
         var parallel_read_mb_per_s: Double
         var parallel_read_bytes: Int
         /// nil: every budgeted row ran inside a memory limit equal to its budget; else why not.
@@ -212,10 +212,12 @@ struct BenchFlash: AsyncParsableCommand {
         var samples = [[Row]](repeating: [], count: configs.count)
         var sequentialRounds: [Double] = [], parallelRounds: [Double] = []
         let packedFile = try GGUFFile(path: model)
-        guard let layout = try FlashLayout(file: packedFile, config: ModelConfig(gguf: packedFile)) else {
+        let packedConfig = try ModelConfig(gguf: packedFile)
+        guard let layout = try FlashLayout(file: packedFile, config: packedConfig) else {
             throw PagingError.notPacked(path: model)
         }
         let readBytes = PagedFeedForward.readBytes(layout: layout)
+        let bundleRanges = PagedFeedForward.bundleRanges(file: packedFile, layers: packedConfig.numHiddenLayers)
         var direct = true
         for round in 0..<max(1, rounds) {
             var order = Array(configs.indices)
@@ -247,10 +249,10 @@ struct BenchFlash: AsyncParsableCommand {
             let sequential = try DirectReader.sequentialThroughput(path: model, bytes: min(fileBytes, 256 << 20))
             sequentialRounds.append(sequential.bytesPerSecond)
             direct = direct && sequential.direct
-            // Flash keeps two layers' reads queued; four shows whether the storage gives more still.
-            let parallel = try [2, 4].map { depth throws(PagingError) in
-                try DirectReader.parallelThroughput(path: model, bytes: min(fileBytes, 256 << 20), readBytes: readBytes,
-                                                    batchBytes: layout.layerBytes, threads: ioThreads, inFlight: depth).bytesPerSecond
+            // Over the bundles flash reads: its own pattern (two layers queued), four queued, and twice the readers.
+            let parallel = try DirectReader.referencePatterns(readBytes: readBytes, threads: ioThreads).map { p throws(PagingError) in
+                try DirectReader.parallelThroughput(path: model, layers: bundleRanges, bytes: min(fileBytes, 256 << 20),
+                                                    pattern: p).bytesPerSecond
             }.max()!
             parallelRounds.append(parallel)
         }
@@ -429,7 +431,7 @@ struct BenchFlash: AsyncParsableCommand {
                        report.source.map { ", dense and llama.cpp: \($0)" } ?? "")
         s += String(format: "CPU: %@, %d threads, %d I/O threads, load %@ (shared machine: figures are directional), context %d\n",
                     report.cpu, report.threads, report.io_threads, report.load_average, report.context)
-        s += String(format: "storage: sequential %@ read (one stream, 1 MiB reads) %.0f MB/s; as flash reads (%d threads, %.0f KiB reads, 2 or 4 layers queued, the faster) %.0f MB/s (medians of the rounds)\n",
+        s += String(format: "storage: sequential %@ read (one stream, 1 MiB reads) %.0f MB/s; as flash reads (its bundles, %d threads, %.0f KiB reads, 2 or 4 layers queued, or twice the threads; the fastest) %.0f MB/s (medians of the rounds)\n",
                     report.direct_io ? "O_DIRECT" : "buffered (page cache dropped)", report.sequential_read_mb_per_s,
                     report.io_threads, Double(report.parallel_read_bytes) / 1024, report.parallel_read_mb_per_s)
         s += String(format: "bound = the faster of the two (%.0f MB/s) ÷ bytes read from storage per token\n",

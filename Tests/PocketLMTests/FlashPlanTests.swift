@@ -4,7 +4,7 @@ import PocketLM
 
 /// Where a budget's group slots go in a file whose layers have different block types (SmolLM2 Q4_K_M: `ffn_down`
 /// Q6_K in some layers, Q4_K in others): slots lent from the untouched reserve hold groups of the layers whose groups
-/// are the largest reads, and the logits stay the unpacked file's.
+/// are the largest reads, and the logits stay the unpacked file's; flash's staging holds only what a layer lacks.
 @Suite("Flash plan: mixed block types", .serialized)
 struct FlashPlanTests {
     @Test("reserve: lent slots go to the Q6_K layers (their groups are the larger reads) and each saves its group's read; the unpacked file's logits")
@@ -53,5 +53,47 @@ struct FlashPlanTests {
         let read = ffn.stats - before
         #expect(read.groupsInLentSlots == steps * 4)
         #expect(read.bytesRead == steps * (everything - 4 * large), "the 4 lent groups are Q6_K layers' groups")
+    }
+
+    @Test("staging: flash without a window stages only the groups a layer does not pin, and the two groups each pin frees hold more pins; the reads and logits are the unpacked file's; naive and a window keep whole layers")
+    func stagingHoldsUnpinnedGroups() throws {
+        let (source, path) = try FlashPagingTests.packedSmolLM2KQuant()
+        let probe = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 40))
+        let layout = try #require(probe.transformer.feedForward).layout
+        let minimum = probe.plan.minimumBytes, resident = probe.plan.residentBytes
+        let G = layout.groupsPerLayer, bb = layout.bundleBytes, layers = try ModelConfig(gguf: GGUFFile(path: path)).numHiddenLayers
+        #expect(layers > 2 && G >= 3)
+        #expect(minimum == resident + 2 * layout.layerBytes)
+        // Room beyond the minimum for about a third of the FFN's groups.
+        let budget = minimum + layers * G / 3 * bb + bb / 2
+        let (t, plan) = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: budget))
+        let pinnedTotal = (0..<layers).reduce(0) { $0 + plan.pinnedGroups(layer: $1) }
+        #expect(plan.pinnedGroups > 0 && plan.pinnedGroups < G)
+        #expect(plan.stagingGroups == G - plan.pinnedGroups)
+        #expect(plan.stagingBytes == 2 * (G - plan.pinnedGroups) * bb)
+        #expect(plan.cacheBytes == pinnedTotal * bb && plan.weightBytes <= budget)
+        // More than whole-layer staging leaves room for, and no further group fits (one more in every layer needs
+        // L − 2 groups; the extras fill what is short of that).
+        #expect(pinnedTotal > (budget - minimum) / bb)
+        #expect(plan.weightBytes + (layers - 2) * bb > budget)
+        #expect(plan.extraPinnedLayers.count < layers)
+
+        let original = try LanguageModel(path: source, options: LoadOptions(threads: 2, contextLength: 64)).transformer
+        let ffn = try #require(t.feedForward)
+        let tokens = [1, 504, 3458, 282, 4649]
+        var before = ffn.stats
+        for (i, token) in tokens.enumerated() {
+            if i == 1 { before = ffn.stats }   // from the second token on: each step's reads planned a step ahead
+            let a = Array(try t.decode(token)).map(\.bitPattern), b = Array(try original.decode(token)).map(\.bitPattern)
+            #expect(a == b, "token \(i): logits differ from the unpacked file's")
+        }
+        let unpinned = (0..<layers).reduce(0) { $0 + (G - plan.pinnedGroups(layer: $1)) * layout.groupReadBytes($1) }
+        #expect((ffn.stats - before).bytesRead == (tokens.count - 1) * unpinned)
+
+        // Naive reads whole layers; a window's slots may hold groups not needed, so it keeps two whole layers too.
+        let naive = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .naive, memoryBudget: budget)).plan
+        #expect(naive.stagingGroups == G && naive.stagingBytes == 2 * layout.layerBytes)
+        let windowed = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: budget, window: 1)).plan
+        #expect(windowed.stagingGroups == G && windowed.stagingBytes == 2 * layout.layerBytes)
     }
 }

@@ -52,6 +52,9 @@ extension PagedFeedForward {
         let cache = caches[block], batch = batches[buffer], length = layout.groupReadBytes(block)
         batch.reset()
         let read = readThisStep + buffer * G
+        // Staging holds the groups in the order they are read (at most `plan.stagingGroups`: those not pinned), so
+        // a run of adjacent groups lands in adjacent buffers as before.
+        var staged = 0
         for gi in 0..<G {
             read[gi] = false
             var want = false
@@ -74,7 +77,9 @@ extension PagedFeedForward {
             } else if options.mode == .flash, options.window > 0, let s = cache.admit(group: gi, token: token) {
                 dest = cache.pointer(slot: s)
             } else {
-                dest = staging[buffer] + gi * bb
+                precondition(staged < plan.stagingGroups, "staging overflow: more groups missing than the plan holds")
+                dest = staging[buffer] + staged * bb
+                staged += 1
             }
             location[buffer][gi] = UnsafeRawPointer(dest)
             read[gi] = true

@@ -220,7 +220,7 @@ public final class PagedFeedForward: @unchecked Sendable {
             return cache
         }
         self.caches = caches
-        staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + layout.layerBytes] : []
+        staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + stagingBytes / 2] : []
         // Flash under a process budget: what the budget sets aside for the KV cache and a long batch, untouched so
         // far, holds more groups until they need it (at most every group each layer lacks).
         self.processBudget = processBudget
@@ -313,6 +313,8 @@ public final class PagedFeedForward: @unchecked Sendable {
     }
 
     /// Largest single read: big enough for the storage's best throughput per read (≥ 256 KiB measured here),
-    /// small enough that one layer's reads spread over several readers.
+    /// small enough that one layer's reads spread over several readers. (4 MiB reads, which this virtual disk serves
+    /// two times faster than 256 KiB ones in a stream of them, made flash slower on both bench models, alternating
+    /// runs: a layer's 6–17 MB then went as 2–5 reads, too few for the readers, and naive faster.)
     static let maxRead = 256 * 1024
 }

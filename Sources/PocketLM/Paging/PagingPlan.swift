@@ -5,6 +5,9 @@ public struct PagingPlan: Sendable, Codable, Equatable {
     public var residentBytes: Int
     /// Buffers the current and the next layer's reads land in.
     public var stagingBytes: Int
+    /// Groups one staging buffer holds: every group of a layer, or (flash without a window, fewer than all groups
+    /// kept) the most a layer can lack, those beyond its pinned ones.
+    public var stagingGroups: Int
     /// The least budget that runs: resident + staging.
     public var minimumBytes: Int
     /// FFN groups kept in memory per layer: pinned (loaded once) and window slots.
@@ -37,9 +40,14 @@ extension PagingPlan {
     /// reads (with every group needed every token, a group kept there saves the most), or, in mmap mode, whole
     /// layers kept mapped. Without a budget: everything resident
     /// in resident mode, nothing beyond the read buffers otherwise.
+    ///
+    /// Flash without a window reads at most the groups a layer does not pin, so its read buffers hold only those:
+    /// each group pinned per layer frees two groups of staging, which pin more (c groups in each of L layers and
+    /// 2·(G − c) staged fit where L·c + 2·G did: c grows by L/(L − 2), 9% for 24 layers). Keeping every group keeps
+    /// the two whole buffers (the layers are reassembled through one at load).
     init(layout: FlashLayout, options: PagingOptions, layers: Int, residentBytes resident: Int) throws(PagingError) {
         let G = layout.groupsPerLayer, bb = layout.bundleBytes
-        let stagingBytes: Int
+        var stagingBytes: Int
         switch options.mode {
         case .resident: stagingBytes = 0
         case .flash, .naive, .mmap: stagingBytes = 2 * layout.layerBytes
@@ -70,6 +78,17 @@ extension PagingPlan {
             pinned = capacity - window
         }
         if options.mode != .mmap { pinnedLayers = 0 }
+        var stagingGroups = stagingBytes > 0 ? G : 0
+        if options.mode == .flash, window == 0, capacity < G, layers > 2, let budget = options.memoryBudget {
+            // Room for everything but the resident weights, in groups: L·c pinned + 2·(G − c) staged.
+            let room = (budget - resident) / bb
+            let c = min(G - 1, max(0, (room - 2 * G) / (layers - 2)))
+            capacity = c
+            pinned = c
+            stagingGroups = G - c
+            stagingBytes = 2 * stagingGroups * bb
+            spareGroups = room - 2 * stagingGroups
+        }
         // Flash: what the equal share left over (fewer groups than layers) pins one group more in the layers with
         // the largest group reads.
         let extra = options.mode == .flash && capacity < G ? min(layers, max(0, spareGroups - layers * capacity)) : 0
@@ -77,7 +96,7 @@ extension PagingPlan {
             .prefix(extra).sorted()
         let cacheBytes = options.mode == .mmap ? pinnedLayers * layout.layerBytes : (layers * capacity + extra) * bb
         self.init(budget: options.memoryBudget, residentBytes: resident, stagingBytes: stagingBytes,
-                  minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extraLayers,
+                  stagingGroups: stagingGroups, minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extraLayers,
                   groupsPerLayer: G, pinnedLayers: pinnedLayers, cacheBytes: cacheBytes)
     }
 }
