@@ -154,6 +154,10 @@ public struct Linear {
     /// 32 KiB lost on both.
     static let minimumChunkBytes = 256 << 10
 
+    /// `minimumChunkBytes` in 16-row units of a matrix whose rows are `rowBytes` long: the `minimumUnits` of a decode
+    /// step's dynamic split over its rows.
+    static func minimumChunkUnits(rowBytes: Int) -> Int { minimumChunkBytes / max(1, 16 * rowBytes) }
+
     /// Quantizes `n` inputs into `dst` (default: `quantizedInput`) as Q8_0, Q8_1 or Q8_K blocks; returns the bytes
     /// per input.
     @discardableResult
@@ -239,7 +243,7 @@ public struct Linear {
         if act >= 0 {
             let stride = quantizeInputs(input, n: n, columns: cols, activation: act)
             let xqc = UnsafeRawPointer(quantizedInput)
-            let minimumUnits = Linear.minimumChunkBytes / max(1, 16 * w.rowBytes)
+            let minimumUnits = Linear.minimumChunkUnits(rowBytes: w.rowBytes)
             if let packed = w.packed {
                 if n == 1 {
                     // A decoded token: chunks claimed as the threads go (the output head is most of a token's time).

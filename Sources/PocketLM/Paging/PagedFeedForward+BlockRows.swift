@@ -74,8 +74,11 @@ extension PagedFeedForward {
             var someGroup: UnsafeRawPointer?
             for gi in 0..<G where location[gi] != nil && !(read[gi] && !needed[r0 * G + gi]) {
                 stats.neuronsComputed += layout.neurons(inGroup: gi).count * n
-                groupTable[gi] = location[gi]! + downOffset
-                someGroup = someGroup ?? groupTable[gi]
+                // (The copy path has its slices in the reassembled matrix: no table.)
+                if gathers {
+                    groupTable[gi] = location[gi]! + downOffset
+                    someGroup = someGroup ?? groupTable[gi]
+                }
             }
             if gathers, let someGroup {
                 // A group not used here: its h blocks are zero, so any readable slices do (the reassembled matrix
@@ -84,7 +87,7 @@ extension PagedFeedForward {
                 let xq = UnsafeMutableRawPointer(linear.quantizedInput)
                 pl_quantize_q8_K(g, xq, Int64(ffn))
                 let o = out + r0 * dim, downType = Int32(types.down.rawValue), table = UnsafePointer(groupTable)
-                pool.dynamicRanges(dim, granularity: 16, minimumUnits: max(1, Linear.minimumChunkBytes / max(1, 16 * downRowBytes))) { range in
+                pool.dynamicRanges(dim, granularity: 16, minimumUnits: Linear.minimumChunkUnits(rowBytes: downRowBytes)) { range in
                     _ = pl_bundle_down_kq_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
                                                  Int64(range.lowerBound), Int64(range.upperBound))
                 }
