@@ -156,6 +156,16 @@ void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, 
         }
         return;
     }
+    // Wider heads (Qwen2.5's 128, Gemma 3's 256): a tile of one query, up to PL_ATTENTION_TILE_PAIRS heads sharing
+    // each K and V row (the tile gives pl_attention_f16's bits per head).
+    if (pl_tier_avx512() && (head_dim == 128 || head_dim == 256)) {
+        for (int64_t g0 = 0; g0 < n_heads; g0 += PL_ATTENTION_TILE_PAIRS) {
+            int64_t m = n_heads - g0 < PL_ATTENTION_TILE_PAIRS ? n_heads - g0 : PL_ATTENTION_TILE_PAIRS;
+            pl_avx512_attention_tile(q + g0 * head_dim, 0, 1, m, k, v, stride, n_ctx, head_dim, scale, scores,
+                                     out + g0 * head_dim, 0);
+        }
+        return;
+    }
     // The AVX2 tile as a tile of one query: each K and V row converted once for the group's heads, 8 rows' dot
     // products reduced together; each head's output the one-query kernel's bits (1.26-1.40x less CPU time than a
     // pass per head for SmolLM2's 3-head groups at depths 64-512, AMD EPYC Zen 4).
@@ -173,8 +183,10 @@ void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, 
                            float *scores, float *out, int64_t out_stride) {
     if (n_queries <= 0 || n_heads <= 0 || n_ctx <= 0) return;
 #if defined(__x86_64__)
-    if (pl_tier_avx512() && head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS) {
-        pl_avx512_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride);
+    if (pl_tier_avx512() && (head_dim == 64 || head_dim == 128 || head_dim == 256) &&
+        n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS) {
+        pl_avx512_attention_tile(q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, head_dim, scale, scores, out,
+                                 out_stride);
         return;
     }
     if (pl_tier_avx2() && head_dim == 64 && n_queries * n_heads <= PL_ATTENTION_TILE_PAIRS) {

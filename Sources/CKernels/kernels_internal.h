@@ -81,9 +81,10 @@ void pl_avx512_attention(const float *q, const uint16_t *k, const uint16_t *v, i
                          int64_t hd, float scale, float *scores, float *out);
 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
                                int64_t stride, int64_t n_ctx, float scale, float *scores, float *out);
+/// head_dim 64, 128 or 256.
 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
-                              const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, float scale,
-                              float *scores, float *out, int64_t out_stride);
+                              const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim,
+                              float scale, float *scores, float *out, int64_t out_stride);
 /// pl_attention_tile_bf16's vdpbf16ps body (x86/avx512_attention_bf16.c): head_dim 64, 128 or 256, pairs ≤
 /// PL_ATTENTION_TILE_PAIRS, on a CPU with AVX512_BF16 only.
 void pl_avx512_attention_tile_bf16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,

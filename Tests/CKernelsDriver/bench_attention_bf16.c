@@ -19,10 +19,18 @@ static uint16_t bf16_of_f16(uint16_t h) {
     return pl_f32_to_bf16(pl_f16_to_f32(h));
 }
 
-// SmolLM2-135M's attention (30 layers x 3 KV heads, head_dim 64, 3 query heads each): a chunk of `chunk` tokens at
-// `depth`, tiles of 5 queries, KV head by KV head.
-static void run(int depth, int chunk, int reps) {
-    enum { L = 30, H = 3, G = 3, HD = 64, T = 5 };
+// A model's attention shape: layers, KV heads, query heads per KV head, head_dim, and the queries per tile the model
+// runs (Transformer.attentionTileQueries: PL_ATTENTION_TILE_PAIRS / group).
+struct shape { const char *name; int L, H, G, HD, T; };
+static const struct shape SMOLLM2 = {"SmolLM2-135M (30 layers x 3 KV heads x 3, head_dim 64)", 30, 3, 3, 64, 5};
+// Gemma 3 270M's global layers see the whole depth (its sliding-window layers see 512 positions at most): its 3 global
+// layers' one KV head with 4 query heads, head_dim 256.
+static const struct shape GEMMA3 = {"Gemma 3 270M's 3 global layers (1 KV head x 4, head_dim 256)", 3, 1, 4, 256, 4};
+
+// A chunk of `chunk` tokens at `depth`, tiles of m.T queries, KV head by KV head.
+static void run(struct shape m, int depth, int chunk, int reps) {
+    const int L = m.L, H = m.H, G = m.G, HD = m.HD, T = m.T;
+    const float scale = 1.0f / sqrtf((float)HD);
     const int cap = depth + chunk + 1, qd = G * H * HD;
     const size_t per = (size_t)cap * HD;
     uint16_t *K = malloc(2 * per * L * H), *V = malloc(2 * per * L * H);
@@ -47,10 +55,10 @@ static void run(int depth, int chunk, int reps) {
                         const int n = chunk - r < T ? chunk - r : T;
                         if (mode == 0)
                             pl_attention_tile_f16(q + r * qd + h * G * HD, qd, n, G, K + off, V + off, HD, depth + r + 1,
-                                                  HD, 0.125f, s, o[0] + r * qd + h * G * HD, qd);
+                                                  HD, scale, s, o[0] + r * qd + h * G * HD, qd);
                         else
                             pl_attention_tile_bf16(q + r * qd + h * G * HD, qd, n, G, Kb + off, Vb + off, HD, depth + r + 1,
-                                                   HD, 0.125f, s, o[1] + r * qd + h * G * HD, qd);
+                                                   HD, scale, s, o[1] + r * qd + h * G * HD, qd);
                     }
                 }
             t[mode] += cpu_seconds() - t0;
@@ -67,9 +75,13 @@ int main(void) {
         printf("SKIPPED: this CPU lacks AVX-512 with AVX512_BF16 (the BF16 cache runs the portable body)\n");
         return 0;
     }
-    run(30, 45, 20);
-    run(1570, 45, 4);
-    run(30, 343, 3);
-    run(1570, 343, 1);
+    printf("%s\n", SMOLLM2.name);
+    run(SMOLLM2, 30, 45, 20);
+    run(SMOLLM2, 1570, 45, 4);
+    run(SMOLLM2, 30, 343, 3);
+    run(SMOLLM2, 1570, 343, 1);
+    printf("%s\n", GEMMA3.name);
+    run(GEMMA3, 1570, 45, 4);
+    run(GEMMA3, 1570, 343, 1);
     return 0;
 }

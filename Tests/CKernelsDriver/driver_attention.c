@@ -6,8 +6,8 @@
 #include <stdlib.h>
 
 void test_attention(int tier, const char *name) {
-    static const int dims[] = {64, 128, 32, 80};
-    for (int di = 0; di < 4; di++) {
+    static const int dims[] = {64, 128, 32, 80, 256};
+    for (int di = 0; di < 5; di++) {
         int hd = dims[di];
         for (int n_ctx = 1; n_ctx <= 70; n_ctx += 23) {
             int heads = 3, stride = hd + 8;
@@ -39,9 +39,9 @@ void test_attention(int tier, const char *name) {
 // tier's one-query kernel gives it alone, and within the one-query bound of the portable reference tile. Depths up
 // to 150 cross several of the AVX2 tile's 64-row blocks, with queries whose rows end inside a block.
 void test_attention_tile(int tier, const char *name) {
-    static const int dims[] = {64, 32};
+    static const int dims[] = {64, 32, 128, 256};
     static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}};
-    for (int di = 0; di < 2; di++)
+    for (int di = 0; di < 4; di++)
         for (int si = 0; si < 6; si++)
             for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 79 ? 13 : 71) {
                 int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;

@@ -140,9 +140,9 @@ void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, 
 #define PL_ATTENTION_TILE_PAIRS 16
 /// pl_attention_group_f16 for `n_queries` consecutive positions of one sequence (a prompt chunk) over one KV head:
 /// query t's heads start at q + t·q_stride, it sees rows 0 ..< n_ctx + t of k and v (causal), and its outputs go to
-/// out + t·out_stride. Each K and V row is loaded and converted once for the whole tile (AVX-512, head_dim 64, up to
-/// PL_ATTENTION_TILE_PAIRS pairs; other tiers run their one-query kernel per query). Every output is bit-identical
-/// to pl_attention_f16 on that query and head alone. `scores` has room for
+/// out + t·out_stride. Each K and V row is loaded and converted once for the whole tile (AVX-512, head_dim 64, 128 or
+/// 256, up to PL_ATTENTION_TILE_PAIRS pairs; other tiers run their one-query kernel per query). Every output is
+/// bit-identical to pl_attention_f16 on that query and head alone. `scores` has room for
 /// n_queries·n_heads·(n_ctx + n_queries − 1) floats.
 void pl_attention_tile_f16(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
                            const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim, float scale,

@@ -268,11 +268,15 @@ AVX512 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uin
 // takes fma(p_t, v_t, ·) position by position. So each output is bit-identical to pl_attention_f16 alone.
 enum { TILE_PAIRS = 16, PV_PAIRS = 6 };
 
-// Rows 0 ..< rows (at most 16; the rest read as zero) of 64 f16 elements, as kt[e·16 + j] = element e of row j.
-AVX512 static inline __attribute__((always_inline)) void transpose_rows(const uint16_t *k, int64_t stride, int64_t rows,
-                                                                       float *kt) {
+// Rows 0 ..< rows (at most 16; the rest read as zero) of 16·NV f16 elements, as kt[e·16 + j] = element e of row j.
+AVX512 static inline __attribute__((always_inline)) void transpose_rows(const int NV, const uint16_t *k, int64_t stride,
+                                                                       int64_t rows, float *kt) {
     PL_UNROLL
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < NV; c++) {
+        // The next block's rows, a cache line (two c) at a time.
+        if (c % 2 == 0)
+            PL_UNROLL
+            for (int j = 0; j < 16; j++) _mm_prefetch((const char *)(k + (16 + j) * stride + 16 * c), _MM_HINT_T0);
         __m512 r[16];
         PL_UNROLL
         for (int j = 0; j < 16; j++)
@@ -286,8 +290,8 @@ AVX512 static inline __attribute__((always_inline)) void transpose_rows(const ui
 
 // The scores of NP pairs (1 or 2) for the 16 rows of kt: lane j of r[p] = q_p·k_j · scale. Lanes i and i+8 of the
 // dot products are computed together and added at once (the first step of the add tree), so only 8 sums per pair
-// stay live and two pairs share every kt load.
-AVX512 static inline __attribute__((always_inline)) void tile_scores16(const int NP, const float *const qf[2],
+// stay live and two pairs share every kt load. NV: head_dim / 16.
+AVX512 static inline __attribute__((always_inline)) void tile_scores16(const int NV, const int NP, const float *const qf[2],
                                                                       const float *kt, __m512 vscale, __m512 r[2]) {
     __m512 b[2][8];
     PL_UNROLL
@@ -296,7 +300,7 @@ AVX512 static inline __attribute__((always_inline)) void tile_scores16(const int
         PL_UNROLL
         for (int p = 0; p < NP; p++) lo[p] = hi[p] = _mm512_setzero_ps();
         PL_UNROLL
-        for (int c = 0; c < 4; c++) {
+        for (int c = 0; c < NV; c++) {
             const __m512 k0 = _mm512_load_ps(kt + (16 * c + i) * 16), k1 = _mm512_load_ps(kt + (16 * c + i + 8) * 16);
             PL_UNROLL
             for (int p = 0; p < NP; p++) {
@@ -330,10 +334,11 @@ AVX512 static inline __attribute__((always_inline)) void tile_sums(const float *
     for (int j = 0; j < M; j++) sums[j] = acc[j];
 }
 
-// Outputs of M pairs (p0 ..< p0+M): o = Σ_u p_u v_u over each pair's own positions (n_seen[j]; all see n_common).
+// Elements col ..< col + 64 of the outputs of M pairs (p0 ..< p0+M): o = Σ_u p_u v_u over each pair's own positions
+// (n_seen[j]; all see n_common). Each element's sum runs position by position whatever the slice.
 AVX512 static inline __attribute__((always_inline)) void tile_values(
         const float *s, int64_t ld, const int M, const uint16_t *v, int64_t stride, int64_t n_common,
-        const int64_t *n_seen, float *const *out) {
+        const int64_t *n_seen, float *const *out, int64_t col) {
     __m512 o[PV_PAIRS][4];
     PL_UNROLL
     for (int j = 0; j < M; j++)
@@ -343,7 +348,7 @@ AVX512 static inline __attribute__((always_inline)) void tile_values(
     PL_UNROLL
     for (int j = 0; j < M; j++) if (n_seen[j] > n_max) n_max = n_seen[j];
     for (int64_t u = 0; u < n_max; u++) {
-        const uint16_t *vt = v + u * stride;
+        const uint16_t *vt = v + u * stride + col;
         __m512 vv[4];
         PL_UNROLL
         for (int c = 0; c < 4; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
@@ -367,26 +372,25 @@ AVX512 static inline __attribute__((always_inline)) void tile_values(
     PL_UNROLL
     for (int j = 0; j < M; j++)
         PL_UNROLL
-        for (int c = 0; c < 4; c++) _mm512_storeu_ps(out[j] + 16 * c, o[j][c]);
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(out[j] + col + 16 * c, o[j][c]);
 }
 
-// head_dim 64, n_queries · n_heads ≤ TILE_PAIRS (kernels.c checks). Pair p = t·n_heads + g: query t's head g, which
-// sees rows 0 ..< n_ctx + t; its scores at scores + p·ld.
-AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
-                                     const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, float scale,
-                                     float *scores, float *out, int64_t out_stride) {
-    enum { HD = 64 };
+// head_dim HD = 16·NV (64, 128 or 256), n_queries · n_heads ≤ TILE_PAIRS (kernels.c checks). Pair p = t·n_heads + g:
+// query t's head g, which sees rows 0 ..< n_ctx + t; its scores at scores + p·ld.
+AVX512 static inline __attribute__((always_inline)) void attention_tile_body(
+        const int NV, const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads, const uint16_t *k,
+        const uint16_t *v, int64_t stride, int64_t n_ctx, float scale, float *scores, float *out, int64_t out_stride) {
+    const int HD = 16 * NV;
     const int64_t pairs = n_queries * n_heads, ld = n_ctx + n_queries - 1;
-    _Alignas(64) float qf[TILE_PAIRS][HD];
-    _Alignas(64) float kt[HD * 16];
+    _Alignas(64) float qf[TILE_PAIRS][256];
+    _Alignas(64) float kt[256 * 16];
     int64_t seen[TILE_PAIRS];
     float *outp[TILE_PAIRS], mx[TILE_PAIRS], sums[TILE_PAIRS];
     for (int64_t p = 0; p < pairs; p++) {
         const int64_t t = p / n_heads, g = p % n_heads;
         seen[p] = n_ctx + t;
         outp[p] = out + t * out_stride + g * HD;
-        PL_UNROLL
-        for (int c = 0; c < 4; c++)
+        for (int c = 0; c < NV; c++)
             _mm512_store_ps(qf[p] + 16 * c, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + t * q_stride + g * HD + 16 * c),
                                                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
     }
@@ -395,10 +399,9 @@ AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n
     for (int64_t b = 0; b < ld; b += 16) {
         const int64_t rows = ld - b < 16 ? ld - b : 16;
         const uint16_t *kb = k + b * stride;
-        // The next block's keys: the cache is cold at depth (a layer's K and V are read once per tile).
-        PL_UNROLL
-        for (int j = 0; j < 16; j++) _mm_prefetch((const char *)(kb + (16 + j) * stride), _MM_HINT_T0);
-        transpose_rows(kb, stride, rows, kt);
+        // transpose_rows prefetches the next block's keys: the cache is cold at depth (a layer's K and V are read
+        // once per tile).
+        transpose_rows(NV, kb, stride, rows, kt);
         const __mmask16 valid = (__mmask16)((1u << rows) - 1);
         // Pairs two at a time; later pairs see more rows, so the pairs that see any of these form a tail.
         int64_t p = 0;
@@ -407,10 +410,10 @@ AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n
             __m512 r[2];
             const float *qp[2] = {qf[p], qf[p + 1 < pairs ? p + 1 : p]};
             if (p + 1 < pairs) {
-                tile_scores16(2, qp, kt, vscale, r);
+                tile_scores16(NV, 2, qp, kt, vscale, r);
                 _mm512_mask_storeu_ps(scores + (p + 1) * ld + b, valid, r[1]);
             } else {
-                tile_scores16(1, qp, kt, vscale, r);
+                tile_scores16(NV, 1, qp, kt, vscale, r);
             }
             _mm512_mask_storeu_ps(scores + p * ld + b, valid, r[0]);
         }
@@ -449,18 +452,29 @@ AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n
                                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
         for (; u < seen[p]; u++) sp[u] = _cvtsh_ss(_cvtss_sh(sp[u] * inv, _MM_FROUND_TO_NEAREST_INT));
     }
-    // Values, PV_PAIRS pairs per pass over the rows.
+    // Values, PV_PAIRS pairs and one 64-element column slice per pass over the rows.
     for (int64_t p0 = 0; p0 < pairs; p0 += PV_PAIRS) {
         const int64_t m = pairs - p0 < PV_PAIRS ? pairs - p0 : PV_PAIRS;
         const float *sp = scores + p0 * ld;
-        switch (m) {
-        case 1: tile_values(sp, ld, 1, v, stride, n_ctx, seen + p0, outp + p0); break;
-        case 2: tile_values(sp, ld, 2, v, stride, n_ctx, seen + p0, outp + p0); break;
-        case 3: tile_values(sp, ld, 3, v, stride, n_ctx, seen + p0, outp + p0); break;
-        case 4: tile_values(sp, ld, 4, v, stride, n_ctx, seen + p0, outp + p0); break;
-        case 5: tile_values(sp, ld, 5, v, stride, n_ctx, seen + p0, outp + p0); break;
-        default: tile_values(sp, ld, 6, v, stride, n_ctx, seen + p0, outp + p0); break;
-        }
+        for (int64_t col = 0; col < HD; col += 64)
+            switch (m) {
+            case 1: tile_values(sp, ld, 1, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            case 2: tile_values(sp, ld, 2, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            case 3: tile_values(sp, ld, 3, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            case 4: tile_values(sp, ld, 4, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            case 5: tile_values(sp, ld, 5, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            default: tile_values(sp, ld, 6, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+            }
+    }
+}
+
+AVX512 void pl_avx512_attention_tile(const float *q, int64_t q_stride, int64_t n_queries, int64_t n_heads,
+                                     const uint16_t *k, const uint16_t *v, int64_t stride, int64_t n_ctx, int64_t head_dim,
+                                     float scale, float *scores, float *out, int64_t out_stride) {
+    switch (head_dim) {
+    case 64: attention_tile_body(4, q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride); break;
+    case 128: attention_tile_body(8, q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride); break;
+    default: attention_tile_body(16, q, q_stride, n_queries, n_heads, k, v, stride, n_ctx, scale, scores, out, out_stride); break;
     }
 }
 #endif
