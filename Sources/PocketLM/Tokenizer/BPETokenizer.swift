@@ -11,7 +11,9 @@ import Darwin
 /// merge rank (leftmost on ties) is merged until no listed pair is left.
 ///
 /// Speed: symbols are token ids, not strings — merges are a dictionary from an (id, id) pair to (rank, merged
-/// id) built once — and each distinct piece is merged once per `encode` call (prose repeats its words a lot).
+/// id) built once, looking their strings up by bytes in a `PieceTable` (String-keyed dictionaries, which hash
+/// Unicode-normalised text, were most of a SmolLM2 load's tokenizer time) — and each distinct piece is merged once
+/// per `encode` call (prose repeats its words a lot).
 /// A merge whose result is not a vocabulary entry still takes part, under an id past the vocabulary, because
 /// llama.cpp merges strings and only looks the final symbols up; such a symbol left at the end falls back to
 /// its single-character tokens exactly as llama.cpp does.
@@ -28,10 +30,11 @@ public struct BPETokenizer: Tokenizer {
     public let ignoresMerges: Bool
 
     private let vocabulary: Vocabulary
-    /// Vocabulary strings and merge-only strings to ids (merge-only ids are `>= vocabularySize`).
-    private let symbolIds: [String: Int32]
-    /// Strings of the merge-only ids, indexed by `id - vocabularySize`.
-    private let extraSymbols: [String]
+    /// Vocabulary strings to ids, by their exact bytes (llama.cpp's `token_to_id`).
+    private let pieceIds: PieceTable
+    /// UTF-8 of the merge-only ids (strings the merges produce that are not vocabulary entries), indexed by
+    /// `id - vocabularySize`.
+    private let extraSymbols: [[UInt8]]
     /// The starting symbol of each byte value.
     private let byteSymbols: [Int32]
     /// `left << 32 | right` → `rank << 32 | merged`.
@@ -84,43 +87,59 @@ public struct BPETokenizer: Tokenizer {
             "tokenizer.ggml.bos_token_id": bosTokenId, "tokenizer.ggml.eos_token_id": eosTokenId,
             "tokenizer.ggml.eot_token_id": eotTokenId])
 
-        var symbolIds: [String: Int32] = [:]
-        symbolIds.reserveCapacity(n + n / 8)
         // Later duplicates win, as in llama.cpp's `token_to_id`.
-        for (i, t) in tokens.enumerated() { symbolIds[t] = Int32(i) }
+        let pieceIds = PieceTable(pieces: tokens)
         let stops = LlamaCppSpecialRules.apply(types: &types, ids: specialIds) { t in
-            symbolIds[t].map(Int.init)
+            let id = pieceIds.id(t)
+            return id >= 0 ? Int(id) : nil
         }
 
-        var extraSymbols: [String] = []
+        // Merge-only strings get ids past the vocabulary (rare: a well-formed file's merges make vocabulary entries).
+        var extraSymbols: [[UInt8]] = []
+        var extraIds: [[UInt8]: Int32] = [:]
+        func symbol(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+            let id = pieceIds.id(bytes)
+            if id >= 0 { return id }
+            let key = Array(bytes)
+            if let extra = extraIds[key] { return extra }
+            let extra = Int32(n + extraSymbols.count)
+            extraSymbols.append(key)
+            extraIds[key] = extra
+            return extra
+        }
         func symbol(_ s: String) -> Int32 {
-            if let id = symbolIds[s] { return id }
-            let id = Int32(n + extraSymbols.count)
-            extraSymbols.append(s)
-            symbolIds[s] = id
-            return id
+            var s = s
+            return s.withUTF8 { symbol(UnsafeRawBufferPointer($0)) }
         }
 
         let byteSymbols = (0..<256).map { symbol(String(ByteLevel.byteToScalar[$0])) }
 
         var mergeTable: [UInt64: UInt64] = [:]
         mergeTable.reserveCapacity(merges.count)
+        var joined: [UInt8] = []
         for (rank, line) in merges.enumerated() {
-            // Split at the first space after the first byte, like llama.cpp (`find(' ', 1)`).
-            let u = line.utf8
-            guard let space = u.dropFirst().firstIndex(of: 0x20) else { continue }
-            let left = String(line[..<space])
-            let right = String(line[u.index(after: space)...])
-            let l = symbol(left), r = symbol(right)
-            let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
-            if mergeTable[key] == nil {
-                mergeTable[key] = UInt64(UInt32(rank)) << 32 | UInt64(UInt32(symbol(left + right)))
+            var line = line
+            line.withUTF8 { u in
+                // Split at the first space after the first byte, like llama.cpp (`find(' ', 1)`).
+                guard u.count > 1, let space = u[1...].firstIndex(of: 0x20) else { return }
+                let raw = UnsafeRawBufferPointer(u)
+                let left = UnsafeRawBufferPointer(rebasing: raw[..<space])
+                let right = UnsafeRawBufferPointer(rebasing: raw[(space + 1)...])
+                let l = symbol(left), r = symbol(right)
+                let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
+                guard mergeTable[key] == nil else { return }
+                joined.removeAll(keepingCapacity: true)
+                joined.append(contentsOf: left)
+                joined.append(contentsOf: right)
+                let merged = joined.withUnsafeBytes { symbol($0) }
+                mergeTable[key] = UInt64(UInt32(rank)) << 32 | UInt64(UInt32(merged))
             }
         }
 
         var asciiTokens = [Int32](repeating: -1, count: 128)
         for b in 0..<128 {
-            if let id = symbolIds[String(Unicode.Scalar(UInt8(b)))], id < n { asciiTokens[b] = id }
+            let id = pieceIds.id(String(Unicode.Scalar(UInt8(b))))
+            if id >= 0 { asciiTokens[b] = id }
         }
 
         let specials = SpecialTokens(pieces: tokens, types: types)
@@ -133,7 +152,7 @@ public struct BPETokenizer: Tokenizer {
         self.preTokenizer = preTokenizer
         self.ignoresMerges = preTokenizer.ignoresMerges
         self.vocabulary = Vocabulary(pieces: tokens, types: types, decodedBy: BPETokenizer.appendDecoded)
-        self.symbolIds = symbolIds
+        self.pieceIds = pieceIds
         self.extraSymbols = extraSymbols
         self.byteSymbols = byteSymbols
         self.mergeTable = mergeTable
@@ -173,8 +192,8 @@ public struct BPETokenizer: Tokenizer {
 
     /// The id whose stored vocabulary string is exactly `piece`, if any.
     public func tokenId(forPiece piece: String) -> Int? {
-        guard let id = symbolIds[piece], id < vocabularySize else { return nil }
-        return Int(id)
+        let id = pieceIds.id(piece)
+        return id >= 0 ? Int(id) : nil
     }
 
     public func tokenBytes(_ id: Int) -> [UInt8] { vocabulary.tokenBytes(id) }
@@ -272,9 +291,12 @@ public struct BPETokenizer: Tokenizer {
 
     /// BPE-merges one piece into `s.word`: llama.cpp's `llm_tokenizer_bpe_session`, on ids instead of strings.
     private func mergeWord(_ word: ArraySlice<UInt8>, _ s: inout Session) {
-        if ignoresMerges, let id = symbolIds[ByteLevel.encode(word)], id < vocabularySize {
-            s.word.append(id)
-            return
+        if ignoresMerges {
+            let id = pieceIds.id(ByteLevel.encode(word))
+            if id >= 0 {
+                s.word.append(id)
+                return
+            }
         }
         let count = word.count
         s.symbols.removeAll(keepingCapacity: true)
@@ -308,7 +330,7 @@ public struct BPETokenizer: Tokenizer {
                 s.word.append(id)
             } else {
                 // A merge-only symbol: llama.cpp emits the token of each of its bytes that is one on its own.
-                for b in extraSymbols[Int(id) - vocabularySize].utf8 where b < 0x80 && asciiTokens[Int(b)] >= 0 {
+                for b in extraSymbols[Int(id) - vocabularySize] where b < 0x80 && asciiTokens[Int(b)] >= 0 {
                     s.word.append(asciiTokens[Int(b)])
                 }
             }
