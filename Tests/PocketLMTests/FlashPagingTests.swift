@@ -108,6 +108,14 @@ struct FlashPagingTests {
             let differing = zip(packed, original).filter { $0 != $1 }.count
             #expect(packed.count == original.count && differing == 0, "\(paging.mode) \(bundle): \(differing) logits differ")
         }
+        // Every group in memory, no window, every neuron computed: the columns are reassembled at load into the
+        // ordinary Q8_0 matrices (the bundle kernels ran a resident MobileLLM-1.5B Q8_0 at 0.6× the ordinary file);
+        // otherwise (a window, the exact rule, naive or mmap) the bundle kernels run.
+        let lm = try LanguageModel(path: try Self.packed("tiny-q8_0.gguf", bundleBytes: 4096), options: LoadOptions(threads: 1, paging: paging))
+        // (Flash with no budget keeps only part of the FFN: not reassembled.)
+        let reassembles = paging.window == 0 && (paging.mode == .resident || (paging.mode == .flash && paging.memoryBudget != nil))
+            && { if case .exact = paging.sparsity { return false } else { return true } }()
+        #expect(lm.transformer.feedForward?.reassembledLayers == (reassembles ? 2 : 0), "\(paging)")
     }
 
     @Test("block rows: Q4_0 and Q4_1 files pack (each group keeps its gate rows, up rows and down blocks as in the source) and compute the original's logits bit for bit in every mode",

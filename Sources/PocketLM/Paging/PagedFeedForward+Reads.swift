@@ -20,8 +20,12 @@ extension PagedFeedForward {
             batch.add(offset: bundleOffsets[l], length: layout.layerBytes, into: buffer, maxRead: layout.layerBytes)
             reader.submit(batch)
             try batch.wait()
-            denseLayers.append(DenseFFNLayer(layout: layout, block: l, bundles: UnsafeRawPointer(buffer)))
+            denseLayers.append(DenseFFNLayer(layout: layout, block: l, bundles: UnsafeRawPointer(buffer),
+                                             downScales: l < downScales.count ? UnsafePointer(downScales[l]) : nil))
         }
+        // The reassembled down matrices hold the columns format's scales now.
+        for p in downScales { p.deallocate() }
+        downScales = []
     }
 
     /// Fills the pinned slots: the groups with the most calibration mass when the file has it, else the first.

@@ -35,8 +35,10 @@ public final class PagedFeedForward: @unchecked Sendable {
     let mmapFd: Int32
     let file: MappedFile
     let bundleOffsets: [Int]
-    let downScales: [UnsafeMutablePointer<UInt16>]
-    /// Block rows only: the dense kernels, and the down matrix reassembled from the groups in memory.
+    /// The columns format's down block scales per layer (freed once reassembled layers hold them).
+    var downScales: [UnsafeMutablePointer<UInt16>]
+    /// Block rows and reassembled layers: the dense kernels; block rows: the down matrix reassembled from the groups
+    /// in memory.
     let linear: Linear?
     let downMatrix: UnsafeMutableRawPointer?
     let caches: [NeuronBundleCache]
@@ -45,8 +47,8 @@ public final class PagedFeedForward: @unchecked Sendable {
     let reserveSlots: ReserveSlots?
     let processBudget: ProcessBudget?
     var kvCacheHighWater = 0, batchHighWater = 1
-    /// Block rows with every group of every layer in memory: the layers as the ordinary file's matrices (empty
-    /// otherwise; the slots then hold no groups).
+    /// Every group of every layer in memory, every neuron computed: the layers as the ordinary file's matrices
+    /// (empty otherwise; the slots then hold no groups).
     var denseLayers: [DenseFFNLayer] = []
     /// Layers run as the ordinary file's matrices (reassembled at load): all of them or none.
     public var reassembledLayers: Int { denseLayers.count }
@@ -158,16 +160,6 @@ public final class PagedFeedForward: @unchecked Sendable {
             case .none, .predictor: break
             }
         }
-        // Block rows: the dense kernels run on each group's gate/up rows and on a down matrix reassembled from the
-        // groups' slices (so with every neuron used the result is the ordinary file's, bit for bit).
-        linear = columns ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch), tileFloats: 1)
-        downMatrix = columns ? nil : {
-            let bytes = layout.largestDownBytes
-            let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
-            p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-            return p
-        }()
-
         var predictors: [Predictor] = []
         var groupMass: [[Float]] = []
         let usesPredictor: Bool = { if case .predictor = options.sparsity { return true } else { return false } }()
@@ -200,10 +192,24 @@ public final class PagedFeedForward: @unchecked Sendable {
         let stagingBytes = plan.stagingBytes
 
 
-        // Block rows with every group kept (resident, or a flash budget holding the whole FFN, no window): the
-        // layers are reassembled at load into the ordinary matrices (no larger than the groups they replace).
-        let dense = !columns && pinned == G && window == 0 && (options.mode == .resident || options.mode == .flash)
+        // Every group kept (resident, or a flash budget holding the whole FFN, no window) and every neuron computed
+        // (the columns format's exact and threshold rules skip some): the layers are reassembled at load into the
+        // ordinary matrices, no larger than the groups they replace (columns: with the down scales, freed then).
+        let computesEveryNeuron: Bool = {
+            switch options.sparsity { case .none, .predictor: true; case .exact, .threshold: false }
+        }()
+        let dense = pinned == G && window == 0 && (options.mode == .resident || options.mode == .flash) && computesEveryNeuron
         self.dense = dense
+        // Block rows and reassembled layers: the dense kernels, on each group's gate/up rows and on a down matrix
+        // reassembled from the groups' slices (so with every neuron used the result is the ordinary file's, bit for
+        // bit), or on the reassembled matrices.
+        linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch), tileFloats: 1)
+        downMatrix = columns || dense ? nil : {
+            let bytes = layout.largestDownBytes
+            let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            return p
+        }()
         let slotBytes = dense ? 0 : (0..<layers).reduce(0) { $0 + plan.capacity(layer: $1) } * bb
         // Memory for the slots and the two staging buffers, in one aligned arena.
         let arenaBytes = slotBytes + stagingBytes
