@@ -124,15 +124,8 @@ struct ArchitectureReferenceTests {
     /// one-query paths at that width, against llama.cpp's perplexity with the same cache type.
     @Test("Gemma 3 270M perplexity with a BF16 KV cache within 0.5% of llama.cpp's BF16 cache")
     func gemmaBF16Perplexity() throws {
-        let reference = try #require(try Self.json("kv-cache-bf16-llamacpp.json")["perplexity"] as? [String: Any])
-        let expected = try #require(reference["perplexity"] as? Double)
-        let file = try #require(reference["model_file"] as? String), textFile = try #require(reference["text"] as? String)
-        let window = try #require(reference["n_ctx"] as? Int)
-        let model = try LanguageModel(path: try TestPaths.model(file),
-                                      options: .init(threads: 2, kvCacheType: .bf16, contextLength: window))
-        let result = try PerplexityEvaluator(model: model).evaluate(text: try String(contentsOfFile: textFile, encoding: .utf8), window: window)
-        #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
-        #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
+        try Self.checkPerplexity(try #require(try Self.json("kv-cache-bf16-llamacpp.json")["perplexity"] as? [String: Any]),
+                                 kvCacheType: .bf16)
     }
 
     @Test("SmolLM2 Q4_K_M (Q4_K, Q5_0, Q6_K, Q8_0 tensors from llama.cpp's quantizer)")
@@ -142,14 +135,20 @@ struct ArchitectureReferenceTests {
 
     @Test("SmolLM2 Q4_K_M perplexity on GPL-3 (windows of 512) within 0.5% of llama.cpp's")
     func smolQ4KMPerplexity() throws {
-        let reference = try #require(try Self.json("llamacpp-variants.json")["perplexity"] as? [String: Any])
+        try Self.checkPerplexity(try #require(try Self.json("llamacpp-variants.json")["perplexity"] as? [String: Any]))
+    }
+
+    /// llama-perplexity's number recorded as {model_file, text, n_ctx, perplexity, scored_tokens}: ours over the same
+    /// windows within 0.5%, with the same count of scored tokens.
+    static func checkPerplexity(_ reference: [String: Any], kvCacheType: KVCache.ElementType = .f16) throws {
         let expected = try #require(reference["perplexity"] as? Double)
         let file = try #require(reference["model_file"] as? String), textFile = try #require(reference["text"] as? String)
         let window = try #require(reference["n_ctx"] as? Int)
-        let model = try LanguageModel(path: try TestPaths.model(file), options: .init(threads: 2, contextLength: window))
+        let model = try LanguageModel(path: try TestPaths.model(file),
+                                      options: .init(threads: 2, kvCacheType: kvCacheType, contextLength: window))
         let result = try PerplexityEvaluator(model: model).evaluate(text: try String(contentsOfFile: textFile, encoding: .utf8), window: window)
         #expect(result.scoredTokens == reference["scored_tokens"] as? Int)
-        #expect(abs(result.perplexity / expected - 1) < 0.005, "perplexity \(result.perplexity) vs llama.cpp \(expected)")
+        #expect(abs(result.perplexity / expected - 1) < 0.005, "\(file): perplexity \(result.perplexity) vs llama.cpp \(expected)")
     }
 
     @Test("Llama 3 rope_freqs, linear and YaRN RoPE scaling, and qwen2 (biases, NEOX RoPE, untied head), F32",
