@@ -92,8 +92,8 @@ final class PackedWeightCacheWriter {
         let rowBytes: Int
     }
 
-    /// Packs all of `matrices` into the file at once, on every thread, and returns the names of those now in it
-    /// (all of them unless a write failed: the caller packs the rest in memory; no cache is kept then).
+    /// Packs all of `matrices` into the file at once, on every thread; `packedBytes(of:)` then gives each one now in
+    /// it (all of them unless a write failed: the caller packs the rest in memory; no cache is kept then).
     /// `slice` is called with each matrix's ranges of row groups once packed (to drop the source's pages), from
     /// whichever thread finished them.
     ///
@@ -101,11 +101,12 @@ final class PackedWeightCacheWriter {
     /// worth, so packing them one by one ran on one thread (SmolLM2's 30 blocks of 0.1–0.6 MB matrices, two thirds
     /// of its packed bytes). Here the threads take the next staging buffer's worth of groups of any matrix, in file
     /// order, until none is left.
-    func packAll(_ matrices: [Source], packed slice: @escaping @Sendable (GGUFTensorInfo, Range<Int>) -> Void) -> Set<String> {
-        guard !finished else { return [] }
+    func packAll(_ matrices: [Source], packed slice: @escaping @Sendable (GGUFTensorInfo, Range<Int>) -> Void) {
+        guard !finished else { return }
         var chunks: [PackChunk] = []
         var slices: [(matrix: Int, groups: Range<Int>, chunks: Int)] = []
         var accepted: [(source: Source, entry: PackedWeightCache.Entry, groupBytes: Int)] = []
+        var slicesPerMatrix: [Int] = []
         for m in matrices.sorted(by: { $0.info.fileOffset < $1.info.fileOffset }) {
             guard let entry = layout[m.info.name] else { continue }
             let groups = (m.info.rows + 15) / 16
@@ -116,6 +117,7 @@ final class PackedWeightCacheWriter {
             let sliceGroups = max(perStage, packSliceBytes / (16 * m.rowBytes) / perStage * perStage)
             let matrix = accepted.count
             accepted.append((m, entry, groupBytes))
+            let firstSlice = slices.count
             for s0 in stride(from: 0, to: groups, by: sliceGroups) {
                 let s1 = min(groups, s0 + sliceGroups)
                 for c0 in stride(from: s0, to: s1, by: perStage) {
@@ -123,10 +125,10 @@ final class PackedWeightCacheWriter {
                 }
                 slices.append((matrix, s0..<s1, (s1 - s0 + perStage - 1) / perStage))
             }
+            slicesPerMatrix.append(slices.count - firstSlice)
         }
-        guard !accepted.isEmpty else { return [] }
-        let progress = PackProgress(slices: slices.map(\.chunks),
-                                    matrices: accepted.indices.map { i in slices.filter { $0.matrix == i }.count })
+        guard !accepted.isEmpty else { return }
+        let progress = PackProgress(slices: slices.map(\.chunks), matrices: slicesPerMatrix)
         let fd = self.fd, temporary = self.temporary, base = UInt(bitPattern: base)
         let stages = staging.map { UInt(bitPattern: $0) }
         // Unchecked: the closure reads `chunks` and the matrices' addresses only; each chunk writes its own bytes.
@@ -159,12 +161,7 @@ final class PackedWeightCacheWriter {
             failure = why
             abandon()
         }
-        var done = Set<String>()
-        for (i, a) in accepted.enumerated() where progress.matrixDone(i) {
-            written[a.source.info.name] = a.entry
-            done.insert(a.source.info.name)
-        }
-        return done
+        for (i, a) in accepted.enumerated() where progress.matrixDone(i) { written[a.source.info.name] = a.entry }
     }
 
     /// The packed bytes of `name` in the mapping (a matrix `packAll` wrote).

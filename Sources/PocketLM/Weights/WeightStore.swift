@@ -122,7 +122,7 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         self.writer = writer
         let sources = matrices.map { PackedWeightCacheWriter.Source(info: $0, data: file.data(of: $0),
                                                                     rowBytes: $0.type.rowBytes(columns: $0.columns)!) }
-        _ = writer.packAll(sources) { [self] info, groups in dropSource(of: info, groups: groups) }
+        writer.packAll(sources) { [self] info, groups in dropSource(of: info, groups: groups) }
         return writer
     }
 
