@@ -67,21 +67,27 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
     pl_portable_bundle_down(bundles, ids, n, h, down_scale, dim, ffn, acc, out, r0, r1);
 }
 
-int pl_bundle_down_kq_groups_runs(int type) {
+int pl_bundle_down_groups_runs(int type) {
 #if defined(__x86_64__)
-    return pl_kq_fast() && (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K);
+    if (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K) return pl_kq_fast();
+    // The dense kernel these must equal (pl_matmul_q) is the VNNI row body exactly where this tier runs.
+    return (type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 || type == PL_TYPE_Q8_0) && pl_tier_avx512_vnni();
 #else
     (void)type;
     return 0;
 #endif
 }
 
-int pl_bundle_down_kq_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
-                             const void *xq, float *y, int64_t n, int64_t r0, int64_t r1) {
-    if (!pl_bundle_down_kq_groups_runs(type) || blocks_per_group < 1) return 0;
+int pl_bundle_down_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
+                          const void *xq, float *y, int64_t n, int64_t r0, int64_t r1) {
+    if (!pl_bundle_down_groups_runs(type) || blocks_per_group < 1) return 0;
 #if defined(__x86_64__)
-    pl_kq_matmul_groups_vnni(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes, (const uint8_t *)xq,
-                             y, n, r0, r1);
+    if (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K)
+        pl_kq_matmul_groups_vnni(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes, (const uint8_t *)xq,
+                                 y, n, r0, r1);
+    else
+        pl_avx512_bundle_down_groups(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes,
+                                     (const uint8_t *)xq, y, n / 32, r0, r1);
 #endif
     return 1;
 }

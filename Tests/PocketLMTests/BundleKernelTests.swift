@@ -372,17 +372,33 @@ struct BundleKernelTests {
         }
     }
 
-    @Test("K-quant down from the groups' slices where they lie (block rows): row for row the bits of pl_matmul_q on the reassembled matrix, any row split; 0 and nothing written where it has no body",
-          arguments: [(Int32(PL_TYPE_Q4_K), 1), (Int32(PL_TYPE_Q4_K), 2), (Int32(PL_TYPE_Q6_K), 1), (Int32(PL_TYPE_Q6_K), 2)])
+    /// The block types whose down projection gathers the groups' slices: KQuantKernelTests.types' shape (name, type,
+    /// block elements, block bytes, scale offset, minimum offset).
+    static let gatheredDownTypes: [(String, Int32, Int, Int, Int, Int?)] = [
+        ("q4_0", Int32(PL_TYPE_Q4_0), 32, 18, 0, nil), ("q4_1", Int32(PL_TYPE_Q4_1), 32, 20, 0, 2),
+        ("q8_0", Int32(PL_TYPE_Q8_0), 32, 34, 0, nil),
+    ] + KQuantKernelTests.types.filter { $0.1 == Int32(PL_TYPE_Q4_K) || $0.1 == Int32(PL_TYPE_Q6_K) }
+
+    @Test("down from the groups' slices where they lie (block rows: Q4_0, Q4_1, Q8_0, Q4_K, Q6_K): row for row the bits of pl_matmul_q on the reassembled matrix, any row split; 0 and nothing written where it has no body",
+          arguments: [(Int32(PL_TYPE_Q4_K), 1), (Int32(PL_TYPE_Q4_K), 2), (Int32(PL_TYPE_Q6_K), 1), (Int32(PL_TYPE_Q6_K), 2),
+                      (Int32(PL_TYPE_Q4_1), 1), (Int32(PL_TYPE_Q4_1), 3), (Int32(PL_TYPE_Q4_0), 1), (Int32(PL_TYPE_Q4_0), 2),
+                      (Int32(PL_TYPE_Q8_0), 1), (Int32(PL_TYPE_Q8_0), 2)])
     func downFromGroups(type: Int32, blocksPerGroup: Int) throws {
-        let t = try #require(KQuantKernelTests.types.first { $0.1 == type })
-        let rows = 70, superBlocks = 4, cols = 256 * superBlocks, bb = t.3, rowBytes = superBlocks * bb
+        let t = try #require(Self.gatheredDownTypes.first { $0.1 == type })
+        let rows = 70, blocks = 4 * blocksPerGroup, cols = t.2 * blocks, bb = t.3, rowBytes = blocks * bb
         let w = KQuantKernelTests.randomMatrix(t, rows: rows, cols: cols, seed: UInt64(type) * 100 + UInt64(blocksPerGroup))
         var rng = SplitMix64(seed: 77)
         // h zero in the second group's neurons (a group not used), as the paged FFN leaves it.
-        let h = (0..<cols).map { i in i / (256 * blocksPerGroup) == 1 ? 0 : Float(rng.nextUnit() * 2 - 1) }
-        var xq = [UInt8](repeating: 0, count: superBlocks * Int(PL_Q8_K_BLOCK_BYTES))
-        xq.withUnsafeMutableBytes { pl_quantize_q8_K(h, $0.baseAddress, Int64(cols)) }
+        let h = (0..<cols).map { i in i / (t.2 * blocksPerGroup) == 1 ? 0 : Float(rng.nextUnit() * 2 - 1) }
+        let act = pl_activation_type(type)
+        var xq = [UInt8](repeating: 0, count: cols / 32 * 36 + cols / 256 * Int(PL_Q8_K_BLOCK_BYTES))
+        xq.withUnsafeMutableBytes {
+            switch act {
+            case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(h, $0.baseAddress, Int64(cols))
+            case Int32(PL_TYPE_Q8_1): pl_quantize_q8_1(h, $0.baseAddress, Int64(cols))
+            default: pl_quantize_q8_0(h, $0.baseAddress, Int64(cols))
+            }
+        }
         var want = [Float](repeating: .nan, count: rows)
         w.withUnsafeBytes { wp in
             xq.withUnsafeBytes { xp in
@@ -392,7 +408,7 @@ struct BundleKernelTests {
         #expect(want.contains { $0 != 0 && $0.isFinite })
         // Each group's slices (its blocks of every row, rows one after another) in a buffer of its own, the groups'
         // buffers in reverse order in memory; the unused group's entry points at another group's slices.
-        let groups = superBlocks / blocksPerGroup, slice = blocksPerGroup * bb
+        let groups = blocks / blocksPerGroup, slice = blocksPerGroup * bb
         var arena = [UInt8](repeating: 0xEE, count: groups * rows * slice)
         for g in 0..<groups {
             let base = (groups - 1 - g) * rows * slice
@@ -400,7 +416,7 @@ struct BundleKernelTests {
                 for k in 0..<slice { arena[base + r * slice + k] = w[r * rowBytes + g * slice + k] }
             }
         }
-        let runs = pl_bundle_down_kq_groups_runs(type)
+        let runs = pl_bundle_down_groups_runs(type)
         #expect(runs == pl_packed_supported(), "the gathering body runs exactly where AVX-512 VNNI does")
         if runs == 0 { print("downFromGroups: no AVX-512 VNNI on this CPU: only the fallback (returns 0, writes nothing) is checked") }
         arena.withUnsafeBytes { a in
@@ -409,8 +425,8 @@ struct BundleKernelTests {
                 table[1] = table[0]
                 for (r0, r1) in Self.splits(rows) {
                     var got = [Float](repeating: .nan, count: rows)
-                    let ran = pl_bundle_down_kq_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got,
-                                                       Int64(cols), Int64(r0), Int64(r1))
+                    let ran = pl_bundle_down_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got,
+                                                    Int64(cols), Int64(r0), Int64(r1))
                     #expect(ran == runs)
                     let bad = (0..<rows).filter { r in
                         (r0..<r1).contains(r) && ran == 1 ? got[r].bitPattern != want[r].bitPattern : !got[r].isNaN
@@ -421,7 +437,7 @@ struct BundleKernelTests {
                 pl_force_portable(1)
                 defer { pl_force_portable(0) }
                 var got = [Float](repeating: .nan, count: rows)
-                #expect(pl_bundle_down_kq_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got, Int64(cols), 0, Int64(rows)) == 0)
+                #expect(pl_bundle_down_groups(type, &table, Int64(blocksPerGroup), slice, xp.baseAddress, &got, Int64(cols), 0, Int64(rows)) == 0)
                 #expect(got.allSatisfy { $0.isNaN })
             }
         }

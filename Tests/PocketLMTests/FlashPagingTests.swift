@@ -521,6 +521,12 @@ struct FlashPagingTests {
 extension FlashPagingTests {
     /// SmolLM2 Q4_K_M (the model cache's) and its packed copy in this run's scratch directory, packed once.
     static func packedSmolLM2KQuant() throws -> (source: String, packed: String) {
+        try smolLM2KQuantPacking.get()
+    }
+
+    /// Packed once per process: FlashPlanTests and these tests run in parallel, and one of them reading the file while
+    /// the other was still writing it saw it truncated. (A static let is initialized once, the others waiting for it.)
+    private static let smolLM2KQuantPacking = Result { () throws -> (source: String, packed: String) in
         let source = try TestPaths.model("SmolLM2-135M-Instruct.Q4_K_M.gguf")
         let path = scratch("smollm2-q4_k_m.packed.gguf")
         if !FileManager.default.fileExists(atPath: path) { _ = try FlashPacker.pack(source: source, output: path) }

@@ -253,17 +253,18 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
 void pl_bundle_gate_up_batch_q8_0(const void *const *bundles, int64_t k0, int64_t k1, const void *xq, size_t xq_stride,
                                   int64_t n_tokens, int64_t dim, float *g, float *u, int64_t ldg);
 
-/// Block-rows bundles (a K-quant file's groups of whole super-blocks of neurons): the down projection of one input
-/// straight from the groups' down slices, no reassembled matrix. Block b of down row r lies at
+/// Block-rows bundles (a file's groups of whole blocks of neurons): the down projection of one input straight from
+/// the groups' down slices, no reassembled matrix. Block b of down row r lies at
 /// groups[b / blocks_per_group] + r·slice_bytes + (b mod blocks_per_group)·(the type's block bytes); y[r] for rows
-/// r0..<r1 = dot(down row r, h), h (n floats) quantized by pl_quantize_q8_K into xq. Every entry must point to
-/// readable slices (a group whose neurons are unused: any group's, its h blocks are zero). Returns 0 and writes
-/// nothing where no such body runs (a type other than Q4_K/Q6_K, or a CPU below AVX-512 VNNI): the caller then
+/// r0..<r1 = dot(down row r, h), h (n floats) quantized into xq by the quantizer pl_matmul_q takes for `type`
+/// (pl_activation_type: Q8_K for Q4_K/Q6_K, Q8_1 for Q4_1, Q8_0 for Q4_0/Q8_0). Every entry must point to readable
+/// slices (a group whose neurons are unused: any group's, its h blocks are zero). Returns 0 and writes nothing where
+/// no such body runs (a type other than Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, or a CPU below AVX-512 VNNI): the caller then
 /// reassembles the matrix. Otherwise row for row the bits of pl_matmul_q on the reassembled matrix.
-int pl_bundle_down_kq_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
-                             const void *xq, float *y, int64_t n, int64_t r0, int64_t r1);
-/// Whether pl_bundle_down_kq_groups runs for `type` on this thread (1) or returns 0.
-int pl_bundle_down_kq_groups_runs(int type);
+int pl_bundle_down_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
+                          const void *xq, float *y, int64_t n, int64_t r0, int64_t r1);
+/// Whether pl_bundle_down_groups runs for `type` on this thread (1) or returns 0.
+int pl_bundle_down_groups_runs(int type);
 
 /// Reads `bytes` of memory (several 64-byte streams at once where the CPU has AVX-512) and returns their XOR, so the
 /// reads cannot be optimised away: the memory-bandwidth probe behind benchmarks' decode bound.

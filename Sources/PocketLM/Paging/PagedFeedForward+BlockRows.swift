@@ -85,11 +85,16 @@ extension PagedFeedForward {
                 // held stale ones there).
                 for gi in 0..<G where location[gi] == nil || (read[gi] && !needed[r0 * G + gi]) { groupTable[gi] = someGroup }
                 let xq = UnsafeMutableRawPointer(linear.quantizedInput)
-                pl_quantize_q8_K(g, xq, Int64(ffn))
-                let o = out + r0 * dim, downType = Int32(types.down.rawValue), table = UnsafePointer(groupTable)
+                let downType = Int32(types.down.rawValue)
+                switch pl_activation_type(downType) {
+                case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(g, xq, Int64(ffn))
+                case Int32(PL_TYPE_Q8_1): pl_quantize_q8_1(g, xq, Int64(ffn))
+                default: pl_quantize_q8_0(g, xq, Int64(ffn))
+                }
+                let o = out + r0 * dim, table = UnsafePointer(groupTable)
                 pool.dynamicRanges(dim, granularity: 16, minimumUnits: Linear.minimumChunkUnits(rowBytes: downRowBytes)) { range in
-                    _ = pl_bundle_down_kq_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
-                                                 Int64(range.lowerBound), Int64(range.upperBound))
+                    _ = pl_bundle_down_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
+                                              Int64(range.lowerBound), Int64(range.upperBound))
                 }
             } else {
                 // (Gathering with no group used: every h is 0, and the matrix's stale contents times zero are zeros.)
@@ -99,10 +104,10 @@ extension PagedFeedForward {
         }
     }
 
-    /// Whether the down projection of one input runs on the groups' slices in place (`pl_bundle_down_kq_groups`) for
+    /// Whether the down projection of one input runs on the groups' slices in place (`pl_bundle_down_groups`) for
     /// this down type on this CPU; else the slices are copied into the reassembled matrix first.
     static func gathersDown(_ type: GGMLType) -> Bool {
-        pl_bundle_down_kq_groups_runs(Int32(type.rawValue)) != 0
+        pl_bundle_down_groups_runs(Int32(type.rawValue)) != 0
     }
 
     /// Copies `rows` runs of `bytes` bytes, `srcStride` apart, to runs `dstStride` apart: a group's down slices into the
