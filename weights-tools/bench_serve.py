@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from bench_peer import cpu_name
+from common import field_value, open_gguf, require_value
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".build" / "release" / "pocketlm"
@@ -101,6 +102,51 @@ def memory_bound(model: Path) -> dict:
     read, per_token = o["memory_read_bytes_per_second"], o["weight_bytes_per_token"]
     return {"read_bytes_per_second": read, "weight_bytes_per_token": per_token, "tokens_per_second": read / per_token,
             "bench_decode": o["decode"]["median"]}
+
+
+def compute_peak(model: Path) -> dict:
+    """Multiply-adds per second of the serve's two threads (`pocketlm bench`'s compute probe): f32 fma, the F16 KV
+    cache's attention arithmetic, and bf16 dot products where the CPU has them, the BF16 cache's."""
+    out = subprocess.run([str(BIN), "bench", "--model", str(model), "--threads", "2", "--json", "--prompt-tokens", "8",
+                          "--gen-tokens", "8", "--repetitions", "1"], capture_output=True, text=True, check=True).stdout
+    o = json.loads(out)
+    f32 = o["multiply_adds_per_second"]
+    return {"f16": f32, "bf16": o.get("bf16_multiply_adds_per_second") or f32}
+
+
+def attention_shape(r) -> dict:
+    """Layers, query heads, head size and sliding window (every `pattern`-th layer global) from a GGUF's metadata
+    (a `common.open_gguf` reader)."""
+    arch = require_value(r, "general.architecture")
+    heads = int(require_value(r, f"{arch}.attention.head_count"))
+    head_dim = field_value(r, f"{arch}.attention.key_length") or int(require_value(r, f"{arch}.embedding_length")) // heads
+    window = field_value(r, f"{arch}.attention.sliding_window")
+    pattern = field_value(r, f"{arch}.attention.sliding_window_pattern") or (6 if arch == "gemma3" else None)
+    return {"layers": int(require_value(r, f"{arch}.block_count")), "heads": heads, "head_dim": int(head_dim),
+            "window": int(window) if window and pattern else None, "pattern": int(pattern) if window and pattern else None}
+
+
+def attention_multiply_adds(shape: dict, start: int, end: int) -> int:
+    """Multiply-adds of the attention of positions start ..< end, each over the cache before it: per layer and query
+    head, head_dim for each score and head_dim again for each value row, over the positions the query sees (its
+    own and every earlier one, or only the window's on a sliding-window layer)."""
+    seen = 0
+    for layer in range(shape["layers"]):
+        window = shape["window"] if shape["window"] and (layer + 1) % shape["pattern"] != 0 else None
+        seen += sum(min(i + 1, window) if window else i + 1 for i in range(start, end))
+    return 2 * shape["heads"] * shape["head_dim"] * seen
+
+
+def turn_floor(shape: dict, peak: float, turn1: dict, turn5: dict) -> dict:
+    """What turn 5's time to first token can be at best against turn 1's: turn 1's time plus the extra attention
+    multiply-adds turn 5's new tokens do over the cached history, at the measured peak (the rest of the work — the
+    new tokens through the weights — is turn 1's, as both feed the same new message)."""
+    def macs(t: dict) -> int:
+        cached = min(t["cached_tokens"])
+        return attention_multiply_adds(shape, cached, t["prompt_tokens"])
+    extra = macs(turn5) - macs(turn1)
+    return {"extra_multiply_adds": extra, "peak_per_second": peak,
+            "floor_ratio": 1 + extra / peak / (turn1["ttft_ms"] / 1000)}
 
 
 TOPICS = ["the water cycle", "how bridges carry loads", "the history of the printing press", "why leaves change colour",
@@ -176,6 +222,11 @@ def main() -> None:
     # Two sizes of the new message: as long as the earlier turns' (~340 tokens), and a short one (~30 tokens).
     result["turns"] = {f"{size}_message_{cache}": turn_latencies(args.model, args.rounds, words, cache)
                        for cache in cache_types for size, words in (("long", 230), ("short", 24))}
+    # The bound turn 5 is up against: its extra attention at this machine's multiply-add peak, measured now.
+    peak, shape = compute_peak(args.model), attention_shape(open_gguf(args.model))
+    result["compute_peak"] = peak
+    for name, t in result["turns"].items():
+        t["floor"] = turn_floor(shape, peak[name.rsplit("_", 1)[1]], t["turn1"], t["turn5_cached"])
     result["load_average_after"] = os.getloadavg()
 
     print(json.dumps(result, indent=2))
@@ -191,6 +242,10 @@ def main() -> None:
               f"= {t5['ttft_ms'] / t1['ttft_ms']:.2f}× "
               f"turn 1, without {t5u['ttft_ms']:.0f} ms ({max(t5u['cached_tokens'])} reused) = "
               f"{t5u['ttft_ms'] / t1['ttft_ms']:.2f}×")
+        f = t["floor"]
+        print(f"  compute floor for the cached turn 5: {f['floor_ratio']:.2f}× turn 1 (its extra attention, "
+              f"{f['extra_multiply_adds'] / 1e9:.1f} G multiply-adds, at the measured peak of "
+              f"{f['peak_per_second'] / 1e9:.1f} G/s on 2 threads, added to turn 1's time)")
 
 
 def slot_figures(args: argparse.Namespace, result: dict) -> None:

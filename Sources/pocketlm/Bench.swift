@@ -60,6 +60,7 @@ struct Bench: AsyncParsableCommand {
         \(row("pp\(promptTokens)", result.prefill))
         \(row("tg\(genTokens)", result.decode))
         decode reads \(String(format: "%.1f", Double(result.weightBytesPerToken) / 1e6)) MB of weights per token; memory read \(String(format: "%.1f", result.memoryReadBytesPerSecond / 1e9)) GB/s (\(result.threads) threads) → bound \(String(format: "%.1f", result.decodeBoundTokensPerSecond)) tok/s, decode at \(String(format: "%.0f", result.decodeShareOfBound * 100))% of it
+        compute peak (\(result.threads) threads): \(String(format: "%.1f", result.multiplyAddsPerSecond / 1e9)) G f32 multiply-adds/s\(result.bf16MultiplyAddsPerSecond.map { String(format: ", %.1f G bf16", $0 / 1e9) } ?? "")
 
         """)
     }

@@ -40,9 +40,9 @@ void test_attention(int tier, const char *name) {
 // to 150 cross several of the AVX2 tile's 64-row blocks, with queries whose rows end inside a block.
 void test_attention_tile(int tier, const char *name) {
     static const int dims[] = {64, 32, 128, 256};
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}};
+    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}, {10, 3}, {8, 4}, {32, 1}};
     for (int di = 0; di < 4; di++)
-        for (int si = 0; si < 6; si++)
+        for (int si = 0; si < 9; si++)
             for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 79 ? 13 : 71) {
                 int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
                 int qs = G * hd + 3, n_out = T * qs;
@@ -87,8 +87,9 @@ void test_attention_bf16(int tier, const char *name) {
     float largest = 0.0f;
     // Head sizes 64 (SmolLM2), 128 (Qwen2.5, Llama 3.2 3B) and 256 (Gemma 3); the wider ones on fewer shapes.
     static const int shapes[][3] = {{4, 3, 64}, {5, 3, 64}, {1, 3, 64}, {16, 1, 64}, {1, 16, 64}, {2, 2, 64}, {3, 5, 64},
-                                    {5, 3, 128}, {1, 4, 128}, {4, 1, 256}, {1, 4, 256}, {3, 5, 256}};
-    for (int si = 0; si < 12; si++)
+                                    {5, 3, 128}, {1, 4, 128}, {4, 1, 256}, {1, 4, 256}, {3, 5, 256},
+                                    {10, 3, 64}, {32, 1, 64}, {8, 4, 256}};
+    for (int si = 0; si < 15; si++)
         for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 40 ? 7 : 53) {
             int hd = shapes[si][2], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
             int qs = G * hd + 3, n_out = T * qs;

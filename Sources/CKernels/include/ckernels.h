@@ -136,8 +136,11 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
 void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out);
 
-/// (Query, head) pairs of one tile the AVX-512 body takes at once; callers size their tiles by it.
-#define PL_ATTENTION_TILE_PAIRS 16
+/// (Query, head) pairs of one tile the AVX-512 body takes at once; callers size their tiles by it. 32, not 16: each
+/// 16 key rows are converted and transposed once per tile, and at depth a tile of 10 SmolLM2 queries (30 pairs)
+/// spent 5–8% less time a token than one of 5 (`make kernel-bench-bf16`, both caches, AMD EPYC 2026-12-07); the
+/// scores of 32 pairs over ~1,600 positions (200 KB) still stay in L2.
+#define PL_ATTENTION_TILE_PAIRS 32
 /// pl_attention_group_f16 for `n_queries` consecutive positions of one sequence (a prompt chunk) over one KV head:
 /// query t's heads start at q + t·q_stride, it sees rows 0 ..< n_ctx + t of k and v (causal), and its outputs go to
 /// out + t·out_stride. Each K and V row is loaded and converted once for the whole tile (AVX-512, head_dim 64, 128 or
@@ -271,5 +274,13 @@ int pl_bundle_down_groups_runs(int type);
 uint64_t pl_read_memory(const void *buf, size_t bytes);
 /// The same bytes read as `streams` (1–4) equal contiguous parts in lockstep (the XOR is the same).
 uint64_t pl_read_memory_streams(const void *buf, size_t bytes, int streams);
+
+/// What pl_multiply_add_probe runs: F32 fused multiply-adds at the calling thread's tier's vector width, or bf16 pair
+/// dot products (vdpbf16ps, the BF16 KV cache's attention) where the CPU has them.
+enum { PL_PROBE_F32_FMA = 0, PL_PROBE_BF16_DOT = 1 };
+/// `steps` rounds of independent multiply-add chains of `kind` on the calling thread; *multiply_adds is set to the
+/// multiply-adds done (0 when the CPU lacks `kind`). Returns their sum, so the work cannot be optimised away: the
+/// compute-peak probe behind benchmarks' compute bounds.
+float pl_multiply_add_probe(int kind, int64_t steps, int64_t *multiply_adds);
 
 #endif

@@ -266,7 +266,7 @@ AVX512 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uin
 // fma(q[16c+i], k[16c+i], ·) for c = 0..3 from zero, the lanes are added as _mm512_reduce_add_ps adds them
 // ((i + i+8), (i + i+4), (i + i+2), (i + i+1)) and scaled, the sum runs position by position, and the output lane
 // takes fma(p_t, v_t, ·) position by position. So each output is bit-identical to pl_attention_f16 alone.
-enum { TILE_PAIRS = 16, PV_PAIRS = 6 };
+enum { TILE_PAIRS = PL_ATTENTION_TILE_PAIRS, PV_PAIRS = 6 };
 
 // Rows 0 ..< rows (at most 16; the rest read as zero) of 16·NV f16 elements, as kt[e·16 + j] = element e of row j.
 AVX512 static inline __attribute__((always_inline)) void transpose_rows(const int NV, const uint16_t *k, int64_t stride,

@@ -47,6 +47,10 @@ public struct Benchmark {
         /// Decode's bound: bandwidth ÷ bytes per token; and the median decode speed as a share of it.
         public let decodeBoundTokensPerSecond: Double
         public let decodeShareOfBound: Double
+        /// F32 multiply-adds per second of the same threads (`ComputePeak`), the bound of a prompt's attention over a
+        /// deep F16 KV cache; and bf16 dot products' (nil on a CPU without them), the BF16 cache's.
+        public let multiplyAddsPerSecond: Double
+        public let bf16MultiplyAddsPerSecond: Double?
     }
 
     public let transformer: Transformer
@@ -129,6 +133,8 @@ public struct Benchmark {
                       blasCore: blasCoreName(), isa: KernelISA.current.rawValue, isaFeatures: KernelISA.features,
                       layerSchedule: t.schedule.description,
                       weightBytesPerToken: bytes, memoryReadBytesPerSecond: bandwidth,
-                      decodeBoundTokensPerSecond: bound, decodeShareOfBound: decodeFigures.median / bound)
+                      decodeBoundTokensPerSecond: bound, decodeShareOfBound: decodeFigures.median / bound,
+                      multiplyAddsPerSecond: ComputePeak.measure(pool: t.pool, kind: .f32FMA) ?? 0,
+                      bf16MultiplyAddsPerSecond: ComputePeak.measure(pool: t.pool, kind: .bf16Dot))
     }
 }

@@ -1,6 +1,5 @@
 import CKernels
 import Foundation
-import Synchronization
 
 /// How fast this machine's memory delivers data to `pool`'s threads right now: what bounds decode, which reads
 /// every weight once per token. Measured in the same run as the model (the host's load moves it by up to 2×).
@@ -9,11 +8,8 @@ public enum MemoryBandwidth {
     /// last-level cache) at once, `repetitions` times after one untimed pass; the median pass. Each thread reads its
     /// share as 1, 2, 3 and 4 streams in lockstep, and the fastest of the four medians is the figure: the packed
     /// decode kernels read three row groups at once, and several streams draw ~15–30% more from this machine's
-    /// memory than one, so a one-stream figure would be a bound those kernels exceed.
-    ///
-    /// The threads are the probe's own, started together at a barrier, not the pool's: the pool lets its caller run a
-    /// part no worker has claimed yet, so on a busy machine a pass through it could be one thread's read and the
-    /// bound it gives one thread's.
+    /// memory than one, so a one-stream figure would be a bound those kernels exceed. The threads are the probe's
+    /// own (`ConcurrentProbe`).
     public static func measure(pool: ThreadPool, bytes: Int = 256 << 20, repetitions: Int = 7) -> Double {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
         defer { buffer.deallocate() }
@@ -23,31 +19,13 @@ public enum MemoryBandwidth {
         defer { sink.deallocate() }
         // Addresses, not pointers, cross into the threads (the buffer outlives every pass).
         let bufferAddress = Int(bitPattern: buffer), sinkAddress = Int(bitPattern: sink)
-        @Sendable func read(_ p: Int, streams: Int32) {
-            let share = ThreadPool.share(bytes, granularity: 4096, part: p, parts: parts)
-            let base = UnsafeRawPointer(bitPattern: bufferAddress)! + share.lowerBound
-            UnsafeMutablePointer<UInt64>(bitPattern: sinkAddress)![p] = pl_read_memory_streams(base, share.count, streams)
-        }
         func pass(streams: Int32) -> Double {
-            let start = StartBarrier()
-            let done = DispatchGroup()
-            for p in 1..<max(1, parts) {
-                done.enter()
-                let thread = Thread {
-                    start.ready.add(1, ordering: .sequentiallyConsistent)
-                    while !start.go.load(ordering: .acquiring) { pl_cpu_relax() }
-                    read(p, streams: streams)
-                    done.leave()
-                }
-                thread.stackSize = 1 << 20
-                thread.start()
+            let seconds = ConcurrentProbe.seconds(parts: parts) { p in
+                let share = ThreadPool.share(bytes, granularity: 4096, part: p, parts: parts)
+                let base = UnsafeRawPointer(bitPattern: bufferAddress)! + share.lowerBound
+                UnsafeMutablePointer<UInt64>(bitPattern: sinkAddress)![p] = pl_read_memory_streams(base, share.count, streams)
             }
-            while start.ready.load(ordering: .acquiring) < parts - 1 { sched_yield() }
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            start.go.store(true, ordering: .releasing)
-            read(0, streams: streams)
-            done.wait()
-            return Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            return Double(bytes) / seconds
         }
         _ = pass(streams: 1)
         return (Int32(1)...4).map { streams in
@@ -55,10 +33,4 @@ public enum MemoryBandwidth {
             return rates[rates.count / 2]
         }.max()!
     }
-}
-
-/// The probe's threads wait here until all have started, so their reads overlap.
-private final class StartBarrier: Sendable {
-    let ready = Atomic<Int>(0)
-    let go = Atomic<Bool>(false)
 }
