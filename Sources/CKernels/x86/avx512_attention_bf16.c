@@ -16,6 +16,27 @@
 #include "avx512_transpose.h"
 #define BF16T __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
+// e^x in 16 lanes within 4 ulp (n = round(x·log2 e), x − n·ln 2 in two steps, a degree-6 Taylor polynomial on
+// |r| ≤ ln 2 / 2, then 2^n by vscalefps): the probabilities are rounded to bf16 (8 bits) right after, so glibc's
+// correctly rounded expf, which the F16 tile keeps for its bit-identity with one-query decoding, bought nothing
+// here at ~20% of the tile's time; llama.cpp's softmax likewise uses a polynomial (ggml_v_expf). Inputs at or below
+// −104 give 0 (e^−104 is below the smallest float), NaN stays NaN.
+BF16T static inline __attribute__((always_inline)) __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);   // x when x is NaN
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 // PV_PAIRS pairs' outputs stay in registers over one 64-element column slice (4 per pair); wider heads take one
 // pass over the rows per slice.
 enum { HD_MAX = 256, SLICE = 64, PV_PAIRS = 6 };
@@ -161,26 +182,26 @@ BF16T void pl_avx512_attention_tile_bf16(const float *q, int64_t q_stride, int64
     case 128: tile_scores(64, pairs, rows, ld, seen, qb, k, stride, scale, scores, vmax); break;
     default: tile_scores(128, pairs, rows, ld, seen, qb, k, stride, scale, scores, vmax); break;
     }
-    // Softmax (glibc's expf), then the probabilities rounded to bf16 and packed in place, two per 32 bits; a pair
-    // that sees an odd number of rows gets a zero probability after its last.
+    // Softmax (exp16 and the sum in one pass over the scores), then the probabilities rounded to bf16 and packed in
+    // place, two per 32 bits; a pair that sees an odd number of rows gets a zero probability after its last.
     for (int64_t p = 0; p < pairs; p++) {
         float *sp = scores + p * ld;
         const int64_t n = seen[p];
-        const float mx = _mm512_reduce_max_ps(vmax[p]);
-        int64_t u = 0;
-        for (; u + 16 <= n; u += 16) _mm512_storeu_ps(sp + u, _mm512_sub_ps(_mm512_loadu_ps(sp + u), _mm512_set1_ps(mx)));
-        for (; u < n; u++) sp[u] -= mx;
-        pl_avx512_expf(sp, sp, n);
+        const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax[p]));
         __m512 vs = _mm512_setzero_ps();
-        for (u = 0; u + 16 <= n; u += 16) vs = _mm512_add_ps(vs, _mm512_loadu_ps(sp + u));
-        float sum = _mm512_reduce_add_ps(vs);
-        for (; u < n; u++) sum += sp[u];
+        for (int64_t u = 0; u < n; u += 16) {
+            const __mmask16 m = n - u >= 16 ? 0xffff : (__mmask16)((1u << (n - u)) - 1);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sp + u), mx));
+            _mm512_mask_storeu_ps(sp + u, m, e);
+            vs = _mm512_mask_add_ps(vs, m, vs, e);
+        }
+        const float sum = _mm512_reduce_add_ps(vs);
         if (n & 1) sp[n] = 0.0f;
         const __m512 vinv = _mm512_set1_ps(1.0f / sum);
         uint16_t *pb = (uint16_t *)sp;
         const int64_t n2 = (n + 1) & ~(int64_t)1;
         // Each store lands below the floats still to be read (2 bytes per value written, 4 read).
-        for (u = 0; u < n2; u += 32) {
+        for (int64_t u = 0; u < n2; u += 32) {
             const __mmask16 m0 = n2 - u >= 16 ? 0xffff : (__mmask16)((1u << (n2 - u)) - 1);
             const __mmask16 m1 = n2 - u >= 32 ? 0xffff : n2 - u <= 16 ? 0 : (__mmask16)((1u << (n2 - u - 16)) - 1);
             const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, sp + u), vinv);
