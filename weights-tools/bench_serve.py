@@ -11,7 +11,11 @@ its first. This prints, with the CPU name and the memory bound measured in the s
   and with it gone, against turn 1's, for each KV cache type asked for (f16, llama.cpp's default numerics, and bf16,
   whose attention runs on BF16 dot products where the CPU has them).
 
-    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns] [--kv-cache-types f16,bf16]
+    python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns|slots] [--kv-cache-types f16,bf16]
+                                         [--bin PATH ...]
+
+`--only slots` prints the aggregate decode figures alone; with several `--bin`, each build's server runs them in
+turn, round by round (alternating A/B on a shared machine).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ BIN = REPO / ".build" / "release" / "pocketlm"
 CACHE = Path(os.environ.get("POCKETLM_CACHE") or Path.home() / ".cache" / "pocketlm")
 
 
-def start(model: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([str(BIN), "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
+def start(model: Path, *args: str, binary: Path = BIN) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(binary), "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     m = re.search(r"on (http://[\d.]+:\d+)", line)
@@ -206,8 +210,11 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=96, help="tokens per request for the slot figures")
-    ap.add_argument("--only", choices=["all", "turns"], default="all",
-                    help="turns: only the time-to-first-token figures (a shorter run on a shared machine)")
+    ap.add_argument("--only", choices=["all", "turns", "slots"], default="all",
+                    help="turns: only the time-to-first-token figures; slots: only the aggregate decode figures "
+                         "(shorter runs on a shared machine)")
+    ap.add_argument("--bin", type=Path, action="append", default=None,
+                    help="pocketlm binary for --only slots (repeat to compare builds, alternating round by round)")
     ap.add_argument("--kv-cache-types", default="f16,bf16",
                     help="KV cache types the turn figures are measured with, comma-separated (f16, bf16)")
     args = ap.parse_args()
@@ -216,6 +223,11 @@ def main() -> None:
         raise SystemExit(f"--kv-cache-types: f16 and/or bf16, found {args.kv_cache_types!r}")
     result: dict = {"model": str(args.model), "cpu": cpu_name(), "threads": 2, "date": time.strftime("%Y-%m-%d"),
                     "load_average": os.getloadavg()}
+    if args.bin and args.only != "slots":
+        raise SystemExit("--bin: only with --only slots")
+    if args.only == "slots":
+        slots_ab(args, result)
+        return
     if args.only == "all":
         slot_figures(args, result)
     # Turn 5 with ~1,500 tokens of history, against turn 1 of a new conversation.
@@ -280,6 +292,35 @@ def slot_figures(args: argparse.Namespace, result: dict) -> None:
                                  "serve_minus_run": statistics.median(serve_wall) - statistics.median(run_gen)}
     finally:
         stop(proc)
+
+
+def slots_ab(args: argparse.Namespace, result: dict) -> None:
+    """Aggregate decode with 1, 2 and 4 requests at once, for each --bin (default: this checkout's build), a 4-slot
+    server per build, all up at once; each round runs every build in turn (order reversed on odd rounds)."""
+    bins = args.bin or [BIN]
+    servers = [start(args.model, "--parallel", "4", "--context", "2048", binary=b) for b in bins]
+    try:
+        for _, url in servers:
+            stream(url, "/v1/completions", {"prompt": "Warm up", "max_tokens": 8})
+        samples = [{1: [], 2: [], 4: []} for _ in bins]
+        for r in range(args.rounds):
+            order = list(range(len(bins))) if r % 2 == 0 else list(reversed(range(len(bins))))
+            for i in order:
+                for k in ([1, 2, 4] if r % 2 == 0 else [4, 2, 1]):
+                    samples[i][k].append(aggregate_decode(servers[i][1], k, args.tokens))
+    finally:
+        for proc, _ in servers:
+            stop(proc)
+    result["load_average_after"] = os.getloadavg()
+    result["aggregate_decode_by_binary"] = {str(b): {"median": {k: statistics.median(v) for k, v in s.items()},
+                                                     "samples": s} for b, s in zip(bins, samples)}
+    print(json.dumps(result, indent=2))
+    print(f"\n{result['cpu']}, 2 threads, {result['date']}; load average {result['load_average'][0]:.2f} before, "
+          f"{result['load_average_after'][0]:.2f} after (median of {args.rounds} alternating rounds)")
+    for b, s in zip(bins, samples):
+        m = {k: statistics.median(v) for k, v in s.items()}
+        print(f"{b}: aggregate decode 1 slot {m[1]:.1f} tok/s, 2 slots {m[2]:.1f} ({m[2] / m[1]:.2f}×), "
+              f"4 slots {m[4]:.1f} ({m[4] / m[1]:.2f}×)")
 
 
 def print_slot_figures(result: dict) -> None:

@@ -332,7 +332,7 @@ static void test_matmul_packed(int tier, const char *name) {
     // 2304 columns: 72 blocks, past the batch kernel's 64-block chunk and the Q5_0 kernel's 32-block chunk of
     // corrections; 70 inputs: past the batch kernel's 64-input tile.
     static const int shapes[][2] = {{7, 256}, {16, 512}, {37, 768}, {40, 1536}, {24, 2304}};
-    static const int token_counts[] = {1, 3, 9, 70};
+    static const int token_counts[] = {1, 2, 3, 4, 5, 8, 9, 70};   // 2-8: the few-inputs kernel (Q4_1, Q8_0)
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const QType *t = NULL;
         for (size_t q = 0; q < sizeof qtypes / sizeof qtypes[0]; q++) if (qtypes[q].type == types[ti]) t = &qtypes[q];

@@ -54,3 +54,18 @@ def test_attention_shape_of_gemma3_layout(tmp_path):
     common.finish_writer(w)
     assert bench_serve.attention_shape(common.open_gguf(path)) == {"layers": 18, "heads": 4, "head_dim": 256,
                                                                     "window": 512, "pattern": 6}
+
+
+def test_bin_is_refused_outside_the_slot_figures(monkeypatch):
+    # Several builds are compared on the aggregate decode figures only (--only slots); elsewhere --bin would be
+    # silently ignored, so it is an error before any server starts.
+    monkeypatch.setattr("sys.argv", ["bench_serve.py", "--bin", "/nonexistent/pocketlm"])
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(bench_serve, "start", no_server)
+    monkeypatch.setattr(bench_serve, "memory_bound", no_server)
+    with pytest.raises(SystemExit) as e:
+        bench_serve.main()
+    assert str(e.value) == "--bin: only with --only slots"
