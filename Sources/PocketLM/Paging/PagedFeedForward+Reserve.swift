@@ -19,7 +19,7 @@ extension PagedFeedForward {
         batchHighWater = max(batchHighWater, rows)
         let keep = budget.untouchedBytes(kvCacheCommitted: kvCacheHighWater, largestBatch: batchHighWater) / slots.slotBytes
         guard keep < slots.active else { return }
-        for buffer in 0..<2 where pending[buffer] != nil {
+        for buffer in pending.indices where pending[buffer] != nil {
             do { try waitReads(buffer: buffer) } catch { invalidate(buffer: buffer) }
             pending[buffer] = nil
         }

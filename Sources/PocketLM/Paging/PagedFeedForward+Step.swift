@@ -63,7 +63,7 @@ extension PagedFeedForward {
         if block == lastBlock, pass > 0 {
             buffer = lastBuffer
         } else {
-            buffer = pending[0] == block ? 0 : (pending[1] == block ? 1 : (lastBuffer ^ 1))
+            buffer = pending.firstIndex(of: block) ?? freeBuffer(after: lastBuffer)
             if let other = pending[buffer], other != block {
                 // A read for another block still owns this buffer (the sequence was cut short): let it land.
                 try? waitReads(buffer: buffer)
@@ -91,25 +91,48 @@ extension PagedFeedForward {
             lastBuffer = buffer
         }
 
-        // Flash: reads of the next block run while this one computes, when its choice does not need its input.
-        // (Naive is the paper's baseline loader: each layer read in full when it is reached, nothing ahead.)
-        if options.mode == .flash, predictors.isEmpty, let next = nextBlock(after: pass), next != block, pending[buffer ^ 1] == nil {
-            // Every row of whatever batch comes next needs every group (the choice is input-independent).
-            selectAll(rows: maxBatch)
-            issue(block: next, buffer: buffer ^ 1, rows: 1)
-            stats.manageSeconds += lap()
-        }
+        // Flash: reads of the next blocks run while this one computes, when their choice does not need their input
+        // (every row of whatever batch comes next needs every group). (Naive is the paper's baseline loader: each
+        // layer read in full when it is reached, nothing ahead.)
+        let readsAhead = options.mode == .flash && predictors.isEmpty
+        if readsAhead { queueAhead(pass: pass, computing: buffer, upTo: pending.count - 1) }
+        stats.manageSeconds += lap()
         compute(block: block, buffer: buffer, input: input, rows: rows, out: out)
         stats.computeSeconds += lap()
-        // This buffer is free again: the block after next has its reads queued behind the next block's, so the
-        // device is never left idle between one layer's last read and the next layer's first (and it keeps reading
-        // through the attention and the head, which take longer than a layer's reads).
-        if options.mode == .flash, predictors.isEmpty, let next = nextBlock(after: pass), next != block,
-           pending[buffer ^ 1] == next, pending[buffer] == nil, let after = blockAfterNext(pass: pass), after != next {
-            selectAll(rows: maxBatch)
-            issue(block: after, buffer: buffer, rows: 1)
+        // This buffer is free again: the block `pending.count` passes on has its reads queued behind the others', so
+        // the device is never left idle between one layer's last read and the next layer's first (and it keeps
+        // reading through the attention and the head, which take longer than a layer's reads).
+        if readsAhead, block != nextBlock(after: pass) {
+            queueAhead(pass: pass, computing: nil, upTo: pending.count)
             stats.manageSeconds += lap()
         }
+    }
+
+    /// Queues the reads of the blocks 1 ... `ahead` passes after `pass` that are not queued yet, in pass order, each
+    /// into a free staging buffer (not `computing`'s), stopping at the first that finds none or, while a buffer is
+    /// `computing`, that is the block computing (a block's groups are in one buffer at a time; once its compute is
+    /// over, its next pass may be queued).
+    func queueAhead(pass: Int, computing: Int?, upTo ahead: Int) {
+        let passes = schedule.passes
+        guard !passes.isEmpty else { return }
+        let current = passes[pass]
+        var selected = false
+        for k in 1...max(1, ahead) {
+            let b = passes[(pass + k) % passes.count]
+            if b == current && computing != nil { break }
+            if pending.contains(b) { continue }
+            guard let free = pending.indices.first(where: { pending[$0] == nil && $0 != computing }) else { break }
+            if !selected { selectAll(rows: maxBatch); selected = true }
+            issue(block: b, buffer: free, rows: 1)
+        }
+    }
+
+    /// The staging buffer a block not queued yet reads into: the next one after `buffer` with nothing queued (else
+    /// the next one, whose reads are waited for first).
+    func freeBuffer(after buffer: Int) -> Int {
+        let n = pending.count
+        for k in 1...n where pending[(buffer + k) % n] == nil { return (buffer + k) % n }
+        return (buffer + 1) % n
     }
 
 
@@ -120,12 +143,6 @@ extension PagedFeedForward {
     func nextBlock(after pass: Int) -> Int? {
         let passes = schedule.passes
         return pass + 1 < passes.count ? passes[pass + 1] : passes.first
-    }
-
-    /// The block two passes after `pass` (wrapping to the next token's first passes).
-    func blockAfterNext(pass: Int) -> Int? {
-        let passes = schedule.passes
-        return passes.isEmpty ? nil : passes[(pass + 2) % passes.count]
     }
 
     func selectAll(rows: Int) {

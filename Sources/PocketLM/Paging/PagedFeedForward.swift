@@ -73,8 +73,7 @@ public final class PagedFeedForward: @unchecked Sendable {
 
     // Per-step state, preallocated.
     let batches: [ReadBatch]
-    var pending: [Int?] = [nil, nil]          // block whose reads each staging buffer holds / awaits
-    var pendingIssued: [Bool] = [false, false]
+    var pending: [Int?]                        // block whose reads each staging buffer holds / awaits
     var location: [[UnsafeRawPointer?]]        // per staging buffer: group → its bytes this step
     var needed: UnsafeMutablePointer<Bool>     // maxBatch × G
     var readThisStep: UnsafeMutablePointer<Bool>  // per buffer × G
@@ -97,7 +96,7 @@ public final class PagedFeedForward: @unchecked Sendable {
     let accPerPart: Int
 
     /// A submit that failed (reported by the wait for its buffer).
-    var submitFailure: [PagingError?] = [nil, nil]
+    var submitFailure: [PagingError?]
 
     public init(file: GGUFFile, layout: FlashLayout, config: ModelConfig, schedule: LayerSchedule,
                 options: PagingOptions, pool: ThreadPool, residentBytes: Int, maxBatch: Int,
@@ -226,7 +225,8 @@ public final class PagedFeedForward: @unchecked Sendable {
             return cache
         }
         self.caches = caches
-        staging = stagingBytes > 0 ? [base + slotBytes, base + slotBytes + stagingBytes / 2] : []
+        let buffers = plan.stagingBuffers
+        staging = stagingBytes > 0 ? (0..<buffers).map { base + slotBytes + $0 * (stagingBytes / buffers) } : []
         // Flash under a process budget: what the budget sets aside for the KV cache and a long batch, untouched so
         // far, holds more groups until they need it (at most every group each layer lacks).
         self.processBudget = processBudget
@@ -256,17 +256,16 @@ public final class PagedFeedForward: @unchecked Sendable {
             mmapFd = -1
             reader = try DirectReader(path: file.path, threads: options.mode == .resident ? 4 : options.ioThreads)
         }
-        if options.asyncReads, options.mode == .flash || options.mode == .naive,
-           let first = AsyncBundleReads(path: file.path, maxReads: G), let second = AsyncBundleReads(path: file.path, maxReads: G) {
-            asyncReads = [first, second]
-        } else {
-            asyncReads = []
-        }
-        batches = [ReadBatch(maxSegments: G), ReadBatch(maxSegments: G)]
-        location = [[UnsafeRawPointer?]](repeating: [UnsafeRawPointer?](repeating: nil, count: G), count: 2)
+        let queues = options.asyncReads && (options.mode == .flash || options.mode == .naive)
+            ? (0..<buffers).compactMap { _ in AsyncBundleReads(path: file.path, maxReads: G) } : []
+        asyncReads = queues.count == buffers ? queues : []
+        batches = (0..<buffers).map { _ in ReadBatch(maxSegments: G) }
+        pending = [Int?](repeating: nil, count: buffers)
+        submitFailure = [PagingError?](repeating: nil, count: buffers)
+        location = [[UnsafeRawPointer?]](repeating: [UnsafeRawPointer?](repeating: nil, count: G), count: buffers)
         needed = .allocate(capacity: max(1, maxBatch) * G)
         needed.initialize(repeating: false, count: max(1, maxBatch) * G)
-        readThisStep = .allocate(capacity: 2 * G)
+        readThisStep = .allocate(capacity: buffers * G)
         ptrs = .allocate(capacity: ffn)
         downGroups = .allocate(capacity: G)
         downGroups.initialize(repeating: nil, count: G)

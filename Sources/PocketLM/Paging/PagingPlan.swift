@@ -8,6 +8,9 @@ public struct PagingPlan: Sendable, Codable, Equatable {
     /// Groups one staging buffer holds: every group of a layer, or (flash without a window, fewer than all groups
     /// kept) the most a layer can lack, those beyond its pinned ones.
     public var stagingGroups: Int
+    /// Staging buffers: the layer computing and the layers whose reads are queued behind it (flash without a window
+    /// under a budget: `readDepth(layerReadBytes:)`; otherwise two).
+    public var stagingBuffers = 2
     /// The least budget that runs: resident + staging.
     public var minimumBytes: Int
     /// FFN groups kept in memory per layer: pinned (loaded once) and window slots.
@@ -79,15 +82,24 @@ extension PagingPlan {
         }
         if options.mode != .mmap { pinnedLayers = 0 }
         var stagingGroups = stagingBytes > 0 ? G : 0
+        var buffers = 2
         if options.mode == .flash, window == 0, capacity < G, layers > 2, let budget = options.memoryBudget {
-            // Room for everything but the resident weights, in groups: L·c pinned + 2·(G − c) staged.
+            // Room for everything but the resident weights, in groups: L·c pinned + d·(G − c) staged, d buffers.
             let room = (budget - resident) / bb
-            let c = min(G - 1, max(0, (room - 2 * G) / (layers - 2)))
+            func pins(_ d: Int) -> Int { min(G - 1, max(0, (room - d * G) / (layers - d))) }
+            // Small layer reads queue more layers (the device sits idle behind two of them); the staging they take
+            // costs pins, so the depth is chosen for the bytes the pinned count leaves to read.
+            // (The predictor's choice needs the layer's input: nothing is read ahead, two buffers.)
+            let readsAhead: Bool = { if case .predictor = options.sparsity { false } else { true } }()
+            buffers = layers > 4 && readsAhead ? PagingPlan.readDepth(layerReadBytes: (G - pins(2)) * (0..<layers).map(layout.groupReadBytes).max()!) : 2
+            // Never more buffers than the room holds whole layers of (the minimum budget holds two).
+            while buffers > 2 && room < buffers * G { buffers -= 1 }
+            let c = pins(buffers)
             capacity = c
             pinned = c
             stagingGroups = G - c
-            stagingBytes = 2 * stagingGroups * bb
-            spareGroups = room - 2 * stagingGroups
+            stagingBytes = buffers * stagingGroups * bb
+            spareGroups = room - buffers * stagingGroups
         }
         // Flash: what the equal share left over (fewer groups than layers) pins one group more in the layers with
         // the largest group reads.
@@ -96,7 +108,20 @@ extension PagingPlan {
             .prefix(extra).sorted()
         let cacheBytes = options.mode == .mmap ? pinnedLayers * layout.layerBytes : (layers * capacity + extra) * bb
         self.init(budget: options.memoryBudget, residentBytes: resident, stagingBytes: stagingBytes,
-                  stagingGroups: stagingGroups, minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extraLayers,
+                  stagingGroups: stagingGroups, stagingBuffers: buffers, minimumBytes: minimum, pinnedGroups: pinned, windowGroups: capacity - pinned, extraPinnedLayers: extraLayers,
                   groupsPerLayer: G, pinnedLayers: pinnedLayers, cacheBytes: cacheBytes)
     }
+}
+
+extension PagingPlan {
+    /// Staging buffers for a flash layer that reads `layerReadBytes` per token: enough that the reads queued behind
+    /// the layer computing come to `queuedReadBytes` (2 to 4 buffers).
+    public static func readDepth(layerReadBytes: Int) -> Int {
+        guard layerReadBytes > 0 else { return 2 }
+        return min(4, max(2, 1 + (queuedReadBytes + layerReadBytes - 1) / layerReadBytes))
+    }
+
+    /// Bytes of reads kept queued ahead of the computing layer (at least one layer's): 8 reader threads of
+    /// `PagedFeedForward.maxRead` reads each, twice over.
+    public static let queuedReadBytes = 2 * 8 * PagedFeedForward.maxRead
 }
