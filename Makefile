@@ -10,7 +10,7 @@ BIN := .build/release/pocketlm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIXTURES := .fixtures
 
-.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16 kernel-bench-head kernel-bench-decode
+.PHONY: demo test example deps system-deps python-deps fetch variants fixtures build swift-test py-test clean flash-models flash-bench sync-reference serve-test kernel-tiers kernel-tiers-native kernel-tiers-arm64 arm64-deps kernel-mca kernel-bench kernel-bench-avx2 kernel-bench-kquants kernel-bench-bf16 kernel-bench-head kernel-bench-decode kernel-bench-few-stream
 
 demo: deps fetch build
 	@echo "== $(BIN) run --model $(MODEL) --prompt \"$(PROMPT)\" --temperature 0 --max-tokens 48"
@@ -111,6 +111,14 @@ kernel-bench-avx2: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_avx2_batch.c
 	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -o .build/ckernels-bench-avx2
 	@lscpu | grep -m1 'Model name'; uptime
 	.build/ckernels-bench-avx2
+
+# The few-inputs kernel (a 4-slot serve step) streaming Q4_1 and Q8_0 weights from DRAM on 2 threads, against a plain
+# read of the same bytes, the one-input kernel, and the same kernel from L2 (its arithmetic alone); checked bit for bit.
+kernel-bench-few-stream: $(KERNEL_SRCS) Tests/CKernelsDriver/bench_few_stream.c Tests/CKernelsDriver/bench_two_threads.h
+	@mkdir -p .build
+	$(KCC) $(KERNEL_CFLAGS) $(filter %.c,$^) -lm -lpthread -o .build/ckernels-bench-few-stream
+	@lscpu | grep -m1 'Model name'; uptime
+	.build/ckernels-bench-few-stream
 
 # One SmolLM2-135M Q8_0 decode token's matrices through the AVX2 row kernel on 2 threads (a barrier per matrix)
 # against variants of its streaming and a plain read of the same bytes; outputs checked bit for bit.

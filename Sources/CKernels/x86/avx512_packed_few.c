@@ -7,7 +7,12 @@
 // were prefetched during the previous group's passes and stay in L1 for all of this group's inputs; two inputs at
 // a time share each weight load and nibble unpack (their 2 × 8 lane accumulators fill the registers); Q8_0's
 // corrections are computed once per input and block, as the seed of its integer dot product. Per input and block
-// what remains is llama.cpp's lane arithmetic (8 integer dots, 8 conversions, 8 fmas: ~22 cycles here, measured).
+// what remains is llama.cpp's lane arithmetic (8 integer dots, 8 conversions, 8 fmas: ~20.6 cycles a block and
+// input for Q4_1 from L2, measured). That is near its floor on Zen 4: vpdpbusd and vfmadd share the two multiply
+// pipes (8 + 8 zmm ops = 16 cycles, measured on a loop of them alone), plus the scale product and Q4_1's minimums
+// (18). Summing each block's 8 lanes in int32 first (one conversion and fma per block) ran the 4-input Q4_1 step
+// 1.85x faster from L2, but it is another float order than llama.cpp's, and it changed SmolLM2 Q4_1's greedy reply
+// to "What is the capital of France?" (a low-margin first token), so this keeps the lanes.
 //
 // Each input's arithmetic is packed.c's, operation for operation (same integer sums, then per lane
 // fma(d_w·d_x, float(S), acc) block after block from zero, Q4_1's minimums fma'd into their own sum, ggml's
@@ -44,6 +49,8 @@ VNNI512 static inline __attribute__((always_inline)) void group_inputs(
         const uint8_t *gb = grp + b * bb;
         // The next group's block, one group ahead in every pass: a whole group's bytes in flight, arriving while
         // this group's inputs compute (a few blocks ahead left the later passes' arithmetic waiting on memory).
+        // Q8_0 without them (as its one-input stream goes) measured faster in some runs and slower in others on
+        // the shared machine (`make kernel-bench-few-stream`), so it keeps them.
         for (int64_t o = 0; o < bb; o += 64) _mm_prefetch((const char *)(gb + nb * bb + o), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb + pl_packed_scale_offset(type))));
         __m512 scale[2];
