@@ -11,7 +11,7 @@ struct PocketLMCommand: AsyncParsableCommand {
     )
 
     static func main() async {
-        BLASEnvironment.reexecWithFastKernelsIfNeeded()
+        FastBLAS.reexecIfNeeded()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {
@@ -35,12 +35,21 @@ struct CLIError: Error, CustomStringConvertible {
         let ours = error is GGUFError || error is ModelError || error is TokenizerError || error is GenerationError
             || error is PagingError || error is ChatSessionError || error is KernelISAError
         if ours, let message = (error as? LocalizedError)?.errorDescription {
-            return CLIError(description: message)
+            return CLIError(description: message + hint(for: error))
         }
         if error is CocoaError || error is DecodingError || error is EncodingError {
             return CLIError(description: error.localizedDescription)
         }
         return error
+    }
+
+    /// What to run about it, where a library error has a command that mends it.
+    static func hint(for error: Error) -> String {
+        switch error as? PagingError {
+        case .notPacked(let path)?: " — run `pocketlm pack --model \(path) --out PACKED.gguf`"
+        case .noPredictor?: " — train one with weights-tools/train_predictor.py and pack with --predictor"
+        default: ""
+        }
     }
 }
 

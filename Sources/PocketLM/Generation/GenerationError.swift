@@ -10,7 +10,7 @@ public enum GenerationError: Error, LocalizedError, Equatable {
         case .invalidParameter(let name, let why): "invalid \(name): \(why)"
         case .promptTooLong(let t, let c): "the prompt is \(t) tokens long but the context holds \(c) (raise the context length or shorten the prompt)"
         case .maxTokensPastContext(let p, let m, let c):
-            "--max-tokens \(m) after a \(p)-token prompt runs past the context of \(c) tokens (at most \(max(0, c - p)) fit)"
+            "\(m) new tokens after a \(p)-token prompt run past the context of \(c) tokens (at most \(max(0, c - p)) fit)"
         }
     }
 }

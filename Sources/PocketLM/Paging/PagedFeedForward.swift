@@ -127,10 +127,10 @@ public final class PagedFeedForward: @unchecked Sendable {
             throw PagingError.noPredictor(path: file.path)
         }
         guard options.ioThreads >= 1, options.ioThreads <= 256 else {
-            throw PagingError.invalidOption("--io-threads must be between 1 and 256, got \(options.ioThreads)")
+            throw PagingError.invalidOption("the number of I/O threads must be between 1 and 256, got \(options.ioThreads)")
         }
         guard options.window >= 0, options.window <= 1024 else {
-            throw PagingError.invalidOption("--window must be between 0 and 1024, got \(options.window)")
+            throw PagingError.invalidOption("the window must be between 0 and 1024 tokens, got \(options.window)")
         }
 
         bundleOffsets = try (0..<layers).map { l in

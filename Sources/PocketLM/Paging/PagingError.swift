@@ -20,7 +20,7 @@ public enum PagingError: Error, LocalizedError, Equatable {
     public var errorDescription: String? {
         switch self {
         case .notPacked(let p):
-            "\(p) is not in the flash layout: paging needs a packed file (run `pocketlm pack --model \(p) --out PACKED.gguf`)"
+            "\(p) is not in the flash layout: paging needs a file packed from it (`FlashPacker.pack`)"
         case .unsupportedWeights(let t, let ty):
             "tensor '\(t)' is \(ty): the flash layout packs quantized FFN weights only (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K–Q6_K)"
         case .budgetTooSmall(let b, let m, let r):
@@ -33,7 +33,7 @@ public enum PagingError: Error, LocalizedError, Equatable {
         case .shortRead(let p, let o, let e, let g):
             "short read from \(p) at byte \(o): expected \(e) bytes, got \(g) (is the file truncated?)"
         case .noPredictor(let p):
-            "\(p) has no FFN predictor: train one with weights-tools/train_predictor.py and pack with --predictor"
+            "\(p) has no FFN predictor: predictor sparsity needs a file packed with one"
         case .invalidOption(let m): m
         }
     }

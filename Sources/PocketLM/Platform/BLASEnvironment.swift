@@ -8,9 +8,9 @@ import Darwin
 /// Makes OpenBLAS use fast kernels on CPUs its build does not recognise.
 ///
 /// Debian's OpenBLAS 0.3.21 does not know recent Xeons and falls back to its Prescott kernels (~3× slower
-/// sgemm). It reads OPENBLAS_CORETYPE once, when the library is loaded — before any of our code runs — so the
-/// only way to choose for the user is to set the variable and re-execute the program. A value already in the
-/// environment is always respected.
+/// sgemm). It reads OPENBLAS_CORETYPE once, when the library is loaded — before any of our code runs — so only the
+/// program can choose, by setting the variable before it starts (the `pocketlm` command re-executes itself with it;
+/// an app sets it in its launch environment). A value already in the environment is always respected.
 public enum BLASEnvironment {
     public static let variable = "OPENBLAS_CORETYPE"
 
@@ -23,16 +23,5 @@ public enum BLASEnvironment {
         case .avx2 where pl_isa_supported(Int32(PL_ISA_AVX2)) != 0: return "Haswell"
         default: return nil
         }
-    }
-
-    /// Re-executes the current program with OPENBLAS_CORETYPE set when it is unset and this CPU benefits.
-    /// Returns only when no re-execution was needed (or it failed, in which case the slow kernels still work).
-    public static func reexecWithFastKernelsIfNeeded() {
-        guard getenv(variable) == nil, let core = recommendedCoreType() else { return }
-        setenv(variable, core, 1)
-        #if os(Linux)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
-        #endif
-        // execv returned: carry on with whatever kernels OpenBLAS chose.
     }
 }

@@ -24,7 +24,7 @@ public enum FlashPacker {
             throw PagingError.invalidOption("\(path) is already packed")
         }
         guard URL(fileURLWithPath: path).standardizedFileURL != URL(fileURLWithPath: output).standardizedFileURL else {
-            throw PagingError.invalidOption("--out must differ from --model")
+            throw PagingError.invalidOption("the packed file must be another file than its source \(path)")
         }
         let dim = config.hiddenSize, ffn = config.intermediateSize, layers = config.numHiddenLayers
         func ffnTensor(_ layer: Int, _ part: String, shape: [Int]) throws -> GGUFTensorInfo {
