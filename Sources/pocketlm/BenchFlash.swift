@@ -88,6 +88,10 @@ struct BenchFlash: AsyncParsableCommand {
         var oracle_bytes_per_token: Double?
         var mean_read_bytes = 0.0
         var read_mb_per_s = 0.0
+        /// Flash through the reader threads: the share of the decode during which a read was queued or running, and
+        /// the bytes it read per second of that time (what the storage gave while it had work, against the probe's).
+        var read_busy_share: Double?
+        var read_mb_per_s_busy: Double?
         var window_hit_rate = 0.0
         var neurons_per_layer = 0.0
         var peak_rss_bytes = 0
@@ -112,6 +116,12 @@ struct BenchFlash: AsyncParsableCommand {
         var rounds: [Double]?
     }
 
+    struct ProbePattern: Codable {
+        var threads: Int
+        var layers_queued: Int
+        var mb_per_s: Double
+    }
+
     struct Report: Codable {
         var model: String
         var source: String?
@@ -127,6 +137,8 @@ struct BenchFlash: AsyncParsableCommand {
         /// of `io_threads` readers with two or four layers queued and twice the readers with four.
         var parallel_read_mb_per_s: Double
         var parallel_read_bytes: Int
+        /// Each pattern the probe tried (`DirectReader.referencePatterns`), with its median over the rounds.
+        var parallel_patterns: [ProbePattern]
         /// nil: every budgeted row ran inside a memory limit equal to its budget; else why not.
         var memory_limit_unavailable: String?
         var rows: [Row]
@@ -210,7 +222,7 @@ struct BenchFlash: AsyncParsableCommand {
         // to naive, mmap and llama.cpp are taken within a round (measured in the same phase of the machine), and
         // the row reported is its median round. The storage reference is measured in every round too.
         var samples = [[Row]](repeating: [], count: configs.count)
-        var sequentialRounds: [Double] = [], parallelRounds: [Double] = []
+        var sequentialRounds: [Double] = [], parallelRounds: [Double] = [], patternRounds: [[Double]] = []
         let packedFile = try GGUFFile(path: model)
         let packedConfig = try ModelConfig(gguf: packedFile)
         guard let layout = try FlashLayout(file: packedFile, config: packedConfig) else {
@@ -218,6 +230,7 @@ struct BenchFlash: AsyncParsableCommand {
         }
         let readBytes = PagedFeedForward.readBytes(layout: layout)
         let bundleRanges = PagedFeedForward.bundleRanges(file: packedFile, layers: packedConfig.numHiddenLayers)
+        let patterns = DirectReader.referencePatterns(readBytes: readBytes, threads: ioThreads)
         var direct = true
         for round in 0..<max(1, rounds) {
             var order = Array(configs.indices)
@@ -250,14 +263,19 @@ struct BenchFlash: AsyncParsableCommand {
             sequentialRounds.append(sequential.bytesPerSecond)
             direct = direct && sequential.direct
             // Over the bundles flash reads: its own pattern (two layers queued), four queued, and twice the readers.
-            let parallel = try DirectReader.referencePatterns(readBytes: readBytes, threads: ioThreads).map { p throws(PagingError) in
+            let byPattern = try patterns.map { p throws(PagingError) in
                 try DirectReader.parallelThroughput(path: model, layers: bundleRanges, bytes: min(fileBytes, 256 << 20),
                                                     pattern: p).bytesPerSecond
-            }.max()!
-            parallelRounds.append(parallel)
+            }
+            patternRounds.append(byPattern)
+            parallelRounds.append(byPattern.max()!)
         }
         let sequential = sequentialRounds.sorted()[sequentialRounds.count / 2]
         let parallel = parallelRounds.sorted()[parallelRounds.count / 2]
+        let patternMedians = patterns.indices.map { i in
+            ProbePattern(threads: patterns[i].threads, layers_queued: patterns[i].inFlight,
+                         mb_per_s: patternRounds.map { $0[i] }.sorted()[patternRounds.count / 2] / 1e6)
+        }
         // The storage's best measured rate: a row cannot read faster than the storage gives either way.
         let reference = max(sequential, parallel)
         for rowsOfConfig in samples {
@@ -288,6 +306,7 @@ struct BenchFlash: AsyncParsableCommand {
                             file_bytes: fileBytes, threads: threads, io_threads: ioThreads, context: context,
                             direct_io: direct, sequential_read_mb_per_s: sequential / 1e6,
                             parallel_read_mb_per_s: parallel / 1e6, parallel_read_bytes: readBytes,
+                            parallel_patterns: patternMedians,
                             memory_limit_unavailable: limitUnavailable, rows: rows)
         if let plot { try FlashChart.svg(report).write(toFile: plot, atomically: true, encoding: .utf8) }
         if json {
@@ -470,6 +489,14 @@ struct BenchFlash: AsyncParsableCommand {
             s += zip(cells, header).map { cell($0, $1.1, left: $1.2) }.joined(separator: " ") + "\n"
         }
         s += "peak MiB: the limit's peak charge during the decode (RSS where unlimited); hits: times the limit was reached\n"
+        s += "probe patterns: " + report.parallel_patterns.map {
+            String(format: "%d threads, %d layers queued %.0f MB/s", $0.threads, $0.layers_queued, $0.mb_per_s)
+        }.joined(separator: "; ") + " (medians)\n"
+        for r in report.rows where r.error == nil {
+            guard let share = r.read_busy_share, let rate = r.read_mb_per_s_busy else { continue }
+            s += String(format: "%@ %@: reads queued or running %.0f%% of the decode, at %.0f MB/s meanwhile\n",
+                        r.config.budgetLabel, r.config.name, share * 100, rate)
+        }
         return s
     }
 
@@ -502,6 +529,7 @@ struct BenchFlash: AsyncParsableCommand {
         var generated = [next]
         let before = ffn?.stats ?? PagingStats()
         let storageBefore = storageReadBytes()
+        let busyBefore = ffn?.readBusySeconds
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 1..<genTokens {
             logits = try t.decode(next)
@@ -510,6 +538,12 @@ struct BenchFlash: AsyncParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         let storage = storageReadBytes() - storageBefore
+        // Reads queued ahead for a next token still run at the end: counted by both the bytes issued and this time.
+        if let busyBefore, let busyAfter = ffn?.readBusySeconds {
+            let busy = busyAfter - busyBefore
+            row.read_busy_share = busy / seconds
+            row.read_mb_per_s_busy = busy > 0 ? Double(((ffn?.stats ?? PagingStats()) - before).bytesRead) / busy / 1e6 : nil
+        }
         let d = (ffn?.stats ?? PagingStats()) - before
         let steps = Double(max(1, genTokens - 1))
         row.prompt_tokens = promptIds

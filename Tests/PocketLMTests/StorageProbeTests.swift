@@ -31,6 +31,42 @@ struct StorageProbeTests {
         }
     }
 
+    @Test("a reader's busy time covers its reads: none before any, within the wall time around them, unchanged while idle")
+    func busyTime() throws {
+        let path = try FlashPagingTests.packed("tiny-q8_0.gguf")
+        let file = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: file)
+        let ranges = PagedFeedForward.bundleRanges(file: file, layers: config.numHiddenLayers)
+        let reader = try DirectReader(path: path, threads: 2)
+        defer { reader.shutdown() }
+        #expect(reader.busySeconds == 0)
+        let bytes = ranges.map(\.length).max()!
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: FlashLayout.ioAlignment)
+        defer { buffer.deallocate() }
+        let batch = ReadBatch(maxSegments: bytes / 4096)
+        var wall = 0.0
+        for r in ranges {
+            batch.reset()
+            for k in stride(from: 0, to: r.length, by: 4096) {
+                batch.add(offset: r.offset + k, length: min(4096, r.length - k), into: buffer + k, maxRead: 4096)
+            }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            reader.submit(batch)
+            try batch.wait()
+            wall += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        }
+        // A batch's wait returns once its last read is counted finished, so every busy span lies inside one wait.
+        let busy = reader.busySeconds
+        #expect(busy > 0 && busy <= wall)
+        usleep(20_000)
+        #expect(reader.busySeconds == busy)
+        // An empty batch is no work.
+        batch.reset()
+        reader.submit(batch)
+        try batch.wait()
+        #expect(reader.busySeconds == busy)
+    }
+
     @Test("a probed range off the 4 KiB grid or past the end of the file is an error naming the problem")
     func badRanges() throws {
         let path = try FlashPagingTests.packed("tiny-q8_0.gguf")

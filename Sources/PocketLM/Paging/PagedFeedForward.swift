@@ -31,6 +31,9 @@ public final class PagedFeedForward: @unchecked Sendable {
     let asyncReads: [AsyncBundleReads]
     /// Whether the per-token reads went through native AIO (else the reader threads).
     public var readsAreAsync: Bool { !asyncReads.isEmpty }
+    /// Seconds since load during which the reader threads had a read queued or running (`DirectReader.busySeconds`);
+    /// nil where they do not serve the per-token reads (mmap mode, native AIO).
+    public var readBusySeconds: Double? { asyncReads.isEmpty && mapped == nil ? reader?.busySeconds : nil }
     let mapped: MappedFile?
     let mmapFd: Int32
     let file: MappedFile

@@ -56,6 +56,21 @@ public final class DirectReader: @unchecked Sendable {
     }
 
     private var running = 0
+    /// Reads submitted and not yet finished, since when there have been any, and the time with any before that:
+    /// how much of a run the storage had work from this reader (`busySeconds`).
+    private var outstanding = 0
+    private var busySince: UInt64 = 0
+    private var busyNanos: UInt64 = 0
+
+    /// Seconds since the reader started during which at least one read was queued or running (the span open now
+    /// included). Against a run's duration: the share of it the storage was given work; bytes read over it: the
+    /// rate reads ran at while there were any, which a storage probe's figure can be held against.
+    public var busySeconds: Double {
+        queueLock.lock()
+        defer { queueLock.unlock() }
+        let open = outstanding > 0 ? DispatchTime.now().uptimeNanoseconds - busySince : 0
+        return Double(busyNanos + open) / 1e9
+    }
 
     /// Queues every range of `batch`; returns at once.
     public func submit(_ batch: ReadBatch) {
@@ -65,6 +80,8 @@ public final class DirectReader: @unchecked Sendable {
         batch.lock.unlock()
         guard batch.count > 0 else { return }
         queueLock.lock()
+        if outstanding == 0 { busySince = DispatchTime.now().uptimeNanoseconds }
+        outstanding += batch.count
         if queueHead > 0, queueHead == queue.count {
             queue.removeAll(keepingCapacity: true)
             queueHead = 0
@@ -112,6 +129,10 @@ public final class DirectReader: @unchecked Sendable {
             } catch {
                 failure = error
             }
+            queueLock.lock()
+            outstanding -= 1
+            if outstanding == 0 { busyNanos += DispatchTime.now().uptimeNanoseconds - busySince }
+            queueLock.unlock()
             batch.lock.lock()
             if let failure, batch.error == nil { batch.error = failure }
             batch.pending -= 1
