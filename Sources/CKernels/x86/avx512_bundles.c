@@ -366,13 +366,6 @@ VNNI void pl_avx512_bundle_down(const void *const *bundles, const int32_t *ids, 
 // once, fma'd into 8 float lanes in block order; Q4_1's minimums fma'd into a sum of their own; hsum256 + that sum),
 // so the bits of pl_matmul_q on the reassembled matrix. R neighbouring rows at a time: each group's slices are then
 // read as one sequential stream, prefetched 16 rows ahead.
-VNNI static inline float gq_hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 VNNI static inline __attribute__((always_inline)) void gq_rows(const int type, const int R, const uint8_t *const *groups,
         int64_t spg, size_t row_off, size_t slice_bytes, const uint8_t *xq, int64_t nb, float *out) {
     const int wbytes = type == PL_TYPE_Q8_0 ? 34 : type == PL_TYPE_Q4_0 ? 18 : 20;
@@ -424,7 +417,7 @@ VNNI static inline __attribute__((always_inline)) void gq_rows(const int type, c
     float msum[4];
     _mm_storeu_ps(msum, msum4);
     PL_UNROLL
-    for (int i = 0; i < R; i++) out[i] = gq_hsum256(acc[i]) + msum[i];
+    for (int i = 0; i < R; i++) out[i] = pl_avx2_hsum8(acc[i]) + msum[i];
 }
 
 VNNI static inline __attribute__((always_inline)) void gq_matmul(const int type, const uint8_t *const *groups, int64_t spg,
