@@ -158,6 +158,17 @@ public struct Linear {
     /// step's dynamic split over its rows.
     static func minimumChunkUnits(rowBytes: Int) -> Int { minimumChunkBytes / max(1, 16 * rowBytes) }
 
+    /// One input of `count` floats quantized into `dst` in the activation format `act` (`pl_activation_type` of the
+    /// weights it meets): Q8_0, Q8_K, else Q8_1.
+    @inline(__always)
+    static func quantize(_ x: UnsafePointer<Float>, count: Int, activation act: Int32, into dst: UnsafeMutableRawPointer) {
+        switch act {
+        case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(x, dst, Int64(count))
+        case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(x, dst, Int64(count))
+        default: pl_quantize_q8_1(x, dst, Int64(count))
+        }
+    }
+
     /// Quantizes `n` inputs into `dst` (default: `quantizedInput`) as Q8_0, Q8_1 or Q8_K blocks; returns the bytes
     /// per input.
     @discardableResult
@@ -166,13 +177,7 @@ public struct Linear {
         let stride = Linear.quantizedInputBytes(columns: cols)
         let xq = dst ?? quantizedInput
         let body = { (range: Range<Int>) in
-            for i in range {
-                switch act {
-                case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(input + i * cols, xq + i * stride, Int64(cols))
-                case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(input + i * cols, xq + i * stride, Int64(cols))
-                default: pl_quantize_q8_1(input + i * cols, xq + i * stride, Int64(cols))
-                }
-            }
+            for i in range { Linear.quantize(input + i * cols, count: cols, activation: act, into: xq + i * stride) }
         }
         // A few inputs (a server's decode step over its slots, a verify pass) are quantized on this thread: a
         // row takes well under a microsecond, less than a round of the threads costs, and a step of 4 slots would

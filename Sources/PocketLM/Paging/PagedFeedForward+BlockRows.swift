@@ -43,13 +43,7 @@ extension PagedFeedForward {
             let x = input + r0 * dim
             let xqGate = UnsafeRawPointer(blockRowsXq), xqUp = UnsafeRawPointer(blockRowsXq + (upAct == gateAct ? 0 : n * stride))
             func quantize(_ act: Int32, into dst: UnsafeMutableRawPointer) {
-                for t in 0..<n {
-                    switch act {
-                    case Int32(PL_TYPE_Q8_0): pl_quantize_q8_0(x + t * dim, dst + t * stride, Int64(dim))
-                    case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(x + t * dim, dst + t * stride, Int64(dim))
-                    default: pl_quantize_q8_1(x + t * dim, dst + t * stride, Int64(dim))
-                    }
-                }
+                for t in 0..<n { Linear.quantize(x + t * dim, count: dim, activation: act, into: dst + t * stride) }
             }
             quantize(gateAct, into: blockRowsXq)
             if upAct != gateAct { quantize(upAct, into: blockRowsXq + n * stride) }
@@ -86,11 +80,7 @@ extension PagedFeedForward {
                 for gi in 0..<G where location[gi] == nil || (read[gi] && !needed[r0 * G + gi]) { groupTable[gi] = someGroup }
                 let xq = UnsafeMutableRawPointer(linear.quantizedInput)
                 let downType = Int32(types.down.rawValue)
-                switch pl_activation_type(downType) {
-                case Int32(PL_TYPE_Q8_K): pl_quantize_q8_K(g, xq, Int64(ffn))
-                case Int32(PL_TYPE_Q8_1): pl_quantize_q8_1(g, xq, Int64(ffn))
-                default: pl_quantize_q8_0(g, xq, Int64(ffn))
-                }
+                Linear.quantize(g, count: ffn, activation: pl_activation_type(downType), into: xq)
                 let o = out + r0 * dim, table = UnsafePointer(groupTable)
                 pool.dynamicRanges(dim, granularity: 16, minimumUnits: Linear.minimumChunkUnits(rowBytes: downRowBytes)) { range in
                     _ = pl_bundle_down_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
