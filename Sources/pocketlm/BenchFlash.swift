@@ -475,13 +475,13 @@ struct BenchFlash: AsyncParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         let storage = storageReadBytes() - storageBefore
+        let d = (ffn?.stats ?? PagingStats()) - before
         // Reads queued ahead for a next token still run at the end: counted by both the bytes issued and this time.
         if let busyBefore, let busyAfter = ffn?.readBusySeconds {
             let busy = busyAfter - busyBefore
             row.read_busy_share = busy / seconds
-            row.read_mb_per_s_busy = busy > 0 ? Double(((ffn?.stats ?? PagingStats()) - before).bytesRead) / busy / 1e6 : nil
+            row.read_mb_per_s_busy = busy > 0 ? Double(d.bytesRead) / busy / 1e6 : nil
         }
-        let d = (ffn?.stats ?? PagingStats()) - before
         let steps = Double(max(1, genTokens - 1))
         row.prompt_tokens = promptIds
         row.tokens = generated

@@ -2,7 +2,8 @@
 // same kernel over one L2-sized matrix again and again (its arithmetic alone), a plain read of the same bytes (the
 // memory bound) and the one-input kernel (a lone slot's step), on 2 threads each taking half the groups: how well
 // the kernel overlaps its arithmetic with the stream. Q4_1 (SmolLM2's layers) and Q8_0 (its output head), 144 Ki rows
-// × 576 columns (53 and 90 MB, past the 32 MB L3). Wall time per pass, the median and best of the passes in which neither
+// × 576 columns (53 and 90 MB, past Zen 4's 32 MB L3; a CPU with a larger L3, such as the 260 MB Xeons this machine
+// also runs on, serves part of the "stream" from it). Wall time per pass, the median and best of the passes in which neither
 // thread lost its core (bench_two_threads.h). Outputs of the few-inputs kernel are checked against the one-input
 // kernel's bit for bit. `make kernel-bench-few-stream`.
 #include "ckernels.h"
