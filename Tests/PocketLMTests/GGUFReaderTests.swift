@@ -25,6 +25,14 @@ struct GGUFReaderTests {
         ("t.floats", .array(6, [.f32(0.5), .f32(-1e30)])),
         ("t.strings", .array(8, [.str("a"), .str(""), .str("ü✓"), .str("<|im_start|>")])),
         ("t.empty-array", .array(4, [])),
+        // Every fixed width an array packs its elements at (GGUFArray keeps a file's arrays as stored bytes).
+        ("t.i8s", .array(1, [.i8(-128), .i8(127)])),
+        ("t.u16s", .array(2, [.u16(7), .u16(65535)])),
+        ("t.i16s", .array(3, [.i16(-5), .i16(Int16.min)])),
+        ("t.bools", .array(7, [.bool(true), .bool(false), .bool(true)])),
+        ("t.u64s", .array(10, [.u64(UInt64.max), .u64(0)])),
+        ("t.i64s", .array(11, [.i64(Int64.min)])),
+        ("t.f64s", .array(12, [.f64(2.5), .f64(-0.0)])),
         ("t.nested", .array(9, [.array(4, [.u32(1), .u32(2)]), .array(8, [.str("x")])])),
         ("t.u64", .u64(UInt64.max)),
         ("t.i64", .i64(Int64.min)),
@@ -104,6 +112,37 @@ struct GGUFReaderTests {
             // Offsets in the file are the auto-aligned ones: 0, then 64 (60 rounded to 32), then 64+136 → 224.
             if align == 32 { #expect(built.offsets == [0, 64, 224]) }
         }
+    }
+
+    @Test("metadata read from a file writes back unchanged: every array's element type (an empty one's too), strings, scalars, nesting")
+    func metadataWritesBackUnchanged() throws {
+        var spec = Self.sampleFile()
+        spec.metadata.append(("t.empty-f32", .array(6, [])))
+        spec.metadata.append(("t.long-string", .array(8, [.str(String(repeating: "x", count: 300)), .str("é")])))
+        spec.tensors = []
+        let bytes = spec.build().bytes
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-gguf-writeback-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Kit.open(bytes) { read throws in
+            #expect(read.metadata["t.empty-f32"]?.array?.elementTypeCode == 6)
+            #expect(read.metadata["t.long-string"]?.array?[0] == .string(String(repeating: "x", count: 300)))
+            #expect(try read.stringArray("t.strings") == ["a", "", "ü✓", "<|im_start|>"])
+            #expect(try read.intArray("t.u16s") == [7, 65535])
+            #expect(try read.floatArray("t.f64s") == [2.5, -0.0])
+            try GGUFWriter(path: path, metadata: read.metadataKeys.map { ($0, read.metadata[$0]!) }, tensors: [],
+                           alignment: read.alignment).finish()
+        }
+        let again = try GGUFFile(path: path)
+        for key in spec.metadata.map(\.0) {
+            let before = try #require(try Self.readBack(bytes, key)), after = try #require(again.metadata[key])
+            #expect(after == before, "\(key)")
+            #expect(after.typeCode == before.typeCode && after.array?.elementTypeCode == before.array?.elementTypeCode, "\(key)")
+        }
+    }
+
+    /// Metadata `key` of the file `bytes`.
+    static func readBack(_ bytes: [UInt8], _ key: String) throws -> GGUFValue? {
+        try Kit.open(bytes) { $0.metadata[key] }
     }
 
     @Test("typed metadata accessors convert and name the key on errors")
@@ -335,6 +374,10 @@ struct GGUFReaderTests {
         f = Self.sampleFile()
         f.metadata.append(("flag", .raw(type: 7, payload: [2])))
         try expectError(f.bytes, "badMetadata", ["'flag'", "bool value 2"])
+        // In an array too.
+        f = Self.sampleFile()
+        f.metadata.append(("flags", .array(7, [.u8(1), .u8(0), .u8(2)])))
+        try expectError(f.bytes, "badMetadata", ["'flags'", "bool value 2"])
     }
 
     @Test("bad general.alignment")

@@ -70,7 +70,7 @@ enum GGUFTestValue {
         case .i64(let v): .int64(v)
         case .f64(let v): .float64(v)
         case .array(_, let items):
-            items.allSatisfy { $0.expected != nil } ? .array(items.map { $0.expected! }) : nil
+            items.allSatisfy { $0.expected != nil } ? .array(GGUFArray(items.map { $0.expected! })) : nil
         case .raw: nil
         }
     }

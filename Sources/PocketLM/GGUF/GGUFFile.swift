@@ -229,11 +229,16 @@ struct ByteReader {
     }
 
     mutating func string(_ what: @autoclosure () -> String) throws(GGUFError) -> String {
+        String(decoding: try stringBytes(what()), as: UTF8.self)
+    }
+
+    /// A string's bytes, in the map (its length checked against the bytes that remain).
+    mutating func stringBytes(_ what: @autoclosure () -> String) throws(GGUFError) -> UnsafeRawBufferPointer {
         let n = try u64(what())
         guard n <= UInt64(size - offset) else { throw .truncated(what: "\(what()) (a string of \(n) bytes)", offset: offset) }
-        let s = String(decoding: UnsafeRawBufferPointer(start: base + offset, count: Int(n)), as: UTF8.self)
+        let bytes = UnsafeRawBufferPointer(start: base + offset, count: Int(n))
         offset += Int(n)
-        return s
+        return bytes
     }
 
     mutating func value(type: UInt32, key: String, depth: Int) throws(GGUFError) -> GGUFValue {
@@ -263,10 +268,36 @@ struct ByteReader {
             default: throw .corrupt("metadata '\(key)' has unknown array element type \(elementType)")
             }
             let n = try count("element count of metadata '\(key)'", minBytesEach: minBytes)
+            // Kept packed as stored (GGUFArray): a vocabulary's strings as one byte string, its scalars as bytes.
+            if let width = GGUFArray.scalarWidth(elementType) {
+                let bytes = Array(UnsafeRawBufferPointer(start: base + offset, count: n * width))
+                if elementType == 7, let b = bytes.first(where: { $0 > 1 }) {
+                    throw .badMetadata(key: key, reason: "bool value \(b)")
+                }
+                offset += n * width
+                return .array(GGUFArray(storage: .scalars(type: elementType, width: width, bytes: bytes), elementType: elementType))
+            }
+            if elementType == 8 {
+                // Two passes: check every length and sum them, then copy into a byte string of exactly that size.
+                let start = offset
+                var total = 0
+                for _ in 0..<n { total += try stringBytes(key).count }
+                guard total <= Int(UInt32.max) else { throw .corrupt("metadata '\(key)' holds more than 4 GiB of strings") }
+                offset = start
+                var bytes: [UInt8] = []
+                var ends: [UInt32] = []
+                bytes.reserveCapacity(total)
+                ends.reserveCapacity(n)
+                for _ in 0..<n {
+                    bytes.append(contentsOf: try stringBytes(key))
+                    ends.append(UInt32(bytes.count))
+                }
+                return .array(GGUFArray(storage: .strings(bytes: bytes, ends: ends), elementType: 8))
+            }
             var items: [GGUFValue] = []
             items.reserveCapacity(n)
             for _ in 0..<n { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
-            return .array(items)
+            return .array(GGUFArray(storage: .values(items), elementType: elementType))
         case 10: return .uint64(try u64(key))
         case 11: return .int64(Int64(bitPattern: try u64(key)))
         case 12: return .float64(Double(bitPattern: try u64(key)))

@@ -2,7 +2,7 @@
 public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
     case float32(Float), bool(Bool), string(String), uint64(UInt64), int64(Int64), float64(Double)
-    indirect case array([GGUFValue])
+    indirect case array(GGUFArray)
 
     /// The value as an integer when it is any integer type (GGUF writers disagree on widths: u32 vs i32 vs u64).
     public var int: Int? {
@@ -40,9 +40,28 @@ public enum GGUFValue: Sendable, Equatable {
         }
     }
 
-    public var array: [GGUFValue]? {
+    public var array: GGUFArray? {
         if case .array(let a) = self { return a }
         return nil
+    }
+
+    /// The GGUF type code the file stores this value's type as.
+    public var typeCode: UInt32 {
+        switch self {
+        case .uint8: 0
+        case .int8: 1
+        case .uint16: 2
+        case .int16: 3
+        case .uint32: 4
+        case .int32: 5
+        case .float32: 6
+        case .bool: 7
+        case .string: 8
+        case .array: 9
+        case .uint64: 10
+        case .int64: 11
+        case .float64: 12
+        }
     }
 
     /// The GGUF type name, for `inspect`.

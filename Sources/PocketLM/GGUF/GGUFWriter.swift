@@ -116,7 +116,7 @@ public final class GGUFWriter {
     }
 
     private func put(_ v: GGUFValue) {
-        put(GGUFWriter.typeCode(v))
+        put(v.typeCode)
         putPayload(v)
     }
 
@@ -135,27 +135,9 @@ public final class GGUFWriter {
         case .int64(let x): put(x)
         case .float64(let x): put(x.bitPattern)
         case .array(let a):
-            put(a.first.map(GGUFWriter.typeCode) ?? 4)
+            put(a.elementTypeCode ?? 4)
             put(UInt64(a.count))
             for e in a { putPayload(e) }
-        }
-    }
-
-    private static func typeCode(_ v: GGUFValue) -> UInt32 {
-        switch v {
-        case .uint8: 0
-        case .int8: 1
-        case .uint16: 2
-        case .int16: 3
-        case .uint32: 4
-        case .int32: 5
-        case .float32: 6
-        case .bool: 7
-        case .string: 8
-        case .array: 9
-        case .uint64: 10
-        case .int64: 11
-        case .float64: 12
         }
     }
 

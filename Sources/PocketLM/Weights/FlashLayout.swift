@@ -205,9 +205,9 @@ public struct FlashLayout: Sendable, Equatable {
             (FlashLayout.neuronBytesKey, .uint32(UInt32(neuronBytes))),
             (FlashLayout.weightTypeKey, .uint32(weightType.rawValue))]
         if format == .blockRows {
-            m += [(FlashLayout.gateTypeKey, .array(layerTypes.map { .uint32($0.gate.rawValue) })),
-                  (FlashLayout.upTypeKey, .array(layerTypes.map { .uint32($0.up.rawValue) })),
-                  (FlashLayout.downTypeKey, .array(layerTypes.map { .uint32($0.down.rawValue) }))]
+            m += [(FlashLayout.gateTypeKey, .array(GGUFArray(layerTypes.map { .uint32($0.gate.rawValue) }))),
+                  (FlashLayout.upTypeKey, .array(GGUFArray(layerTypes.map { .uint32($0.up.rawValue) }))),
+                  (FlashLayout.downTypeKey, .array(GGUFArray(layerTypes.map { .uint32($0.down.rawValue) })))]
         }
         return m
     }
