@@ -151,7 +151,7 @@ public struct BPETokenizer: Tokenizer {
         self.stopTokenIds = stops
         self.preTokenizer = preTokenizer
         self.ignoresMerges = preTokenizer.ignoresMerges
-        self.vocabulary = Vocabulary(pieces: tokens, types: types, decodedBy: BPETokenizer.appendDecoded)
+        self.vocabulary = Vocabulary(pieces: tokens, table: pieceIds, types: types, decodedBy: BPETokenizer.appendDecoded)
         self.pieceIds = pieceIds
         self.extraSymbols = extraSymbols
         self.byteSymbols = byteSymbols

@@ -113,7 +113,7 @@ public struct SentencePieceTokenizer: Tokenizer {
         self.addBos = addBos
         self.addSpacePrefix = addSpacePrefix
         self.stopTokenIds = stops
-        self.vocabulary = Vocabulary(pieces: tokens, types: types, decodedBy: SentencePieceTokenizer.appendDecoded)
+        self.vocabulary = Vocabulary(pieces: tokens, table: table, types: types, decodedBy: SentencePieceTokenizer.appendDecoded)
         self.scores = scores
         self.table = table
         self.byteTokens = byteTokens

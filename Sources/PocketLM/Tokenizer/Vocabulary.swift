@@ -2,8 +2,9 @@
 /// llama.cpp's `token_to_piece` gives). The tokenizer kinds share it; they differ in how they split and merge
 /// text, and in how a stored string decodes (`decodedBy`).
 struct Vocabulary: Sendable {
-    /// The stored strings, indexed by id.
-    let pieces: [String]
+    /// The stored strings, indexed by id, as the tokenizer's lookup table holds them (the same arrays, not a copy:
+    /// a `[String]` beside it cost 2.4 MiB more for a 151,936-token vocabulary).
+    let pieces: PieceTable
     /// GGUF token types, after llama.cpp's special-token rules (`LlamaCppSpecialRules`).
     let types: [TokenType]
     /// Decoded bytes of every token, concatenated; token `i` is `decodedBytes[decodedStart[i]..<decodedStart[i+1]]`.
@@ -30,8 +31,9 @@ struct Vocabulary: Sendable {
         return types
     }
 
-    /// `decodedBy` appends what one stored string of a given type decodes to.
-    init(pieces: [String], types: [TokenType], decodedBy appendDecoded: (String, TokenType, inout [UInt8]) -> Void) {
+    /// `decodedBy` appends what one stored string of a given type decodes to; `table` holds `pieces`.
+    init(pieces: [String], table: PieceTable, types: [TokenType], decodedBy appendDecoded: (String, TokenType, inout [UInt8]) -> Void) {
+        precondition(table.count == pieces.count, "the piece table holds another vocabulary")
         var bytes: [UInt8] = []
         var start: [Int32] = [0]
         bytes.reserveCapacity(pieces.count * 6)
@@ -40,14 +42,14 @@ struct Vocabulary: Sendable {
             appendDecoded(p, types[i], &bytes)
             start.append(Int32(bytes.count))
         }
-        self.pieces = pieces
+        self.pieces = table
         self.types = types
         decodedBytes = bytes
         decodedStart = start
     }
 
     func piece(_ id: Int) -> String {
-        pieces.indices.contains(id) ? pieces[id] : ""
+        id >= 0 && id < count ? String(decoding: pieces.utf8(id), as: UTF8.self) : ""
     }
 
     func isControl(_ id: Int) -> Bool {
