@@ -361,6 +361,9 @@ struct BenchFlash: AsyncParsableCommand {
         -> (status: Int32, killed: Bool, stdout: Data, stderr: Data, group: MemoryCgroup?) {
         dropFromPageCache(model)
         if let source { dropFromPageCache(source) }
+        // The repacked resident matrices a PocketLM child maps: left cached by the row before (charged to its group,
+        // then to the parent once that group is removed), they would be resident weights the limit never sees.
+        if let cache = LoadOptions().packCachePath(for: model) { dropFromPageCache(cache) }
         let group = try limited ? config.budget.map { try MemoryCgroup(limit: $0) } : nil
         let process = Process()
         let (exe, args) = group?.wrap(executable, arguments(group)) ?? (executable, arguments(nil))

@@ -39,6 +39,12 @@ struct MemoryLimitTests {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
         }
+        // The model's repacked matrices, left cached by the run before (charged to its group, then to this process's
+        // once that group is removed), would be resident weights the limit never sees: each run pays for its own.
+        if let i = args.firstIndex(of: "--model"), i + 1 < args.count, let cache = LoadOptions().packCachePath(for: args[i + 1]) {
+            let fd = open(cache, O_RDONLY)
+            if fd >= 0 { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED)); close(fd) }
+        }
         let group = "\(root)/pocketlm-test-\(getpid())-\(UUID().uuidString.prefix(8))"
         guard mkdir(group, 0o755) == 0 else { throw TestSetupError("cannot create \(group)") }
         defer { rmdir(group) }

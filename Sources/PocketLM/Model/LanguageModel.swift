@@ -23,6 +23,12 @@ public struct LoadOptions: Sendable {
     /// `$POCKETLM_CACHE/packed` when that variable is set, else the platform's caches directory + `pocketlm/packed`.
     public static var defaultPackCacheDirectory: URL? { PackedWeightCache.defaultDirectory }
 
+    /// The file in `packCacheDirectory` that loading `model` maps its repacked matrices from (or writes them to),
+    /// whether or not it exists yet; nil without a cache directory. Its pages are part of what a run keeps resident.
+    public func packCachePath(for model: String) -> String? {
+        packCacheDirectory.map { PackedWeightCache.cachePath(for: model, in: $0) }
+    }
+
     public init(threads: Int = 2, kvCacheType: KVCache.ElementType = .f16, contextLength: Int? = nil,
                 layerSchedule: (strategy: LayerSchedule.Strategy, repeats: Int)? = nil, maxBatch: Int = 256,
                 paging: PagingOptions? = nil, packCacheDirectory: URL? = LoadOptions.defaultPackCacheDirectory,
