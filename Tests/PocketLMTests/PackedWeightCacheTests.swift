@@ -50,6 +50,10 @@ struct PackedWeightCacheTests {
             return
         }
         #expect(Self.cacheFiles(cache).count == 1)
+        // The path LoadOptions names for this model is the file written (bench-flash drops its pages before a
+        // limited run); without a cache directory there is none.
+        #expect(LoadOptions(packCacheDirectory: cache).packCachePath(for: model) == cache.appendingPathComponent(Self.cacheFiles(cache)[0]).path)
+        #expect(LoadOptions(packCacheDirectory: nil).packCachePath(for: model) == nil)
         let second = MappedWeightStore(file: try GGUFFile(path: model), cacheDirectory: cache)
         #expect(try Self.logits(second) == reference)
         #expect(second.packedFromCache)
