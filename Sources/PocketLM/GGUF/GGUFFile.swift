@@ -214,8 +214,6 @@ struct ByteReader {
         return v
     }
 
-    mutating func u8(_ what: @autoclosure () -> String) throws(GGUFError) -> UInt8 { try take(what(), as: UInt8.self) }
-    mutating func u16(_ what: @autoclosure () -> String) throws(GGUFError) -> UInt16 { try take(what(), as: UInt16.self) }
     mutating func u32(_ what: @autoclosure () -> String) throws(GGUFError) -> UInt32 { try take(what(), as: UInt32.self) }
     mutating func u64(_ what: @autoclosure () -> String) throws(GGUFError) -> UInt64 { try take(what(), as: UInt64.self) }
 
@@ -242,34 +240,31 @@ struct ByteReader {
     }
 
     mutating func value(type: UInt32, key: String, depth: Int) throws(GGUFError) -> GGUFValue {
+        // A fixed-width scalar decodes as an array's element does (`GGUFArray.scalar`).
+        if let width = GGUFArray.scalarWidth(type) {
+            guard size - offset >= width else { throw .truncated(what: key, offset: offset) }
+            if type == 7, case let b = base.load(fromByteOffset: offset, as: UInt8.self), b > 1 {
+                throw .badMetadata(key: key, reason: "bool value \(b)")
+            }
+            defer { offset += width }
+            return GGUFArray.scalar(type: type, at: base + offset)
+        }
         switch type {
-        case 0: return .uint8(try u8(key))
-        case 1: return .int8(Int8(bitPattern: try u8(key)))
-        case 2: return .uint16(try u16(key))
-        case 3: return .int16(Int16(bitPattern: try u16(key)))
-        case 4: return .uint32(try u32(key))
-        case 5: return .int32(Int32(bitPattern: try u32(key)))
-        case 6: return .float32(Float(bitPattern: try u32(key)))
-        case 7:
-            let b = try u8(key)
-            guard b <= 1 else { throw .badMetadata(key: key, reason: "bool value \(b)") }
-            return .bool(b == 1)
         case 8: return .string(try string(key))
         case 9:
             guard depth < 2 else { throw .corrupt("metadata '\(key)' nests arrays too deeply") }
             let elementType = try u32(key)
-            let minBytes: Int
-            switch elementType {
-            case 0, 1, 7: minBytes = 1
-            case 2, 3: minBytes = 2
-            case 4, 5, 6: minBytes = 4
-            case 8, 10, 11, 12: minBytes = 8
-            case 9: minBytes = 12
-            default: throw .corrupt("metadata '\(key)' has unknown array element type \(elementType)")
+            let width = GGUFArray.scalarWidth(elementType)
+            // The fewest bytes an element takes: a string its 8-byte length, a nested array its type and count.
+            let least: Int? = switch elementType {
+            case 8: 8
+            case 9: 12
+            default: width
             }
+            guard let minBytes = least else { throw .corrupt("metadata '\(key)' has unknown array element type \(elementType)") }
             let n = try count("element count of metadata '\(key)'", minBytesEach: minBytes)
             // Kept packed as stored (GGUFArray): a vocabulary's strings as one byte string, its scalars as bytes.
-            if let width = GGUFArray.scalarWidth(elementType) {
+            if let width {
                 let bytes = Array(UnsafeRawBufferPointer(start: base + offset, count: n * width))
                 if elementType == 7, let b = bytes.first(where: { $0 > 1 }) {
                     throw .badMetadata(key: key, reason: "bool value \(b)")
@@ -298,9 +293,6 @@ struct ByteReader {
             items.reserveCapacity(n)
             for _ in 0..<n { items.append(try value(type: elementType, key: key, depth: depth + 1)) }
             return .array(GGUFArray(storage: .values(items), elementType: elementType))
-        case 10: return .uint64(try u64(key))
-        case 11: return .int64(Int64(bitPattern: try u64(key)))
-        case 12: return .float64(Double(bitPattern: try u64(key)))
         default: throw .corrupt("metadata '\(key)' has unknown value type \(type)")
         }
     }
