@@ -270,11 +270,12 @@ struct BenchFlash: AsyncParsableCommand {
             patternRounds.append(byPattern)
             parallelRounds.append(byPattern.max()!)
         }
-        let sequential = sequentialRounds.sorted()[sequentialRounds.count / 2]
-        let parallel = parallelRounds.sorted()[parallelRounds.count / 2]
+        // The middle value (the upper one of an even count); nil for none.
+        func mid(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
+        let sequential = mid(sequentialRounds)!, parallel = mid(parallelRounds)!
         let patternMedians = patterns.indices.map { i in
             ProbePattern(threads: patterns[i].threads, layers_queued: patterns[i].inFlight,
-                         mb_per_s: patternRounds.map { $0[i] }.sorted()[patternRounds.count / 2] / 1e6)
+                         mb_per_s: mid(patternRounds.map { $0[i] })! / 1e6)
         }
         // The storage's best measured rate: a row cannot read faster than the storage gives either way.
         let reference = max(sequential, parallel)
@@ -282,7 +283,6 @@ struct BenchFlash: AsyncParsableCommand {
             let ok = rowsOfConfig.filter { $0.error == nil }
             guard !ok.isEmpty else { rows.append(rowsOfConfig[0]); continue }
             var median = ok.sorted { $0.tokens_per_second < $1.tokens_per_second }[ok.count / 2]
-            func mid(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
             median.speedup_vs_naive = mid(ok.compactMap(\.speedup_vs_naive))
             median.speedup_vs_mmap = mid(ok.compactMap(\.speedup_vs_mmap))
             median.speedup_vs_llama_cpp = mid(ok.compactMap(\.speedup_vs_llama_cpp))
