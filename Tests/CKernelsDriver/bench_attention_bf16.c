@@ -20,13 +20,13 @@ static uint16_t bf16_of_f16(uint16_t h) {
     return pl_f32_to_bf16(pl_f16_to_f32(h));
 }
 
-// A model's attention shape: layers, KV heads, query heads per KV head, head_dim, and the queries per tile the model
-// runs (Transformer.attentionTileQueries: PL_ATTENTION_TILE_PAIRS / group).
-struct shape { const char *name; int L, H, G, HD, T; };
-static const struct shape SMOLLM2 = {"SmolLM2-135M (30 layers x 3 KV heads x 3, head_dim 64)", 30, 3, 3, 64, 10};
+// A model's attention shape: layers, KV heads, query heads per KV head, head_dim. Its tiles take as many queries as
+// the model runs (Transformer.attentionTileQueries: PL_ATTENTION_TILE_PAIRS / group).
+struct shape { const char *name; int L, H, G, HD; };
+static const struct shape SMOLLM2 = {"SmolLM2-135M (30 layers x 3 KV heads x 3, head_dim 64)", 30, 3, 3, 64};
 // Gemma 3 270M's global layers see the whole depth (its sliding-window layers see 512 positions at most): its 3 global
 // layers' one KV head with 4 query heads, head_dim 256.
-static const struct shape GEMMA3 = {"Gemma 3 270M's 3 global layers (1 KV head x 4, head_dim 256)", 3, 1, 4, 256, 8};
+static const struct shape GEMMA3 = {"Gemma 3 270M's 3 global layers (1 KV head x 4, head_dim 256)", 3, 1, 4, 256};
 
 // This thread's multiply-add peak of `kind` (pl_multiply_add_probe; the best of 5 passes of ~20 ms, the bound the
 // kernels are measured against), per second.
@@ -46,7 +46,7 @@ static double peak_f32, peak_bf16;
 
 // A chunk of `chunk` tokens at `depth`, tiles of m.T queries, KV head by KV head.
 static void run(struct shape m, int depth, int chunk, int reps) {
-    const int L = m.L, H = m.H, G = m.G, HD = m.HD, T = m.T;
+    const int L = m.L, H = m.H, G = m.G, HD = m.HD, T = PL_ATTENTION_TILE_PAIRS / m.G;
     const float scale = 1.0f / sqrtf((float)HD);
     const int cap = depth + chunk + 1, qd = G * H * HD;
     const size_t per = (size_t)cap * HD;

@@ -40,9 +40,13 @@ void test_attention(int tier, const char *name) {
 // to 150 cross several of the AVX2 tile's 64-row blocks, with queries whose rows end inside a block.
 void test_attention_tile(int tier, const char *name) {
     static const int dims[] = {64, 32, 128, 256};
-    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}, {10, 3}, {8, 4}, {32, 1}};
+    // Up to PL_ATTENTION_TILE_PAIRS pairs (SmolLM2's 21 × 3, Gemma 3's 16 × 4, Qwen2.5's 9 × 7): past 6 pairs the
+    // AVX-512 body converts the V rows once into a buffer of 8192 floats (128, 64, 32 rows at head_dim 64, 128, 256)
+    // that its passes share, so depths up to 150 also cross that buffer's chunks.
+    static const int shapes[][2] = {{4, 3}, {5, 3}, {1, 3}, {16, 1}, {6, 3}, {2, 2}, {10, 3}, {8, 4}, {32, 1},
+                                    {21, 3}, {16, 4}, {9, 7}, {64, 1}};
     for (int di = 0; di < 4; di++)
-        for (int si = 0; si < 9; si++)
+        for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++)
             for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 79 ? 13 : 71) {
                 int hd = dims[di], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
                 int qs = G * hd + 3, n_out = T * qs;
@@ -88,8 +92,8 @@ void test_attention_bf16(int tier, const char *name) {
     // Head sizes 64 (SmolLM2), 128 (Qwen2.5, Llama 3.2 3B) and 256 (Gemma 3); the wider ones on fewer shapes.
     static const int shapes[][3] = {{4, 3, 64}, {5, 3, 64}, {1, 3, 64}, {16, 1, 64}, {1, 16, 64}, {2, 2, 64}, {3, 5, 64},
                                     {5, 3, 128}, {1, 4, 128}, {4, 1, 256}, {1, 4, 256}, {3, 5, 256},
-                                    {10, 3, 64}, {32, 1, 64}, {8, 4, 256}};
-    for (int si = 0; si < 15; si++)
+                                    {10, 3, 64}, {32, 1, 64}, {8, 4, 256}, {21, 3, 64}, {16, 4, 256}, {9, 7, 128}};
+    for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++)
         for (int n_ctx = 1; n_ctx <= 150; n_ctx += n_ctx < 40 ? 7 : 53) {
             int hd = shapes[si][2], T = shapes[si][0], G = shapes[si][1], stride = hd + 8, rows = n_ctx + T - 1;
             int qs = G * hd + 3, n_out = T * qs;

@@ -120,7 +120,7 @@ extension KernelTests {
         defer { pl_isa_force_thread(-1) }
         var rng = SeededSplitMix64(seed: 0x711E + UInt64(hd))
         for nCtx in [1, 2, 15, 16, 17, 31, 63, 64, 100, 333] {
-            for (queries, heads) in [(1, 3), (2, 3), (4, 3), (5, 3), (6, 3), (3, 1), (16, 1), (4, 4), (2, 5), (10, 3), (8, 4), (32, 1)] {
+            for (queries, heads) in [(1, 3), (2, 3), (4, 3), (5, 3), (6, 3), (3, 1), (16, 1), (4, 4), (2, 5), (10, 3), (8, 4), (32, 1), (21, 3), (16, 4), (9, 7), (64, 1)] {
                 let stride = 2 * hd // two KV heads; the tile reads the second
                 let rows = nCtx + queries - 1
                 let qStride = heads * hd + 8, outStride = heads * hd + 5   // gaps between queries stay untouched

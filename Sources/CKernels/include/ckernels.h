@@ -136,11 +136,12 @@ void pl_attention_f16(const float *q, const uint16_t *k, const uint16_t *v, int6
 void pl_attention_group_f16(const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v, int64_t stride,
                             int64_t n_ctx, int64_t head_dim, float scale, float *scores, float *out);
 
-/// (Query, head) pairs of one tile the AVX-512 body takes at once; callers size their tiles by it. 32, not 16: each
-/// 16 key rows are converted and transposed once per tile, and at depth a tile of 10 SmolLM2 queries (30 pairs)
-/// spent 5–8% less time a token than one of 5 (`make kernel-bench-bf16`, both caches, AMD EPYC 2026-12-07); the
-/// scores of 32 pairs over ~1,600 positions (200 KB) still stay in L2.
-#define PL_ATTENTION_TILE_PAIRS 32
+/// (Query, head) pairs of one tile the AVX-512 body takes at once; callers size their tiles by it. 64: each 16 key
+/// rows are converted and transposed, and each V row converted, once per tile, so a bigger tile spreads that over more
+/// pairs — a 343-token SmolLM2 chunk at depth 1,570 took 1.345 ms a token with 63-pair tiles against 1.449 with 30
+/// (`make kernel-bench-bf16`, F16 cache, Intel Xeon 2026-12-07; 128 gained ~2% more) — and the scores of 64 pairs
+/// over ~1,600 positions (400 KB) still stay in L2. (32 had measured 5–8% faster than 16 on an AMD EPYC.)
+#define PL_ATTENTION_TILE_PAIRS 64
 /// pl_attention_group_f16 for `n_queries` consecutive positions of one sequence (a prompt chunk) over one KV head:
 /// query t's heads start at q + t·q_stride, it sees rows 0 ..< n_ctx + t of k and v (causal), and its outputs go to
 /// out + t·out_stride. Each K and V row is loaded and converted once for the whole tile (AVX-512, head_dim 64, 128 or

@@ -263,15 +263,15 @@ AVX512 void pl_avx512_attention_group(const float *q, int64_t n_heads, const uin
 // ---- A tile of queries: consecutive positions of one prompt chunk over one KV head --------------------------------
 // At depth a prompt token's attention costs about what its weights do, and the one-query kernel spends half its time
 // outside the multiply-adds: converting each K and V row, reducing each dot product's 16 lanes with shuffles, and
-// summing each head's probabilities in one dependent chain. Here up to 16 (query, head) pairs share every row:
-// 16 K rows are converted and transposed once (kt[e] = element e of the 16 rows), so each pair's 16 dot products
-// are 64 fmas with a broadcast of its query element (two pairs per load of kt) and a shuffle-free add tree; the
-// probability sums of 8 pairs run as 8 independent chains; each V row is converted once per 6 pairs.
+// summing each head's probabilities in one dependent chain. Here up to PL_ATTENTION_TILE_PAIRS (query, head) pairs
+// share every row: 16 K rows are converted and transposed once (kt[e] = element e of the 16 rows), so each pair's 16
+// dot products are 64 fmas with a broadcast of its query element (two pairs per load of kt) and a shuffle-free add
+// tree; the probability sums of 16 pairs run as one transposed vector sum; each V row is converted once per tile.
 // Every pair's arithmetic is the one-query kernel's, operation for operation: lane i of its accumulator takes
 // fma(q[16c+i], k[16c+i], ·) for c = 0..3 from zero, the lanes are added as _mm512_reduce_add_ps adds them
 // ((i + i+8), (i + i+4), (i + i+2), (i + i+1)) and scaled, the sum runs position by position, and the output lane
 // takes fma(p_t, v_t, ·) position by position. So each output is bit-identical to pl_attention_f16 alone.
-enum { TILE_PAIRS = PL_ATTENTION_TILE_PAIRS, PV_PAIRS = 6 };
+enum { TILE_PAIRS = PL_ATTENTION_TILE_PAIRS, PV_PAIRS = 6, VALUE_ROWS_FLOATS = 8192 };
 
 // Rows 0 ..< rows (at most 16; the rest read as zero) of 16·NV f16 elements, as kt[e·16 + j] = element e of row j.
 AVX512 static inline __attribute__((always_inline)) void transpose_rows(const int NV, const uint16_t *k, int64_t stride,
@@ -352,23 +352,33 @@ AVX512 static inline __attribute__((always_inline)) void tile_sums(const float *
 }
 
 // Elements col ..< col + 64 of the outputs of M pairs (p0 ..< p0+M): o = Σ_u p_u v_u over each pair's own positions
-// (n_seen[j]; all see n_common). Each element's sum runs position by position whatever the slice.
+// (n_seen[j]; all see n_common), for positions u0 ..< u1 of them: each output slice starts from zero at u0 = 0 and
+// otherwise from what the previous positions left in `out`, so each element's sum runs position by position
+// whatever the slice and however the positions are cut. Row u of the values is at v + (u − v_row0)·v_stride: VF
+// (float rows, already converted) or f16 rows converted here.
 AVX512 static inline __attribute__((always_inline)) void tile_values(
-        const float *s, int64_t ld, const int M, const uint16_t *v, int64_t stride, int64_t n_common,
-        const int64_t *n_seen, float *const *out, int64_t col) {
+        const float *s, int64_t ld, const int M, const int VF, const void *v, int64_t v_stride, int64_t v_row0,
+        int64_t u0, int64_t u1, int64_t n_common, const int64_t *n_seen, float *const *out, int64_t col) {
     __m512 o[PV_PAIRS][4];
     PL_UNROLL
     for (int j = 0; j < M; j++)
         PL_UNROLL
-        for (int c = 0; c < 4; c++) o[j][c] = _mm512_setzero_ps();
+        for (int c = 0; c < 4; c++) o[j][c] = u0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(out[j] + col + 16 * c);
     int64_t n_max = 0;
     PL_UNROLL
     for (int j = 0; j < M; j++) if (n_seen[j] > n_max) n_max = n_seen[j];
-    for (int64_t u = 0; u < n_max; u++) {
-        const uint16_t *vt = v + u * stride + col;
+    if (u1 > n_max) u1 = n_max;
+    for (int64_t u = u0; u < u1; u++) {
         __m512 vv[4];
-        PL_UNROLL
-        for (int c = 0; c < 4; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
+        if (VF) {
+            const float *vt = (const float *)v + (u - v_row0) * v_stride + col;
+            PL_UNROLL
+            for (int c = 0; c < 4; c++) vv[c] = _mm512_load_ps(vt + 16 * c);
+        } else {
+            const uint16_t *vt = (const uint16_t *)v + (u - v_row0) * v_stride + col;
+            PL_UNROLL
+            for (int c = 0; c < 4; c++) vv[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vt + 16 * c)));
+        }
         if (u < n_common) {
             PL_UNROLL
             for (int j = 0; j < M; j++) {
@@ -390,6 +400,21 @@ AVX512 static inline __attribute__((always_inline)) void tile_values(
     for (int j = 0; j < M; j++)
         PL_UNROLL
         for (int c = 0; c < 4; c++) _mm512_storeu_ps(out[j] + col + 16 * c, o[j][c]);
+}
+
+// The values of pairs p0 ..< p0+m (m ≤ PV_PAIRS), positions u0 ..< u1, every 64-element column slice.
+AVX512 static inline __attribute__((always_inline)) void tile_values_pairs(
+        const float *s, int64_t ld, int64_t m, const int VF, const void *v, int64_t v_stride, int64_t v_row0,
+        int64_t u0, int64_t u1, int64_t n_common, const int64_t *n_seen, float *const *out, int64_t hd) {
+    for (int64_t col = 0; col < hd; col += 64)
+        switch (m) {
+        case 1: tile_values(s, ld, 1, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        case 2: tile_values(s, ld, 2, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        case 3: tile_values(s, ld, 3, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        case 4: tile_values(s, ld, 4, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        case 5: tile_values(s, ld, 5, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        default: tile_values(s, ld, 6, VF, v, v_stride, v_row0, u0, u1, n_common, n_seen, out, col); break;
+        }
 }
 
 // head_dim HD = 16·NV (64, 128 or 256), n_queries · n_heads ≤ TILE_PAIRS (kernels.c checks). Pair p = t·n_heads + g:
@@ -458,19 +483,30 @@ AVX512 static inline __attribute__((always_inline)) void attention_tile_body(
                                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
         for (; u < seen[p]; u++) sp[u] = _cvtsh_ss(_cvtss_sh(sp[u] * inv, _MM_FROUND_TO_NEAREST_INT));
     }
-    // Values, PV_PAIRS pairs and one 64-element column slice per pass over the rows.
-    for (int64_t p0 = 0; p0 < pairs; p0 += PV_PAIRS) {
-        const int64_t m = pairs - p0 < PV_PAIRS ? pairs - p0 : PV_PAIRS;
-        const float *sp = scores + p0 * ld;
-        for (int64_t col = 0; col < HD; col += 64)
-            switch (m) {
-            case 1: tile_values(sp, ld, 1, v, stride, n_ctx, seen + p0, outp + p0, col); break;
-            case 2: tile_values(sp, ld, 2, v, stride, n_ctx, seen + p0, outp + p0, col); break;
-            case 3: tile_values(sp, ld, 3, v, stride, n_ctx, seen + p0, outp + p0, col); break;
-            case 4: tile_values(sp, ld, 4, v, stride, n_ctx, seen + p0, outp + p0, col); break;
-            case 5: tile_values(sp, ld, 5, v, stride, n_ctx, seen + p0, outp + p0, col); break;
-            default: tile_values(sp, ld, 6, v, stride, n_ctx, seen + p0, outp + p0, col); break;
+    // Values, PV_PAIRS pairs and one 64-element column slice per pass over the rows. With more pairs than one pass
+    // takes, the V rows are converted to f32 once, VALUE_ROWS_FLOATS at a time into an L1-sized buffer that every
+    // pass then reads: converting them in each pass cost a quarter of the pass's multiply pipe (4 conversions,
+    // 2 uops each, beside 24 fmas a position), ~40% of a SmolLM2 tile's time at depth.
+    if (pairs <= PV_PAIRS) {
+        tile_values_pairs(scores, ld, pairs, 0, v, stride, 0, 0, ld, n_ctx, seen, outp, HD);
+    } else {
+        _Alignas(64) float vf[VALUE_ROWS_FLOATS];
+        const int64_t chunk = VALUE_ROWS_FLOATS / HD;
+        for (int64_t u0 = 0; u0 < ld; u0 += chunk) {
+            const int64_t u1 = ld - u0 < chunk ? ld : u0 + chunk;
+            for (int64_t u = u0; u < u1; u++) {
+                // The rows come from L3 at depth (a layer's V is read once per tile): ask for them a few rows ahead.
+                PL_UNROLL
+                for (int c = 0; c < NV; c += 2) _mm_prefetch((const char *)(v + (u + 8) * stride + 16 * c), _MM_HINT_T0);
+                PL_UNROLL
+                for (int c = 0; c < NV; c++)
+                    _mm512_store_ps(vf + (u - u0) * HD + 16 * c,
+                                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + u * stride + 16 * c))));
             }
+            for (int64_t p0 = 0; p0 < pairs; p0 += PV_PAIRS)
+                tile_values_pairs(scores + p0 * ld, ld, pairs - p0 < PV_PAIRS ? pairs - p0 : PV_PAIRS, 1, vf, HD, u0,
+                                  u0, u1, n_ctx, seen + p0, outp + p0, HD);
+        }
     }
 }
 
