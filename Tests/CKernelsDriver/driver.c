@@ -520,6 +520,29 @@ static void test_gemm(int tier, const char *name) {
     free(x); free(w); free(yp); free(yf); free(panel);
 }
 
+// A few inputs against F32 rows (pl_matmul_f32_few, a decode batch): on each tier every output bit for bit what
+// pl_matvec gives that input alone, over a sub-range of rows (a thread's share; rows not a multiple of the AVX-512
+// body's four streams), widths with and without a tail past the 32-element steps, 1 to 8 inputs; the outputs
+// outside the range stay untouched.
+static void test_matmul_f32_few(int tier, const char *name) {
+    static const int widths[] = {96, 100, 576, 7};
+    for (int wi = 0; wi < 4; wi++)
+        for (int tokens = 1; tokens <= PL_F32_FEW_MAX; tokens++) {
+            const int K = widths[wi], rows = 45, r0 = 3, r1 = 42, ldx = K + 5, ldy = rows + 2;
+            float *x = malloc((size_t)tokens * ldx * 4), *w = malloc((size_t)rows * K * 4);
+            float *few = malloc((size_t)tokens * ldy * 4), *alone = malloc((size_t)tokens * ldy * 4);
+            random_input(x, (int64_t)tokens * ldx);
+            for (int i = 0; i < rows * K; i++) w[i] = unit() * 2 - 1;
+            for (int i = 0; i < tokens * ldy; i++) few[i] = alone[i] = -7.0f;
+            pl_isa_force_thread(tier);
+            pl_matmul_f32_few(w, (size_t)K * 4, x, ldx, tokens, few, ldy, K, r0, r1);
+            for (int t = 0; t < tokens; t++) pl_matvec(PL_TYPE_F32, w, (size_t)K * 4, x + t * ldx, alone + t * ldy + r0, K, r0, r1);
+            check(bits_equal(few, alone, (int64_t)tokens * ldy), name,
+                  "matmul_f32_few = matvec per input, rows outside the range untouched (width, inputs)", K, tokens, 0);
+            free(x); free(w); free(few); free(alone);
+        }
+}
+
 int main(int argc, char **argv) {
     const char *require = argc > 2 && strcmp(argv[1], "--require") == 0 ? argv[2] : "";
     unsigned f = pl_isa_features();
@@ -560,6 +583,7 @@ int main(int argc, char **argv) {
         test_attention_tile(tier, name);
         test_attention_bf16(tier, name);
         test_gemm(tier, name);
+        test_matmul_f32_few(tier, name);
         pl_isa_force_thread(-1);
         printf("tier %s vs portable: %d checks, %d failed\n", name, g_pass - pass0 + g_fail - before, g_fail - before);
     }

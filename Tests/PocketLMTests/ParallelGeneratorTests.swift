@@ -3,7 +3,7 @@ import PocketLM
 import Testing
 
 /// Several sequences in one model: `Transformer.decodeBatch` gives each row exactly what a lone decode gives it
-/// (SmolLM2 Q4_1, and Gemma 3's sliding-window rings), and `ParallelGenerator` serves concurrent requests with the
+/// (SmolLM2 Q4_1 and F32, and Gemma 3's sliding-window rings), and `ParallelGenerator` serves concurrent requests with the
 /// texts they get alone, reuses a slot's cached prefix, bounds its queue and cancels on request.
 @Suite("Parallel generation", .serialized)
 struct ParallelGeneratorTests {
@@ -71,6 +71,13 @@ struct ParallelGeneratorTests {
     @Test("SmolLM2: a decode batch of 4 sequences equals each sequence decoded alone, bit for bit")
     func batchEqualsAloneSmol() throws {
         try checkBatchMatchesAlone(model: Self.smol, prompts: Self.prompts, steps: 6)
+    }
+
+    /// F32 weights: the batch's projections run the few-inputs kernel, whose sums are the one-input kernel's (the
+    /// prompt's panel kernel sums in another order, which let a sequence's logits depend on its batch).
+    @Test("SmolLM2 F32: a decode batch of 4 sequences equals each sequence decoded alone, bit for bit")
+    func batchEqualsAloneF32() throws {
+        try checkBatchMatchesAlone(model: "SmolLM2-135M-Instruct.F32.gguf", prompts: Self.prompts, steps: 3)
     }
 
     @Test("Gemma 3 (sliding-window rings per sequence): a decode batch equals each sequence alone")
