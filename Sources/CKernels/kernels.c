@@ -30,15 +30,15 @@ void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float 
     pl_portable_matvec(type, (const uint8_t *)w, row_bytes, x, y, n, r0, r1);
 }
 
-void pl_matmul_f32_few(const void *w, size_t row_bytes, const float *x, int64_t ldx, int64_t n_tokens, float *y,
-                       int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+void pl_matmul_float_few(int type, const void *w, size_t row_bytes, const float *x, int64_t ldx, int64_t n_tokens,
+                         float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
 #if defined(__x86_64__)
-    if (pl_tier_avx512()) {
-        pl_avx512_matmul_f32_few((const uint8_t *)w, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1);
+    if (pl_tier_avx512() && (type == PL_TYPE_F32 || type == PL_TYPE_F16 || type == PL_TYPE_BF16)) {
+        pl_avx512_matmul_float_few(type, (const uint8_t *)w, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1);
         return;
     }
 #endif
-    for (int64_t t = 0; t < n_tokens; t++) pl_matvec(PL_TYPE_F32, w, row_bytes, x + t * ldx, y + t * ldy + r0, n, r0, r1);
+    for (int64_t t = 0; t < n_tokens; t++) pl_matvec(type, w, row_bytes, x + t * ldx, y + t * ldy + r0, n, r0, r1);
 }
 
 int pl_gemm_f32_supported(void) { return pl_tier_avx512(); }

@@ -66,8 +66,8 @@ void pl_avx512_dequant(int type, const void *src, float *dst, int64_t n);
 float pl_avx512_dot(int type, const void *row, const float *x, int64_t n);
 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
                       int64_t r0, int64_t r1);
-void pl_avx512_matmul_f32_few(const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx, int64_t n_tokens,
-                              float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
+void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
+                                int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);
 void pl_avx512_gemm_f32(const float *x, int64_t ldx, int64_t n_tokens, const float *w, int64_t ldw, int64_t K,
                         float *y, int64_t ldy, int64_t r0, int64_t r1, float *panel);
 void pl_avx512_f32_to_f16(const float *x, uint16_t *out, int64_t n);

@@ -520,27 +520,36 @@ static void test_gemm(int tier, const char *name) {
     free(x); free(w); free(yp); free(yf); free(panel);
 }
 
-// A few inputs against F32 rows (pl_matmul_f32_few, a decode batch): on each tier every output bit for bit what
-// pl_matvec gives that input alone, over a sub-range of rows (a thread's share; rows not a multiple of the AVX-512
-// body's four streams), widths with and without a tail past the 32-element steps, 1 to 8 inputs; the outputs
-// outside the range stay untouched.
-static void test_matmul_f32_few(int tier, const char *name) {
+// A few inputs against F32, F16 and BF16 rows (pl_matmul_float_few, a decode batch): on each tier every output bit for
+// bit what pl_matvec gives that input alone, over a sub-range of rows (a thread's share; rows not a multiple of the
+// AVX-512 body's four streams), widths with and without a tail past its 16- and 32-element steps, 1 to 8 inputs; the
+// outputs outside the range stay untouched.
+static void test_matmul_float_few(int tier, const char *name) {
+    static const int types[] = {PL_TYPE_F32, PL_TYPE_F16, PL_TYPE_BF16};
     static const int widths[] = {96, 100, 576, 7};
-    for (int wi = 0; wi < 4; wi++)
-        for (int tokens = 1; tokens <= PL_F32_FEW_MAX; tokens++) {
-            const int K = widths[wi], rows = 45, r0 = 3, r1 = 42, ldx = K + 5, ldy = rows + 2;
-            float *x = malloc((size_t)tokens * ldx * 4), *w = malloc((size_t)rows * K * 4);
-            float *few = malloc((size_t)tokens * ldy * 4), *alone = malloc((size_t)tokens * ldy * 4);
-            random_input(x, (int64_t)tokens * ldx);
-            for (int i = 0; i < rows * K; i++) w[i] = unit() * 2 - 1;
-            for (int i = 0; i < tokens * ldy; i++) few[i] = alone[i] = -7.0f;
-            pl_isa_force_thread(tier);
-            pl_matmul_f32_few(w, (size_t)K * 4, x, ldx, tokens, few, ldy, K, r0, r1);
-            for (int t = 0; t < tokens; t++) pl_matvec(PL_TYPE_F32, w, (size_t)K * 4, x + t * ldx, alone + t * ldy + r0, K, r0, r1);
-            check(bits_equal(few, alone, (int64_t)tokens * ldy), name,
-                  "matmul_f32_few = matvec per input, rows outside the range untouched (width, inputs)", K, tokens, 0);
-            free(x); free(w); free(few); free(alone);
-        }
+    for (int ti = 0; ti < 3; ti++)
+        for (int wi = 0; wi < 4; wi++)
+            for (int tokens = 1; tokens <= PL_FLOAT_FEW_MAX; tokens++) {
+                const int type = types[ti], K = widths[wi], rows = 45, r0 = 3, r1 = 42, ldx = K + 5, ldy = rows + 2;
+                const size_t row_bytes = (size_t)K * (type == PL_TYPE_F32 ? 4 : 2);
+                float *x = malloc((size_t)tokens * ldx * 4), *wf = malloc((size_t)rows * K * 4);
+                uint16_t *wh = malloc((size_t)rows * K * 2);
+                float *few = malloc((size_t)tokens * ldy * 4), *alone = malloc((size_t)tokens * ldy * 4);
+                random_input(x, (int64_t)tokens * ldx);
+                for (int i = 0; i < rows * K; i++) {
+                    wf[i] = unit() * 2 - 1;
+                    wh[i] = type == PL_TYPE_F16 ? pl_f32_to_f16(wf[i]) : pl_f32_to_bf16(wf[i]);
+                }
+                const void *w = type == PL_TYPE_F32 ? (const void *)wf : (const void *)wh;
+                for (int i = 0; i < tokens * ldy; i++) few[i] = alone[i] = -7.0f;
+                pl_isa_force_thread(tier);
+                pl_matmul_float_few(type, w, row_bytes, x, ldx, tokens, few, ldy, K, r0, r1);
+                for (int t = 0; t < tokens; t++) pl_matvec(type, w, row_bytes, x + t * ldx, alone + t * ldy + r0, K, r0, r1);
+                check(bits_equal(few, alone, (int64_t)tokens * ldy), name,
+                      "matmul_float_few = matvec per input, rows outside the range untouched (type, width, inputs)",
+                      type, K, tokens);
+                free(x); free(wf); free(wh); free(few); free(alone);
+            }
 }
 
 int main(int argc, char **argv) {
@@ -583,7 +592,7 @@ int main(int argc, char **argv) {
         test_attention_tile(tier, name);
         test_attention_bf16(tier, name);
         test_gemm(tier, name);
-        test_matmul_f32_few(tier, name);
+        test_matmul_float_few(tier, name);
         pl_isa_force_thread(-1);
         printf("tier %s vs portable: %d checks, %d failed\n", name, g_pass - pass0 + g_fail - before, g_fail - before);
     }

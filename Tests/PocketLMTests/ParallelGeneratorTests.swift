@@ -19,7 +19,10 @@ struct ParallelGeneratorTests {
     /// Each prompt fed into its own sequence, then `steps` greedy tokens decoded for all of them in one batch per
     /// step; every row's logits must equal, bit for bit, those of the same sequence run alone in another model.
     func checkBatchMatchesAlone(model file: String, prompts: [String], steps: Int) throws {
-        let path = try TestPaths.model(file)
+        try checkBatchMatchesAlone(path: try TestPaths.model(file), prompts: prompts, steps: steps)
+    }
+
+    func checkBatchMatchesAlone(path: String, prompts: [String], steps: Int) throws {
         let batched = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 1024, sequences: prompts.count))
         let alone = try LanguageModel(path: path, options: LoadOptions(threads: 2, contextLength: 1024))
         let t = batched.transformer
@@ -73,11 +76,17 @@ struct ParallelGeneratorTests {
         try checkBatchMatchesAlone(model: Self.smol, prompts: Self.prompts, steps: 6)
     }
 
-    /// F32 weights: the batch's projections run the few-inputs kernel, whose sums are the one-input kernel's (the
-    /// prompt's panel kernel sums in another order, which let a sequence's logits depend on its batch).
+    /// Float weights: the batch's projections run the few-inputs kernel, whose sums are the one-input kernel's (the
+    /// prompt's kernels sum in another order, which let a sequence's logits depend on its batch).
     @Test("SmolLM2 F32: a decode batch of 4 sequences equals each sequence decoded alone, bit for bit")
     func batchEqualsAloneF32() throws {
         try checkBatchMatchesAlone(model: "SmolLM2-135M-Instruct.F32.gguf", prompts: Self.prompts, steps: 3)
+    }
+
+    @Test("F16 and BF16 weights: a decode batch equals each sequence decoded alone, bit for bit",
+          arguments: ["tiny-f16.gguf", "tiny-bf16.gguf"])
+    func batchEqualsAloneHalf(fixture: String) throws {
+        try checkBatchMatchesAlone(path: try TestPaths.fixture(fixture), prompts: Self.prompts, steps: 4)
     }
 
     @Test("Gemma 3 (sliding-window rings per sequence): a decode batch equals each sequence alone")

@@ -172,16 +172,24 @@ AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, co
     for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
 }
 
-// ---- F32 matrix × a few inputs (a decode step over a server's slots, a speculative verify pass) ------------------
-// Each output is summed exactly as pl_avx512_dot sums it alone (two 16-lane accumulators over k in steps of 32,
-// added, reduced, plus the tail), so a sequence decoded in a batch gets a lone decode's bits; and each weight row
-// streams from memory once for all the inputs. (The prefill kernel below transposes every weight into a panel for
-// each call, worth it for a prompt but not for 2 inputs: a 2-slot decode step of SmolLM2 F32 ran slower than one
-// slot's, 36 against 58 tok/s aggregate.) Four rows far apart at once, as matvec_f32_streams reads them, and two
-// inputs at a time against them while they are in L1.
-AVX512 static inline __attribute__((always_inline)) void f32_few_rows(const int NI, const float *const w[4], const float *x,
-                                                                     int64_t ldx, float *y, int64_t ldy,
-                                                                     const int64_t row[4], int64_t n, int prefetch) {
+// ---- Float matrix × a few inputs (a decode step over a server's slots, a speculative verify pass) ----------------
+// Each output is summed exactly as pl_avx512_dot sums it alone (F32: two 16-lane accumulators over k in steps of 32,
+// added, reduced, plus the tail; F16/BF16: one accumulator over steps of 16, reduced, plus the tail), so a sequence
+// decoded in a batch gets a lone decode's bits; and each weight row streams from memory once for all the inputs.
+// (The prompt's kernels — the F32 panel kernel below, OpenBLAS on dequantized F16/BF16 tiles — convert every weight
+// for each call and sum in another order: a 2-slot decode step of SmolLM2 F32 ran slower than one slot's, 36 against
+// 58 tok/s aggregate, and a sequence's logits depended on its batch.) Four rows far apart at once, as
+// matvec_f32_streams reads them, and two inputs at a time against them while they are in L1.
+AVX512 static inline __attribute__((always_inline)) __m512 load16_as_f32(const int type, const uint8_t *p) {
+    if (type == PL_TYPE_F32) return _mm512_loadu_ps((const float *)p);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return type == PL_TYPE_F16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 static inline __attribute__((always_inline)) void float_few_rows(const int type, const int NI,
+                                                                       const uint8_t *const w[4], const float *x,
+                                                                       int64_t ldx, float *y, int64_t ldy,
+                                                                       const int64_t row[4], int64_t n, int prefetch) {
     enum { S = 4 };
     __m512 a[S][2], a2[S][2];
     PL_UNROLL
@@ -189,24 +197,39 @@ AVX512 static inline __attribute__((always_inline)) void f32_few_rows(const int 
         PL_UNROLL
         for (int t = 0; t < NI; t++) a[j][t] = a2[j][t] = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 32 <= n; k += 32) {
-        __m512 x0[2], x1[2];
-        PL_UNROLL
-        for (int t = 0; t < NI; t++) {
-            x0[t] = _mm512_loadu_ps(x + t * ldx + k);
-            x1[t] = _mm512_loadu_ps(x + t * ldx + k + 16);
-        }
-        PL_UNROLL
-        for (int j = 0; j < S; j++) {
-            if (prefetch) {
-                _mm_prefetch((const char *)(w[j] + k + 256), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w[j] + k + 272), _MM_HINT_T0);
-            }
-            const __m512 w0 = _mm512_loadu_ps(w[j] + k), w1 = _mm512_loadu_ps(w[j] + k + 16);
+    if (type == PL_TYPE_F32) {
+        for (; k + 32 <= n; k += 32) {
+            __m512 x0[2], x1[2];
             PL_UNROLL
             for (int t = 0; t < NI; t++) {
-                a[j][t] = _mm512_fmadd_ps(w0, x0[t], a[j][t]);
-                a2[j][t] = _mm512_fmadd_ps(w1, x1[t], a2[j][t]);
+                x0[t] = _mm512_loadu_ps(x + t * ldx + k);
+                x1[t] = _mm512_loadu_ps(x + t * ldx + k + 16);
+            }
+            PL_UNROLL
+            for (int j = 0; j < S; j++) {
+                if (prefetch) {
+                    _mm_prefetch((const char *)(w[j] + 4 * (k + 256)), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w[j] + 4 * (k + 272)), _MM_HINT_T0);
+                }
+                const __m512 w0 = load16_as_f32(type, w[j] + 4 * k), w1 = load16_as_f32(type, w[j] + 4 * (k + 16));
+                PL_UNROLL
+                for (int t = 0; t < NI; t++) {
+                    a[j][t] = _mm512_fmadd_ps(w0, x0[t], a[j][t]);
+                    a2[j][t] = _mm512_fmadd_ps(w1, x1[t], a2[j][t]);
+                }
+            }
+        }
+    } else {
+        for (; k + 16 <= n; k += 16) {
+            __m512 x0[2];
+            PL_UNROLL
+            for (int t = 0; t < NI; t++) x0[t] = _mm512_loadu_ps(x + t * ldx + k);
+            PL_UNROLL
+            for (int j = 0; j < S; j++) {
+                if (prefetch && k % 32 == 0) _mm_prefetch((const char *)(w[j] + 2 * (k + 512)), _MM_HINT_T0);
+                const __m512 w0 = load16_as_f32(type, w[j] + 2 * k);
+                PL_UNROLL
+                for (int t = 0; t < NI; t++) a[j][t] = _mm512_fmadd_ps(w0, x0[t], a[j][t]);
             }
         }
     }
@@ -216,31 +239,49 @@ AVX512 static inline __attribute__((always_inline)) void f32_few_rows(const int 
         for (int t = 0; t < NI; t++) {
             const float *xt = x + t * ldx;
             float tail = 0.0f;
-            for (int64_t i = k; i < n; i++) tail += w[j][i] * xt[i];
-            y[t * ldy + row[j]] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][t], a2[j][t])) + tail;
+            if (type == PL_TYPE_F32) {
+                const float *wf = (const float *)w[j];
+                for (int64_t i = k; i < n; i++) tail += wf[i] * xt[i];
+                y[t * ldy + row[j]] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][t], a2[j][t])) + tail;
+            } else {
+                for (int64_t i = k; i < n; i++)
+                    tail += (type == PL_TYPE_F16 ? f16_hw(w[j] + 2 * i) : bf16_to_f32(load_u16(w[j] + 2 * i))) * xt[i];
+                y[t * ldy + row[j]] = _mm512_reduce_add_ps(a[j][t]) + tail;
+            }
         }
 }
 
-AVX512 void pl_avx512_matmul_f32_few(const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
-                                     int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+AVX512 static inline __attribute__((always_inline)) void float_few(const int type, const uint8_t *base, size_t row_bytes,
+                                                                  const float *x, int64_t ldx, int64_t n_tokens,
+                                                                  float *y, int64_t ldy, int64_t n, int64_t r0,
+                                                                  int64_t r1) {
     enum { S = 4 };
     const int64_t part = (r1 - r0) / S;
     for (int64_t i = 0; i < part; i++) {
-        const float *w[S];
+        const uint8_t *w[S];
         int64_t row[S];
         PL_UNROLL
         for (int j = 0; j < S; j++) {
             row[j] = r0 + j * part + i;
-            w[j] = (const float *)(base + (size_t)row[j] * row_bytes);
+            w[j] = base + (size_t)row[j] * row_bytes;
         }
         // The first pair of inputs asks for the rows' next bytes; later pairs find these rows in L1.
         int64_t t = 0;
-        for (; t + 2 <= n_tokens; t += 2) f32_few_rows(2, w, x + t * ldx, ldx, y + t * ldy, ldy, row, n, t == 0);
-        if (t < n_tokens) f32_few_rows(1, w, x + t * ldx, ldx, y + t * ldy, ldy, row, n, t == 0);
+        for (; t + 2 <= n_tokens; t += 2) float_few_rows(type, 2, w, x + t * ldx, ldx, y + t * ldy, ldy, row, n, t == 0);
+        if (t < n_tokens) float_few_rows(type, 1, w, x + t * ldx, ldx, y + t * ldy, ldy, row, n, t == 0);
     }
     for (int64_t r = r0 + S * part; r < r1; r++)
         for (int64_t t = 0; t < n_tokens; t++)
-            y[t * ldy + r] = pl_avx512_dot(PL_TYPE_F32, base + (size_t)r * row_bytes, x + t * ldx, n);
+            y[t * ldy + r] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x + t * ldx, n);
+}
+
+AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
+                                       int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
+    switch (type) {
+    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
+    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
+    default: float_few(PL_TYPE_BF16, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
+    }
 }
 
 // ---- F32 matrix × several inputs (prompt prefill with float weights) ---------------------------------
