@@ -486,7 +486,7 @@ AVX512 static inline __attribute__((always_inline)) void attention_tile_body(
     // Values, PV_PAIRS pairs and one 64-element column slice per pass over the rows. With more pairs than one pass
     // takes, the V rows are converted to f32 once, VALUE_ROWS_FLOATS at a time into an L1-sized buffer that every
     // pass then reads: converting them in each pass cost a quarter of the pass's multiply pipe (4 conversions,
-    // 2 uops each, beside 24 fmas a position), ~40% of a SmolLM2 tile's time at depth.
+    // 2 uops each, beside 24 fmas a position), and the passes are about a third of a SmolLM2 tile's time at depth.
     if (pairs <= PV_PAIRS) {
         tile_values_pairs(scores, ld, pairs, 0, v, stride, 0, 0, ld, n_ctx, seen, outp, HD);
     } else {
