@@ -1,5 +1,5 @@
 // AVX-512 bodies of the float-input kernels: dot products and dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1),
-// F32 matvec over four row streams, the F32 prefill GEMM, f32 -> f16 rows. 16 lanes per vector, so sums are
+// F32/F16/BF16 rows against one or a few inputs over four row streams, the F32 prefill GEMM, f32 -> f16 rows. 16 lanes per vector, so sums are
 // reassociated against the portable body (tests bound the difference; see KernelTests).
 #include "kernels_internal.h"
 #if defined(__x86_64__)
@@ -8,6 +8,16 @@
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 
 AVX512 static inline float f16_hw(const uint8_t *p) { return _cvtsh_ss(load_u16(p)); }
+
+// 16 elements, or one, of an F32, F16 or BF16 row as floats (the dot product's and the few-inputs kernel's loads).
+AVX512 static inline __attribute__((always_inline)) __m512 load16_as_f32(const int type, const uint8_t *p) {
+    if (type == PL_TYPE_F32) return _mm512_loadu_ps((const float *)p);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return type == PL_TYPE_F16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+AVX512 static inline float half_as_f32(const int type, const uint8_t *p) {
+    return type == PL_TYPE_F16 ? f16_hw(p) : bf16_to_f32(load_u16(p));
+}
 
 AVX512 static inline __m512 q8_block_to_f32_lo(const int8_t *q) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
@@ -40,15 +50,9 @@ AVX512 float pl_avx512_dot(int type, const void *row, const float *x, int64_t n)
     case PL_TYPE_F16:
     case PL_TYPE_BF16: {
         int64_t i = 0;
-        for (; i + 16 <= n; i += 16) {
-            __m256i h = _mm256_loadu_si256((const __m256i *)(p + 2 * i));
-            __m512 w = type == PL_TYPE_F16 ? _mm512_cvtph_ps(h)
-                                           : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-            acc = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i), acc);
-        }
+        for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(load16_as_f32(type, p + 2 * i), _mm512_loadu_ps(x + i), acc);
         float tail = 0.0f;
-        for (; i < n; i++)
-            tail += (type == PL_TYPE_F16 ? f16_hw(p + 2 * i) : bf16_to_f32(load_u16(p + 2 * i))) * x[i];
+        for (; i < n; i++) tail += half_as_f32(type, p + 2 * i) * x[i];
         return _mm512_reduce_add_ps(acc) + tail;
     }
     case PL_TYPE_Q8_0:
@@ -129,48 +133,6 @@ AVX512 void pl_avx512_dequant(int type, const void *src, float *dst, int64_t n) 
     }
 }
 
-// Four F32 rows far apart at once (the quarters of the range), each summed exactly as dot_avx512 sums it: several
-// weight streams keep more DRAM requests in flight than one (F32 decode reads 540 MB per token; SmolLM2 decode in
-// alternating runs here: one stream 34 tok/s vs two 45, then two 40 vs four 45), and software prefetch runs ahead.
-AVX512 static void matvec_f32_streams(const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
-                                      int64_t r0, int64_t r1) {
-    enum { S = 4 };
-    int64_t part = (r1 - r0) / S;
-    for (int64_t i = 0; i < part; i++) {
-        const float *w[S];
-        __m512 a[S], a2[S];
-        PL_UNROLL
-        for (int j = 0; j < S; j++) {
-            w[j] = (const float *)(base + (size_t)(r0 + j * part + i) * row_bytes);
-            a[j] = _mm512_setzero_ps();
-            a2[j] = _mm512_setzero_ps();
-        }
-        int64_t k = 0;
-        for (; k + 32 <= n; k += 32) {
-            __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-            PL_UNROLL
-            for (int j = 0; j < S; j++) {
-                _mm_prefetch((const char *)(w[j] + k + 256), _MM_HINT_T0);
-                _mm_prefetch((const char *)(w[j] + k + 272), _MM_HINT_T0);
-                a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(w[j] + k), x0, a[j]);
-                a2[j] = _mm512_fmadd_ps(_mm512_loadu_ps(w[j] + k + 16), x1, a2[j]);
-            }
-        }
-        PL_UNROLL
-        for (int j = 0; j < S; j++) {
-            float tail = 0.0f;
-            for (int64_t kk = k; kk < n; kk++) tail += w[j][kk] * x[kk];
-            y[j * part + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[j], a2[j])) + tail;
-        }
-    }
-    for (int64_t r = r0 + S * part; r < r1; r++) y[r - r0] = pl_avx512_dot(PL_TYPE_F32, base + (size_t)r * row_bytes, x, n);
-}
-
-AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
-                             int64_t r0, int64_t r1) {
-    if (type == PL_TYPE_F32) { matvec_f32_streams(base, row_bytes, x, y, n, r0, r1); return; }
-    for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
-}
 
 // ---- Float matrix × a few inputs (a decode step over a server's slots, a speculative verify pass) ----------------
 // Each output is summed exactly as pl_avx512_dot sums it alone (F32: two 16-lane accumulators over k in steps of 32,
@@ -179,13 +141,7 @@ AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, co
 // (The prompt's kernels — the F32 panel kernel below, OpenBLAS on dequantized F16/BF16 tiles — convert every weight
 // for each call and sum in another order: a 2-slot decode step of SmolLM2 F32 ran slower than one slot's, 36 against
 // 58 tok/s aggregate, and a sequence's logits depended on its batch.) Four rows far apart at once, as
-// matvec_f32_streams reads them, and two inputs at a time against them while they are in L1.
-AVX512 static inline __attribute__((always_inline)) __m512 load16_as_f32(const int type, const uint8_t *p) {
-    if (type == PL_TYPE_F32) return _mm512_loadu_ps((const float *)p);
-    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
-    return type == PL_TYPE_F16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
+// a one-input matvec reads them, and two inputs at a time against them while they are in L1.
 AVX512 static inline __attribute__((always_inline)) void float_few_rows(const int type, const int NI,
                                                                        const uint8_t *const w[4], const float *x,
                                                                        int64_t ldx, float *y, int64_t ldy,
@@ -244,17 +200,17 @@ AVX512 static inline __attribute__((always_inline)) void float_few_rows(const in
                 for (int64_t i = k; i < n; i++) tail += wf[i] * xt[i];
                 y[t * ldy + row[j]] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][t], a2[j][t])) + tail;
             } else {
-                for (int64_t i = k; i < n; i++)
-                    tail += (type == PL_TYPE_F16 ? f16_hw(w[j] + 2 * i) : bf16_to_f32(load_u16(w[j] + 2 * i))) * xt[i];
+                for (int64_t i = k; i < n; i++) tail += half_as_f32(type, w[j] + 2 * i) * xt[i];
                 y[t * ldy + row[j]] = _mm512_reduce_add_ps(a[j][t]) + tail;
             }
         }
 }
 
+// Rows r0 ..< r1; the output of row r for input t at y[t·ldy + r − y_row0].
 AVX512 static inline __attribute__((always_inline)) void float_few(const int type, const uint8_t *base, size_t row_bytes,
                                                                   const float *x, int64_t ldx, int64_t n_tokens,
-                                                                  float *y, int64_t ldy, int64_t n, int64_t r0,
-                                                                  int64_t r1) {
+                                                                  float *y, int64_t ldy, int64_t y_row0, int64_t n,
+                                                                  int64_t r0, int64_t r1) {
     enum { S = 4 };
     const int64_t part = (r1 - r0) / S;
     for (int64_t i = 0; i < part; i++) {
@@ -262,8 +218,8 @@ AVX512 static inline __attribute__((always_inline)) void float_few(const int typ
         int64_t row[S];
         PL_UNROLL
         for (int j = 0; j < S; j++) {
-            row[j] = r0 + j * part + i;
-            w[j] = base + (size_t)row[j] * row_bytes;
+            w[j] = base + (size_t)(r0 + j * part + i) * row_bytes;
+            row[j] = r0 + j * part + i - y_row0;
         }
         // The first pair of inputs asks for the rows' next bytes; later pairs find these rows in L1.
         int64_t t = 0;
@@ -272,16 +228,26 @@ AVX512 static inline __attribute__((always_inline)) void float_few(const int typ
     }
     for (int64_t r = r0 + S * part; r < r1; r++)
         for (int64_t t = 0; t < n_tokens; t++)
-            y[t * ldy + r] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x + t * ldx, n);
+            y[t * ldy + r - y_row0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x + t * ldx, n);
 }
 
 AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
                                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
     switch (type) {
-    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
-    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
-    default: float_few(PL_TYPE_BF16, base, row_bytes, x, ldx, n_tokens, y, ldy, n, r0, r1); break;
+    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
+    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
+    default: float_few(PL_TYPE_BF16, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
     }
+}
+
+// One input: F32 rows go through the few-inputs body with a single input — four rows far apart at once, each summed
+// exactly as pl_avx512_dot sums it: several weight streams keep more DRAM requests in flight than one (F32 decode
+// reads 540 MB per token; SmolLM2 decode in alternating runs here: one stream 34 tok/s vs two 45, then two 40 vs four
+// 45), and software prefetch runs ahead. Other types one row at a time.
+AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
+                             int64_t r0, int64_t r1) {
+    if (type == PL_TYPE_F32) { float_few(PL_TYPE_F32, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); return; }
+    for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
 }
 
 // ---- F32 matrix × several inputs (prompt prefill with float weights) ---------------------------------
