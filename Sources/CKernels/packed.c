@@ -311,6 +311,21 @@ VNNI512 static inline __attribute__((always_inline)) void matmul_packed_batch(
             store_group(y + t * ldy, rows, g, packed_group_dot(type, 0, packed + g * gbytes, xq + (size_t)t * xq_stride, nb));
 }
 
+// Q4_1 against more inputs than the few-inputs kernel takes at once: that kernel (two inputs sharing each unpacked
+// block, scales made once per call, no shifts) over chunks of its maximum, for a span of groups that stays in L2
+// while every chunk passes over it. Same bits as the one-input kernel.
+VNNI512 static void matmul_few_chunks(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
+                                      size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
+    const int64_t span = 256 * 1024 / (nb * packed_block_bytes(type)) + 1;
+    for (int64_t s = g0; s < g1; s += span) {
+        const int64_t e = s + span < g1 ? s + span : g1;
+        for (int64_t t = 0; t < n_tokens; t += PL_PACKED_FEW_MAX) {
+            const int64_t n = n_tokens - t < PL_PACKED_FEW_MAX ? n_tokens - t : PL_PACKED_FEW_MAX;
+            pl_packed_matmul_few(type, packed, rows, nb, xq + (size_t)t * xq_stride, xq_stride, n, y + t * ldy, ldy, s, e);
+        }
+    }
+}
+
 VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t rows, int64_t nb, const uint8_t *xq,
                                        size_t xq_stride, int64_t n_tokens, float *y, int64_t ldy, int64_t g0, int64_t g1) {
     // One instantiation per type (and per one/several inputs), so each inner loop is specialised.
@@ -319,6 +334,8 @@ VNNI512 static void matmul_packed_vnni(int type, const uint8_t *packed, int64_t 
         if (n_tokens == 1) matvec_packed_streams(T, packed, rows, nb, xq, y, g0, g1);                       \
         else if (pl_packed_few_owns(T, n_tokens, nb * 32))                                                  \
             pl_packed_matmul_few(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \
+        else if (T == PL_TYPE_Q4_1 && nb <= PL_PACKED_FEW_BLOCKS_MAX)                                        \
+            matmul_few_chunks(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);                \
         else if (pl_packed_batch_owns(T))                                                                   \
             pl_packed_matmul_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);           \
         else matmul_packed_batch(T, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1);             \

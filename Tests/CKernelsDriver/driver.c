@@ -330,8 +330,9 @@ static void test_matmul_packed(int tier, const char *name) {
     if (tier == PL_ISA_AVX512 && !(pl_isa_features() & PL_FEATURE_AVX512_VNNI)) return;   // its packed bodies need VNNI
     static const int types[] = {PL_TYPE_Q8_0, PL_TYPE_Q4_0, PL_TYPE_Q4_1, PL_TYPE_Q5_0, PL_TYPE_Q4_K};
     // 2304 columns: 72 blocks, past the batch kernel's 64-block chunk and the Q5_0 kernel's 32-block chunk of
-    // corrections; 70 inputs: past the batch kernel's 64-input tile.
-    static const int shapes[][2] = {{7, 256}, {16, 512}, {37, 768}, {40, 1536}, {24, 2304}};
+    // corrections; 70 inputs: past the batch kernel's 64-input tile; 485 rows: 31 groups, so each half of the split
+    // spans more groups than Q4_1's chunked prompt kernel keeps in L2 at once (12 at 72 blocks).
+    static const int shapes[][2] = {{7, 256}, {16, 512}, {37, 768}, {40, 1536}, {24, 2304}, {485, 2304}};
     static const int token_counts[] = {1, 2, 3, 4, 5, 8, 9, 70};   // 2-8: the few-inputs kernel (Q4_1, Q8_0)
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const QType *t = NULL;
