@@ -122,8 +122,10 @@ struct ChatCLITests {
         let s = try Self.stats(String(statsLine))
         #expect(s.stop == "cancelled")
         #expect(s.answer < 300)
-        // The chat goes on after the stopped answer.
-        #expect(transcript.contains("What is the capital of France?\nThe capital of France is Paris.\n> "), "\(transcript)")
+        // The chat goes on after the stopped answer. Only the answer's opening is asserted: the history holds the
+        // stopped answer up to wherever Ctrl-C landed, which depends on the machine's speed, and the rest of the
+        // greedy answer depends on it (with 17 tokens of the story kept it runs on past "Paris.").
+        #expect(transcript.contains("What is the capital of France?\nThe capital of France is Paris."), "\(transcript)")
     }
 
     @Test("run --chat: a user message spelling turn markers stays plain text")
