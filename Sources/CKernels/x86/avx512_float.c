@@ -240,14 +240,19 @@ AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row
     }
 }
 
-// One input: F32 rows go through the few-inputs body with a single input — four rows far apart at once, each summed
-// exactly as pl_avx512_dot sums it: several weight streams keep more DRAM requests in flight than one (F32 decode
-// reads 540 MB per token; SmolLM2 decode in alternating runs here: one stream 34 tok/s vs two 45, then two 40 vs four
-// 45), and software prefetch runs ahead. Other types one row at a time.
+// One float input: F32/F16/BF16 rows go through the few-inputs body with a single input — four rows far apart at once, each summed exactly as
+// pl_avx512_dot sums it: several weight streams keep more DRAM requests in flight than one (F32 decode reads 540 MB
+// per token; SmolLM2 decode in alternating runs here: one stream 34 tok/s vs two 45, then two 40 vs four 45), and
+// software prefetch runs ahead.
 AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
                              int64_t r0, int64_t r1) {
-    if (type == PL_TYPE_F32) { float_few(PL_TYPE_F32, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); return; }
-    for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
+    switch (type) {
+    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
+    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
+    case PL_TYPE_BF16: float_few(PL_TYPE_BF16, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
+    default:   // quantized rows against a float input, one row at a time
+        for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
+    }
 }
 
 // ---- F32 matrix × several inputs (prompt prefill with float weights) ---------------------------------
