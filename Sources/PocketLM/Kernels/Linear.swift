@@ -5,10 +5,10 @@ import COpenBLAS
 ///
 /// Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K) stay in their blocks: the inputs are quantized to
 /// Q8 blocks (Q8_0, Q8_1 or Q8_K) as llama.cpp does and multiplied by integer dot products (VNNI), rows split
-/// across threads; in a batch each weight row is used for every input while it is in L1. Float weights use a
-/// matvec kernel for one input, a few-inputs kernel with the matvec's sums for a decode batch (up to
-/// PL_FLOAT_FEW_MAX inputs), and a panel kernel (F32) or OpenBLAS sgemm for a prompt (F16/BF16 dequantized a tile at a time,
-/// so the stored form stays the only full copy).
+/// across threads; in a batch each weight row is used for every input while it is in L1. Float weights use the
+/// few-inputs kernel for one token's decode or a decode batch (up to PL_FLOAT_FEW_MAX inputs, each summed as the
+/// one-input matvec sums it), and a panel kernel (F32) or OpenBLAS sgemm for a prompt (F16/BF16 dequantized a tile
+/// at a time, so the stored form stays the only full copy).
 public struct Linear {
     public let pool: ThreadPool
     /// Scratch for dequantized rows; its size bounds the rows per sgemm call.
@@ -276,15 +276,9 @@ public struct Linear {
             }
             return
         }
-        if n == 1 {
-            pool.parallelRanges(rows, granularity: 16) { range in
-                pl_matvec(type, w.data, w.rowBytes, input, output + range.lowerBound,
-                          Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
-            }
-            return
-        }
         if n <= Int(PL_FLOAT_FEW_MAX) {
-            // A decode step over a few sequences: each output with a lone decode's bits, each row read once.
+            // One token's decode, or a decode step over a few sequences: each output with a lone decode's bits,
+            // each row read once.
             pool.parallelRanges(rows, granularity: 16) { range in
                 pl_matmul_float_few(type, w.data, w.rowBytes, input, Int64(cols), Int64(n), output, Int64(ldo),
                                     Int64(cols), Int64(range.lowerBound), Int64(range.upperBound))
