@@ -64,6 +64,7 @@ GEMMA3_SIZE = 253_113_024
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 SMOLLM2_F32_NAME = "SmolLM2-135M-Instruct.F32.gguf"
 SMOLLM2_Q8_0_NAME = "SmolLM2-135M-Instruct.Q8_0.gguf"
+SMOLLM2_F16_NAME = "SmolLM2-135M-Instruct.F16.gguf"
 
 #: llama.cpp's recorded reference outputs, committed with the repo (sync_reference.py brings in updates
 #: from ../shared/reference, where they were first produced).

@@ -58,6 +58,16 @@ def build_f32(reader: gguf.GGUFReader, tmp_path: Path) -> None:
     common.finish_writer(writer)
 
 
+def build_f16(reader: gguf.GGUFReader, tmp_path: Path) -> None:
+    """Matrices -> the float16 rounding of their dequantization (as llama.cpp's convert writes F16 files), 1-D
+    tensors (norms) -> float32."""
+    writer = _writer_for(reader, tmp_path, common.FILE_TYPE[QT.F16])
+    for t in reader.tensors:
+        arr = common.dequantize_tensor(t)
+        writer.add_tensor(t.name, np.ascontiguousarray(arr, dtype=np.float16 if len(t.shape) >= 2 else np.float32))
+    common.finish_writer(writer)
+
+
 def build_q8_0(reader: gguf.GGUFReader, tmp_path: Path) -> None:
     """Q8_0 tensors copied as bytes, F32 tensors kept, other matrices dequantized -> Q8_0."""
     writer = _writer_for(reader, tmp_path, common.FILE_TYPE[QT.Q8_0])
@@ -88,7 +98,7 @@ def check_variant(src: gguf.GGUFReader, out_path: Path, kind: str) -> dict:
         a = common.field_raw(src.fields[k])
         b = common.field_raw(out.fields[k])
         if k == "general.file_type":
-            want = common.FILE_TYPE[QT.F32 if kind == "f32" else QT.Q8_0]
+            want = common.FILE_TYPE[{"f32": QT.F32, "f16": QT.F16, "q8_0": QT.Q8_0}[kind]]
             if b != (want, VT.UINT32, None):
                 raise ToolError(f"{out_path}: general.file_type is {b}, expected {want} (UINT32)")
         elif a != b:
@@ -110,6 +120,16 @@ def check_variant(src: gguf.GGUFReader, out_path: Path, kind: str) -> dict:
                 raise ToolError(f"{out_path}: tensor {s.name} is {o.tensor_type.name}, expected F32")
             if not np.array_equal(np.asarray(o.data).reshape(-1), common.dequantize_tensor(s).reshape(-1)):
                 raise ToolError(f"{out_path}: tensor {s.name} is not the exact dequantization of the source")
+        elif kind == "f16":
+            matrix = len(s.shape) >= 2
+            if o.tensor_type != (QT.F16 if matrix else QT.F32):
+                raise ToolError(f"{out_path}: tensor {s.name} is {o.tensor_type.name}, expected {'F16' if matrix else 'F32'}")
+            want = common.dequantize_tensor(s).reshape(-1)
+            if matrix:
+                want = want.astype(np.float16)
+            if not np.array_equal(np.asarray(o.data).reshape(-1), want):
+                raise ToolError(f"{out_path}: tensor {s.name} is not the {'f16 rounding of the ' if matrix else ''}"
+                                "dequantization of the source")
         else:
             if s.tensor_type in (QT.Q8_0, QT.F32):
                 if o.tensor_type != s.tensor_type or not np.array_equal(np.asarray(o.data), np.asarray(s.data)):
@@ -132,8 +152,8 @@ def check_variant(src: gguf.GGUFReader, out_path: Path, kind: str) -> dict:
 
 
 def make_variant(src_path: Path, out_path: Path, kind: str, force: bool = False, verify: bool = True) -> Path:
-    """Write one variant ('f32' or 'q8_0') of src_path to out_path (atomically). Returns out_path."""
-    builders = {"f32": build_f32, "q8_0": build_q8_0}
+    """Write one variant ('f32', 'f16' or 'q8_0') of src_path to out_path (atomically). Returns out_path."""
+    builders = {"f32": build_f32, "f16": build_f16, "q8_0": build_q8_0}
     if kind not in builders:
         raise ToolError(f"unknown variant {kind!r} (choose from {', '.join(builders)})")
     if out_path.exists() and not force:
@@ -162,8 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="source GGUF (default: the cached Q4_1 file; fetched if missing)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output directory (default: $POCKETLM_CACHE or ~/.cache/pocketlm)")
-    parser.add_argument("--only", choices=["f32", "q8_0"], action="append",
-                        help="write only this variant (repeatable; default: both)")
+    parser.add_argument("--only", choices=["f32", "q8_0", "f16"], action="append",
+                        help="write only this variant (repeatable; default: f32 and q8_0, which the tests use; f16 "
+                             "is for measuring F16 files, 271 MB)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-verify", action="store_true", help="skip re-reading and checking the written files")
     parser.add_argument("--sha256", action="store_true", help="also print each output's sha256")
@@ -173,11 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out_dir if args.out_dir is not None else common.cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    names = {"f32": common.SMOLLM2_F32_NAME, "q8_0": common.SMOLLM2_Q8_0_NAME}
+    names = {"f32": common.SMOLLM2_F32_NAME, "q8_0": common.SMOLLM2_Q8_0_NAME, "f16": common.SMOLLM2_F16_NAME}
     if args.src is not None:  # derive names from the source's file name
         stem = src.name[:-5] if src.name.endswith(".gguf") else src.name
         base = stem.rsplit(".", 1)[0] if "." in stem else stem
-        names = {"f32": f"{base}.F32.gguf", "q8_0": f"{base}.Q8_0.gguf"}
+        names = {"f32": f"{base}.F32.gguf", "q8_0": f"{base}.Q8_0.gguf", "f16": f"{base}.F16.gguf"}
     for kind in args.only or ["f32", "q8_0"]:
         out = out_dir / names[kind]
         if out.resolve() == src.resolve():

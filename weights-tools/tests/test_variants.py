@@ -76,6 +76,36 @@ def test_variants_of_tiny_model(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.F32.gguf", "tiny.Q4_1.gguf", "tiny.Q8_0.gguf"]
 
 
+def test_f16_variant_of_tiny_model(tmp_path):
+    src = mtm.write_test_model(tmp_path / "tiny.Q4_1.gguf", "q4_1", 5)
+    f16 = variants.make_variant(src, tmp_path / "tiny.F16.gguf", "f16")
+    rd = common.open_gguf(f16)
+    assert common.field_raw(rd.fields["general.file_type"]) == (1, VT.UINT32, None)
+    s = {t.name: t for t in common.open_gguf(src).tensors}
+    matrices = 0
+    for t in rd.tensors:
+        want = common.dequantize_tensor(s[t.name]).reshape(-1)
+        if len(t.shape) >= 2:
+            matrices += 1
+            assert t.tensor_type == QT.F16, t.name
+            want = want.astype(np.float16)
+        else:
+            assert t.tensor_type == QT.F32, t.name
+        np.testing.assert_array_equal(np.asarray(t.data).reshape(-1), want, err_msg=t.name)
+    assert matrices > 0
+    # The check that runs after writing catches a tensor that is not the f16 rounding.
+    with pytest.raises(common.ToolError, match="not the f16 rounding"):
+        bad = tmp_path / "bad.F16.gguf"
+        writer = variants._writer_for(common.open_gguf(src), bad, common.FILE_TYPE[QT.F16])
+        for t in common.open_gguf(src).tensors:
+            arr = common.dequantize_tensor(t)
+            if len(t.shape) >= 2:
+                arr = (arr * 1.001).astype(np.float16)
+            writer.add_tensor(t.name, np.ascontiguousarray(arr if len(t.shape) >= 2 else arr.astype(np.float32)))
+        common.finish_writer(writer)
+        variants.check_variant(common.open_gguf(src), bad, "f16")
+
+
 def test_existing_output_is_skipped_unless_forced(tmp_path):
     src = mtm.write_test_model(tmp_path / "tiny.Q4_1.gguf", "q4_1", 5)
     out = tmp_path / "tiny.F32.gguf"
