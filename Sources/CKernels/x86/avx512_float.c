@@ -240,10 +240,10 @@ AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row
     }
 }
 
-// One float input: F32/F16/BF16 rows go through the few-inputs body with a single input — four rows far apart at once, each summed exactly as
-// pl_avx512_dot sums it: several weight streams keep more DRAM requests in flight than one (F32 decode reads 540 MB
-// per token; SmolLM2 decode in alternating runs here: one stream 34 tok/s vs two 45, then two 40 vs four 45), and
-// software prefetch runs ahead.
+// One float input: F32/F16/BF16 rows go through the few-inputs body with a single input — four rows far apart at
+// once, each summed exactly as pl_avx512_dot sums it: several weight streams keep more DRAM requests in flight than
+// one (F32 decode reads 540 MB per token; SmolLM2 decode in alternating runs here: one stream 34 tok/s vs two 45,
+// then two 40 vs four 45; F16, one row at a time before: 62-70 tok/s vs 99-104), and software prefetch runs ahead.
 AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
                              int64_t r0, int64_t r1) {
     switch (type) {

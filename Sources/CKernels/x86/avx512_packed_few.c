@@ -1,5 +1,6 @@
-// A few inputs (2-8: a server's decode step over its slots, a short verify pass) against a packed Q4_1 or Q8_0
-// matrix, AVX-512 VNNI.
+// A few inputs (2-8: a server's decode step over its slots, a short verify pass; packed.c also runs a Q4_1 prompt,
+// and a Q8_0 one over rows of ≤ 32 blocks, through it 8 tokens at a time) against a packed Q4_1 or Q8_0 matrix,
+// AVX-512 VNNI.
 //
 // Run once per input, the one-input kernel (packed.c) loads and unpacks every block for each input, and for Q8_0
 // recomputes each input's correction 128·Σx in every group; a decode step of 4 slots then costs ~4 single steps of
@@ -38,8 +39,8 @@ static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); re
 // Inputs t0 ..< t0+NI over one group's nb blocks; y[t·ldy + row] for the group's valid rows.
 VNNI512 static inline __attribute__((always_inline)) void group_inputs(
         const int type, const int NI, const uint8_t *grp, int64_t nb, const uint8_t *xq, size_t xq_stride,
-        int64_t t0, const int32_t (*seeds)[8], const float *xd, const float *xd16, const float *xs, float *y, int64_t ldy, int64_t row0,
-        __mmask16 valid) {
+        int64_t t0, const int32_t (*seeds)[8], const float *xd, const float *xd16, const float *xs, float *y,
+        int64_t ldy, int64_t row0, __mmask16 valid) {
     const int64_t bb = pl_packed_block_bytes(type);
     const int xbytes = type == PL_TYPE_Q4_1 ? 36 : 34, qoff = type == PL_TYPE_Q4_1 ? 4 : 2;
     const __m512i low4 = _mm512_set1_epi8(0x0f);
@@ -144,8 +145,9 @@ VNNI512 void pl_packed_matmul_few(int type, const uint8_t *packed, int64_t rows,
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *xb = xq + (size_t)t * xq_stride + b * xbytes;
             xd[t * nb + b] = _cvtsh_ss(ld16(xb));
+            if (type != PL_TYPE_Q4_1) continue;
             xd16[t * nb + b] = xd[t * nb + b] / 16;
-            xs[t * nb + b] = type == PL_TYPE_Q4_1 ? _cvtsh_ss(ld16(xb + 2)) : 0;
+            xs[t * nb + b] = _cvtsh_ss(ld16(xb + 2));
         }
     if (type == PL_TYPE_Q4_1) {
         matmul_few(PL_TYPE_Q4_1, packed, rows, nb, xq, xq_stride, n_tokens, y, ldy, g0, g1, NULL, xd, xd16, xs);
