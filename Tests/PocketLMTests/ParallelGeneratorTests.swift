@@ -3,8 +3,9 @@ import PocketLM
 import Testing
 
 /// Several sequences in one model: `Transformer.decodeBatch` gives each row exactly what a lone decode gives it
-/// (SmolLM2 Q4_1 and F32, and Gemma 3's sliding-window rings), and `ParallelGenerator` serves concurrent requests with the
-/// texts they get alone, reuses a slot's cached prefix, bounds its queue and cancels on request.
+/// (SmolLM2 Q4_1 and F32, F16 and BF16 fixtures, and Gemma 3's sliding-window rings), and `ParallelGenerator` serves
+/// concurrent requests with the texts they get alone, reuses a slot's cached prefix, bounds its queue and cancels on
+/// request.
 @Suite("Parallel generation", .serialized)
 struct ParallelGeneratorTests {
     static let smol = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -65,10 +65,10 @@ void pl_dequantize_row(int type, const void *src, float *dst, int64_t n);
 void pl_matvec(int type, const void *w, size_t row_bytes, const float *x, float *y,
                int64_t n, int64_t r0, int64_t r1);
 
-/// y[t·ldy + r] = dot(row r of w, input t) for t in 0..<n_tokens, r in r0..<r1: F32, F16 or BF16 weights against a few
-/// inputs (a decode step over several sequences, a speculative verify pass; up to PL_FLOAT_FEW_MAX), each output
-/// bit-identical to what pl_matvec gives that input alone, each row read once for all of them (AVX-512; other tiers
-/// run pl_matvec per input). Inputs are `ldx` floats apart, each `n` long.
+/// y[t·ldy + r] = dot(row r of w, input t) for t in 0..<n_tokens, r in r0..<r1: F32, F16 or BF16 weights against one
+/// or a few inputs (a token's decode, a decode step over several sequences, a speculative verify pass; up to
+/// PL_FLOAT_FEW_MAX), each output bit-identical to what pl_matvec gives that input alone, each row read once for all
+/// of them (AVX-512; other tiers run pl_matvec per input). Inputs are `ldx` floats apart, each `n` long.
 enum { PL_FLOAT_FEW_MAX = 8 };
 void pl_matmul_float_few(int type, const void *w, size_t row_bytes, const float *x, int64_t ldx, int64_t n_tokens,
                          float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1);

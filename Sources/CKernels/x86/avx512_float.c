@@ -1,6 +1,6 @@
 // AVX-512 bodies of the float-input kernels: dot products and dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1),
-// F32/F16/BF16 rows against one or a few inputs over four row streams, the F32 prefill GEMM, f32 -> f16 rows. 16 lanes per vector, so sums are
-// reassociated against the portable body (tests bound the difference; see KernelTests).
+// F32/F16/BF16 rows against one or a few inputs over four row streams, the F32 prefill GEMM, f32 -> f16 rows. 16
+// lanes per vector, so sums are reassociated against the portable body (tests bound the difference; see KernelTests).
 #include "kernels_internal.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -231,13 +231,20 @@ AVX512 static inline __attribute__((always_inline)) void float_few(const int typ
             y[t * ldy + r - y_row0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x + t * ldx, n);
 }
 
+// float_few with the type a constant in each body (F32, F16 or BF16).
+AVX512 static void float_few_typed(int type, const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
+                                   int64_t n_tokens, float *y, int64_t ldy, int64_t y_row0, int64_t n, int64_t r0,
+                                   int64_t r1) {
+    switch (type) {
+    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, ldx, n_tokens, y, ldy, y_row0, n, r0, r1); break;
+    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, ldx, n_tokens, y, ldy, y_row0, n, r0, r1); break;
+    default: float_few(PL_TYPE_BF16, base, row_bytes, x, ldx, n_tokens, y, ldy, y_row0, n, r0, r1); break;
+    }
+}
+
 AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row_bytes, const float *x, int64_t ldx,
                                        int64_t n_tokens, float *y, int64_t ldy, int64_t n, int64_t r0, int64_t r1) {
-    switch (type) {
-    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
-    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
-    default: float_few(PL_TYPE_BF16, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1); break;
-    }
+    float_few_typed(type, base, row_bytes, x, ldx, n_tokens, y, ldy, 0, n, r0, r1);
 }
 
 // One float input: F32/F16/BF16 rows go through the few-inputs body with a single input — four rows far apart at
@@ -246,13 +253,12 @@ AVX512 void pl_avx512_matmul_float_few(int type, const uint8_t *base, size_t row
 // then two 40 vs four 45; F16, one row at a time before: 62-70 tok/s vs 99-104), and software prefetch runs ahead.
 AVX512 void pl_avx512_matvec(int type, const uint8_t *base, size_t row_bytes, const float *x, float *y, int64_t n,
                              int64_t r0, int64_t r1) {
-    switch (type) {
-    case PL_TYPE_F32: float_few(PL_TYPE_F32, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
-    case PL_TYPE_F16: float_few(PL_TYPE_F16, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
-    case PL_TYPE_BF16: float_few(PL_TYPE_BF16, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1); break;
-    default:   // quantized rows against a float input, one row at a time
-        for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
+    if (type == PL_TYPE_F32 || type == PL_TYPE_F16 || type == PL_TYPE_BF16) {
+        float_few_typed(type, base, row_bytes, x, 0, 1, y, 0, r0, n, r0, r1);
+        return;
     }
+    // Quantized rows against a float input, one row at a time.
+    for (int64_t r = r0; r < r1; r++) y[r - r0] = pl_avx512_dot(type, base + (size_t)r * row_bytes, x, n);
 }
 
 // ---- F32 matrix × several inputs (prompt prefill with float weights) ---------------------------------
