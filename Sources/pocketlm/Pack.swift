@@ -4,9 +4,9 @@ import PocketLM
 
 struct Pack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rewrite a Q8_0 model into the flash layout: resident tensors together, each layer's FFN as row-column bundles in aligned reads.")
+        abstract: "Rewrite a model into the flash layout: resident tensors together, each layer's FFN as row-column bundles in aligned reads.")
 
-    @Option(help: "The model to pack (GGUF, Q8_0 FFN weights).") var model: String
+    @Option(help: "The model to pack (GGUF; FFN weights of any type PocketLM computes: Q8_0 as neuron columns, the others — Q4_x, Q5_x, K-quants, F32, F16, BF16 — as block rows).") var model: String
     @Option(help: "The packed file to write.") var out: String
     @Option(name: .customLong("bundle-bytes"), help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB), e.g. 64K.")
     var bundleBytes: String = "64K"

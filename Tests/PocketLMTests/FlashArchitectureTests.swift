@@ -128,7 +128,7 @@ struct FlashArchitectureTests {
         #expect(tied.transformer.feedForward?.storageEmbedding == nil)
     }
 
-    @Test("pack refuses what it cannot run, naming it: an architecture PocketLM does not run, a float FFN")
+    @Test("pack refuses what it cannot run, naming it: an architecture PocketLM does not run, an FFN type it does not compute")
     func refusals() throws {
         let source = try GGUFFile(path: try TestPaths.fixture("tiny-q8_0.gguf"))
         let path = FlashPagingTests.scratch("phi3.gguf")
@@ -142,9 +142,24 @@ struct FlashArchitectureTests {
         #expect(throws: ModelError.unsupportedArchitecture("phi3")) {
             try FlashPacker.pack(source: path, output: FlashPagingTests.scratch("phi3.packed.gguf"))
         }
-        let f32 = try Self.derived("tiny-f32.gguf", as: "gemma3")
-        #expect(throws: PagingError.unsupportedWeights(tensor: "blk.0.ffn_gate.weight", type: "F32")) {
-            try FlashPacker.pack(source: f32, output: FlashPagingTests.scratch("gemma3-f32.packed.gguf"))
+        // blk.0.ffn_gate as IQ4_NL (a type ggml defines and PocketLM does not multiply with), its bytes zeros.
+        let iq = FlashPagingTests.scratch("iq4_nl-gate.gguf")
+        let declarations: [GGUFWriter.TensorDeclaration] = source.tensors.map {
+            .init(name: $0.name, shape: $0.shape, type: $0.name == "blk.0.ffn_gate.weight" ? .iq4_nl : $0.type)
+        }
+        let iqWriter = try GGUFWriter(path: iq, metadata: source.metadataKeys.map { ($0, source.metadata[$0]!) },
+                                      tensors: declarations)
+        for (t, d) in zip(source.tensors, declarations) {
+            if d.type == t.type {
+                try iqWriter.write(UnsafeRawBufferPointer(start: source.data(of: t), count: t.byteCount))
+            } else {
+                let zeros = [UInt8](repeating: 0, count: t.shape[1] * t.shape[0] / 32 * GGMLType.iq4_nl.blockBytes)
+                try zeros.withUnsafeBytes { try iqWriter.write($0) }
+            }
+        }
+        try iqWriter.finish()
+        #expect(throws: PagingError.unsupportedWeights(tensor: "blk.0.ffn_gate.weight", type: "IQ4_NL")) {
+            try FlashPacker.pack(source: iq, output: FlashPagingTests.scratch("iq4_nl-gate.packed.gguf"))
         }
     }
 }

@@ -6,8 +6,8 @@ import PocketLM
 /// Block-rows packed files (every quantized type but Q8_0): what a group keeps, and the ordinary file's logits bit
 /// for bit in every mode. In an extension so they stay in the serialized "Flash paging" suite (its scratch files).
 extension FlashPagingTests {
-    @Test("block rows: Q4_0 and Q4_1 files pack (each group keeps its gate rows, up rows and down blocks as in the source) and compute the original's logits bit for bit in every mode",
-          arguments: ["tiny-q4_0.gguf", "tiny-q4_1.gguf"])
+    @Test("block rows: Q4_0, Q4_1, F32, F16 and BF16 files pack (each group keeps its gate rows, up rows and down blocks as in the source) and compute the original's logits bit for bit in every mode",
+          arguments: ["tiny-q4_0.gguf", "tiny-q4_1.gguf", "tiny-f32.gguf", "tiny-f16.gguf", "tiny-bf16.gguf"])
     func blockRows(fixture: String) throws {
         let path = try Self.packed(fixture, bundleBytes: 4096)
         let f = try GGUFFile(path: path), source = try GGUFFile(path: try TestPaths.fixture(fixture))
@@ -24,8 +24,11 @@ extension FlashPagingTests {
         for j in [0, 7, 31] {
             #expect(memcmp(bundles + j * layout.gateRowBytes(1), gate + (32 + j) * layout.gateRowBytes(1), layout.gateRowBytes(1)) == 0)
         }
-        let blockBytes = type.blockBytes
-        #expect(memcmp(bundles + layout.downOffset(1) + 5 * layout.downSliceBytes(1), down + 5 * layout.downRowBytes(1) + blockBytes, blockBytes) == 0)
+        // (Group 1 starts at neuron 32: one block in, or 32 float elements.)
+        let groupStart = 32 / type.blockSize * type.blockBytes
+        #expect(layout.downSliceBytes(1) == layout.groupNeurons / type.blockSize * type.blockBytes)
+        #expect(memcmp(bundles + layout.downOffset(1) + 5 * layout.downSliceBytes(1), down + 5 * layout.downRowBytes(1) + groupStart,
+                       layout.downSliceBytes(1)) == 0)
 
         let original = try Self.logits(try TestPaths.fixture(fixture), Self.tokens)
         for paging in [PagingOptions.resident, PagingOptions(mode: .flash), PagingOptions(mode: .naive), PagingOptions(mode: .mmap),

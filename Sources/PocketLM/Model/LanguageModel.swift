@@ -120,13 +120,17 @@ public final class LanguageModel {
                                          vocabularyBytes: vocabulary,
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
                                          groupsPerLayer: layout.groupsPerLayer,
-                                         // Block rows: the reassembled down matrix and the dense kernels' inputs.
+                                         // Block rows: the reassembled down matrix, the dense kernels' inputs and
+                                         // their tile for F16/BF16 rows; the model's own tile for its other
+                                         // F16/BF16 matrices.
                                          extraScratchBytes: { rows in
-                                            layout.format == .blockRows
+                                            (layout.format == .blockRows
                                                 ? layout.largestDownBytes
                                                     + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
                                                     + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
-                                                : 0
+                                                    + 4 * PagedFeedForward.floatTileFloats(layout: layout)
+                                                : 0)
+                                            + LanguageModel.dequantizedTileBytes(of: file, config: config)
                                          })
                 processBudget = plan
                 paging.memoryBudget = max(0, plan.weightBytes)
@@ -197,6 +201,18 @@ public final class LanguageModel {
         return file.tensors.filter { t in
             !pagedSuffixes.contains { t.name.hasSuffix($0) } && !(onStorage && t.name == "token_embd.weight")
         }.reduce(0) { $0 + $1.byteCount }
+    }
+
+    /// The part of the forward pass's tile of dequantized rows (`Transformer`'s Linear) a prompt touches: F16/BF16
+    /// matrices (other than the paged FFN's and the embedding, looked up a row at a time) go through sgemm a tile
+    /// of rows at a time, so the largest of them, up to the tile's size. Zero for a model without such matrices.
+    static func dequantizedTileBytes(of file: GGUFFile, config: ModelConfig) -> Int {
+        let tile = Transformer.tileFloats(config: config)
+        let floats = file.tensors.filter { t in
+            (t.type == .f16 || t.type == .bf16) && t.shape.count == 2 && t.name != "token_embd.weight"
+                && !pagedSuffixes.contains { t.name.hasSuffix($0) }
+        }.map { t in min(tile, t.shape[0] * t.shape[1]) }.max() ?? 0
+        return 4 * floats
     }
 
     /// Whether a model's input embedding is read only a row at a time: untied, the head is `output.weight`.

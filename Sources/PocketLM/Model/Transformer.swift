@@ -217,9 +217,14 @@ public final class Transformer: @unchecked Sendable {
         for i in 0..<(config.numAttentionHeads + config.numKeyValueHeads) { (headRowsDone + i).initialize(to: Atomic(0)) }
         ropeCos = .allocate(capacity: ropes.count * b * hd / 2)
         ropeSin = .allocate(capacity: ropes.count * b * hd / 2)
-        // The tile holds the largest block matrix, so each projection dequantizes in one piece.
-        linear = Linear(pool: pool, maxColumns: max(dim, ffn, qDim), maxBatch: b,
-                        tileFloats: max(ffn * dim, qDim * dim, 1024 * dim))
+        linear = Linear(pool: pool, maxColumns: max(dim, ffn, qDim), maxBatch: b, tileFloats: Transformer.tileFloats(config: config))
+    }
+
+    /// Floats of Linear's tile of dequantized rows: it holds the largest block matrix, so each projection
+    /// dequantizes in one piece (and the head 1,024 rows at a time).
+    static func tileFloats(config: ModelConfig) -> Int {
+        let dim = config.hiddenSize
+        return max(config.intermediateSize * dim, config.queryDim * dim, 1024 * dim)
     }
 
     /// Weight bytes one decoded token reads: every block's matrices (each pass once), the output head and one

@@ -5,13 +5,17 @@ import Foundation
 import Glibc
 #endif
 
-/// The block-rows format (every quantized type but Q8_0): the dense row kernels on each group's rows.
+/// The block-rows format (every type but all-Q8_0: the other quantized types, F32, F16, BF16): the dense row kernels
+/// on each group's rows.
 extension PagedFeedForward {
     /// Block rows: per group in memory, the dense row kernel on its gate and up rows (neurons of groups not used stay
     /// 0, so their h is 0), SwiGLU on its neurons and its down blocks copied into the reassembled down matrix, all in
     /// one round of the threads (each takes a share of the groups, on the layer's inputs quantized once); then the
     /// dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor). The row kernel
     /// and the activation quantization are Linear's, so with every neuron used the result is the ordinary file's.
+    /// Float rows (F32/F16/BF16) take Linear's float kernels: a few inputs `pl_matmul_float_few` inside the round, a
+    /// prompt's batch Linear itself group by group before it (its batch kernels run their own threads), so the bits
+    /// are again the ordinary file's.
     func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                                   out: UnsafeMutablePointer<Float>) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
@@ -45,19 +49,46 @@ extension PagedFeedForward {
             func quantize(_ act: Int32, into dst: UnsafeMutableRawPointer) {
                 for t in 0..<n { Linear.quantize(x + t * dim, count: dim, activation: act, into: dst + t * stride) }
             }
-            quantize(gateAct, into: blockRowsXq)
-            if upAct != gateAct { quantize(upAct, into: blockRowsXq + n * stride) }
+            if gateAct >= 0 { quantize(gateAct, into: blockRowsXq) }
+            if upAct >= 0 && upAct != gateAct { quantize(upAct, into: blockRowsXq + n * stride) }
+            func uses(_ gi: Int) -> Bool {
+                // A group read for another row of the batch is not used by this one (as in `list(row:)`).
+                location[gi] != nil && !(read[gi] && !needed[r0 * G + gi])
+            }
+            // A prompt's float rows: Linear's batch kernel on each group's rows, before the round.
+            let floatBatch = n > Int(PL_FLOAT_FEW_MAX)
+            if floatBatch {
+                for gi in 0..<G where uses(gi) {
+                    let neurons = layout.neurons(inGroup: gi), base = location[gi]!
+                    if gateAct < 0 {
+                        linear(WeightTensor(name: "ffn_gate", type: types.gate, rows: neurons.count, columns: dim,
+                                            rowBytes: gateRowBytes, data: base),
+                               x, n: n, g + neurons.lowerBound, outputStride: ffn)
+                    }
+                    if upAct < 0 {
+                        linear(WeightTensor(name: "ffn_up", type: types.up, rows: neurons.count, columns: dim,
+                                            rowBytes: upRowBytes, data: base + upOffset),
+                               x, n: n, u + neurons.lowerBound, outputStride: ffn)
+                    }
+                }
+            }
+            /// out[t·ffn + r] for the group's rows r: quantized rows on the quantized inputs, float rows (a few inputs;
+            /// a batch's are done) on the inputs themselves.
+            func rowProducts(_ type: Int32, _ act: Int32, _ rowsAt: UnsafeRawPointer, _ rowBytes: Int,
+                             _ xq: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, _ count: Int) {
+                if act >= 0 {
+                    pl_matmul_q(type, rowsAt, rowBytes, xq, stride, Int64(n), out, Int64(ffn), Int64(dim), 0, Int64(count))
+                } else if !floatBatch {
+                    pl_matmul_float_few(type, rowsAt, rowBytes, x, Int64(dim), Int64(n), out, Int64(ffn), Int64(dim), 0, Int64(count))
+                }
+            }
             let parts = pool.threadCount
             pool.run(parts: parts) { p in
-                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
-                    guard let base = location[gi] else { continue }
-                    // A group read for another row of the batch is not used by this one (as in `list(row:)`).
-                    if read[gi] && !needed[r0 * G + gi] { continue }
+                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) where uses(gi) {
+                    let base = location[gi]!
                     let neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
-                    pl_matmul_q(gateType, base, gateRowBytes, xqGate, stride, Int64(n), g + lo, Int64(ffn), Int64(dim),
-                                0, Int64(neurons.count))
-                    pl_matmul_q(upType, base + upOffset, upRowBytes, xqUp, stride, Int64(n), u + lo, Int64(ffn), Int64(dim),
-                                0, Int64(neurons.count))
+                    rowProducts(gateType, gateAct, base, gateRowBytes, xqGate, g + lo, neurons.count)
+                    rowProducts(upType, upAct, base + upOffset, upRowBytes, xqUp, u + lo, neurons.count)
                     for t in 0..<n { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
                     if gathers { continue }
                     let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
@@ -66,7 +97,7 @@ extension PagedFeedForward {
                 }
             }
             var someGroup: UnsafeRawPointer?
-            for gi in 0..<G where location[gi] != nil && !(read[gi] && !needed[r0 * G + gi]) {
+            for gi in 0..<G where uses(gi) {
                 stats.neuronsComputed += layout.neurons(inGroup: gi).count * n
                 // (The copy path has its slices in the reassembled matrix: no table.)
                 if gathers {
@@ -77,7 +108,7 @@ extension PagedFeedForward {
             if gathers, let someGroup {
                 // A group not used here: its h blocks are zero, so any readable slices do (the reassembled matrix
                 // held stale ones there).
-                for gi in 0..<G where location[gi] == nil || (read[gi] && !needed[r0 * G + gi]) { groupTable[gi] = someGroup }
+                for gi in 0..<G where !uses(gi) { groupTable[gi] = someGroup }
                 let xq = UnsafeMutableRawPointer(linear.quantizedInput)
                 let downType = Int32(types.down.rawValue)
                 Linear.quantize(g, count: ffn, activation: pl_activation_type(downType), into: xq)

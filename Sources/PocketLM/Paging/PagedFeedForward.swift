@@ -205,7 +205,8 @@ public final class PagedFeedForward: @unchecked Sendable {
         // Block rows and reassembled layers: the dense kernels, on each group's gate/up rows and on a down matrix
         // reassembled from the groups' slices (so with every neuron used the result is the ordinary file's, bit for
         // bit), or on the reassembled matrices.
-        linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch), tileFloats: 1)
+        linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch),
+                                                  tileFloats: PagedFeedForward.floatTileFloats(layout: layout))
         downMatrix = columns || dense ? nil : {
             let bytes = layout.largestDownBytes
             let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -313,6 +314,17 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// A new sequence: the next step plans its reads afresh (the window keeps its groups; they are still valid).
     public func reset() {
         lastBlock = -1
+    }
+
+    /// The FFN Linear's tile of dequantized rows: a prompt's F16/BF16 rows go through sgemm a tile at a time, and a
+    /// tile of a whole down matrix keeps each call as the ordinary file's (1 float where no layer has such rows).
+    public static func floatTileFloats(layout: FlashLayout) -> Int {
+        let dequantized: (GGMLType) -> Bool = { $0 == .f16 || $0 == .bf16 }
+        let any = (0..<max(1, layout.layerTypes.count)).contains { l in
+            let t = layout.types(l)
+            return dequantized(t.gate) || dequantized(t.up) || dequantized(t.down)
+        }
+        return any ? layout.hiddenSize * layout.intermediateSize : 1
     }
 
     /// Bytes of the block-rows quantized inputs (a batch in two formats), for the budget's scratch.

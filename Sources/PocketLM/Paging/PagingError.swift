@@ -22,7 +22,7 @@ public enum PagingError: Error, LocalizedError, Equatable {
         case .notPacked(let p):
             "\(p) is not in the flash layout: paging needs a file packed from it (`FlashPacker.pack`)"
         case .unsupportedWeights(let t, let ty):
-            "tensor '\(t)' is \(ty): the flash layout packs quantized FFN weights only (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K–Q6_K)"
+            "tensor '\(t)' is \(ty): the flash layout packs the FFN weight types PocketLM computes (\(GGMLType.computableNames))"
         case .budgetTooSmall(let b, let m, let r):
             "a weight budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise the memory budget to at least \(ByteCount.format(m))"
         case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest):

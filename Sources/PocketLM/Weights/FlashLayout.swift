@@ -8,12 +8,13 @@ import CKernels
 /// - `columns` (version 1, Q8_0 files): neuron i of a layer is one bundle: gate row i and up row i (Q8_0 blocks, as
 ///   in the source file) followed by down column i (the `dim` int8 quants of the down matrix at column i; the down
 ///   rows' f16 block scales are a small resident tensor).
-/// - `blockRows` (version 2, every other quantized type): a group of `groupNeurons` consecutive neurons (a multiple
-///   of the down type's block, 32 or 256) holds their gate rows, their up rows and, for each of the `dim` down rows,
-///   the down blocks covering those neurons — every block exactly as in the source, whatever its type (a K-quant
-///   block keeps its super-block scales and minimums). A down column cannot be cut out of a block with sub-block
-///   scales without requantizing it, so the group, not the neuron, is the unit: the smallest group is one block
-///   of neurons (32, or 256 for K-quants).
+/// - `blockRows` (version 2, every other type: the other quantized ones, F32, F16, BF16): a group of `groupNeurons`
+///   consecutive neurons (a multiple of the down type's block, 32 or 256) holds their gate rows, their up rows and,
+///   for each of the `dim` down rows, the down blocks covering those neurons — every block exactly as in the source,
+///   whatever its type (a K-quant block keeps its super-block scales and minimums; a float "block" is one element).
+///   A down column cannot be cut out of a block with sub-block scales without requantizing it, so the group, not
+///   the neuron, is the unit: the smallest group is one block of neurons (32, or 256 for K-quants; 32 for floats,
+///   whose kernels take rows in 16s).
 /// `groupNeurons` consecutive bundles fill one read of `bundleBytes` (a multiple of 4 KiB, zero-padded), and every
 /// layer's bundle tensor starts 4 KiB-aligned in the file, so any run of groups is one direct-I/O read.
 public struct FlashLayout: Sendable, Equatable {
@@ -102,10 +103,10 @@ public struct FlashLayout: Sendable, Equatable {
     }
 
     /// The block-rows layout for each layer's gate/up/down types: groups of whole down blocks (the largest block of
-    /// any layer, 256 once a K-quant is present), as many as fit in `bundleBytes` for the largest layer, rounded up
-    /// to 4 KiB.
+    /// any layer, 256 once a K-quant is present; at least 32 neurons), as many as fit in `bundleBytes` for the
+    /// largest layer, rounded up to 4 KiB.
     public init(hiddenSize: Int, intermediateSize: Int, layerTypes: [FFNTypes], bundleBytes requested: Int) throws(ModelError) {
-        let block = layerTypes.map(\.down.blockSize).max() ?? 0
+        let block = max(FlashLayout.smallestGroup, layerTypes.map(\.down.blockSize).max() ?? 0)
         var perBlock = 0   // one group of `block` neurons, bytes, in the largest layer
         for t in layerTypes {
             guard let g = t.gate.rowBytes(columns: hiddenSize), let u = t.up.rowBytes(columns: hiddenSize),
@@ -164,8 +165,8 @@ public struct FlashLayout: Sendable, Equatable {
                 var out: [GGMLType] = []
                 for item in items {
                     let t = GGMLType(rawValue: UInt32(truncatingIfNeeded: item.int ?? -1))
-                    guard t.isComputable, pl_activation_type(Int32(t.rawValue)) >= 0 else {
-                        throw .badMetadata(key: key, reason: "bundles of \(t) weights are not supported (quantized types only)")
+                    guard FlashLayout.packs(t) else {
+                        throw .badMetadata(key: key, reason: "bundles of \(t) weights are not supported (\(GGMLType.computableNames))")
                     }
                     out.append(t)
                 }
@@ -211,6 +212,13 @@ public struct FlashLayout: Sendable, Equatable {
         }
         return m
     }
+
+    /// Whether FFN matrices of type `type` pack: every type the kernels compute (floats and quantized).
+    public static func packs(_ type: GGMLType) -> Bool { type.isComputable }
+
+    /// The fewest neurons of a block-rows group: float rows have no blocks of their own, and the kernels take rows
+    /// 16 at a time.
+    static let smallestGroup = 32
 
     /// Neurons of group `g`: the last group may be short.
     public func neurons(inGroup g: Int) -> Range<Int> {

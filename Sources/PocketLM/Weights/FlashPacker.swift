@@ -4,8 +4,8 @@ import Foundation
 /// Rewrites a model into the flash layout (`FlashLayout`): resident tensors first and together, then one
 /// 4 KiB-aligned bundle tensor per layer. Quantized blocks are copied as they are, so the packed model computes the
 /// same numbers: a Q8_0 file gets the columns format (a down column keeps its int8 quants; its block scales go to
-/// the resident `ffn_down_scale` tensor), any other quantized file the block-rows format (each group of neurons
-/// keeps its gate rows, up rows and the down blocks covering it, whatever their types). A predictor file from weights-tools/train_predictor.py is copied in alongside.
+/// the resident `ffn_down_scale` tensor), any other file (other quantized types, F32, F16, BF16) the block-rows
+/// format (each group of neurons keeps its gate rows, up rows and the down blocks covering it, whatever their types). A predictor file from weights-tools/train_predictor.py is copied in alongside.
 public enum FlashPacker {
     /// Tensors a predictor file contributes per layer (see weights-tools/train_predictor.py).
     public static let predictorSuffixes = ["ffn_pred_a", "ffn_pred_b", "ffn_pred_bias", "ffn_mass"]
@@ -31,7 +31,7 @@ public enum FlashPacker {
             let name = "blk.\(layer).\(part).weight"
             guard let info = source.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
             guard info.shape == shape else { throw GGUFError.tensorShape(tensor: name, expected: shape, found: info.shape) }
-            guard info.type.isComputable, pl_activation_type(Int32(info.type.rawValue)) >= 0 else {
+            guard FlashLayout.packs(info.type) else {
                 throw PagingError.unsupportedWeights(tensor: name, type: info.type.description)
             }
             return info
