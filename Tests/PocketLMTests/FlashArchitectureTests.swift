@@ -126,6 +126,17 @@ struct FlashArchitectureTests {
         let tied = try LanguageModel(path: try FlashPagingTests.packed("tiny-q4_1.gguf"),
                                      options: LoadOptions(threads: 2, contextLength: 64, paging: PagingOptions(mode: .flash)))
         #expect(tied.transformer.feedForward?.storageEmbedding == nil)
+        // Under a budget a tied embedding's file pages are dropped after each step's lookups only where the head
+        // reads the store's packed copy; a head used in place (F16 here; Q8_0 or a K-quant on AVX2) multiplies
+        // straight from those pages every token, and dropping them cost AVX2's SmolLM2 Q8_0 13x its decode.
+        for fixture in ["tiny-q4_1.gguf", "tiny-f16.gguf"] {
+            let lm = try LanguageModel(path: try FlashPagingTests.packed(fixture),
+                                       options: LoadOptions(threads: 2, contextLength: 64,
+                                                            paging: PagingOptions(mode: .flash, memoryBudget: 1 << 40)))
+            // (The store packs a Q4_1 head on every x86 tier; F16 never.)
+            let headPacked = fixture == "tiny-q4_1.gguf" && pl_packed_type_supported(Int32(PL_TYPE_Q4_1)) != 0
+            #expect(lm.transformer.feedForward?.dropsEmbeddingPages == headPacked, "\(fixture)")
+        }
     }
 
     @Test("pack refuses what it cannot run, naming it: an architecture PocketLM does not run, an FFN type it does not compute")

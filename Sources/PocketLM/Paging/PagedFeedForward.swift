@@ -60,9 +60,13 @@ public final class PagedFeedForward: @unchecked Sendable {
     let staging: [UnsafeMutableRawPointer]
     /// Under a budget: the file's page cache is the process's memory too, so what is read through the map leaves it.
     let evicts: Bool
-    /// The token embedding's bytes in the file: its rows are looked up through the map each step, and dropped at
-    /// the next (under a budget).
+    /// The token embedding's bytes in the file when only its lookups read them there: its rows are looked up
+    /// through the map each step, and dropped at the next (under a budget). Nil when it stays on storage (untied)
+    /// or the tied head reads it in place.
     let embeddingRange: (offset: Int, length: Int)?
+    /// Whether each step drops the embedding rows it looked up from the page cache (under a budget, where the
+    /// forward pass reads the embedding's file pages only for those lookups).
+    public var dropsEmbeddingPages: Bool { evicts && embeddingRange != nil }
 
     struct Predictor {
         let a: UnsafeMutableRawPointer   // rank × dim F16
@@ -121,7 +125,12 @@ public final class PagedFeedForward: @unchecked Sendable {
         // run leaves it on storage (LanguageModel.residentBytes does not count it).
         let storesEmbedding = LanguageModel.embeddingStaysOnStorage(file) && (options.mode != .resident || options.memoryBudget != nil)
         storageEmbedding = try storesEmbedding ? file.tensorInfo("token_embd.weight").map { try StorageEmbedding(path: file.path, tensor: $0) } : nil
-        embeddingRange = storageEmbedding != nil ? nil : file.tensorInfo("token_embd.weight").map { ($0.fileOffset, $0.byteCount) }
+        // Tied, the embedding is also the head: packed at load (the store's copy is what the head reads) its file
+        // pages serve only the lookups; unpacked (F32/F16/BF16, a K-quant, Q8_0 on AVX2) the head multiplies straight
+        // from the map every token, so its pages stay (it is resident weight, in the budget either way).
+        let embedding = file.tensorInfo("token_embd.weight")
+        let headReadsMap = !LanguageModel.embeddingStaysOnStorage(file) && !(embedding.map(MappedWeightStore.isPackable) ?? false)
+        embeddingRange = storageEmbedding != nil || headReadsMap ? nil : embedding.map { ($0.fileOffset, $0.byteCount) }
         // Under a budget each step's embedding rows are dropped from the page cache after use: the next step's lookup
         // faults its row back in, and must not bring the read-around window with it.
         if evicts, let e = embeddingRange { file.file.adviseRandom(offset: e.offset, length: e.length) }
