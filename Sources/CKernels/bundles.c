@@ -70,8 +70,11 @@ void pl_bundle_down_q8_0(const void *const *bundles, const int32_t *ids, int64_t
 int pl_bundle_down_groups_runs(int type) {
 #if defined(__x86_64__)
     if (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K) return pl_kq_fast();
-    // The dense kernel these must equal (pl_matmul_q) is the VNNI row body exactly where this tier runs.
-    return (type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 || type == PL_TYPE_Q8_0) && pl_tier_avx512_vnni();
+    // The dense kernel these must equal (pl_matmul_q) is x86/quant_rows_body.h's row body on both vector tiers (VNNI
+    // on AVX-512 VNNI, AVX2's or AVX-VNNI's elsewhere: the same bits).
+    const int tier = pl_isa();
+    return (type == PL_TYPE_Q4_0 || type == PL_TYPE_Q4_1 || type == PL_TYPE_Q8_0) &&
+           (tier == PL_ISA_AVX512 || tier == PL_ISA_AVX2);
 #else
     (void)type;
     return 0;
@@ -85,9 +88,15 @@ int pl_bundle_down_groups(int type, const void *const *groups, int64_t blocks_pe
     if (type == PL_TYPE_Q4_K || type == PL_TYPE_Q6_K)
         pl_kq_matmul_groups_vnni(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes, (const uint8_t *)xq,
                                  y, n, r0, r1);
-    else
+    else if (pl_tier_avx512_vnni())
         pl_avx512_bundle_down_groups(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes,
                                      (const uint8_t *)xq, y, n / 32, r0, r1);
+    else if (pl_isa_features() & PL_FEATURE_AVX_VNNI)
+        pl_avxvnni_bundle_down_groups(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes,
+                                      (const uint8_t *)xq, y, n / 32, r0, r1);
+    else
+        pl_avx2_bundle_down_groups(type, (const uint8_t *const *)groups, blocks_per_group, slice_bytes,
+                                   (const uint8_t *)xq, y, n / 32, r0, r1);
 #endif
     return 1;
 }

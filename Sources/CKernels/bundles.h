@@ -65,6 +65,11 @@ void pl_avx512_bundle_down(const void *const *bundles, const int32_t *ids, int64
 /// pl_bundle_down_groups; nb = blocks per row).
 void pl_avx512_bundle_down_groups(int type, const uint8_t *const *groups, int64_t spg, size_t slice_bytes,
                                   const uint8_t *xq, float *y, int64_t nb, int64_t r0, int64_t r1);
+/// The same for the AVX2 tier (and AVX-512 without VNNI), with AVX-VNNI's dot product where the CPU has it.
+void pl_avx2_bundle_down_groups(int type, const uint8_t *const *groups, int64_t spg, size_t slice_bytes,
+                                const uint8_t *xq, float *y, int64_t nb, int64_t r0, int64_t r1);
+void pl_avxvnni_bundle_down_groups(int type, const uint8_t *const *groups, int64_t spg, size_t slice_bytes,
+                                   const uint8_t *xq, float *y, int64_t nb, int64_t r0, int64_t r1);
 void pl_avx2_bundle_gate_up(const void *const *bundles, int64_t k0, int64_t k1, const uint8_t *xq,
                             size_t xq_stride, int64_t n_tokens, int64_t nb, float *g, float *u, int64_t ldg);
 void pl_avx2_bundle_down(const void *const *bundles, const int32_t *ids, int64_t n, const uint8_t *hq,

@@ -1,5 +1,6 @@
 // The kernel driver's comparisons of the flash-paging bundle kernels (see driver.c).
 #include "driver.h"
+#include "bundles.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 // pl_matvec_q on the down rows, for uneven row ranges (short ones keep the neuron map on the stack, odd tails).
 // On a vector tier the outputs must also differ somewhere from the portable bodies' (another float order): the
 // tier's own body ran, not the portable one.
+static void test_bundle_down_groups(int tier, const char *name);
+
 void test_bundles(int tier, const char *name) {
     static const int shapes[][2] = {{96, 160}, {64, 1536}, {576, 96}, {40 * 32, 64}};
     const QType *q8 = &qtypes[0];
@@ -111,5 +114,62 @@ void test_bundles(int tier, const char *name) {
         check(gate_differs, name, "bundle gate/up: the tier's body ran (outputs differ somewhere from portable)", 0, 0, 0);
         check(down_differs, name, "bundle down: the tier's body ran (outputs differ somewhere from portable)", 0, 0, 0);
     }
+    test_bundle_down_groups(tier, name);
     pl_isa_force_thread(-1);
+}
+
+// Block rows' down projection from the groups' slices (pl_bundle_down_groups), Q4_0/Q4_1/Q8_0: on the x86 vector tiers
+// it runs (returns 1) and gives row for row the bits of the same tier's pl_matmul_q on the reassembled matrix, for any
+// row split, writing nothing outside its rows; the groups' buffers lie in reverse order and one group's entry points
+// at another's slices. On AVX2 both bodies are compared (vpmaddubsw, and AVX-VNNI's where the CPU has it: the
+// dispatcher takes only one of them). Elsewhere it returns 0 and writes nothing.
+static void test_bundle_down_groups(int tier, const char *name) {
+    const QType *types[] = {&qtypes[1], &qtypes[2], &qtypes[0]};
+    for (int ti = 0; ti < 3; ti++) {
+        for (int spg = 1; spg <= 3; spg += 2) {
+            const QType *t = types[ti];
+            const int rows = 70, blocks = 4 * spg, cols = 32 * blocks, rb = blocks * t->bytes, slice = spg * t->bytes;
+            const int act = pl_activation_type(t->type), groups = blocks / spg;
+            uint8_t *w = malloc((size_t)rows * rb), *arena = malloc((size_t)rows * rb);
+            random_weights(t, w, (int64_t)rows * blocks);
+            uint8_t *xq = random_quantized_inputs(act, cols, 1, tier);
+            float want[70], got[71];
+            pl_matmul_q(t->type, w, rb, xq, 0, 1, want, rows, cols, 0, rows);
+            const void *table[12];
+            for (int g = 0; g < groups; g++) {
+                uint8_t *base = arena + (size_t)(groups - 1 - g) * rows * slice;
+                for (int r = 0; r < rows; r++) memcpy(base + (size_t)r * slice, w + (size_t)r * rb + (size_t)g * slice, slice);
+                table[g] = base;
+            }
+            const int vector_tier = tier == PL_ISA_AVX2 || tier == PL_ISA_AVX512;
+            check(pl_bundle_down_groups_runs(t->type) == vector_tier, name, "bundle down groups runs on the x86 vector tiers (type, blocks per group)", t->type, spg, 0);
+            static const int splits[][2] = {{0, 70}, {0, 33}, {33, 70}, {5, 6}, {64, 70}};
+            int ok = 1;
+            for (int s = 0; s < 5; s++) {
+                const int r0 = splits[s][0], r1 = splits[s][1];
+                for (int r = 0; r <= rows; r++) got[r] = NAN;
+                const int ran = pl_bundle_down_groups(t->type, table, spg, slice, xq, got, cols, r0, r1);
+                if (ran != vector_tier) ok = 0;
+                for (int r = 0; r <= rows; r++) {
+                    const int in = ran && r >= r0 && r < r1;
+                    if (in ? memcmp(got + r, want + r, 4) != 0 : !isnan(got[r])) ok = 0;
+                }
+            }
+            check(ok, name, "bundle down groups = the tier's pl_matmul_q on the reassembled rows (type, blocks per group)", t->type, spg, 0);
+#if defined(__x86_64__)
+            if (tier == PL_ISA_AVX2) {
+                // Both AVX2 bodies, whichever the dispatcher takes on this CPU.
+                for (int r = 0; r < rows; r++) got[r] = NAN;
+                pl_avx2_bundle_down_groups(t->type, (const uint8_t *const *)table, spg, slice, xq, got, blocks, 0, rows);
+                check(bits_equal(got, want, rows), name, "bundle down groups, vpmaddubsw body = pl_matmul_q (type, blocks per group)", t->type, spg, 0);
+                if (pl_isa_features() & PL_FEATURE_AVX_VNNI) {
+                    for (int r = 0; r < rows; r++) got[r] = NAN;
+                    pl_avxvnni_bundle_down_groups(t->type, (const uint8_t *const *)table, spg, slice, xq, got, blocks, 0, rows);
+                    check(bits_equal(got, want, rows), name, "bundle down groups, AVX-VNNI body = pl_matmul_q (type, blocks per group)", t->type, spg, 0);
+                }
+            }
+#endif
+            free(w); free(arena); free(xq);
+        }
+    }
 }
