@@ -232,7 +232,7 @@ struct FlashPagingTests {
         #expect(exact.oracleBytes > 0 && exact.oracleBytes <= exact.bytesRead)
     }
 
-    @Test("flash with the budget's remainder pinned in the first layers (uneven group counts) computes the original's logits bit for bit",
+    @Test("flash with the budget's remainder pinned in the first layers (uneven group counts) computes the original's logits bit for bit (block rows: the pinned groups' rows repacked for the packed kernel where the tier packs their type)",
           arguments: ["tiny-q8_0.gguf", "tiny-q4_1.gguf"])
     func unevenPlanEqualsOriginal(fixture: String) throws {
         let path = try Self.packed(fixture)
@@ -242,6 +242,8 @@ struct FlashPagingTests {
         #expect(plan.pinnedGroups == 1 && plan.extraPinnedLayers == [0])
         let original = try LanguageModel(path: try TestPaths.fixture(fixture), options: LoadOptions(threads: 1, contextLength: 32)).transformer
         let ffn = try #require(t.feedForward)
+        let packs = fixture == "tiny-q4_1.gguf" && pl_packed_type_supported(Int32(PL_TYPE_Q4_1)) != 0
+        #expect(ffn.packedPinnedLayers == (packs ? 2 : 0))
         var before = ffn.stats
         for (i, token) in Self.tokens.prefix(6).enumerated() {
             if i == 1 { before = ffn.stats }   // from the second token on: each step's reads planned a step ahead

@@ -82,6 +82,9 @@ final class NeuronBundleCache {
         return s >= 0 ? Int(s) : nil
     }
 
+    /// Whether group `g` is in a pinned slot (there since load, never evicted).
+    func isPinned(group g: Int) -> Bool { slotOfGroup[g] >= 0 && Int(slotOfGroup[g]) < pinned }
+
     /// Group in `slot`, or nil when the slot is empty.
     func group(inSlot slot: Int) -> Int? {
         let g = groupOfSlot[slot]

@@ -72,11 +72,16 @@ extension PagedFeedForward {
                     }
                 }
             }
-            /// out[t·ffn + r] for the group's rows r: quantized rows on the quantized inputs, float rows (a few inputs;
-            /// a batch's are done) on the inputs themselves.
+            let cache = caches[block], packedRows = !pinnedRowsPacked.isEmpty && pinnedRowsPacked[block]
+            /// out[t·ffn + r] for the group's rows r: quantized rows on the quantized inputs (a pinned group's through
+            /// the packed kernel where they were packed at load), float rows (a few inputs; a batch's are done) on the
+            /// inputs themselves.
             func rowProducts(_ type: Int32, _ act: Int32, _ rowsAt: UnsafeRawPointer, _ rowBytes: Int,
-                             _ xq: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, _ count: Int) {
-                if act >= 0 {
+                             _ xq: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, _ count: Int, packed: Bool) {
+                if packed {
+                    Linear.matmulPacked(type, rowsAt, rows: count, columns: dim, rowBytes: rowBytes, xq, stride: stride, n: n,
+                                        out, ldo: ffn, 0..<count)
+                } else if act >= 0 {
                     pl_matmul_q(type, rowsAt, rowBytes, xq, stride, Int64(n), out, Int64(ffn), Int64(dim), 0, Int64(count))
                 } else if !floatBatch {
                     pl_matmul_float_few(type, rowsAt, rowBytes, x, Int64(dim), Int64(n), out, Int64(ffn), Int64(dim), 0, Int64(count))
@@ -87,8 +92,9 @@ extension PagedFeedForward {
                 for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) where uses(gi) {
                     let base = location[gi]!
                     let neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
-                    rowProducts(gateType, gateAct, base, gateRowBytes, xqGate, g + lo, neurons.count)
-                    rowProducts(upType, upAct, base + upOffset, upRowBytes, xqUp, u + lo, neurons.count)
+                    let packed = packedRows && cache.isPinned(group: gi)
+                    rowProducts(gateType, gateAct, base, gateRowBytes, xqGate, g + lo, neurons.count, packed: packed)
+                    rowProducts(upType, upAct, base + upOffset, upRowBytes, xqUp, u + lo, neurons.count, packed: packed)
                     for t in 0..<n { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
                     if gathers { continue }
                     let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes

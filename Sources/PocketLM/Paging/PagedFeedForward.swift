@@ -55,6 +55,11 @@ public final class PagedFeedForward: @unchecked Sendable {
     var denseLayers: [DenseFFNLayer] = []
     /// Layers run as the ordinary file's matrices (reassembled at load): all of them or none.
     public var reassembledLayers: Int { denseLayers.count }
+    /// Block rows: the layers whose pinned groups hold their gate and up rows in the packed kernel's 16-row layout
+    /// (repacked in place at load, as `MappedWeightStore` packs the ordinary file's matrices); empty otherwise.
+    var pinnedRowsPacked: [Bool] = []
+    /// Layers whose pinned groups' gate and up rows are in the packed layout.
+    public var packedPinnedLayers: Int { pinnedRowsPacked.filter { $0 }.count }
     let dense: Bool
     let arena: ReadArena?
     let staging: [UnsafeMutableRawPointer]
