@@ -262,6 +262,15 @@ struct OpenAIServerTests {
             #expect(e["code"] as? String == "context_length_exceeded")
             #expect((e["message"] as? String)?.contains("context holds 64 tokens") == true)
 
+            // A token limit far past the context fills it ("length"); the server once died reserving 10^14 tokens.
+            let far = try await Self.post(client, "/v1/completions",
+                                          #"{"prompt":"The capital of France is","max_tokens":100000000000000,"temperature":0}"#)
+            #expect(far.status == .ok)
+            let fo = try Self.object(far)
+            #expect((fo["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String == "length")
+            let fu = try #require(fo["usage"] as? [String: Any])
+            #expect(fu["prompt_tokens"] as? Int == 5 && fu["completion_tokens"] as? Int == 60)   // 64 fed, the last sampled
+
             let huge = #"{"prompt":""# + String(repeating: "x", count: 2 << 20) + #""}"#
             let big = try await Self.post(client, "/v1/completions", huge)
             #expect(big.status == .contentTooLarge)

@@ -239,6 +239,31 @@ struct ParallelGeneratorTests {
         #expect(throws: ParallelGeneratorError.invalidMaxTokens(0)) { try g.submit(GenerationRequest(prompt: [1], maxTokens: 0)) }
     }
 
+    @Test("a token limit far past the context (Int.max) generates until the context is full, as the largest limit that fits does")
+    func tokenLimitPastTheContext() async throws {
+        // It used to reserve prompt + limit tokens of history up front: Int.max overflowed, 10^14 failed to allocate.
+        let context = 24
+        let g = try Self.generator(slots: 1, context: context)
+        let lm = try LanguageModel(path: try TestPaths.model(Self.smol), options: LoadOptions(threads: 1, contextLength: context))
+        let prompt = lm.encodePrompt("The capital of France is", parseSpecial: false)
+        // The last token is sampled, never fed: a full context has given prompt.count + fits - 1 rows of logits.
+        let fits = context - prompt.count + 1
+        let expected = try lm.generator().generate(prompt: prompt, options: GenerationOptions(maxTokens: fits + 1, sampling: .greedy))
+        try #require(expected.stopReason == .contextFull && expected.tokens.count == fits, "\(expected.stopReason)")
+        let limits = [Int.max, 100_000_000_000_000]
+        for limit in limits {
+            let alone = try lm.generator().generate(prompt: prompt, options: GenerationOptions(maxTokens: limit, sampling: .greedy))
+            #expect(alone.tokens == expected.tokens && alone.stopReason == .contextFull)
+        }
+        try await Self.running(g) {
+            for limit in limits {
+                let o = try await Self.collect(try g.submit(GenerationRequest(prompt: prompt, maxTokens: limit)))
+                #expect(o.ids == expected.tokens && o.text == expected.text)
+                #expect(o.summary?.stopReason == .contextFull && o.summary?.generatedTokens == fits)
+            }
+        }
+    }
+
     @Test("with a speculative decoder: greedy texts equal plain decoding alone, drafts are accepted, and a request cut inside a run of accepted drafts leaves a cache the next turn reuses")
     func speculation() async throws {
         let lm = try LanguageModel(path: try TestPaths.model(Self.smol), options: LoadOptions(threads: 2, contextLength: 1024, sequences: 2))

@@ -135,12 +135,14 @@ public final class Generator {
 
         // History of every token (prompt + generated) for the repetition penalty, with room for the drafts a
         // speculative pass writes after it; sized once.
+        // Generation ends when the context is full, so a token limit past it ("as many as fit") sizes no more.
         let spec = speculation
-        var history = [Int](repeating: 0, count: prompt.count + options.maxTokens + 1 + (spec?.maxDraft ?? 0))
+        let most = min(options.maxTokens, model.contextLength - prompt.count + 1)
+        var history = [Int](repeating: 0, count: prompt.count + most + 1 + (spec?.maxDraft ?? 0))
         for (i, t) in prompt.enumerated() { history[i] = t }
         var historyCount = prompt.count
         var generated: [Int] = []
-        generated.reserveCapacity(options.maxTokens)
+        generated.reserveCapacity(most)
         var text = ""
         var tops: [[TokenLogit]] = []
         let logitsCopy = UnsafeMutableBufferPointer<Float>.allocate(capacity: model.config.vocabSize)
