@@ -17,7 +17,8 @@ struct Chat: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
 
     @Option(help: "System message (default: the chat template's own).") var system: String?
-    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens: Int = 512
+    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer (default 512, at most half the context). Room for this many is kept free before each turn, dropping the oldest turns if needed.")
+    var maxTokens: Int?
     @OptionGroup var samplingOptions: SamplingOptions
     @Option(help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
     var context: Int?
@@ -25,7 +26,7 @@ struct Chat: AsyncParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, found \(maxTokens)") }
+        if let m = maxTokens, m < 1 { throw ValidationError("--max-tokens must be at least 1, found \(m)") }
         if let c = context, c < 1 { throw ValidationError("--context must be at least 1, found \(c)") }
     }
 
@@ -35,6 +36,13 @@ struct Chat: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context))
         let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
         let container = ModelContainer(model: lm)
+        // The session keeps room for a whole answer before each turn: a limit as large as the context would drop
+        // every earlier turn, so the chat would silently forget the conversation.
+        let contextLength = container.contextLength
+        if let m = maxTokens, m >= contextLength {
+            throw ValidationError("--max-tokens \(m) leaves no room for the conversation in the context of \(contextLength) tokens; give less, or a larger --context")
+        }
+        let maxTokens = self.maxTokens ?? max(1, min(512, contextLength / 2))
         let sampling = samplingOptions.parameters
         try sampling.validate()
         let session = ChatSession(container, systemPrompt: system, sampling: sampling, maxTokens: maxTokens,

@@ -55,6 +55,24 @@ struct ChatCLITests {
         #expect(bad.stdout.split(separator: "\n").count == 1, "\(bad.stdout)")   // "Hi" was answered
     }
 
+    @Test("the answer's room stays below the context: by default at most half of it, and a --max-tokens as large as the context is refused, so the chat never silently forgets")
+    func answerRoomBelowContext() throws {
+        let model = try CLITests.q4()
+        // With --context 512 the old default --max-tokens 512 dropped every earlier turn before each answer.
+        let r = try Self.pocketlm(["chat", "--model", model, "--temperature", "0", "--context", "512"],
+                                  input: "My name is Bob.\n/stats\nWhat is my name?\n/stats\n")
+        #expect(r.status == 0, "\(r.stderr)")
+        let stats = try r.stdout.split(separator: "\n").filter { $0.hasPrefix("cache: ") }.map { try Self.stats(String($0)) }
+        try #require(stats.count == 2, "\(r.stdout)")
+        #expect(stats[1].reused == stats[0].cache, "\(r.stdout)")
+        #expect(stats[1].prompt > stats[0].cache)
+
+        let refused = try Self.pocketlm(["chat", "--model", model, "--max-tokens", "512", "--context", "512"], input: "Hi\n")
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("--max-tokens 512 leaves no room for the conversation in the context of 512 tokens"), "\(refused.stderr)")
+        #expect(refused.stdout.isEmpty)
+    }
+
     /// Drives `pocketlm chat` in a pseudo-terminal: waits for the prompt, asks for a long story, presses Ctrl-C
     /// after the first words, asks /stats, asks another question, exits.
     static let ptyDriver = #"""

@@ -230,6 +230,13 @@ struct ChatSessionTests {
         let full = try #require(session.lastTurn)
         #expect(full.stopReason == .contextFull)
         #expect(full.cachedTokens == 128)
+        // A limit past the whole context (Int.max, "as many as fit"; it used to trap on overflow): every earlier
+        // turn goes and the reply fills the context.
+        session.maxTokens = Int.max
+        _ = try await session.respond(to: "Count from 1 to 100, separated by commas.")
+        let all = try #require(session.lastTurn)
+        #expect(all.stopReason == .contextFull && all.cachedTokens == 128 && all.droppedMessages == 2)
+        #expect(session.messages.count == 2)
         session.maxTokens = 24
         _ = try await session.respond(to: "Thanks!")
         #expect(try #require(session.lastTurn).droppedMessages >= 2)

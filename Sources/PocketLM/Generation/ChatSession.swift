@@ -176,7 +176,8 @@ public final class ChatSession: Sendable {
             var history = settings.messages
             var prompt = template.tokens(for: system + history + [user], addGenerationPrompt: true, tokenizer: lm.tokenizer)
             var dropped = 0
-            while prompt.count + settings.maxTokens > context {
+            // Compared by subtraction: a limit of Int.max ("as many as fit") must not overflow.
+            while settings.maxTokens > context - prompt.count {
                 guard settings.contextPolicy == .dropOldestTurns else {
                     throw ChatSessionError.contextFull(promptTokens: prompt.count, maxTokens: settings.maxTokens,
                                                        context: context)
