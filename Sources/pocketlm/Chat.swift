@@ -69,7 +69,7 @@ struct Chat: AsyncParsableCommand {
                 + "/reset, /system TEXT, /stats, /exit; Ctrl-C stops an answer.")
         }
         var failed = false
-        while true {
+        conversation: while true {
             if interactive { Console.write("> ") }
             guard let line = readLine(strippingNewline: true) else { break }
             let text = line.trimmingCharacters(in: .whitespaces)
@@ -78,7 +78,8 @@ struct Chat: AsyncParsableCommand {
                 let (command, argument) = Self.split(text)
                 switch command {
                 case "/exit", "/quit":
-                    return
+                    // Out of the loop, not the function: a script's failed turns still set the exit status.
+                    break conversation
                 case "/reset":
                     session.reset()
                     if interactive { Console.error("(conversation cleared)") }

@@ -53,6 +53,11 @@ struct ChatCLITests {
         #expect(bad.stderr.contains("the context holds 64"), "\(bad.stderr)")
         #expect(bad.stderr.contains("unknown command /nope"), "\(bad.stderr)")
         #expect(bad.stdout.split(separator: "\n").count == 1, "\(bad.stdout)")   // "Hi" was answered
+        // Ending the script with /exit does not hide the failures (it used to exit 0).
+        let exited = try Self.pocketlm(["chat", "--model", model, "--temperature", "0", "--max-tokens", "8", "--context", "64"],
+                                       input: "/nope\nHi\n/exit\n")
+        #expect(exited.status == 1, "\(exited.stderr)")
+        #expect(exited.stderr.contains("unknown command /nope"), "\(exited.stderr)")
     }
 
     @Test("the answer's room stays below the context: by default at most half of it, and a --max-tokens as large as the context is refused, so the chat never silently forgets")
