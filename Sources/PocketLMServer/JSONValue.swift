@@ -14,16 +14,27 @@ enum JSONValue: Decodable, Equatable {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() {
             self = .null
-        } else if let b = try? c.decode(Bool.self) {
+        } else if let b = try Self.ifThisType({ try c.decode(Bool.self) }) {
             self = .bool(b)
-        } else if let n = try? c.decode(Double.self) {
+        } else if let n = try Self.ifThisType({ try c.decode(Double.self) }) {
             self = .number(n)
-        } else if let s = try? c.decode(String.self) {
+        } else if let s = try Self.ifThisType({ try c.decode(String.self) }) {
             self = .string(s)
-        } else if let a = try? c.decode([JSONValue].self) {
+        } else if let a = try Self.ifThisType({ try c.decode([JSONValue].self) }) {
             self = .array(a)
         } else {
             self = .object(try c.decode([String: JSONValue].self))
+        }
+    }
+
+    /// The decoded value, or nil when the JSON value is of another type. Any other failure — a string that is not
+    /// UTF-8 or holds a lone surrogate, a number out of range, a bad value deeper inside an array — is rethrown,
+    /// so the client reads what is wrong rather than "expected a dictionary but found a string".
+    private static func ifThisType<T>(_ decode: () throws -> T) throws -> T? {
+        do {
+            return try decode()
+        } catch DecodingError.typeMismatch(_, let context) where context.underlyingError == nil {
+            return nil
         }
     }
 

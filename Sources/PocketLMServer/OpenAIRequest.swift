@@ -37,6 +37,7 @@ struct OpenAIRequest {
 
     /// Parses `data` as a chat request (`chat` true) or a completion request.
     init(json data: Data, chat: Bool) throws(APIError) {
+        guard String(data: data, encoding: .utf8) != nil else { throw .invalid(nil, "the request body is not valid UTF-8") }
         let object: JSONValue
         do {
             object = try JSONDecoder().decode(JSONValue.self, from: data)

@@ -58,10 +58,14 @@ struct OpenAIServerTests {
         let base: URL
 
         func post(_ uri: String, _ body: String) async throws -> Reply {
+            try await post(uri, Data(body.utf8))
+        }
+
+        func post(_ uri: String, _ body: Data) async throws -> Reply {
             var request = URLRequest(url: base.appendingPathComponent(uri), timeoutInterval: 600)
             request.httpMethod = "POST"
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(body.utf8)
+            request.httpBody = body
             return try await send(request)
         }
 
@@ -247,6 +251,30 @@ struct OpenAIServerTests {
             #expect(error["param"] as? String == param)
             // Still serving.
             let ok = try await Self.post(client, "/v1/completions", #"{"prompt":"Hi","max_tokens":2,"temperature":0}"#)
+            #expect(ok.status == .ok)
+        }
+    }
+
+    @Test("a body that is not UTF-8, a lone surrogate, an unrepresentable number: 400 saying so, not a type mismatch")
+    func malformedBodies() async throws {
+        let (server, _) = try Self.serverOnly()
+        try await Self.withServer(server) { client in
+            // Each used to read "expected value of type Dictionary<String, Any> … found a string/an array/number instead".
+            let bodies: [(Data, String)] = [
+                (Data(#"{"messages":[{"role":"user","content":""#.utf8) + Data([0xFF, 0xFE]) + Data(#""}]}"#.utf8), "not valid UTF-8"),
+                (Data(#"{"prompt":"Hi \ud800","max_tokens":2}"#.utf8), "not valid JSON"),
+                (Data(#"{"prompt":"Hi","temperature":1e999}"#.utf8), "not valid JSON"),
+                (Data(#"{"prompt":"Hi","metadata":{"x":[1,{"a":"\udc00"}]}}"#.utf8), "not valid JSON"),
+            ]
+            for (body, message) in bodies {
+                let r = try await client.post("/v1/completions", body)
+                #expect(r.status == .badRequest)
+                let text = try #require((try Self.object(r)["error"] as? [String: Any])?["message"] as? String)
+                #expect(text.contains(message), "\(text)")
+                #expect(!text.contains("Dictionary") && !text.contains("instead"), "\(text)")
+            }
+            // Nested values of every kind still parse.
+            let ok = try await client.post("/v1/completions", #"{"prompt":"Hi","max_tokens":2,"metadata":{"x":[1,{"a":"b"},true,null,2.5e3]}}"#)
             #expect(ok.status == .ok)
         }
     }
