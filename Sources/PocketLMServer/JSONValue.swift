@@ -5,6 +5,9 @@ import Foundation
 enum JSONValue: Decodable, Equatable {
     case null
     case bool(Bool)
+    /// A number written without a fraction or exponent that fits 64 bits, kept exact (a seed past 2^53 would
+    /// not survive a Double).
+    case integer(Int64)
     case number(Double)
     case string(String)
     case array([JSONValue])
@@ -16,6 +19,8 @@ enum JSONValue: Decodable, Equatable {
             self = .null
         } else if let b = try Self.ifThisType({ try c.decode(Bool.self) }) {
             self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .integer(i)
         } else if let n = try Self.ifThisType({ try c.decode(Double.self) }) {
             self = .number(n)
         } else if let s = try Self.ifThisType({ try c.decode(String.self) }) {
@@ -40,7 +45,13 @@ enum JSONValue: Decodable, Equatable {
 
     var isNull: Bool { self == .null }
     var string: String? { if case .string(let s) = self { s } else { nil } }
-    var number: Double? { if case .number(let n) = self { n } else { nil } }
+    var number: Double? {
+        switch self {
+        case .integer(let i): Double(i)
+        case .number(let n): n
+        default: nil
+        }
+    }
     var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
     var array: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
     var object: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }

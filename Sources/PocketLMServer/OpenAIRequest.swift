@@ -57,9 +57,14 @@ struct OpenAIRequest {
             return n
         }
         func integer(_ key: String) throws(APIError) -> Int? {
+            if case .integer(let i)? = fields[key] { return Int(i) }
             guard let d = try number(key) else { return nil }
-            guard d == d.rounded(), abs(d) < 1e15 else { throw .invalid(key, "'\(key)' must be an integer") }
-            return Int(d)
+            guard d == d.rounded() else { throw .invalid(key, "'\(key)' must be an integer, found \(d)") }
+            // Written with an exponent (1e3) or past 64 bits.
+            guard let i = Int(exactly: d) else {
+                throw .invalid(key, "'\(key)' must be an integer between \(Int64.min) and \(Int64.max), found \(d)")
+            }
+            return i
         }
         func bool(_ key: String) throws(APIError) -> Bool? {
             guard let v = fields[key], !v.isNull else { return nil }

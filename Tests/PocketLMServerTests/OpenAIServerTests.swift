@@ -279,6 +279,29 @@ struct OpenAIServerTests {
         }
     }
 
+    @Test("any 64-bit seed is taken exactly and reproduces its text; an integer past 64 bits is refused saying so")
+    func seeds() async throws {
+        let (server, _) = try Self.serverOnly()
+        try await Self.withServer(server) { client in
+            // Seeds at or past 10^15 used to be refused as "'seed' must be an integer"; past 2^53 a Double merges them.
+            func text(_ seed: String) async throws -> String {
+                let r = try await client.post("/v1/completions", #"{"prompt":"Once upon a time","max_tokens":24,"temperature":1.5,"seed":\#(seed)}"#)
+                #expect(r.status == .ok, "\(String(decoding: r.body, as: UTF8.self))")
+                return try #require((try Self.object(r)["choices"] as? [[String: Any]])?.first?["text"] as? String)
+            }
+            let a = try await text("4611686018427387905")   // 2^62 + 1
+            #expect(try await text("4611686018427387905") == a)
+            #expect(try await text("4611686018427387904") != a)
+            #expect(try await text("-9223372036854775808") == (try await text("-9223372036854775808")))
+
+            let big = try await client.post("/v1/completions", #"{"prompt":"Hi","seed":1e20}"#)
+            #expect(big.status == .badRequest)
+            let e = try #require(try Self.object(big)["error"] as? [String: Any])
+            #expect(e["param"] as? String == "seed")
+            #expect((e["message"] as? String)?.contains("between -9223372036854775808 and 9223372036854775807") == true, "\(e)")
+        }
+    }
+
     @Test("a prompt past the context, a body past the limit, an unknown route: 400, 413, 404 as error objects")
     func limits() async throws {
         let (server, _) = try Self.serverOnly(context: 64)
