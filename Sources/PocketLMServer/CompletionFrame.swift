@@ -58,10 +58,15 @@ func event(_ value: some Encodable) throws -> ByteBuffer {
 extension OpenAIServer {
     /// The completion as server-sent events: each piece of text as it is generated, then the finish reason,
     /// the usage if asked, and `data: [DONE]`. A failed write (the client has gone) cancels the generation.
-    func streamed(_ handle: GenerationHandle, frame: Frame, includeUsage: Bool) -> Response {
+    /// `onEnd` runs once the body is written or abandoned.
+    func streamed(_ handle: GenerationHandle, frame: Frame, includeUsage: Bool,
+                  onEnd: @escaping @Sendable () -> Void) -> Response {
         let body = ResponseBody { writer in
             var finished = false
-            defer { if !finished { handle.cancel() } }
+            defer {
+                if !finished { handle.cancel() }
+                onEnd()
+            }
             if frame.chat { try await writer.write(event(frame.chunk(role: "assistant", text: ""))) }
             var events = handle.events.makeAsyncIterator()
             while true {

@@ -36,6 +36,8 @@ public struct OpenAIServer: Sendable {
     /// The model's chat template; nil when the file has none usable, with the reason for `/v1/chat/completions`.
     let template: Result<ChatTemplate, APIError>
     let created = Int(Date().timeIntervalSince1970)
+    /// Cancels a request's generation when its client goes away.
+    let connections = ConnectionWatch()
 
     /// - Parameters:
     ///   - chatTemplate: the template chat requests are rendered with, or the error that says why there is none.
@@ -121,13 +123,15 @@ public struct OpenAIServer: Sendable {
             throw APIError.invalid(nil, error.errorDescription ?? "\(error)")
         }
         // A client that goes away stops its generation (checked before every token).
-        context.channel.closeFuture.whenComplete { _ in handle.cancel() }
+        let channel = context.channel, connections = self.connections
+        let ticket = connections.watch(handle, on: channel)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let frame = Frame(id: id, object: chat ? "chat.completion" : "text_completion", created: Int(Date().timeIntervalSince1970),
                           model: modelName, chat: chat)
         if asked.stream {
-            return streamed(handle, frame: frame, includeUsage: asked.includeUsage)
+            return streamed(handle, frame: frame, includeUsage: asked.includeUsage) { connections.end(ticket, on: channel) }
         }
+        defer { connections.end(ticket, on: channel) }
         var text = ""
         var summary: GenerationSummary?
         do {

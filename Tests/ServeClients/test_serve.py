@@ -294,6 +294,28 @@ def test_load_16_clients_same_greedy_text_bounded_rss(server):
     assert grown < 64 * 1024, f"RSS grew by {grown} KiB under load"
 
 
+def test_keep_alive_connection_does_not_grow_per_request(server):
+    """One keep-alive connection (as OpenAI's client pools them) serving thousands of completions: each request used
+    to leave a close callback holding its event stream until the connection closed, ~0.5 KB per request."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    body = json.dumps({"prompt": "Hi", "max_tokens": 1, "temperature": 0}).encode()
+
+    def complete() -> None:
+        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["usage"]["completion_tokens"] == 1
+
+    for _ in range(500):
+        complete()
+    rss_before = server.rss_kib()
+    for _ in range(8000):
+        complete()
+    grown = server.rss_kib() - rss_before
+    conn.close()
+    assert grown < 1024, f"RSS grew by {grown} KiB over 8000 requests on one connection"
+
+
 def test_sigterm_drains_in_flight_requests():
     s = Server("--parallel", "2", "--context", "512")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
