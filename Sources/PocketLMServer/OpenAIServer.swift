@@ -22,7 +22,7 @@ public struct ServerRequestContext: RequestContext {
 
 /// An OpenAI-compatible HTTP API over a `ParallelGenerator`: `POST /v1/chat/completions` and
 /// `POST /v1/completions` (whole, or streamed as server-sent events ending with `data: [DONE]`), `GET /v1/models`,
-/// `GET /health`.
+/// `GET /v1/models/{id}`, `GET /health`.
 ///
 /// Requests run in the generator's slots (several decode in one batch per step); a conversation that comes back
 /// with another turn reuses the KV cache of its earlier turns (`usage.prompt_tokens_details.cached_tokens`).
@@ -60,6 +60,15 @@ public struct OpenAIServer: Sendable {
         }
         router.get("/v1/models") { _, _ in
             try json(ModelList(data: [.init(id: modelName, created: created)]))
+        }
+        // OpenAI's "retrieve model" (`client.models.retrieve(id)`): the one model, or 404 as OpenAI answers it.
+        router.get("/v1/models/{id}") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            guard id == modelName else {
+                throw APIError(.notFound, "the model '\(id)' does not exist; this server has '\(modelName)'", param: "model",
+                               code: "model_not_found")
+            }
+            return try json(ModelList.Model(id: modelName, created: created))
         }
         router.post("/v1/chat/completions") { request, context in
             try await complete(request, context: context, chat: true)

@@ -8,7 +8,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the model over an OpenAI-compatible HTTP API (chat and text completions, streaming).",
         discussion: """
-            POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health. Up to --parallel requests \
+            POST /v1/chat/completions, POST /v1/completions, GET /v1/models (and /v1/models/ID), GET /health. Up to --parallel requests \
             generate at once, decoded as one batch per step; more wait in a queue of --queue, and past that get \
             503 with Retry-After. Listens on loopback unless --host says otherwise. SIGTERM or Ctrl-C finishes the \
             requests in flight, then exits.

@@ -333,6 +333,14 @@ struct OpenAIServerTests {
 
             let models = try Self.object(try await client.get("/v1/models"))
             #expect((models["data"] as? [[String: Any]])?.first?["id"] as? String == "smollm2")
+            // OpenAI's retrieve-model route (it was a 404 "no route" for the served model too).
+            let one = try await client.get("/v1/models/smollm2")
+            #expect(one.status == .ok)
+            let model = try Self.object(one)
+            #expect(model["id"] as? String == "smollm2" && model["object"] as? String == "model")
+            let other = try await client.get("/v1/models/gpt-4o")
+            #expect(other.status == .notFound)
+            #expect((try Self.object(other)["error"] as? [String: Any])?["code"] as? String == "model_not_found")
             let health = try Self.object(try await client.get("/health"))
             #expect(health["status"] as? String == "ok" && health["slots"] as? Int == 1)
         }
