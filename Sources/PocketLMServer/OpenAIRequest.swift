@@ -107,7 +107,7 @@ struct OpenAIRequest {
         let newName = try integer("max_completion_tokens")
         maxTokens = newName != nil ? newName : try integer("max_tokens")
         if let m = maxTokens, m < 1 {
-            throw .invalid(fields["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens",
+            throw .invalid(newName != nil ? "max_completion_tokens" : "max_tokens",
                            "the token limit must be at least 1, found \(m)")
         }
         if let s = try integer("seed") { seed = UInt64(bitPattern: Int64(s)) }

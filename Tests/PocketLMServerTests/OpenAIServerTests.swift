@@ -233,6 +233,8 @@ struct OpenAIServerTests {
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}"#, 400, "top_p", "between 0 and 1"),
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}"#, 400, "max_tokens", "at least 1"),
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2.5}"#, 400, "max_tokens", "integer"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": null, "max_tokens": -3}"#, 400, "max_tokens", "at least 1"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}"#, 400, "max_completion_tokens", "at least 1"),
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}"#, 400, "stream", "true or false"),
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "stop": ["a","b","c","d","e"]}"#, 400, "stop", "up to 4"),
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "n": 2}"#, 400, "n", "not supported"),
