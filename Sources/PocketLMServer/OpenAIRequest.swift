@@ -142,7 +142,9 @@ struct OpenAIRequest {
         var p = SamplingParameters()
         if let t = temperature { p.temperature = Float(t) }
         if let tp = topP {
-            if tp == 0 { p.temperature = 0 } else { p.topP = Float(tp) }
+            // A top_p that rounds to 0 as a Float (1e-50) keeps only the likeliest token, as 0 does; the sampler
+            // refuses a top-p of 0, which made such a request fail inside the generator (500).
+            if Float(tp) == 0 { p.temperature = 0 } else { p.topP = Float(tp) }
         }
         p.seed = seed ?? defaultSeed
         return p

@@ -304,6 +304,27 @@ struct OpenAIServerTests {
         }
     }
 
+    @Test("a top_p too small for a Float (1e-50) is greedy, as top_p 0 is, streamed or whole")
+    func tinyTopP() async throws {
+        let (server, _) = try Self.serverOnly()
+        try await Self.withServer(server) { client in
+            // It used to reach the sampler as top-p 0: a 500 "generation failed", and a stream without [DONE].
+            let greedy = try await client.post("/v1/completions", #"{"prompt":"The capital of France is","max_tokens":8,"temperature":0}"#)
+            let expected = try #require((try Self.object(greedy)["choices"] as? [[String: Any]])?.first?["text"] as? String)
+            let body = #"{"prompt":"The capital of France is","max_tokens":8,"temperature":1,"top_p":1e-50"#
+            let whole = try await client.post("/v1/completions", body + "}")
+            #expect(whole.status == .ok)
+            #expect((try Self.object(whole)["choices"] as? [[String: Any]])?.first?["text"] as? String == expected)
+            let streamed = Self.events(try await client.post("/v1/completions", body + #","stream":true}"#))
+            #expect(streamed.last == "[DONE]", "\(streamed)")
+            let text = try streamed.dropLast().map { e -> String in
+                let o = try #require(try JSONSerialization.jsonObject(with: Data(e.utf8)) as? [String: Any])
+                return ((o["choices"] as? [[String: Any]])?.first?["text"] as? String) ?? ""
+            }.joined()
+            #expect(text == expected)
+        }
+    }
+
     @Test("a prompt past the context, a body past the limit, an unknown route: 400, 413, 404 as error objects")
     func limits() async throws {
         let (server, _) = try Self.serverOnly(context: 64)
