@@ -91,12 +91,9 @@ AVX2 static inline void bd_reduce8(float (*facc)[128], int64_t i, float o[8]) {
 // Block rows' down projection from the groups' slices (x86/bundle_groups_body.h), with the dense row kernel's bits on
 // this tier: vpmaddubsw + vpmaddwd by 1 (exact here, as in x86/avx2_quant.c's rows), or AVX-VNNI's vpdpbusd where the
 // CPU has it (the rows' choice too; the same integers either way).
-AVX2 static inline __m256i groups_dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
-}
 #define BG_ATTR AVX2
 #define BG_NAME(f) pl_avx2_##f
-#define BG_DPBUSD(acc, a, b) groups_dpbusd_avx2(acc, a, b)
+#define BG_DPBUSD(acc, a, b) pl_avx2_dpbusd(acc, a, b)
 #include "x86/bundle_groups_body.h"
 #undef BG_ATTR
 #undef BG_NAME

@@ -15,6 +15,12 @@ PL_AVX2_ATTR static inline float pl_avx2_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/// acc + the 4-byte dot products of u8 a × s8 b per int32 lane, as vpdpbusd gives them: vpmaddubsw then vpmaddwd by 1,
+/// exact wherever no pair sum leaves int16 (the row kernels' |a| ≤ 128, |b| ≤ 127).
+PL_AVX2_ATTR static inline __m256i pl_avx2_dpbusd(__m256i acc, __m256i a, __m256i b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+}
+
 /// The 4 bytes at p in every dword by vbroadcastss from memory: a load alone, where a broadcast from a register
 /// takes a shuffle pipe. Written as asm because clang turns _mm256_broadcast_ss feeding integer instructions, or a
 /// broadcast of a value it still holds in a register, into an instruction that does.

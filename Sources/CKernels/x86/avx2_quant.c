@@ -7,7 +7,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "x86/avx2_common.h"
+#define AVX2 PL_AVX2_ATTR
 
 AVX2 void pl_avx2_quantize_q8(const float *x, uint8_t *out, int64_t n, int with_sum) {
     const int bytes = with_sum ? PL_Q8_1_BLOCK_BYTES : PL_Q8_0_BLOCK_BYTES;
@@ -103,13 +104,9 @@ AVX2 int pl_avx2_quantize_q8_K_block(const float *x, uint8_t *out) {
     return 1;
 }
 
-AVX2 static inline __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
-}
-
 #define QR_ATTR AVX2
 #define QR_NAME(f) pl_avx2_##f
-#define QR_DPBUSD(acc, a, b) dpbusd_avx2(acc, a, b)
+#define QR_DPBUSD(acc, a, b) pl_avx2_dpbusd(acc, a, b)
 #include "x86/quant_rows_body.h"
 #undef QR_ATTR
 #undef QR_NAME
@@ -117,7 +114,7 @@ AVX2 static inline __m256i dpbusd_avx2(__m256i acc, __m256i a, __m256i b) {
 
 #define QB_ATTR AVX2
 #define QB_NAME(f) pl_avx2_##f
-#define QB_DPBUSD(acc, a, b) dpbusd_avx2(acc, a, b)
+#define QB_DPBUSD(acc, a, b) pl_avx2_dpbusd(acc, a, b)
 #include "x86/quant_batch_body.h"
 #undef QB_ATTR
 #undef QB_NAME

@@ -13,10 +13,6 @@
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
-AVX2 static inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
-}
-
 // ---- Q5_0 × Q8_0, Q5_1 × Q8_1 -------------------------------------------------------------------------------
 AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, const int R, const uint8_t *w,
         size_t row_bytes, const uint8_t *xq, int64_t nb, float *out) {
@@ -29,7 +25,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *xb = xq + b * xb_bytes;
         __m256i c = _mm256_loadu_si256((const __m256i *)(xb + (q51 ? 4 : 2)));
-        __m256i csum = q51 ? _mm256_setzero_si256() : dpbusd(_mm256_setzero_si256(), sixteen, c);
+        __m256i csum = q51 ? _mm256_setzero_si256() : pl_avx2_dpbusd(_mm256_setzero_si256(), sixteen, c);
         float dx = _cvtsh_ss(ld16(xb)), sx = q51 ? _cvtsh_ss(ld16(xb + 2)) : 0.0f;
         // The R rows' scales converted in one vcvtph2ps and multiplied by dx in one vmulps (the scalar dw·dx's
         // single rounding), one vpermps broadcast per row; Q5_1's minimum terms an fma lane per row.
@@ -50,7 +46,7 @@ AVX2 static inline __attribute__((always_inline)) void q5_rows(const int q51, co
             __m128i raw = _mm_loadu_si128((const __m128i *)(wb + hoff + 4));
             __m256i a = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), low4);
             a = _mm256_or_si256(a, _mm256_and_si256(pl_avx2_bytes_from_bits(ld32(wb + hoff)), sixteen));
-            __m256i S = dpbusd(_mm256_setzero_si256(), a, c);
+            __m256i S = pl_avx2_dpbusd(_mm256_setzero_si256(), a, c);
             const __m256 sc = _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(i));
             acc[i] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(q51 ? S : _mm256_sub_epi32(S, csum)), acc[i]);
         }

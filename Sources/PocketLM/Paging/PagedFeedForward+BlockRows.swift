@@ -15,7 +15,7 @@ extension PagedFeedForward {
     /// and the activation quantization are Linear's, so with every neuron used the result is the ordinary file's.
     /// Float rows (F32/F16/BF16) take Linear's float kernels: a few inputs `pl_matmul_float_few` inside the round, a
     /// prompt's batch Linear itself group by group before it (its batch kernels run their own threads), so the bits
-    /// are again the ordinary file's.
+    /// are again the ordinary file's (where a prompt's go through OpenBLAS sgemm, to its thread split's last bits).
     func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                                   out: UnsafeMutablePointer<Float>) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
