@@ -272,7 +272,8 @@ void pl_bundle_gate_up_batch_q8_0(const void *const *bundles, int64_t k0, int64_
 /// (pl_activation_type: Q8_K for Q4_K/Q6_K, Q8_1 for Q4_1, Q8_0 for Q4_0/Q8_0). Every entry must point to readable
 /// slices (a group whose neurons are unused: any group's, its h blocks are zero). Returns 0 and writes nothing where
 /// no such body runs (a type other than Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, Q4_K/Q6_K below AVX-512 VNNI, the others below
-/// AVX2, or a thread forced to the portable tier): the caller then reassembles the matrix. Otherwise row for row the bits of pl_matmul_q on the reassembled matrix.
+/// AVX2, or a thread forced to the portable tier): the caller then reassembles the matrix. Otherwise row for row the
+/// bits of pl_matmul_q on the reassembled matrix.
 int pl_bundle_down_groups(int type, const void *const *groups, int64_t blocks_per_group, size_t slice_bytes,
                           const void *xq, float *y, int64_t n, int64_t r0, int64_t r1);
 /// Whether pl_bundle_down_groups runs for `type` on this thread (1) or returns 0.

@@ -34,7 +34,7 @@ final class DenseFFNLayer {
                     fill: (UnsafeMutableRawPointer) -> Void) -> WeightTensor {
             let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
             fill(data)
-            guard rows > 1, MappedWeightStore.packedTypes.contains(type), MappedWeightStore.tierPacks(type) else {
+            guard rows > 1, MappedWeightStore.packs(type: type) else {
                 owned.append(data)
                 kept += rows * rowBytes
                 return WeightTensor(name: name, type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data))

@@ -72,7 +72,7 @@ extension PagedFeedForward {
                     }
                 }
             }
-            let cache = caches[block], packedRows = !pinnedRowsPacked.isEmpty && pinnedRowsPacked[block]
+            let cache = caches[block], packedRows = pinnedRowsPacked[block]
             /// out[t·ffn + r] for the group's rows r: quantized rows on the quantized inputs (a pinned group's through
             /// the packed kernel where they were packed at load), float rows (a few inputs; a batch's are done) on the
             /// inputs themselves.

@@ -55,11 +55,10 @@ extension PagedFeedForward {
     /// as the ordinary file's do (~4x the row kernel's speed for one input on AVX2, Xeon); read groups keep the
     /// file's rows. The same bits either way.
     func packPinnedRows(layer l: Int, cache: NeuronBundleCache) {
-        if pinnedRowsPacked.isEmpty { pinnedRowsPacked = [Bool](repeating: false, count: caches.count) }
         guard layout.format == .blockRows, cache.pinned > 0, layout.groupNeurons % 16 == 0 else { return }
         let types = layout.types(l), dim = layout.hiddenSize
         for t in [types.gate, types.up] {
-            guard MappedWeightStore.packedTypes.contains(t), MappedWeightStore.tierPacks(t),
+            guard MappedWeightStore.packs(type: t),
                   pl_packed_bytes(Int32(t.rawValue), Int64(layout.groupNeurons), Int64(dim)) == layout.groupNeurons * (t.rowBytes(columns: dim) ?? 0)
             else { return }
         }

@@ -55,9 +55,9 @@ public final class PagedFeedForward: @unchecked Sendable {
     var denseLayers: [DenseFFNLayer] = []
     /// Layers run as the ordinary file's matrices (reassembled at load): all of them or none.
     public var reassembledLayers: Int { denseLayers.count }
-    /// Block rows: the layers whose pinned groups hold their gate and up rows in the packed kernel's 16-row layout
-    /// (repacked in place at load, as `MappedWeightStore` packs the ordinary file's matrices); empty otherwise.
-    var pinnedRowsPacked: [Bool] = []
+    /// Per layer: whether its pinned groups hold their gate and up rows in the packed kernel's 16-row layout (block
+    /// rows, repacked in place at load, as `MappedWeightStore` packs the ordinary file's matrices).
+    var pinnedRowsPacked: [Bool]
     /// Layers whose pinned groups' gate and up rows are in the packed layout.
     public var packedPinnedLayers: Int { pinnedRowsPacked.filter { $0 }.count }
     let dense: Bool
@@ -304,6 +304,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
         acc = .allocate(capacity: accPerPart * pool.threadCount)
 
+        pinnedRowsPacked = [Bool](repeating: false, count: layers)
         if dense { try loadDense() } else { try loadPinned() }
         for info in file.tensors where info.name.hasSuffix(".ffn_bundles") {
             file.file.adviseDontNeed(offset: info.fileOffset, length: info.byteCount, evict: evicts)

@@ -57,10 +57,10 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
     static let packedTypes: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q4_K]
     /// Whether this process's kernel tier packs `type` (AVX-512 VNNI: all of `packedTypes`; AVX2: Q4_0/Q4_1).
     static func tierPacks(_ type: GGMLType) -> Bool { pl_packed_type_supported(Int32(type.rawValue)) != 0 }
-    /// A matrix this store packs: more than one row, of a type in `packedTypes` that this tier packs.
-    static func isPackable(_ info: GGUFTensorInfo) -> Bool {
-        info.rows > 1 && packedTypes.contains(info.type) && tierPacks(info.type)
-    }
+    /// Whether matrices of `type` are packed here: a type in `packedTypes` that this tier packs.
+    static func packs(type: GGMLType) -> Bool { packedTypes.contains(type) && tierPacks(type) }
+    /// A matrix this store packs: more than one row, of a type it packs.
+    static func isPackable(_ info: GGUFTensorInfo) -> Bool { info.rows > 1 && packs(type: info.type) }
     private var packed: [String: UnsafeRawPointer] = [:]
     /// Matrices packed into the arena by this load (not found in the cache): what `persistPacked` writes.
     private var packedHere: [(name: String, data: UnsafeRawPointer, bytes: Int)] = []
