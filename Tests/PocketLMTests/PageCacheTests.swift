@@ -66,4 +66,38 @@ struct PageCacheTests {
                 "\(cached >> 10) KiB of the file cached after a budgeted run; tensors used in place: \(inPlace >> 10) KiB (+\(slack >> 10) KiB slack)")
         withExtendedLifetime(lm) {}
     }
+
+    @Test("a range advised as needed is read whole, past the kernel's one-call readahead cap (a map without read-around)")
+    func willNeedReadsTheWholeRange() throws {
+        // 24 MiB: three times the 8 MiB one MADV_WILLNEED read on the test machine's kernel before it was split.
+        let bytes = 24 << 20, page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-willneed-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("range.bin").path
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        for i in chunk.indices { chunk[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        try #require(fd >= 0)
+        for _ in 0..<(bytes + 2 * page) / chunk.count + 1 { try #require(write(fd, chunk, chunk.count) == chunk.count) }
+        fsync(fd)
+        _ = pl_drop_cached(fd, 0, 0)
+        close(fd)
+        let before = try Self.cachedBytes(path)
+        try #require(before == 0, "the file's pages could not be dropped (\(before) bytes cached): the check would mean nothing")
+
+        let map = try MappedFile(path: path)
+        map.adviseRandom(offset: 0, length: map.size)
+        map.adviseWillNeed(offset: page, length: bytes)
+        // The reads are asynchronous: wait for them (a range cut short stays short, however long this waits).
+        var cached = 0
+        for _ in 0..<400 {
+            cached = try Self.cachedBytes(path)
+            if cached >= bytes { break }
+            usleep(50_000)
+        }
+        #expect(cached >= bytes && cached <= bytes + 2 * page,
+                "\(cached >> 10) KiB of the file cached after advising \(bytes >> 10) KiB of it as needed")
+        withExtendedLifetime(map) {}
+    }
 }

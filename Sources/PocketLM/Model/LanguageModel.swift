@@ -144,9 +144,6 @@ public final class LanguageModel {
             }
         } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
             throw PagingError.notPacked(path: path)
-        } else {
-            // Read ahead: the first token (or the repacking) touches every weight.
-            file.file.adviseWillNeed()
         }
         // Under a budget the packed matrices' source pages leave the page cache too, and no cache file is written
         // (its dirty pages would be charged to the process); an existing one is mapped (those pages are the

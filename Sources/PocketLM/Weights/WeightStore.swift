@@ -159,9 +159,9 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         var packedData: UnsafeRawPointer?
         if packs, Self.isPackable(info), !rowLookups.contains(name), !takenElsewhere.contains(name) {
             packedData = pack(info, data: data, rowBytes: rowBytes)
-        } else if evictsPageCache, !rowLookups.contains(name) {
-            // Used in place and resident from now on: read in large requests, exactly its own pages (the map has
-            // no read-around under a budget).
+        } else if !rowLookups.contains(name) {
+            // Used in place and resident from now on: read in large requests while the model loads, exactly its own
+            // pages (the map has no read-around under a budget; without one, faults would read 128 KiB at a time).
             file.file.adviseWillNeed(offset: info.fileOffset, length: info.byteCount)
         }
         return WeightTensor(name: name, type: info.type, rows: info.rows, columns: info.columns,
@@ -219,11 +219,9 @@ public final class MappedWeightStore: WeightStore, @unchecked Sendable {
         let slice = max(1, packSliceBytes / (16 * rowBytes))
         for g0 in stride(from: 0, to: groups, by: slice) {
             let g1 = min(groups, g0 + slice)
-            if evictsPageCache {
-                // Exactly this slice's source, in large requests (no read-around past it under a budget).
-                let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
-                file.file.adviseWillNeed(offset: info.fileOffset + first, length: last - first)
-            }
+            // Exactly this slice's source, in large requests (no read-around past it under a budget).
+            let first = g0 * 16 * rowBytes, last = min(info.byteCount, g1 * 16 * rowBytes)
+            file.file.adviseWillNeed(offset: info.fileOffset + first, length: last - first)
             packMatrix(type: info.type, rows: info.rows, columns: info.columns, rowBytes: rowBytes, data: data, into: dst,
                        groups: g0..<g1)
             dropSource(of: info, groups: g0..<g1)
