@@ -9,12 +9,14 @@ struct Chat: AsyncParsableCommand {
         discussion: """
             Each line is a message; the answer streams to stdout. Commands: /reset (forget the conversation), \
             /system TEXT (set the system message; /system alone shows it), /stats (tokens in the cache, the last \
-            turn's prefill and decode speed), /exit. Ctrl-C stops the current answer; Ctrl-D or /exit quits. \
-            With stdin from a pipe or file, each line is one turn and nothing but the answers (and /stats) is \
-            printed to stdout, so a conversation can be scripted.
+            turn's prefill and decode speed, and a paged model's reads), /exit. Ctrl-C stops the current answer; \
+            Ctrl-D or /exit quits. A packed model (pocketlm pack) runs under --memory-budget as in run: the whole \
+            process, its KV cache at --context included, fits in it. With stdin from a pipe or file, each line is \
+            one turn and nothing but the answers (and /stats) is printed to stdout, so a conversation can be scripted.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var pagingArguments: PagingArguments
 
     @Option(help: "System message (default: the chat template's own).") var system: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens per answer (default 512, at most half the context). Room for this many is kept free before each turn, dropping the oldest turns if needed.")
@@ -33,8 +35,10 @@ struct Chat: AsyncParsableCommand {
     func run() async throws {
         let interactive = isatty(STDIN_FILENO) != 0
         let lm = try LanguageModel(path: modelOptions.model,
-                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context))
+                                   options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model)))
         let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
+        let paging = PagingSummary(lm.transformer.feedForward)
         let container = ModelContainer(model: lm)
         // The session keeps room for a whole answer before each turn: a limit as large as the context would drop
         // every earlier turn, so the chat would silently forget the conversation.
@@ -93,6 +97,9 @@ struct Chat: AsyncParsableCommand {
                 case "/stats":
                     Console.write(Self.describe(session.lastTurn) + "\n")
                     if let decoder = session.speculation, session.lastTurn != nil { Console.write(decoder.stats.summary + "\n") }
+                    if let paging, let turn = session.lastTurn, let stats = turn.paging {
+                        Console.write(paging.line(stats, steps: turn.generatedTokens + 1) + "\n")
+                    }
                 default:
                     Console.error("unknown command \(command) (/reset, /system TEXT, /stats, /exit)")
                     failed = failed || !interactive

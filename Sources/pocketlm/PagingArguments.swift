@@ -45,3 +45,26 @@ struct PagingArguments: ParsableArguments {
                              asyncReads: reads == "aio")
     }
 }
+
+/// The paging line `run` and `chat` print: the mode, the budget the weights got, and the reads per decode step.
+struct PagingSummary {
+    let mode: String
+    let weightBudget: Int?
+    let minimum: Int
+
+    /// nil for a model that does not page (no packed FFN, or resident).
+    init?(_ ffn: PagedFeedForward?) {
+        guard let ffn, ffn.options.mode != .resident else { return nil }
+        mode = ffn.options.mode.rawValue
+        weightBudget = ffn.plan.budget
+        minimum = ffn.plan.minimumBytes
+    }
+
+    /// `stats` over `steps` decode steps (a prompt's batch counts as one).
+    func line(_ stats: PagingStats, steps: Int) -> String {
+        let steps = Double(max(1, steps))
+        return String(format: "paging: %@, budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
+                      mode, weightBudget.map(ByteCount.format) ?? "none", ByteCount.format(minimum),
+                      Double(stats.bytesRead) / 1_048_576 / steps, Double(stats.reads) / steps, stats.ioWaitSeconds * 1000 / steps)
+    }
+}

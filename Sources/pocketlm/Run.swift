@@ -85,12 +85,8 @@ struct Run: AsyncParsableCommand {
                                  result.generationTokensPerSecond, result.timeToFirstToken * 1000, lm.loadSeconds * 1000,
                                  Double(peak) / 1_048_576, result.stopReason.rawValue))
             if let stats = result.speculation { Console.error(stats.summary) }
-            if let ffn = lm.transformer.feedForward, ffn.options.mode != .resident {
-                let s = ffn.stats, steps = max(1, result.tokens.count + 1)
-                Console.error(String(format: "paging: %@, budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
-                                     ffn.options.mode.rawValue, ffn.plan.budget.map(ByteCount.format) ?? "none",
-                                     ByteCount.format(ffn.plan.minimumBytes), Double(s.bytesRead) / 1_048_576 / Double(steps),
-                                     Double(s.reads) / Double(steps), s.ioWaitSeconds * 1000 / Double(steps)))
+            if let paging = PagingSummary(lm.transformer.feedForward), let stats = lm.transformer.feedForward?.stats {
+                Console.error(paging.line(stats, steps: result.tokens.count + 1))
             }
         }
     }

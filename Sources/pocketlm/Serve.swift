@@ -11,10 +11,12 @@ struct Serve: AsyncParsableCommand {
             POST /v1/chat/completions, POST /v1/completions, GET /v1/models (and /v1/models/ID), GET /health. Up to --parallel requests \
             generate at once, decoded as one batch per step; more wait in a queue of --queue, and past that get \
             503 with Retry-After. Listens on loopback unless --host says otherwise. SIGTERM or Ctrl-C finishes the \
-            requests in flight, then exits.
+            requests in flight, then exits. A packed model (pocketlm pack) serves under --memory-budget (the whole \
+            process fits in it) with --parallel 1.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var pagingArguments: PagingArguments
     @Option(help: "Address to listen on (default loopback only).") var host = "127.0.0.1"
     @Option(help: "TCP port (0: any free port, printed when listening).") var port = 8080
     @Option(help: "Requests generating at once; each has its own KV cache of --context tokens.") var parallel = 1
@@ -31,11 +33,16 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, found \(port)") }
         if let c = context, c < 2 { throw ValidationError("--context must be at least 2, found \(c)") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if pagingArguments.memoryBudget != nil && parallel > 1 {
+            // The budget sets aside one KV cache; each slot has its own.
+            throw ValidationError("--memory-budget plans for one request at a time: use --parallel 1 with it, found \(parallel)")
+        }
     }
 
     func run() async throws {
         let lm = try LanguageModel(path: modelOptions.model,
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
+                                                        paging: try pagingArguments.options(modelPath: modelOptions.model),
                                                         sequences: parallel))
         let template = Result { try lm.chatTemplate() }
         let name = URL(fileURLWithPath: modelOptions.model).deletingPathExtension().lastPathComponent

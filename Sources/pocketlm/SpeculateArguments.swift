@@ -66,6 +66,10 @@ struct SpeculateOption: ExpressibleByArgument, CustomStringConvertible {
         case .lookup:
             return try SpeculativeDecoder(drafter: PromptLookupDrafter(), maxDraft: maxDraft)
         case .draftModel(let path):
+            // The budget is the whole process's and was spent on the target: a second model would not fit in it.
+            if target.processBudget != nil {
+                throw ValidationError("--speculate draft: loads a second model outside --memory-budget, so the process would not fit in it; use --speculate lookup under a budget")
+            }
             guard FileManager.default.fileExists(atPath: path) else {
                 throw CLIError(description: "--speculate: no draft model file at \(path)")
             }

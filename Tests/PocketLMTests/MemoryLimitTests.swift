@@ -34,7 +34,7 @@ struct MemoryLimitTests {
     }
 
     /// Runs the CLI inside a fresh memory cgroup limited to `limit` bytes (the shell moves itself in, then execs).
-    static func runLimited(_ args: [String], limit: Int) throws -> Limited {
+    static func runLimited(_ args: [String], limit: Int, input: String? = nil) throws -> Limited {
         let binary = CLITests.binary
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
@@ -55,7 +55,13 @@ struct MemoryLimitTests {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let stdin = Pipe()
+        p.standardInput = input == nil ? FileHandle.nullDevice : stdin
         try p.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try stdin.fileHandleForWriting.close()
+        }
         final class Box: @unchecked Sendable { var data = Data() }
         let outBox = Box()
         let done = DispatchGroup()
@@ -198,5 +204,49 @@ struct MemoryLimitTests {
                                        limit: half)
         #expect(!tiny.killed && tiny.status != 0 && tiny.failcnt == 0, "killed \(tiny.killed), limit hit \(tiny.failcnt) times: \(tiny.stderr)")
         #expect(tiny.stderr.contains("below this model's minimum at a context of 256 tokens"), "\(tiny.stderr)")
+    }
+
+    @Test("chat under a budget, inside a memory limit equal to it: the ordinary file's answers, the second turn reuses the cache, /stats reports the reads; a draft model and several serve slots are refused")
+    func chatInsideItsBudget() throws {
+        let q4 = try CLITests.q4()
+        let packed = FileManager.default.temporaryDirectory.appendingPathComponent("limit-chat-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: packed) }
+        let pack = try CLITests.pocketlm(["pack", "--model", q4, "--out", packed])
+        #expect(pack.status == 0, "\(pack.stderr)")
+        // Both refused before anything loads: the budget is the whole process's and plans one KV cache.
+        let draft = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", "200M", "--context", "512",
+                                           "--prompt", "Hi", "--speculate", "draft:" + q4])
+        #expect(draft.status != 0 && draft.stderr.contains("loads a second model outside --memory-budget"), "\(draft.stderr)")
+        let slots = try CLITests.pocketlm(["serve", "--model", packed, "--memory-budget", "200M", "--parallel", "2"])
+        #expect(slots.status != 0 && slots.stderr.contains("use --parallel 1"), "\(slots.stderr)")
+
+        if let reason = Self.cgroupUnavailable() {
+            print("SKIPPED (chat inside a memory limit): \(reason)")
+            return
+        }
+        let context = 512
+        let budget = try Self.statedMinimum(packed, context: context) + (8 << 20)
+        let input = "What is the capital of France?\n/stats\nAnd of Germany?\n/stats\n"
+        let args = ["--temperature", "0", "--max-tokens", "24", "--context", String(context)]
+        let plain = try CLITests.pocketlm(["chat", "--model", q4] + args, input: input)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let r = try Self.runLimited(["chat", "--model", packed, "--memory-budget", String(budget)] + args, limit: budget, input: input)
+        let label = "chat, budget \(budget >> 20) MiB, context \(context)"
+        #expect(!r.killed && r.status == 0, "\(label): status \(r.status), killed \(r.killed): \(r.stderr)")
+        #expect(r.peak > 0 && r.peak <= budget, "\(label): cgroup peak \(r.peak >> 20) MiB")
+        #expect(r.failcnt == 0, "\(label): the process hit its limit \(r.failcnt) times")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let answers = { (lines: [String]) in lines.filter { !$0.hasPrefix("cache:") && !$0.hasPrefix("paging:") } }
+        #expect(answers(lines) == answers(plain.stdout.split(separator: "\n").map(String.init)), "\(label): \(r.stdout)")
+        let stats = try lines.filter { $0.hasPrefix("cache:") }.map(ChatCLITests.stats)
+        try #require(stats.count == 2, "\(r.stdout)")
+        #expect(stats[1].reused == stats[0].cache, "\(label): the second turn fed its whole prompt again")
+        // Each turn's reads: at this budget most of the FFN stays on storage, so every step reads.
+        let reads = lines.filter { $0.hasPrefix("paging: flash, budget ") }
+        #expect(reads.count == 2, "\(r.stdout)")
+        for line in reads {
+            let m = try #require(line.firstMatch(of: #/read ([0-9.]+) MiB\/token/#), "\(line)")
+            #expect(try #require(Double(m.1)) > 1, "\(line)")
+        }
     }
 }

@@ -32,12 +32,12 @@ MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
 class Server:
     """A `pocketlm serve` process on a free port; stopped with SIGTERM."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, model: Path = MODEL):
         for path, how in ((BIN, "swift build -c release"), (MODEL, "make fetch")):
             if not path.exists():
                 raise RuntimeError(f"missing {path}: run `{how}` first")
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--model", str(MODEL), "--port", "0", "--threads", "2", *args],
+            [str(BIN), "serve", "--model", str(model), "--port", "0", "--threads", "2", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         m = re.search(r"on http://([\d.]+):(\d+)", line)
@@ -163,6 +163,33 @@ def test_speculate_lookup_same_text_and_draft_counts():
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run([str(BIN), "serve", "--model", str(MODEL), "--speculate", "lookup:0"], check=True,
                        capture_output=True, timeout=60)
+
+
+def test_memory_budget_one_slot(tmp_path):
+    """`serve --memory-budget` on a packed model, one slot: `run`'s greedy text, a follow-up request reuses the
+    conversation's KV cache, the process stays under its budget; more slots than the budget plans for are refused."""
+    packed = tmp_path / "smollm2-q4_1.flash.gguf"
+    subprocess.run([str(BIN), "pack", "--model", str(MODEL), "--out", str(packed)], check=True, capture_output=True,
+                   timeout=300)
+    question = "What is the capital of France?"
+    expected = run_cli("--chat", "--prompt", question, "--max-tokens", "24", "--context", "512")
+    budget = 160 << 20
+    s = Server("--memory-budget", str(budget), "--context", "512", model=packed)
+    try:
+        first = [{"role": "user", "content": question}]
+        status, _, body = post(s.url + "/v1/chat/completions", {"messages": first, "temperature": 0, "max_tokens": 24})
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == expected["text"]
+        follow = first + [{"role": "assistant", "content": expected["text"]}, {"role": "user", "content": "And of Germany?"}]
+        status, _, body2 = post(s.url + "/v1/chat/completions", {"messages": follow, "temperature": 0, "max_tokens": 24})
+        assert status == 200, body2
+        assert body2["usage"]["prompt_tokens_details"]["cached_tokens"] >= body["usage"]["prompt_tokens"], body2["usage"]
+        assert s.rss_kib() * 1024 <= budget
+    finally:
+        assert s.stop() == 0
+    refused = subprocess.run([str(BIN), "serve", "--model", str(packed), "--memory-budget", str(budget), "--parallel", "2"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "use --parallel 1" in refused.stderr, refused.stderr
 
 
 CURL_CASES = [

@@ -202,10 +202,12 @@ public final class ChatSession: Sendable {
             var reply = ""
             var pendingIds: [Int] = []
             var stoppedByString = false
+            var pagingBefore: PagingStats?
             let result: GenerationResult
             do {
                 // Anything the cache holds past the common prefix is about to be dropped or overwritten.
                 cached = Array(cached.prefix(common))
+                pagingBefore = lm.transformer.feedForward?.stats
                 let generator = lm.generator()
                 generator.speculation = settings.speculation
                 result = try generator.generate(prompt: prompt, reusingCachedPrefix: common, options: options) { step in
@@ -236,7 +238,8 @@ public final class ChatSession: Sendable {
                 generatedTokens: result.tokens.count, droppedMessages: dropped, cachedTokens: cached.count,
                 stopReason: stoppedByString ? .stopString : result.stopReason,
                 prefillSeconds: result.promptSeconds, timeToFirstToken: result.timeToFirstToken,
-                decodeSeconds: result.generationSeconds)
+                decodeSeconds: result.generationSeconds,
+                paging: pagingBefore.flatMap { before in lm.transformer.feedForward.map { $0.stats - before } })
             state.withLock {
                 $0.messages = history + [user, ChatMessage(role: "assistant", content: reply)]
                 $0.lastTurn = stats
@@ -288,6 +291,8 @@ public struct ChatTurnStats: Sendable, Equatable {
     public var timeToFirstToken: Double
     /// Seconds spent producing the reply's tokens after the first.
     public var decodeSeconds: Double
+    /// What the turn read from storage, for a model that pages its FFN (nil otherwise).
+    public var paging: PagingStats? = nil
 
     /// Prompt tokens fed this turn: `promptTokens - reusedTokens`.
     public var prefilledTokens: Int { promptTokens - reusedTokens }
