@@ -67,7 +67,9 @@ extension FlashPagingTests {
         let layout = try #require(try FlashLayout(file: f, config: try ModelConfig(gguf: f)))
         #expect(layout.format == .blockRows && layout.groupNeurons % 256 == 0)
         #expect(Set(layout.layerTypes.map(\.down)) == [.q6_K, .q4_K] && Set(layout.layerTypes.map(\.gate)) == [.q5_0])
-        let tokens = [1, 504, 3458, 282, 4649, 314, 1345, 30]
+        // More tokens than the few-inputs kernels take: the prompt's groups go through the packed batch kernel a tile
+        // at a time (`Linear.matmulPackingTiles`) where this tier packs their types.
+        let tokens = [1, 504, 3458, 282, 4649, 314, 1345, 30, 378, 3458, 282, 30]
         let original = try Self.logits(source, tokens)
         for paging in [PagingOptions.resident, PagingOptions(mode: .naive), PagingOptions(mode: .flash, memoryBudget: 1 << 40, window: 1)] {
             let packed = try Self.logits(path, tokens, paging: paging)

@@ -212,6 +212,31 @@ public struct Linear {
         }
     }
 
+    /// Rows of the file's layout packed at a time by `matmulPackingTiles`.
+    static let packingTileRows = 64
+
+    /// Bytes of one `matmulPackingTiles` tile of a `type` matrix `columns` wide.
+    static func packingTileBytes(type: GGMLType, columns: Int) -> Int {
+        pl_packed_bytes(Int32(type.rawValue), Int64(packingTileRows), Int64(columns))
+    }
+
+    /// out[i, r] for rows `range` of a quantized matrix in the file's row layout (a type this tier packs) and a batch
+    /// of `n` quantized inputs, through the packed batch kernel: `packingTileRows` rows at a time packed into `tile`
+    /// first. Rows that come and go (a paged FFN's groups, read per step) are never packed at load; for a prompt's
+    /// batch AVX-512 VNNI's packed kernel is ~3× the row kernel's speed, and packing a tile costs one pass over its
+    /// rows, shared by every input. The packed kernel gives the row kernel's bits.
+    static func matmulPackingTiles(_ type: Int32, _ w: UnsafeRawPointer, rowBytes: Int, columns: Int,
+                                   _ xq: UnsafeRawPointer, stride: Int, n: Int, _ out: UnsafeMutablePointer<Float>,
+                                   ldo: Int, _ range: Range<Int>, tile: UnsafeMutableRawPointer) {
+        var r0 = range.lowerBound
+        while r0 < range.upperBound {
+            let rows = min(range.upperBound - r0, packingTileRows)
+            pl_pack_rows(type, w + r0 * rowBytes, rowBytes, Int64(rows), Int64(columns), tile, 0, Int64((rows + 15) / 16))
+            pl_matmul_packed(type, tile, Int64(rows), Int64(columns), xq, stride, Int64(n), out + r0, Int64(ldo), 0, Int64(rows))
+            r0 += rows
+        }
+    }
+
     /// out[i, r] for rows `range` of a packed matrix and `n` quantized inputs.
     @inline(__always)
     static func matmulPacked(_ type: Int32, _ packed: UnsafeRawPointer, rows: Int, columns: Int, rowBytes: Int,

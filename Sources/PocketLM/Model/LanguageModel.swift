@@ -121,14 +121,15 @@ public final class LanguageModel {
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
                                          groupsPerLayer: layout.groupsPerLayer,
                                          // Block rows: the reassembled down matrix, the dense kernels' inputs and
-                                         // their tile for F16/BF16 rows; the model's own tile for its other
-                                         // F16/BF16 matrices.
+                                         // their tile for F16/BF16 rows, each thread's tile for a prompt's rows
+                                         // packed on the fly; the model's own tile for its other F16/BF16 matrices.
                                          extraScratchBytes: { rows in
                                             (layout.format == .blockRows
                                                 ? layout.largestDownBytes
                                                     + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
                                                     + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
                                                     + 4 * PagedFeedForward.floatTileFloats(layout: layout)
+                                                    + options.threads * PagedFeedForward.batchTileBytes(layout: layout, maxBatch: options.maxBatch)
                                                 : 0)
                                             + LanguageModel.dequantizedTileBytes(of: file, config: config)
                                          })

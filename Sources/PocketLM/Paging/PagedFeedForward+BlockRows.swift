@@ -73,14 +73,21 @@ extension PagedFeedForward {
                 }
             }
             let cache = caches[block], packedRows = pinnedRowsPacked[block]
+            // A prompt's batch: rows of a type this tier packs go through the packed batch kernel, a tile at a time.
+            let tiles = n > Linear.smallBatch ? batchTiles : nil, tileBytes = batchTileBytes
+            let packsGate = PagedFeedForward.packsBatchTiles(types.gate), packsUp = PagedFeedForward.packsBatchTiles(types.up)
             /// out[t·ffn + r] for the group's rows r: quantized rows on the quantized inputs (a pinned group's through
-            /// the packed kernel where they were packed at load), float rows (a few inputs; a batch's are done) on the
-            /// inputs themselves.
+            /// the packed kernel where they were packed at load, a prompt's through it packed a tile at a time), float
+            /// rows (a few inputs; a batch's are done) on the inputs themselves.
             func rowProducts(_ type: Int32, _ act: Int32, _ rowsAt: UnsafeRawPointer, _ rowBytes: Int,
-                             _ xq: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, _ count: Int, packed: Bool) {
+                             _ xq: UnsafeRawPointer, _ out: UnsafeMutablePointer<Float>, _ count: Int, packed: Bool,
+                             tile: UnsafeMutableRawPointer?) {
                 if packed {
                     Linear.matmulPacked(type, rowsAt, rows: count, columns: dim, rowBytes: rowBytes, xq, stride: stride, n: n,
                                         out, ldo: ffn, 0..<count)
+                } else if act >= 0, let tile {
+                    Linear.matmulPackingTiles(type, rowsAt, rowBytes: rowBytes, columns: dim, xq, stride: stride, n: n, out,
+                                              ldo: ffn, 0..<count, tile: tile)
                 } else if act >= 0 {
                     pl_matmul_q(type, rowsAt, rowBytes, xq, stride, Int64(n), out, Int64(ffn), Int64(dim), 0, Int64(count))
                 } else if !floatBatch {
@@ -92,9 +99,11 @@ extension PagedFeedForward {
                 for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) where uses(gi) {
                     let base = location[gi]!
                     let neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
-                    let packed = packedRows && cache.isPinned(group: gi)
-                    rowProducts(gateType, gateAct, base, gateRowBytes, xqGate, g + lo, neurons.count, packed: packed)
-                    rowProducts(upType, upAct, base + upOffset, upRowBytes, xqUp, u + lo, neurons.count, packed: packed)
+                    let packed = packedRows && cache.isPinned(group: gi), tile = tiles.map { $0 + p * tileBytes }
+                    rowProducts(gateType, gateAct, base, gateRowBytes, xqGate, g + lo, neurons.count, packed: packed,
+                                tile: packsGate ? tile : nil)
+                    rowProducts(upType, upAct, base + upOffset, upRowBytes, xqUp, u + lo, neurons.count, packed: packed,
+                                tile: packsUp ? tile : nil)
                     for t in 0..<n { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
                     if gathers { continue }
                     let first = lo / downBlock * downBlockBytes, bytes = neurons.count / downBlock * downBlockBytes
@@ -122,6 +131,21 @@ extension PagedFeedForward {
                 pool.dynamicRanges(dim, granularity: 16, minimumUnits: Linear.minimumChunkUnits(rowBytes: downRowBytes)) { range in
                     _ = pl_bundle_down_groups(downType, table, Int64(blocksPerGroup), sliceBytes, xq, o, Int64(ffn),
                                               Int64(range.lowerBound), Int64(range.upperBound))
+                }
+            } else if let tiles, PagedFeedForward.packsBatchTiles(types.down) {
+                // A prompt's batch on the reassembled matrix: the packed batch kernel, each thread packing its rows
+                // a tile at a time.
+                let downType = Int32(types.down.rawValue), act = pl_activation_type(downType)
+                let xq = UnsafeMutableRawPointer(linear.quantizedInput), downStride = Linear.quantizedInputBytes(columns: ffn)
+                pool.parallelRanges(n) { range in
+                    for t in range { Linear.quantize(g + t * ffn, count: ffn, activation: act, into: xq + t * downStride) }
+                }
+                let o = out + r0 * dim
+                pool.run(parts: parts) { p in
+                    Linear.matmulPackingTiles(downType, UnsafeRawPointer(down), rowBytes: downRowBytes, columns: ffn,
+                                              UnsafeRawPointer(xq), stride: downStride, n: n, o, ldo: dim,
+                                              ThreadPool.share(dim, granularity: 16, part: p, parts: parts),
+                                              tile: tiles + p * tileBytes)
                 }
             } else {
                 // (Gathering with no group used: every h is 0, and the matrix's stale contents times zero are zeros.)
