@@ -131,6 +131,14 @@ public final class LanguageModel {
                                                     + 4 * PagedFeedForward.floatTileFloats(layout: layout)
                                                     + options.threads * PagedFeedForward.batchTileBytes(layout: layout, maxBatch: options.maxBatch)
                                                 : 0)
+                                            // Columns with a prompt through the packed batch kernel: its reassembled
+                                            // down matrix, tiles and quantized rows.
+                                            + (PagedFeedForward.columnsBatchTiles(layout: layout, maxBatch: options.maxBatch,
+                                                                                  sparsity: paging.sparsity)
+                                                ? layout.largestDownBytes
+                                                    + options.threads * PagedFeedForward.batchTileBytes(layout: layout, maxBatch: options.maxBatch)
+                                                    + PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: options.maxBatch)
+                                                : 0)
                                             + LanguageModel.dequantizedTileBytes(of: file, config: config)
                                          })
                 processBudget = plan

@@ -36,6 +36,10 @@ extension PagedFeedForward {
         // A batch whose rows share one list (no per-row predictor choice) gets its gate/up from one pass over
         // the bundles, each used for every row while in cache (bit-identical to one row at a time).
         let batched = rows > 1 && predictors.isEmpty
+        if batched && rows > Linear.smallBatch, let tiles = batchTiles, let xq = columnsBatchXq, let down = downMatrix {
+            computeColumnsBatch(block: block, buffer: buffer, input: input, rows: rows, out: out, tiles: tiles, xq: xq, down: down)
+            return
+        }
         if batched {
             let n = list(row: 0)
             let stride = dim / 32 * Int(PL_Q8_0_BLOCK_BYTES)
@@ -84,6 +88,64 @@ extension PagedFeedForward {
                                         accBase + part * per, o + r0, Int64(r0), Int64(r1))
                 }
             }
+        }
+    }
+
+    /// A prompt's batch on AVX-512 VNNI, every neuron in memory computed: per group in memory, its gate and up rows
+    /// (a bundle's rows, `neuronBytes` apart) through the packed batch kernel a tile at a time, the activation, and its
+    /// down columns written into a reassembled Q8_0 down matrix (the resident scales, the columns' int8 quants);
+    /// then the packed batch kernel on that matrix, h quantized per row over the whole layer (neurons not in memory
+    /// are 0, so the matrix's stale blocks there add exact zeros). The dense kernels' arithmetic, as the bundle
+    /// kernels keep it, so the same bits; ~2.5× the bundle kernels' speed for a 298-token SmolLM2 Q8_0 prompt.
+    func computeColumnsBatch(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
+                             out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer, xq: UnsafeMutableRawPointer,
+                             down: UnsafeMutableRawPointer) {
+        let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
+        let nb = layout.neuronBytes, rowBytes = layout.gateRowBytes(block), blocks = ffn / 32
+        let downRowBytes = blocks * Int(PL_Q8_0_BLOCK_BYTES), columnOffset = 2 * rowBytes
+        let q8 = Int32(GGMLType.q8_0.rawValue), act = pl_activation_type(q8)
+        let read = readThisStep + buffer * G, location = self.location[buffer], needed = self.needed
+        let mmap = options.mode == .mmap
+        func uses(_ gi: Int) -> Bool { location[gi] != nil && !(read[gi] && !needed[gi] && !mmap) }
+        let xStride = Linear.quantizedInputBytes(columns: dim), hStride = Linear.quantizedInputBytes(columns: ffn)
+        pool.parallelRanges(rows) { range in
+            for t in range { Linear.quantize(input + t * dim, count: dim, activation: act, into: xq + t * xStride) }
+        }
+        let g = batchG, u = batchU, tileBytes = batchTileBytes
+        g.initialize(repeating: 0, count: rows * ffn)
+        u.initialize(repeating: 0, count: rows * ffn)
+        // The down matrix's block scales, from the resident ones (d_down of row r, block b at r·blocks + b).
+        let scales = downScales[block]
+        for r in 0..<dim {
+            let row = down + r * downRowBytes
+            for b in 0..<blocks { row.storeBytes(of: scales[r * blocks + b], toByteOffset: b * Int(PL_Q8_0_BLOCK_BYTES), as: UInt16.self) }
+        }
+        let parts = pool.threadCount
+        pool.run(parts: parts) { p in
+            let tile = tiles + p * tileBytes
+            for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) where uses(gi) {
+                let base = location[gi]!, neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
+                Linear.matmulPackingTiles(q8, base, rowBytes: nb, columns: dim, UnsafeRawPointer(xq), stride: xStride,
+                                          n: rows, g + lo, ldo: ffn, 0..<neurons.count, tile: tile)
+                Linear.matmulPackingTiles(q8, base + rowBytes, rowBytes: nb, columns: dim, UnsafeRawPointer(xq),
+                                          stride: xStride, n: rows, u + lo, ldo: ffn, 0..<neurons.count, tile: tile)
+                for t in 0..<rows { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
+                // Neuron i's column (dim int8 quants) into element i of every down row.
+                for (j, i) in neurons.enumerated() {
+                    let column = (base + j * nb + columnOffset).assumingMemoryBound(to: UInt8.self)
+                    let at = down + i / 32 * Int(PL_Q8_0_BLOCK_BYTES) + 2 + i % 32
+                    for r in 0..<dim { at.storeBytes(of: column[r], toByteOffset: r * downRowBytes, as: UInt8.self) }
+                }
+            }
+        }
+        for gi in 0..<G where uses(gi) { stats.neuronsComputed += layout.neurons(inGroup: gi).count * rows }
+        pool.parallelRanges(rows) { range in
+            for t in range { Linear.quantize(g + t * ffn, count: ffn, activation: act, into: xq + t * hStride) }
+        }
+        pool.run(parts: parts) { p in
+            Linear.matmulPackingTiles(q8, UnsafeRawPointer(down), rowBytes: downRowBytes, columns: ffn, UnsafeRawPointer(xq),
+                                      stride: hStride, n: rows, out, ldo: dim,
+                                      ThreadPool.share(dim, granularity: 16, part: p, parts: parts), tile: tiles + p * tileBytes)
         }
     }
 

@@ -108,6 +108,8 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// this tier packs a type of the FFN and a batch can be larger than the few-inputs kernels take; else nil.
     let batchTiles: UnsafeMutableRawPointer?
     let batchTileBytes: Int
+    /// Columns: a prompt's inputs, then its h rows, quantized for the packed batch kernel (nil where it is not used).
+    let columnsBatchXq: UnsafeMutableRawPointer?
     let acc: UnsafeMutablePointer<Int32>
     let accPerPart: Int
 
@@ -225,7 +227,10 @@ public final class PagedFeedForward: @unchecked Sendable {
         // bit), or on the reassembled matrices.
         linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch),
                                                   tileFloats: PagedFeedForward.floatTileFloats(layout: layout))
-        downMatrix = columns || dense ? nil : {
+        // Columns: a prompt's batch through the packed batch kernel needs the down matrix reassembled too.
+        let columnsTiles = columns && !dense && PagedFeedForward.columnsBatchTiles(layout: layout, maxBatch: maxBatch,
+                                                                                   sparsity: options.sparsity)
+        downMatrix = (columns && !columnsTiles) || dense ? nil : {
             let bytes = layout.largestDownBytes
             let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
             p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
@@ -305,8 +310,10 @@ public final class PagedFeedForward: @unchecked Sendable {
         batchG = .allocate(capacity: max(1, maxBatch) * ffn)
         batchU = .allocate(capacity: max(1, maxBatch) * ffn)
         blockRowsXq = .allocate(byteCount: columns ? 64 : PagedFeedForward.blockRowsInputBytes(dim: dim, maxBatch: maxBatch), alignment: 64)
-        batchTileBytes = columns || dense ? 0 : PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch)
+        batchTileBytes = (columns && !columnsTiles) || dense ? 0 : PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch)
         batchTiles = batchTileBytes == 0 ? nil : .allocate(byteCount: batchTileBytes * pool.threadCount, alignment: 64)
+        columnsBatchXq = columnsTiles ? .allocate(byteCount: PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: maxBatch),
+                                                  alignment: 64) : nil
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
         acc = .allocate(capacity: accPerPart * pool.threadCount)
 
@@ -331,6 +338,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         xq.deallocate(); hq.deallocate(); acc.deallocate()
         batchXq.deallocate(); batchG.deallocate(); batchU.deallocate(); blockRowsXq.deallocate()
         batchTiles?.deallocate()
+        columnsBatchXq?.deallocate()
     }
 
     /// A new sequence: the next step plans its reads afresh (the window keeps its groups; they are still valid).
@@ -354,7 +362,7 @@ public final class PagedFeedForward: @unchecked Sendable {
     public static func batchTileBytes(layout: FlashLayout, maxBatch: Int) -> Int {
         guard maxBatch > Linear.smallBatch else { return 0 }
         var bytes = 0
-        for l in 0..<layout.layerTypes.count {
+        for l in 0..<max(1, layout.layerTypes.count) {   // (none listed: all Q8_0, the columns format)
             let t = layout.types(l)
             for (type, columns) in [(t.gate, layout.hiddenSize), (t.up, layout.hiddenSize), (t.down, layout.intermediateSize)]
                 where packsBatchTiles(type) {
@@ -369,6 +377,19 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// than its row kernel, so the packing would only cost: 15% of a SmolLM2 Q4_1 prompt under a budget, measured).
     static func packsBatchTiles(_ type: GGMLType) -> Bool {
         pl_packed_supported() != 0 && MappedWeightStore.packs(type: type)
+    }
+
+    /// Whether a columns-format (Q8_0) layer computes a prompt's batch through the packed batch kernel: gate/up rows
+    /// packed a tile at a time from the bundles, the down matrix reassembled from their columns and the resident
+    /// scales. Only with every neuron in memory computed (no compute rule drops any after the fact).
+    public static func columnsBatchTiles(layout: FlashLayout, maxBatch: Int, sparsity: PagingOptions.Sparsity) -> Bool {
+        guard layout.format == .columns, case .none = sparsity else { return false }
+        return batchTileBytes(layout: layout, maxBatch: maxBatch) > 0
+    }
+
+    /// Bytes of the columns batch's quantized inputs and h rows (`columnsBatchXq`).
+    public static func columnsBatchInputBytes(layout: FlashLayout, maxBatch: Int) -> Int {
+        max(1, maxBatch) * Linear.quantizedInputBytes(columns: max(layout.hiddenSize, layout.intermediateSize))
     }
 
     /// Bytes of the block-rows quantized inputs (a batch in two formats), for the budget's scratch.
