@@ -71,8 +71,9 @@ public final class LanguageModel {
             // ProcessBudget sets aside one KV cache; several would break the promise that the process fits.
             throw ModelError.invalidConfig(field: "sequences", reason: "a memory budget is planned for one sequence, found \(options.sequences)")
         }
-        if let c = options.contextLength, c < 1 {
-            throw ModelError.invalidConfig(field: "context", reason: "must be at least 1, found \(c)")
+        // Before a memory budget's arithmetic: its KV cache size of a huge context would overflow.
+        if let c = options.contextLength, !(1...Transformer.maxContextLength).contains(c) {
+            throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and \(Transformer.maxContextLength), found \(c)")
         }
         let schedule: LayerSchedule
         if let s = options.layerSchedule {

@@ -31,6 +31,8 @@ public final class Transformer: @unchecked Sendable {
     public let pool: ThreadPool
     public let store: WeightStore
     public static let defaultMaxContext = 8192
+    /// The longest context asked for that is accepted (its KV cache alone is gigabytes for the smallest models).
+    public static let maxContextLength = 1 << 20
     /// Tokens already in each sequence's KV cache: the position its next token takes.
     private var positions: [Int]
     /// Tokens already in sequence 0's KV cache: the position the next token takes.
@@ -108,8 +110,8 @@ public final class Transformer: @unchecked Sendable {
         self.kvCacheType = kvCacheType
         // Default: the model's training context, up to 8192 positions (a larger one on request).
         self.contextLength = contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
-        guard (1...(1 << 20)).contains(self.contextLength) else {
-            throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and 1048576, found \(self.contextLength)")
+        guard (1...Transformer.maxContextLength).contains(self.contextLength) else {
+            throw ModelError.invalidConfig(field: "context", reason: "must be between 1 and \(Transformer.maxContextLength), found \(self.contextLength)")
         }
         self.maxBatch = max(1, min(maxBatch, self.contextLength))
         guard (1...self.maxBatch).contains(sequences) else {
