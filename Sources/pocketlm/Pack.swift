@@ -18,6 +18,10 @@ struct Pack: AsyncParsableCommand {
         guard bytes <= 16 << 20 else { throw ValidationError("--bundle-bytes must be at most 16M") }
         let start = Date()
         let bar = ProgressBar(label: "packing")
+        // Ctrl-C or a kill while packing: the packed file is written beside --out and renamed at the end, so --out
+        // is untouched; the partial file goes too.
+        let cleanup = RemoveOnSignal(path: GGUFWriter.partialPath(for: out))
+        defer { cleanup.cancel() }
         let layout = try FlashPacker.pack(source: model, output: out, bundleBytes: bytes, predictor: predictor) { bar.update($0) }
         bar.finish()
         let seconds = Date().timeIntervalSince(start)
@@ -56,5 +60,40 @@ final class ProgressBar {
 
     func finish() {
         if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+/// Removes a file when SIGINT, SIGTERM or SIGHUP arrives, then dies of that signal as it would have (a signal the
+/// process was started ignoring stays ignored).
+final class RemoveOnSignal {
+    private var sources: [(signal: Int32, source: DispatchSourceSignal)] = []
+
+    init(path: String) {
+        for s in [SIGINT, SIGTERM, SIGHUP] {
+            let previous = signal(s, SIG_IGN)
+            guard previous.map({ unsafeBitCast($0, to: Int.self) }) != 1 else { continue }   // SIG_IGN
+            let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
+            source.setEventHandler {
+                unlink(path)
+                // Dispatch's threads block signals: unblocked here, the default action ends the process.
+                signal(s, SIG_DFL)
+                var set = sigset_t()
+                sigemptyset(&set)
+                sigaddset(&set, s)
+                pthread_sigmask(SIG_UNBLOCK, &set, nil)
+                raise(s)
+                _exit(128 + s)
+            }
+            source.resume()
+            sources.append((s, source))
+        }
+    }
+
+    func cancel() {
+        for (s, source) in sources {
+            source.cancel()
+            signal(s, SIG_DFL)
+        }
+        sources = []
     }
 }

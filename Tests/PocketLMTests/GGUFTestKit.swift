@@ -203,6 +203,7 @@ enum GGUFTestKit {
         switch e {
         case .fileNotFound: "fileNotFound"
         case .io: "io"
+        case .writeFailed: "writeFailed"
         case .notGGUF: "notGGUF"
         case .unsupportedVersion: "unsupportedVersion"
         case .truncated: "truncated"

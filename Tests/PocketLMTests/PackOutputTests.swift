@@ -40,4 +40,96 @@ struct PackOutputTests {
                 mode: .flash, memoryBudget: 64 << 20)))
         }
     }
+
+    @Test("pack refuses an output that is its source through a symbolic or a hard link, and leaves the source as it was")
+    func outputIsSourceThroughLink() throws {
+        let dir = try Self.directory("links")
+        let source = dir + "/source.gguf"
+        try FileManager.default.copyItem(atPath: try TestPaths.fixture("tiny-q8_0.gguf"), toPath: source)
+        let original = try #require(Self.bytes(source))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/symbolic.gguf", withDestinationPath: "source.gguf")
+        try FileManager.default.linkItem(atPath: source, toPath: dir + "/hard.gguf")
+        for out in [dir + "/symbolic.gguf", dir + "/hard.gguf", dir + "/./source.gguf"] {
+            let error = #expect(throws: PagingError.self) { try FlashPacker.pack(source: source, output: out, bundleBytes: 4096) }
+            #expect(error?.localizedDescription.contains("another file than its source") == true, "\(out): \(String(describing: error))")
+            #expect(Self.bytes(source) == original, "\(out) changed the source")
+        }
+        #expect(try Self.listing(dir) == ["hard.gguf", "source.gguf", "symbolic.gguf"])
+    }
+
+    @Test("pack over an existing file: the file keeps its old bytes while packing runs, holds the packed model after, and nothing else is left in its directory")
+    func existingOutputReplacedWhenComplete() throws {
+        let dir = try Self.directory("existing")
+        let out = dir + "/out.gguf"
+        let old = Data("an older file under the same name".utf8)
+        try old.write(to: URL(fileURLWithPath: out))
+        var checks = 0, unchanged = 0
+        let layout = try FlashPacker.pack(source: try TestPaths.fixture("tiny-q8_0.gguf"), output: out, bundleBytes: 4096) { _ in
+            checks += 1
+            if Self.bytes(out) == old { unchanged += 1 }
+        }
+        #expect(checks > 2 && unchanged == checks, "the old file changed during \(checks - unchanged) of \(checks) steps")
+        let packed = try GGUFFile(path: out)
+        #expect(try FlashLayout(file: packed, config: ModelConfig(gguf: packed))?.bundleBytes == layout.bundleBytes)
+        #expect(try Self.listing(dir) == ["out.gguf"])
+    }
+
+    @Test("a writer dropped unfinished leaves the destination as it was and no partial file; a missing directory or a directory as the destination is an error saying it cannot write, raised before any bytes are produced")
+    func unfinishedWriterAndBadDestinations() throws {
+        let dir = try Self.directory("writer")
+        let out = dir + "/x.gguf"
+        let old = Data("old".utf8)
+        try old.write(to: URL(fileURLWithPath: out))
+        do {
+            let w = try GGUFWriter(path: out, metadata: [], tensors: [.init(name: "a", shape: [64], type: .i8)])
+            try [UInt8](repeating: 7, count: 10).withUnsafeBytes { try w.write($0) }
+            #expect(Self.bytes(out) == old)
+            #expect(throws: GGUFError.self) { try w.finish() }   // 10 of 64 bytes
+        }
+        #expect(Self.bytes(out) == old)
+        #expect(try Self.listing(dir) == ["x.gguf"])
+
+        let missing = dir + "/no-such-directory/y.gguf"
+        let e1 = #expect(throws: GGUFError.self) { try GGUFWriter(path: missing, metadata: [], tensors: []) }
+        #expect(e1?.localizedDescription == "cannot write \(missing): No such file or directory")
+        let sub = dir + "/sub"
+        try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: false)
+        let e2 = #expect(throws: GGUFError.self) { try GGUFWriter(path: sub, metadata: [], tensors: []) }
+        #expect(e2?.localizedDescription == "cannot write \(sub): Is a directory")
+        #expect(try Self.listing(dir) == ["sub", "x.gguf"])
+        #expect(try Self.listing(sub).isEmpty)
+    }
+
+    @Test("pocketlm pack interrupted (SIGINT) once writing began: it dies of the signal, --out keeps its old bytes and no partial file is left")
+    func interruptedPackLeavesOutputAlone() throws {
+        let binary = CLITests.binary
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw TestSetupError("missing \(binary): run `make test` (it builds the CLI in release first)")
+        }
+        // The largest SmolLM2 file: its packing writes for long enough to be interrupted in the middle.
+        let source = try TestPaths.model("SmolLM2-135M-Instruct.F32.gguf")
+        let dir = try Self.directory("interrupted")
+        let out = dir + "/out.gguf"
+        let old = Data("an older file under the same name".utf8)
+        try old.write(to: URL(fileURLWithPath: out))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["pack", "--model", source, "--out", out]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Writing has begun once the directory holds another file or --out changed.
+        var began = false
+        while p.isRunning {
+            if try Self.listing(dir).count > 1 || Self.bytes(out) != old { began = true; break }
+            usleep(2_000)
+        }
+        try #require(began, "the pack ended (status \(p.terminationStatus)) before it was seen writing")
+        p.interrupt()
+        p.waitUntilExit()
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGINT,
+                "reason \(p.terminationReason.rawValue), status \(p.terminationStatus)")
+        #expect(Self.bytes(out) == old, "--out was changed")
+        #expect(try Self.listing(dir) == ["out.gguf"])
+    }
 }

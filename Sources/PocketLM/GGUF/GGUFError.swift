@@ -4,6 +4,8 @@ import Foundation
 public enum GGUFError: Error, LocalizedError, Equatable {
     case fileNotFound(String)
     case io(path: String, message: String)
+    /// Writing a file failed (`GGUFWriter`): a missing or read-only directory, a full disk.
+    case writeFailed(path: String, message: String)
     case notGGUF(path: String, reason: String)
     case unsupportedVersion(UInt32)
     case truncated(what: String, offset: Int)
@@ -18,6 +20,7 @@ public enum GGUFError: Error, LocalizedError, Equatable {
         switch self {
         case .fileNotFound(let p): "model file not found: \(p)"
         case .io(let p, let m): "cannot read \(p): \(m)"
+        case .writeFailed(let p, let m): "cannot write \(p): \(m)"
         case .notGGUF(let p, let r): "\(p) is not a GGUF file: \(r)"
         case .unsupportedVersion(let v): "unsupported GGUF version \(v) (this reader handles versions 2 and 3)"
         case .truncated(let what, let off): "GGUF file is truncated or corrupt: \(what) runs past the end of the file (at byte \(off))"

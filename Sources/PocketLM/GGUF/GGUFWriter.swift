@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -9,6 +11,10 @@ import Darwin
 ///
 /// Tensors are declared up front (name, shape, type) because the header records their offsets; their bytes
 /// are then produced one at a time by the caller, so a model larger than memory can be rewritten.
+///
+/// The bytes go to a partial file beside the destination (`partialPath(for:)`), renamed over it by `finish()`:
+/// until then a file already at the destination keeps its bytes (a process mapping it reads them on), an error or
+/// a writer dropped unfinished removes the partial file, and the destination never holds a half-written model.
 public final class GGUFWriter {
     public struct TensorDeclaration: Sendable {
         public let name: String
@@ -25,24 +31,44 @@ public final class GGUFWriter {
     }
 
     public let path: String
+    /// Where the bytes go until `finish()` renames them to `path`.
+    public let partialPath: String
+    /// `path`, or the file it names through symbolic links.
+    private let destination: String
     public let alignment: Int
     private let declarations: [TensorDeclaration]
     private var next = 0
     private var written = 0
     private let fd: Int32
     private var buffer: [UInt8] = []
+    private var finished = false
 
-    /// Creates `path` and writes the header. `metadata` keeps its order; `general.alignment` is set to `alignment`.
+    /// The partial file a writer for `path` in this process writes: beside the file `path` names (through a
+    /// symbolic link, whose target the finished file replaces), so that the rename stays in one file system; named
+    /// by the process, so that two processes writing the same destination do not write one file.
+    public static func partialPath(for path: String) -> String { destination(of: path) + ".partial-\(getpid())" }
+
+    private static func destination(of path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+
+    /// Creates the partial file for `path` and writes the header. `metadata` keeps its order; `general.alignment`
+    /// is set to `alignment`.
     public init(path: String, metadata: [(String, GGUFValue)], tensors: [TensorDeclaration], alignment: Int = 32) throws(GGUFError) {
         precondition(alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two")
         for t in tensors where t.type.rowBytes(columns: t.shape.first ?? 0) == nil {
             throw .corrupt("tensor '\(t.name)': \(t.shape) does not fill whole \(t.type) blocks")
         }
         self.path = path
+        destination = GGUFWriter.destination(of: path)
+        partialPath = GGUFWriter.partialPath(for: path)
+        // Now, not after the whole file is written: the rename would fail.
+        var st = stat()
+        if stat(destination, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+            throw .writeFailed(path: path, message: String(cString: strerror(EISDIR)))
+        }
         self.alignment = alignment
         self.declarations = tensors
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw .io(path: path, message: String(cString: strerror(errno))) }
+        fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw .writeFailed(path: path, message: String(cString: strerror(errno))) }
 
         var meta = metadata.filter { $0.0 != "general.alignment" }
         meta.append(("general.alignment", .uint32(UInt32(alignment))))
@@ -67,7 +93,10 @@ public final class GGUFWriter {
         try flush()
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        if !finished { unlink(partialPath) }
+    }
 
     /// The declared tensors, in file order.
     public var tensors: [TensorDeclaration] { declarations }
@@ -90,13 +119,17 @@ public final class GGUFWriter {
         }
     }
 
-    /// Checks that every declared tensor was written, and syncs the file.
+    /// Checks that every declared tensor was written, syncs the file and renames it to `path`.
     public func finish() throws(GGUFError) {
         guard next == declarations.count, written == 0 else {
             throw .corrupt("only \(next) of \(declarations.count) tensors were written")
         }
         try flush()
-        guard fsync(fd) == 0 else { throw .io(path: path, message: String(cString: strerror(errno))) }
+        guard fsync(fd) == 0 else { throw .writeFailed(path: path, message: String(cString: strerror(errno))) }
+        guard rename(partialPath, destination) == 0 else {
+            throw .writeFailed(path: path, message: String(cString: strerror(errno)))
+        }
+        finished = true
     }
 
     // MARK: - Encoding
@@ -154,7 +187,7 @@ public final class GGUFWriter {
             let n = posixWrite(fd, bytes.baseAddress! + done, bytes.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io(path: path, message: String(cString: strerror(errno)))
+                throw .writeFailed(path: path, message: String(cString: strerror(errno)))
             }
             done += n
         }

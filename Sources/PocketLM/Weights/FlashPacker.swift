@@ -23,7 +23,10 @@ public enum FlashPacker {
         if FlashLayout.metadataPresent(in: source) {
             throw PagingError.invalidOption("\(path) is already packed")
         }
-        guard URL(fileURLWithPath: path).standardizedFileURL != URL(fileURLWithPath: output).standardizedFileURL else {
+        // The same file by identity, not by name: through a symbolic or hard link the source would be replaced.
+        var sourceStat = stat(), outputStat = stat()
+        if stat(path, &sourceStat) == 0, stat(output, &outputStat) == 0,
+           sourceStat.st_dev == outputStat.st_dev, sourceStat.st_ino == outputStat.st_ino {
             throw PagingError.invalidOption("the packed file must be another file than its source \(path)")
         }
         let dim = config.hiddenSize, ffn = config.intermediateSize, layers = config.numHiddenLayers
