@@ -151,6 +151,22 @@ struct BenchFlash: AsyncParsableCommand {
         if let modes, modes.split(separator: ",").contains("llama.cpp"), source == nil {
             throw ValidationError("the llama.cpp row runs the unpacked file: give it with --source")
         }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
+        let counts = PagingOptions.ioThreadCounts
+        guard counts.contains(ioThreads) else {
+            throw ValidationError("--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found \(ioThreads)")
+        }
+        _ = try windowList()
+    }
+
+    /// --windows as numbers, each one a flash run accepts.
+    func windowList() throws -> [Int] {
+        try windows.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
+            guard let w = Int(s), PagingOptions.windows.contains(w) else {
+                throw ValidationError("bad window '\(s)' in --windows: each is a number of tokens from \(PagingOptions.windows.lowerBound) to \(PagingOptions.windows.upperBound)")
+            }
+            return w
+        }
     }
 
     func run() async throws {
@@ -159,8 +175,13 @@ struct BenchFlash: AsyncParsableCommand {
             try Console.json(measure(config))
             return
         }
-        let fileBytes = (try FileManager.default.attributesOfItem(atPath: model)[.size] as? Int) ?? 0
-        guard fileBytes > 0 else { throw CLIError(description: "model file not found: \(model)") }
+        // Before anything runs (the dense run alone takes a while): the model is there, and packed.
+        let fileBytes: Int
+        do {
+            let file = try GGUFFile(path: model)
+            guard try FlashLayout(file: file, config: ModelConfig(gguf: file)) != nil else { throw PagingError.notPacked(path: model) }
+            fileBytes = file.file.size
+        }
         if let source, !FileManager.default.fileExists(atPath: source) { throw CLIError(description: "source file not found: \(source)") }
         // The smallest budget the model runs in at --context, found once when needed.
         var knownMinimum: Int?
@@ -174,10 +195,7 @@ struct BenchFlash: AsyncParsableCommand {
             if text.hasPrefix("min+") { return (String(text), try minimum() + ByteCount.parse(String(text.dropFirst(4)))) }
             return (String(text), try ByteCount.parse(String(text), reference: fileBytes))
         }
-        let windowList = try windows.split(separator: ",").map { s -> Int in
-            guard let w = Int(s), w >= 0 else { throw ValidationError("bad window '\(s)'") }
-            return w
-        }
+        let windowList = try windowList()
         let sparsityList = sparsity.split(separator: ",").map(String.init)
         for s in sparsityList { _ = try PagingOptions.Sparsity.parse(s) }
         var modeList = (modes ?? Self.allModes.joined(separator: ",")).split(separator: ",").map(String.init)

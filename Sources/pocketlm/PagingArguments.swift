@@ -29,7 +29,10 @@ struct PagingArguments: ParsableArguments {
         }
         guard ["aio", "threads"].contains(reads) else { throw ValidationError("--reads is aio or threads, found '\(reads)'") }
         guard window >= 0 else { throw ValidationError("--window must be ≥ 0, found \(window)") }
-        guard (1...256).contains(ioThreads) else { throw ValidationError("--io-threads must be between 1 and 256, found \(ioThreads)") }
+        let counts = PagingOptions.ioThreadCounts
+        guard counts.contains(ioThreads) else {
+            throw ValidationError("--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found \(ioThreads)")
+        }
         do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
     }
 

@@ -149,11 +149,12 @@ public final class PagedFeedForward: @unchecked Sendable {
         if case .predictor = options.sparsity, file.tensorInfo("blk.0.ffn_pred_a") == nil {
             throw PagingError.noPredictor(path: file.path)
         }
-        guard options.ioThreads >= 1, options.ioThreads <= 256 else {
-            throw PagingError.invalidOption("the number of I/O threads must be between 1 and 256, got \(options.ioThreads)")
+        let threads = PagingOptions.ioThreadCounts, windows = PagingOptions.windows
+        guard threads.contains(options.ioThreads) else {
+            throw PagingError.invalidOption("the number of I/O threads must be between \(threads.lowerBound) and \(threads.upperBound), got \(options.ioThreads)")
         }
-        guard options.window >= 0, options.window <= 1024 else {
-            throw PagingError.invalidOption("the window must be between 0 and 1024 tokens, got \(options.window)")
+        guard windows.contains(options.window) else {
+            throw PagingError.invalidOption("the window must be between \(windows.lowerBound) and \(windows.upperBound) tokens, got \(options.window)")
         }
 
         bundleOffsets = try (0..<layers).map { l in

@@ -67,11 +67,13 @@ public struct PagingOptions: Sendable, Equatable {
     /// measures it (the resident set when loading begins); an app that loads the model before the rest of it has
     /// grown states what that rest will take.
     public var runtimeBytes: Int?
-    /// Tokens a group stays cached after its last use (0 = no window).
+    /// Tokens a group stays cached after its last use (0 = no window), at most `windows.upperBound`.
     public var window: Int
+    public static let windows = 0...1024
     public var sparsity: Sparsity
-    /// Reads in flight at once, for the reader threads.
+    /// Reads in flight at once, for the reader threads (`ioThreadCounts`).
     public var ioThreads: Int
+    public static let ioThreadCounts = 1...256
     /// Per-token reads queued with one system call (Linux native AIO, every read of a layer in flight at once)
     /// rather than handed to the `ioThreads` reader threads (where AIO or direct I/O is not available: the threads).
     /// Off by default: on the 2-core test machine AIO used ~35% less CPU per token but decoded slower, its
