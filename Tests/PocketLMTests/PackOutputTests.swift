@@ -41,6 +41,28 @@ struct PackOutputTests {
         }
     }
 
+    @Test("resident mode under a budget keeps every group, so the budget must hold them all: short of that it is an error stating that minimum, at it the weights fit")
+    func residentModeBudget() throws {
+        let (_, path) = try FlashPagingTests.packedSmolLM2KQuant()
+        let flash = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .flash, memoryBudget: 1 << 40)).plan
+        let layout = try #require(try FlashLayout(file: GGUFFile(path: path), config: ModelConfig(gguf: GGUFFile(path: path))))
+        let layers = try ModelConfig(gguf: GGUFFile(path: path)).numHiddenLayers
+        let everything = flash.residentBytes + layers * layout.layerBytes
+        #expect(layers > 2 && flash.minimumBytes < everything)
+        // Flash's minimum runs flash; resident mode there would hold every group past its budget.
+        let short = #expect(throws: PagingError.self) {
+            try FlashPagingTests.pagedModel(path, PagingOptions(mode: .resident, memoryBudget: flash.minimumBytes))
+        }
+        guard case .budgetTooSmall(let budget, let minimum, _)? = short else {
+            Issue.record("resident mode at flash's minimum: \(String(describing: short))")
+            return
+        }
+        #expect(budget == flash.minimumBytes && minimum == everything)
+        #expect(short?.localizedDescription.contains("raise the memory budget to at least") == true)
+        let fits = try FlashPagingTests.pagedModel(path, PagingOptions(mode: .resident, memoryBudget: everything)).plan
+        #expect(fits.weightBytes <= everything && fits.pinnedGroups == layout.groupsPerLayer)
+    }
+
     @Test("pack refuses an output that is its source through a symbolic or a hard link, and leaves the source as it was")
     func outputIsSourceThroughLink() throws {
         let dir = try Self.directory("links")

@@ -55,10 +55,13 @@ extension PagingPlan {
         case .resident: stagingBytes = 0
         case .flash, .naive, .mmap: stagingBytes = 2 * layout.layerBytes
         }
-        let minimum = resident + stagingBytes
+        // Resident mode keeps every group whatever the budget, so a budget must hold them all.
+        let minimum = resident + (options.mode == .resident ? layers * layout.layerBytes : stagingBytes)
         var capacity = G, pinned = G, window = 0, pinnedLayers = layers, spareGroups = 0
         if let budget = options.memoryBudget {
-            guard budget >= minimum else { throw PagingError.budgetTooSmall(budget: budget, minimum: minimum, resident: resident) }
+            guard budget >= minimum else {
+                throw PagingError.budgetTooSmall(budget: budget, minimum: minimum, resident: options.mode == .resident ? minimum : resident)
+            }
             spareGroups = (budget - minimum) / bb
             capacity = min(G, spareGroups / layers)
             pinnedLayers = min(layers, (budget - minimum) / layout.layerBytes)
