@@ -20,7 +20,7 @@ struct Pack: AsyncParsableCommand {
         let bar = ProgressBar(label: "packing")
         // Ctrl-C or a kill while packing: the packed file is written beside --out and renamed at the end, so --out
         // is untouched; the partial file goes too.
-        let cleanup = RemoveOnSignal(path: GGUFWriter.partialPath(for: out))
+        let cleanup = OnTerminatingSignal { GGUFWriter.removePartialFiles() }
         defer { cleanup.cancel() }
         let layout = try FlashPacker.pack(source: model, output: out, bundleBytes: bytes, predictor: predictor) { bar.update($0) }
         bar.finish()
@@ -63,18 +63,18 @@ final class ProgressBar {
     }
 }
 
-/// Removes a file when SIGINT, SIGTERM or SIGHUP arrives, then dies of that signal as it would have (a signal the
+/// Runs `cleanup` when SIGINT, SIGTERM or SIGHUP arrives, then dies of that signal as it would have (a signal the
 /// process was started ignoring stays ignored).
-final class RemoveOnSignal {
+final class OnTerminatingSignal {
     private var sources: [(signal: Int32, source: DispatchSourceSignal)] = []
 
-    init(path: String) {
+    init(cleanup: @escaping @Sendable () -> Void) {
         for s in [SIGINT, SIGTERM, SIGHUP] {
             let previous = signal(s, SIG_IGN)
             guard previous.map({ unsafeBitCast($0, to: Int.self) }) != 1 else { continue }   // SIG_IGN
             let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
             source.setEventHandler {
-                unlink(path)
+                cleanup()
                 // Dispatch's threads block signals: unblocked here, the default action ends the process.
                 signal(s, SIG_DFL)
                 var set = sigset_t()

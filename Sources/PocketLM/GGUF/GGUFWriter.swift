@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -12,9 +13,9 @@ import Darwin
 /// Tensors are declared up front (name, shape, type) because the header records their offsets; their bytes
 /// are then produced one at a time by the caller, so a model larger than memory can be rewritten.
 ///
-/// The bytes go to a partial file beside the destination (`partialPath(for:)`), renamed over it by `finish()`:
-/// until then a file already at the destination keeps its bytes (a process mapping it reads them on), an error or
-/// a writer dropped unfinished removes the partial file, and the destination never holds a half-written model.
+/// The bytes go to a partial file beside the destination (`partialPath`), renamed over it by `finish()`: until
+/// then a file already at the destination keeps its bytes (a process mapping it reads them on), an error or a
+/// writer dropped unfinished removes the partial file, and the destination never holds a half-written model.
 public final class GGUFWriter {
     public struct TensorDeclaration: Sendable {
         public let name: String
@@ -43,12 +44,19 @@ public final class GGUFWriter {
     private var buffer: [UInt8] = []
     private var finished = false
 
-    /// The partial file a writer for `path` in this process writes: beside the file `path` names (through a
-    /// symbolic link, whose target the finished file replaces), so that the rename stays in one file system; named
-    /// by the process, so that two processes writing the same destination do not write one file.
-    public static func partialPath(for path: String) -> String { destination(of: path) + ".partial-\(getpid())" }
+    private let id: Int
 
-    private static func destination(of path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+    /// The partial files of this process's unfinished writers, by writer.
+    private static let unfinished = Mutex<(next: Int, paths: [Int: String])>((0, [:]))
+
+    /// Removes the partial files of every unfinished writer in this process: for a process ending on a signal (the
+    /// destinations keep what they held).
+    public static func removePartialFiles() {
+        unfinished.withLock { state in
+            for path in state.paths.values { unlink(path) }
+            state.paths = [:]
+        }
+    }
 
     /// Creates the partial file for `path` and writes the header. `metadata` keeps its order; `general.alignment`
     /// is set to `alignment`.
@@ -58,8 +66,14 @@ public final class GGUFWriter {
             throw .corrupt("tensor '\(t.name)': \(t.shape) does not fill whole \(t.type) blocks")
         }
         self.path = path
-        destination = GGUFWriter.destination(of: path)
-        partialPath = GGUFWriter.partialPath(for: path)
+        // Beside the file `path` names (through a symbolic link, whose target the finished file replaces), so that
+        // the rename stays in one file system; named by process and writer, so that no two writers share one.
+        destination = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        id = GGUFWriter.unfinished.withLock { state in
+            state.next += 1
+            return state.next
+        }
+        partialPath = destination + ".partial-\(getpid())-\(id)"
         // Now, not after the whole file is written: the rename would fail.
         var st = stat()
         if stat(destination, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
@@ -69,6 +83,7 @@ public final class GGUFWriter {
         self.declarations = tensors
         fd = open(partialPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw .writeFailed(path: path, message: String(cString: strerror(errno))) }
+        GGUFWriter.unfinished.withLock { [id, partialPath] in $0.paths[id] = partialPath }
 
         var meta = metadata.filter { $0.0 != "general.alignment" }
         meta.append(("general.alignment", .uint32(UInt32(alignment))))
@@ -96,6 +111,7 @@ public final class GGUFWriter {
     deinit {
         close(fd)
         if !finished { unlink(partialPath) }
+        GGUFWriter.unfinished.withLock { [id] in _ = $0.paths.removeValue(forKey: id) }
     }
 
     /// The declared tensors, in file order.
