@@ -41,6 +41,16 @@ struct PackOutputTests {
         }
     }
 
+    @Test("sizes: a percentage or size past 1e15 bytes or under one byte is an error, not an overflow trap or a budget of 0 B")
+    func byteCountBounds() throws {
+        #expect(try ByteCount.parse("150%", reference: 1000) == 1500)
+        #expect(try ByteCount.parse("1.5G") == 3 << 29 && ByteCount.parse("150MB") == 150 << 20 && ByteCount.parse("1") == 1)
+        for text in ["1e20%", "1e300%", "0.5", "0.0000001%", "99999999G", "1e16"] {
+            let error = #expect(throws: PagingError.self, "\(text)") { try ByteCount.parse(text, reference: 100 << 20) }
+            #expect(error?.localizedDescription.contains("cannot read '\(text)' as a size") == true, "\(String(describing: error))")
+        }
+    }
+
     @Test("resident mode under a budget keeps every group, so the budget must hold them all: short of that it is an error stating that minimum, at it the weights fit")
     func residentModeBudget() throws {
         let (_, path) = try FlashPagingTests.packedSmolLM2KQuant()

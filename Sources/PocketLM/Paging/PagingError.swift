@@ -46,10 +46,15 @@ public enum ByteCount {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
         let bad = PagingError.invalidOption("cannot read '\(text)' as a size: use e.g. 64M, 1.5G, 512K or 75%")
         guard let last = t.last else { throw bad }
+        // At least a byte, and short of 1e15 (a converted 1e20 would trap): nothing between is a typo's size.
+        func bytes(_ v: Double) throws(PagingError) -> Int {
+            guard v >= 1, v < 1e15 else { throw bad }
+            return Int(v)
+        }
         if last == "%" {
             guard let reference else { throw PagingError.invalidOption("'\(text)': a percentage needs a model to be relative to") }
             guard let p = Double(t.dropLast()), p > 0, p.isFinite else { throw bad }
-            return Int(Double(reference) * p / 100)
+            return try bytes(Double(reference) * p / 100)
         }
         let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
         var number = Substring(t), scale = 1.0
@@ -60,8 +65,8 @@ public enum ByteCount {
             number = t.dropLast(2)
             scale = u
         }
-        guard let v = Double(number), v > 0, v.isFinite, v * scale < 1e15 else { throw bad }
-        return Int(v * scale)
+        guard let v = Double(number), v > 0, v.isFinite else { throw bad }
+        return try bytes(v * scale)
     }
 
     public static func format(_ bytes: Int) -> String {
