@@ -31,10 +31,6 @@ struct Run: AsyncParsableCommand {
         if let c = context, c < 1 { throw ValidationError("--context must be at least 1, found \(c)") }
         guard topLogits >= 0 else { throw ValidationError("--top-logits must be ≥ 0, found \(topLogits)") }
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
-        if pagingArguments.memoryBudget != nil, case .draftModel? = speculate?.method {
-            // The budget is planned for one model: a draft model's weights, KV cache and scratch would come on top.
-            throw ValidationError("--memory-budget covers one model: --speculate draft:MODEL loads a second one outside it (use --speculate lookup, or no budget)")
-        }
     }
 
     func run() async throws {

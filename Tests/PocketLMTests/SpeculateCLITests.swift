@@ -43,19 +43,6 @@ struct SpeculateCLITests {
         #expect(r.stderr.contains("vocabulary has 394 tokens but the target's has 49152"), "\(r.stderr)")
     }
 
-    @Test("under --memory-budget a draft model is refused (the budget covers one model, the draft would come on top); lookup runs")
-    func draftUnderBudget() throws {
-        let packed = FlashPagingTests.scratch("speculate-budget.q4_1.packed.gguf")
-        if !FileManager.default.fileExists(atPath: packed) { _ = try FlashPacker.pack(source: try Self.model, output: packed) }
-        let common = ["run", "--model", packed, "--memory-budget", "150M", "--context", "256", "--prompt", "The capital of France is",
-                      "--max-tokens", "8", "--temperature", "0"]
-        let draft = try CLITests.pocketlm(common + ["--speculate", "draft:" + (try Self.model)])
-        #expect(draft.status != 0 && draft.stdout.isEmpty, "\(draft.stderr)")
-        #expect(draft.stderr.contains("--memory-budget covers one model"), "\(draft.stderr)")
-        let lookup = try CLITests.pocketlm(common + ["--speculate", "lookup"])
-        #expect(lookup.status == 0 && lookup.stderr.contains("speculation:"), "\(lookup.stderr)")
-    }
-
     @Test("chat --speculate lookup: the same answers over two turns (the second reuses the cache), and /stats reports it")
     func chat() throws {
         let input = "Repeat exactly: one two three four five six seven eight.\nNow repeat it again, exactly.\n/stats\n"
