@@ -32,17 +32,24 @@ final class DenseFFNLayer {
         /// freed then: only the packed copy is read, as for the ordinary file's matrices).
         func matrix(_ name: String, _ type: GGMLType, rows: Int, columns: Int, rowBytes: Int,
                     fill: (UnsafeMutableRawPointer) -> Void) -> WeightTensor {
-            let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
-            fill(data)
             guard rows > 1, MappedWeightStore.packs(type: type) else {
+                let data = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
+                fill(data)
                 owned.append(data)
                 kept += rows * rowBytes
                 return WeightTensor(name: name, type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data))
             }
+            // The row layout only feeds the packing: mapped and unmapped here, not malloc'd and freed — glibc then
+            // raises its mmap threshold to the freed size and later layers' buffers come from the heap, whose freed
+            // chunks stay resident: budgeted SmolLM2 Q4_1 loads that kept every group peaked at 175–179 MiB in most
+            // runs instead of 132–137 MiB, past budgets of 175M.
             let packedBytes = pl_packed_bytes(Int32(type.rawValue), Int64(rows), Int64(columns))
             let packed = UnsafeMutableRawPointer.allocate(byteCount: packedBytes, alignment: 64)
-            packMatrix(type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data), into: packed)
-            data.deallocate()
+            let data = MappedScratch(bytes: rows * rowBytes)
+            withExtendedLifetime(data) {
+                fill(data.pointer)
+                packMatrix(type: type, rows: rows, columns: columns, rowBytes: rowBytes, data: UnsafeRawPointer(data.pointer), into: packed)
+            }
             owned.append(packed)
             kept += packedBytes
             // `data` is never read for a packed quantized matrix (Linear takes the packed copy), so it points there too.
@@ -114,4 +121,20 @@ final class DenseFFNLayer {
         }
         linear(down, g, n: n, out)
     }
+}
+
+/// Anonymous memory mapped for one use and unmapped when dropped, bypassing malloc.
+private final class MappedScratch {
+    let pointer: UnsafeMutableRawPointer
+    private let bytes: Int
+
+    init(bytes: Int) {
+        self.bytes = max(1, bytes)
+        guard let p = mmap(nil, self.bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("out of memory: \(bytes) bytes to reassemble a layer")
+        }
+        pointer = p
+    }
+
+    deinit { munmap(pointer, bytes) }
 }
