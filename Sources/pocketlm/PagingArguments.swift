@@ -28,7 +28,10 @@ struct PagingArguments: ParsableArguments {
             throw ValidationError("unknown --paging '\(p)' (flash, naive, mmap, resident)")
         }
         guard ["aio", "threads"].contains(reads) else { throw ValidationError("--reads is aio or threads, found '\(reads)'") }
-        guard window >= 0 else { throw ValidationError("--window must be ≥ 0, found \(window)") }
+        let windows = PagingOptions.windows
+        guard windows.contains(window) else {
+            throw ValidationError("--window must be between \(windows.lowerBound) and \(windows.upperBound), found \(window)")
+        }
         let counts = PagingOptions.ioThreadCounts
         guard counts.contains(ioThreads) else {
             throw ValidationError("--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found \(ioThreads)")
@@ -63,10 +66,11 @@ struct PagingSummary {
         minimum = ffn.plan.minimumBytes
     }
 
-    /// `stats` over `steps` decode steps (a prompt's batch counts as one).
+    /// `stats` over `steps` decode steps (a prompt's batch counts as one). The weights' share of the budget, not
+    /// the budget: the rest went to the KV cache, scratch, vocabulary and runtime.
     func line(_ stats: PagingStats, steps: Int) -> String {
         let steps = Double(max(1, steps))
-        return String(format: "paging: %@, budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
+        return String(format: "paging: %@, weights' share of the budget %@ (minimum %@), read %.2f MiB/token in %.0f reads, I/O wait %.1f ms/token",
                       mode, weightBudget.map(ByteCount.format) ?? "none", ByteCount.format(minimum),
                       Double(stats.bytesRead) / 1_048_576 / steps, Double(stats.reads) / steps, stats.ioWaitSeconds * 1000 / steps)
     }

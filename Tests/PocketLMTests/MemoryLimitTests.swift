@@ -242,7 +242,7 @@ struct MemoryLimitTests {
         try #require(stats.count == 2, "\(r.stdout)")
         #expect(stats[1].reused == stats[0].cache, "\(label): the second turn fed its whole prompt again")
         // Each turn's reads: at this budget most of the FFN stays on storage, so every step reads.
-        let reads = lines.filter { $0.hasPrefix("paging: flash, budget ") }
+        let reads = lines.filter { $0.hasPrefix("paging: flash, weights' share of the budget ") }
         #expect(reads.count == 2, "\(r.stdout)")
         for line in reads {
             let m = try #require(line.firstMatch(of: #/read ([0-9.]+) MiB\/token/#), "\(line)")

@@ -121,25 +121,12 @@ public final class LanguageModel {
                                          vocabularyBytes: vocabulary,
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
                                          groupsPerLayer: layout.groupsPerLayer,
-                                         // Block rows: the reassembled down matrix, the dense kernels' inputs and
-                                         // their tile for F16/BF16 rows, each thread's tile for a prompt's rows
-                                         // packed on the fly; the model's own tile for its other F16/BF16 matrices.
+                                         // The paged FFN's own buffers; the model's tile for its other F16/BF16
+                                         // matrices.
                                          extraScratchBytes: { rows in
-                                            (layout.format == .blockRows
-                                                ? layout.largestDownBytes
-                                                    + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
-                                                    + PagedFeedForward.blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
-                                                    + 4 * PagedFeedForward.floatTileFloats(layout: layout)
-                                                    + options.threads * PagedFeedForward.batchTileBytes(layout: layout, maxBatch: options.maxBatch)
-                                                : 0)
-                                            // Columns with a prompt through the packed batch kernel: its reassembled
-                                            // down matrix, tiles and quantized rows.
-                                            + (PagedFeedForward.columnsBatchTiles(layout: layout, maxBatch: options.maxBatch,
-                                                                                  sparsity: paging.sparsity)
-                                                ? layout.largestDownBytes
-                                                    + options.threads * PagedFeedForward.batchTileBytes(layout: layout, maxBatch: options.maxBatch)
-                                                    + PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: options.maxBatch)
-                                                : 0)
+                                            PagedFeedForward.scratchBytes(layout: layout, config: config, rows: rows,
+                                                                          maxBatch: options.maxBatch, threads: options.threads,
+                                                                          sparsity: paging.sparsity)
                                             + LanguageModel.dequantizedTileBytes(of: file, config: config)
                                          })
                 processBudget = plan

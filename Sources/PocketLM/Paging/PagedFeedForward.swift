@@ -358,6 +358,24 @@ public final class PagedFeedForward: @unchecked Sendable {
         return any ? layout.hiddenSize * layout.intermediateSize : 1
     }
 
+    /// What the budget's scratch adds for the paged FFN's format-specific buffers, sized for a batch of `rows`
+    /// (allocated for `maxBatch`): block rows' reassembled down matrix, the dense kernels' quantized inputs, their
+    /// tile for F16/BF16 rows and each thread's tile for a prompt's rows packed on the fly; the columns format's
+    /// reassembled down matrix, tiles and quantized rows where a prompt goes through the packed batch kernel.
+    public static func scratchBytes(layout: FlashLayout, config: ModelConfig, rows: Int, maxBatch: Int, threads: Int,
+                                    sparsity: PagingOptions.Sparsity) -> Int {
+        let tiles = threads * batchTileBytes(layout: layout, maxBatch: maxBatch)
+        if layout.format == .blockRows {
+            return layout.largestDownBytes
+                + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
+                + blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
+                + 4 * floatTileFloats(layout: layout)
+                + tiles
+        }
+        guard columnsBatchTiles(layout: layout, maxBatch: maxBatch, sparsity: sparsity) else { return 0 }
+        return layout.largestDownBytes + tiles + columnsBatchInputBytes(layout: layout, maxBatch: maxBatch)
+    }
+
     /// Bytes of one thread's tile for a prompt's block rows packed on the fly (the largest of the FFN's matrices that
     /// `packsBatchTiles`), or 0 where none does or no batch is larger than the few-inputs kernels take.
     public static func batchTileBytes(layout: FlashLayout, maxBatch: Int) -> Int {
