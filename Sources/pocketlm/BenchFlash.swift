@@ -190,6 +190,7 @@ struct BenchFlash: AsyncParsableCommand {
             knownMinimum = try minimumBudget()
             return knownMinimum!
         }
+        guard !budgets.split(separator: ",").isEmpty else { throw ValidationError("--budgets lists no budget") }
         let budgetList = try budgets.split(separator: ",").map { text -> (String, Int) in
             if text == "min" { return ("min", try minimum()) }
             if text.hasPrefix("min+") { return (String(text), try minimum() + ByteCount.parse(String(text.dropFirst(4)))) }

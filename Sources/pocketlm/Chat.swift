@@ -37,6 +37,7 @@ struct Chat: AsyncParsableCommand {
         let lm = try LanguageModel(path: modelOptions.model,
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
+        Console.warnIfPastTrainedContext(lm)
         let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
         let paging = PagingSummary(lm.transformer.feedForward)
         let container = ModelContainer(model: lm)

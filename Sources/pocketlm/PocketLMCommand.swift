@@ -65,6 +65,15 @@ enum Console {
         FileHandle.standardOutput.write(Data(s.utf8))
     }
 
+    /// A warning when the context asked for is longer than the one the model was trained on: it runs (RoPE goes on
+    /// past it), but what it writes there degrades, as llama.cpp warns too.
+    static func warnIfPastTrainedContext(_ lm: LanguageModel) {
+        let trained = lm.config.maxPositionEmbeddings, context = lm.transformer.contextLength
+        if context > trained {
+            error("warning: a context of \(context) tokens is past the \(trained) this model was trained on; text past \(trained) tokens may degrade")
+        }
+    }
+
     /// One JSON object on stdout. `snakeCaseKeys`: the library's Swift names (`peakRSSBytes`) become the CLI's
     /// JSON names (`peak_rss_bytes`); the library itself knows nothing of JSON field names.
     static func json<T: Encodable>(_ value: T, snakeCaseKeys: Bool = false) throws {

@@ -45,6 +45,7 @@ struct Run: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         layerSchedule: scheduleOptions.schedule,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
+        Console.warnIfPastTrainedContext(lm)
         let promptTokens: [Int]
         if chat {
             var messages: [ChatMessage] = []

@@ -44,6 +44,7 @@ struct Serve: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model),
                                                         sequences: parallel))
+        Console.warnIfPastTrainedContext(lm)
         let template = Result { try lm.chatTemplate() }
         let name = URL(fileURLWithPath: modelOptions.model).deletingPathExtension().lastPathComponent
         let load = lm.loadSeconds

@@ -26,5 +26,7 @@ struct BenchFlashInputTests {
             #expect(r.stderr.contains(expected), "\(args): stderr '\(r.stderr)' lacks '\(expected)'")
             #expect(!r.stderr.contains("no llama.cpp row") && r.stdout.isEmpty, "\(args) went on to set up the runs: \(r.stderr)")
         }
+        let none = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", ","])
+        #expect(none.status != 0 && none.stderr.contains("--budgets lists no budget") && none.stdout.isEmpty, "\(none.stderr)")
     }
 }

@@ -183,6 +183,12 @@ struct CLITests {
         for field in ["prompt: 5 tokens", "generated: 6 tokens", "tok/s", "first token:", "load:", "peak RSS:"] {
             #expect(r.stderr.contains(field), "stderr lacks '\(field)': \(r.stderr)")
         }
+        #expect(!r.stderr.contains("warning"), "\(r.stderr)")
+        // A context past the model's trained one (SmolLM2: 8192) runs, with a warning on stderr.
+        let long = try Self.pocketlm(["run", "--model", try Self.q4(), "--prompt", "The capital of France is",
+                                      "--temperature", "0", "--max-tokens", "6", "--context", "8200"])
+        #expect(long.status == 0 && long.stdout == r.stdout, "\(long.stderr)")
+        #expect(long.stderr.contains("warning: a context of 8200 tokens is past the 8192 this model was trained on"), "\(long.stderr)")
     }
 
     @Test("same seed, same text; another seed, another text")
