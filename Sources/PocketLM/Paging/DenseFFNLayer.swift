@@ -66,18 +66,10 @@ final class DenseFFNLayer {
             up = matrix("ffn_up", types.up, rows: ffn, columns: dim, rowBytes: upRowBytes) { dst in
                 for i in 0..<ffn { (dst + i * upRowBytes).copyMemory(from: bundle(i) + gateRowBytes, byteCount: upRowBytes) }
             }
-            // Down row r, block b: its scale, then the quants of neurons 32b ..< 32b + 32 at row r.
             down = matrix("ffn_down", types.down, rows: dim, columns: ffn, rowBytes: downRowBytes) { dst in
-                let blocks = ffn / downBlock, column = gateRowBytes + upRowBytes
-                for r in 0..<dim {
-                    for b in 0..<blocks {
-                        (dst + r * downRowBytes + b * downBlockBytes).storeBytes(of: downScales[r * blocks + b], as: UInt16.self)
-                    }
-                }
+                ColumnsDownMatrix.writeScales(downScales, into: dst, dim: dim, ffn: ffn)
                 for i in 0..<ffn {
-                    let col = bundle(i) + column
-                    let at = dst + i / downBlock * downBlockBytes + (downBlockBytes - downBlock) + i % downBlock
-                    for r in 0..<dim { (at + r * downRowBytes).storeBytes(of: col.load(fromByteOffset: r, as: UInt8.self), as: UInt8.self) }
+                    ColumnsDownMatrix.writeColumn(bundle(i) + gateRowBytes + upRowBytes, neuron: i, into: dst, dim: dim, ffn: ffn)
                 }
             }
         } else {

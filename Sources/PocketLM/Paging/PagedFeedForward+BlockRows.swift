@@ -133,25 +133,33 @@ extension PagedFeedForward {
                                               Int64(range.lowerBound), Int64(range.upperBound))
                 }
             } else if let tiles, PagedFeedForward.packsBatchTiles(types.down) {
-                // A prompt's batch on the reassembled matrix: the packed batch kernel, each thread packing its rows
-                // a tile at a time.
-                let downType = Int32(types.down.rawValue), act = pl_activation_type(downType)
-                let xq = UnsafeMutableRawPointer(linear.quantizedInput), downStride = Linear.quantizedInputBytes(columns: ffn)
-                pool.parallelRanges(n) { range in
-                    for t in range { Linear.quantize(g + t * ffn, count: ffn, activation: act, into: xq + t * downStride) }
-                }
-                let o = out + r0 * dim
-                pool.run(parts: parts) { p in
-                    Linear.matmulPackingTiles(downType, UnsafeRawPointer(down), rowBytes: downRowBytes, columns: ffn,
-                                              UnsafeRawPointer(xq), stride: downStride, n: n, o, ldo: dim,
-                                              ThreadPool.share(dim, granularity: 16, part: p, parts: parts),
-                                              tile: tiles + p * tileBytes)
-                }
+                // A prompt's batch on the reassembled matrix: the packed batch kernel.
+                multiplyPackingTiles(types.down, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: n,
+                                     xq: UnsafeMutableRawPointer(linear.quantizedInput), out + r0 * dim, tiles: tiles)
             } else {
                 // (Gathering with no group used: every h is 0, and the matrix's stale contents times zero are zeros.)
                 linear(downWeights, g, n: n, out + r0 * dim)
             }
             r0 += n
+        }
+    }
+
+    /// out[t·rows + r] = row r of `matrix` (`rows` × `columns` of `type`, in the file's row layout) · input t, for a
+    /// prompt's batch of `n` inputs (`columns` floats each): the inputs quantized into `xq`, then each thread's share
+    /// of the rows through the packed batch kernel, packed a tile at a time into the thread's tile (the row kernel's
+    /// bits). A matrix reassembled each step (block rows' down, the columns format's down rebuilt as Q8_0 rows).
+    func multiplyPackingTiles(_ type: GGMLType, _ matrix: UnsafeRawPointer, rows: Int, columns: Int,
+                              _ input: UnsafePointer<Float>, n: Int, xq: UnsafeMutableRawPointer,
+                              _ out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer) {
+        let t = Int32(type.rawValue), act = pl_activation_type(t), stride = Linear.quantizedInputBytes(columns: columns)
+        let rowBytes = type.rowBytes(columns: columns)!, tileBytes = batchTileBytes, parts = pool.threadCount
+        pool.parallelRanges(n) { range in
+            for i in range { Linear.quantize(input + i * columns, count: columns, activation: act, into: xq + i * stride) }
+        }
+        pool.run(parts: parts) { p in
+            Linear.matmulPackingTiles(t, matrix, rowBytes: rowBytes, columns: columns, UnsafeRawPointer(xq), stride: stride,
+                                      n: n, out, ldo: rows, ThreadPool.share(rows, granularity: 16, part: p, parts: parts),
+                                      tile: tiles + p * tileBytes)
         }
     }
 

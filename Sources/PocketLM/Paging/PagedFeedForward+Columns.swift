@@ -5,6 +5,33 @@ import Foundation
 import Glibc
 #endif
 
+/// The columns format's down matrix rebuilt as Q8_0 rows (`dim` rows of `ffn / 32` blocks), as the ordinary file
+/// has it: row r, block b holds the resident scale d_down[r][b], then the int8 quants of neurons 32b ..< 32b + 32 at
+/// row r, which the bundles keep as each neuron's column. `DenseFFNLayer` builds it once at load; a prompt's batch
+/// (`computeColumnsBatch`) each layer.
+enum ColumnsDownMatrix {
+    static let blockBytes = Int(PL_Q8_0_BLOCK_BYTES)
+
+    /// Bytes of a row for `ffn` neurons.
+    static func rowBytes(ffn: Int) -> Int { ffn / 32 * blockBytes }
+
+    /// Every block's scale, from the resident ones (row r, block b at r·(ffn / 32) + b).
+    static func writeScales(_ scales: UnsafePointer<UInt16>, into down: UnsafeMutableRawPointer, dim: Int, ffn: Int) {
+        let blocks = ffn / 32, rowBytes = rowBytes(ffn: ffn)
+        for r in 0..<dim {
+            for b in 0..<blocks {
+                down.storeBytes(of: scales[r * blocks + b], toByteOffset: r * rowBytes + b * blockBytes, as: UInt16.self)
+            }
+        }
+    }
+
+    /// Neuron `i`'s column (`dim` int8 quants, one per row) into element i of every row.
+    static func writeColumn(_ column: UnsafeRawPointer, neuron i: Int, into down: UnsafeMutableRawPointer, dim: Int, ffn: Int) {
+        let rowBytes = rowBytes(ffn: ffn), at = down + i / 32 * blockBytes + 2 + i % 32
+        for r in 0..<dim { at.storeBytes(of: column.load(fromByteOffset: r, as: UInt8.self), toByteOffset: r * rowBytes, as: UInt8.self) }
+    }
+}
+
 /// The columns format (Q8_0 bundles): gate/up over the bundles in memory gathered by pointer, SwiGLU, the compute
 /// rules, and the down projection over the same bundles.
 extension PagedFeedForward {
@@ -101,25 +128,19 @@ extension PagedFeedForward {
                              out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer, xq: UnsafeMutableRawPointer,
                              down: UnsafeMutableRawPointer) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
-        let nb = layout.neuronBytes, rowBytes = layout.gateRowBytes(block), blocks = ffn / 32
-        let downRowBytes = blocks * Int(PL_Q8_0_BLOCK_BYTES), columnOffset = 2 * rowBytes
+        let nb = layout.neuronBytes, rowBytes = layout.gateRowBytes(block), columnOffset = 2 * rowBytes
         let q8 = Int32(GGMLType.q8_0.rawValue), act = pl_activation_type(q8)
         let read = readThisStep + buffer * G, location = self.location[buffer], needed = self.needed
         let mmap = options.mode == .mmap
         func uses(_ gi: Int) -> Bool { location[gi] != nil && !(read[gi] && !needed[gi] && !mmap) }
-        let xStride = Linear.quantizedInputBytes(columns: dim), hStride = Linear.quantizedInputBytes(columns: ffn)
+        let xStride = Linear.quantizedInputBytes(columns: dim)
         pool.parallelRanges(rows) { range in
             for t in range { Linear.quantize(input + t * dim, count: dim, activation: act, into: xq + t * xStride) }
         }
         let g = batchG, u = batchU, tileBytes = batchTileBytes
         g.initialize(repeating: 0, count: rows * ffn)
         u.initialize(repeating: 0, count: rows * ffn)
-        // The down matrix's block scales, from the resident ones (d_down of row r, block b at r·blocks + b).
-        let scales = downScales[block]
-        for r in 0..<dim {
-            let row = down + r * downRowBytes
-            for b in 0..<blocks { row.storeBytes(of: scales[r * blocks + b], toByteOffset: b * Int(PL_Q8_0_BLOCK_BYTES), as: UInt16.self) }
-        }
+        ColumnsDownMatrix.writeScales(downScales[block], into: down, dim: dim, ffn: ffn)
         let parts = pool.threadCount
         pool.run(parts: parts) { p in
             let tile = tiles + p * tileBytes
@@ -130,23 +151,13 @@ extension PagedFeedForward {
                 Linear.matmulPackingTiles(q8, base + rowBytes, rowBytes: nb, columns: dim, UnsafeRawPointer(xq),
                                           stride: xStride, n: rows, u + lo, ldo: ffn, 0..<neurons.count, tile: tile)
                 for t in 0..<rows { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
-                // Neuron i's column (dim int8 quants) into element i of every down row.
                 for (j, i) in neurons.enumerated() {
-                    let column = (base + j * nb + columnOffset).assumingMemoryBound(to: UInt8.self)
-                    let at = down + i / 32 * Int(PL_Q8_0_BLOCK_BYTES) + 2 + i % 32
-                    for r in 0..<dim { at.storeBytes(of: column[r], toByteOffset: r * downRowBytes, as: UInt8.self) }
+                    ColumnsDownMatrix.writeColumn(base + j * nb + columnOffset, neuron: i, into: down, dim: dim, ffn: ffn)
                 }
             }
         }
         for gi in 0..<G where uses(gi) { stats.neuronsComputed += layout.neurons(inGroup: gi).count * rows }
-        pool.parallelRanges(rows) { range in
-            for t in range { Linear.quantize(g + t * ffn, count: ffn, activation: act, into: xq + t * hStride) }
-        }
-        pool.run(parts: parts) { p in
-            Linear.matmulPackingTiles(q8, UnsafeRawPointer(down), rowBytes: downRowBytes, columns: ffn, UnsafeRawPointer(xq),
-                                      stride: hStride, n: rows, out, ldo: dim,
-                                      ThreadPool.share(dim, granularity: 16, part: p, parts: parts), tile: tiles + p * tileBytes)
-        }
+        multiplyPackingTiles(.q8_0, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: rows, xq: xq, out, tiles: tiles)
     }
 
     /// The exact/threshold rules: drop neurons by their computed |h|. Returns the neurons kept (the list is

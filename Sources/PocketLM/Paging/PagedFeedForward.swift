@@ -228,10 +228,12 @@ public final class PagedFeedForward: @unchecked Sendable {
         // bit), or on the reassembled matrices.
         linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch),
                                                   tileFloats: PagedFeedForward.floatTileFloats(layout: layout))
-        // Columns: a prompt's batch through the packed batch kernel needs the down matrix reassembled too.
+        // Per step, a down matrix reassembled from the groups in memory: block rows' (unless the layers are), and
+        // the columns format's where a prompt's batch goes through the packed batch kernel.
         let columnsTiles = columns && !dense && PagedFeedForward.columnsBatchTiles(layout: layout, maxBatch: maxBatch,
                                                                                    sparsity: options.sparsity)
-        downMatrix = (columns && !columnsTiles) || dense ? nil : {
+        let reassemblesDown = !dense && (!columns || columnsTiles)
+        downMatrix = !reassemblesDown ? nil : {
             let bytes = layout.largestDownBytes
             let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
             p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
@@ -311,7 +313,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         batchG = .allocate(capacity: max(1, maxBatch) * ffn)
         batchU = .allocate(capacity: max(1, maxBatch) * ffn)
         blockRowsXq = .allocate(byteCount: columns ? 64 : PagedFeedForward.blockRowsInputBytes(dim: dim, maxBatch: maxBatch), alignment: 64)
-        batchTileBytes = (columns && !columnsTiles) || dense ? 0 : PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch)
+        batchTileBytes = reassemblesDown ? PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch) : 0
         batchTiles = batchTileBytes == 0 ? nil : .allocate(byteCount: batchTileBytes * pool.threadCount, alignment: 64)
         columnsBatchXq = columnsTiles ? .allocate(byteCount: PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: maxBatch),
                                                   alignment: 64) : nil
