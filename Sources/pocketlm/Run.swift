@@ -60,8 +60,7 @@ struct Run: AsyncParsableCommand {
         guard promptTokens.count <= contextLength else {
             throw GenerationError.promptTooLong(tokens: promptTokens.count, context: contextLength)
         }
-        // Room left after the prompt: the last sampled token needs no slot of its own.
-        let room = contextLength - promptTokens.count + 1
+        let room = lm.transformer.generationRoom(after: promptTokens.count)
         if let m = maxTokens, m > room {
             throw GenerationError.maxTokensPastContext(prompt: promptTokens.count, maxTokens: m, context: contextLength)
         }

@@ -56,7 +56,7 @@ public final class DraftModelDrafter: SpeculativeDrafter {
     public func propose(after history: UnsafeBufferPointer<Int>, limit: Int, into drafts: UnsafeMutablePointer<Int>) throws -> Int {
         let vocab = model.config.vocabSize
         // Room in the draft's own context for the history and all but the last draft.
-        let n = min(limit, model.contextLength - history.count + 1)
+        let n = min(limit, model.generationRoom(after: history.count))
         guard n > 0, let sampler else { return 0 }
         // Keep what the cache holds in common with the history; feed the rest (at least the last token).
         var common = 0

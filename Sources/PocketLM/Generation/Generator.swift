@@ -137,7 +137,7 @@ public final class Generator {
         // speculative pass writes after it; sized once.
         // Generation ends when the context is full, so a token limit past it ("as many as fit") sizes no more.
         let spec = speculation
-        let most = min(options.maxTokens, model.contextLength - prompt.count + 1)
+        let most = min(options.maxTokens, model.generationRoom(after: prompt.count))
         var history = [Int](repeating: 0, count: prompt.count + most + 1 + (spec?.maxDraft ?? 0))
         for (i, t) in prompt.enumerated() { history[i] = t }
         var historyCount = prompt.count

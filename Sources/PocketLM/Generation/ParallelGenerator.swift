@@ -186,7 +186,8 @@ public final class ParallelGenerator: Sendable {
         /// What speculative decoding did for this request (nil without a decoder).
         var speculation: SpeculationStats?
 
-        init(_ w: Waiting, sampler: Sampler, tokenizer: any Tokenizer, cachedTokens: Int, contextLength: Int, now: UInt64) {
+        /// `room`: the tokens the request can sample before its context is full (`Transformer.generationRoom`).
+        init(_ w: Waiting, sampler: Sampler, tokenizer: any Tokenizer, cachedTokens: Int, room: Int, now: UInt64) {
             id = w.id
             request = w.request
             continuation = w.continuation
@@ -196,7 +197,7 @@ public final class ParallelGenerator: Sendable {
             matcher = StopStringMatcher(w.request.stopStrings)
             history = w.request.prompt
             // A request ends when the context is full, so a token limit past it ("as many as fit") reserves no more.
-            history.reserveCapacity(w.request.prompt.count + min(w.request.maxTokens, contextLength - w.request.prompt.count + 1))
+            history.reserveCapacity(w.request.prompt.count + min(w.request.maxTokens, room))
             fed = cachedTokens
             self.cachedTokens = cachedTokens
             queueSeconds = Double(now - w.enqueued) / 1e9
@@ -316,7 +317,8 @@ public final class ParallelGenerator: Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         do {
             let sampler = try Sampler(parameters: w.request.sampling, vocabularySize: model.config.vocabSize)
-            slot.job = Job(w, sampler: sampler, tokenizer: tokenizer, cachedTokens: reused, contextLength: contextLength, now: now)
+            slot.job = Job(w, sampler: sampler, tokenizer: tokenizer, cachedTokens: reused,
+                           room: transformer.generationRoom(after: w.request.prompt.count), now: now)
             if let speculation {
                 var stats = SpeculationStats()
                 stats.passesByDraftCount = Array(repeating: 0, count: speculation.maxDraft + 1)

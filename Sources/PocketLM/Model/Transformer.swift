@@ -262,6 +262,10 @@ public final class Transformer: @unchecked Sendable {
         feedForward?.reset()
     }
 
+    /// Tokens a generation can sample after `tokens` already in a sequence before its context is full: every
+    /// position left, plus the last sampled token, which is never fed.
+    public func generationRoom(after tokens: Int) -> Int { contextLength - tokens + 1 }
+
     /// Rewinds `sequence`'s cache to `n` positions (drops the rest), e.g. to reuse a shared prompt prefix. A
     /// sliding-window ring may already have overwritten what position n needs: then the cache is reset and false
     /// returned.
