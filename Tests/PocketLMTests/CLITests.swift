@@ -349,6 +349,17 @@ struct CLITests {
         #expect(small.stdout.isEmpty)
         let unpacked = try Self.pocketlm(["run", "--model", q8, "--memory-budget", "50%"] + prompt)
         #expect(unpacked.status != 0 && unpacked.stderr.contains("pocketlm pack"), "\(unpacked.stderr)")
+        // A window or a sparsity rule that would change nothing is refused, never silently ignored: on an ordinary
+        // file (they work on a packed file's bundles) and, for a window, in a mode that keeps no window.
+        for args in [["--model", q8, "--window", "2"], ["--model", q8, "--sparsity", "exact:0.5"]] {
+            let r = try Self.pocketlm(["run"] + args + prompt)
+            #expect(r.status != 0 && r.stderr.contains("not in the flash layout") && r.stdout.isEmpty, "\(args): \(r.stderr)")
+        }
+        for mode in ["resident", "naive", "mmap"] {
+            let r = try Self.pocketlm(["run", "--model", packed, "--paging", mode, "--window", "2"] + prompt)
+            #expect(r.status != 0 && r.stderr.contains("flash paging only, not by \(mode) paging") && r.stdout.isEmpty,
+                    "\(mode): \(r.stderr)")
+        }
     }
 
     @Test("bench-flash: a row per configuration, naive as the baseline, dense quality when every neuron is used, an SVG")

@@ -192,6 +192,18 @@ struct FlashPagingTests {
             try LanguageModel(path: try TestPaths.fixture("tiny-q8_0.gguf"),
                               options: LoadOptions(threads: 1, paging: PagingOptions(mode: .flash, memoryBudget: 1 << 30)))
         }
+        // So cannot a window or a sparsity rule (they would change nothing), and only flash keeps a window.
+        for asked in [PagingOptions(window: 2), PagingOptions(sparsity: .exact(keep: 0.5))] {
+            #expect(throws: PagingError.notPacked(path: try TestPaths.fixture("tiny-q8_0.gguf"))) {
+                try LanguageModel(path: try TestPaths.fixture("tiny-q8_0.gguf"), options: LoadOptions(threads: 1, paging: asked))
+            }
+        }
+        for mode in [PagingOptions.Mode.resident, .naive, .mmap] {
+            let error = #expect(throws: PagingError.self) {
+                try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: PagingOptions(mode: mode, window: 2)))
+            }
+            #expect(error?.localizedDescription.contains("flash paging only") == true, "\(mode): \(String(describing: error))")
+        }
         #expect(throws: PagingError.noPredictor(path: path)) {
             try LanguageModel(path: path, options: LoadOptions(threads: 1, paging: PagingOptions(mode: .flash, sparsity: .predictor(keep: 0.5))))
         }

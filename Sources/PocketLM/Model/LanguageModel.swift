@@ -139,7 +139,10 @@ public final class LanguageModel {
                                      pool: pool, residentBytes: resident, maxBatch: maxBatch, activation: activation,
                                      processBudget: lender)
             }
-        } else if let paging = options.paging, paging.mode != .resident || paging.memoryBudget != nil {
+        } else if let paging = options.paging,
+                  paging.mode != .resident || paging.memoryBudget != nil || paging.window != 0 || paging.sparsity != .none {
+            // A window and a sparsity rule work on a packed file's bundles: asked of an ordinary file, they would
+            // silently do nothing.
             throw PagingError.notPacked(path: path)
         }
         // Under a budget the packed matrices' source pages leave the page cache too, and no cache file is written

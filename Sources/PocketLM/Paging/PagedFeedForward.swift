@@ -156,6 +156,10 @@ public final class PagedFeedForward: @unchecked Sendable {
         guard windows.contains(options.window) else {
             throw PagingError.invalidOption("the window must be between \(windows.lowerBound) and \(windows.upperBound) tokens, got \(options.window)")
         }
+        // Only flash keeps recently used groups; a window asked of another mode would change nothing, silently.
+        guard options.window == 0 || options.mode == .flash else {
+            throw PagingError.invalidOption("a window of recently used FFN groups is kept by flash paging only, not by \(options.mode.rawValue) paging (\(options.mode == .resident ? "every group stays in memory" : "nothing is kept between tokens"))")
+        }
 
         bundleOffsets = try (0..<layers).map { l in
             guard let info = file.tensorInfo(FlashLayout.bundlesName(l)) else { throw GGUFError.missingTensor(FlashLayout.bundlesName(l)) }

@@ -20,7 +20,7 @@ public enum PagingError: Error, LocalizedError, Equatable {
     public var errorDescription: String? {
         switch self {
         case .notPacked(let p):
-            "\(p) is not in the flash layout: paging needs a file packed from it (`FlashPacker.pack`)"
+            "\(p) is not in the flash layout: paging (a memory budget, a window, a sparsity rule) needs a file packed from it (`FlashPacker.pack`)"
         case .unsupportedWeights(let t, let ty):
             "tensor '\(t)' is \(ty): the flash layout packs the FFN weight types PocketLM computes (\(GGMLType.computableNames))"
         case .budgetTooSmall(let b, let m, let r):
