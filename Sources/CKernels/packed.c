@@ -61,14 +61,45 @@ size_t pl_packed_bytes(int type, int64_t rows, int64_t n) {
     return (size_t)(groups * (n / 32) * packed_block_bytes(type));
 }
 
+// Row r (0..15) of a 16-row group of a Q4_0/Q4_1/Q5_0/Q8_0 matrix, from its file-layout bytes into the group's
+// packed blocks og (zeroed first where Q5_0's masks are OR-ed in).
+static void pack_group_row(int type, const uint8_t *row, int r, int64_t nb, uint8_t *og) {
+    const int64_t bb = packed_block_bytes(type);
+    const int steps = type == PL_TYPE_Q8_0 ? 8 : 4;   // 4-byte steps per row per block
+    const int qoff = type == PL_TYPE_Q4_1 ? 4 : (type == PL_TYPE_Q5_0 ? 6 : 2);   // quants' offset inside a file block
+    const int fbytes = type == PL_TYPE_Q4_0 ? 18 : type == PL_TYPE_Q4_1 ? 20 : type == PL_TYPE_Q5_0 ? 22 : 34;
+    const int soff = packed_scale_offset(type);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *fb = row + b * fbytes;
+        uint8_t *o = og + b * bb;
+        for (int k = 0; k < steps; k++) {
+            uint32_t v;
+            memcpy(&v, fb + qoff + 4 * k, 4);
+            // Q8_0 quants are stored offset by 128 (unsigned), as VNNI multiplies u8 by s8.
+            if (type == PL_TYPE_Q8_0) v ^= 0x80808080u;
+            memcpy(o + k * 64 + r * 4, &v, 4);
+        }
+        if (type == PL_TYPE_Q5_0) {
+            uint32_t qh;
+            memcpy(&qh, fb + 2, 4);
+            uint64_t masks[8];
+            memcpy(masks, o + 256, 64);
+            PL_UNROLL
+            for (int k = 0; k < 4; k++) {
+                masks[2 * k] |= (uint64_t)((qh >> (4 * k)) & 15) << (4 * r);
+                masks[2 * k + 1] |= (uint64_t)((qh >> (16 + 4 * k)) & 15) << (4 * r);
+            }
+            memcpy(o + 256, masks, 64);
+        }
+        memcpy(o + soff + 2 * r, fb, 2);                                   // d
+        if (type == PL_TYPE_Q4_1) memcpy(o + soff + 32 + 2 * r, fb + 2, 2); // m
+    }
+}
+
 void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1) {
     const uint8_t *src = (const uint8_t *)w;
     if (pl_packed_k_owns(type)) { pl_pack_rows_k(type, src, row_bytes, rows, n, (uint8_t *)dst, g0, g1); return; }
     int64_t nb = n / 32, bb = packed_block_bytes(type);
-    int steps = type == PL_TYPE_Q8_0 ? 8 : 4;   // 4-byte steps per row per block
-    int qoff = type == PL_TYPE_Q4_1 ? 4 : (type == PL_TYPE_Q5_0 ? 6 : 2);   // quants' offset inside a file block
-    int fbytes = type == PL_TYPE_Q4_0 ? 18 : type == PL_TYPE_Q4_1 ? 20 : type == PL_TYPE_Q5_0 ? 22 : 34;
-    int soff = packed_scale_offset(type);
     for (int64_t g = g0; g < g1; g++) {
         int valid = rows - g * 16 < 16 ? (int)(rows - g * 16) : 16;
         // Row by row: each source row is read front to back (one stream; block-major order read 16 rows in
@@ -77,34 +108,17 @@ void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64
         uint8_t *og = (uint8_t *)dst + (size_t)(g * nb) * bb;
         // Rows past the end stay zero (scale 0); Q5_0's high-bit masks are OR-ed together row by row.
         if (valid < 16 || type == PL_TYPE_Q5_0) memset(og, 0, (size_t)(nb * bb));
-        for (int r = 0; r < valid; r++) {
-            const uint8_t *row = src + (size_t)(g * 16 + r) * row_bytes;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *fb = row + b * fbytes;
-                uint8_t *o = og + b * bb;
-                for (int k = 0; k < steps; k++) {
-                    uint32_t v;
-                    memcpy(&v, fb + qoff + 4 * k, 4);
-                    // Q8_0 quants are stored offset by 128 (unsigned), as VNNI multiplies u8 by s8.
-                    if (type == PL_TYPE_Q8_0) v ^= 0x80808080u;
-                    memcpy(o + k * 64 + r * 4, &v, 4);
-                }
-                if (type == PL_TYPE_Q5_0) {
-                    uint32_t qh;
-                    memcpy(&qh, fb + 2, 4);
-                    uint64_t masks[8];
-                    memcpy(masks, o + 256, 64);
-                    PL_UNROLL
-                    for (int k = 0; k < 4; k++) {
-                        masks[2 * k] |= (uint64_t)((qh >> (4 * k)) & 15) << (4 * r);
-                        masks[2 * k + 1] |= (uint64_t)((qh >> (16 + 4 * k)) & 15) << (4 * r);
-                    }
-                    memcpy(o + 256, masks, 64);
-                }
-                memcpy(o + soff + 2 * r, fb, 2);                                   // d
-                if (type == PL_TYPE_Q4_1) memcpy(o + soff + 32 + 2 * r, fb + 2, 2); // m
-            }
-        }
+        for (int r = 0; r < valid; r++) pack_group_row(type, src + (size_t)(g * 16 + r) * row_bytes, r, nb, og);
+    }
+}
+
+void pl_pack_row_list(int type, const void *const *rows, size_t offset, int64_t n_rows, int64_t n, void *dst) {
+    const int64_t nb = n / 32, bb = packed_block_bytes(type);
+    for (int64_t g = 0; g * 16 < n_rows; g++) {
+        const int valid = n_rows - g * 16 < 16 ? (int)(n_rows - g * 16) : 16;
+        uint8_t *og = (uint8_t *)dst + (size_t)(g * nb) * bb;
+        if (valid < 16 || type == PL_TYPE_Q5_0) memset(og, 0, (size_t)(nb * bb));
+        for (int r = 0; r < valid; r++) pack_group_row(type, (const uint8_t *)rows[g * 16 + r] + offset, r, nb, og);
     }
 }
 

@@ -348,6 +348,21 @@ static void test_matmul_packed(int tier, const char *name) {
             uint8_t *packed = aligned_alloc(64, (pbytes + 63) / 64 * 64);
             int64_t groups = (rows + 15) / 16;
             pl_pack_rows(t->type, w, row_bytes, rows, n, packed, 0, groups);
+            if (t->type != PL_TYPE_Q4_K) {
+                // pl_pack_row_list: the same rows, each at its own address (here in reverse order behind a 5-byte
+                // offset, as a paged FFN's bundles sit in their groups' buffers), packed to the same bytes.
+                uint8_t *scattered = malloc((row_bytes + 5) * rows), *listed = aligned_alloc(64, (pbytes + 63) / 64 * 64);
+                const void **pointers = malloc(sizeof(void *) * rows);
+                for (int r = 0; r < rows; r++) {
+                    uint8_t *at = scattered + (size_t)(rows - 1 - r) * (row_bytes + 5);
+                    memcpy(at + 5, w + (size_t)r * row_bytes, row_bytes);
+                    pointers[r] = at;
+                }
+                memset(listed, 0xA5, pbytes);   // every byte written, the last group's padding rows too
+                pl_pack_row_list(t->type, pointers, 5, rows, n, listed);
+                check(memcmp(packed, listed, pbytes) == 0, name, "row list = pack_rows", t->type, rows, 0);
+                free(scattered); free(listed); free(pointers);
+            }
             for (size_t tc = 0; tc < sizeof token_counts / sizeof token_counts[0]; tc++) {
                 int tokens = token_counts[tc], stride = act_bytes(act, n);
                 uint8_t *xq = random_quantized_inputs(act, n, tokens, tier);

@@ -194,6 +194,10 @@ int pl_packed_type_supported(int type);
 size_t pl_packed_bytes(int type, int64_t rows, int64_t n);
 /// Packs row groups g0 ..< g1 (16 rows each) of w into dst (the whole packed buffer).
 void pl_pack_rows(int type, const void *w, size_t row_bytes, int64_t rows, int64_t n, void *dst, int64_t g0, int64_t g1);
+/// pl_pack_rows of `n_rows` rows that each sit at their own address (rows[r] + offset), into dst from its first group:
+/// a paged FFN's rows, group after group of the file's (each its own read buffer), fill whole 16-row groups even
+/// where a group's neuron count is not a multiple of 16 (the columns format's). Q4_0, Q4_1, Q5_0 and Q8_0.
+void pl_pack_row_list(int type, const void *const *rows, size_t offset, int64_t n_rows, int64_t n, void *dst);
 /// pl_matmul_q over a packed matrix: rows r0 ..< r1, both multiples of 16 (r1 may be `rows`, the true row count).
 void pl_matmul_packed(int type, const void *packed, int64_t rows, int64_t n, const void *xq, size_t xq_stride,
                       int64_t n_tokens, float *y, int64_t ldy, int64_t r0, int64_t r1);

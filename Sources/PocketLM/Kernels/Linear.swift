@@ -237,6 +237,16 @@ public struct Linear {
         }
     }
 
+    /// `matmulPackingTiles` for `count` (≤ `packingTileRows`) rows that each sit at their own address, `rows[r] +
+    /// offset` (a paged FFN's rows, group after group, each group its own buffer): packed into one tile together, so
+    /// groups whose row counts are not multiples of 16 still fill the packed kernel's 16-row groups.
+    static func matmulPackingRowList(_ type: Int32, _ rows: UnsafePointer<UnsafeRawPointer?>, offset: Int, count: Int,
+                                     columns: Int, _ xq: UnsafeRawPointer, stride: Int, n: Int,
+                                     _ out: UnsafeMutablePointer<Float>, ldo: Int, tile: UnsafeMutableRawPointer) {
+        pl_pack_row_list(type, rows, offset, Int64(count), Int64(columns), tile)
+        pl_matmul_packed(type, tile, Int64(count), Int64(columns), xq, stride, Int64(n), out, Int64(ldo), 0, Int64(count))
+    }
+
     /// out[i, r] for rows `range` of a packed matrix and `n` quantized inputs.
     @inline(__always)
     static func matmulPacked(_ type: Int32, _ packed: UnsafeRawPointer, rows: Int, columns: Int, rowBytes: Int,

@@ -141,19 +141,37 @@ extension PagedFeedForward {
         g.initialize(repeating: 0, count: rows * ffn)
         u.initialize(repeating: 0, count: rows * ffn)
         ColumnsDownMatrix.writeScales(downScales[block], into: down, dim: dim, ffn: ffn)
-        let parts = pool.threadCount
+        let parts = pool.threadCount, groupNeurons = layout.groupNeurons, tileRows = Linear.packingTileRows
         pool.run(parts: parts) { p in
             let tile = tiles + p * tileBytes
-            for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) where uses(gi) {
-                let base = location[gi]!, neurons = layout.neurons(inGroup: gi), lo = neurons.lowerBound
-                Linear.matmulPackingTiles(q8, base, rowBytes: nb, columns: dim, UnsafeRawPointer(xq), stride: xStride,
-                                          n: rows, g + lo, ldo: ffn, 0..<neurons.count, tile: tile)
-                Linear.matmulPackingTiles(q8, base + rowBytes, rowBytes: nb, columns: dim, UnsafeRawPointer(xq),
-                                          stride: xStride, n: rows, u + lo, ldo: ffn, 0..<neurons.count, tile: tile)
-                for t in 0..<rows { activation.apply(g + t * ffn + lo, u + t * ffn + lo, count: neurons.count) }
-                for (j, i) in neurons.enumerated() {
-                    ColumnsDownMatrix.writeColumn(base + j * nb + columnOffset, neuron: i, into: down, dim: dim, ffn: ffn)
+            // The thread's neurons in runs of up to a tile's rows across its groups (a group's 36 neurons alone
+            // filled three 16-row groups of the kernel, 48 rows computed for 36); a run ends at a group not used.
+            withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: tileRows) { bundles in
+                let list = bundles.baseAddress!
+                var count = 0, first = 0   // the run: neurons first ..< first + count, list[j] neuron first + j's bundle
+                func flush() {
+                    guard count > 0 else { return }
+                    Linear.matmulPackingRowList(q8, list, offset: 0, count: count, columns: dim, UnsafeRawPointer(xq),
+                                                stride: xStride, n: rows, g + first, ldo: ffn, tile: tile)
+                    Linear.matmulPackingRowList(q8, list, offset: rowBytes, count: count, columns: dim, UnsafeRawPointer(xq),
+                                                stride: xStride, n: rows, u + first, ldo: ffn, tile: tile)
+                    for t in 0..<rows { activation.apply(g + t * ffn + first, u + t * ffn + first, count: count) }
+                    for j in 0..<count {
+                        ColumnsDownMatrix.writeColumn(list[j]! + columnOffset, neuron: first + j, into: down, dim: dim, ffn: ffn)
+                    }
+                    count = 0
                 }
+                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
+                    guard uses(gi) else { flush(); continue }
+                    let base = UnsafeRawPointer(location[gi]!)
+                    for i in layout.neurons(inGroup: gi) {
+                        if count == 0 { first = i }
+                        list[count] = base + (i - gi * groupNeurons) * nb
+                        count += 1
+                        if count == tileRows { flush() }
+                    }
+                }
+                flush()
             }
         }
         for gi in 0..<G where uses(gi) { stats.neuronsComputed += layout.neurons(inGroup: gi).count * rows }
