@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 import PocketLM
@@ -342,6 +343,23 @@ struct CLITests {
             let paging = try #require(obj["paging"] as? [String: Any])
             let stats = try #require(paging["stats"] as? [String: Any])
             #expect((stats["bytes_read"] as? Int ?? 0) > 0, "\(args) read nothing")
+        }
+        // A prompt's batch under a budget runs the kernels the ordinary file's prompt runs, on every tier this CPU has:
+        // the same logits. (The avx2 tier's Q8_0 prompt kernel sums in another order than its bundle kernels: a paged
+        // prompt of PL_AVX2_Q8_BLOCK_ORDER_MIN tokens or more gave other logits there, 30.119 against 30.146.)
+        let long = ["--prompt", "Summarise in one line: the quick brown fox jumps over the lazy dog, twice, then sleeps.",
+                    "--temperature", "0", "--max-tokens", "1", "--top-logits", "5", "--json", "--context", "512"]
+        for tier in KernelISA.supported {
+            let env = ["POCKETLM_ISA": tier.rawValue]
+            let ordinary = try Self.json(try Self.pocketlm(["run", "--model", q8] + long, environment: env).stdout)
+            let paged = try Self.json(try Self.pocketlm(["run", "--model", packed, "--memory-budget", "150M"] + long,
+                                                        environment: env).stdout)
+            let prompt = try #require(ordinary["prompt_tokens"] as? [Int])
+            #expect(prompt.count >= Int(PL_AVX2_Q8_BLOCK_ORDER_MIN) && paged["isa"] as? String == tier.rawValue)
+            func top(_ o: [String: Any]) -> [String] {
+                ((o["top_logits"] as? [[[String: Any]]])?.first ?? []).map { "\($0["id"] ?? "") \($0["logit"] ?? "")" }
+            }
+            #expect(!top(ordinary).isEmpty && top(paged) == top(ordinary), "\(tier)")
         }
         let small = try Self.pocketlm(["run", "--model", packed, "--memory-budget", "20M"] + prompt)
         #expect(small.status != 0)

@@ -134,8 +134,8 @@ extension PagedFeedForward {
                 }
             } else if let tiles, PagedFeedForward.packsBatchTiles(types.down) {
                 // A prompt's batch on the reassembled matrix: the packed batch kernel.
-                multiplyPackingTiles(types.down, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: n,
-                                     xq: UnsafeMutableRawPointer(linear.quantizedInput), out + r0 * dim, tiles: tiles)
+                multiplyReassembled(types.down, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: n,
+                                    xq: UnsafeMutableRawPointer(linear.quantizedInput), out + r0 * dim, tiles: tiles)
             } else {
                 // (Gathering with no group used: every h is 0, and the matrix's stale contents times zero are zeros.)
                 linear(downWeights, g, n: n, out + r0 * dim)
@@ -145,21 +145,27 @@ extension PagedFeedForward {
     }
 
     /// out[t·rows + r] = row r of `matrix` (`rows` × `columns` of `type`, in the file's row layout) · input t, for a
-    /// prompt's batch of `n` inputs (`columns` floats each): the inputs quantized into `xq`, then each thread's share
-    /// of the rows through the packed batch kernel, packed a tile at a time into the thread's tile (the row kernel's
-    /// bits). A matrix reassembled each step (block rows' down, the columns format's down rebuilt as Q8_0 rows).
-    func multiplyPackingTiles(_ type: GGMLType, _ matrix: UnsafeRawPointer, rows: Int, columns: Int,
-                              _ input: UnsafePointer<Float>, n: Int, xq: UnsafeMutableRawPointer,
-                              _ out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer) {
+    /// prompt's batch of `n` inputs (`columns` floats each), a matrix reassembled each step (block rows' down, the
+    /// columns format's down rebuilt as Q8_0 rows): the inputs quantized into `xq`, then each thread's share of the
+    /// rows through the packed batch kernel, packed a tile at a time into the thread's tile, or with no `tiles` the
+    /// row kernel in place — the kernels the ordinary file's matrix runs for the batch, so its bits.
+    func multiplyReassembled(_ type: GGMLType, _ matrix: UnsafeRawPointer, rows: Int, columns: Int,
+                             _ input: UnsafePointer<Float>, n: Int, xq: UnsafeMutableRawPointer,
+                             _ out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer?) {
         let t = Int32(type.rawValue), act = pl_activation_type(t), stride = Linear.quantizedInputBytes(columns: columns)
         let rowBytes = type.rowBytes(columns: columns)!, tileBytes = batchTileBytes, parts = pool.threadCount
         pool.parallelRanges(n) { range in
             for i in range { Linear.quantize(input + i * columns, count: columns, activation: act, into: xq + i * stride) }
         }
         pool.run(parts: parts) { p in
-            Linear.matmulPackingTiles(t, matrix, rowBytes: rowBytes, columns: columns, UnsafeRawPointer(xq), stride: stride,
-                                      n: n, out, ldo: rows, ThreadPool.share(rows, granularity: 16, part: p, parts: parts),
-                                      tile: tiles + p * tileBytes)
+            let share = ThreadPool.share(rows, granularity: 16, part: p, parts: parts)
+            if let tiles {
+                Linear.matmulPackingTiles(t, matrix, rowBytes: rowBytes, columns: columns, UnsafeRawPointer(xq), stride: stride,
+                                          n: n, out, ldo: rows, share, tile: tiles + p * tileBytes)
+            } else if !share.isEmpty {
+                pl_matmul_q(t, matrix, rowBytes, UnsafeRawPointer(xq), stride, Int64(n), out, Int64(rows), Int64(columns),
+                            Int64(share.lowerBound), Int64(share.upperBound))
+            }
         }
     }
 

@@ -63,8 +63,8 @@ extension PagedFeedForward {
         // A batch whose rows share one list (no per-row predictor choice) gets its gate/up from one pass over
         // the bundles, each used for every row while in cache (bit-identical to one row at a time).
         let batched = rows > 1 && predictors.isEmpty
-        if batched && rows > Linear.smallBatch, let tiles = batchTiles, let xq = columnsBatchXq, let down = downMatrix {
-            computeColumnsBatch(block: block, buffer: buffer, input: input, rows: rows, out: out, tiles: tiles, xq: xq, down: down)
+        if batched && rows > Linear.smallBatch, let xq = columnsBatchXq, let down = downMatrix {
+            computeColumnsBatch(block: block, buffer: buffer, input: input, rows: rows, out: out, tiles: batchTiles, xq: xq, down: down)
             return
         }
         if batched {
@@ -118,14 +118,19 @@ extension PagedFeedForward {
         }
     }
 
-    /// A prompt's batch on AVX-512 VNNI, every neuron in memory computed: per group in memory, its gate and up rows
-    /// (a bundle's rows, `neuronBytes` apart) through the packed batch kernel a tile at a time, the activation, and its
-    /// down columns written into a reassembled Q8_0 down matrix (the resident scales, the columns' int8 quants);
-    /// then the packed batch kernel on that matrix, h quantized per row over the whole layer (neurons not in memory
-    /// are 0, so the matrix's stale blocks there add exact zeros). The dense kernels' arithmetic, as the bundle
-    /// kernels keep it, so the same bits; ~2.5× the bundle kernels' speed for a 298-token SmolLM2 Q8_0 prompt.
+    /// A prompt's batch, every neuron in memory computed, through the kernels the ordinary file's prompt runs, so its
+    /// bits on every tier: per group in memory its gate and up rows (a bundle's rows, `neuronBytes` apart), the
+    /// activation, and its down columns written into a reassembled Q8_0 down matrix (the resident scales, the columns'
+    /// int8 quants); then that matrix, h quantized per row over the whole layer (neurons not in memory are 0, so the
+    /// matrix's stale blocks there add exact zeros). On AVX-512 VNNI (`tiles`: the ordinary file's Q8_0 matrices are
+    /// packed at load there) the rows go through the packed batch kernel, a thread's neurons packed in runs of up to 64
+    /// across its groups (a group's 36 neurons alone filled three 16-row groups, 48 rows computed for 36); ~2.5× the
+    /// bundle kernels' speed for a 298-token SmolLM2 Q8_0 prompt. Elsewhere the row kernel runs on the bundles' rows in
+    /// place: the bundle kernels give one-token decoding's bits, but the AVX2 tier's prompt kernel sums in another order
+    /// (`PL_AVX2_Q8_BLOCK_ORDER_MIN`), so a paged prompt there gave other logits than the ordinary file (SmolLM2 Q8_0's
+    /// top logit 30.119 against 30.146) at half its speed.
     func computeColumnsBatch(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
-                             out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer, xq: UnsafeMutableRawPointer,
+                             out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer?, xq: UnsafeMutableRawPointer,
                              down: UnsafeMutableRawPointer) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
         let nb = layout.neuronBytes, rowBytes = layout.gateRowBytes(block), columnOffset = 2 * rowBytes
@@ -142,29 +147,46 @@ extension PagedFeedForward {
         u.initialize(repeating: 0, count: rows * ffn)
         ColumnsDownMatrix.writeScales(downScales[block], into: down, dim: dim, ffn: ffn)
         let parts = pool.threadCount, groupNeurons = layout.groupNeurons, tileRows = Linear.packingTileRows
+        let xqc = UnsafeRawPointer(xq)
+        // The activation and the down columns of neurons first ..< first + count, list[j] neuron first + j's bundle.
+        func finish(_ list: UnsafePointer<UnsafeRawPointer?>, first: Int, count: Int) {
+            for t in 0..<rows { activation.apply(g + t * ffn + first, u + t * ffn + first, count: count) }
+            for j in 0..<count {
+                ColumnsDownMatrix.writeColumn(list[j]! + columnOffset, neuron: first + j, into: down, dim: dim, ffn: ffn)
+            }
+        }
         pool.run(parts: parts) { p in
-            let tile = tiles + p * tileBytes
-            // The thread's neurons in runs of up to a tile's rows across its groups (a group's 36 neurons alone
-            // filled three 16-row groups of the kernel, 48 rows computed for 36); a run ends at a group not used.
             withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: tileRows) { bundles in
                 let list = bundles.baseAddress!
-                var count = 0, first = 0   // the run: neurons first ..< first + count, list[j] neuron first + j's bundle
+                var count = 0, first = 0   // the run: neurons first ..< first + count
                 func flush() {
-                    guard count > 0 else { return }
-                    Linear.matmulPackingRowList(q8, list, offset: 0, count: count, columns: dim, UnsafeRawPointer(xq),
-                                                stride: xStride, n: rows, g + first, ldo: ffn, tile: tile)
-                    Linear.matmulPackingRowList(q8, list, offset: rowBytes, count: count, columns: dim, UnsafeRawPointer(xq),
-                                                stride: xStride, n: rows, u + first, ldo: ffn, tile: tile)
-                    for t in 0..<rows { activation.apply(g + t * ffn + first, u + t * ffn + first, count: count) }
-                    for j in 0..<count {
-                        ColumnsDownMatrix.writeColumn(list[j]! + columnOffset, neuron: first + j, into: down, dim: dim, ffn: ffn)
-                    }
+                    guard count > 0, let tiles else { return }
+                    let tile = tiles + p * tileBytes
+                    Linear.matmulPackingRowList(q8, list, offset: 0, count: count, columns: dim, xqc, stride: xStride,
+                                                n: rows, g + first, ldo: ffn, tile: tile)
+                    Linear.matmulPackingRowList(q8, list, offset: rowBytes, count: count, columns: dim, xqc, stride: xStride,
+                                                n: rows, u + first, ldo: ffn, tile: tile)
+                    finish(list, first: first, count: count)
                     count = 0
                 }
                 for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
                     guard uses(gi) else { flush(); continue }
-                    let base = UnsafeRawPointer(location[gi]!)
-                    for i in layout.neurons(inGroup: gi) {
+                    let base = UnsafeRawPointer(location[gi]!), neurons = layout.neurons(inGroup: gi)
+                    if tiles == nil {
+                        // The row kernel on the group's rows where they lie.
+                        let lo = neurons.lowerBound, n = Int64(neurons.count)
+                        pl_matmul_q(q8, base, nb, xqc, xStride, Int64(rows), g + lo, Int64(ffn), Int64(dim), 0, n)
+                        pl_matmul_q(q8, base + rowBytes, nb, xqc, xStride, Int64(rows), u + lo, Int64(ffn), Int64(dim), 0, n)
+                        var j0 = 0   // (a group of more neurons than the list holds: --bundle-bytes 256K has 145)
+                        while j0 < neurons.count {
+                            let c = min(tileRows, neurons.count - j0)
+                            for j in 0..<c { list[j] = base + (j0 + j) * nb }
+                            finish(list, first: lo + j0, count: c)
+                            j0 += c
+                        }
+                        continue
+                    }
+                    for i in neurons {
                         if count == 0 { first = i }
                         list[count] = base + (i - gi * groupNeurons) * nb
                         count += 1
@@ -175,7 +197,7 @@ extension PagedFeedForward {
             }
         }
         for gi in 0..<G where uses(gi) { stats.neuronsComputed += layout.neurons(inGroup: gi).count * rows }
-        multiplyPackingTiles(.q8_0, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: rows, xq: xq, out, tiles: tiles)
+        multiplyReassembled(.q8_0, UnsafeRawPointer(down), rows: dim, columns: ffn, g, n: rows, xq: xq, out, tiles: tiles)
     }
 
     /// The exact/threshold rules: drop neurons by their computed |h|. Returns the neurons kept (the list is

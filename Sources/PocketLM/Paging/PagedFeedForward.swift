@@ -234,9 +234,9 @@ public final class PagedFeedForward: @unchecked Sendable {
                                                   tileFloats: PagedFeedForward.floatTileFloats(layout: layout))
         // Per step, a down matrix reassembled from the groups in memory: block rows' (unless the layers are), and
         // the columns format's where a prompt's batch goes through the packed batch kernel.
-        let columnsTiles = columns && !dense && PagedFeedForward.columnsBatchTiles(layout: layout, maxBatch: maxBatch,
+        let columnsBatched = columns && !dense && PagedFeedForward.columnsBatch(layout: layout, maxBatch: maxBatch,
                                                                                    sparsity: options.sparsity)
-        let reassemblesDown = !dense && (!columns || columnsTiles)
+        let reassemblesDown = !dense && (!columns || columnsBatched)
         downMatrix = !reassemblesDown ? nil : {
             let bytes = layout.largestDownBytes
             let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
@@ -319,7 +319,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         blockRowsXq = .allocate(byteCount: columns ? 64 : PagedFeedForward.blockRowsInputBytes(dim: dim, maxBatch: maxBatch), alignment: 64)
         batchTileBytes = reassemblesDown ? PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch) : 0
         batchTiles = batchTileBytes == 0 ? nil : .allocate(byteCount: batchTileBytes * pool.threadCount, alignment: 64)
-        columnsBatchXq = columnsTiles ? .allocate(byteCount: PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: maxBatch),
+        columnsBatchXq = columnsBatched ? .allocate(byteCount: PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: maxBatch),
                                                   alignment: 64) : nil
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
         acc = .allocate(capacity: accPerPart * pool.threadCount)
@@ -378,7 +378,7 @@ public final class PagedFeedForward: @unchecked Sendable {
                 + 4 * floatTileFloats(layout: layout)
                 + tiles
         }
-        guard columnsBatchTiles(layout: layout, maxBatch: maxBatch, sparsity: sparsity) else { return 0 }
+        guard columnsBatch(layout: layout, maxBatch: maxBatch, sparsity: sparsity) else { return 0 }
         return layout.largestDownBytes + tiles + columnsBatchInputBytes(layout: layout, maxBatch: maxBatch)
     }
 
@@ -404,12 +404,13 @@ public final class PagedFeedForward: @unchecked Sendable {
         pl_packed_supported() != 0 && MappedWeightStore.packs(type: type)
     }
 
-    /// Whether a columns-format (Q8_0) layer computes a prompt's batch through the packed batch kernel: gate/up rows
-    /// packed a tile at a time from the bundles, the down matrix reassembled from their columns and the resident
-    /// scales. Only with every neuron in memory computed (no compute rule drops any after the fact).
-    public static func columnsBatchTiles(layout: FlashLayout, maxBatch: Int, sparsity: PagingOptions.Sparsity) -> Bool {
+    /// Whether a columns-format (Q8_0) layer computes a prompt's batch (more rows than the few-inputs kernels take)
+    /// through the dense kernels: its gate/up rows read from the bundles, the down matrix reassembled from their
+    /// columns and the resident scales (`computeColumnsBatch`). Only with every neuron in memory computed (no compute
+    /// rule drops any after the fact).
+    public static func columnsBatch(layout: FlashLayout, maxBatch: Int, sparsity: PagingOptions.Sparsity) -> Bool {
         guard layout.format == .columns, case .none = sparsity else { return false }
-        return batchTileBytes(layout: layout, maxBatch: maxBatch) > 0
+        return maxBatch > Linear.smallBatch
     }
 
     /// Bytes of the columns batch's quantized inputs and h rows (`columnsBatchXq`).
