@@ -90,6 +90,16 @@ struct ParallelGeneratorTests {
         try checkBatchMatchesAlone(path: try TestPaths.fixture(fixture), prompts: Self.prompts, steps: 4)
     }
 
+    /// More sequences than the few-inputs kernels take (`Transformer.decodeBatchRows`): past it the prompt's kernels
+    /// (sgemm for float weights, the AVX2 tier's block-order Q8_0 kernel) summed in another order, so a row depended
+    /// on how many others shared its step.
+    @Test("12 sequences in one decode batch: each still equals the sequence decoded alone, bit for bit",
+          arguments: ["tiny-f16.gguf", "tiny-q8_0.gguf"])
+    func batchOfTwelveEqualsAlone(fixture: String) throws {
+        let prompts = (0..<12).map { "\(Self.prompts[$0 % 4]) \(String(repeating: "and ", count: $0 / 4))" }
+        try checkBatchMatchesAlone(path: try TestPaths.fixture(fixture), prompts: prompts, steps: 3)
+    }
+
     @Test("Gemma 3 (sliding-window rings per sequence): a decode batch equals each sequence alone")
     func batchEqualsAloneGemma() throws {
         try checkBatchMatchesAlone(model: "gemma-3-270m-q4_k_m.gguf", prompts: Array(Self.prompts.prefix(3)), steps: 4)

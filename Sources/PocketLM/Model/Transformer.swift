@@ -334,12 +334,28 @@ public final class Transformer: @unchecked Sendable {
             guard positions[s] + 1 <= contextLength else {
                 throw ModelError.contextOverflow(needed: positions[s] + 1, context: contextLength)
             }
-            rowSequence[i] = s
-            rowPosition[i] = positions[s]
         }
-        try forwardChunk(tokens, logits: allLogitsBuffer(), all: true)
+        // At most `decodeBatchRows` rows a pass: past them the matrices run the prompt's kernels, whose sums differ.
+        let logits = allLogitsBuffer()
+        var start = 0
+        while start < n {
+            let count = min(Transformer.decodeBatchRows, n - start)
+            for i in 0..<count {
+                rowSequence[i] = sequences[start + i]
+                rowPosition[i] = positions[sequences[start + i]]
+            }
+            try forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<(start + count)]),
+                             logits: logits + start * config.vocabSize, all: true)
+            start += count
+        }
         return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
     }
+
+    /// Rows of one decode pass: every projection then runs the few-inputs kernels (`Linear.smallBatch`, float weights'
+    /// `PL_FLOAT_FEW_MAX`), which give each row the bits a lone decode gives it. A larger batch would run the prompt's
+    /// kernels (sgemm, the AVX2 tier's block-order Q8_0 kernel), whose sums differ, so a row's logits would depend on
+    /// how many sequences shared its step; more rows are run this many at a time (each pass streams the weights once).
+    public static let decodeBatchRows = min(Linear.smallBatch, Int(PL_FLOAT_FEW_MAX))
 
     private func checkSequence(_ sequence: Int) throws {
         guard caches.indices.contains(sequence) else {
