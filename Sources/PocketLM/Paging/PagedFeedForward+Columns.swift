@@ -148,45 +148,43 @@ extension PagedFeedForward {
         ColumnsDownMatrix.writeScales(downScales[block], into: down, dim: dim, ffn: ffn)
         let parts = pool.threadCount, groupNeurons = layout.groupNeurons, tileRows = Linear.packingTileRows
         let xqc = UnsafeRawPointer(xq)
-        // The activation and the down columns of neurons first ..< first + count, list[j] neuron first + j's bundle.
-        func finish(_ list: UnsafePointer<UnsafeRawPointer?>, first: Int, count: Int) {
+        // The activation and the down columns of neurons first ..< first + count, neuron first + j's bundle at bundle(j).
+        func finish(first: Int, count: Int, bundle: (Int) -> UnsafeRawPointer) {
             for t in 0..<rows { activation.apply(g + t * ffn + first, u + t * ffn + first, count: count) }
             for j in 0..<count {
-                ColumnsDownMatrix.writeColumn(list[j]! + columnOffset, neuron: first + j, into: down, dim: dim, ffn: ffn)
+                ColumnsDownMatrix.writeColumn(bundle(j) + columnOffset, neuron: first + j, into: down, dim: dim, ffn: ffn)
             }
         }
         pool.run(parts: parts) { p in
+            let groups = ThreadPool.share(G, granularity: 1, part: p, parts: parts)
+            guard let tiles else {
+                // The row kernel on each group's rows where they lie.
+                for gi in groups where uses(gi) {
+                    let base = UnsafeRawPointer(location[gi]!), neurons = layout.neurons(inGroup: gi)
+                    let lo = neurons.lowerBound, n = Int64(neurons.count)
+                    pl_matmul_q(q8, base, nb, xqc, xStride, Int64(rows), g + lo, Int64(ffn), Int64(dim), 0, n)
+                    pl_matmul_q(q8, base + rowBytes, nb, xqc, xStride, Int64(rows), u + lo, Int64(ffn), Int64(dim), 0, n)
+                    finish(first: lo, count: neurons.count) { base + $0 * nb }
+                }
+                return
+            }
+            let tile = tiles + p * tileBytes
             withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: tileRows) { bundles in
                 let list = bundles.baseAddress!
-                var count = 0, first = 0   // the run: neurons first ..< first + count
+                var count = 0, first = 0   // the run: neurons first ..< first + count, list[j] neuron first + j's bundle
                 func flush() {
-                    guard count > 0, let tiles else { return }
-                    let tile = tiles + p * tileBytes
+                    guard count > 0 else { return }
                     Linear.matmulPackingRowList(q8, list, offset: 0, count: count, columns: dim, xqc, stride: xStride,
                                                 n: rows, g + first, ldo: ffn, tile: tile)
                     Linear.matmulPackingRowList(q8, list, offset: rowBytes, count: count, columns: dim, xqc, stride: xStride,
                                                 n: rows, u + first, ldo: ffn, tile: tile)
-                    finish(list, first: first, count: count)
+                    finish(first: first, count: count) { list[$0]! }
                     count = 0
                 }
-                for gi in ThreadPool.share(G, granularity: 1, part: p, parts: parts) {
+                for gi in groups {
                     guard uses(gi) else { flush(); continue }
-                    let base = UnsafeRawPointer(location[gi]!), neurons = layout.neurons(inGroup: gi)
-                    if tiles == nil {
-                        // The row kernel on the group's rows where they lie.
-                        let lo = neurons.lowerBound, n = Int64(neurons.count)
-                        pl_matmul_q(q8, base, nb, xqc, xStride, Int64(rows), g + lo, Int64(ffn), Int64(dim), 0, n)
-                        pl_matmul_q(q8, base + rowBytes, nb, xqc, xStride, Int64(rows), u + lo, Int64(ffn), Int64(dim), 0, n)
-                        var j0 = 0   // (a group of more neurons than the list holds: --bundle-bytes 256K has 145)
-                        while j0 < neurons.count {
-                            let c = min(tileRows, neurons.count - j0)
-                            for j in 0..<c { list[j] = base + (j0 + j) * nb }
-                            finish(list, first: lo + j0, count: c)
-                            j0 += c
-                        }
-                        continue
-                    }
-                    for i in neurons {
+                    let base = UnsafeRawPointer(location[gi]!)
+                    for i in layout.neurons(inGroup: gi) {
                         if count == 0 { first = i }
                         list[count] = base + (i - gi * groupNeurons) * nb
                         count += 1

@@ -233,7 +233,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         linear = columns && !dense ? nil : Linear(pool: pool, maxColumns: max(dim, ffn), maxBatch: max(1, maxBatch),
                                                   tileFloats: PagedFeedForward.floatTileFloats(layout: layout))
         // Per step, a down matrix reassembled from the groups in memory: block rows' (unless the layers are), and
-        // the columns format's where a prompt's batch goes through the packed batch kernel.
+        // the columns format's for a prompt's batch (`computeColumnsBatch`).
         let columnsBatched = columns && !dense && PagedFeedForward.columnsBatch(layout: layout, maxBatch: maxBatch,
                                                                                    sparsity: options.sparsity)
         let reassemblesDown = !dense && (!columns || columnsBatched)
