@@ -81,6 +81,29 @@ struct SpeculativeDecodingTests {
         #expect(worst > 0 && worst < 0.02, "max |diff| \(worst)")
     }
 
+    /// A verify pass (`decodeRun`) of more tokens than the few-inputs kernels take: 8 rows a pass, so even float
+    /// weights, whose batch kernel is sgemm (above), and the AVX2 tier's Q8_0 (its prompt kernel) give decoding's bits.
+    @Test("a verify pass of 15 tokens gives one-token decoding's logits bit for bit (F32, and Q8_0 on every tier)",
+          arguments: ["F32", "Q8_0"])
+    func verifyRunEqualsDecode(format: String) throws {
+        let lm = try Self.load(format, context: 256)
+        let t = lm.transformer, vocab = t.config.vocabSize
+        let tokens = lm.encodePrompt("The history of the lighthouse begins in 1871, when three ships were lost off the cape in one winter storm",
+                                     parseSpecial: false)
+        let split = 6
+        try #require(tokens.count - split >= 15)
+        _ = try tokens[0..<split].withUnsafeBufferPointer { try t.forward($0) }
+        let run = Array(try tokens[split..<(split + 15)].withUnsafeBufferPointer { try t.decodeRun($0) })
+        #expect(t.position == split + 15)
+        t.truncate(to: split)
+        var differing = 0
+        for (i, token) in tokens[split..<(split + 15)].enumerated() {
+            let one = try t.decode(token)
+            for j in 0..<vocab where one[j].bitPattern != run[i * vocab + j].bitPattern { differing += 1 }
+        }
+        #expect(differing == 0, "\(format): \(differing) logits differ between the verify pass and one-token decoding")
+    }
+
     @Test("greedy lookup speculation equals plain decoding on many prompts (Q4_1 and Q8_0)", arguments: ["Q4_1", "Q8_0"])
     func greedyLookup(format: String) throws {
         let lm = try Self.load(format)

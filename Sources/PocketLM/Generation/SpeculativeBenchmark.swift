@@ -113,7 +113,7 @@ public struct SpeculativeBenchmark {
             for _ in 0..<repetitions {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 _ = try tokens.withUnsafeBufferPointer { p in
-                    n == 1 ? try model.decode(p[0]) : try model.forward(UnsafeBufferPointer(rebasing: p[0..<n]), allLogits: true)
+                    n == 1 ? try model.decode(p[0]) : try model.decodeRun(UnsafeBufferPointer(rebasing: p[0..<n]))
                 }
                 samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
                 model.truncate(to: base)

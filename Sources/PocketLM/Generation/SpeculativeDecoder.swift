@@ -112,7 +112,7 @@ public final class SpeculativeDecoder: @unchecked Sendable {
         let base = model.position(of: sequence)
         let vocab = model.config.vocabSize
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let rows = try model.forward(UnsafeBufferPointer(start: history + count - 1, count: drafted + 1), allLogits: true, sequence: sequence)
+        let rows = try model.decodeRun(UnsafeBufferPointer(start: history + count - 1, count: drafted + 1), sequence: sequence)
         lengths.recordVerifyPass(drafts: drafted, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         var accepted = 0
         var next = -1

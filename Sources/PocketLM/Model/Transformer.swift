@@ -315,6 +315,24 @@ public final class Transformer: @unchecked Sendable {
         return UnsafeBufferPointer(start: lastLogits, count: config.vocabSize)
     }
 
+    /// Feeds `tokens` at the next positions of `sequence` and returns every position's logits (`tokens.count ×
+    /// vocabSize`, owned by the model until the next call) exactly as decoding them one at a time gives them: a
+    /// speculative verify pass. At most `decodeBatchRows` rows a pass (each pass streams the weights once), since a
+    /// larger batch runs the prompt's kernels, whose sums differ (float weights' sgemm, the AVX2 tier's Q8_0 kernel);
+    /// `forward(_:allLogits:)` takes the prompt's kernels.
+    public func decodeRun(_ tokens: UnsafeBufferPointer<Int>, sequence: Int = 0) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count
+        guard n > 0 else { throw ModelError.emptyPrompt }
+        try checkSequence(sequence)
+        let position = positions[sequence]
+        guard position + n <= contextLength else { throw ModelError.contextOverflow(needed: position + n, context: contextLength) }
+        guard n <= maxBatch else {
+            throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
+        }
+        try checkTokens(tokens)
+        return try forwardAsDecodes(tokens) { (sequence, position + $0) }
+    }
+
     /// Runs one token for each of several sequences as one batch: `tokens[i]` goes at the next position of
     /// `sequences[i]` (all distinct). Returns each row's next-token logits (`tokens.count × vocabSize`), owned by
     /// the model and valid until the next call. Each row's result is what `decode(_:sequence:)` would give it alone.
@@ -335,15 +353,19 @@ public final class Transformer: @unchecked Sendable {
                 throw ModelError.contextOverflow(needed: positions[s] + 1, context: contextLength)
             }
         }
-        // At most `decodeBatchRows` rows a pass: past them the matrices run the prompt's kernels, whose sums differ.
-        let logits = allLogitsBuffer()
+        // (Each sequence appears once, so an earlier pass never moves a later row's position.)
+        return try forwardAsDecodes(tokens) { (sequences[$0], self.positions[sequences[$0]]) }
+    }
+
+    /// Every row's logits (row i: `tokens[i]` at `row(i)`'s sequence and position), at most `decodeBatchRows` rows a
+    /// pass: past them the matrices run the prompt's kernels, whose sums differ.
+    private func forwardAsDecodes(_ tokens: UnsafeBufferPointer<Int>,
+                                  row: (Int) -> (sequence: Int, position: Int)) throws -> UnsafeBufferPointer<Float> {
+        let n = tokens.count, logits = allLogitsBuffer()
         var start = 0
         while start < n {
             let count = min(Transformer.decodeBatchRows, n - start)
-            for i in 0..<count {
-                rowSequence[i] = sequences[start + i]
-                rowPosition[i] = positions[sequences[start + i]]
-            }
+            for i in 0..<count { (rowSequence[i], rowPosition[i]) = row(start + i) }
             try forwardChunk(UnsafeBufferPointer(rebasing: tokens[start..<(start + count)]),
                              logits: logits + start * config.vocabSize, all: true)
             start += count
