@@ -158,6 +158,47 @@ struct ChatSessionTests {
         #expect(session.messages.count == 4 && session.messages[2] == ChatMessage(role: "user", content: "Thanks."))
     }
 
+    @Test("a stream left with break but still held does not block the model: the next turn runs after its reply")
+    func heldStreamDoesNotBlock() async throws {
+        let container = try Self.container()
+        let session = ChatSession(container, sampling: .greedy, maxTokens: 40)
+        let question = "Count from 1 to 60, separated by commas."
+        let full = try await Self.freshReply(container, history: [], question, maxTokens: 40).0
+        // Held as an app's stored property would hold it (or as main.swift's top-level code holds a loop's
+        // iterator): leaving the loop does not release it, so only the other task's wait can free the model.
+        let stream = session.stream(to: question)
+        var read = ""
+        for try await chunk in stream {
+            read += chunk.text
+            if read.count >= 4 { break }
+        }
+        let other = ChatSession(container, sampling: .greedy, maxTokens: 8)
+        struct Deadlock: Error {}
+        // It used to wait forever: the turn stayed parked on its unread chunk, holding the model.
+        let answer = try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask { try await other.respond(to: "Name a fruit.") }
+            group.addTask {
+                try await Task.sleep(for: .seconds(120))
+                throw Deadlock()
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+        #expect(!answer.isEmpty)
+        // The abandoned turn ran to the end of its reply, which the session recorded whole.
+        #expect(session.lastTurn?.stopReason == .maxTokens)
+        #expect(session.messages.last == ChatMessage(role: "assistant", content: full))
+        // The reader still gets the rest of the reply, then the end.
+        var rest = ""
+        var last: ChatChunk?
+        for try await chunk in stream {
+            rest += chunk.text
+            last = chunk
+        }
+        #expect(read + rest == full)
+        #expect(last?.stats == session.lastTurn)
+    }
+
     @Test("streamed chunks: text, token ids and timings add up to the reply")
     func streamChunks() async throws {
         let container = try Self.container()

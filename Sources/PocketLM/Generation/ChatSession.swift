@@ -139,13 +139,21 @@ public final class ChatSession: Sendable {
 
     /// Sends `message` as the user and streams the reply as it is generated; the last chunk carries the turn's
     /// statistics. The stream has backpressure: generation waits for the reader, never more than one chunk ahead
-    /// of what has been read. Stopping the iteration (or cancelling the task that iterates) stops generation
-    /// before the next token; the reply so far is kept in `messages`.
+    /// of what has been read. Releasing the stream (leaving a `for try await` loop over it, in a function) or
+    /// cancelling the task that iterates stops generation before the next token; the reply so far is kept in
+    /// `messages`.
+    ///
+    /// The model is not held hostage by a reader that stops reading: once another task waits for the container,
+    /// the turn stops waiting for this reader and runs to the end of its reply, queueing the rest for it. A loop
+    /// left with `break` while the stream is still held (a stored property, or main.swift's top-level code, whose
+    /// loops keep their iterators) therefore lets the next turn run after this reply ends, rather than blocking.
     public func stream(to message: String) -> AsyncThrowingStream<ChatChunk, any Error> {
         let handoff = ChunkHandoff<ChatChunk>()
         let task = Task {
             do {
-                _ = try await self.turn(message) { chunk in handoff.send(chunk) && !Task.isCancelled }
+                _ = try await self.turn(message, whenContended: { handoff.stopWaiting() }) { chunk in
+                    handoff.send(chunk) && !Task.isCancelled
+                }
                 handoff.finish()
             } catch {
                 handoff.finish(throwing: error)
@@ -162,9 +170,12 @@ public final class ChatSession: Sendable {
         }
     }
 
-    /// One turn: `emit` receives each chunk and returns false to stop generating.
-    private func turn(_ message: String, emit: (ChatChunk) -> Bool) async throws -> String {
+    /// One turn: `emit` receives each chunk and returns false to stop generating; `whenContended` is called if
+    /// another task starts waiting for the model during the turn.
+    private func turn(_ message: String, whenContended: (@Sendable () -> Void)? = nil,
+                      emit: (ChatChunk) -> Bool) async throws -> String {
         try await container.withCache { lm, cached in
+            if let whenContended { container.whenContended(whenContended) }
             let settings = state.withLock { $0 }
             guard settings.maxTokens >= 1 else {
                 throw ChatSessionError.invalidMaxTokens(settings.maxTokens)

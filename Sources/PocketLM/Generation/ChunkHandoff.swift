@@ -2,22 +2,29 @@ import Dispatch
 import Synchronization
 
 /// Hands chunks from a producer running on its own thread (a chat turn on the model's executor) to an async
-/// consumer one at a time, with backpressure: `send` returns only once the consumer has taken the chunk (or asked
-/// for it before it existed), so the producer never runs more than one chunk ahead of what has been read.
-/// `cancel()` — the consumer has gone — makes the pending and every later `send` return false at once.
+/// consumer, with backpressure: `send` returns only once the consumer has taken the chunk (or asked for it
+/// before it existed), so the producer never runs more than one chunk ahead of what has been read — until
+/// `stopWaiting()`, after which chunks queue for the consumer and `send` never blocks. `cancel()` — the consumer
+/// has gone — makes the pending and every later `send` return false at once.
 final class ChunkHandoff<Element: Sendable>: Sendable {
     private struct State {
-        var pending: Element?
+        /// Chunks not yet taken: at most one while the producer waits for the reader.
+        var pending: [Element] = []
         var consumer: CheckedContinuation<Element?, any Error>?
         var end: Result<Void, any Error>?
         var cancelled = false
+        var waitsForReader = true
+        /// The producer is blocked on `taken`.
+        var parked = false
     }
 
     private let state = Mutex(State())
-    /// Signalled when the pending element is taken or dropped by `cancel()`.
+    /// Signalled when the parked producer may go on: its chunk was taken, dropped by `cancel()`, or queued by
+    /// `stopWaiting()`.
     private let taken = DispatchSemaphore(value: 0)
 
-    /// Producer side (blocks its thread): delivers `element`; false when the consumer has gone.
+    /// Producer side (blocks its thread until the chunk is taken, unless `stopWaiting()` was called): delivers
+    /// `element`; false when the consumer has gone.
     func send(_ element: Element) -> Bool {
         let outcome: HandoffSend<Element> = state.withLock { s in
             if s.cancelled { return .gone }
@@ -25,7 +32,9 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
                 s.consumer = nil
                 return .delivered(c)
             }
-            s.pending = element
+            s.pending.append(element)
+            guard s.waitsForReader else { return .queued }
+            s.parked = true
             return .parked
         }
         switch outcome {
@@ -33,13 +42,15 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
         case .delivered(let c):
             c.resume(returning: element)
             return true
+        case .queued: return true
         case .parked:
             taken.wait()
             return !state.withLock { $0.cancelled }
         }
     }
 
-    /// Producer side: no more elements; the consumer's next call returns nil (or throws `error`).
+    /// Producer side: no more elements; the consumer's next call returns nil (or throws `error`) once it has
+    /// taken the queued ones.
     func finish(throwing error: (any Error)? = nil) {
         let waiting = state.withLock { s -> CheckedContinuation<Element?, any Error>? in
             s.end = error.map { .failure($0) } ?? .success(())
@@ -51,14 +62,26 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
         }
     }
 
+    /// The producer stops waiting for the reader: a parked `send` returns (its chunk stays queued), and later
+    /// ones queue their chunks without blocking.
+    func stopWaiting() {
+        let wake = state.withLock { s -> Bool in
+            s.waitsForReader = false
+            defer { s.parked = false }
+            return s.parked
+        }
+        if wake { taken.signal() }
+    }
+
     /// Consumer side: the next element, or nil at the end. Cancelling the calling task cancels the handoff.
     func next() async throws -> Element? {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Element?, any Error>) in
                 let action: HandoffReceive<Element> = state.withLock { s in
-                    if let e = s.pending {
-                        s.pending = nil
-                        return .take(e)
+                    if !s.pending.isEmpty {
+                        let e = s.pending.removeFirst()
+                        defer { s.parked = false }
+                        return .take(e, wake: s.parked)
                     }
                     if let end = s.end { return .end(end) }
                     if s.cancelled { return .end(nil) }
@@ -66,8 +89,8 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
                     return .wait
                 }
                 switch action {
-                case .take(let e):
-                    taken.signal()
+                case .take(let e, let wake):
+                    if wake { taken.signal() }
                     c.resume(returning: e)
                 case .end(let end):
                     if case .failure(let error)? = end { c.resume(throwing: error) } else { c.resume(returning: nil) }
@@ -81,24 +104,26 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
 
     /// The consumer has gone: the producer's pending and later `send`s return false.
     func cancel() {
-        let (hadPending, waiting) = state.withLock { s -> (Bool, CheckedContinuation<Element?, any Error>?) in
+        let (wake, waiting) = state.withLock { s -> (Bool, CheckedContinuation<Element?, any Error>?) in
             s.cancelled = true
-            let had = s.pending != nil
-            s.pending = nil
-            defer { s.consumer = nil }
-            return (had, s.consumer)
+            s.pending = []
+            defer {
+                s.consumer = nil
+                s.parked = false
+            }
+            return (s.parked, s.consumer)
         }
-        if hadPending { taken.signal() }
+        if wake { taken.signal() }
         waiting?.resume(returning: nil)
     }
 }
 
 private enum HandoffSend<Element: Sendable> {
-    case gone, delivered(CheckedContinuation<Element?, any Error>), parked
+    case gone, delivered(CheckedContinuation<Element?, any Error>), queued, parked
 }
 
 private enum HandoffReceive<Element: Sendable> {
-    case take(Element), end(Result<Void, any Error>?), wait
+    case take(Element, wake: Bool), end(Result<Void, any Error>?), wait
 }
 
 /// Runs `action` when the last reference goes: a stream's closure holds one, so dropping the stream (leaving a

@@ -67,6 +67,12 @@ public final class ModelContainer: Sendable {
         defer { lock.unlock() }
         return try await withTaskExecutorPreference(executor) { try await body(model, &cachedTokens) }
     }
+
+    /// Calls `action` once, as soon as another caller waits for the model (at once if one already does), unless
+    /// the current holder releases it first. Only the holder calls this, from inside `withCache`.
+    func whenContended(_ action: @escaping @Sendable () -> Void) {
+        lock.whenContended(action)
+    }
 }
 
 /// Runs jobs one at a time on a dispatch queue, off the cooperative pool.
@@ -91,6 +97,8 @@ final class AsyncMutex: Sendable {
         var locked = false
         var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
         var nextId: UInt64 = 0
+        /// The holder's request to hear of the first waiter (`whenContended`).
+        var onContention: (@Sendable () -> Void)?
     }
 
     private let state = Mutex(State())
@@ -108,6 +116,7 @@ final class AsyncMutex: Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
                 // The lock may have been released, or the task cancelled, since the first look.
+                var contended: (@Sendable () -> Void)?
                 let outcome: Bool? = state.withLock { s in
                     if !s.locked {
                         s.locked = true
@@ -115,8 +124,11 @@ final class AsyncMutex: Sendable {
                     }
                     if Task.isCancelled { return false }
                     s.waiters.append((id, c))
+                    contended = s.onContention
+                    s.onContention = nil
                     return nil
                 }
+                contended?()
                 switch outcome {
                 case true?: c.resume()
                 case false?: c.resume(throwing: CancellationError())
@@ -132,9 +144,21 @@ final class AsyncMutex: Sendable {
         }
     }
 
+    /// While the lock is held: calls `action` once when a caller starts waiting, or at once if one already waits.
+    /// Forgotten when the lock changes hands.
+    func whenContended(_ action: @escaping @Sendable () -> Void) {
+        let now = state.withLock { s -> Bool in
+            if !s.waiters.isEmpty { return true }
+            s.onContention = action
+            return false
+        }
+        if now { action() }
+    }
+
     /// Hands the lock to the longest waiter, or releases it.
     func unlock() {
         let next = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            s.onContention = nil
             guard !s.waiters.isEmpty else {
                 s.locked = false
                 return nil
