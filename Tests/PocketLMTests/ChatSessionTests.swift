@@ -312,6 +312,23 @@ struct ChatSessionTests {
         #expect(session.messages.isEmpty && session.lastTurn == nil)
     }
 
+    @Test("a turn refused for its settings keeps the KV cache: the next turn reuses the conversation")
+    func refusedTurnKeepsTheCache() async throws {
+        let container = try Self.container()
+        let session = ChatSession(container, sampling: .greedy, maxTokens: 16)
+        _ = try await session.respond(to: "What is the capital of France?")
+        let cached = try #require(session.lastTurn).cachedTokens
+        let history = session.messages
+        session.sampling = SamplingParameters(temperature: 0.7, topP: 0)
+        await #expect(throws: GenerationError.self) { try await session.respond(to: "And of Italy?") }
+        #expect(session.messages == history)
+        session.sampling = .greedy
+        let reply = try await session.respond(to: "And of Italy?")
+        // It used to reuse nothing: the refused turn had reset the cache.
+        #expect(try #require(session.lastTurn).reusedTokens == cached)
+        #expect(reply == (try await Self.freshReply(container, history: history, "And of Italy?", maxTokens: 16).0))
+    }
+
     @Test("one container shared by concurrent tasks gives each the answer it gives alone")
     func sharedContainer() async throws {
         let container = try Self.container()

@@ -180,6 +180,8 @@ public final class ChatSession: Sendable {
             guard settings.maxTokens >= 1 else {
                 throw ChatSessionError.invalidMaxTokens(settings.maxTokens)
             }
+            // Refused here, before the cache is touched: a failed generation resets it.
+            try settings.sampling.validate()
             let template = try settings.template ?? lm.chatTemplate()
             let user = ChatMessage(role: "user", content: message)
             let system = settings.systemPrompt.map { [ChatMessage(role: "system", content: $0)] } ?? []
