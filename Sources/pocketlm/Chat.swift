@@ -26,6 +26,7 @@ struct Chat: AsyncParsableCommand {
     var context: Int?
     @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
+    @OptionGroup var templateOption: ChatTemplateOption
 
     func validate() throws {
         if let m = maxTokens, m < 1 { throw ValidationError("--max-tokens must be at least 1, found \(m)") }
@@ -38,6 +39,8 @@ struct Chat: AsyncParsableCommand {
                                    options: LoadOptions(threads: modelOptions.threads, kvCacheType: modelOptions.kvCacheType, contextLength: context,
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model)))
         Console.warnIfPastTrainedContext(lm)
+        // Before the first line is read: without a template every turn would fail the same way.
+        let template = try templateOption.template(for: lm)
         let speculation = try speculate?.decoder(for: lm, threads: modelOptions.threads)
         let paging = PagingSummary(lm.transformer.feedForward)
         let container = ModelContainer(model: lm)
@@ -51,7 +54,7 @@ struct Chat: AsyncParsableCommand {
         let sampling = samplingOptions.parameters
         try sampling.validate()
         let session = ChatSession(container, systemPrompt: system, sampling: sampling, maxTokens: maxTokens,
-                                  stopStrings: stops)
+                                  stopStrings: stops, template: template)
         session.speculation = speculation
 
         // Ctrl-C cancels the turn in progress; the program goes on.

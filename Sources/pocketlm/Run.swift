@@ -17,6 +17,7 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var samplingOptions: SamplingOptions
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
     @Option(help: "System message for --chat (default: the template's own).") var system: String?
+    @OptionGroup var templateOption: ChatTemplateOption
     @Option(help: "Context length in tokens (default: the model's, at most 8192).") var context: Int?
     @Flag(help: "Print one JSON object instead of streaming text.") var json = false
     @Option(name: .customLong("top-logits"), help: "With --json: the K highest logits of every step.")
@@ -31,6 +32,7 @@ struct Run: AsyncParsableCommand {
         if let c = context, c < 1 { throw ValidationError("--context must be at least 1, found \(c)") }
         guard topLogits >= 0 else { throw ValidationError("--top-logits must be ≥ 0, found \(topLogits)") }
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
+        if templateOption.chatTemplate != nil && !chat { throw ValidationError("--chat-template needs --chat") }
     }
 
     func run() async throws {
@@ -52,7 +54,8 @@ struct Run: AsyncParsableCommand {
             if let system { messages.append(ChatMessage(role: "system", content: system)) }
             messages.append(ChatMessage(role: "user", content: text))
             // Only the template's markers become control tokens; the messages stay plain text.
-            promptTokens = try lm.encodeChat(messages: messages)
+            promptTokens = try templateOption.template(for: lm).tokens(for: messages, addGenerationPrompt: true,
+                                                                       tokenizer: lm.tokenizer)
         } else {
             promptTokens = lm.encodePrompt(text, parseSpecial: false)
         }

@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Context length of each slot in tokens (default: the model's, at most 8192).") var context: Int?
     @Option(name: .customLong("log-level"), help: "Server log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
+    @OptionGroup var templateOption: ChatTemplateOption
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText + " Used while one request alone is decoding."))
     var speculate: SpeculateOption?
 
@@ -45,7 +46,12 @@ struct Serve: AsyncParsableCommand {
                                                         paging: try pagingArguments.options(modelPath: modelOptions.model),
                                                         sequences: parallel))
         Console.warnIfPastTrainedContext(lm)
-        let template = Result { try lm.chatTemplate() }
+        // A template given must be usable; a file without one still serves completions (chat requests get the error).
+        let template: Result<ChatTemplate, any Error> = if let given = templateOption.chatTemplate {
+            .success(try ChatTemplate(template: given))
+        } else {
+            Result { try lm.chatTemplate() }
+        }
         let name = URL(fileURLWithPath: modelOptions.model).deletingPathExtension().lastPathComponent
         let load = lm.loadSeconds
         let decoder = try speculate?.decoder(for: lm, threads: modelOptions.threads)
