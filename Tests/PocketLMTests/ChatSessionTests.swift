@@ -199,6 +199,26 @@ struct ChatSessionTests {
         #expect(last?.stats == session.lastTurn)
     }
 
+    @Test("respond(to:onChunk:) from an actor's code: the chunks arrive on that actor, as a view model needs them")
+    func onChunkOnTheCallersActor() async throws {
+        let container = try Self.container()
+        let model = ReplyModel(ChatSession(container, sampling: .greedy, maxTokens: 16))
+        let reply = try await model.ask("Name three fruits.")
+        let (text, chunks, offActor) = await model.counts
+        #expect(offActor == 0)
+        #expect(text == reply && !reply.isEmpty && chunks > 2)
+        #expect(reply == (try await Self.freshReply(container, history: [], "Name three fruits.", maxTokens: 16).0))
+        // The same from the main actor, where an app's view model lives.
+        let onMain = try await Self.askOnMain(ChatSession(container, sampling: .greedy, maxTokens: 16), "Name three fruits.")
+        #expect(onMain.text == onMain.reply && onMain.reply == reply)
+    }
+
+    @MainActor static func askOnMain(_ session: ChatSession, _ question: String) async throws -> (text: String, reply: String) {
+        var text = ""
+        let reply = try await session.respond(to: question) { chunk in text += chunk.text }
+        return (text, reply)
+    }
+
     @Test("streamed chunks: text, token ids and timings add up to the reply")
     func streamChunks() async throws {
         let container = try Self.container()
@@ -377,5 +397,41 @@ struct ChatSessionTests {
         let fresh = ChatSession(gemma, history: edited, sampling: .greedy, maxTokens: 24, template: template)
         #expect(try await fresh.respond(to: "Name a river there.") == reply)
         #expect(!reply.isEmpty)
+    }
+}
+
+/// An app's state updated as a reply streams in, on an actor whose executor is a known queue, so a chunk delivered
+/// anywhere else is seen. Passing such a closure to `respond(to:onChunk:)` did not compile before ("sending value of
+/// non-Sendable type '(ChatChunk) -> Void' risks causing data races"): the chunks were delivered on the
+/// container's thread.
+actor ReplyModel {
+    final class QueueExecutor: SerialExecutor {
+        static let key = DispatchSpecificKey<Bool>()
+        let queue = DispatchQueue(label: "ReplyModel")
+        init() { queue.setSpecific(key: Self.key, value: true) }
+        func enqueue(_ job: consuming ExecutorJob) {
+            let job = UnownedJob(job)
+            let executor = asUnownedSerialExecutor()
+            queue.async { job.runSynchronously(on: executor) }
+        }
+    }
+
+    private let executor = QueueExecutor()
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    let session: ChatSession
+    var text = ""
+    var chunks = 0
+    var offActor = 0
+
+    init(_ session: ChatSession) { self.session = session }
+
+    var counts: (String, Int, Int) { (text, chunks, offActor) }
+
+    func ask(_ question: String) async throws -> String {
+        try await session.respond(to: question) { chunk in
+            if DispatchQueue.getSpecific(key: QueueExecutor.key) != true { offActor += 1 }
+            text += chunk.text
+            chunks += 1
+        }
     }
 }

@@ -127,14 +127,24 @@ public final class ChatSession: Sendable {
     }
 
     /// Sends `message` as the user and calls `onChunk` with each piece of the reply as it is generated (the last
-    /// chunk carries the turn's statistics), in the calling task; returns the whole reply once the turn has
-    /// ended. Cancelling the task stops the reply before the next token; the call still returns the partial
-    /// reply, after the session has recorded it.
-    public func respond(to message: String, onChunk: (ChatChunk) -> Void) async throws -> String {
-        try await turn(message) { chunk in
-            onChunk(chunk)
-            return !Task.isCancelled
+    /// chunk carries the turn's statistics), in the calling task and on its actor — so main-actor code can update
+    /// its state from `onChunk` — while the model runs on the container's thread; returns the whole reply once the
+    /// turn has ended. Generation waits for `onChunk` as a stream waits for its reader. Cancelling the task stops
+    /// the reply before the next token; the call still returns the partial reply, after the session has
+    /// recorded it.
+    public func respond(to message: String, isolation: isolated (any Actor)? = #isolation,
+                        onChunk: (ChatChunk) -> Void) async throws -> String {
+        let handoff = ChunkHandoff<ChatChunk>()
+        // The turn is a child task; this task reads its chunks, on the caller's actor. Cancelling this task cancels
+        // both.
+        async let reply = turn(message, into: handoff)
+        do {
+            while let chunk = try await handoff.next() { onChunk(chunk) }
+        } catch {
+            _ = try? await reply
+            throw error
         }
+        return try await reply
     }
 
     /// Sends `message` as the user and streams the reply as it is generated; the last chunk carries the turn's
@@ -149,16 +159,7 @@ public final class ChatSession: Sendable {
     /// loops keep their iterators) therefore lets the next turn run after this reply ends, rather than blocking.
     public func stream(to message: String) -> AsyncThrowingStream<ChatChunk, any Error> {
         let handoff = ChunkHandoff<ChatChunk>()
-        let task = Task {
-            do {
-                _ = try await self.turn(message, whenContended: { handoff.stopWaiting() }) { chunk in
-                    handoff.send(chunk) && !Task.isCancelled
-                }
-                handoff.finish()
-            } catch {
-                handoff.finish(throwing: error)
-            }
-        }
+        let task = Task { _ = try? await self.turn(message, into: handoff) }
         // Dropping the stream (a loop left early) releases this, which stops the turn.
         let abandoned = DeinitAction {
             handoff.cancel()
@@ -167,6 +168,20 @@ public final class ChatSession: Sendable {
         return AsyncThrowingStream {
             withExtendedLifetime(abandoned) {}
             return try await handoff.next()
+        }
+    }
+
+    /// One turn whose chunks go to `handoff`'s reader, then its end (or error).
+    private func turn(_ message: String, into handoff: ChunkHandoff<ChatChunk>) async throws -> String {
+        do {
+            let reply = try await turn(message, whenContended: { handoff.stopWaiting() }) { chunk in
+                handoff.send(chunk) && !Task.isCancelled
+            }
+            handoff.finish()
+            return reply
+        } catch {
+            handoff.finish(throwing: error)
+            throw error
         }
     }
 
