@@ -152,10 +152,7 @@ struct BenchFlash: AsyncParsableCommand {
             throw ValidationError("the llama.cpp row runs the unpacked file: give it with --source")
         }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
-        let counts = PagingOptions.ioThreadCounts
-        guard counts.contains(ioThreads) else {
-            throw ValidationError("--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found \(ioThreads)")
-        }
+        try PagingArguments.validate(ioThreads: ioThreads)
         _ = try windowList()
     }
 

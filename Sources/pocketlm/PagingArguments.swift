@@ -32,11 +32,16 @@ struct PagingArguments: ParsableArguments {
         guard windows.contains(window) else {
             throw ValidationError("--window must be between \(windows.lowerBound) and \(windows.upperBound), found \(window)")
         }
+        try PagingArguments.validate(ioThreads: ioThreads)
+        do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
+    }
+
+    /// `--io-threads` (here and in bench-flash) within `PagingOptions.ioThreadCounts`.
+    static func validate(ioThreads: Int) throws {
         let counts = PagingOptions.ioThreadCounts
         guard counts.contains(ioThreads) else {
             throw ValidationError("--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found \(ioThreads)")
         }
-        do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
     }
 
     /// The options for `modelPath`, or nil when nothing was asked (an ordinary run).
