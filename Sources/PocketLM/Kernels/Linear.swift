@@ -175,8 +175,15 @@ public struct Linear {
     @discardableResult
     private func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32,
                                 into dst: UnsafeMutableRawPointer? = nil) -> Int {
+        Linear.quantizeInputs(input, n: n, columns: cols, activation: act, into: dst ?? quantizedInput, pool: pool)
+    }
+
+    /// `n` inputs of `cols` floats quantized into `xq` (in the activation format `act`), one input every
+    /// `quantizedInputBytes(columns:)` (returned); a batch's spread over `pool`'s threads.
+    @discardableResult
+    static func quantizeInputs(_ input: UnsafePointer<Float>, n: Int, columns cols: Int, activation act: Int32,
+                               into xq: UnsafeMutableRawPointer, pool: ThreadPool) -> Int {
         let stride = Linear.quantizedInputBytes(columns: cols)
-        let xq = dst ?? quantizedInput
         let body = { (range: Range<Int>) in
             for i in range { Linear.quantize(input + i * cols, count: cols, activation: act, into: xq + i * stride) }
         }

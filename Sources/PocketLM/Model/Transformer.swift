@@ -291,15 +291,8 @@ public final class Transformer: @unchecked Sendable {
     /// The buffer is owned by the model and valid until the next call.
     public func forward(_ tokens: UnsafeBufferPointer<Int>, allLogits: Bool = false, sequence: Int = 0) throws -> UnsafeBufferPointer<Float> {
         let n = tokens.count
-        guard n > 0 else { throw ModelError.emptyPrompt }
-        try checkSequence(sequence)
-        let position = positions[sequence]
-        guard position + n <= contextLength else { throw ModelError.contextOverflow(needed: position + n, context: contextLength) }
-        try checkTokens(tokens)
+        let position = try checkRun(tokens, sequence: sequence, allLogits: allLogits)
         if allLogits {
-            guard n <= maxBatch else {
-                throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
-            }
             for i in 0..<n { rowSequence[i] = sequence; rowPosition[i] = position + i }
             try forwardChunk(tokens, logits: allLogitsBuffer(), all: true)
             return UnsafeBufferPointer(start: batchLogits, count: n * config.vocabSize)
@@ -321,16 +314,23 @@ public final class Transformer: @unchecked Sendable {
     /// larger batch runs the prompt's kernels, whose sums differ (float weights' sgemm, the AVX2 tier's Q8_0 kernel);
     /// `forward(_:allLogits:)` takes the prompt's kernels.
     public func decodeRun(_ tokens: UnsafeBufferPointer<Int>, sequence: Int = 0) throws -> UnsafeBufferPointer<Float> {
+        let position = try checkRun(tokens, sequence: sequence, allLogits: true)
+        return try forwardAsDecodes(tokens) { (sequence, position + $0) }
+    }
+
+    /// `tokens` may run at `sequence`'s next positions (with `allLogits`, in one call's logits buffer): returns the
+    /// first of those positions.
+    private func checkRun(_ tokens: UnsafeBufferPointer<Int>, sequence: Int, allLogits: Bool) throws -> Int {
         let n = tokens.count
         guard n > 0 else { throw ModelError.emptyPrompt }
         try checkSequence(sequence)
         let position = positions[sequence]
         guard position + n <= contextLength else { throw ModelError.contextOverflow(needed: position + n, context: contextLength) }
-        guard n <= maxBatch else {
+        try checkTokens(tokens)
+        guard !allLogits || n <= maxBatch else {
             throw ModelError.invalidConfig(field: "batch", reason: "all-position logits need at most \(maxBatch) tokens per call, got \(n)")
         }
-        try checkTokens(tokens)
-        return try forwardAsDecodes(tokens) { (sequence, position + $0) }
+        return position
     }
 
     /// Runs one token for each of several sequences as one batch: `tokens[i]` goes at the next position of

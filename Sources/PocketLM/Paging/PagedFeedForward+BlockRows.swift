@@ -152,11 +152,9 @@ extension PagedFeedForward {
     func multiplyReassembled(_ type: GGMLType, _ matrix: UnsafeRawPointer, rows: Int, columns: Int,
                              _ input: UnsafePointer<Float>, n: Int, xq: UnsafeMutableRawPointer,
                              _ out: UnsafeMutablePointer<Float>, tiles: UnsafeMutableRawPointer?) {
-        let t = Int32(type.rawValue), act = pl_activation_type(t), stride = Linear.quantizedInputBytes(columns: columns)
-        let rowBytes = type.rowBytes(columns: columns)!, tileBytes = batchTileBytes, parts = pool.threadCount
-        pool.parallelRanges(n) { range in
-            for i in range { Linear.quantize(input + i * columns, count: columns, activation: act, into: xq + i * stride) }
-        }
+        let t = Int32(type.rawValue), rowBytes = type.rowBytes(columns: columns)!, tileBytes = batchTileBytes
+        let stride = Linear.quantizeInputs(input, n: n, columns: columns, activation: pl_activation_type(t), into: xq, pool: pool)
+        let parts = pool.threadCount
         pool.run(parts: parts) { p in
             let share = ThreadPool.share(rows, granularity: 16, part: p, parts: parts)
             if let tiles {

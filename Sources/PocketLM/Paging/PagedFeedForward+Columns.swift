@@ -138,10 +138,7 @@ extension PagedFeedForward {
         let read = readThisStep + buffer * G, location = self.location[buffer], needed = self.needed
         let mmap = options.mode == .mmap
         func uses(_ gi: Int) -> Bool { location[gi] != nil && !(read[gi] && !needed[gi] && !mmap) }
-        let xStride = Linear.quantizedInputBytes(columns: dim)
-        pool.parallelRanges(rows) { range in
-            for t in range { Linear.quantize(input + t * dim, count: dim, activation: act, into: xq + t * xStride) }
-        }
+        let xStride = Linear.quantizeInputs(input, n: rows, columns: dim, activation: act, into: xq, pool: pool)
         let g = batchG, u = batchU, tileBytes = batchTileBytes
         g.initialize(repeating: 0, count: rows * ffn)
         u.initialize(repeating: 0, count: rows * ffn)

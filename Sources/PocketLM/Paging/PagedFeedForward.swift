@@ -104,11 +104,12 @@ public final class PagedFeedForward: @unchecked Sendable {
     let batchG, batchU: UnsafeMutablePointer<Float>
     /// Block rows: a batch's inputs quantized for the gate and for the up rows (two formats at most).
     let blockRowsXq: UnsafeMutableRawPointer
-    /// Block rows: one tile per thread for a prompt's rows packed on the fly (`Linear.matmulPackingTiles`), where
-    /// this tier packs a type of the FFN and a batch can be larger than the few-inputs kernels take; else nil.
+    /// One tile per thread for a prompt's rows packed on the fly (`Linear.matmulPackingTiles`, and the columns
+    /// format's `matmulPackingRowList`), where this tier packs a type of the FFN and a batch can be larger than the
+    /// few-inputs kernels take; else nil.
     let batchTiles: UnsafeMutableRawPointer?
     let batchTileBytes: Int
-    /// Columns: a prompt's inputs, then its h rows, quantized for the packed batch kernel (nil where it is not used).
+    /// Columns: a prompt's inputs, then its h rows, quantized for `computeColumnsBatch` (nil where it does not run).
     let columnsBatchXq: UnsafeMutableRawPointer?
     let acc: UnsafeMutablePointer<Int32>
     let accPerPart: Int
@@ -367,7 +368,7 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// What the budget's scratch adds for the paged FFN's format-specific buffers, sized for a batch of `rows`
     /// (allocated for `maxBatch`): block rows' reassembled down matrix, the dense kernels' quantized inputs, their
     /// tile for F16/BF16 rows and each thread's tile for a prompt's rows packed on the fly; the columns format's
-    /// reassembled down matrix, tiles and quantized rows where a prompt goes through the packed batch kernel.
+    /// reassembled down matrix, tiles and quantized rows for a prompt's batch (`columnsBatch`).
     public static func scratchBytes(layout: FlashLayout, config: ModelConfig, rows: Int, maxBatch: Int, threads: Int,
                                     sparsity: PagingOptions.Sparsity) -> Int {
         let tiles = threads * batchTileBytes(layout: layout, maxBatch: maxBatch)
