@@ -343,6 +343,10 @@ public struct Linear {
             }
             return
         }
+        // OpenBLAS's thread count is one setting for the process, and its sums' last bits follow its thread split:
+        // set it to this pool's count at each call, so another model's load (or an app's own BLAS use) in between
+        // cannot change this model's prompt logits.
+        setBLASThreads(pool.threadCount)
         if w.type == .f32 {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(rows), Int32(cols), 1,
                         input, Int32(cols), w.data.assumingMemoryBound(to: Float.self), Int32(cols),
@@ -367,7 +371,8 @@ public struct Linear {
     }
 }
 
-/// Sets how many threads OpenBLAS uses for prefill; matches the runtime's own pool so they never oversubscribe.
+/// Sets how many threads OpenBLAS uses, for the whole process. `Linear` sets it to its pool's count before each
+/// sgemm (so they never oversubscribe, and a prompt's bits do not depend on who set it last).
 public func setBLASThreads(_ n: Int) {
     openblas_set_num_threads(Int32(max(1, n)))
 }

@@ -185,7 +185,6 @@ public final class Transformer: @unchecked Sendable {
         // The pool starts after the weights are loaded (and packed), so its spinning workers do not compete
         // with the packing for the cores.
         self.pool = ThreadPool(threadCount: threads)
-        setBLASThreads(threads)
         let b = self.maxBatch
         // A sliding-window pass keeps window + batch positions: a batch's first query still sees its window after
         // the whole batch's keys are stored.
