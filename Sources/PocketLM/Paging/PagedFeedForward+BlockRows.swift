@@ -14,8 +14,8 @@ extension PagedFeedForward {
     /// dense kernel on that matrix. Rows share one pass when they use the same groups (no predictor). The row kernel
     /// and the activation quantization are Linear's, so with every neuron used the result is the ordinary file's.
     /// Float rows (F32/F16/BF16) take Linear's float kernels: a few inputs `pl_matmul_float_few` inside the round, a
-    /// prompt's batch Linear itself group by group before it (its batch kernels run their own threads), so the bits
-    /// are again the ordinary file's (where a prompt's go through OpenBLAS sgemm, to its thread split's last bits).
+    /// prompt's batch Linear itself on the whole matrix gathered from the groups before it (its batch kernels run
+    /// their own threads), so the bits are again the ordinary file's, OpenBLAS's sgemm included.
     func computeBlockRows(block: Int, buffer: Int, input: UnsafeMutablePointer<Float>, rows: Int,
                                   out: UnsafeMutablePointer<Float>) {
         let dim = config.hiddenSize, ffn = config.intermediateSize, G = layout.groupsPerLayer
@@ -55,21 +55,21 @@ extension PagedFeedForward {
                 // A group read for another row of the batch is not used by this one (as in `list(row:)`).
                 location[gi] != nil && !(read[gi] && !needed[r0 * G + gi])
             }
-            // A prompt's float rows: Linear's batch kernel on each group's rows, before the round.
+            // A prompt's float rows, before the round: each matrix gathered whole from the groups (a group not used
+            // leaves zero rows, so its neurons' outputs stay 0) and multiplied by Linear in one call, as the ordinary
+            // file's matrix is. Group by group, OpenBLAS's sgemm ran other shapes, whose edges sum in another order.
             let floatBatch = n > Int(PL_FLOAT_FEW_MAX)
-            if floatBatch {
-                for gi in 0..<G where uses(gi) {
-                    let neurons = layout.neurons(inGroup: gi), base = location[gi]!
-                    if gateAct < 0 {
-                        linear(WeightTensor(name: "ffn_gate", type: types.gate, rows: neurons.count, columns: dim,
-                                            rowBytes: gateRowBytes, data: base),
-                               x, n: n, g + neurons.lowerBound, outputStride: ffn)
+            if floatBatch, let matrix = floatBatchMatrix {
+                for (name, type, act, rowBytes, offset, product) in [("ffn_gate", types.gate, gateAct, gateRowBytes, 0, g),
+                                                                     ("ffn_up", types.up, upAct, upRowBytes, upOffset, u)]
+                    where act < 0 {
+                    for gi in 0..<G {
+                        let neurons = layout.neurons(inGroup: gi), bytes = neurons.count * rowBytes
+                        let dst = matrix + neurons.lowerBound * rowBytes
+                        if uses(gi) { memcpy(dst, location[gi]! + offset, bytes) } else { memset(dst, 0, bytes) }
                     }
-                    if upAct < 0 {
-                        linear(WeightTensor(name: "ffn_up", type: types.up, rows: neurons.count, columns: dim,
-                                            rowBytes: upRowBytes, data: base + upOffset),
-                               x, n: n, u + neurons.lowerBound, outputStride: ffn)
-                    }
+                    linear(WeightTensor(name: name, type: type, rows: ffn, columns: dim, rowBytes: rowBytes, data: matrix),
+                           x, n: n, product, outputStride: ffn)
                 }
             }
             let cache = caches[block], packedRows = pinnedRowsPacked[block]

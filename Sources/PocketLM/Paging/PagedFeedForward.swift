@@ -109,6 +109,9 @@ public final class PagedFeedForward: @unchecked Sendable {
     /// few-inputs kernels take; else nil.
     let batchTiles: UnsafeMutableRawPointer?
     let batchTileBytes: Int
+    /// Block rows: a whole gate or up matrix of float rows gathered from the groups for a prompt's batch
+    /// (`floatBatchMatrixBytes`), so it goes through Linear in one call as the ordinary file's does; else nil.
+    let floatBatchMatrix: UnsafeMutableRawPointer?
     /// Columns: a prompt's inputs, then its h rows, quantized for `computeColumnsBatch` (nil where it does not run).
     let columnsBatchXq: UnsafeMutableRawPointer?
     let acc: UnsafeMutablePointer<Int32>
@@ -320,6 +323,8 @@ public final class PagedFeedForward: @unchecked Sendable {
         blockRowsXq = .allocate(byteCount: columns ? 64 : PagedFeedForward.blockRowsInputBytes(dim: dim, maxBatch: maxBatch), alignment: 64)
         batchTileBytes = reassemblesDown ? PagedFeedForward.batchTileBytes(layout: layout, maxBatch: maxBatch) : 0
         batchTiles = batchTileBytes == 0 ? nil : .allocate(byteCount: batchTileBytes * pool.threadCount, alignment: 64)
+        let floatMatrixBytes = !columns && !dense ? PagedFeedForward.floatBatchMatrixBytes(layout: layout, maxBatch: maxBatch) : 0
+        floatBatchMatrix = floatMatrixBytes == 0 ? nil : .allocate(byteCount: floatMatrixBytes, alignment: 64)
         columnsBatchXq = columnsBatched ? .allocate(byteCount: PagedFeedForward.columnsBatchInputBytes(layout: layout, maxBatch: maxBatch),
                                                   alignment: 64) : nil
         accPerPart = ffn / 32 * ((dim + pool.threadCount - 1) / pool.threadCount + 16)
@@ -346,6 +351,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         xq.deallocate(); hq.deallocate(); acc.deallocate()
         batchXq.deallocate(); batchG.deallocate(); batchU.deallocate(); blockRowsXq.deallocate()
         batchTiles?.deallocate()
+        floatBatchMatrix?.deallocate()
         columnsBatchXq?.deallocate()
     }
 
@@ -377,10 +383,25 @@ public final class PagedFeedForward: @unchecked Sendable {
                 + 3 * rows * Linear.quantizedInputBytes(columns: max(config.hiddenSize, config.intermediateSize))
                 + blockRowsInputBytes(dim: config.hiddenSize, maxBatch: rows)
                 + 4 * floatTileFloats(layout: layout)
+                + floatBatchMatrixBytes(layout: layout, maxBatch: maxBatch)
                 + tiles
         }
         guard columnsBatch(layout: layout, maxBatch: maxBatch, sparsity: sparsity) else { return 0 }
         return layout.largestDownBytes + tiles + columnsBatchInputBytes(layout: layout, maxBatch: maxBatch)
+    }
+
+    /// Bytes of the largest gate or up matrix of float rows (F32/F16/BF16) in block rows, which a prompt's batch
+    /// gathers whole from the groups (`floatBatchMatrix`); 0 where none is float or no batch is larger than the
+    /// few-inputs kernels take.
+    public static func floatBatchMatrixBytes(layout: FlashLayout, maxBatch: Int) -> Int {
+        guard maxBatch > Int(PL_FLOAT_FEW_MAX), layout.format == .blockRows else { return 0 }
+        var bytes = 0
+        for l in 0..<layout.layerTypes.count {
+            let t = layout.types(l)
+            if pl_activation_type(Int32(t.gate.rawValue)) < 0 { bytes = max(bytes, layout.intermediateSize * layout.gateRowBytes(l)) }
+            if pl_activation_type(Int32(t.up.rawValue)) < 0 { bytes = max(bytes, layout.intermediateSize * layout.upRowBytes(l)) }
+        }
+        return bytes
     }
 
     /// Bytes of one thread's tile for a prompt's block rows packed on the fly (the largest of the FFN's matrices that
