@@ -158,6 +158,50 @@ struct ChatSessionTests {
         #expect(session.messages.count == 4 && session.messages[2] == ChatMessage(role: "user", content: "Thanks."))
     }
 
+    @Test("a cancelled turn: the history holds what the caller was given, text held back for a stop string included")
+    func cancelledTurnHeldBackText() async throws {
+        let container = try Self.container()
+        let question = "What is the capital of France?"
+        let full = try await Self.freshReply(container, history: [], question, maxTokens: 24).0
+        // A stop string the reply's opening begins but never completes: the first token's text is held back.
+        let stop = String(full.prefix(20)) + "§"
+        let session = ChatSession(container, sampling: .greedy, maxTokens: 24, stopStrings: [stop])
+
+        // respond(to:onChunk:) in a cancelled task stops after one token; its held-back text still reaches onChunk,
+        // with the last chunk. It used to be recorded and returned, but never given to onChunk.
+        let seen = try await Task { () -> (text: String, reply: String, stats: ChatTurnStats?) in
+            withUnsafeCurrentTask { $0?.cancel() }
+            var text = ""
+            var stats: ChatTurnStats?
+            let reply = try await session.respond(to: question) { chunk in
+                text += chunk.text
+                if let s = chunk.stats { stats = s }
+            }
+            return (text, reply, stats)
+        }.value
+        #expect(!seen.reply.isEmpty && full.hasPrefix(seen.reply), "\(seen.reply.debugDescription)")
+        #expect(seen.text == seen.reply)
+        #expect(session.messages.last == ChatMessage(role: "assistant", content: seen.reply))
+        let stats = try #require(seen.stats)
+        #expect(stats == session.lastTurn && stats.stopReason == .cancelled && stats.generatedTokens == 1)
+
+        // A stream whose reader's task is cancelled ends at once; its reader can be given nothing more, so the
+        // history records none of the text generated after (it used to record up to the first released chunk).
+        let streamed = ChatSession(container, sampling: .greedy, maxTokens: 24, stopStrings: [stop])
+        let read = try await Task { () -> String in
+            withUnsafeCurrentTask { $0?.cancel() }
+            var text = ""
+            for try await chunk in streamed.stream(to: question) { text += chunk.text }
+            return text
+        }.value
+        #expect(read.isEmpty)
+        // The turn runs on after the reader has gone, until it notices (how far it gets depends on the scheduling).
+        let deadline = ContinuousClock.now + .seconds(120)
+        while streamed.lastTurn == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try #require(streamed.lastTurn).stopReason == .cancelled)
+        #expect(streamed.messages == [ChatMessage(role: "user", content: question), ChatMessage(role: "assistant", content: read)])
+    }
+
     @Test("a stream left with break but still held does not block the model: the next turn runs after its reply")
     func heldStreamDoesNotBlock() async throws {
         let container = try Self.container()

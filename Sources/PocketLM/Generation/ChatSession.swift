@@ -18,8 +18,12 @@ import Synchronization
 /// `ChatSessionError.contextFull` instead of dropping anything.
 ///
 /// **Cancellation.** Cancelling the task running `respond(to:)`, or the consumer of `stream(to:)`, stops
-/// generation before the next token is computed. The partial reply is kept as the assistant's message, as
-/// the KV cache holds it. A task cancelled while waiting for the model throws `CancellationError`.
+/// generation before the next token is computed. The partial reply is kept as the assistant's message, and it is
+/// exactly what the caller was given: `respond(to:onChunk:)` still delivers the text held back as a possible start
+/// of a stop string (with the last chunk) before it returns, while a stream's reader that has gone (its task
+/// cancelled, or the stream released) can be given nothing more, so that text — and a chunk it did not take — is
+/// left out of the history. (The KV cache may hold those tokens; the next turn re-feeds from where the history
+/// differs.) A task cancelled while waiting for the model throws `CancellationError`.
 ///
 /// The session is `Sendable`; its turns run one at a time (in the container's order). Settings changed while
 /// a turn runs apply from the next turn; `messages` set during a turn are replaced when the turn ends.
@@ -123,23 +127,24 @@ public final class ChatSession: Sendable {
     /// Sends `message` as the user and returns the whole reply, which is appended to `messages` with it.
     /// Cancelling the task stops the reply before the next token and returns what was generated.
     public func respond(to message: String) async throws -> String {
-        try await turn(message) { _ in !Task.isCancelled }
+        try await turn(message, receiving: { true }) { _ in true }
     }
 
     /// Sends `message` as the user and calls `onChunk` with each piece of the reply as it is generated (the last
     /// chunk carries the turn's statistics), in the calling task and on its actor — so main-actor code can update
     /// its state from `onChunk` — while the model runs on the container's thread; returns the whole reply once the
     /// turn has ended. Generation waits for `onChunk` as a stream waits for its reader. Cancelling the task stops
-    /// the reply before the next token; the call still returns the partial reply, after the session has
-    /// recorded it.
+    /// the reply before the next token; `onChunk` still gets the rest of the partial reply (text held back for a
+    /// possible stop string) and the statistics, and the call returns that reply after the session has recorded it.
     public func respond(to message: String, isolation: isolated (any Actor)? = #isolation,
                         onChunk: (ChatChunk) -> Void) async throws -> String {
         let handoff = ChunkHandoff<ChatChunk>()
         // The turn is a child task; this task reads its chunks, on the caller's actor. Cancelling this task cancels
-        // both.
+        // both: the turn stops before its next token and sends its last chunk, which this loop still reads (so
+        // `onChunk` has seen the whole reply the session records).
         async let reply = turn(message, into: handoff)
         do {
-            while let chunk = try await handoff.next() { onChunk(chunk) }
+            while let chunk = try await handoff.nextUntilFinished() { onChunk(chunk) }
         } catch {
             _ = try? await reply
             throw error
@@ -174,9 +179,8 @@ public final class ChatSession: Sendable {
     /// One turn whose chunks go to `handoff`'s reader, then its end (or error).
     private func turn(_ message: String, into handoff: ChunkHandoff<ChatChunk>) async throws -> String {
         do {
-            let reply = try await turn(message, whenContended: { handoff.stopWaiting() }) { chunk in
-                handoff.send(chunk) && !Task.isCancelled
-            }
+            let reply = try await turn(message, whenContended: { handoff.stopWaiting() },
+                                       receiving: { !handoff.isCancelled }) { chunk in handoff.send(chunk) }
             handoff.finish()
             return reply
         } catch {
@@ -185,10 +189,12 @@ public final class ChatSession: Sendable {
         }
     }
 
-    /// One turn: `emit` receives each chunk and returns false to stop generating; `whenContended` is called if
-    /// another task starts waiting for the model during the turn.
-    private func turn(_ message: String, whenContended: (@Sendable () -> Void)? = nil,
-                      emit: (ChatChunk) -> Bool) async throws -> String {
+    /// One turn: `deliver` hands each chunk to the caller and returns false when the caller has gone (the chunk
+    /// was not delivered); `receiving` says whether the caller still takes chunks. Generation stops when the task
+    /// is cancelled or the caller has gone, and the reply recorded is the text delivered. `whenContended` is called
+    /// if another task starts waiting for the model during the turn.
+    private func turn(_ message: String, whenContended: (@Sendable () -> Void)? = nil, receiving: () -> Bool,
+                      deliver: (ChatChunk) -> Bool) async throws -> String {
         try await container.withCache { lm, cached in
             if let whenContended { container.whenContended(whenContended) }
             let settings = state.withLock { $0 }
@@ -242,16 +248,18 @@ public final class ChatSession: Sendable {
                     if let t = step.token { pendingIds.append(t) }
                     let (text, stop) = matcher.append(step.text)
                     if !text.isEmpty {
+                        // Text the caller never received is not part of the reply it knows.
+                        guard deliver(ChatChunk(text: text, tokenIds: pendingIds, elapsed: elapsed(), stats: nil)) else {
+                            return false
+                        }
                         reply += text
-                        let keepGoing = emit(ChatChunk(text: text, tokenIds: pendingIds, elapsed: elapsed(), stats: nil))
                         pendingIds = []
-                        if !keepGoing { return false }
                     }
                     if stop {
                         stoppedByString = true
                         return false
                     }
-                    return step.token == nil || !Task.isCancelled
+                    return step.token == nil || (!Task.isCancelled && receiving())
                 }
             } catch {
                 lm.transformer.reset()
@@ -259,7 +267,9 @@ public final class ChatSession: Sendable {
                 throw error
             }
             cached = Array((prompt + result.tokens).prefix(lm.transformer.position))
-            let tail = stoppedByString ? "" : matcher.finish()
+            // Text held back for a stop string that did not come belongs to the reply, and goes with the last chunk
+            // — unless the caller has gone and can never be given it.
+            let tail = stoppedByString || !receiving() ? "" : matcher.finish()
             reply += tail
             let stats = ChatTurnStats(
                 promptTokens: prompt.count, reusedTokens: result.reusedPromptTokens,
@@ -272,7 +282,9 @@ public final class ChatSession: Sendable {
                 $0.messages = history + [user, ChatMessage(role: "assistant", content: reply)]
                 $0.lastTurn = stats
             }
-            _ = emit(ChatChunk(text: tail, tokenIds: pendingIds, elapsed: elapsed(), stats: stats))
+            // A caller that goes between the check above and here has left after the turn ended, as one that
+            // leaves with chunks still queued.
+            _ = deliver(ChatChunk(text: tail, tokenIds: pendingIds, elapsed: elapsed(), stats: stats))
             return reply
         }
     }

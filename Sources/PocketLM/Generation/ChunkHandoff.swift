@@ -76,31 +76,45 @@ final class ChunkHandoff<Element: Sendable>: Sendable {
     /// Consumer side: the next element, or nil at the end. Cancelling the calling task cancels the handoff.
     func next() async throws -> Element? {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Element?, any Error>) in
-                let action: HandoffReceive<Element> = state.withLock { s in
-                    if !s.pending.isEmpty {
-                        let e = s.pending.removeFirst()
-                        defer { s.parked = false }
-                        return .take(e, wake: s.parked)
-                    }
-                    if let end = s.end { return .end(end) }
-                    if s.cancelled { return .end(nil) }
-                    s.consumer = c
-                    return .wait
-                }
-                switch action {
-                case .take(let e, let wake):
-                    if wake { taken.signal() }
-                    c.resume(returning: e)
-                case .end(let end):
-                    if case .failure(let error)? = end { c.resume(throwing: error) } else { c.resume(returning: nil) }
-                case .wait: break
-                }
-            }
+            try await receive()
         } onCancel: {
             cancel()
         }
     }
+
+    /// Consumer side, for a reader that stays to the end: the next element, or nil at the end. Cancelling the
+    /// calling task does not end the handoff — the producer is expected to notice the cancellation itself, send
+    /// what it still has and finish, so the reader gets everything the producer counted as delivered.
+    func nextUntilFinished() async throws -> Element? {
+        try await receive()
+    }
+
+    private func receive() async throws -> Element? {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Element?, any Error>) in
+            let action: HandoffReceive<Element> = state.withLock { s in
+                if !s.pending.isEmpty {
+                    let e = s.pending.removeFirst()
+                    defer { s.parked = false }
+                    return .take(e, wake: s.parked)
+                }
+                if let end = s.end { return .end(end) }
+                if s.cancelled { return .end(nil) }
+                s.consumer = c
+                return .wait
+            }
+            switch action {
+            case .take(let e, let wake):
+                if wake { taken.signal() }
+                c.resume(returning: e)
+            case .end(let end):
+                if case .failure(let error)? = end { c.resume(throwing: error) } else { c.resume(returning: nil) }
+            case .wait: break
+            }
+        }
+    }
+
+    /// The consumer has gone (`cancel()`): nothing sent from now on is delivered.
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
 
     /// The consumer has gone: the producer's pending and later `send`s return false.
     func cancel() {
