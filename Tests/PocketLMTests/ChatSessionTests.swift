@@ -366,6 +366,27 @@ struct ChatSessionTests {
         #expect(session.messages == before)
     }
 
+    @Test("a full context drops only user and assistant messages: a system message in the history stays, leading or in the middle")
+    func droppingKeepsSystemMessages() async throws {
+        let small = try ModelContainer(path: try TestPaths.model(Self.modelFile),
+                                       options: LoadOptions(threads: 2, contextLength: 128))
+        let lead = ChatMessage(role: "system", content: "Be brief.")
+        let middle = ChatMessage(role: "system", content: "From now on, answer in French.")
+        let history = [lead, ChatMessage(role: "user", content: "What is 2+2?"), ChatMessage(role: "assistant", content: "4."),
+                       middle, ChatMessage(role: "user", content: "What color is the sky?"),
+                       ChatMessage(role: "assistant", content: "Blue.")]
+        // Room for 100 tokens of reply leaves no room for any earlier exchange.
+        let session = ChatSession(small, history: history, sampling: .greedy, maxTokens: 100)
+        let question = "Name a fruit."
+        let reply = try await session.respond(to: question)
+        let turn = try #require(session.lastTurn)
+        #expect(turn.droppedMessages == 4)
+        // The middle system message used to go with the exchange before it.
+        let kept = [lead, middle, ChatMessage(role: "user", content: question)]
+        #expect(session.messages == kept + [ChatMessage(role: "assistant", content: reply)])
+        #expect(turn.promptTokens == (try Self.prompt([lead, middle], question)).count)
+    }
+
     @Test("invalid settings are refused before anything runs")
     func invalidSettings() async throws {
         let session = ChatSession(try Self.container(), sampling: SamplingParameters(topP: 0))

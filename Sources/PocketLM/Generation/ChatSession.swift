@@ -11,8 +11,10 @@ import Synchronization
 ///
 /// **A full context.** Before a turn the session makes room for the prompt plus `maxTokens`. With the
 /// default policy, `.dropOldestTurns`, it drops the oldest exchanges from `messages` (a user message and the
-/// replies that follow it; never the system prompt, never the new message) until that fits or nothing older is
-/// left; the reply then ends early (stop reason `contextFull`) if the context runs out. When the system prompt
+/// replies that follow it; never the new message) until that fits or nothing older is left; the reply then ends
+/// early (stop reason `contextFull`) if the context runs out. System messages are never dropped: not the system
+/// prompt, and not one in `messages` either — leading or in the middle of the history, it stays in its place, as
+/// it still instructs the model while the conversation around it goes. When the system prompt
 /// and the new message alone do not leave room for one token of reply, the turn throws
 /// `ChatSessionError.messageTooLong` and nothing changes. With `.error` the turn throws
 /// `ChatSessionError.contextFull` instead of dropping anything.
@@ -30,7 +32,7 @@ import Synchronization
 public final class ChatSession: Sendable {
     /// What to do when the conversation no longer fits in the context.
     public enum ContextPolicy: Sendable, Equatable {
-        /// Drop the oldest exchanges (keeping the system prompt) until the prompt plus `maxTokens` fits.
+        /// Drop the oldest exchanges (keeping every system message) until the prompt plus `maxTokens` fits.
         case dropOldestTurns
         /// Throw `ChatSessionError.contextFull`.
         case error
@@ -216,12 +218,14 @@ public final class ChatSession: Sendable {
                     throw ChatSessionError.contextFull(promptTokens: prompt.count, maxTokens: settings.maxTokens,
                                                        context: context)
                 }
-                // The oldest exchange: the first non-system message up to the next user message.
+                // The oldest exchange: the first non-system message up to the next user message, less the system
+                // messages in it, which stay where they are.
                 guard let first = history.firstIndex(where: { $0.role != "system" }) else { break }
                 var end = first + 1
                 while end < history.count && history[end].role != "user" { end += 1 }
-                history.removeSubrange(first..<end)
-                dropped += end - first
+                let kept = history[first..<end].filter { $0.role == "system" }
+                dropped += end - first - kept.count
+                history.replaceSubrange(first..<end, with: kept)
                 prompt = template.tokens(for: system + history + [user], addGenerationPrompt: true, tokenizer: lm.tokenizer)
             }
             guard prompt.count < context else {
@@ -319,7 +323,8 @@ public struct ChatTurnStats: Sendable, Equatable {
     public var reusedTokens: Int
     /// Tokens of the reply (a stop token is not counted).
     public var generatedTokens: Int
-    /// Messages dropped from the start of the history to make room (`ChatSession.ContextPolicy`).
+    /// User and assistant messages dropped from the start of the history to make room (system messages are kept;
+    /// `ChatSession.ContextPolicy`).
     public var droppedMessages: Int
     /// Tokens the KV cache holds after the turn.
     public var cachedTokens: Int
