@@ -8,11 +8,12 @@ struct Chat: AsyncParsableCommand {
         abstract: "Talk with a model, turn after turn, keeping its KV cache between turns.",
         discussion: """
             Each line is a message; the answer streams to stdout. Commands: /reset (forget the conversation), \
-            /system TEXT (set the system message; /system alone shows it), /stats (tokens in the cache, the last \
-            turn's prefill and decode speed, and a paged model's reads), /exit. Ctrl-C stops the current answer; \
+            /system TEXT (set the system message), /system alone (back to the chat template's own, as without \
+            --system), /show (print the system message in effect), /stats (tokens in the cache, the last turn's \
+            prefill and decode speed, and a paged model's reads), /exit. Ctrl-C stops the current answer; \
             Ctrl-D or /exit quits. A packed model (pocketlm pack) runs under --memory-budget as in run: the whole \
             process, its KV cache at --context included, fits in it. With stdin from a pipe or file, each line is \
-            one turn and nothing but the answers (and /stats) is printed to stdout, so a conversation can be scripted.
+            one turn and nothing but the answers (and /stats, /show) is printed to stdout, so a conversation can be scripted.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -74,7 +75,7 @@ struct Chat: AsyncParsableCommand {
 
         if interactive {
             Console.error("PocketLM chat: \(modelOptions.model) (context \(container.contextLength) tokens). "
-                + "/reset, /system TEXT, /stats, /exit; Ctrl-C stops an answer.")
+                + "/reset, /system [TEXT], /show, /stats, /exit; Ctrl-C stops an answer.")
         }
         var failed = false
         conversation: while true {
@@ -92,12 +93,14 @@ struct Chat: AsyncParsableCommand {
                     session.reset()
                     if interactive { Console.error("(conversation cleared)") }
                 case "/system":
-                    if argument.isEmpty {
-                        Console.write((session.systemPrompt ?? "(the template's default)") + "\n")
-                    } else {
-                        session.systemPrompt = argument
-                        if interactive { Console.error("(system message set)") }
+                    // Alone, it goes back to the template's own message: once one was set there was no way back.
+                    session.systemPrompt = argument.isEmpty ? nil : argument
+                    if interactive {
+                        Console.error(argument.isEmpty ? "(system message: the chat template's own)" : "(system message set)")
                     }
+                case "/show" where argument.isEmpty:
+                    // What the session sends: the message set, else the template's default (ChatML templates have one).
+                    Console.write((session.systemPrompt ?? template.defaultSystemMessage ?? "(none)") + "\n")
                 case "/stats":
                     Console.write(Self.describe(session.lastTurn) + "\n")
                     if let decoder = session.speculation, session.lastTurn != nil { Console.write(decoder.stats.summary + "\n") }
@@ -105,7 +108,7 @@ struct Chat: AsyncParsableCommand {
                         Console.write(paging.line(stats, steps: turn.generatedTokens + 1) + "\n")
                     }
                 default:
-                    Console.error("unknown command \(command) (/reset, /system TEXT, /stats, /exit)")
+                    Console.error("unknown command \(text) (/reset, /system [TEXT], /show, /stats, /exit)")
                     failed = failed || !interactive
                 }
                 continue

@@ -22,14 +22,14 @@ struct ChatCLITests {
     func pipe() async throws {
         let model = try CLITests.q4()
         let q1 = "What is the capital of France?", q2 = "And what is the capital of Italy?"
-        let input = [q1, "/stats", q2, "/stats", "/system You are a pirate.", "/system", "", "/reset", "/exit",
-                     "This line is never read."].joined(separator: "\n") + "\n"
+        let input = [q1, "/stats", q2, "/stats", "/system You are a pirate.", "/show", "/system", "/show", "", "/reset", q1,
+                     "/exit", "This line is never read."].joined(separator: "\n") + "\n"
         let r = try Self.pocketlm(["chat", "--model", model, "--temperature", "0", "--max-tokens", "40",
                                    "--context", "1024"], input: input)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.isEmpty, "\(r.stderr)")   // no banner or prompt decoration when stdin is not a terminal
         let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        #expect(lines.count == 6, "\(lines)")
+        #expect(lines.count == 8, "\(lines)")
 
         // The same conversation through the library (its own container: other suites run at the same time).
         let container = try ModelContainer(path: model, options: LoadOptions(threads: 2, contextLength: 1024))
@@ -43,7 +43,12 @@ struct ChatCLITests {
         #expect(s2.reused == s1.cache && s2.fed == s2.prompt - s2.reused && s2.fed < 25)
         #expect(s2.cache == s2.prompt + s2.answer)
         #expect(lines[4] == "You are a pirate.")
-        #expect(lines[5] == "")
+        // /system alone goes back to the template's own system message (there used to be no way back), so the
+        // cleared conversation's first question gets the first answer again.
+        let standard = try #require(try ChatTemplate(gguf: TokenizerFixtures.gguf()).defaultSystemMessage)
+        #expect(lines[5] == standard)
+        #expect(lines[6] == a1)
+        #expect(lines[7] == "")
 
         // A failing turn or an unknown command is reported on stderr, the script goes on, and the exit status says so.
         let long = String(repeating: "Far too long for this context. ", count: 40)
