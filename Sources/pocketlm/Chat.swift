@@ -13,7 +13,8 @@ struct Chat: AsyncParsableCommand {
             prefill and decode speed, and a paged model's reads), /exit. Ctrl-C stops the current answer; \
             Ctrl-D or /exit quits. A packed model (pocketlm pack) runs under --memory-budget as in run: the whole \
             process, its KV cache at --context included, fits in it. With stdin from a pipe or file, each line is \
-            one turn and nothing but the answers (and /stats, /show) is printed to stdout, so a conversation can be scripted.
+            one turn and nothing but the answers (and /stats, /show) is printed to stdout, so a conversation can be scripted; \
+            as an answer may span lines, --jsonl prints one JSON object per line instead of text.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -28,6 +29,13 @@ struct Chat: AsyncParsableCommand {
     @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
     @OptionGroup var templateOption: ChatTemplateOption
+    @Flag(help: """
+        Print one JSON object per line instead of streaming text, so a script can tell an answer that spans lines \
+        from the next turn: {"role":"assistant","content":...} with stop_reason, prompt_tokens, reused_tokens and \
+        completion_tokens for each answer (whole, once it ends), {"error":...} for a failed turn or command, in its \
+        place, {"stats":{...}} for /stats and {"role":"system","content":...} for /show.
+        """)
+    var jsonl = false
 
     func validate() throws {
         if let m = maxTokens, m < 1 { throw ValidationError("--max-tokens must be at least 1, found \(m)") }
@@ -77,6 +85,12 @@ struct Chat: AsyncParsableCommand {
             Console.error("PocketLM chat: \(modelOptions.model) (context \(container.contextLength) tokens). "
                 + "/reset, /system [TEXT], /show, /stats, /exit; Ctrl-C stops an answer.")
         }
+        let jsonl = self.jsonl
+        // A failed turn or command: on stderr, and in its place in --jsonl's output.
+        func report(_ message: String) {
+            if jsonl { try? Console.json(ChatJSONLine.Failure(error: message)) }
+            Console.error(message)
+        }
         var failed = false
         conversation: while true {
             if interactive { Console.write("> ") }
@@ -100,15 +114,19 @@ struct Chat: AsyncParsableCommand {
                     }
                 case "/show" where argument.isEmpty:
                     // What the session sends: the message set, else the template's default (ChatML templates have one).
-                    Console.write((session.systemPrompt ?? template.defaultSystemMessage ?? "(none)") + "\n")
+                    let system = session.systemPrompt ?? template.defaultSystemMessage
+                    if jsonl { try Console.json(ChatJSONLine.System(content: system)) } else { Console.write((system ?? "(none)") + "\n") }
                 case "/stats":
-                    Console.write(Self.describe(session.lastTurn) + "\n")
-                    if let decoder = session.speculation, session.lastTurn != nil { Console.write(decoder.stats.summary + "\n") }
-                    if let paging, let turn = session.lastTurn, let stats = turn.paging {
-                        Console.write(paging.line(stats, steps: turn.generatedTokens + 1) + "\n")
+                    let turn = session.lastTurn
+                    let speculation = turn == nil ? nil : session.speculation?.stats.summary
+                    let reads = paging.flatMap { p in turn.flatMap { t in t.paging.map { p.line($0, steps: t.generatedTokens + 1) } } }
+                    if jsonl {
+                        try Console.json(ChatJSONLine.Stats(turn, speculation: speculation, paging: reads), snakeCaseKeys: true)
+                    } else {
+                        Console.write(([Self.describe(turn)] + [speculation, reads].compactMap { $0 }).joined(separator: "\n") + "\n")
                     }
                 default:
-                    Console.error("unknown command \(text) (/reset, /system [TEXT], /show, /stats, /exit)")
+                    report("unknown command \(text) (/reset, /system [TEXT], /show, /stats, /exit)")
                     failed = failed || !interactive
                 }
                 continue
@@ -116,12 +134,16 @@ struct Chat: AsyncParsableCommand {
             let turn = Task { () -> Bool in
                 do {
                     // In this task, so a cancelled answer returns only once the session has recorded it.
-                    _ = try await session.respond(to: line) { chunk in Console.write(chunk.text) }
-                    Console.write("\n")
+                    let answer = try await session.respond(to: line) { chunk in if !jsonl { Console.write(chunk.text) } }
+                    if jsonl, let stats = session.lastTurn {
+                        try Console.json(ChatJSONLine.Answer(content: answer, turn: stats), snakeCaseKeys: true)
+                    } else {
+                        Console.write("\n")
+                    }
                     return true
                 } catch {
-                    Console.write("\n")
-                    Console.error((error as? LocalizedError)?.errorDescription ?? "\(error)")
+                    if !jsonl { Console.write("\n") }
+                    report((error as? LocalizedError)?.errorDescription ?? "\(error)")
                     return false
                 }
             }

@@ -65,6 +65,48 @@ struct ChatCLITests {
         #expect(exited.stderr.contains("unknown command /nope"), "\(exited.stderr)")
     }
 
+    @Test("through a pipe with --jsonl: one JSON object per line, so an answer spanning lines stays one turn")
+    func pipeJSONLines() async throws {
+        let model = try CLITests.q4()
+        let q1 = "Give me a numbered list of three colors.", q2 = "What is the capital of France?"
+        let r = try Self.pocketlm(["chat", "--model", model, "--temperature", "0", "--max-tokens", "40", "--context", "1024",
+                                   "--jsonl"], input: "\(q1)\n/stats\n\(q2)\n/show\n/nope\n")
+        #expect(r.status == 1, "\(r.stderr)")   // the unknown command
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        try #require(lines.count == 6 && lines[5].isEmpty, "\(r.stdout.debugDescription)")
+        let objects = try lines.dropLast().map { try CLITests.json($0) }
+
+        let container = try ModelContainer(path: model, options: LoadOptions(threads: 2, contextLength: 1024))
+        let session = ChatSession(container, sampling: .greedy, maxTokens: 40)
+        let a1 = try await session.respond(to: q1)
+        let turn1 = try #require(session.lastTurn)
+        let a2 = try await session.respond(to: q2)
+        // The greedy answer spans lines: in the text output it could not be told from two turns.
+        #expect(a1.contains("\n"), "\(a1.debugDescription)")
+        #expect(objects[0]["role"] as? String == "assistant" && objects[0]["content"] as? String == a1)
+        #expect(objects[0]["stop_reason"] as? String == "stop_token")
+        #expect(objects[0]["prompt_tokens"] as? Int == turn1.promptTokens)
+        #expect(objects[0]["completion_tokens"] as? Int == turn1.generatedTokens)
+        let stats = try #require(objects[1]["stats"] as? [String: Any], "\(objects[1])")
+        #expect(stats["cache_tokens"] as? Int == turn1.cachedTokens && stats["stop_reason"] as? String == "stop_token")
+        #expect(objects[2]["role"] as? String == "assistant" && objects[2]["content"] as? String == a2)
+        #expect(objects[2]["reused_tokens"] as? Int == session.lastTurn?.reusedTokens)
+        let standard = try #require(try ChatTemplate(gguf: TokenizerFixtures.gguf()).defaultSystemMessage)
+        #expect(objects[3]["role"] as? String == "system" && objects[3]["content"] as? String == standard)
+        #expect((objects[4]["error"] as? String)?.contains("unknown command /nope") == true, "\(objects[4])")
+        #expect(r.stderr.contains("unknown command /nope"))
+
+        // A failed turn is an error object in its place; the next turn still answers.
+        let long = String(repeating: "Far too long for this context. ", count: 40)
+        let bad = try Self.pocketlm(["chat", "--model", model, "--temperature", "0", "--max-tokens", "8", "--context", "64",
+                                     "--jsonl"], input: "\(long)\nHi\n")
+        #expect(bad.status == 1)
+        let badLines = bad.stdout.split(separator: "\n").map(String.init)
+        try #require(badLines.count == 2, "\(bad.stdout.debugDescription)")
+        #expect((try CLITests.json(badLines[0])["error"] as? String)?.contains("the context holds 64") == true, "\(badLines[0])")
+        #expect(try CLITests.json(badLines[1])["role"] as? String == "assistant")
+    }
+
     @Test("the answer's room stays below the context: by default at most half of it, and a --max-tokens as large as the context is refused, so the chat never silently forgets")
     func answerRoomBelowContext() throws {
         let model = try CLITests.q4()
