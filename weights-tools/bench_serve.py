@@ -4,7 +4,8 @@
 Why: a server is worth having only if it costs little over `pocketlm run`, if parallel slots share the memory-bound
 decode (four slots should cost little more than one), and if a conversation's later turns are as quick to answer as
 its first. This prints, with the CPU name and the memory bound measured in the same run:
-- aggregate decode tok/s with 1, 2 and 4 requests at once on a 4-slot server (alternating rounds);
+- aggregate decode tok/s with 1, 2 and 4 requests at once on a 4-slot server (alternating rounds), and llama.cpp's
+  with 1, 2 and 4 sequences batched per llama_decode step (as llama-server's slots) in the same rounds;
 - request overhead of serve over the generation itself (client wall time minus the server's own prefill and decode
   time) and over `pocketlm run` for the same greedy generation;
 - time to first token of turn 5 of a conversation with ~1,500 tokens of history, with the slot's KV cache reused
@@ -32,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_peer import cpu_name
+from bench_peer import cpu_name, ensure_llama_cpp
 from common import field_value, open_gguf, require_value
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,11 +268,18 @@ def slot_figures(args: argparse.Namespace, result: dict) -> None:
     try:
         stream(url, "/v1/completions", {"prompt": "Warm up", "max_tokens": 8})
         slots: dict[int, list[float]] = {1: [], 2: [], 4: []}
+        peer: dict[int, list[float]] = {1: [], 2: [], 4: []}
         for r in range(args.rounds):
-            for k in ([1, 2, 4] if r % 2 == 0 else [4, 2, 1]):
+            order = [1, 2, 4] if r % 2 == 0 else [4, 2, 1]
+            for k in order:
                 slots[k].append(aggregate_decode(url, k, args.tokens))
+            # llama.cpp's k sequences batched per llama_decode, as llama-server's slots run them, in the same round.
+            for k, v in peer_parallel_decode(args.model, order, args.tokens).items():
+                peer[k] += v
         result["aggregate_decode"] = {k: statistics.median(v) for k, v in slots.items()}
         result["aggregate_decode_samples"] = slots
+        result["peer_aggregate_decode"] = {k: statistics.median(v) for k, v in peer.items()}
+        result["peer_aggregate_decode_samples"] = peer
 
         # Overhead: alternate serve requests with `run` of the same generation.
         body = {"prompt": "The capital of France is", "max_tokens": 32, "temperature": 0}
@@ -323,6 +331,14 @@ def slots_ab(args: argparse.Namespace, result: dict) -> None:
               f"4 slots {m[4]:.1f} ({m[4] / m[1]:.2f}×)")
 
 
+def peer_parallel_decode(model: Path, slots: list[int], tokens: int) -> dict[int, list[float]]:
+    """llama.cpp's aggregate greedy decode of k sequences per step (llamacpp_peer.py parallel), in the peer's venv."""
+    out = subprocess.run([str(ensure_llama_cpp()), str(REPO / "weights-tools" / "llamacpp_peer.py"), "parallel", str(model),
+                          "--slots", ",".join(map(str, slots)), "--tokens", str(tokens), "--threads", "2"],
+                         capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1])["aggregate_decode"].items()}
+
+
 def print_slot_figures(result: dict) -> None:
     mb = result["memory_bound"]
     agg = result["aggregate_decode"]
@@ -331,6 +347,10 @@ def print_slot_figures(result: dict) -> None:
           f"`bench` decode {mb['bench_decode']:.1f} tok/s")
     print(f"aggregate decode: 1 slot {agg[1]:.1f} tok/s, 2 slots {agg[2]:.1f} ({agg[2] / agg[1]:.2f}×), "
           f"4 slots {agg[4]:.1f} ({agg[4] / agg[1]:.2f}×)")
+    p = result["peer_aggregate_decode"]
+    print(f"llama.cpp, k sequences per llama_decode (llama-server's slots): 1 {p[1]:.1f} tok/s, 2 {p[2]:.1f} "
+          f"({p[2] / p[1]:.2f}×), 4 {p[4]:.1f} ({p[4] / p[1]:.2f}×); PocketLM / llama.cpp: 1 slot {agg[1] / p[1]:.2f}×, "
+          f"4 slots {agg[4] / p[4]:.2f}×")
     o = result["overhead_ms"]
     print(f"overhead: serve wall {o['serve_wall']:.1f} ms − its own generation = {o['serve_minus_own_generation']:.2f} ms; "
           f"− `run`'s generation {o['run_generation']:.1f} ms = {o['serve_minus_run']:.1f} ms")

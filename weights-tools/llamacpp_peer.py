@@ -9,6 +9,7 @@ Commands:
   quantize SRC DST --ftype N [--threads T]   llama_model_quantize (llama.cpp's quantizer, as llama-quantize runs it)
   record SPEC.json                            per model and prompt: ids, last-position top-5, greedy ids + margins
   perplexity MODEL TEXT [--n-ctx 512]         llama-perplexity's number (see perplexity() below)
+  parallel MODEL [--slots 1,2,4] [--tokens N] aggregate greedy decode of k sequences batched per step (llama-server's slots)
 
 All runs: CPU, `threads` threads, flash attention off, seed-free (greedy/argmax only); the KV cache f16 (llama.cpp's
 default) unless a record spec's run says "kv_cache_type": "bf16".
@@ -146,6 +147,74 @@ def perplexity(args) -> dict:
             "first_ids": [int(t) for t in tokens[:8]], "kv_cache_type": args.kv_cache_type}
 
 
+def parallel(args) -> dict:
+    """Aggregate greedy decode of k sequences in one context, one llama_decode per step carrying one token of each
+    (what llama-server's k slots run), for each k in args.slots: tokens generated after each sequence's first, over
+    the time of those steps. The prompts are fed first, one llama_decode each, outside the timing (with 8 steps)."""
+    import ctypes
+
+    import llama_cpp
+
+    llama_cpp.llama_backend_init()
+    model = llama_cpp.llama_model_load_from_file(args.model.encode(), llama_cpp.llama_model_default_params())
+    if not model:
+        raise SystemExit(f"llama.cpp could not load {args.model}")
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    prompts = ["Count: 1, 2, 3,", "The alphabet: A, B, C,", "Numbers: 10, 20, 30,", "Days: Monday, Tuesday,"]
+    rates: dict[int, list[float]] = {}
+    for k in args.slots:
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx = 512 * k
+        cp.n_batch = cp.n_ubatch = 512
+        cp.n_seq_max = k
+        cp.n_threads = cp.n_threads_batch = args.threads
+        cp.flash_attn_type = 0   # off, as every other peer run here
+        cp.type_k = cp.type_v = KV_CACHE_TYPES["f16"]
+        ctx = llama_cpp.llama_init_from_model(model, cp)
+        if not ctx:
+            raise SystemExit(f"llama.cpp could not make a context for {k} sequences")
+        batch = llama_cpp.llama_batch_init(512, 0, k)
+
+        def decode(items: list[tuple[int, int, int, bool]]) -> None:
+            """items: (token, position, sequence, wants logits)."""
+            batch.n_tokens = len(items)
+            for i, (tok, pos, seq, out) in enumerate(items):
+                batch.token[i] = tok
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = 1 if out else 0
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise SystemExit("llama_decode failed")
+
+        def argmax(i: int) -> int:
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(n_vocab,))
+            return int(row.argmax())
+
+        positions, nexts = [], []
+        for seq in range(k):
+            text = prompts[seq % len(prompts)].encode()
+            buf = (llama_cpp.llama_token * 256)()
+            n = llama_cpp.llama_tokenize(vocab, text, len(text), buf, 256, True, False)
+            decode([(buf[i], i, seq, i == n - 1) for i in range(n)])
+            nexts.append(argmax(n - 1))
+            positions.append(n)
+        # A context's first steps run slower (its buffers and threads start): 8 untimed steps first.
+        t0 = 0.0
+        for step in range(8 + args.tokens - 1):
+            if step == 8:
+                t0 = time.perf_counter()
+            decode([(nexts[s], positions[s], s, True) for s in range(k)])
+            nexts = [argmax(s) for s in range(k)]
+            positions = [p + 1 for p in positions]
+        rates.setdefault(k, []).append(k * (args.tokens - 1) / (time.perf_counter() - t0))
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+    return {"aggregate_decode": rates, "tokens": args.tokens, "threads": args.threads}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -162,8 +231,13 @@ def main() -> None:
     p.add_argument("--n-ctx", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--kv-cache-type", choices=sorted(KV_CACHE_TYPES), default="f16")
+    par = sub.add_parser("parallel")
+    par.add_argument("model")
+    par.add_argument("--slots", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
+    par.add_argument("--tokens", type=int, default=96)
+    par.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    result = {"quantize": quantize, "record": record, "perplexity": perplexity}[args.cmd](args)
+    result = {"quantize": quantize, "record": record, "perplexity": perplexity, "parallel": parallel}[args.cmd](args)
     sys.stdout.write(json.dumps(result) + "\n")
 
 
