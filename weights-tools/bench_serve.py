@@ -15,8 +15,8 @@ its first. This prints, with the CPU name and the memory bound measured in the s
     python3 weights-tools/bench_serve.py [--model PATH] [--rounds 3] [--only turns|slots] [--kv-cache-types f16,bf16]
                                          [--bin PATH ...]
 
-`--only slots` prints the aggregate decode figures alone; with several `--bin`, each build's server runs them in
-turn, round by round (alternating A/B on a shared machine).
+`--only slots` prints the aggregate decode figures alone (llama.cpp's beside them); with several `--bin`, each
+build's server runs them in turn, round by round (alternating A/B on a shared machine).
 """
 
 from __future__ import annotations
@@ -311,17 +311,22 @@ def slots_ab(args: argparse.Namespace, result: dict) -> None:
         for _, url in servers:
             stream(url, "/v1/completions", {"prompt": "Warm up", "max_tokens": 8})
         samples = [{1: [], 2: [], 4: []} for _ in bins]
+        peer: dict[int, list[float]] = {1: [], 2: [], 4: []}
         for r in range(args.rounds):
             order = list(range(len(bins))) if r % 2 == 0 else list(reversed(range(len(bins))))
+            slots = [1, 2, 4] if r % 2 == 0 else [4, 2, 1]
             for i in order:
-                for k in ([1, 2, 4] if r % 2 == 0 else [4, 2, 1]):
+                for k in slots:
                     samples[i][k].append(aggregate_decode(servers[i][1], k, args.tokens))
+            for k, v in peer_parallel_decode(args.model, slots, args.tokens).items():
+                peer[k] += v
     finally:
         for proc, _ in servers:
             stop(proc)
     result["load_average_after"] = os.getloadavg()
     result["aggregate_decode_by_binary"] = {str(b): {"median": {k: statistics.median(v) for k, v in s.items()},
                                                      "samples": s} for b, s in zip(bins, samples)}
+    result["peer_aggregate_decode"] = {"median": {k: statistics.median(v) for k, v in peer.items()}, "samples": peer}
     print(json.dumps(result, indent=2))
     print(f"\n{result['cpu']}, 2 threads, {result['date']}; load average {result['load_average'][0]:.2f} before, "
           f"{result['load_average_after'][0]:.2f} after (median of {args.rounds} alternating rounds)")
@@ -329,6 +334,9 @@ def slots_ab(args: argparse.Namespace, result: dict) -> None:
         m = {k: statistics.median(v) for k, v in s.items()}
         print(f"{b}: aggregate decode 1 slot {m[1]:.1f} tok/s, 2 slots {m[2]:.1f} ({m[2] / m[1]:.2f}×), "
               f"4 slots {m[4]:.1f} ({m[4] / m[1]:.2f}×)")
+    p = result["peer_aggregate_decode"]["median"]
+    print(f"llama.cpp, k sequences per llama_decode (llama-server's slots): 1 {p[1]:.1f} tok/s, 2 {p[2]:.1f} "
+          f"({p[2] / p[1]:.2f}×), 4 {p[4]:.1f} ({p[4] / p[1]:.2f}×)")
 
 
 def peer_parallel_decode(model: Path, slots: list[int], tokens: int) -> dict[int, list[float]]:
