@@ -78,9 +78,12 @@ build:
 # equal to the ordinary one's, a pool's own thread count) run again on its Haswell kernels, where they do not.
 BLAS_BITS_TESTS := BLASThreadCountTests|blockRows
 HAS_AVX2 := $(shell grep -m1 -ow avx2 /proc/cpuinfo 2>/dev/null)
+# Each run's scratch files (packed models, prompts, fuzzed files) go to a directory of its own, removed afterwards.
 swift-test:
-	swift test -c release --skip-build
-	$(if $(HAS_AVX2),OPENBLAS_CORETYPE=Haswell swift test -c release --skip-build --filter "$(BLAS_BITS_TESTS)")
+	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/pocketlm-test-XXXXXX") && \
+	TMPDIR=$$scratch swift test -c release --skip-build && \
+	$(if $(HAS_AVX2),TMPDIR=$$scratch OPENBLAS_CORETYPE=Haswell swift test -c release --skip-build --filter "$(BLAS_BITS_TESTS)",true); \
+	status=$$?; rm -rf "$$scratch"; exit $$status
 
 py-test:
 	$(PYTHON) -m pytest -q weights-tools/tests

@@ -8,10 +8,17 @@ import PocketLM
 /// files give clear errors, and a shared block is read once for both of its passes.
 @Suite("Flash paging", .serialized)
 struct FlashPagingTests {
-    static func scratch(_ name: String) -> String {
+    /// This process's directory of packed files (~100 MB a run with SmolLM2's), removed when the process exits: a
+    /// `/tmp` that kept every run's had reached 20 GB.
+    static let scratchDirectory: URL = {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pocketlm-flash-tests-\(getpid())")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir.appendingPathComponent(name).path
+        atexit { try? FileManager.default.removeItem(at: FlashPagingTests.scratchDirectory) }
+        return dir
+    }()
+
+    static func scratch(_ name: String) -> String {
+        scratchDirectory.appendingPathComponent(name).path
     }
 
     static func packed(_ fixture: String, bundleBytes: Int = 4096, name: String? = nil) throws -> String {
