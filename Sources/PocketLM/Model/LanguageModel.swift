@@ -117,7 +117,8 @@ public final class LanguageModel {
                 let context = options.contextLength ?? min(config.maxPositionEmbeddings, Transformer.defaultMaxContext)
                 let embedding = file.tensorInfo("token_embd.weight")
                 let plan = ProcessBudget(budget: budget, config: config, schedule: schedule, contextLength: context,
-                                         maxBatch: options.maxBatch, threads: options.threads, runtimeBytes: runtimeBytes,
+                                         maxBatch: options.maxBatch, threads: options.threads,
+                                         readerThreads: paging.readerThreads, runtimeBytes: runtimeBytes,
                                          vocabularyBytes: vocabulary,
                                          embeddingRowBytes: embedding.map { $0.byteCount / max(1, $0.rows) } ?? 0,
                                          groupsPerLayer: layout.groupsPerLayer,

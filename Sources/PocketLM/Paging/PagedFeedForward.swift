@@ -292,7 +292,7 @@ public final class PagedFeedForward: @unchecked Sendable {
         } else {
             mapped = nil
             mmapFd = -1
-            reader = try DirectReader(path: file.path, threads: options.mode == .resident ? 4 : options.ioThreads)
+            reader = try DirectReader(path: file.path, threads: options.readerThreads)
         }
         let queues = options.asyncReads && (options.mode == .flash || options.mode == .naive)
             ? (0..<buffers).compactMap { _ in AsyncBundleReads(path: file.path, maxReads: G) } : []

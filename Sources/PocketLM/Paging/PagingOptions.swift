@@ -92,4 +92,14 @@ public struct PagingOptions: Sendable, Equatable {
     }
 
     public static let resident = PagingOptions()
+
+    /// The threads `PagedFeedForward` starts to read the FFN: none for mmap (it faults pages in), a few for resident
+    /// (the load's reads), `ioThreads` for flash and naive.
+    public var readerThreads: Int {
+        switch mode {
+        case .mmap: 0
+        case .resident: 4
+        case .flash, .naive: ioThreads
+        }
+    }
 }

@@ -30,6 +30,8 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     public var pageCacheBytes: Int
     /// Page tables, thread stacks, allocator slack and kernel memory charged to the process.
     public var marginBytes: Int
+    /// The paged FFN's reader threads: each one's touched stack, thread-local storage and kernel structures.
+    public var readerThreadBytes: Int
     /// The largest batch the scratch and page cache are sized for, in positions.
     public var batchRows: Int
     /// What each batch row adds to the scratch (its activations, quantized inputs and FFN outputs).
@@ -37,7 +39,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
 
     /// Everything but the weights.
     public var overheadBytes: Int {
-        runtimeBytes + vocabularyBytes + kvCacheBytes + scratchBytes + pageCacheBytes + marginBytes
+        runtimeBytes + vocabularyBytes + kvCacheBytes + scratchBytes + pageCacheBytes + marginBytes + readerThreadBytes
     }
     /// What the weights may use: resident tensors, read buffers and cached FFN groups.
     public var weightBytes: Int { budget - overheadBytes }
@@ -52,10 +54,16 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
     /// run's need could be refused by the next run; with this on top, the budget a refused run names loads.
     public static let runToRunAllowance = 4 << 20
 
+    /// What each reader thread adds to the resident set: 69 KiB measured (peak RSS of `pocketlm run`, SmolLM2 Q4_1
+    /// packed, 8 → 256 I/O threads: 108.4 → 125.2 MiB), with room to spare. The margin covers a few threads, not
+    /// hundreds: 256 readers had taken a run at its stated minimum 6.8 MiB past its budget.
+    public static let bytesPerReaderThread = 80 << 10
+
     /// The budget's split for `config` run with `schedule` at `contextLength`, `maxBatch` positions per batch and
-    /// `threads` compute threads; `runtimeBytes` and `vocabularyBytes` measured by the caller.
+    /// `threads` compute threads and `readerThreads` threads reading the FFN (`PagingOptions.readerThreads`);
+    /// `runtimeBytes` and `vocabularyBytes` measured by the caller.
     public init(budget: Int, config: ModelConfig, schedule: LayerSchedule, contextLength: Int, maxBatch: Int, threads: Int,
-                runtimeBytes: Int, vocabularyBytes: Int, embeddingRowBytes: Int, groupsPerLayer: Int,
+                readerThreads: Int = 0, runtimeBytes: Int, vocabularyBytes: Int, embeddingRowBytes: Int, groupsPerLayer: Int,
                 extraScratchBytes: (_ batchRows: Int) -> Int = { _ in 0 }, marginBytes: Int = ProcessBudget.defaultMargin) {
         self.budget = budget
         self.contextLength = contextLength
@@ -73,6 +81,7 @@ public struct ProcessBudget: Sendable, Codable, Equatable {
         scratchBytesPerBatchRow = b > 1 ? (scratchBytes - scratch(1)) / (b - 1) : 0
         pageCacheBytes = min(config.vocabSize * embeddingRowBytes, b * Self.pageCacheBytesPerBatchRow)
         self.marginBytes = marginBytes
+        readerThreadBytes = max(0, readerThreads) * Self.bytesPerReaderThread
     }
 
     /// Page cache a batch row's embedding lookup may bring in: its row, on at most two pages.

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+import PocketLM
+
+/// `run --memory-budget` and friends as a new user tries them (issue 14): what they hit that was wrong.
+@Suite("Paging CLI probes", .serialized)
+struct PagingCLIProbeTests {
+    /// SmolLM2 Q4_1 packed into the test scratch directory (packed once, ~1 s).
+    static func packedQ4_1() throws -> String {
+        let packed = FlashPagingTests.scratch("smollm2-q4_1.packed.gguf")
+        if !FileManager.default.fileExists(atPath: packed) {
+            _ = try FlashPacker.pack(source: try TestPaths.model("SmolLM2-135M-Instruct.Q4_1.gguf"), output: packed)
+        }
+        return packed
+    }
+
+    /// The minimum a refused run states, as the `--memory-budget` text it asks for ("118.4M").
+    static func statedMinimum(_ stderr: String) throws -> String {
+        let range = try #require(stderr.range(of: #"raise the memory budget to at least [0-9.]+ MiB"#, options: .regularExpression),
+                                 "no stated minimum in: \(stderr)")
+        let words = stderr[range].split(separator: " ")
+        return String(words[words.count - 2]) + "M"
+    }
+
+    @Test("many I/O threads count in the budget: a run at the minimum stated for 256 reader threads peaks within it")
+    func readerThreadsCountInBudget() throws {
+        let packed = try Self.packedQ4_1()
+        let args = ["run", "--model", packed, "--io-threads", "256", "--context", "256", "--prompt", "The capital of France is",
+                    "--max-tokens", "4", "--temperature", "0"]
+        let refused = try CLITests.pocketlm(args + ["--memory-budget", "100M"])
+        #expect(refused.status != 0)
+        let minimum = try Self.statedMinimum(refused.stderr)
+        let budget = try ByteCount.parse(minimum)
+        let r = try CLITests.pocketlm(args + ["--memory-budget", minimum, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let peak = try #require(try CLITests.json(r.stdout)["peak_rss_bytes"] as? Int)
+        // Each reader thread adds ~69 KiB: 256 of them had peaked at 125 MiB under a stated minimum of 118 MiB.
+        #expect(peak <= budget, "peak RSS \(ByteCount.format(peak)) > budget \(minimum)")
+    }
+}
