@@ -34,6 +34,10 @@ struct CLIError: Error, CustomStringConvertible {
     static func wrap(_ error: Error) -> Error {
         let ours = error is GGUFError || error is ModelError || error is TokenizerError || error is GenerationError
             || error is PagingError || error is ChatSessionError || error is KernelISAError
+        if case .notPacked(let path)? = error as? PagingError {
+            // The library's text names its API (`FlashPacker.pack`); a CLI user runs the command instead.
+            return CLIError(description: "\(path) is not in the flash layout: paging (--memory-budget, --paging, --window, --sparsity) needs a file packed from it — run `pocketlm pack --model \(path) --out PACKED.gguf`")
+        }
         if ours, let message = (error as? LocalizedError)?.errorDescription {
             return CLIError(description: message + hint(for: error))
         }
@@ -46,7 +50,6 @@ struct CLIError: Error, CustomStringConvertible {
     /// What to run about it, where a library error has a command that mends it.
     static func hint(for error: Error) -> String {
         switch error as? PagingError {
-        case .notPacked(let path)?: " — run `pocketlm pack --model \(path) --out PACKED.gguf`"
         case .noPredictor?: " — train one with weights-tools/train_predictor.py and pack with --predictor"
         default: ""
         }

@@ -37,4 +37,16 @@ struct PagingCLIProbeTests {
         // Each reader thread adds ~69 KiB: 256 of them had peaked at 125 MiB under a stated minimum of 118 MiB.
         #expect(peak <= budget, "peak RSS \(ByteCount.format(peak)) > budget \(minimum)")
     }
+
+    @Test("paging an ordinary file: the error names what to type (the flags, pocketlm pack), not the library's API")
+    func unpackedFileErrorNamesCommands() throws {
+        let ordinary = try TestPaths.fixture("tiny-q8_0.gguf")
+        for args in [["--memory-budget", "100M"], ["--paging", "flash"], ["--paging", "mmap"]] {
+            let r = try CLITests.pocketlm(["run", "--model", ordinary, "--prompt", "hi", "--max-tokens", "1"] + args)
+            #expect(r.status != 0 && r.stdout.isEmpty)
+            #expect(r.stderr.contains("\(ordinary) is not in the flash layout") && r.stderr.contains("--memory-budget")
+                    && r.stderr.contains("run `pocketlm pack --model \(ordinary) --out PACKED.gguf`"), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("FlashPacker"), "\(args): \(r.stderr)")
+        }
+    }
 }
