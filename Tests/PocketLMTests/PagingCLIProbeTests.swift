@@ -49,4 +49,26 @@ struct PagingCLIProbeTests {
             #expect(!r.stderr.contains("FlashPacker"), "\(args): \(r.stderr)")
         }
     }
+
+    @Test("a budget written as the errors write sizes (118.3 MiB, 150 MB, 64KiB) is read, and gets the same plan as 150M")
+    func budgetInTheUnitsErrorsPrint() throws {
+        #expect(try ByteCount.parse("118.3 MiB") == Int(118.3 * 1_048_576) && ByteCount.parse("64KiB") == 64 << 10)
+        #expect(try ByteCount.parse("1.50 GiB") == 3 << 29 && ByteCount.parse("150 MB") == 150 << 20 && ByteCount.parse("4096 B") == 4096)
+        #expect(try ByteCount.parse("75 %", reference: 1000) == 750)
+        for text in ["1T", "MiB", "1 1M", "12Mi", "abc", "-1", "5 MiBs"] {
+            #expect(throws: PagingError.self, "\(text)") { try ByteCount.parse(text, reference: 100 << 20) }
+        }
+        let packed = try Self.packedQ4_1()
+        var weights: [Int] = []
+        for budget in ["150M", "150 MiB", "150MiB"] {
+            let r = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", budget, "--context", "256", "--prompt", "Hi",
+                                           "--max-tokens", "1", "--temperature", "0", "--json"])
+            #expect(r.status == 0, "\(budget): \(r.stderr)")
+            guard r.status == 0 else { continue }
+            let paging = try #require(try CLITests.json(r.stdout)["paging"] as? [String: Any])
+            weights.append(try #require((paging["plan"] as? [String: Any])?["budget"] as? Int, "\(paging)"))
+        }
+        // The weights' share is the budget less what was measured in the process: within a run-to-run 4 MiB.
+        #expect(weights.count == 3 && weights.max()! - weights.min()! < 4 << 20, "\(weights)")
+    }
 }

@@ -41,32 +41,27 @@ public enum PagingError: Error, LocalizedError, Equatable {
 
 /// Byte counts as people write them: 64M, 1.5G, 75% (of a reference size).
 public enum ByteCount {
-    /// Parses `64M`, `512K`, `1.5G`, `1000000` (bytes) or `75%` (of `reference`).
+    /// Parses `64M`, `512K`, `1.5G`, `1000000` (bytes) or `75%` (of `reference`); `MB`, `MiB` and a space before
+    /// the unit too, so a size as `format` writes it (`118.3 MiB`, in the errors stating a minimum) reads back.
     public static func parse(_ text: String, reference: Int? = nil) throws(PagingError) -> Int {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
         let bad = PagingError.invalidOption("cannot read '\(text)' as a size: use e.g. 64M, 1.5G, 512K or 75%")
-        guard let last = t.last else { throw bad }
+        let numberEnd = t.firstIndex { !"0123456789.+-E".contains($0) } ?? t.endIndex
+        let number = t[..<numberEnd], unit = t[numberEnd...].trimmingCharacters(in: .whitespaces)
         // At least a byte, and short of 1e15 (a converted 1e20 would trap): nothing between is a typo's size.
         func bytes(_ v: Double) throws(PagingError) -> Int {
             guard v >= 1, v < 1e15 else { throw bad }
             return Int(v)
         }
-        if last == "%" {
-            guard let reference else { throw PagingError.invalidOption("'\(text)': a percentage needs a model to be relative to") }
-            guard let p = Double(t.dropLast()), p > 0, p.isFinite else { throw bad }
-            return try bytes(Double(reference) * p / 100)
-        }
-        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
-        var number = Substring(t), scale = 1.0
-        if let u = units[last] {
-            number = t.dropLast()
-            scale = u
-        } else if last == "B", t.count >= 2, let u = units[t[t.index(t.endIndex, offsetBy: -2)]] {
-            number = t.dropLast(2)
-            scale = u
-        }
         guard let v = Double(number), v > 0, v.isFinite else { throw bad }
-        return try bytes(v * scale)
+        if unit == "%" {
+            guard let reference else { throw PagingError.invalidOption("'\(text)': a percentage needs a model to be relative to") }
+            return try bytes(Double(reference) * v / 100)
+        }
+        let shifts: [String: Int] = ["": 0, "B": 0, "K": 10, "KB": 10, "KIB": 10, "M": 20, "MB": 20, "MIB": 20,
+                                     "G": 30, "GB": 30, "GIB": 30]
+        guard let shift = shifts[unit] else { throw bad }
+        return try bytes(v * Double(1 << shift))
     }
 
     public static func format(_ bytes: Int) -> String {
