@@ -8,7 +8,7 @@ struct PagingArguments: ParsableArguments {
             help: "The whole process's memory (weights, KV cache at --context, scratch, vocabulary, runtime, its page cache), e.g. 96M, 1.5G or 75% (of the model file). Too small a budget is an error stating the minimum. Needs a packed file (pocketlm pack).")
     var memoryBudget: String?
 
-    @Option(help: "flash (bundled reads, pinned groups and window), naive (each layer's FFN read in full per token), mmap (OS paging), resident. Default: flash with a budget, else resident.")
+    @Option(help: "flash (bundled reads, pinned groups and window), naive (each layer's FFN read in full per token), mmap (OS paging), resident. Default: flash with a budget or a window, else resident.")
     var paging: String?
 
     @Option(help: "Tokens' worth of recently used FFN groups kept in memory (flash).")
@@ -50,7 +50,8 @@ struct PagingArguments: ParsableArguments {
         guard asked else { return nil }
         let size = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? nil
         let budget = try memoryBudget.map { try ByteCount.parse($0, reference: size) }
-        let mode = paging.flatMap(PagingOptions.Mode.init(rawValue:)) ?? (budget == nil ? .resident : .flash)
+        // A window is kept by flash paging alone: asking for one asks for flash (resident was refused for keeping none).
+        let mode = paging.flatMap(PagingOptions.Mode.init(rawValue:)) ?? (budget == nil && window == 0 ? .resident : .flash)
         return PagingOptions(mode: mode, memoryBudget: budget, window: window,
                              sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads,
                              asyncReads: reads == "aio")

@@ -71,4 +71,21 @@ struct PagingCLIProbeTests {
         // The weights' share is the budget less what was measured in the process: within a run-to-run 4 MiB.
         #expect(weights.count == 3 && weights.max()! - weights.min()! < 4 << 20, "\(weights)")
     }
+
+    @Test("--window without --paging or a budget runs flash (the one mode that keeps a window), not an error about resident paging")
+    func windowAloneRunsFlash() throws {
+        let packed = try Self.packedQ4_1()
+        let prompt = ["--context", "256", "--prompt", "The capital of France is", "--max-tokens", "4", "--temperature", "0", "--json"]
+        let windowed = try CLITests.pocketlm(["run", "--model", packed, "--window", "2"] + prompt)
+        #expect(windowed.status == 0, "\(windowed.stderr)")
+        let explicit = try CLITests.pocketlm(["run", "--model", packed, "--paging", "flash", "--window", "2"] + prompt)
+        #expect(explicit.status == 0, "\(explicit.stderr)")
+        guard windowed.status == 0, explicit.status == 0 else { return }
+        let a = try CLITests.json(windowed.stdout), b = try CLITests.json(explicit.stdout)
+        #expect((a["paging"] as? [String: Any])?["mode"] as? String == "flash", "\(a["paging"] ?? "no paging")")
+        #expect(a["text"] as? String == b["text"] as? String && a["text"] as? String != nil)
+        // Resident asked for by name still refuses a window.
+        let resident = try CLITests.pocketlm(["run", "--model", packed, "--paging", "resident", "--window", "2"] + prompt)
+        #expect(resident.status != 0 && resident.stderr.contains("flash paging only"), "\(resident.stderr)")
+    }
 }
