@@ -8,7 +8,7 @@ struct Pack: AsyncParsableCommand {
 
     @Option(help: "The model to pack (GGUF; FFN weights of any type PocketLM computes: Q8_0 as neuron columns, the others — Q4_x, Q5_x, K-quants, F32, F16, BF16 — as block rows).") var model: String
     @Option(help: "The packed file to write.") var out: String
-    @Option(name: .customLong("bundle-bytes"), help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB), e.g. 64K.")
+    @Option(name: .customLong("bundle-bytes"), help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB; at most a layer's FFN), e.g. 64K.")
     var bundleBytes: String = "64K"
     @Option(help: "A predictor file from weights-tools/train_predictor.py to store alongside.") var predictor: String?
     @Flag(help: "Print the layout as JSON.") var json = false

@@ -88,4 +88,25 @@ struct PagingCLIProbeTests {
         let resident = try CLITests.pocketlm(["run", "--model", packed, "--paging", "resident", "--window", "2"] + prompt)
         #expect(resident.status != 0 && resident.stderr.contains("flash paging only"), "\(resident.stderr)")
     }
+
+    @Test("a Q8_0 pack asked for reads larger than a layer makes one group per layer, not a file of zero padding")
+    func bundleBytesPastTheLayerArePadding() throws {
+        let source = try TestPaths.fixture("tiny-q8_0.gguf")
+        let config = try ModelConfig(gguf: GGUFFile(path: source))
+        let whole = try FlashLayout(hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize, bundleBytes: 1 << 30)
+        let neuron = whole.neuronBytes, align = FlashLayout.ioAlignment
+        #expect(whole.groupsPerLayer == 1 && whole.bundleBytes == (config.intermediateSize * neuron + align - 1) / align * align,
+                "\(whole.bundleBytes) bytes, \(whole.groupsPerLayer) groups")
+        let dir = FlashPagingTests.scratch("bundle-bytes-past-layer")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var sizes: [Int] = []
+        for asked in [whole.bundleBytes, 16 << 20] {
+            let out = dir + "/packed-\(asked).gguf"
+            let layout = try FlashPacker.pack(source: source, output: out, bundleBytes: asked)
+            #expect(layout.bundleBytes == whole.bundleBytes && layout.groupsPerLayer == 1, "asked \(asked): \(layout.bundleBytes)")
+            sizes.append(try #require(try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int))
+        }
+        // 16 MiB reads had padded every layer to 16 MiB.
+        #expect(sizes[0] == sizes[1], "\(sizes)")
+    }
 }

@@ -89,9 +89,10 @@ public struct FlashLayout: Sendable, Equatable {
             throw .invalidConfig(field: "hidden_size", reason: "the flash layout needs hidden and FFN sizes in whole 32-element blocks")
         }
         let neuron = Int(pl_bundle_bytes_q8_0(Int64(hiddenSize)))
-        // Round the read size up to whole 4 KiB blocks, and to at least one neuron.
+        // Round the read size up to whole 4 KiB blocks, to at least one neuron and at most the whole layer (a larger
+        // read had been zero padding in the file: --bundle-bytes 16M packed SmolLM2 Q8_0 into 566 MB, not 147).
         let align = FlashLayout.ioAlignment
-        let bytes = (max(requested, neuron) + align - 1) / align * align
+        let bytes = (min(max(requested, neuron), intermediateSize * neuron) + align - 1) / align * align
         self.bundleBytes = bytes
         self.groupNeurons = min(intermediateSize, bytes / neuron)
         self.neuronBytes = neuron
