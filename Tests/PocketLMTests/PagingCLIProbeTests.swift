@@ -109,4 +109,24 @@ struct PagingCLIProbeTests {
         // 16 MiB reads had padded every layer to 16 MiB.
         #expect(sizes[0] == sizes[1], "\(sizes)")
     }
+
+    @Test("pack --predictor with a missing file, a model or a text file: the error is about the predictor, not a model file's metadata key")
+    func predictorInputErrors() throws {
+        let source = try TestPaths.fixture("tiny-q8_0.gguf")
+        let dir = FlashPagingTests.scratch("predictor-inputs")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let text = dir + "/notes.txt"
+        try Data("not a predictor".utf8).write(to: URL(fileURLWithPath: text))
+        let cases = [(dir + "/missing.gguf", "predictor file not found: \(dir)/missing.gguf"),
+                     (source, "\(source) is not an FFN predictor (weights-tools/train_predictor.py writes one for a model)"),
+                     (text, "cannot read the predictor \(text): ")]
+        for (predictor, message) in cases {
+            let error = #expect(throws: PagingError.self) {
+                try FlashPacker.pack(source: source, output: dir + "/out.gguf", bundleBytes: 4096, predictor: predictor)
+            }
+            let description = error?.localizedDescription ?? ""
+            #expect(description.hasPrefix(message) && !description.contains("model file"), "\(predictor): \(description)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out.gguf"))
+    }
 }

@@ -52,17 +52,32 @@ public enum FlashPacker {
         let layout = columns ? try FlashLayout(hiddenSize: dim, intermediateSize: ffn, bundleBytes: bundleBytes)
             : try FlashLayout(hiddenSize: dim, intermediateSize: ffn, layerTypes: layerTypes, bundleBytes: bundleBytes)
 
-        let predictor = try predictorPath.map { try GGUFFile(path: $0) }
+        // A missing file or one of another kind had been reported as a model file's problem ("model file not found",
+        // "the model file lacks the metadata key 'pocketlm.predictor.block_count'"), naming neither the predictor
+        // nor where one comes from.
+        let predictor = try predictorPath.map { path throws(PagingError) -> GGUFFile in
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw PagingError.invalidOption("predictor file not found: \(path)")
+            }
+            do { return try GGUFFile(path: path) } catch {
+                throw PagingError.invalidOption("cannot read the predictor \(path): \(error.localizedDescription)")
+            }
+        }
         var predictorTensors: [GGUFTensorInfo] = []
-        if let predictor {
-            let blocks = try predictor.int(FlashPacker.predictorMetadataPrefix + "block_count")
+        if let predictor, let path = predictorPath {
+            let notPredictor = "\(path) is not an FFN predictor (weights-tools/train_predictor.py writes one for a model)"
+            guard let blocks = try? predictor.int(FlashPacker.predictorMetadataPrefix + "block_count") else {
+                throw PagingError.invalidOption(notPredictor)
+            }
             guard blocks == layers else {
-                throw PagingError.invalidOption("the predictor has \(blocks) layers, the model \(layers)")
+                throw PagingError.invalidOption("the predictor \(path) has \(blocks) layers, the model \(layers): train one for this model")
             }
             for l in 0..<layers {
                 for suffix in predictorSuffixes {
                     let name = "blk.\(l).\(suffix)"
-                    guard let info = predictor.tensorInfo(name) else { throw GGUFError.missingTensor(name) }
+                    guard let info = predictor.tensorInfo(name) else {
+                        throw PagingError.invalidOption("\(notPredictor): it lacks the tensor '\(name)'")
+                    }
                     predictorTensors.append(info)
                 }
             }
