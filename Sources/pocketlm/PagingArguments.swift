@@ -17,22 +17,22 @@ struct PagingArguments: ParsableArguments {
     @Option(help: "Neurons each token computes: none, exact[:F] (oracle: top F by |h|), threshold:T (|h| ≥ T), predictor[:F] (the file's predictor picks the top F of groups before reading).")
     var sparsity: String = "none"
 
-    @Option(name: .customLong("io-threads"), help: "Reader threads (reads in flight at once) where the reads are not asynchronous.")
-    var ioThreads: Int = 8
+    @Option(name: .customLong("io-threads"), help: "Reader threads (reads in flight at once) where the reads are not asynchronous; flash and naive paging. (default: 8)")
+    var ioThreads: Int?
 
-    @Option(help: "How the per-token reads are issued: threads (the --io-threads reader threads; the default) or aio (every read of a layer queued with one system call, where Linux native AIO and O_DIRECT work: less CPU, slower on the 2-core test machine).")
-    var reads: String = "threads"
+    @Option(help: "How the per-token reads are issued: threads (the --io-threads reader threads; the default) or aio (every read of a layer queued with one system call, where Linux native AIO and O_DIRECT work: less CPU, slower on the 2-core test machine); flash and naive paging. (default: threads)")
+    var reads: String?
 
     func validate() throws {
         if let p = paging, PagingOptions.Mode(rawValue: p) == nil {
             throw ValidationError("unknown --paging '\(p)' (flash, naive, mmap, resident)")
         }
-        guard ["aio", "threads"].contains(reads) else { throw ValidationError("--reads is aio or threads, found '\(reads)'") }
+        if let reads, !["aio", "threads"].contains(reads) { throw ValidationError("--reads is aio or threads, found '\(reads)'") }
         let windows = PagingOptions.windows
         guard windows.contains(window) else {
             throw ValidationError("--window must be between \(windows.lowerBound) and \(windows.upperBound), found \(window)")
         }
-        try PagingArguments.validate(ioThreads: ioThreads)
+        if let ioThreads { try PagingArguments.validate(ioThreads: ioThreads) }
         do { _ = try PagingOptions.Sparsity.parse(sparsity) } catch { throw ValidationError(error.localizedDescription) }
     }
 
@@ -47,13 +47,25 @@ struct PagingArguments: ParsableArguments {
     /// The options for `modelPath`, or nil when nothing was asked (an ordinary run).
     func options(modelPath: String) throws -> PagingOptions? {
         let asked = memoryBudget != nil || paging != nil || window != 0 || sparsity != "none"
-        guard asked else { return nil }
+        // How the FFN is read matters to flash and naive paging only: elsewhere the flags would change nothing, and
+        // a user tuning them would be measuring noise.
+        let given = [ioThreads.map { _ in "--io-threads" }, reads.map { _ in "--reads" }].compactMap { $0 }
+        let readFlags = given.joined(separator: " and ") + (given.count == 1 ? " sets" : " set")
+        guard asked else {
+            if !given.isEmpty {
+                throw ValidationError("\(readFlags) how flash and naive paging read a packed file's FFN; without --memory-budget or --paging nothing is read from storage")
+            }
+            return nil
+        }
         let size = (try? FileManager.default.attributesOfItem(atPath: modelPath)[.size] as? Int) ?? nil
         let budget = try memoryBudget.map { try ByteCount.parse($0, reference: size) }
         // A window is kept by flash paging alone: asking for one asks for flash (resident was refused for keeping none).
         let mode = paging.flatMap(PagingOptions.Mode.init(rawValue:)) ?? (budget == nil && window == 0 ? .resident : .flash)
+        if !given.isEmpty, mode == .mmap || mode == .resident {
+            throw ValidationError("\(readFlags) how flash and naive paging read a packed file's FFN; \(mode.rawValue) paging issues no such reads")
+        }
         return PagingOptions(mode: mode, memoryBudget: budget, window: window,
-                             sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads,
+                             sparsity: try PagingOptions.Sparsity.parse(sparsity), ioThreads: ioThreads ?? PagingOptions().ioThreads,
                              asyncReads: reads == "aio")
     }
 }

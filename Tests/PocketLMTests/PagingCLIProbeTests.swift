@@ -129,4 +129,27 @@ struct PagingCLIProbeTests {
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/out.gguf"))
     }
+
+    @Test("--io-threads and --reads where nothing is read from storage (no paging, mmap, resident) are refused, not silently ignored")
+    func readFlagsWithoutReadsRefused() throws {
+        let packed = try Self.packedQ4_1()
+        let ordinary = try TestPaths.fixture("tiny-q8_0.gguf")
+        let prompt = ["--context", "256", "--prompt", "Hi", "--max-tokens", "1", "--temperature", "0"]
+        let refused: [([String], String)] = [
+            (["--model", ordinary, "--io-threads", "4"], "--io-threads sets how flash and naive paging read"),
+            (["--model", packed, "--reads", "aio"], "without --memory-budget or --paging nothing is read"),
+            (["--model", packed, "--memory-budget", "150M", "--paging", "mmap", "--reads", "aio"], "mmap paging issues no such reads"),
+            (["--model", packed, "--paging", "resident", "--io-threads", "2", "--reads", "threads"],
+             "--io-threads and --reads set how flash and naive paging read a packed file's FFN; resident paging issues no such reads"),
+        ]
+        for (args, message) in refused {
+            let r = try CLITests.pocketlm(["run"] + args + prompt)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        for mode in ["flash", "naive"] {
+            let r = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", "150M", "--paging", mode, "--io-threads", "2",
+                                           "--reads", "threads"] + prompt)
+            #expect(r.status == 0, "\(mode): \(r.stderr)")
+        }
+    }
 }
