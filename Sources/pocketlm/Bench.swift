@@ -14,15 +14,15 @@ struct Bench: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var scheduleOptions: ScheduleOptions
     @OptionGroup var pagingArguments: PagingArguments
-    @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 128
-    @Option(name: .customLong("gen-tokens")) var genTokens: Int = 128
-    @Option var repetitions: Int = 5
+    @Option(name: .customLong("prompt-tokens"), parsing: .number) var promptTokens: Int = 128
+    @Option(name: .customLong("gen-tokens"), parsing: .number) var genTokens: Int = 128
+    @Option(parsing: .number) var repetitions: Int = 5
     @Flag(help: "Print JSON.") var json = false
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText + " Bench compares it with plain greedy decoding on --prompt-file prompts."))
     var speculate: SpeculateOption?
     @Option(name: .customLong("prompt-file"), help: "With --speculate: a prompt (a user message in the model's chat template, when it has one); repeatable.")
     var promptFiles: [String] = []
-    @Option(help: "With --speculate: rounds of plain and speculative decoding per prompt, alternating.")
+    @Option(parsing: .number, help: "With --speculate: rounds of plain and speculative decoding per prompt, alternating.")
     var rounds: Int = 3
 
     func validate() throws {

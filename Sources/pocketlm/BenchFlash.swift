@@ -34,15 +34,15 @@ struct BenchFlash: AsyncParsableCommand {
     var memoryLimit: String = "auto"
     @Option(name: .customLong("llama-cpp"), help: "The python of the llama-cpp-python venv (make variants or weights-tools/bench_peer.py --build-peer builds it).")
     var llamaCpp: String = LlamaCppPeer.defaultPython
-    @Option(help: "Context the KV cache is sized for (the budget includes it).") var context: Int = 1024
-    @Option(name: .customLong("gen-tokens"), help: "Tokens generated per configuration.") var genTokens: Int = 32
+    @Option(parsing: .number, help: "Context the KV cache is sized for (the budget includes it).") var context: Int = 1024
+    @Option(name: .customLong("gen-tokens"), parsing: .number, help: "Tokens generated per configuration.") var genTokens: Int = 32
     @Option(help: "Prompt for the generation.") var prompt: String = "The history of the printing press began"
     @Option(help: "Text for perplexity (default: /usr/share/common-licenses/GPL-3).") var text: String = "/usr/share/common-licenses/GPL-3"
-    @Option(name: .customLong("ppl-tokens"), help: "Tokens of --text scored for perplexity (0 = skip).") var pplTokens: Int = 512
-    @Option(name: .customLong("io-threads")) var ioThreads: Int = 8
-    @Option(help: "Rounds over all configurations, the order reversed every other round; each row is the round with the median tok/s (this machine's speed swings between phases).")
+    @Option(name: .customLong("ppl-tokens"), parsing: .number, help: "Tokens of --text scored for perplexity (0 = skip).") var pplTokens: Int = 512
+    @Option(name: .customLong("io-threads"), parsing: .number) var ioThreads: Int = 8
+    @Option(parsing: .number, help: "Rounds over all configurations, the order reversed every other round; each row is the round with the median tok/s (this machine's speed swings between phases).")
     var rounds: Int = 3
-    @Option var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(parsing: .number) var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(name: .customLong("layer-sharing"), help: "Layer schedule override (see run).") var layerSharing: String?
     @Flag(help: "Print JSON.") var json = false
     @Option(help: "Write an SVG of tok/s against budget, one line per mode.") var plot: String?

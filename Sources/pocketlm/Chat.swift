@@ -21,10 +21,10 @@ struct Chat: AsyncParsableCommand {
     @OptionGroup var pagingArguments: PagingArguments
 
     @Option(help: "System message (default: the chat template's own).") var system: String?
-    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer (default 512, at most half the context). Room for this many is kept free before each turn, dropping the oldest turns if needed.")
+    @Option(name: .customLong("max-tokens"), parsing: .number, help: "Most tokens per answer (default 512, at most half the context). Room for this many is kept free before each turn, dropping the oldest turns if needed.")
     var maxTokens: Int?
     @OptionGroup var samplingOptions: SamplingOptions
-    @Option(help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
+    @Option(parsing: .number, help: "Context length in tokens (default: the model's, at most 8192). When it is full, the oldest turns are dropped.")
     var context: Int?
     @Option(name: .customLong("stop"), help: "End an answer before this text (repeatable).") var stops: [String] = []
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?

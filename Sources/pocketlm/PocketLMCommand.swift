@@ -94,7 +94,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Path to a GGUF model file.")
     var model: String
 
-    @Option(name: .long, help: "Compute threads (default: the number of cores).")
+    @Option(name: .long, parsing: .number, help: "Compute threads (default: the number of cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(name: .customLong("kv-cache-type"),
@@ -108,15 +108,15 @@ struct ModelOptions: ParsableArguments {
 
 /// How tokens are picked, for every subcommand that samples (run, chat): llama.cpp's order of steps.
 struct SamplingOptions: ParsableArguments {
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
-    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
-    @Option(name: .customLong("top-p"), help: "Keep the smallest set with this total probability (1 = off).")
+    @Option(parsing: .number, help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), parsing: .number, help: "Keep the K most likely tokens (0 = off).") var topK: Int = 40
+    @Option(name: .customLong("top-p"), parsing: .number, help: "Keep the smallest set with this total probability (1 = off).")
     var topP: Float = 0.95
-    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the best one's probability (0 = off).")
+    @Option(name: .customLong("min-p"), parsing: .number, help: "Drop tokens below this fraction of the best one's probability (0 = off).")
     var minP: Float = 0.05
-    @Option(name: .customLong("repeat-penalty"), help: "Penalty for tokens among the last 64 (1 = off).")
+    @Option(name: .customLong("repeat-penalty"), parsing: .number, help: "Penalty for tokens among the last 64 (1 = off).")
     var repeatPenalty: Float = 1.0
-    @Option(help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
+    @Option(parsing: .number, help: "Random seed (default: random). The same seed gives the same text.") var seed: UInt64?
 
     /// The parameters, with a random seed when none was given.
     var parameters: SamplingParameters {
@@ -131,7 +131,7 @@ struct ScheduleOptions: ParsableArguments {
             help: "Block order: none, immediate (L0 L0 L1 L1 …, MobileLLM-LS), repeat-all (L0…LN-1 L0…LN-1) or reverse (L0…LN-1 LN-1…L0). Default: what the model file records.")
     var layerSharing: String?
 
-    @Option(help: "How many times each block runs under --layer-sharing.")
+    @Option(parsing: .number, help: "How many times each block runs under --layer-sharing.")
     var repeats: Int = 2
 
     func validate() throws {
@@ -147,3 +147,10 @@ struct ScheduleOptions: ParsableArguments {
 }
 
 extension KVCache.ElementType: ExpressibleByArgument {}
+
+extension SingleValueParsingStrategy {
+    /// For a numeric option: the next argument is its value even when it starts with '-', so `--window -1` reaches
+    /// the option's range check ("--window must be between …, found -1") instead of reading as a flag, which left
+    /// the option without a value ("Missing value for '--window <window>'").
+    static var number: SingleValueParsingStrategy { .unconditional }
+}

@@ -12,15 +12,15 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "The prompt text.") var prompt: String?
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from a file.") var promptFile: String?
-    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate (default 256, capped by the context).")
+    @Option(name: .customLong("max-tokens"), parsing: .number, help: "Most tokens to generate (default 256, capped by the context).")
     var maxTokens: Int?
     @OptionGroup var samplingOptions: SamplingOptions
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.") var chat = false
     @Option(help: "System message for --chat (default: the template's own).") var system: String?
     @OptionGroup var templateOption: ChatTemplateOption
-    @Option(help: "Context length in tokens (default: the model's, at most 8192).") var context: Int?
+    @Option(parsing: .number, help: "Context length in tokens (default: the model's, at most 8192).") var context: Int?
     @Flag(help: "Print one JSON object instead of streaming text.") var json = false
-    @Option(name: .customLong("top-logits"), help: "With --json: the K highest logits of every step.")
+    @Option(name: .customLong("top-logits"), parsing: .number, help: "With --json: the K highest logits of every step.")
     var topLogits: Int = 0
     @Option(help: ArgumentHelp(stringLiteral: SpeculateOption.helpText)) var speculate: SpeculateOption?
 

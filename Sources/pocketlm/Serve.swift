@@ -18,10 +18,10 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var pagingArguments: PagingArguments
     @Option(help: "Address to listen on (default loopback only).") var host = "127.0.0.1"
-    @Option(help: "TCP port (0: any free port, printed when listening).") var port = 8080
-    @Option(help: "Requests generating at once; each has its own KV cache of --context tokens.") var parallel = 1
-    @Option(help: "Requests that may wait for a free slot before the server answers 503.") var queue = 64
-    @Option(help: "Context length of each slot in tokens (default: the model's, at most 8192).") var context: Int?
+    @Option(parsing: .number, help: "TCP port (0: any free port, printed when listening).") var port = 8080
+    @Option(parsing: .number, help: "Requests generating at once; each has its own KV cache of --context tokens.") var parallel = 1
+    @Option(parsing: .number, help: "Requests that may wait for a free slot before the server answers 503.") var queue = 64
+    @Option(parsing: .number, help: "Context length of each slot in tokens (default: the model's, at most 8192).") var context: Int?
     @Option(name: .customLong("log-level"), help: "Server log level: trace, debug, info, notice, warning, error.")
     var logLevel = "notice"
     @OptionGroup var templateOption: ChatTemplateOption

@@ -152,4 +152,24 @@ struct PagingCLIProbeTests {
             #expect(r.status == 0, "\(mode): \(r.stderr)")
         }
     }
+
+    @Test("a negative number given to a numeric option reaches the option's range check, not 'Missing value' for a flag")
+    func negativeNumbersReachTheRangeCheck() throws {
+        let ordinary = try TestPaths.fixture("tiny-q8_0.gguf")
+        let windows = PagingOptions.windows, counts = PagingOptions.ioThreadCounts
+        let cases: [([String], String)] = [
+            (["run", "--model", ordinary, "--prompt", "hi", "--window", "-1"],
+             "--window must be between \(windows.lowerBound) and \(windows.upperBound), found -1"),
+            (["run", "--model", ordinary, "--prompt", "hi", "--io-threads", "-4"],
+             "--io-threads must be between \(counts.lowerBound) and \(counts.upperBound), found -4"),
+            (["run", "--model", ordinary, "--prompt", "hi", "--max-tokens", "-1"], "--max-tokens must be ≥ 0, found -1"),
+            (["serve", "--model", ordinary, "--queue", "-2"], "--queue must be ≥ 0, found -2"),
+            (["bench-flash", "--model", ordinary, "--threads", "-3"], "--threads must be at least 1, found -3"),
+        ]
+        for (args, message) in cases {
+            let r = try CLITests.pocketlm(args)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message) && !r.stderr.contains("Missing value"),
+                    "\(args): \(r.stderr)")
+        }
+    }
 }
