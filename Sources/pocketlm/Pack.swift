@@ -34,8 +34,11 @@ struct Pack: AsyncParsableCommand {
                                  neuron_bytes: layout.neuronBytes, groups_per_layer: layout.groupsPerLayer,
                                  layer_bytes: layout.layerBytes, seconds: seconds))
         } else {
-            Console.error(String(format: "wrote %@: %d-byte bundles of %d neurons (%d bytes each), %d groups per layer, in %.1f s",
-                                 out, layout.bundleBytes, layout.groupNeurons, layout.neuronBytes, layout.groupsPerLayer, seconds))
+            // A read at or past a layer's FFN makes one group per layer: "1 group", not "1 groups" (neurons alike).
+            func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+            Console.error(String(format: "wrote %@: %d-byte bundles of %@ (%d bytes each), %@ per layer, in %.1f s",
+                                 out, layout.bundleBytes, count(layout.groupNeurons, "neuron"), layout.neuronBytes,
+                                 count(layout.groupsPerLayer, "group"), seconds))
         }
     }
 }

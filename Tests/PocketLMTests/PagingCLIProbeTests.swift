@@ -172,4 +172,18 @@ struct PagingCLIProbeTests {
                     "\(args): \(r.stderr)")
         }
     }
+
+    @Test("pack says '1 group per layer', not '1 groups per layer'")
+    func packLineSingular() throws {
+        let source = try TestPaths.fixture("tiny-q8_0.gguf")
+        let dir = FlashPagingTests.scratch("pack-line")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // 16M (the most pack takes) is past the fixture's layer: one group; 4K holds 20 of its 128 neurons: 7 groups.
+        for (bundleBytes, groups) in [("16M", "1 group per layer"), ("4K", "7 groups per layer")] {
+            let r = try CLITests.pocketlm(["pack", "--model", source, "--out", dir + "/packed-\(bundleBytes).gguf",
+                                           "--bundle-bytes", bundleBytes])
+            #expect(r.status == 0, "\(bundleBytes): \(r.stderr)")
+            #expect(r.stderr.contains("neurons (200 bytes each), \(groups), in "), "\(bundleBytes): \(r.stderr)")
+        }
+    }
 }
