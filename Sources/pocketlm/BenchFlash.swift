@@ -188,7 +188,13 @@ struct BenchFlash: AsyncParsableCommand {
             return knownMinimum!
         }
         guard !budgets.split(separator: ",").isEmpty else { throw ValidationError("--budgets lists no budget") }
-        let budgetList = try budgets.split(separator: ",").map { text -> (String, Int) in
+        // An empty entry (min,,min or a stray comma) is a typo, perhaps of a budget the user meant to measure: not
+        // skipped silently.
+        let budgetTexts = budgets.split(separator: ",", omittingEmptySubsequences: false)
+        guard !budgetTexts.contains(where: \.isEmpty) else {
+            throw ValidationError("empty budget in --budgets '\(budgets)': the budgets are separated by single commas, e.g. 25%,min,64M")
+        }
+        let budgetList = try budgetTexts.map { text -> (String, Int) in
             if text == "min" { return ("min", try minimum()) }
             if text.hasPrefix("min+") { return (String(text), try minimum() + ByteCount.parse(String(text.dropFirst(4)))) }
             return (String(text), try ByteCount.parse(String(text), reference: fileBytes))

@@ -186,4 +186,17 @@ struct PagingCLIProbeTests {
             #expect(r.stderr.contains("neurons (200 bytes each), \(groups), in "), "\(bundleBytes): \(r.stderr)")
         }
     }
+
+    @Test("bench-flash --budgets with an empty entry (min,,min; ,min; 50%,) is an error naming the option and the text, not skipped")
+    func emptyBudgetEntryRefused() throws {
+        let packed = try FlashPagingTests.packed("tiny-q8_0.gguf")
+        for budgets in ["50%,,min", ",min", "50%,"] {
+            let r = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", budgets, "--modes", "flash",
+                                           "--windows", "0", "--rounds", "1", "--ppl-tokens", "0", "--memory-limit", "off"])
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("empty budget in --budgets '\(budgets)'"),
+                    "\(budgets): \(r.stderr)")
+        }
+        let none = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", ","])
+        #expect(none.status != 0 && none.stderr.contains("--budgets lists no budget"), "\(none.stderr)")
+    }
 }
