@@ -199,4 +199,30 @@ struct PagingCLIProbeTests {
         let none = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", ","])
         #expect(none.status != 0 && none.stderr.contains("--budgets lists no budget"), "\(none.stderr)")
     }
+
+    @Test("too small a budget suggests a shorter context only where one would fit the budget")
+    func contextAdviceOnlyWhereItHelps() throws {
+        let packed = try Self.packedQ4_1()
+        let advice = "or shorten the context"
+        func refusal(_ budget: String, context: Int) throws -> String {
+            let r = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", budget, "--context", "\(context)",
+                                           "--prompt", "Hi", "--max-tokens", "1", "--temperature", "0"])
+            #expect(r.status != 0 && r.stdout.isEmpty, "\(budget) at \(context): \(r.stderr)")
+            return r.stderr
+        }
+        // The whole minimum (~119 MiB at 256 tokens, of which the KV cache is 5.6 MiB), and the costs known before
+        // loading (~264 MiB at 8192 tokens, KV cache 180 MiB): a context of one token still leaves them past 100M
+        // and 60M, but 140M at 2048 tokens (KV cache 45 MiB, minimum ~158 MiB) and 150M at 8192 are short of them
+        // by less than the KV cache.
+        for (budget, context, helps) in [("100M", 256, false), ("60M", 8192, false), ("140M", 2048, true), ("150M", 8192, true)] {
+            let stderr = try refusal(budget, context: context)
+            #expect(stderr.contains("is below this model's minimum") && stderr.contains("raise the memory budget"),
+                    "\(budget) at \(context): \(stderr)")
+            #expect(stderr.contains(advice) == helps, "\(budget) at \(context): \(stderr)")
+        }
+        // Where it is offered, it works: 140M runs at a context of 256.
+        let shorter = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", "140M", "--context", "256",
+                                             "--prompt", "Hi", "--max-tokens", "1", "--temperature", "0"])
+        #expect(shorter.status == 0, "\(shorter.stderr)")
+    }
 }

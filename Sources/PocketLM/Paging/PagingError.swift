@@ -26,9 +26,9 @@ public enum PagingError: Error, LocalizedError, Equatable {
         case .budgetTooSmall(let b, let m, let r):
             "a weight budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) (\(ByteCount.format(r)) resident weights plus the read buffers): raise the memory budget to at least \(ByteCount.format(m))"
         case .processBudgetTooSmall(let b, let m, let c, let w, let kv, let rest):
-            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) at a context of \(c) tokens (weights \(ByteCount.format(w)) with the read buffers, KV cache \(ByteCount.format(kv)), runtime, vocabulary and scratch \(ByteCount.format(rest)), and \(ByteCount.format(ProcessBudget.runToRunAllowance)) for how much the runtime's memory varies between runs): raise the memory budget to at least \(ByteCount.format(m)) or shorten the context"
+            "a memory budget of \(ByteCount.format(b)) is below this model's minimum of \(ByteCount.format(m)) at a context of \(c) tokens (weights \(ByteCount.format(w)) with the read buffers, KV cache \(ByteCount.format(kv)), runtime, vocabulary and scratch \(ByteCount.format(rest)), and \(ByteCount.format(ProcessBudget.runToRunAllowance)) for how much the runtime's memory varies between runs): raise the memory budget to at least \(ByteCount.format(m))\(Self.contextAdvice(short: m - b, kvCache: kv, contextLength: c))"
         case .processBudgetBelowFixedCosts(let b, let f, let c, let kv, let w, let r):
-            "a memory budget of \(ByteCount.format(b)) is below this model's minimum at a context of \(c) tokens: the runtime (\(ByteCount.format(r))), the KV cache (\(ByteCount.format(kv))) and the weights that always stay in memory (\(ByteCount.format(w))) alone take \(ByteCount.format(f)), before the vocabulary, scratch and read buffers: raise the memory budget above \(ByteCount.format(f + ProcessBudget.runToRunAllowance)) (a budget that fits these is told the exact minimum) or shorten the context"
+            "a memory budget of \(ByteCount.format(b)) is below this model's minimum at a context of \(c) tokens: the runtime (\(ByteCount.format(r))), the KV cache (\(ByteCount.format(kv))) and the weights that always stay in memory (\(ByteCount.format(w))) alone take \(ByteCount.format(f)), before the vocabulary, scratch and read buffers: raise the memory budget above \(ByteCount.format(f + ProcessBudget.runToRunAllowance)) (a budget that fits these is told the exact minimum)\(Self.contextAdvice(short: f + ProcessBudget.runToRunAllowance - b, kvCache: kv, contextLength: c))"
         case .readFailed(let p, let o, let m): "reading \(p) at byte \(o) failed: \(m)"
         case .shortRead(let p, let o, let e, let g):
             "short read from \(p) at byte \(o): expected \(e) bytes, got \(g) (is the file truncated?)"
@@ -36,6 +36,13 @@ public enum PagingError: Error, LocalizedError, Equatable {
             "\(p) has no FFN predictor: predictor sparsity needs a file packed with one"
         case .invalidOption(let m): m
         }
+    }
+
+    /// " or shorten the context" where a shorter one could make up a budget `short` bytes below the need: the KV
+    /// cache is the part a context sets, and at least a token's worth of it stays. Elsewhere (a KV cache small
+    /// beside the shortfall, or the weights alone past the budget) the advice would send the user to a dead end.
+    private static func contextAdvice(short: Int, kvCache: Int, contextLength: Int) -> String {
+        short < kvCache - kvCache / max(1, contextLength) ? " or shorten the context" : ""
     }
 }
 
