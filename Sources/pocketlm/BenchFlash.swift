@@ -154,6 +154,16 @@ struct BenchFlash: AsyncParsableCommand {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
         try PagingArguments.validate(ioThreads: ioThreads)
         _ = try windowList()
+        if let modes { try Self.checkNoEmptyEntry(modes, option: "--modes", entry: "mode", example: "flash,naive") }
+        try Self.checkNoEmptyEntry(sparsity, option: "--sparsity", entry: "rule", example: "none,predictor:0.9")
+    }
+
+    /// An empty entry in a comma-separated list (flash,,naive, a stray comma, or an empty list) is a typo, perhaps of
+    /// an entry the user meant to measure: an error, not skipped silently (which could leave no rows at all).
+    static func checkNoEmptyEntry(_ list: String, option: String, entry: String, example: String) throws {
+        guard !list.split(separator: ",", omittingEmptySubsequences: false).contains(where: \.isEmpty) else {
+            throw ValidationError("empty \(entry) in \(option) '\(list)': the \(entry)s are separated by single commas, e.g. \(example)")
+        }
     }
 
     /// --windows as numbers, each one a flash run accepts.

@@ -200,6 +200,23 @@ struct PagingCLIProbeTests {
         #expect(none.status != 0 && none.stderr.contains("--budgets lists no budget"), "\(none.stderr)")
     }
 
+    @Test("bench-flash --modes and --sparsity with an empty entry (flash,; ,flash; none,,predictor:0.9; '') are errors naming the option and the text")
+    func emptyModeAndSparsityEntryRefused() throws {
+        let packed = try FlashPagingTests.packed("tiny-q8_0.gguf")
+        let common = ["--budgets", "50%", "--windows", "0", "--rounds", "1", "--ppl-tokens", "0", "--memory-limit", "off"]
+        let cases: [([String], String)] = [
+            (["--modes", "flash,"], "empty mode in --modes 'flash,'"),
+            (["--modes", ",flash"], "empty mode in --modes ',flash'"),
+            (["--modes", ""], "empty mode in --modes ''"),
+            (["--modes", "flash", "--sparsity", "none,,predictor:0.9"], "empty rule in --sparsity 'none,,predictor:0.9'"),
+            (["--modes", "flash", "--sparsity", ""], "empty rule in --sparsity ''"),
+        ]
+        for (args, message) in cases {
+            let r = try CLITests.pocketlm(["bench-flash", "--model", packed] + args + common)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+    }
+
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
     func contextAdviceOnlyWhereItHelps() throws {
         let packed = try Self.packedQ4_1()
