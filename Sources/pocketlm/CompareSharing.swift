@@ -17,12 +17,12 @@ struct CompareSharing: AsyncParsableCommand {
     @Option(help: "A config.json (see configs/): random Q8_0 weights of that shape.") var config: String?
     @Option(help: "A GGUF model: its own weights (perplexity needs this).") var model: String?
     @Option(help: "Comma-separated strategies.") var strategies: String = "none,immediate,repeat-all,reverse"
-    @Option(help: "Passes per block for the sharing strategies.") var repeats: Int = 2
+    @Option(parsing: .number, help: "Passes per block for the sharing strategies.") var repeats: Int = 2
     @Option(help: "Text file for perplexity (with --model).") var text: String?
-    @Option(help: "Compute threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-    @Option(name: .customLong("prompt-tokens")) var promptTokens: Int = 64
-    @Option(name: .customLong("gen-tokens")) var genTokens: Int = 64
-    @Option var repetitions: Int = 3
+    @Option(parsing: .number, help: "Compute threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("prompt-tokens"), parsing: .number) var promptTokens: Int = 64
+    @Option(name: .customLong("gen-tokens"), parsing: .number) var genTokens: Int = 64
+    @Option(parsing: .number) var repetitions: Int = 3
     @Flag(help: "Print JSON.") var json = false
     @Option(help: "Write an SVG bar chart of the speeds (and perplexity) to this file.") var plot: String?
 
@@ -49,8 +49,9 @@ struct CompareSharing: AsyncParsableCommand {
         if config != nil && model != nil { throw ValidationError("give --config or --model, not both") }
         if text != nil && model == nil { throw ValidationError("--text needs --model (random weights have no meaningful perplexity)") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, found \(repeats)") }
-        guard threads >= 1, promptTokens >= 1, genTokens >= 1, repetitions >= 1 else {
-            throw ValidationError("--threads, --prompt-tokens, --gen-tokens and --repetitions must be at least 1")
+        for (option, value) in [("--threads", threads), ("--prompt-tokens", promptTokens), ("--gen-tokens", genTokens),
+                                ("--repetitions", repetitions)] where value < 1 {
+            throw ValidationError("\(option) must be at least 1, found \(value)")
         }
         for s in parsedStrategies where LayerSchedule.Strategy(rawValue: s) == nil {
             throw ValidationError("unknown strategy '\(s)' (none, immediate, repeat-all, reverse)")

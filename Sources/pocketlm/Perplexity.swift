@@ -15,7 +15,7 @@ struct Perplexity: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var pagingArguments: PagingArguments
     @Option(help: "The text file.") var file: String
-    @Option(help: "Window length in tokens.") var context: Int = 512
+    @Option(parsing: .number, help: "Window length in tokens.") var context: Int = 512
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {

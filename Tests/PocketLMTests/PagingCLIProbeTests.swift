@@ -217,6 +217,26 @@ struct PagingCLIProbeTests {
         }
     }
 
+    @Test("compare-sharing's and perplexity's numeric options take a negative number to their range check, which names it")
+    func compareSharingAndPerplexityNegativeNumbers() throws {
+        let ordinary = try TestPaths.fixture("tiny-q8_0.gguf")
+        let cases: [([String], String)] = [
+            (["compare-sharing", "--repeats", "-1"], "--repeats must be at least 1, found -1"),
+            (["compare-sharing", "--threads", "-2"], "--threads must be at least 1, found -2"),
+            (["compare-sharing", "--prompt-tokens", "-3"], "--prompt-tokens must be at least 1, found -3"),
+            (["compare-sharing", "--gen-tokens", "-4"], "--gen-tokens must be at least 1, found -4"),
+            (["compare-sharing", "--repetitions", "-5"], "--repetitions must be at least 1, found -5"),
+            (["compare-sharing", "--repetitions", "0"], "--repetitions must be at least 1, found 0"),
+            (["perplexity", "--model", ordinary, "--file", ordinary, "--context", "-1"], "--context must be at least 4, found -1"),
+            (["perplexity", "--model", ordinary, "--file", ordinary, "--threads", "-2"], "--threads must be at least 1, found -2"),
+        ]
+        for (args, message) in cases {
+            let r = try CLITests.pocketlm(args)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message) && !r.stderr.contains("Missing value"),
+                    "\(args): \(r.stderr)")
+        }
+    }
+
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
     func contextAdviceOnlyWhereItHelps() throws {
         let packed = try Self.packedQ4_1()
