@@ -26,10 +26,10 @@ struct Bench: AsyncParsableCommand {
     var rounds: Int = 3
 
     func validate() throws {
-        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1") }
-        guard genTokens >= 1 else { throw ValidationError("--gen-tokens must be at least 1") }
-        guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1") }
-        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1, found \(promptTokens)") }
+        guard genTokens >= 1 else { throw ValidationError("--gen-tokens must be at least 1, found \(genTokens)") }
+        guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, found \(repetitions)") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1, found \(rounds)") }
         if speculate != nil && promptFiles.isEmpty { throw ValidationError("--speculate needs at least one --prompt-file") }
         if speculate == nil && !promptFiles.isEmpty { throw ValidationError("--prompt-file is for --speculate") }
     }

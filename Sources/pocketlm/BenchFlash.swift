@@ -145,7 +145,10 @@ struct BenchFlash: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard rounds >= 1, genTokens >= 2, pplTokens >= 0 else { throw ValidationError("--rounds ≥ 1, --gen-tokens ≥ 2, --ppl-tokens ≥ 0") }
+        for (option, value, least) in [("--rounds", rounds, 1), ("--gen-tokens", genTokens, 2), ("--ppl-tokens", pplTokens, 0)]
+        where value < least {
+            throw ValidationError("\(option) must be at least \(least), found \(value)")
+        }
         guard context >= 16 else { throw ValidationError("--context must be at least 16, found \(context)") }
         guard ["auto", "on", "off"].contains(memoryLimit) else { throw ValidationError("--memory-limit is auto, on or off, found '\(memoryLimit)'") }
         if let modes, modes.split(separator: ",").contains("llama.cpp"), source == nil {

@@ -237,6 +237,24 @@ struct PagingCLIProbeTests {
         }
     }
 
+    @Test("bench-flash's and bench's range errors name the option and the value found")
+    func rangeErrorsNameTheValue() throws {
+        let ordinary = try TestPaths.fixture("tiny-q8_0.gguf")
+        let cases: [([String], String)] = [
+            (["bench-flash", "--model", ordinary, "--rounds", "0"], "--rounds must be at least 1, found 0"),
+            (["bench-flash", "--model", ordinary, "--gen-tokens", "1"], "--gen-tokens must be at least 2, found 1"),
+            (["bench-flash", "--model", ordinary, "--ppl-tokens", "-1"], "--ppl-tokens must be at least 0, found -1"),
+            (["bench", "--model", ordinary, "--prompt-tokens", "0"], "--prompt-tokens must be at least 1, found 0"),
+            (["bench", "--model", ordinary, "--gen-tokens", "-1"], "--gen-tokens must be at least 1, found -1"),
+            (["bench", "--model", ordinary, "--repetitions", "0"], "--repetitions must be at least 1, found 0"),
+            (["bench", "--model", ordinary, "--rounds", "-2"], "--rounds must be at least 1, found -2"),
+        ]
+        for (args, message) in cases {
+            let r = try CLITests.pocketlm(args)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+    }
+
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
     func contextAdviceOnlyWhereItHelps() throws {
         let packed = try Self.packedQ4_1()
