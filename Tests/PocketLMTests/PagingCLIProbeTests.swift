@@ -255,6 +255,20 @@ struct PagingCLIProbeTests {
         }
     }
 
+    @Test("pack --bundle-bytes: the help states the 16M cap, and a larger value is refused with pack's usage")
+    func packBundleBytesCap() throws {
+        let help = try CLITests.pocketlm(["pack", "--help"])
+        // The help wraps its lines: compared with the whitespace collapsed.
+        let helpText = help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(helpText.contains("--bundle-bytes <bundle-bytes> Bytes per read") && helpText.contains("at most 16M"), "\(help.stdout)")
+        let source = try TestPaths.fixture("tiny-q8_0.gguf")
+        let out = FlashPagingTests.scratch("pack-cap.gguf")
+        let r = try CLITests.pocketlm(["pack", "--model", source, "--out", out, "--bundle-bytes", "17M"])
+        #expect(r.status != 0 && r.stderr.contains("--bundle-bytes must be at most 16M, found 17M")
+                && r.stderr.contains("Usage: pocketlm pack "), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
     func contextAdviceOnlyWhereItHelps() throws {
         let packed = try Self.packedQ4_1()
