@@ -17,7 +17,7 @@ struct PagingArguments: ParsableArguments {
     @Option(help: "Neurons each token computes: none, exact[:F] (oracle: top F by |h|), threshold:T (|h| ≥ T), predictor[:F] (the file's predictor picks the top F of groups before reading).")
     var sparsity: String = "none"
 
-    @Option(name: .customLong("io-threads"), parsing: .number, help: "Reader threads (reads in flight at once) where the reads are not asynchronous; flash and naive paging. (default: 8)")
+    @Option(name: .customLong("io-threads"), parsing: .number, help: "Reader threads (reads in flight at once) where the reads are not asynchronous; flash and naive paging. (default: \(PagingOptions().ioThreads))")
     var ioThreads: Int?
 
     @Option(help: "How the per-token reads are issued: threads (the --io-threads reader threads; the default) or aio (every read of a layer queued with one system call, where Linux native AIO and O_DIRECT work: less CPU, slower on the 2-core test machine); flash and naive paging. (default: threads)")
