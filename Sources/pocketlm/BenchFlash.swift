@@ -157,16 +157,8 @@ struct BenchFlash: AsyncParsableCommand {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, found \(threads)") }
         try PagingArguments.validate(ioThreads: ioThreads)
         _ = try windowList()
-        if let modes { try Self.checkNoEmptyEntry(modes, option: "--modes", entry: "mode", example: "flash,naive") }
-        try Self.checkNoEmptyEntry(sparsity, option: "--sparsity", entry: "rule", example: "none,predictor:0.9")
-    }
-
-    /// An empty entry in a comma-separated list (flash,,naive, a stray comma, or an empty list) is a typo, perhaps of
-    /// an entry the user meant to measure: an error, not skipped silently (which could leave no rows at all).
-    static func checkNoEmptyEntry(_ list: String, option: String, entry: String, example: String) throws {
-        guard !list.split(separator: ",", omittingEmptySubsequences: false).contains(where: \.isEmpty) else {
-            throw ValidationError("empty \(entry) in \(option) '\(list)': the \(entry)s are separated by single commas, e.g. \(example)")
-        }
+        if let modes { _ = try CommaList.entries(modes, option: "--modes", entry: "mode", example: "flash,naive") }
+        _ = try CommaList.entries(sparsity, option: "--sparsity", entry: "rule", example: "none,predictor:0.9")
     }
 
     /// --windows as numbers, each one a flash run accepts.
@@ -201,12 +193,7 @@ struct BenchFlash: AsyncParsableCommand {
             return knownMinimum!
         }
         guard !budgets.split(separator: ",").isEmpty else { throw ValidationError("--budgets lists no budget") }
-        // An empty entry (min,,min or a stray comma) is a typo, perhaps of a budget the user meant to measure: not
-        // skipped silently.
-        let budgetTexts = budgets.split(separator: ",", omittingEmptySubsequences: false)
-        guard !budgetTexts.contains(where: \.isEmpty) else {
-            throw ValidationError("empty budget in --budgets '\(budgets)': the budgets are separated by single commas, e.g. 25%,min,64M")
-        }
+        let budgetTexts = try CommaList.entries(budgets, option: "--budgets", entry: "budget", example: "25%,min,64M")
         let budgetList = try budgetTexts.map { text -> (String, Int) in
             if text == "min" { return ("min", try minimum()) }
             if text.hasPrefix("min+") { return (String(text), try minimum() + ByteCount.parse(String(text.dropFirst(4)))) }

@@ -53,6 +53,7 @@ struct CompareSharing: AsyncParsableCommand {
                                 ("--repetitions", repetitions)] where value < 1 {
             throw ValidationError("\(option) must be at least 1, found \(value)")
         }
+        _ = try CommaList.entries(strategies, option: "--strategies", entry: "strategy", example: "none,immediate")
         for s in parsedStrategies where LayerSchedule.Strategy(rawValue: s) == nil {
             throw ValidationError("unknown strategy '\(s)' (none, immediate, repeat-all, reverse)")
         }

@@ -8,14 +8,17 @@ struct Pack: AsyncParsableCommand {
 
     @Option(help: "The model to pack (GGUF; FFN weights of any type PocketLM computes: Q8_0 as neuron columns, the others — Q4_x, Q5_x, K-quants, F32, F16, BF16 — as block rows).") var model: String
     @Option(help: "The packed file to write.") var out: String
-    @Option(name: .customLong("bundle-bytes"), help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB), e.g. 64K; at most 16M (a layer's FFN or more makes one group per layer).")
+    @Option(name: .customLong("bundle-bytes"), parsing: .number, help: "Bytes per read: consecutive neurons' bundles grouped to fill it (rounded up to 4 KiB), e.g. 64K; at most 16M (a layer's FFN or more makes one group per layer).")
     var bundleBytes: String = "64K"
     @Option(help: "A predictor file from weights-tools/train_predictor.py to store alongside.") var predictor: String?
     @Flag(help: "Print the layout as JSON.") var json = false
 
     /// Checked in validate(), so its error's usage line is pack's, not "pocketlm <subcommand>" (as it was from run()).
     func validate() throws {
-        let bytes = try ByteCount.parse(bundleBytes)
+        // The size parser's own message has no usage line and says nothing of the range.
+        guard let bytes = try? ByteCount.parse(bundleBytes) else {
+            throw ValidationError("--bundle-bytes takes a read size such as 64K (at most 16M), found '\(bundleBytes)'")
+        }
         guard bytes <= 16 << 20 else { throw ValidationError("--bundle-bytes must be at most 16M, found \(bundleBytes)") }
     }
 

@@ -269,6 +269,23 @@ struct PagingCLIProbeTests {
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    @Test("pack --bundle-bytes 0, -1 or text: the option's own message with pack's usage, not the size parser's; compare-sharing --strategies with an empty entry is an error")
+    func packBundleBytesUnreadableAndEmptyStrategy() throws {
+        let source = try TestPaths.fixture("tiny-q8_0.gguf")
+        let out = FlashPagingTests.scratch("pack-unreadable.gguf")
+        for value in ["0", "-1", "lots"] {
+            let r = try CLITests.pocketlm(["pack", "--model", source, "--out", out, "--bundle-bytes", value])
+            #expect(r.status != 0 && r.stderr.contains("--bundle-bytes takes a read size such as 64K (at most 16M), found '\(value)'")
+                    && r.stderr.contains("Usage: pocketlm pack "), "\(value): \(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: out))
+        for strategies in ["none,,immediate", "none,", ""] {
+            let r = try CLITests.pocketlm(["compare-sharing", "--config", "configs/mobilellm-125m.json", "--strategies", strategies])
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("empty strategy in --strategies '\(strategies)'"),
+                    "\(strategies): \(r.stderr)")
+        }
+    }
+
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
     func contextAdviceOnlyWhereItHelps() throws {
         let packed = try Self.packedQ4_1()
