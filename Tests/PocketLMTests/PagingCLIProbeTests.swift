@@ -22,6 +22,16 @@ struct PagingCLIProbeTests {
         return String(words[words.count - 2]) + "M"
     }
 
+    /// Runs each command and expects it refused before doing anything: a non-zero exit, nothing on stdout, `message`
+    /// on stderr, and never argument-parser's "Missing value" (a negative number read as a flag).
+    static func expectRefused(_ cases: [([String], String)], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for (args, message) in cases {
+            let r = try CLITests.pocketlm(args)
+            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message) && !r.stderr.contains("Missing value"),
+                    "\(args): \(r.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
     @Test("many I/O threads count in the budget: a run at the minimum stated for 256 reader threads peaks within it")
     func readerThreadsCountInBudget() throws {
         let packed = try Self.packedQ4_1()
@@ -142,10 +152,7 @@ struct PagingCLIProbeTests {
             (["--model", packed, "--paging", "resident", "--io-threads", "2", "--reads", "threads"],
              "--io-threads and --reads set how flash and naive paging read a packed file's FFN; resident paging issues no such reads"),
         ]
-        for (args, message) in refused {
-            let r = try CLITests.pocketlm(["run"] + args + prompt)
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
-        }
+        try Self.expectRefused(refused.map { (["run"] + $0.0 + prompt, $0.1) })
         for mode in ["flash", "naive"] {
             let r = try CLITests.pocketlm(["run", "--model", packed, "--memory-budget", "150M", "--paging", mode, "--io-threads", "2",
                                            "--reads", "threads"] + prompt)
@@ -166,11 +173,7 @@ struct PagingCLIProbeTests {
             (["serve", "--model", ordinary, "--queue", "-2"], "--queue must be ≥ 0, found -2"),
             (["bench-flash", "--model", ordinary, "--threads", "-3"], "--threads must be at least 1, found -3"),
         ]
-        for (args, message) in cases {
-            let r = try CLITests.pocketlm(args)
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message) && !r.stderr.contains("Missing value"),
-                    "\(args): \(r.stderr)")
-        }
+        try Self.expectRefused(cases)
     }
 
     @Test("pack says '1 group per layer', not '1 groups per layer'")
@@ -190,12 +193,10 @@ struct PagingCLIProbeTests {
     @Test("bench-flash --budgets with an empty entry (min,,min; ,min; 50%,) is an error naming the option and the text, not skipped")
     func emptyBudgetEntryRefused() throws {
         let packed = try FlashPagingTests.packed("tiny-q8_0.gguf")
-        for budgets in ["50%,,min", ",min", "50%,"] {
-            let r = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", budgets, "--modes", "flash",
-                                           "--windows", "0", "--rounds", "1", "--ppl-tokens", "0", "--memory-limit", "off"])
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("empty budget in --budgets '\(budgets)'"),
-                    "\(budgets): \(r.stderr)")
-        }
+        try Self.expectRefused(["50%,,min", ",min", "50%,"].map { budgets in
+            (["bench-flash", "--model", packed, "--budgets", budgets, "--modes", "flash", "--windows", "0", "--rounds", "1",
+              "--ppl-tokens", "0", "--memory-limit", "off"], "empty budget in --budgets '\(budgets)'")
+        })
         let none = try CLITests.pocketlm(["bench-flash", "--model", packed, "--budgets", ","])
         #expect(none.status != 0 && none.stderr.contains("--budgets lists no budget"), "\(none.stderr)")
     }
@@ -211,10 +212,7 @@ struct PagingCLIProbeTests {
             (["--modes", "flash", "--sparsity", "none,,predictor:0.9"], "empty rule in --sparsity 'none,,predictor:0.9'"),
             (["--modes", "flash", "--sparsity", ""], "empty rule in --sparsity ''"),
         ]
-        for (args, message) in cases {
-            let r = try CLITests.pocketlm(["bench-flash", "--model", packed] + args + common)
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
-        }
+        try Self.expectRefused(cases.map { (["bench-flash", "--model", packed] + $0.0 + common, $0.1) })
     }
 
     @Test("compare-sharing's and perplexity's numeric options take a negative number to their range check, which names it")
@@ -230,11 +228,7 @@ struct PagingCLIProbeTests {
             (["perplexity", "--model", ordinary, "--file", ordinary, "--context", "-1"], "--context must be at least 4, found -1"),
             (["perplexity", "--model", ordinary, "--file", ordinary, "--threads", "-2"], "--threads must be at least 1, found -2"),
         ]
-        for (args, message) in cases {
-            let r = try CLITests.pocketlm(args)
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message) && !r.stderr.contains("Missing value"),
-                    "\(args): \(r.stderr)")
-        }
+        try Self.expectRefused(cases)
     }
 
     @Test("bench-flash's and bench's range errors name the option and the value found")
@@ -249,10 +243,7 @@ struct PagingCLIProbeTests {
             (["bench", "--model", ordinary, "--repetitions", "0"], "--repetitions must be at least 1, found 0"),
             (["bench", "--model", ordinary, "--rounds", "-2"], "--rounds must be at least 1, found -2"),
         ]
-        for (args, message) in cases {
-            let r = try CLITests.pocketlm(args)
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains(message), "\(args): \(r.stderr)")
-        }
+        try Self.expectRefused(cases)
     }
 
     @Test("pack --bundle-bytes: the help states the 16M cap, and a larger value is refused with pack's usage")
@@ -279,11 +270,10 @@ struct PagingCLIProbeTests {
                     && r.stderr.contains("Usage: pocketlm pack "), "\(value): \(r.stderr)")
         }
         #expect(!FileManager.default.fileExists(atPath: out))
-        for strategies in ["none,,immediate", "none,", ""] {
-            let r = try CLITests.pocketlm(["compare-sharing", "--config", "configs/mobilellm-125m.json", "--strategies", strategies])
-            #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("empty strategy in --strategies '\(strategies)'"),
-                    "\(strategies): \(r.stderr)")
-        }
+        try Self.expectRefused(["none,,immediate", "none,", ""].map { strategies in
+            (["compare-sharing", "--config", "configs/mobilellm-125m.json", "--strategies", strategies],
+             "empty strategy in --strategies '\(strategies)'")
+        })
     }
 
     @Test("too small a budget suggests a shorter context only where one would fit the budget")
